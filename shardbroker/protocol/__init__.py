@@ -1,0 +1,1 @@
+"""Sans-IO Kafka protocol: bytes in, messages out, and back. Never touches sockets or files."""
