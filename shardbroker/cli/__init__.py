@@ -1,1 +1,1 @@
-"""cli layer."""
+"""The shardbroker command line."""
