@@ -1,0 +1,134 @@
+"""The metadata image: what every worker knows of the whole broker, as one immutable value.
+
+Kafka brokers answer Metadata, route requests and check leadership against a ``MetadataImage``
+built from the controller's metadata log; so do ours. The controller (in the supervisor) owns
+the authoritative copy, and pushes a whole new image to every worker over its control ring when
+anything changes. A whole image rather than deltas: changes are rare (admin operations,
+partition moves), an image of 10,000 partitions encodes in a few milliseconds, and a worker that
+restarts needs the whole thing anyway; one code path serves both.
+
+``version`` is the offset of the last metadata-log record the image includes: a worker acks the
+version it applied, and the controller answers an admin request once every live worker has acked
+a version at least as new as the change.
+
+A partition's leader is the worker (= Kafka node id) that owns it; ``leader_epoch`` grows each
+time the partition changes owner, so clients and fetchers can fence stale leaders exactly as with
+Kafka (OffsetForLeaderEpoch, the partition leader epoch stamped into appended batches).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerEndpoint:
+    """One worker as clients see it: Kafka node id, advertised host, port."""
+
+    node_id: int
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionImage:
+    partition: int
+    leader: int
+    leader_epoch: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TopicImage:
+    name: str
+    topic_id: uuid.UUID
+    partitions: tuple[PartitionImage, ...]
+    #: Topic-level config overrides only (Kafka's names); broker defaults fill in the rest.
+    configs: dict[str, str] = field(default_factory=dict)
+    is_internal: bool = False
+
+    def partition(self, index: int) -> PartitionImage | None:
+        """The partition with this index, or None: partitions are dense, 0..n-1."""
+        if 0 <= index < len(self.partitions):
+            return self.partitions[index]
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class MetadataImage:
+    version: int
+    cluster_id: str
+    controller_id: int
+    brokers: tuple[BrokerEndpoint, ...]
+    topics: dict[str, TopicImage]
+
+    @property
+    def topics_by_id(self) -> dict[uuid.UUID, TopicImage]:
+        return {topic.topic_id: topic for topic in self.topics.values()}
+
+    def broker(self, node_id: int) -> BrokerEndpoint | None:
+        for endpoint in self.brokers:
+            if endpoint.node_id == node_id:
+                return endpoint
+        return None
+
+    def partitions_led_by(self, node_id: int) -> list[tuple[TopicImage, PartitionImage]]:
+        """Every partition this worker owns: what it must open, serve and write."""
+        return [
+            (topic, partition)
+            for topic in self.topics.values()
+            for partition in topic.partitions
+            if partition.leader == node_id
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able data: what ``ipc.control.MetadataPush`` carries."""
+        return _image_to_dict(self)
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> MetadataImage:
+        return _image_from_dict(data)
+
+
+def empty_image(cluster_id: str, brokers: tuple[BrokerEndpoint, ...]) -> MetadataImage:
+    return MetadataImage(version=-1, cluster_id=cluster_id, controller_id=0, brokers=brokers, topics={})
+
+
+def _image_to_dict(image: MetadataImage) -> dict[str, Any]:
+    return {
+        "version": image.version,
+        "cluster_id": image.cluster_id,
+        "controller_id": image.controller_id,
+        "brokers": [[b.node_id, b.host, b.port] for b in image.brokers],
+        "topics": [
+            {
+                "name": t.name,
+                "id": str(t.topic_id),
+                "partitions": [[p.partition, p.leader, p.leader_epoch] for p in t.partitions],
+                "configs": t.configs,
+                "internal": t.is_internal,
+            }
+            for t in image.topics.values()
+        ],
+    }
+
+
+def _image_from_dict(data: dict[str, Any]) -> MetadataImage:
+    topics = {
+        t["name"]: TopicImage(
+            name=t["name"],
+            topic_id=uuid.UUID(t["id"]),
+            partitions=tuple(PartitionImage(p, leader, epoch) for p, leader, epoch in t["partitions"]),
+            configs=dict(t["configs"]),
+            is_internal=bool(t["internal"]),
+        )
+        for t in data["topics"]
+    }
+    return MetadataImage(
+        version=int(data["version"]),
+        cluster_id=str(data["cluster_id"]),
+        controller_id=int(data["controller_id"]),
+        brokers=tuple(BrokerEndpoint(int(n), str(h), int(p)) for n, h, p in data["brokers"]),
+        topics=topics,
+    )
