@@ -1,0 +1,470 @@
+"""The shared-memory ring in one process: framing, wrap-around, full ring, in-place APIs, shm names,
+stale-segment reclaim. Cross-process behaviour is in test_ring_processes.py."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import random
+import time
+from collections import deque
+from collections.abc import Iterator
+
+import numpy as np
+import posix_ipc  # type: ignore[import-not-found,unused-ignore]
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from shardbroker.ipc import shm
+from shardbroker.ipc.ring import (
+    FRAME_HEADER,
+    HEADER_SIZE,
+    PAD,
+    Ring,
+    RingCorrupt,
+    RingError,
+    frame_size,
+)
+
+_counter = itertools.count()
+
+
+def leftovers(instance: str) -> list[str]:
+    return sorted(p.name for p in shm.SHM_DIR.iterdir() if p.name.startswith(f"shardbroker-{instance}-"))
+
+
+@pytest.fixture
+def instance() -> Iterator[str]:
+    """A fresh instance name; whatever the test leaves in /dev/shm is removed, then reported."""
+    name = f"t{os.getpid()}x{next(_counter)}"
+    yield name
+    left = leftovers(name)
+    for entry in left:
+        (shm.SHM_DIR / entry).unlink(missing_ok=True)
+    assert left == [], "test left shared memory behind"
+
+
+@pytest.fixture
+def ring(instance: str) -> Iterator[Ring]:
+    with Ring.create(instance, "r", 256) as r:
+        yield r
+
+
+def drain(ring: Ring) -> list[bytes]:
+    out: list[bytes] = []
+    while got := ring.reader().read_batch(1000):
+        out.extend(got)
+    ring.reader().read_batch()  # skip a trailing pad, if any
+    return out
+
+
+# --- names, creation, cleanup -------------------------------------------------------------------
+
+
+def test_create_makes_segment_and_doorbells_and_close_unlinks(instance: str) -> None:
+    r = Ring.create(instance, "ctl-w0", 4096)
+    base = f"shardbroker-{instance}-ctl-w0"
+    assert leftovers(instance) == [base, f"{base}.rbell", f"{base}.wbell"]
+    assert r.name == f"/{base}"
+    assert r.capacity == 4096 and r.used_bytes == 0 and r.free_bytes == 4096
+    assert os.path.getsize(f"/dev/shm/{base}") == HEADER_SIZE + 4096
+    r.close()
+    r.close()  # idempotent
+    assert leftovers(instance) == []
+
+
+def test_context_manager_unlinks_on_exception(instance: str) -> None:
+    with pytest.raises(ZeroDivisionError), Ring.create(instance, "r", 256):
+        1 / 0  # noqa: B018
+    assert leftovers(instance) == []
+
+
+def test_create_is_exclusive(instance: str, ring: Ring) -> None:
+    with pytest.raises(shm.ShmError, match="exists"):
+        Ring.create(instance, "r", 256)
+    assert len(leftovers(instance)) == 3  # the failed create removed nothing of the live ring
+
+
+def test_attach_by_name_does_not_unlink(instance: str, ring: Ring) -> None:
+    ring.writer().try_write(b"hello")
+    other = Ring.attach(instance, "r")
+    assert other.used_bytes == frame_size(5) and other.capacity == 256
+    assert other.reader().try_read() == b"hello"
+    other.close()
+    assert len(leftovers(instance)) == 3
+    assert ring.used_bytes == 0
+
+
+def test_attach_missing_or_foreign(instance: str) -> None:
+    with pytest.raises(shm.ShmError, match="does not exist"):
+        Ring.attach(instance, "nope")
+    seg = posix_ipc.SharedMemory(shm.shm_name(instance, "foreign"), posix_ipc.O_CREX, size=4096)
+    seg.close_fd()
+    try:
+        with pytest.raises(shm.ShmError, match="not a kind"):
+            Ring.attach(instance, "foreign")
+    finally:
+        seg.unlink()
+
+
+@pytest.mark.parametrize("inst,name", [("a-b", "r"), ("", "r"), ("a", "r.x"), ("a", "r/x"), ("a", "")])
+def test_bad_names(inst: str, name: str) -> None:
+    with pytest.raises(ValueError):
+        shm.shm_name(inst, name)
+
+
+@pytest.mark.parametrize("capacity", [0, 32, 100, 3 << 10, 1 << 32])
+def test_bad_capacity(instance: str, capacity: int) -> None:
+    with pytest.raises(ValueError):
+        Ring.create(instance, "r", capacity)
+
+
+# --- framing and wrap-around --------------------------------------------------------------------
+
+
+def test_frames_round_trip_in_order(ring: Ring) -> None:
+    w, r = ring.writer(), ring.reader()
+    frames = [b"", b"a", b"bc" * 7, bytes(range(40))]
+    for f in frames:
+        assert w.try_write(f)
+    assert ring.used_bytes == sum(frame_size(len(f)) for f in frames)
+    assert r.read_batch() == frames
+    assert ring.used_bytes == 0
+    assert r.read_batch() == [] and r.try_read() is None
+
+
+def test_write_accepts_any_contiguous_buffer(ring: Ring) -> None:
+    w, r = ring.writer(), ring.reader()
+    arr = np.arange(5, dtype=np.uint32)
+    assert w.try_write(bytearray(b"xy"))
+    assert w.try_write(arr.data)
+    assert r.read_batch() == [b"xy", arr.tobytes()]
+
+
+SIZES = [*range(0, 26), 63, 64, 65, 100, 127, 128, 129, 200, 248]
+
+
+def test_wrap_around_at_every_alignment(ring: Ring) -> None:
+    """Every (start position, frame size) pair of a 256-byte ring: the frame comes back intact,
+    at the position the padding rule says (before the end if it fits, else at 0 after a pad)."""
+    w, r = ring.writer(), ring.reader()
+    cap = ring.capacity
+    rng = random.Random(1)
+    for start in range(0, cap, FRAME_HEADER):
+        for n in SIZES:
+            # Move the write position to `start` with filler frames, then empty the ring.
+            pos = w._wr % cap
+            gap = (start - pos) % cap
+            if gap and pos + gap > cap:
+                assert w.try_write(bytes(cap - pos - FRAME_HEADER))
+                gap = start
+            if gap:
+                assert w.try_write(bytes(gap - FRAME_HEADER))
+            drain(ring)
+            assert w._wr % cap == start and ring.used_bytes == 0
+            payload = rng.randbytes(n)
+            wraps = start + frame_size(n) > cap
+            if wraps and frame_size(n) + cap - start > cap:
+                # Pad + frame exceed the ring: the pad goes out alone, the frame after it is read.
+                assert not w.try_write(payload)
+                assert ring._words[start // 4] == PAD and ring.used_bytes == cap - start
+                assert r.read_batch() == []
+                assert w.try_write(payload)
+                assert ring.used_bytes == frame_size(n)
+            else:
+                assert w.try_write(payload)
+                assert ring.used_bytes == frame_size(n) + (cap - start if wraps else 0)
+                if wraps:
+                    assert ring._words[start // 4] == PAD
+            views = r.peek_batch()
+            assert [bytes(v) for v in views] == [payload]
+            assert (views[0].obj is not None) and len(views[0]) == n
+            r.release()
+            assert ring.used_bytes == 0
+
+
+def test_peek_views_are_in_place_and_released(ring: Ring) -> None:
+    w, r = ring.writer(), ring.reader()
+    w.try_write(b"\x01" * 16)
+    (view,) = r.peek_batch()
+    arr = np.frombuffer(view, dtype=np.uint64)  # zero-copy: payloads are 8-aligned
+    assert arr.tolist() == [0x0101010101010101] * 2
+    del arr
+    r.release()
+    with pytest.raises(ValueError):
+        view[0]  # released at release(): stale use fails loudly
+
+
+def test_payload_alignment_is_8(ring: Ring) -> None:
+    w, r = ring.writer(), ring.reader()
+    for n in range(0, 30):
+        w.try_write(bytes(n))
+        (v,) = r.peek_batch()
+        addr = np.frombuffer(v, dtype=np.uint8).ctypes.data if n else None
+        if addr is not None:
+            assert addr % 8 == 0
+        r.release()
+
+
+# --- full ring and back-pressure ------------------------------------------------------------------
+
+
+def test_full_ring_try_write_false_then_space(ring: Ring) -> None:
+    w, r = ring.writer(), ring.reader()
+    n = 0
+    while w.try_write(bytes(24)):  # 32-byte frames: exactly 8 fit
+        n += 1
+    assert n == 8 and ring.used_bytes == 256 and ring.free_bytes == 0
+    assert not w.try_write(b"")
+    assert r.read_batch(1) == [bytes(24)]
+    assert w.try_write(bytes(24))
+    assert not w.try_write(b"")
+    assert len(r.read_batch()) == 8
+
+
+def test_blocking_write_times_out_without_dropping(ring: Ring) -> None:
+    w, r = ring.writer(), ring.reader()
+    while w.try_write(b"x" * 24):
+        pass
+    t0 = time.monotonic()
+    assert not w.write(b"late", timeout=0.05)
+    elapsed = time.monotonic() - t0
+    assert 0.045 <= elapsed < 1.0
+    assert len(r.read_batch()) == 8  # nothing dropped, nothing half-written
+    assert r.read_batch() == []
+    assert w.write(b"late", timeout=0.05)
+    assert r.read_batch() == [b"late"]
+
+
+def test_reserve_times_out(ring: Ring) -> None:
+    w = ring.writer()
+    assert w.try_write(bytes(200))
+    with pytest.raises(TimeoutError):
+        w.reserve(100, timeout=0.02)
+
+
+def test_largest_frame_needs_the_whole_ring(ring: Ring) -> None:
+    """A frame of capacity - 8 fits from any position: the pad is published alone first."""
+    w, r = ring.writer(), ring.reader()
+    big = bytes(range(248))
+    assert w.try_write(b"abc")  # position 16
+    r.read_batch()
+    assert not w.try_write(big)  # pad to the end published; reader must skip it first
+    assert ring.used_bytes == 256 - 16
+    assert r.read_batch() == []  # skips the pad, frees the end
+    assert w.try_write(big)
+    assert r.read_batch() == [big]
+    with pytest.raises(RingError, match="cannot fit"):
+        w.try_write(bytes(249))
+
+
+# --- in-place writing ----------------------------------------------------------------------------
+
+
+def test_reserve_commit_in_place(ring: Ring) -> None:
+    w, r = ring.writer(), ring.reader()
+    view = w.reserve(100)
+    assert len(view) == 100
+    view[:5] = b"hello"
+    assert ring.used_bytes == 0 and r.read_batch() == []  # not visible before commit
+    w.commit(5)
+    with pytest.raises(ValueError):
+        view[0] = 1  # released by commit
+    assert r.read_batch() == [b"hello"]
+
+
+def test_reserve_abort_and_misuse(ring: Ring) -> None:
+    w, r = ring.writer(), ring.reader()
+    view = w.try_reserve(10)
+    assert view is not None
+    with pytest.raises(RingError, match="pending"):
+        w.try_write(b"x")
+    with pytest.raises(RingError):
+        w.commit(11)
+    w.abort()
+    assert r.read_batch() == []
+    with pytest.raises(RingError, match="without reserve"):
+        w.commit()
+    arr = np.frombuffer(w.reserve(16), dtype=np.uint32)
+    arr[:] = [1, 2, 3, 4]
+    del arr
+    w.commit()
+    assert r.read_batch() == [np.array([1, 2, 3, 4], dtype=np.uint32).tobytes()]
+
+
+def test_try_write_many_publishes_what_fits(ring: Ring) -> None:
+    w, r = ring.writer(), ring.reader()
+    frames = [bytes([i]) * 24 for i in range(10)]
+    assert w.try_write_many(frames) == 8
+    assert r.read_batch() == frames[:8]
+    assert w.try_write_many(frames[8:]) == 2
+    assert r.read_batch() == frames[8:]
+
+
+# --- corruption, reset, counters ------------------------------------------------------------------
+
+
+def test_corrupt_length_is_detected(ring: Ring) -> None:
+    w, r = ring.writer(), ring.reader()
+    w.try_write(b"abcd")
+    ring._words[0] = 1000
+    with pytest.raises(RingCorrupt):
+        r.peek_batch()
+
+
+def test_reset_drops_unread(ring: Ring) -> None:
+    ring.writer().try_write(b"old")
+    ring.reset()
+    assert ring.used_bytes == 0
+    assert ring.reader().read_batch() == []
+    ring.writer().try_write(b"new")
+    assert ring.reader().read_batch() == [b"new"]
+
+
+def test_used_bytes_clamped(ring: Ring) -> None:
+    ring._q[8] = 10_000  # a tail far ahead (as if read while both moved): still <= capacity
+    assert ring.used_bytes == 256
+
+
+# --- hypothesis: any sizes, any interleaving -------------------------------------------------------
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    ops=st.lists(
+        st.one_of(st.integers(0, 256 - FRAME_HEADER), st.just(-1)),  # -1: read a batch
+        max_size=60,
+    ),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_model_any_frame_sizes(instance: str, ops: list[int], seed: int) -> None:
+    with Ring.create(instance, f"h{next(_counter)}", 256) as ring:  # fresh per example
+        check_against_model(ring, ops, seed)
+
+
+def check_against_model(ring: Ring, ops: list[int], seed: int) -> None:
+    w, r = ring.writer(), ring.reader()
+    rng = random.Random(seed)
+    model: deque[bytes] = deque()
+    for op in ops:
+        if op < 0:
+            for got in r.read_batch(rng.randint(1, 4)):
+                assert got == model.popleft()
+            continue
+        payload = rng.randbytes(op)
+        for _ in range(3):  # full: reading everything must always make room
+            if w.try_write(payload):
+                model.append(payload)
+                break
+            for got in r.read_batch(1000):
+                assert got == model.popleft()
+        else:
+            pytest.fail(f"a {op}-byte frame never fit")
+        assert ring.used_bytes <= ring.capacity
+    assert drain(ring) == list(model)
+    assert ring.used_bytes == 0
+
+
+# --- async ---------------------------------------------------------------------------------------
+
+
+def test_wait_async_timeout_and_ready(ring: Ring) -> None:
+    async def main() -> tuple[bool, bool]:
+        empty = await ring.reader().wait_async(timeout=0.02)
+        asyncio.get_running_loop().call_later(0.01, ring.writer().try_write, b"x")
+        ready = await ring.reader().wait_async(timeout=5)
+        return empty, ready
+
+    assert asyncio.run(main()) == (False, True)
+    assert ring.reader().read_batch() == [b"x"]
+
+
+def test_watch_in_one_process(ring: Ring) -> None:
+    async def main() -> list[bytes]:
+        loop = asyncio.get_running_loop()
+        got: list[bytes] = []
+        rd, w = ring.reader(), ring.writer()
+        w.try_write(b"before")  # already waiting when watch() starts
+        rd.watch(loop, lambda: got.extend(rd.read_batch()))
+        with pytest.raises(RingError, match="already"):
+            rd.watch(loop, print)
+        for i in range(5):
+            await asyncio.sleep(0.005)
+            w.try_write(bytes([i]))
+        await asyncio.sleep(0.02)
+        rd.unwatch()
+        rd.unwatch()
+        w.try_write(b"after")  # not delivered: unwatched
+        await asyncio.sleep(0.01)
+        return got
+
+    assert asyncio.run(main()) == [b"before", *(bytes([i]) for i in range(5))]
+    assert ring.reader().read_batch() == [b"after"]
+
+
+# --- stale segments --------------------------------------------------------------------------------
+
+
+def _dead_pid() -> int:
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return pid
+
+
+def test_reclaim_stale_segments(instance: str) -> None:
+    live = Ring.create(instance, "live", 256)
+    # A crashed owner: a ring created in a child that dies without cleanup (no finalizers run).
+    pid = os.fork()
+    if pid == 0:
+        kept = Ring.create(instance, "dead", 256)  # referenced: dropping it would clean up
+        os._exit(0 if kept else 1)
+    os.waitpid(pid, 0)
+    # A reused pid: the header names a live pid but another start time.
+    reused = Ring.create(instance, "reused", 256)
+    reused.segment.mmap[24:32] = (12345).to_bytes(8, "little")
+    try:
+        report = shm.reclaim_stale(instance)
+        assert sorted(report.reclaimed) == sorted(
+            f"shardbroker-{instance}-{n}{s}" for n in ("dead", "reused") for s in ("", ".rbell", ".wbell")
+        )
+        assert report.live == [f"shardbroker-{instance}-live"]
+        assert len(leftovers(instance)) == 3
+        # The live ring still works; the reclaimed name can be created again.
+        assert live.writer().try_write(b"ok") and live.reader().read_batch() == [b"ok"]
+        Ring.create(instance, "dead", 256).close()
+    finally:
+        live.close()
+        reused.close()  # its name is already gone: closing must not fail
+
+
+def test_reclaim_uninitialised_segment_after_grace(instance: str) -> None:
+    seg = posix_ipc.SharedMemory(shm.shm_name(instance, "half"), posix_ipc.O_CREX, size=4096)
+    seg.close_fd()
+    assert shm.reclaim_stale(instance).live == [f"shardbroker-{instance}-half"]
+    report = shm.reclaim_stale(instance, now=time.time() + shm.UNINITIALISED_GRACE_S + 1)
+    assert report.reclaimed == [f"shardbroker-{instance}-half"]
+
+
+def test_forked_child_never_unlinks(instance: str, ring: Ring) -> None:
+    pid = os.fork()
+    if pid == 0:
+        try:
+            ring.close()  # the child's copy: unmaps, must not unlink the parent's names
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert len(leftovers(instance)) == 3
+
+
+def test_owner_alive_checks_start_time() -> None:
+    me = os.getpid()
+    start = shm.process_start_time(me)
+    assert start is not None
+    assert shm.owner_alive(me, start)
+    assert not shm.owner_alive(me, start + 1)
+    assert not shm.owner_alive(_dead_pid(), start)
+    assert not shm.owner_alive(0, 0)
