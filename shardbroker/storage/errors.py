@@ -1,0 +1,103 @@
+"""Typed storage errors, each carrying the Kafka error code the broker answers with.
+
+No byte layout here; codes are from Kafka's ``Errors`` enum (clients/.../protocol/Errors.java).
+The broker maps ``exc.error_code`` straight into the response, so the storage layer decides the
+code where it knows why it refused (h11's ``error_status_hint`` idea).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+__all__ = [
+    "CorruptRecordError",
+    "DuplicateSequenceError",
+    "InvalidProducerEpochError",
+    "InvalidRecordError",
+    "InvalidTimestampError",
+    "KafkaStorageError",
+    "LogOffsetOutOfRangeError",
+    "OutOfOrderSequenceError",
+    "RecordBatchTooLargeError",
+    "RecordTooLargeError",
+    "StorageError",
+    "UnsupportedForMessageFormatError",
+]
+
+
+class StorageError(Exception):
+    """Base of every error the storage layer raises on purpose."""
+
+    error_code: ClassVar[int] = -1  # UNKNOWN_SERVER_ERROR
+    error_name: ClassVar[str] = "UNKNOWN_SERVER_ERROR"
+
+
+class LogOffsetOutOfRangeError(StorageError):
+    """Read or ListOffsets outside [log start offset, log end offset]."""
+
+    error_code = 1
+    error_name = "OFFSET_OUT_OF_RANGE"
+
+
+class CorruptRecordError(StorageError):
+    """Bad CRC, torn or malformed batch framing."""
+
+    error_code = 2
+    error_name = "CORRUPT_MESSAGE"
+
+
+class RecordTooLargeError(StorageError):
+    """A batch larger than ``max.message.bytes``."""
+
+    error_code = 10
+    error_name = "MESSAGE_TOO_LARGE"
+
+
+class RecordBatchTooLargeError(StorageError):
+    """An append larger than ``segment.bytes``: it could never fit in a segment."""
+
+    error_code = 18
+    error_name = "RECORD_LIST_TOO_LARGE"
+
+
+class InvalidTimestampError(StorageError):
+    error_code = 32
+    error_name = "INVALID_TIMESTAMP"
+
+
+class UnsupportedForMessageFormatError(StorageError):
+    """Magic other than 2: this log stores record batch v2 only."""
+
+    error_code = 43
+    error_name = "UNSUPPORTED_FOR_MESSAGE_FORMAT"
+
+
+class OutOfOrderSequenceError(StorageError):
+    error_code = 45
+    error_name = "OUT_OF_ORDER_SEQUENCE_NUMBER"
+
+
+class DuplicateSequenceError(StorageError):
+    """Raised internally only: duplicates are answered with the original offsets, not an error."""
+
+    error_code = 46
+    error_name = "DUPLICATE_SEQUENCE_NUMBER"
+
+
+class InvalidProducerEpochError(StorageError):
+    error_code = 47
+    error_name = "INVALID_PRODUCER_EPOCH"
+
+
+class KafkaStorageError(StorageError):
+    """The disk failed us (ENOSPC, EIO...): the log is still readable up to its last good batch."""
+
+    error_code = 56
+    error_name = "KAFKA_STORAGE_ERROR"
+
+
+class InvalidRecordError(StorageError):
+    """Header fields that contradict each other (counts, offset deltas, sequences)."""
+
+    error_code = 87
+    error_name = "INVALID_RECORD"

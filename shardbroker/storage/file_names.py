@@ -1,0 +1,98 @@
+"""Names of everything in a partition directory, and the temporary suffixes.
+
+Layout of ``<data_dir>/<topic>-<partition>/`` (Kafka's, LogFileUtils.java)::
+
+    00000000000000000000.log        record batches, named by the segment's base offset (20 digits)
+    00000000000000000000.index      offset index (see offset_index.py)
+    00000000000000000000.timeindex  time index (see time_index.py)
+    <name>.deleted                  a segment file on its way out (renamed, removed after
+                                    file.delete.delay.ms so open readers can finish)
+    <name>.cleaned / <name>.swap    compaction outputs (the later log cleaner)
+    <name>.tmp                      a checkpoint being written (write, fsync, rename)
+    recovery-point-offset-checkpoint, log-start-offset-checkpoint   see checkpoint.py
+    .kafka_cleanshutdown            clean-shutdown marker (see log.py)
+
+Every other module asks this one for names, so the 20-digit rule and the suffixes live in one
+place (the dump-log tool and the cleaner will parse the same names).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Final
+
+__all__ = [
+    "CLEANED_SUFFIX",
+    "CLEAN_SHUTDOWN_FILE",
+    "DELETED_SUFFIX",
+    "INDEX_SUFFIX",
+    "LOG_START_OFFSET_CHECKPOINT",
+    "LOG_SUFFIX",
+    "RECOVERY_POINT_CHECKPOINT",
+    "SWAP_SUFFIX",
+    "TIME_INDEX_SUFFIX",
+    "TMP_SUFFIX",
+    "filename_prefix",
+    "index_file",
+    "log_file",
+    "offset_from_file_name",
+    "parse_partition_dir",
+    "partition_dir_name",
+    "time_index_file",
+]
+
+LOG_SUFFIX: Final = ".log"
+INDEX_SUFFIX: Final = ".index"
+TIME_INDEX_SUFFIX: Final = ".timeindex"
+DELETED_SUFFIX: Final = ".deleted"
+CLEANED_SUFFIX: Final = ".cleaned"
+SWAP_SUFFIX: Final = ".swap"
+TMP_SUFFIX: Final = ".tmp"
+RECOVERY_POINT_CHECKPOINT: Final = "recovery-point-offset-checkpoint"
+LOG_START_OFFSET_CHECKPOINT: Final = "log-start-offset-checkpoint"
+#: Kafka's name (LogLoader.CleanShutdownFile); we keep one per partition directory.
+CLEAN_SHUTDOWN_FILE: Final = ".kafka_cleanshutdown"
+
+_DIGITS: Final = 20
+_SEGMENT_RE: Final = re.compile(r"^(\d{20})(\.[a-z]+)(\.[a-z]+)?$")
+_PARTITION_RE: Final = re.compile(r"^(.+)-(\d+)$")
+
+
+def filename_prefix(offset: int) -> str:
+    """The 20-digit zero-padded base offset (Kafka's LogFileUtils.filenamePrefixFromOffset)."""
+    if offset < 0:
+        raise ValueError(f"negative offset {offset}")
+    return f"{offset:0{_DIGITS}d}"
+
+
+def log_file(directory: Path, offset: int, suffix: str = "") -> Path:
+    return directory / (filename_prefix(offset) + LOG_SUFFIX + suffix)
+
+
+def index_file(directory: Path, offset: int, suffix: str = "") -> Path:
+    return directory / (filename_prefix(offset) + INDEX_SUFFIX + suffix)
+
+
+def time_index_file(directory: Path, offset: int, suffix: str = "") -> Path:
+    return directory / (filename_prefix(offset) + TIME_INDEX_SUFFIX + suffix)
+
+
+def offset_from_file_name(name: str) -> tuple[int, str, str] | None:
+    """``'00000000000000000042.log.deleted'`` -> ``(42, '.log', '.deleted')``; None if not a segment file."""
+    m = _SEGMENT_RE.match(name)
+    if m is None:
+        return None
+    return int(m.group(1)), m.group(2), m.group(3) or ""
+
+
+def partition_dir_name(topic: str, partition: int) -> str:
+    return f"{topic}-{partition}"
+
+
+def parse_partition_dir(name: str) -> tuple[str, int]:
+    """``'orders-3'`` -> ``('orders', 3)``; topics may contain '-', the partition is after the last one."""
+    m = _PARTITION_RE.match(name)
+    if m is None:
+        raise ValueError(f"not a partition directory name: {name!r}")
+    return m.group(1), int(m.group(2))
