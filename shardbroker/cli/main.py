@@ -1,23 +1,74 @@
 """The ``shardbroker`` command: one entry point, one sub-command per operator task.
 
-Sub-commands arrive with the issues that build them; each refusal says why and exits non-zero.
+Sub-commands arrive with the issues that build them; each refusal says why and exits non-zero
+(2 for bad usage, as argparse; see serve.py for the others).
+
+``serve`` flags are translated to the Kafka property names of the config file (``--listen`` is
+``listeners``, ``--data-dir`` is ``log.dirs``...) and layered over it, so a flag and a config key
+can never mean two different things, and ``BrokerConfig.load`` validates both the same way.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
+from pathlib import Path
 
 from shardbroker import __version__
+from shardbroker.config import BROKER_PROPERTIES, BrokerConfig, ConfigError
+
+EXIT_USAGE = 2
+
+#: flag destination -> Kafka property name in the config file.
+FLAG_PROPERTIES = {
+    "data_dir": "log.dirs",
+    "workers": "workers",
+    "listen": "listeners",
+    "advertise": "advertised.listeners",
+    "metrics": "metrics.listen",
+}
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _config_keys_help() -> str:
+    lines = ["config file keys (TOML; Kafka's server.properties names, quoted or dotted):"]
+    for name, doc in BROKER_PROPERTIES.items():
+        lines.append(
+            textwrap.fill(doc, width=100, initial_indent=f"  {name:<34}", subsequent_indent=" " * 36)
+        )
+    lines.append("")
+    lines.append(
+        'example: "log.retention.hours" = 24     "num.partitions" = 3     listeners = "127.0.0.1:9092"'
+    )
+    lines.append("flags override the file. Exit codes: 0 after a drain, 1 could not start, 2 bad usage,")
+    lines.append("3 a worker failed to boot.")
+    return "\n".join(lines)
 
 
 def _serve(args: argparse.Namespace) -> int:
-    print(
-        "shardbroker serve: the broker (supervisor and workers) is not built yet; "
-        "this release has the protocol codec, record batches and the partition log only.",
-        file=sys.stderr,
-    )
-    return 2
+    overrides = {
+        prop: str(getattr(args, dest))
+        for dest, prop in FLAG_PROPERTIES.items()
+        if getattr(args, dest) is not None
+    }
+    try:
+        config = BrokerConfig.load(args.config, overrides)
+    except ConfigError as exc:
+        print(f"shardbroker serve: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    from shardbroker.serve import run_cli  # the broker's machinery only for the command that runs it
+
+    return run_cli(config)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,7 +77,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"shardbroker {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    serve = commands.add_parser("serve", help="run the broker in the foreground")
+    serve = commands.add_parser(
+        "serve",
+        help="run the broker in the foreground",
+        description=(
+            "Run the broker in the foreground: a supervisor and one worker process per core. Worker i "
+            "is Kafka node i and listens on PORT+i. Prints 'shardbroker: node I listening on HOST:PORT' "
+            "for each worker once all are ready; SIGTERM or SIGINT drains and exits 0."
+        ),
+        epilog=_config_keys_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument(
+        "--config", type=Path, metavar="FILE", help="TOML file of broker settings (keys below)"
+    )
+    serve.add_argument(
+        "--data-dir", metavar="DIR", help="where topics and metadata live (log.dirs) [./shardbroker-data]"
+    )
+    serve.add_argument(
+        "--workers", type=_positive_int, metavar="N", help="worker processes (workers) [cores available]"
+    )
+    serve.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help="worker 0's address; worker i uses PORT+i (listeners) [127.0.0.1:9092]",
+    )
+    serve.add_argument(
+        "--advertise",
+        metavar="HOST",
+        help="host name given to clients (advertised.listeners) [the listen host]",
+    )
+    serve.add_argument(
+        "--metrics", metavar="HOST:PORT", help="Prometheus /metrics address (metrics.listen) [127.0.0.1:9404]"
+    )
     serve.set_defaults(run=_serve)
     return parser
 

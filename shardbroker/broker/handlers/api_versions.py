@@ -1,0 +1,37 @@
+"""ApiVersions (api key 18), v0-v4: what this broker serves, from the handler registry.
+
+The list is the registry's (``dispatch.HandlerRegistry.versions``): exactly the APIs that have a
+handler module, each at its handler's versions intersected with the codec's. An ApiVersions
+request at a version above v4 never reaches this module: the connection answers it with
+UNSUPPORTED_VERSION encoded as v0 plus the same list (``HandlerRegistry.bad_request_response``),
+which is how Kafka lets newer clients downgrade.
+
+v3+ requests name the client software; Kafka refuses names or versions that do not match
+``[a-zA-Z0-9](?:[a-zA-Z0-9\\-.]*[a-zA-Z0-9])?`` with INVALID_REQUEST (KIP-511), and so do we.
+No features are advertised (supported/finalized features stay empty, epoch -1).
+"""
+
+from __future__ import annotations
+
+import re
+
+from shardbroker.broker.dispatch import ApiHandler, RequestContext
+from shardbroker.protocol import messages as m
+from shardbroker.protocol.errors import ErrorCode
+
+__all__ = ["HANDLER"]
+
+_SOFTWARE_RE = re.compile(r"[a-zA-Z0-9](?:[a-zA-Z0-9\-.]*[a-zA-Z0-9])?")
+
+
+async def handle(ctx: RequestContext, request: m.ApiVersionsRequest) -> m.ApiVersionsResponse:
+    assert ctx.registry is not None, "ApiVersions needs the handler registry in its context"
+    if ctx.api_version >= 3 and not (
+        _SOFTWARE_RE.fullmatch(request.client_software_name)
+        and _SOFTWARE_RE.fullmatch(request.client_software_version)
+    ):
+        return m.ApiVersionsResponse(error_code=ErrorCode.INVALID_REQUEST)
+    return ctx.registry.api_versions_response()
+
+
+HANDLER = ApiHandler(api_key=18, min_version=0, max_version=4, handle=handle)

@@ -1,0 +1,123 @@
+"""CreateTopics (api key 19), v0-v7: topics are created by the controller (placement, ids, log).
+
+Validation of names, partition counts, replication factors and configs is the controller's (one
+place, Kafka's rules and messages); this handler refuses only what the controller op cannot
+express: explicit replica assignments (INVALID_REPLICA_ASSIGNMENT 39: placement is the broker's on
+a single host) and configs with a null value (INVALID_CONFIG 40, as Kafka). The answer comes once
+every worker applied the new metadata, so a Metadata request to any worker right after sees the
+topic. v5+ results carry the partition count, replication factor 1 and the topic's configs with
+their sources (what DescribeConfigs would say); v7+ the topic id. ``timeout_ms`` bounds the wait
+for the controller (REQUEST_TIMED_OUT 7 after it; the creation may still happen, as with Kafka).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from shardbroker.broker.dispatch import ApiHandler, RequestContext
+from shardbroker.broker.handlers._common import controller_items, controller_timeout, topic_config_entries
+from shardbroker.broker.metadata_image import TopicImage
+from shardbroker.protocol import messages as m
+from shardbroker.protocol.codec import ZERO_UUID
+from shardbroker.protocol.errors import ErrorCode
+
+__all__ = ["HANDLER"]
+
+_Result = m.CreateTopicsResponse.CreatableTopicResult
+_Config = m.CreateTopicsResponse.CreatableTopicConfigs
+
+
+def _refusal(topic: m.CreateTopicsRequest.CreatableTopic) -> tuple[ErrorCode, str] | None:
+    if topic.assignments:
+        return (
+            ErrorCode.INVALID_REPLICA_ASSIGNMENT,
+            "Manual replica assignment is not supported: "
+            "shardbroker places each partition on a worker itself",
+        )
+    for config in topic.configs:
+        if config.value is None:
+            return ErrorCode.INVALID_CONFIG, f"Null value not supported for topic config: {config.name}"
+    return None
+
+
+async def handle(ctx: RequestContext, request: m.CreateTopicsRequest) -> m.CreateTopicsResponse:
+    version = ctx.api_version
+    results: list[_Result | None] = []
+    asked: list[dict[str, Any]] = []
+    for topic in request.topics:
+        refusal = _refusal(topic)
+        if refusal is not None:
+            results.append(_Result(name=topic.name, error_code=refusal[0], error_message=refusal[1]))
+            continue
+        results.append(None)
+        asked.append(
+            {
+                "name": topic.name,
+                "num_partitions": topic.num_partitions,
+                "replication_factor": topic.replication_factor,
+                "configs": {c.name: c.value for c in topic.configs},
+            }
+        )
+    args = {"topics": asked, "validate_only": bool(request.validate_only) if version >= 1 else False}
+    answers = iter(
+        await controller_items(
+            ctx, "create_topics", args, "topics", len(asked), controller_timeout(request.timeout_ms)
+        )
+    )
+    out = []
+    for topic, result in zip(request.topics, results, strict=True):
+        if result is None:
+            result = _from_answer(ctx, topic, next(answers), version)
+        if version < 1:
+            result.error_message = None
+        out.append(result)
+    return m.CreateTopicsResponse(topics=out)
+
+
+def _from_answer(
+    ctx: RequestContext, topic: m.CreateTopicsRequest.CreatableTopic, answer: dict[str, Any], version: int
+) -> _Result:
+    code = int(answer.get("error_code", 0))
+    result = _Result(name=topic.name, error_code=code, error_message=answer.get("error_message"))
+    if code:
+        return result
+    raw_id = answer.get("topic_id")
+    if version >= 7 and raw_id:
+        result.topic_id = uuid.UUID(str(raw_id))
+    if version >= 5:
+        result.num_partitions = int(answer.get("num_partitions", topic.num_partitions))
+        result.replication_factor = 1
+        created = ctx.worker.image.topics.get(topic.name)
+        if created is None:  # validate_only: describe the configs the topic would have
+            created = TopicImage(
+                name=topic.name,
+                topic_id=ZERO_UUID,
+                partitions=(),
+                configs={c.name: c.value for c in topic.configs if c.value is not None},
+            )
+        result.configs = [
+            _Config(
+                name=e.name,
+                value=e.value,
+                read_only=e.read_only,
+                config_source=e.source,
+                is_sensitive=False,
+            )
+            for e in topic_config_entries(ctx.worker.config, created)
+        ]
+    return result
+
+
+def error_response(
+    request: m.CreateTopicsRequest, version: int, code: ErrorCode, message: str
+) -> m.CreateTopicsResponse:
+    return m.CreateTopicsResponse(
+        topics=[
+            _Result(name=t.name, error_code=code, error_message=message if version >= 1 else None)
+            for t in request.topics
+        ]
+    )
+
+
+HANDLER = ApiHandler(api_key=19, min_version=0, max_version=7, handle=handle, error_response=error_response)

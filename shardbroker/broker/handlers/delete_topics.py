@@ -1,0 +1,89 @@
+"""DeleteTopics (api key 20), v0-v6: by name (v0-v5 ``topic_names``, v6 ``topics``) or by id (v6).
+
+The controller deletes and answers once every worker has closed and removed the partitions;
+UNKNOWN_TOPIC_OR_PARTITION (3) for an unknown name, UNKNOWN_TOPIC_ID (100) for an unknown id.
+A v6 item with neither a name nor an id is INVALID_REQUEST. v6 results name the topic and its id.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from shardbroker.broker.dispatch import ApiHandler, RequestContext
+from shardbroker.broker.handlers._common import controller_items, controller_timeout
+from shardbroker.protocol import messages as m
+from shardbroker.protocol.codec import ZERO_UUID
+from shardbroker.protocol.errors import ErrorCode
+
+__all__ = ["HANDLER"]
+
+_Result = m.DeleteTopicsResponse.DeletableTopicResult
+
+
+def _wanted(request: m.DeleteTopicsRequest, version: int) -> list[tuple[str | None, uuid.UUID]]:
+    if version >= 6:
+        return [(t.name, t.topic_id) for t in request.topics]
+    return [(name, ZERO_UUID) for name in request.topic_names]
+
+
+async def handle(ctx: RequestContext, request: m.DeleteTopicsRequest) -> m.DeleteTopicsResponse:
+    version = ctx.api_version
+    wanted = _wanted(request, version)
+    asked: list[dict[str, Any]] = []
+    results: list[_Result | None] = []
+    for name, topic_id in wanted:
+        if name is None and topic_id == ZERO_UUID:
+            results.append(
+                _Result(
+                    name=None,
+                    error_code=ErrorCode.INVALID_REQUEST,
+                    error_message="neither a topic name nor a topic id",
+                )
+            )
+            continue
+        results.append(None)
+        asked.append({"name": name, "topic_id": str(topic_id) if topic_id != ZERO_UUID else None})
+    answers = iter(
+        await controller_items(ctx, "delete_topics", {"topics": asked}, "topics", len(asked),
+                               controller_timeout(request.timeout_ms))
+    )  # fmt: skip
+    out = []
+    for (name, topic_id), result in zip(wanted, results, strict=True):
+        if result is None:
+            answer = next(answers)
+            raw_id = answer.get("topic_id")
+            result = _Result(
+                name=answer.get("name", name),
+                topic_id=uuid.UUID(str(raw_id)) if raw_id else topic_id,
+                error_code=int(answer.get("error_code", 0)),
+                error_message=answer.get("error_message"),
+            )
+        out.append(_for_version(result, version, name))
+    return m.DeleteTopicsResponse(responses=out)
+
+
+def _for_version(result: _Result, version: int, asked_name: str | None) -> _Result:
+    if version < 6:
+        result.topic_id = ZERO_UUID
+        if result.name is None:
+            result.name = asked_name or ""
+    if version < 5:
+        result.error_message = None
+    return result
+
+
+def error_response(
+    request: m.DeleteTopicsRequest, version: int, code: ErrorCode, message: str
+) -> m.DeleteTopicsResponse:
+    return m.DeleteTopicsResponse(
+        responses=[
+            _for_version(
+                _Result(name=name, topic_id=topic_id, error_code=code, error_message=message), version, name
+            )
+            for name, topic_id in _wanted(request, version)
+        ]
+    )
+
+
+HANDLER = ApiHandler(api_key=20, min_version=0, max_version=6, handle=handle, error_response=error_response)

@@ -1,0 +1,118 @@
+"""DescribeConfigs (api key 32), v0-v4: topic and broker configs with their values and sources.
+
+Topics: every topic config ``LogConfig`` knows, with the effective value and its source (Kafka's
+ConfigSource): TOPIC_CONFIG (1) for the topic's own overrides, STATIC_BROKER_CONFIG (4) when a
+broker synonym (``log.retention.ms`` ...) is set in the broker's config, else DEFAULT_CONFIG (5).
+Not read-only (AlterConfigs changes them), never sensitive. With ``include_synonyms`` (v1+) each
+entry lists its synonyms, highest precedence first, as Kafka does; v3+ adds the config type.
+An unknown topic is UNKNOWN_TOPIC_OR_PARTITION (3); an illegal name INVALID_TOPIC_EXCEPTION (17).
+
+Brokers: the broker's properties (the names shardbroker understands, see
+``config.BROKER_PROPERTIES``), STATIC_BROKER_CONFIG if the operator set them, else DEFAULT_CONFIG,
+all read-only: they are read once at start (no dynamic broker configs; AlterConfigs refuses
+them). The resource name is a node id of this broker (every worker shares one config) or empty
+(Kafka's "cluster default"); anything else is INVALID_REQUEST, as Kafka answers for a broker id
+that is not its own. Other resource types (broker loggers, groups, client metrics) are
+INVALID_REQUEST with a message saying so.
+"""
+
+from __future__ import annotations
+
+from shardbroker.broker.dispatch import ApiHandler, RequestContext
+from shardbroker.broker.handlers._common import (
+    RESOURCE_BROKER,
+    RESOURCE_TOPIC,
+    SOURCE_DEFAULT_CONFIG,
+    ConfigEntry,
+    broker_config_entries,
+    topic_config_entries,
+)
+from shardbroker.controller_state import validate_topic_name
+from shardbroker.protocol import messages as m
+from shardbroker.protocol.errors import ErrorCode
+
+__all__ = ["HANDLER"]
+
+_Result = m.DescribeConfigsResponse.DescribeConfigsResult
+_Entry = m.DescribeConfigsResponse.DescribeConfigsResourceResult
+_Synonym = m.DescribeConfigsResponse.DescribeConfigsSynonym
+
+
+def _entry(e: ConfigEntry, version: int, synonyms: bool) -> _Entry:
+    entry = _Entry(name=e.name, value=e.value, read_only=e.read_only, is_sensitive=False)
+    if version == 0:
+        entry.is_default = e.source == SOURCE_DEFAULT_CONFIG
+    else:
+        entry.config_source = e.source
+        if synonyms:
+            entry.synonyms = [_Synonym(name=n, value=v, source=s) for n, v, s in e.synonyms]
+    if version >= 3:
+        entry.config_type = e.config_type
+    return entry
+
+
+def _describe(
+    ctx: RequestContext, resource: m.DescribeConfigsRequest.DescribeConfigsResource, synonyms: bool
+) -> _Result:
+    version = ctx.api_version
+    state = ctx.worker
+    result = _Result(resource_type=resource.resource_type, resource_name=resource.resource_name)
+    name = resource.resource_name
+    if resource.resource_type == RESOURCE_TOPIC:
+        topic = state.image.topics.get(name)
+        if topic is None:
+            why = validate_topic_name(name)
+            if why is not None:
+                result.error_code, result.error_message = ErrorCode.INVALID_TOPIC_EXCEPTION, why
+            else:
+                result.error_code = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+                result.error_message = f"Topic {name!r} does not exist"
+            return result
+        entries = topic_config_entries(state.config, topic)
+    elif resource.resource_type == RESOURCE_BROKER:
+        nodes = {str(b.node_id) for b in state.image.brokers} | {str(state.node_id), ""}
+        if name not in nodes:
+            result.error_code = ErrorCode.INVALID_REQUEST
+            result.error_message = (
+                f"Unexpected broker id {name!r}: this broker's nodes are {sorted(nodes - {''})}"
+            )
+            return result
+        entries = broker_config_entries(state.config, int(name) if name else state.node_id)
+    else:
+        result.error_code = ErrorCode.INVALID_REQUEST
+        result.error_message = (
+            f"Resource type {resource.resource_type} is not supported: shardbroker describes "
+            f"topic ({RESOURCE_TOPIC}) and broker ({RESOURCE_BROKER}) configs"
+        )
+        return result
+    keys = resource.configuration_keys
+    if keys is not None:
+        wanted = set(keys)
+        entries = [e for e in entries if e.name in wanted]
+    result.configs = [_entry(e, version, synonyms) for e in entries]
+    return result
+
+
+async def handle(ctx: RequestContext, request: m.DescribeConfigsRequest) -> m.DescribeConfigsResponse:
+    version = ctx.api_version
+    synonyms = version >= 1 and request.include_synonyms
+    return m.DescribeConfigsResponse(results=[_describe(ctx, r, synonyms) for r in request.resources])
+
+
+def error_response(
+    request: m.DescribeConfigsRequest, version: int, code: ErrorCode, message: str
+) -> m.DescribeConfigsResponse:
+    return m.DescribeConfigsResponse(
+        results=[
+            _Result(
+                error_code=code,
+                error_message=message,
+                resource_type=r.resource_type,
+                resource_name=r.resource_name,
+            )
+            for r in request.resources
+        ]
+    )
+
+
+HANDLER = ApiHandler(api_key=32, min_version=0, max_version=4, handle=handle, error_response=error_response)

@@ -1,0 +1,195 @@
+"""Fetch (api key 1), v4-v16: sessionless reads of file ranges, long poll woken by appends.
+
+Sessions (KIP-227) are not kept: the response's ``session_id`` is 0, which tells the client to
+keep sending full fetch requests (Kafka's answer when its session cache is full). Topic ids
+replace names from v13 (UNKNOWN_TOPIC_ID, 100, for an id the image does not know).
+
+Sizing, as Kafka's ReplicaManager.readFromLog: ``max_bytes`` (capped by the broker's
+``fetch.max.bytes``) is shared by the partitions in request order; each gets at most
+``min(partition_max_bytes, what is left)``; the first partition that has data gets at least one
+whole batch even if that exceeds both limits (so a batch larger than the limits never blocks a
+consumer); later partitions get nothing once the budget is spent, and nothing rather than a
+fragment when their first batch does not fit in what is left (Kafka sends the fragment, which
+clients can only drop). A read starts at the batch
+holding the fetch offset -- a fetch in the middle of a batch returns that whole batch, and
+clients skip the records before their offset -- and stored batches are never re-cut at the
+front; like Kafka, the end of a range may stop inside a batch, which clients drop.
+
+Records go into the response as ``FileRegion``\\ s of the segment files, which the connection
+sends with ``sendfile`` (no copy through Python); the log keeps those files open for
+``file.delete.delay.ms`` after retention deletes them.
+
+Measured (2 workers, 1,000,000 records of 100 B in 4 partitions, 104 MB): a Python client of our
+codec fetching everything with 8 MiB partition limits reads 440-650 MB/s per worker (4-6 M
+records/s); the handler itself costs 18 us per single-partition request. The confluent-kafka
+consumer of perf/broker_load.py reaches 0.4-0.54 M msgs/s here, bound by the client: with all
+data already fetched into its queue it consumes 0.85 M msgs/s, and ``assign()`` before the
+first Metadata answer costs a fixed 0.5 s (librdkafka's offset-query retry timer).
+
+Long poll: if the bytes found are fewer than ``min_bytes`` and ``max_wait_ms`` > 0, the request
+parks one future on every partition it asked for; an append to any of them resolves it (no
+polling), the fetch reads again, and answers when it has ``min_bytes`` or the time is up. Any
+partition error answers at once (as Kafka, which completes a delayed fetch on an error).
+High watermark = last stable offset = log end offset (replica_manager.py explains why);
+``aborted_transactions`` is null (read_uncommitted) or empty (read_committed): no transactions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from shardbroker.broker.dispatch import ApiHandler, RequestContext
+from shardbroker.broker.file_region import FileRegion
+from shardbroker.broker.replica_manager import Partition, ReplicaManager
+from shardbroker.protocol import messages as m
+from shardbroker.protocol.errors import ErrorCode
+from shardbroker.storage.errors import StorageError
+
+__all__ = ["HANDLER", "handle_fetch"]
+
+_PD = m.FetchResponse.PartitionData
+_UNKNOWN_TOPIC = int(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
+_UNKNOWN_TOPIC_ID = int(ErrorCode.UNKNOWN_TOPIC_ID)
+_NOT_LEADER = int(ErrorCode.NOT_LEADER_OR_FOLLOWER)
+_EMPTY = b""
+
+
+class _Slot:
+    """One requested partition: where its answer goes and what to read."""
+
+    __slots__ = ("fetch_offset", "max_bytes", "partition", "response")
+
+    def __init__(self, response: Any, partition: Partition, fetch_offset: int, max_bytes: int) -> None:
+        self.response = response
+        self.partition = partition
+        self.fetch_offset = fetch_offset
+        self.max_bytes = max_bytes
+
+
+def _error(index: int, code: int) -> Any:
+    return _PD(
+        partition_index=index,
+        error_code=code,
+        high_watermark=-1,
+        last_stable_offset=-1,
+        log_start_offset=-1,
+        aborted_transactions=None,
+        records=_EMPTY,
+    )
+
+
+def _read_all(
+    replicas: ReplicaManager, slots: list[_Slot], max_bytes: int, committed: bool
+) -> tuple[int, bool]:
+    """Fill every slot's response; ``(bytes found, any error)``."""
+    total = 0
+    error = False
+    read = replicas.read
+    for slot in slots:
+        resp = slot.response
+        p = slot.partition
+        plog = p.log
+        limit = min(slot.max_bytes, max_bytes - total)
+        try:
+            if limit <= 0 and total > 0:
+                length = 0
+            else:
+                # Always ask for a whole first batch: when this is not the first partition with
+                # data and that batch is over the limit, send nothing rather than a useless
+                # fragment of it (Kafka would send the fragment; clients drop it).
+                info = read(p, slot.fetch_offset, max(limit, 0), True)
+                length = info.length
+                if length > limit and total > 0:
+                    length = 0
+        except StorageError as exc:
+            resp.error_code = exc.error_code
+            resp.records = _EMPTY
+            error = True
+            length = 0
+        else:
+            resp.error_code = 0
+            resp.records = FileRegion(info.fd, info.position, length) if length else _EMPTY
+        leo = plog.log_end_offset
+        resp.high_watermark = leo
+        resp.last_stable_offset = leo
+        resp.log_start_offset = plog.log_start_offset
+        resp.aborted_transactions = [] if committed else None
+        total += length
+    return total, error
+
+
+async def handle_fetch(ctx: RequestContext, request: m.FetchRequest) -> m.FetchResponse:
+    version = ctx.api_version
+    replicas = ctx.worker.replicas
+    by_id = version >= 13
+    slots: list[_Slot] = []
+    error = False
+    leaders: set[int] = set()
+    responses = []
+    for ft in request.topics:
+        name = ft.topic
+        if by_id:
+            name = replicas.topic_name(ft.topic_id) or ""
+        out = []
+        for fp in ft.partitions:
+            index = fp.partition
+            p = replicas.get(name, index) if name else None
+            if p is None:
+                code = _UNKNOWN_TOPIC_ID if by_id and not name else replicas.not_here_error(name, index)
+                resp = _error(index, code)
+                if code == _NOT_LEADER and version >= 12:
+                    leader, epoch = replicas.leader_of(name, index)
+                    resp.current_leader = m.FetchResponse.LeaderIdAndEpoch(
+                        leader_id=leader, leader_epoch=epoch
+                    )
+                    if leader >= 0:
+                        leaders.add(leader)
+                error = True
+            else:
+                code = p.check_leader_epoch(fp.current_leader_epoch) if version >= 9 else 0
+                if code:
+                    resp = _error(index, code)
+                    error = True
+                else:
+                    resp = _PD(partition_index=index)
+                    slots.append(_Slot(resp, p, fp.fetch_offset, fp.partition_max_bytes))
+            out.append(resp)
+        if by_id:
+            responses.append(m.FetchResponse.FetchableTopicResponse(topic_id=ft.topic_id, partitions=out))
+        else:
+            responses.append(m.FetchResponse.FetchableTopicResponse(topic=name, partitions=out))
+
+    max_bytes = min(request.max_bytes, replicas.config.fetch_max_bytes)
+    committed = request.isolation_level == 1
+    total, read_error = _read_all(replicas, slots, max_bytes, committed)
+    wait_ms = request.max_wait_ms
+    if slots and wait_ms > 0 and total < request.min_bytes and not (error or read_error):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_ms / 1000
+        parked = [s.partition for s in slots]
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0 or not await replicas.wait_for_data(parked, remaining):
+                break
+            if any(replicas.get(p.topic, p.index) is not p for p in parked):
+                # A partition was closed or deleted while parked: answer with its new state.
+                request.max_wait_ms = 0
+                return await handle_fetch(ctx, request)
+            total, read_error = _read_all(replicas, slots, max_bytes, committed)
+            if total >= request.min_bytes or read_error:
+                break
+    for slot in slots:
+        slot.partition.bytes_out += len(slot.response.records)
+    response = m.FetchResponse(session_id=0, responses=responses)
+    if leaders and version >= 16:
+        image = replicas.image
+        response.node_endpoints = [
+            m.FetchResponse.NodeEndpoint(node_id=b.node_id, host=b.host, port=b.port)
+            for b in (image.broker(n) for n in sorted(leaders))
+            if b is not None
+        ]
+    return response
+
+
+HANDLER = ApiHandler(api_key=m.FetchRequest.API_KEY, min_version=4, max_version=16, handle=handle_fetch)

@@ -1,0 +1,59 @@
+"""InitProducerId (api key 22), v0-v5: producer ids for idempotent producers.
+
+Non-transactional (``transactional_id`` null): a new id from the worker's block (blocks of 1000
+come from the controller, which persists them in the metadata log, so an id is never handed out
+twice, across workers and restarts), epoch 0. KIP-360 re-initialisation (v3+: the client sends
+its ``producer_id`` and ``producer_epoch``, after UNKNOWN_PRODUCER_ID or a timed-out batch): the
+same id with the epoch bumped, so the partitions fence the old epoch's in-flight batches and
+accept the new epoch from sequence 0. (Kafka itself hands a non-transactional producer a fresh id
+here; clients accept either, and keeping the id keeps one producer-state entry per producer.)
+An epoch that would pass 32766 gets a fresh id at epoch 0, as Kafka does on epoch exhaustion.
+
+Transactions are not supported yet: a non-empty ``transactional_id`` is refused with
+UNSUPPORTED_VERSION (35). Clients treat it as fatal for ``init_transactions()`` and say the
+broker does not support the feature, which is the truth; the alternatives are worse:
+COORDINATOR_NOT_AVAILABLE is retriable (the client would retry until its timeout and report a
+timeout), and TRANSACTIONAL_ID_AUTHORIZATION_FAILED would blame ACLs that do not exist. A
+controller that cannot be reached for a new block answers COORDINATOR_NOT_AVAILABLE (15,
+retriable), as Kafka does while its producer id manager has no block.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from shardbroker.broker.dispatch import ApiHandler, RequestContext
+from shardbroker.protocol import messages as m
+from shardbroker.protocol.errors import ErrorCode
+
+__all__ = ["HANDLER", "handle_init_producer_id"]
+
+log = logging.getLogger(__name__)
+
+#: Kafka bumps up to Short.MAX_VALUE - 1 and then needs a new producer id.
+MAX_EPOCH = 32766
+
+
+async def handle_init_producer_id(
+    ctx: RequestContext, request: m.InitProducerIdRequest
+) -> m.InitProducerIdResponse:
+    if request.transactional_id:
+        return m.InitProducerIdResponse(
+            error_code=int(ErrorCode.UNSUPPORTED_VERSION), producer_id=-1, producer_epoch=-1
+        )
+    pid, epoch = request.producer_id, request.producer_epoch
+    if ctx.api_version >= 3 and pid >= 0 and 0 <= epoch < MAX_EPOCH:
+        return m.InitProducerIdResponse(producer_id=pid, producer_epoch=epoch + 1)
+    try:
+        new_pid = await ctx.worker.replicas.allocate_producer_id()
+    except Exception as exc:  # ControllerUnavailable, or a malformed answer
+        log.warning("worker %d: no producer id block: %s", ctx.worker.node_id, exc)
+        return m.InitProducerIdResponse(
+            error_code=int(ErrorCode.COORDINATOR_NOT_AVAILABLE), producer_id=-1, producer_epoch=-1
+        )
+    return m.InitProducerIdResponse(producer_id=new_pid, producer_epoch=0)
+
+
+HANDLER = ApiHandler(
+    api_key=m.InitProducerIdRequest.API_KEY, min_version=0, max_version=5, handle=handle_init_producer_id
+)

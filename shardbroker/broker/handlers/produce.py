@@ -1,0 +1,132 @@
+"""Produce (api key 0): v3-v11 append record batches; v0-v2 are advertised but refused.
+
+Why v0-v2 are advertised: librdkafka turns gzip/snappy/lz4 off when the broker does not list
+Produce v0-2 (DESIGN.md; Kafka 4.0 keeps them for that reason). Those versions carry message sets
+of magic 0/1, which this broker does not store nor convert, so each of their partitions is
+answered UNSUPPORTED_FOR_MESSAGE_FORMAT (43) -- the code Kafka uses for a message format the
+log cannot take -- rather than CORRUPT_MESSAGE, which would say the bytes were damaged (and
+makes librdkafka retry). A v3+ request carrying magic 0/1 gets 43 too.
+
+Per partition, the answer comes from ``ReplicaManager.append`` (see there for validation,
+idempotence and durability): UNKNOWN_TOPIC_OR_PARTITION (3), NOT_LEADER_OR_FOLLOWER (6, with the
+current leader and its endpoint from v10, so the client re-routes without a Metadata round trip;
+forwarding to the owner is a later issue), CORRUPT_MESSAGE (2), MESSAGE_TOO_LARGE (10),
+INVALID_RECORD (87), KAFKA_STORAGE_ERROR (56), and the idempotence errors 45/47/59. acks=0 gets
+no response (None). acks=-1 waits for a flush only when the log's flush policy asks for one
+after this append, bounded by ``timeout_ms`` (REQUEST_TIMED_OUT, 7).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from shardbroker.broker.dispatch import ApiHandler, RequestContext
+from shardbroker.broker.replica_manager import AppendResult
+from shardbroker.protocol import messages as m
+from shardbroker.protocol.errors import ErrorCode
+
+__all__ = ["HANDLER", "handle_produce"]
+
+_PPR = m.ProduceResponse.PartitionProduceResponse
+_NOT_LEADER = int(ErrorCode.NOT_LEADER_OR_FOLLOWER)
+_OLD_FORMAT = AppendResult(
+    int(ErrorCode.UNSUPPORTED_FOR_MESSAGE_FORMAT),
+    error_message="Produce v0-2 (message format v0/v1) is not supported: use Produce v3+ with record batches",
+)
+
+
+async def handle_produce(ctx: RequestContext, request: m.ProduceRequest) -> m.ProduceResponse | None:
+    version = ctx.api_version
+    replicas = ctx.worker.replicas
+    acks = request.acks
+    append = replicas.append
+    with_message = version >= 8
+    waits: list[tuple[m.ProduceResponse.PartitionProduceResponse, Any, int]] = []
+    leaders: set[int] = set()
+    responses = []
+    for topic in request.topic_data:
+        name = topic.name
+        out = []
+        for pd in topic.partition_data:
+            r = append(name, pd.index, pd.records) if version >= 3 else _OLD_FORMAT
+            resp = _PPR(
+                index=pd.index,
+                error_code=r.error_code,
+                base_offset=r.base_offset,
+                log_append_time_ms=r.log_append_time,
+                log_start_offset=r.log_start_offset,
+            )
+            if r.error_code:
+                if with_message:
+                    resp.error_message = r.error_message
+                if r.error_code == _NOT_LEADER and version >= 10:
+                    leader, epoch = replicas.leader_of(name, pd.index)
+                    resp.current_leader = m.ProduceResponse.LeaderIdAndEpoch(
+                        leader_id=leader, leader_epoch=epoch
+                    )
+                    if leader >= 0:
+                        leaders.add(leader)
+            elif r.flush_offset >= 0 and acks == -1:
+                p = replicas.get(name, pd.index)
+                if p is not None:
+                    waits.append((resp, p, r.flush_offset))
+            out.append(resp)
+        responses.append(m.ProduceResponse.TopicProduceResponse(name=name, partition_responses=out))
+    if acks == 0:
+        return None
+    if waits:
+        timeout = max(request.timeout_ms, 0) / 1000
+        codes = await asyncio.gather(*(replicas.wait_durable(p, offset, timeout) for _, p, offset in waits))
+        for (resp, _, _), code in zip(waits, codes, strict=True):
+            if code:
+                resp.error_code = code
+                resp.base_offset = -1
+                if with_message:
+                    resp.error_message = "the flush this append needed did not complete"
+    response = m.ProduceResponse(responses=responses)
+    if leaders:
+        response.node_endpoints = _endpoints(ctx, leaders)
+    return response
+
+
+def _endpoints(ctx: RequestContext, nodes: set[int]) -> list[m.ProduceResponse.NodeEndpoint]:
+    image = ctx.worker.replicas.image
+    out = []
+    for node in sorted(nodes):
+        b = image.broker(node)
+        if b is not None:
+            out.append(m.ProduceResponse.NodeEndpoint(node_id=b.node_id, host=b.host, port=b.port))
+    return out
+
+
+def produce_error_response(
+    request: m.ProduceRequest, version: int, code: ErrorCode, message: str
+) -> m.ProduceResponse:
+    """Every partition of the request answered with ``code`` (a handler failure)."""
+    return m.ProduceResponse(
+        responses=[
+            m.ProduceResponse.TopicProduceResponse(
+                name=t.name,
+                partition_responses=[
+                    _PPR(
+                        index=pd.index,
+                        error_code=int(code),
+                        base_offset=-1,
+                        error_message=message if version >= 8 else None,
+                    )
+                    for pd in t.partition_data
+                ],
+            )
+            for t in request.topic_data
+        ]
+    )
+
+
+HANDLER = ApiHandler(
+    api_key=m.ProduceRequest.API_KEY,
+    min_version=0,
+    max_version=11,
+    handle=handle_produce,
+    error_response=produce_error_response,
+)

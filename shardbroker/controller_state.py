@@ -1,0 +1,527 @@
+"""The controller's state machine: metadata records in, new state (and answers) out. No I/O.
+
+The controller (controller.py) keeps the broker's metadata -- topics, their ids, partition counts,
+configs, which worker leads each partition with which leader epoch, the producer-id high-water
+mark -- as a `ControllerState`. It changes only by applying *records*, small JSON objects that
+are also what the metadata log stores (metadata_log.py), so replaying the log from empty (or from
+a snapshot) rebuilds exactly the live state: ``replay(records) == state`` is a unit test.
+
+Records (every one carries ``"offset"``, its position in the metadata log; the state's
+``version`` is the offset of the last record applied, -1 for none, and is the version of the
+`MetadataImage` built from it)::
+
+    {"type": "topic", "name", "id", "configs": {..}, "partitions": [[leader, leader_epoch], ..]}
+        create a topic, or replace it whole (more partitions, moved partitions);
+    {"type": "delete_topic", "id"}
+    {"type": "configs", "id", "configs": {..}}          the topic's whole override set
+    {"type": "producer_ids", "next": n}                 ids below n are handed out, forever
+
+Ops (`handle`) are what workers ask for over their control ring (interfaces B in the issue): they
+validate each item with Kafka's rules and error codes, emit records for the valid ones and answer
+per item. They never raise for bad input; a malformed request gets INVALID_REQUEST.
+
+Placement (decided here, recorded in the log, so it is stable across restarts): each new
+partition goes to the least-loaded worker (fewest partitions led), lowest node id first on a tie,
+counting the partitions placed so far in the same request. So partitions spread evenly over the
+workers whatever the mix of topics, a topic's partitions land on distinct workers while there
+are enough of them, and nothing moves when topics come and go. When the broker restarts with
+fewer workers, `reassign_orphans` moves the partitions of the missing workers, one at a time, to
+the least-loaded remaining worker and bumps their leader epoch (Kafka's fencing for a leader
+change); with more workers nothing moves: new partitions fill the new workers first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from shardbroker.broker.metadata_image import BrokerEndpoint, MetadataImage, PartitionImage, TopicImage
+from shardbroker.config import ConfigError, LogConfig
+from shardbroker.protocol.errors import ErrorCode
+
+__all__ = [
+    "ControllerState",
+    "OpContext",
+    "Outcome",
+    "apply_record",
+    "handle",
+    "reassign_orphans",
+    "replay",
+    "validate_topic_name",
+]
+
+Record = dict[str, Any]
+
+#: Kafka's Topic.java: legal characters and the maximum length (255 minus room for a partition
+#: suffix and the ``.deleted`` markers in directory names).
+TOPIC_NAME_RE: Final = re.compile(r"[a-zA-Z0-9._-]+")
+MAX_TOPIC_NAME_LENGTH: Final = 249
+INTERNAL_TOPICS: Final = frozenset({"__consumer_offsets", "__transaction_state"})
+#: Largest block of producer ids one request may take (Kafka's brokers take 1000 at a time).
+MAX_PRODUCER_ID_BLOCK: Final = 1_000_000
+#: Producer ids are int64 on the wire.
+MAX_PRODUCER_ID: Final = (1 << 63) - 1
+INT32_MAX: Final = (1 << 31) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerState:
+    """Everything the metadata log says. Immutable: each change makes a new one."""
+
+    version: int = -1
+    topics: Mapping[str, TopicImage] = field(default_factory=dict)
+    next_producer_id: int = 0
+
+    def image(self, cluster_id: str, brokers: tuple[BrokerEndpoint, ...]) -> MetadataImage:
+        return MetadataImage(
+            version=self.version,
+            cluster_id=cluster_id,
+            controller_id=0,
+            brokers=brokers,
+            topics=dict(self.topics),
+        )
+
+    def topic_by_id(self, topic_id: uuid.UUID) -> TopicImage | None:
+        for topic in self.topics.values():
+            if topic.topic_id == topic_id:
+                return topic
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON (the snapshot)."""
+        return {
+            "version": self.version,
+            "next_producer_id": self.next_producer_id,
+            "topics": [_topic_record(t) for t in self.topics.values()],
+        }
+
+    @staticmethod
+    def from_dict(data: Mapping[str, Any]) -> ControllerState:
+        topics = {}
+        for rec in data["topics"]:
+            topic = _topic_from_record(rec)
+            topics[topic.name] = topic
+        return ControllerState(int(data["version"]), topics, int(data["next_producer_id"]))
+
+
+def _topic_record(topic: TopicImage) -> Record:
+    return {
+        "type": "topic",
+        "name": topic.name,
+        "id": str(topic.topic_id),
+        "configs": dict(topic.configs),
+        "partitions": [[p.leader, p.leader_epoch] for p in topic.partitions],
+    }
+
+
+def _topic_from_record(rec: Mapping[str, Any]) -> TopicImage:
+    name = str(rec["name"])
+    return TopicImage(
+        name=name,
+        topic_id=uuid.UUID(rec["id"]),
+        partitions=tuple(
+            PartitionImage(i, int(leader), int(epoch)) for i, (leader, epoch) in enumerate(rec["partitions"])
+        ),
+        configs={str(k): str(v) for k, v in rec["configs"].items()},
+        is_internal=name in INTERNAL_TOPICS,
+    )
+
+
+def apply_record(state: ControllerState, record: Mapping[str, Any]) -> ControllerState:
+    """The state after ``record``, whose ``offset`` must be ``state.version + 1``."""
+    offset = int(record["offset"])
+    if offset != state.version + 1:
+        raise ValueError(f"metadata record at offset {offset} does not follow version {state.version}")
+    kind = record["type"]
+    topics = dict(state.topics)
+    next_pid = state.next_producer_id
+    if kind == "topic":
+        topic = _topic_from_record(record)
+        for other in topics.values():
+            if other.topic_id == topic.topic_id and other.name != topic.name:
+                raise ValueError(f"topic id {topic.topic_id} already names {other.name}")
+        topics[topic.name] = topic
+    elif kind == "delete_topic":
+        gone = state.topic_by_id(uuid.UUID(record["id"]))
+        if gone is None:
+            raise ValueError(f"delete of unknown topic id {record['id']}")
+        del topics[gone.name]
+    elif kind == "configs":
+        old = state.topic_by_id(uuid.UUID(record["id"]))
+        if old is None:
+            raise ValueError(f"configs of unknown topic id {record['id']}")
+        configs = {str(k): str(v) for k, v in record["configs"].items()}
+        topics[old.name] = dataclasses.replace(old, configs=configs)
+    elif kind == "producer_ids":
+        nxt = int(record["next"])
+        if nxt < next_pid:
+            raise ValueError(f"producer id mark going back from {next_pid} to {nxt}")
+        next_pid = nxt
+    else:
+        raise ValueError(f"unknown metadata record type {kind!r}")
+    return ControllerState(offset, topics, next_pid)
+
+
+def replay(records: Iterable[Mapping[str, Any]], start: ControllerState | None = None) -> ControllerState:
+    state = start or ControllerState()
+    for record in records:
+        state = apply_record(state, record)
+    return state
+
+
+# --- ops --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OpContext:
+    """What ops need from outside the state: the broker's defaults and a source of topic ids."""
+
+    workers: int
+    num_partitions: int = 1
+    log_defaults: LogConfig = field(default_factory=LogConfig)
+    new_topic_id: Callable[[], uuid.UUID] = uuid.uuid4
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What an op did: the records to append (in order), the resulting state, the answer."""
+
+    state: ControllerState
+    records: list[Record]
+    result: dict[str, Any]
+
+
+class _Builder:
+    """Accumulates records while an op runs, applying each at once so later items see them."""
+
+    def __init__(self, state: ControllerState) -> None:
+        self.state = state
+        self.records: list[Record] = []
+
+    def add(self, record: Record) -> None:
+        record = {"offset": self.state.version + 1, **record}
+        self.state = apply_record(self.state, record)
+        self.records.append(record)
+
+    def outcome(self, result: dict[str, Any]) -> Outcome:
+        result["version"] = self.state.version
+        return Outcome(self.state, self.records, result)
+
+
+def validate_topic_name(name: object) -> str | None:
+    """Kafka's Topic.validate: None if fine, else why not."""
+    if not isinstance(name, str) or not name:
+        return "Topic name is illegal, it can't be empty"
+    if name in (".", ".."):
+        return 'Topic name cannot be "." or ".."'
+    if len(name) > MAX_TOPIC_NAME_LENGTH:
+        return f"Topic name is illegal, it can't be longer than {MAX_TOPIC_NAME_LENGTH} characters"
+    if not TOPIC_NAME_RE.fullmatch(name):
+        return (
+            f"Topic name {name!r} is illegal, it contains a character other than "
+            "ASCII alphanumerics, '.', '_' and '-'"
+        )
+    return None
+
+
+def _collision(state: ControllerState, name: str) -> str | None:
+    # Kafka refuses names equal up to '.' <-> '_': both map to the same metric names.
+    key = name.replace(".", "_")
+    for other in state.topics:
+        if other != name and other.replace(".", "_") == key:
+            return other
+    return None
+
+
+def place(state: ControllerState, count: int, workers: int) -> list[int]:
+    """Leaders for ``count`` new partitions: least-loaded worker first, lowest id on a tie."""
+    load = Counter({w: 0 for w in range(workers)})
+    for topic in state.topics.values():
+        for p in topic.partitions:
+            if p.leader < workers:
+                load[p.leader] += 1
+    leaders = []
+    for _ in range(count):
+        worker = min(range(workers), key=lambda w: (load[w], w))
+        load[worker] += 1
+        leaders.append(worker)
+    return leaders
+
+
+def reassign_orphans(state: ControllerState, workers: int) -> Outcome:
+    """Records moving every partition led by a worker >= ``workers`` (the broker restarted with
+    fewer) to the least-loaded remaining one, leader epoch + 1."""
+    b = _Builder(state)
+    for name in sorted(state.topics):
+        topic = b.state.topics[name]
+        if all(p.leader < workers for p in topic.partitions):
+            continue
+        parts = list(topic.partitions)
+        for i, p in enumerate(parts):
+            if p.leader >= workers:
+                # Place against the state with this topic's moves so far, so moves spread too.
+                interim = dataclasses.replace(topic, partitions=tuple(parts))
+                probe = ControllerState(b.state.version, {**b.state.topics, name: interim})
+                (leader,) = place(probe, 1, workers)
+                parts[i] = PartitionImage(i, leader, p.leader_epoch + 1)
+        b.add(_topic_record(dataclasses.replace(topic, partitions=tuple(parts))))
+    return b.outcome({"moved": sum(1 for _ in b.records)})
+
+
+def _error(code: ErrorCode, message: str | None = None) -> dict[str, Any]:
+    return {"error_code": int(code), "error_message": message}
+
+
+def _ok() -> dict[str, Any]:
+    return {"error_code": 0, "error_message": None}
+
+
+def _string_configs(raw: object) -> dict[str, str]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise TypeError("configs must be an object")
+    # A null value in CreateTopics means "not set".
+    return {str(k): str(v) for k, v in raw.items() if v is not None}
+
+
+def _create_topics(b: _Builder, args: Mapping[str, Any], ctx: OpContext) -> dict[str, Any]:
+    validate_only = bool(args.get("validate_only", False))
+    items = list(args["topics"])
+    names = [item.get("name") for item in items]
+    dupes = {n for n in names if names.count(n) > 1}
+    out = []
+    for item in items:
+        name = item.get("name")
+        num = int(item.get("num_partitions", -1))
+        rf = int(item.get("replication_factor", -1))
+        res: dict[str, Any] = {"name": name, "topic_id": None, "num_partitions": num}
+        if name in dupes:
+            res.update(_error(ErrorCode.INVALID_REQUEST, f"Create topics request lists {name!r} twice"))
+            out.append(res)
+            continue
+        why = validate_topic_name(name)
+        if why is not None:
+            res.update(_error(ErrorCode.INVALID_TOPIC_EXCEPTION, why))
+            out.append(res)
+            continue
+        assert isinstance(name, str)
+        if name in b.state.topics:
+            res.update(_error(ErrorCode.TOPIC_ALREADY_EXISTS, f"Topic '{name}' already exists."))
+            out.append(res)
+            continue
+        clash = _collision(b.state, name)
+        if clash is not None:
+            res.update(
+                _error(
+                    ErrorCode.INVALID_TOPIC_EXCEPTION,
+                    f"Topic '{name}' collides with existing topic: {clash} ('.' and '_' are equivalent)",
+                )
+            )
+            out.append(res)
+            continue
+        if num == -1:
+            num = ctx.num_partitions
+        if not 1 <= num <= INT32_MAX:
+            res.update(_error(ErrorCode.INVALID_PARTITIONS, "Number of partitions must be larger than 0."))
+            out.append(res)
+            continue
+        if rf not in (-1, 1):
+            res.update(
+                _error(
+                    ErrorCode.INVALID_REPLICATION_FACTOR,
+                    f"Replication factor {rf} is not possible: shardbroker is a single-host broker "
+                    "with one replica per partition (use 1 or -1).",
+                )
+            )
+            out.append(res)
+            continue
+        try:
+            configs = _string_configs(item.get("configs"))
+            ctx.log_defaults.overrides(configs)
+        except ConfigError as exc:
+            res.update(_error(ErrorCode.INVALID_CONFIG, str(exc)))
+            out.append(res)
+            continue
+        topic_id = ctx.new_topic_id()
+        res["num_partitions"] = num
+        res["topic_id"] = str(topic_id)
+        if not validate_only:
+            leaders = place(b.state, num, ctx.workers)
+            b.add(
+                {
+                    "type": "topic",
+                    "name": name,
+                    "id": str(topic_id),
+                    "configs": configs,
+                    "partitions": [[leader, 0] for leader in leaders],
+                }
+            )
+        res.update(_ok())
+        out.append(res)
+    return {"topics": out}
+
+
+def _delete_topics(b: _Builder, args: Mapping[str, Any], ctx: OpContext) -> dict[str, Any]:
+    out = []
+    for item in args["topics"]:
+        name, raw_id = item.get("name"), item.get("topic_id")
+        res: dict[str, Any] = {"name": name, "topic_id": raw_id}
+        topic: TopicImage | None
+        if raw_id is not None and raw_id != str(uuid.UUID(int=0)):
+            try:
+                topic = b.state.topic_by_id(uuid.UUID(str(raw_id)))
+            except ValueError:
+                topic = None
+            if topic is None:
+                res.update(_error(ErrorCode.UNKNOWN_TOPIC_ID, f"Topic id {raw_id} is unknown."))
+                out.append(res)
+                continue
+        else:
+            topic = b.state.topics.get(name) if isinstance(name, str) else None
+            if topic is None:
+                res.update(
+                    _error(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, "This server does not host this topic.")
+                )
+                out.append(res)
+                continue
+        res["name"], res["topic_id"] = topic.name, str(topic.topic_id)
+        b.add({"type": "delete_topic", "id": str(topic.topic_id)})
+        res.update(_ok())
+        out.append(res)
+    return {"topics": out}
+
+
+def _create_partitions(b: _Builder, args: Mapping[str, Any], ctx: OpContext) -> dict[str, Any]:
+    validate_only = bool(args.get("validate_only", False))
+    items = list(args["topics"])
+    names = [item.get("name") for item in items]
+    out = []
+    for item in items:
+        name = item.get("name")
+        count = int(item["count"])
+        res: dict[str, Any] = {"name": name}
+        topic = b.state.topics.get(name) if isinstance(name, str) else None
+        if names.count(name) > 1:
+            res.update(_error(ErrorCode.INVALID_REQUEST, f"Create partitions request lists {name!r} twice"))
+        elif topic is None:
+            res.update(_error(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, "This server does not host this topic."))
+        elif count == len(topic.partitions):
+            res.update(_error(ErrorCode.INVALID_PARTITIONS, f"Topic already has {count} partitions."))
+        elif count < len(topic.partitions):
+            res.update(
+                _error(
+                    ErrorCode.INVALID_PARTITIONS,
+                    f"Topic currently has {len(topic.partitions)} partitions, which is higher than "
+                    f"the requested {count}.",
+                )
+            )
+        elif count > INT32_MAX:
+            res.update(_error(ErrorCode.INVALID_PARTITIONS, f"{count} partitions is too many."))
+        else:
+            if not validate_only:
+                leaders = place(b.state, count - len(topic.partitions), ctx.workers)
+                record = _topic_record(topic)
+                record["partitions"] += [[leader, 0] for leader in leaders]
+                b.add(record)
+            res.update(_ok())
+        out.append(res)
+    return {"topics": out}
+
+
+#: Configs whose value is a list (Kafka's ConfigDef.Type.LIST): the only ones APPEND/SUBTRACT apply to.
+LIST_CONFIGS: Final = frozenset({"cleanup.policy"})
+
+
+def _alter_one(topic: TopicImage, resource: Mapping[str, Any], ctx: OpContext) -> dict[str, str]:
+    """The topic's new override set; raises ConfigError (INVALID_CONFIG) or KeyError."""
+    replace = bool(resource.get("replace", False))
+    new = {} if replace else dict(topic.configs)
+    effective = ctx.log_defaults.overrides(topic.configs).to_properties()
+    for op in resource["ops"]:
+        name, kind, value = str(op["name"]), str(op.get("op", "set")), op.get("value")
+        if kind == "set":
+            if value is None:
+                raise ConfigError(f"Null value for configuration {name}")
+            new[name] = str(value)
+        elif kind == "delete":
+            new.pop(name, None)
+        elif kind in ("append", "subtract"):
+            if name not in LIST_CONFIGS:
+                raise ConfigError(f"Config value {kind} is not allowed for config key {name}")
+            current = [v for v in new.get(name, effective.get(name, "")).split(",") if v]
+            items = [v.strip() for v in str(value or "").split(",") if v.strip()]
+            if kind == "append":
+                current += [v for v in items if v not in current]
+            else:
+                current = [v for v in current if v not in items]
+            new[name] = ",".join(current)
+        else:
+            raise ConfigError(f"Unknown config operation {kind!r} for {name}")
+    ctx.log_defaults.overrides(new)  # validates every name and value
+    return new
+
+
+def _alter_configs(b: _Builder, args: Mapping[str, Any], ctx: OpContext) -> dict[str, Any]:
+    validate_only = bool(args.get("validate_only", False))
+    out = []
+    for resource in args["resources"]:
+        name = resource.get("name")
+        res: dict[str, Any] = {"name": name}
+        topic = b.state.topics.get(name) if isinstance(name, str) else None
+        if topic is None:
+            res.update(_error(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"Topic {name!r} does not exist."))
+            out.append(res)
+            continue
+        try:
+            new = _alter_one(topic, resource, ctx)
+        except ConfigError as exc:
+            res.update(_error(ErrorCode.INVALID_CONFIG, str(exc)))
+            out.append(res)
+            continue
+        if not validate_only and new != dict(topic.configs):
+            b.add({"type": "configs", "id": str(topic.topic_id), "configs": new})
+        res.update(_ok())
+        out.append(res)
+    return {"resources": out}
+
+
+def _allocate_producer_ids(b: _Builder, args: Mapping[str, Any], ctx: OpContext) -> dict[str, Any]:
+    count = int(args["count"])
+    if not 1 <= count <= MAX_PRODUCER_ID_BLOCK:
+        raise ValueError(f"producer id block of {count}: must be in [1, {MAX_PRODUCER_ID_BLOCK}]")
+    first = b.state.next_producer_id
+    if first + count > MAX_PRODUCER_ID:
+        return {**_error(ErrorCode.UNKNOWN_SERVER_ERROR, "producer ids exhausted"), "first": -1, "count": 0}
+    b.add({"type": "producer_ids", "next": first + count})
+    return {"first": first, "count": count, **_ok()}
+
+
+_OPS: Final[Mapping[str, Callable[[_Builder, Mapping[str, Any], OpContext], dict[str, Any]]]] = {
+    "create_topics": _create_topics,
+    "delete_topics": _delete_topics,
+    "create_partitions": _create_partitions,
+    "alter_configs": _alter_configs,
+    "allocate_producer_ids": _allocate_producer_ids,
+}
+OPS: Final = frozenset(_OPS)
+
+
+def handle(state: ControllerState, op: str, args: Mapping[str, Any], ctx: OpContext) -> Outcome:
+    """Run one op against ``state``. Never raises for bad input: a request the controller cannot
+    make sense of is answered ``{"error_code": 42 (INVALID_REQUEST), "error_message": ...}``."""
+    fn = _OPS.get(op)
+    b = _Builder(state)
+    if fn is None:
+        return b.outcome(_error(ErrorCode.INVALID_REQUEST, f"unknown controller op {op!r}"))
+    try:
+        result = fn(b, args, ctx)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        # Nothing of a malformed request is applied.
+        return _Builder(state).outcome(_error(ErrorCode.INVALID_REQUEST, f"malformed {op} request: {exc!r}"))
+    return b.outcome(result)

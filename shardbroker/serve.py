@@ -1,0 +1,218 @@
+"""``shardbroker serve``: the supervisor, the controller and the workers, wired together.
+
+Opens the data dir (lock, metadata log), probes the Kafka ports with a bind, creates shared
+memory, forks the workers, handles signals (through supervisor.py).
+
+Start-up, in order, each refusal a one-line message and a non-zero exit before anything forks:
+the config (flags over the TOML file, config.py), the data dir (created if missing, locked with
+``.lock`` so two brokers never share it, checked writable), the ports (worker i binds
+``listen port + i``: a port already taken fails here rather than as a worker boot failure), the
+leftovers of a crashed run of the same data dir (``shm.reclaim_stale``), then the controller's
+metadata log and rings, then the supervisor and its workers.
+
+Instance name: ``sb`` + 8 hex digits of the SHA-256 of the absolute data dir. Shared memory is
+named after it (``/dev/shm/shardbroker-sb1234abcd-*``), so brokers on different data dirs never
+collide, and a restart on the same data dir finds (and reclaims) what a SIGKILLed run left. Two
+brokers on one data dir cannot both get this far: the lock comes first.
+
+Readiness: one line per listener on stdout, ``shardbroker: node <i> listening on HOST:PORT``,
+printed once every worker reached READY (its listener is bound, its partitions are open). No
+address is printed before that, so a script may take the first ``HOST:PORT`` it sees as usable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import logging
+import socket
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from shardbroker.config import BrokerConfig
+from shardbroker.controller import Controller
+from shardbroker.ipc import shm
+from shardbroker.ipc.heartbeat import SegmentInUse
+from shardbroker.metadata_log import DataDirLock, MetadataLogError
+from shardbroker.supervision import Phase, Policy
+from shardbroker.supervisor import Supervisor, SupervisorConfig
+from shardbroker.worker import Worker
+
+log = logging.getLogger(__name__)
+
+#: Exit codes: 1 = the broker could not start (data dir, ports, shared memory); 2 = bad usage
+#: (argparse's own); 3 = a worker failed to boot (supervision.BOOT_ERROR_EXIT).
+EXIT_START_FAILED = 1
+EXIT_USAGE = 2
+
+ExtraSetup = Callable[[Worker, BrokerConfig, object], None]
+
+
+class ServeError(Exception):
+    """The broker cannot start; the message says why, for the operator."""
+
+
+def instance_name(data_dir: Path) -> str:
+    digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()
+    return f"sb{digest[:8]}"
+
+
+def check_ports(host: str, first: int, count: int) -> None:
+    """Bind each Kafka port once (SO_REUSEADDR, as the listeners) and let go: a clear message now
+    instead of a worker boot failure later. Racy by nature; the workers' own binds still decide."""
+    for port in range(first, first + count):
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((host, port))
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise ServeError(
+                        f"port {port} on {host} is already in use (worker {port - first})"
+                    ) from None
+                raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+class BrokerSupervisor(Supervisor):
+    """The supervisor with the controller on its loop and the readiness announcement."""
+
+    def __init__(
+        self,
+        config: SupervisorConfig,
+        setup: Callable[[Worker], None],
+        controller: Controller,
+        announce: Callable[[], None],
+    ) -> None:
+        super().__init__(config, setup)
+        self.controller = controller
+        self._announce = announce
+        self.announced = False
+        controller.is_live = self._is_live
+
+    def _is_live(self, slot: int) -> bool:
+        return self.supervision.slots[slot].pid is not None
+
+    def start(self) -> None:
+        super().start()
+        self.controller.attach(self.register)
+
+    def _spawn(self, slot: int, restarts: int) -> None:
+        # The rings of the slot are reset and primed with the current image before the fork.
+        self.controller.before_spawn(slot)
+        super()._spawn(slot, restarts)
+
+    def step(self, timeout: float | None = None) -> bool:
+        done = super().step(timeout)
+        if self._selector is not None:  # not in a forked child, not after close
+            self.controller.poll()
+            if (
+                not self.announced
+                and self.supervision.phase is Phase.RUNNING
+                and all(rec.ready_at is not None for rec in self.supervision.slots)
+            ):
+                self.announced = True
+                self._announce()
+        return done
+
+
+def serve(
+    config: BrokerConfig,
+    *,
+    policy: Policy | None = None,
+    install: ExtraSetup | None = None,
+    out: Callable[[str], None] | None = None,
+) -> int:
+    """Run the broker in the foreground until SIGTERM/SIGINT; returns the exit code.
+
+    ``install(worker, config, channel)`` registers the worker's services after its controller
+    channel (default: ``shardbroker.broker.server.install``); tests pass a smaller one.
+    """
+    say = out or (lambda line: print(line, flush=True))
+    data_dir = config.data_dir.absolute()
+    instance = instance_name(data_dir)
+    lock = DataDirLock(data_dir)
+    try:
+        lock.acquire()
+    except MetadataLogError as exc:
+        raise ServeError(str(exc)) from None
+    controller: Controller | None = None
+    try:
+        check_ports(config.listen_host, config.listen_port, config.workers)
+        report = shm.reclaim_stale(instance)
+        if report.reclaimed:
+            log.info("reclaimed %d shared-memory objects of a previous run", len(report.reclaimed))
+        controller = Controller(config, instance)
+        try:
+            controller.open()
+        except MetadataLogError as exc:
+            raise ServeError(str(exc)) from None
+        except OSError as exc:
+            raise ServeError(f"cannot open the metadata log in {data_dir}: {exc.strerror or exc}") from None
+        setup = _worker_setup(controller, config, install)
+
+        def announce() -> None:
+            for i in range(config.workers):
+                address = _hostport(config.listen_host, config.listen_port + i)
+                say(f"shardbroker: node {i} listening on {address}")
+
+        supervisor = BrokerSupervisor(
+            SupervisorConfig(instance=instance, workers=config.workers, policy=policy or Policy()),
+            setup,
+            controller,
+            announce,
+        )
+        try:
+            code = supervisor.run()
+        except SegmentInUse as exc:
+            raise ServeError(str(exc)) from None
+        if supervisor.halt_reason is not None:
+            print(f"shardbroker serve: {supervisor.halt_reason}", file=sys.stderr, flush=True)
+        return code
+    finally:
+        if controller is not None:
+            controller.close()
+        lock.release()
+
+
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _worker_setup(
+    controller: Controller, config: BrokerConfig, install: ExtraSetup | None
+) -> Callable[[Worker], None]:
+    def setup(worker: Worker) -> None:
+        # In the forked child: keep this slot's rings, close the rest of the controller's.
+        from shardbroker.broker.controller_channel import ControllerChannel
+
+        in_ring, out_ring = controller.for_child(worker.slot)
+        channel = ControllerChannel(worker.node_id, in_ring, out_ring)
+        worker.add_service(channel)
+        if install is not None:
+            install(worker, config, channel)
+        else:
+            from shardbroker.broker.server import install as install_broker
+
+            install_broker(worker, config, channel)
+
+    return setup
+
+
+def run_cli(config: BrokerConfig) -> int:
+    """`serve` with logging set up and refusals turned into messages (the CLI's entry)."""
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(process)d %(name)s %(levelname)s: %(message)s",
+    )
+    try:
+        return serve(config)
+    except ServeError as exc:
+        print(f"shardbroker serve: {exc}", file=sys.stderr, flush=True)
+        return EXIT_START_FAILED
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()

@@ -1,0 +1,181 @@
+"""BrokerConfig: Kafka's server property names from TOML and flags, defaults, refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shardbroker.config import BROKER_PROPERTIES, BROKER_SYNONYMS, BrokerConfig, ConfigError, LogConfig
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "broker.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_are_the_contracts() -> None:
+    c = BrokerConfig()
+    assert c.data_dir == Path("shardbroker-data")
+    assert c.workers >= 1
+    assert (c.listen_host, c.listen_port) == ("127.0.0.1", 9092)
+    assert (c.metrics_host, c.metrics_port) == ("127.0.0.1", 9404)
+    assert c.advertised() == "127.0.0.1"
+    assert c.num_partitions == 1 and c.auto_create_topics_enable is True
+    assert c.message_max_bytes == 1048588
+    assert c.socket_request_max_bytes == 104857600
+    assert c.connections_max_idle_ms == 600000
+    assert c.fetch_max_bytes == 57671680
+    assert c.log_defaults == LogConfig()
+    assert dict(c.properties) == {}
+
+
+def test_load_without_anything_equals_defaults() -> None:
+    c = BrokerConfig.load(None, {})
+    assert c.listen_port == 9092 and c.log_defaults == LogConfig() and c.properties == {}
+
+
+def test_toml_quoted_and_dotted_keys_and_value_types(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        '"log.dirs" = "/var/lib/sb"\n'
+        "num.partitions = 3\n"  # unquoted: TOML makes a table of it; names are joined back
+        "auto.create.topics.enable = false\n"
+        'listeners = "PLAINTEXT://127.0.0.2:9500"\n'
+        '"advertised.listeners" = "PLAINTEXT://broker.example:9500"\n'
+        "workers = 2\n"
+        '"metrics.listen" = "0.0.0.0:9999"\n'
+        '"message.max.bytes" = "2000000"\n',
+    )
+    c = BrokerConfig.load(path, {})
+    assert c.data_dir == Path("/var/lib/sb")
+    assert c.num_partitions == 3
+    assert c.auto_create_topics_enable is False
+    assert (c.listen_host, c.listen_port) == ("127.0.0.2", 9500)
+    assert c.advertised() == "broker.example"
+    assert c.workers == 2
+    assert (c.metrics_host, c.metrics_port) == ("0.0.0.0", 9999)
+    assert c.message_max_bytes == 2000000
+    assert c.log_defaults.max_message_bytes == 2000000  # message.max.bytes is max.message.bytes' synonym
+    assert c.properties["num.partitions"] == "3"
+    assert c.properties["auto.create.topics.enable"] == "false"
+
+
+def test_flags_override_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, '"listeners" = "127.0.0.1:9000"\nworkers = 4\n"log.dirs" = "a"\n')
+    c = BrokerConfig.load(path, {"listeners": "127.0.0.1:9100", "log.dirs": "b"})
+    assert c.listen_port == 9100 and c.workers == 4 and c.data_dir == Path("b")
+    assert c.properties["listeners"] == "127.0.0.1:9100"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("127.0.0.1:9092", ("127.0.0.1", 9092)),
+        ("PLAINTEXT://localhost:19092", ("localhost", 19092)),
+        ("plaintext://:9092", ("0.0.0.0", 9092)),
+        ("[::1]:9092", ("::1", 9092)),
+    ],
+)
+def test_listener_forms(raw: str, expected: tuple[str, int]) -> None:
+    c = BrokerConfig.load(None, {"listeners": raw, "workers": "1"})
+    assert (c.listen_host, c.listen_port) == expected
+
+
+def test_wildcard_listener_advertises_a_host_name() -> None:
+    c = BrokerConfig.load(None, {"listeners": ":9092", "workers": "1"})
+    assert c.advertised() not in ("", "0.0.0.0")
+    assert BrokerConfig.load(None, {"listeners": ":9092", "advertised.listeners": "h"}).advertised() == "h"
+
+
+@pytest.mark.parametrize(
+    ("props", "fragment"),
+    [
+        ({"listeners": "127.0.0.1"}, "HOST:PORT"),
+        ({"listeners": "127.0.0.1:notaport"}, "port is not a number"),
+        ({"listeners": "127.0.0.1:70000"}, "[1, 65535]"),
+        ({"listeners": "SSL://127.0.0.1:9093"}, "PLAINTEXT"),
+        ({"listeners": "PLAINTEXT://a:1,PLAINTEXT://b:2"}, "one listener"),
+        ({"metrics.listen": "9404"}, "metrics.listen"),
+        ({"workers": "0"}, "workers"),
+        ({"workers": "two"}, "not a number"),
+        ({"num.partitions": "0"}, "num.partitions"),
+        ({"auto.create.topics.enable": "yes"}, "true or false"),
+        ({"log.dirs": "/a,/b"}, "exactly one directory"),
+        ({"listeners": "127.0.0.1:65535", "workers": "2"}, "beyond 65535"),
+        ({"log.segment.bytes": "10"}, "log.segment.bytes"),
+        ({"log.cleanup.policy": "shred"}, "log.cleanup.policy"),
+        ({"log.retention.hours": "x"}, "log.retention.hours"),
+    ],
+)
+def test_bad_values_name_the_property(props: dict[str, str], fragment: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        BrokerConfig.load(None, props)
+    assert fragment in str(err.value)
+
+
+def test_unknown_property_suggests_the_close_one(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"'log\.retension\.ms'.*did you mean log\.retention\.ms\?"):
+        BrokerConfig.load(write(tmp_path, '"log.retension.ms" = 5\n'), {})
+    with pytest.raises(ConfigError, match=r"Unknown configuration 'zookeeper\.connect'"):
+        BrokerConfig.load(None, {"zookeeper.connect": "x"})
+
+
+def test_file_errors_are_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        BrokerConfig.load(tmp_path / "missing.toml", {})
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        BrokerConfig.load(write(tmp_path, "this is = = not toml"), {})
+    with pytest.raises(ConfigError, match="expected a string, integer or boolean"):
+        BrokerConfig.load(write(tmp_path, '"num.partitions" = 1.5\n'), {})
+
+
+def test_every_broker_synonym_sets_the_log_default() -> None:
+    samples = {
+        "segment.bytes": "2048",
+        "segment.ms": "1000",
+        "segment.index.bytes": "4096",
+        "index.interval.bytes": "100",
+        "retention.ms": "5000",
+        "retention.bytes": "123456",
+        "flush.messages": "10",
+        "flush.ms": "20",
+        "max.message.bytes": "5000",
+        "message.timestamp.type": "LogAppendTime",
+        "cleanup.policy": "compact,delete",
+        "file.delete.delay.ms": "7",
+    }
+    assert set(samples) == set(BROKER_SYNONYMS)
+    c = BrokerConfig.load(None, {BROKER_SYNONYMS[k]: v for k, v in samples.items()})
+    assert c.log_defaults == LogConfig().overrides(samples)
+    assert c.log_defaults.explicit == frozenset()  # broker defaults are not topic overrides
+    assert all(name in BROKER_PROPERTIES for name in BROKER_SYNONYMS.values())
+
+
+def test_time_unit_synonyms_and_their_precedence() -> None:
+    assert BrokerConfig.load(None, {"log.retention.hours": "2"}).log_defaults.retention_ms == 7_200_000
+    assert BrokerConfig.load(None, {"log.retention.minutes": "3"}).log_defaults.retention_ms == 180_000
+    both = {"log.retention.hours": "2", "log.retention.minutes": "3", "log.retention.ms": "42"}
+    assert BrokerConfig.load(None, both).log_defaults.retention_ms == 42
+    assert BrokerConfig.load(None, {"log.retention.hours": "-1"}).log_defaults.retention_ms == -1
+    assert BrokerConfig.load(None, {"log.roll.hours": "1"}).log_defaults.segment_ms == 3_600_000
+    rolled = BrokerConfig.load(None, {"log.roll.hours": "1", "log.roll.ms": "5"})
+    assert rolled.log_defaults.segment_ms == 5
+
+
+def test_every_documented_property_is_accepted() -> None:
+    # --help lists BROKER_PROPERTIES: each must load with a sensible value.
+    values = {
+        "log.dirs": "/tmp/x",
+        "log.dir": "/tmp/x",
+        "listeners": "127.0.0.1:9092",
+        "advertised.listeners": "h",
+        "workers": "1",
+        "metrics.listen": "127.0.0.1:9404",
+        "auto.create.topics.enable": "true",
+        "log.message.timestamp.type": "CreateTime",
+        "log.cleanup.policy": "delete",
+    }
+    for name in BROKER_PROPERTIES:
+        BrokerConfig.load(None, {name: values.get(name, "100000")})
