@@ -232,6 +232,9 @@ class Supervisor:
             if slot is None:
                 log.debug("reaped unknown child %d (exit code %d)", pid, code)
                 continue
+            # The dead worker's last beat is still in its cell: read it before judging the death,
+            # or a worker that became ready and died between two ticks counts as a boot failure.
+            self.supervision.observe(slot, self._cells[slot].read(), self.clock())
             self._cells[slot].mark_dead(code)
             level = logging.INFO if self.supervision.phase is not Phase.RUNNING else logging.WARNING
             log.log(level, "worker %d (pid %d) exited with %s", slot, pid, _describe_exit(code))

@@ -264,6 +264,24 @@ def test_boot_failure_halts_with_its_code(make_supervisor: Any, fake_os: FakeOS)
     assert sup.exit_code == BOOT_ERROR_EXIT
 
 
+def test_ready_worker_killed_between_ticks_is_not_a_boot_failure(
+    make_supervisor: Any, fake_os: FakeOS, clock: Clock
+) -> None:
+    """A worker that reached READY and died before any tick read its cell is restarted, however
+    often that happens: its last beat is read when it is reaped."""
+    sup = make_supervisor(1)
+    assert sup.heartbeats is not None
+    for _ in range(POLICY.max_boot_failures + 1):
+        (pid,) = [p for p in pids(sup) if p is not None]
+        sup.heartbeats.cell(0).claim(pid, SlotState.READY)
+        fake_os.die(pid, killed(signal.SIGKILL))  # no step() between READY and the death
+        sup.step(timeout=0)
+        assert sup.halt_reason is None
+        clock.now += 10.0  # past the backoff
+        sup.step(timeout=0)
+    assert sup.heartbeats.cell(0).restarts == POLICY.max_boot_failures + 1
+
+
 def test_fork_failure_is_retried_after_backoff(make_supervisor: Any, fake_os: FakeOS, clock: Clock) -> None:
     fake_os.fork_errors.append(BlockingIOError(11, "Resource temporarily unavailable"))
     sup = make_supervisor(2)
