@@ -58,7 +58,7 @@ from typing import Any, ClassVar, NamedTuple, TypeAlias, TypeVar
 from uuid import UUID
 
 from shardbroker.protocol.errors import ErrorCode, ProtocolError
-from shardbroker.protocol.primitives import encode_uvarint, uvarint_tail
+from shardbroker.protocol.primitives import INT8, INT16, INT32, encode_uvarint, uvarint_tail
 
 __all__ = [
     "NATURAL",
@@ -179,6 +179,7 @@ M = TypeVar("M", bound=Message)
 
 Decoder: TypeAlias = Callable[[memoryview, int], tuple[Any, int]]
 Encoder: TypeAlias = Callable[[Any, list[Any], list[int]], None]
+F = TypeVar("F", Decoder, Encoder)
 
 _DECODERS: dict[tuple[type[Struct], int], Decoder] = {}
 _ENCODERS: dict[tuple[type[Struct], int], Encoder] = {}
@@ -200,23 +201,24 @@ def _check_version(cls: type[Struct], version: int) -> None:
 
 
 def _decoder(cls: type[Struct], version: int) -> Decoder:
-    fn = _DECODERS.get((cls, version))
-    if fn is None:
-        if not issubclass(cls, Message):
-            raise TypeError(f"{cls.__qualname__} is a nested struct: decode its message instead")
-        _check_version(cls, version)
-        fn = _compile_decoder(cls, version, is_flexible(cls, version))
-    return fn
+    fn = _DECODERS.get((cls, version))  # the per-message path: one lookup, no further call
+    return fn if fn is not None else _compile_message(_DECODERS, cls, version, encoder=False)
 
 
 def _encoder(cls: type[Struct], version: int) -> Encoder:
     fn = _ENCODERS.get((cls, version))
-    if fn is None:
-        if not issubclass(cls, Message):
-            raise TypeError(f"{cls.__qualname__} is a nested struct: encode its message instead")
-        _check_version(cls, version)
-        fn = _compile_encoder(cls, version, is_flexible(cls, version))
-    return fn
+    return fn if fn is not None else _compile_message(_ENCODERS, cls, version, encoder=True)
+
+
+def _compile_message(
+    cache: dict[tuple[type[Struct], int], F], cls: type[Struct], version: int, encoder: bool
+) -> F:
+    """First use of a message at a version: check it is a message and has that version, compile."""
+    if not issubclass(cls, Message):
+        what = "encode" if encoder else "decode"
+        raise TypeError(f"{cls.__qualname__} is a nested struct: {what} its message instead")
+    _check_version(cls, version)
+    return _compile(cache, cls, version, is_flexible(cls, version), encoder)
 
 
 # Errors that malformed input can provoke inside compiled decoders, turned into ProtocolError at
@@ -404,12 +406,12 @@ class _Compiler:
             "_new": object.__new__,
             "UUID": UUID,
             "_C": cls,
-            "_b": struct.Struct(">b").unpack_from,
-            "_h": struct.Struct(">h").unpack_from,
-            "_i": struct.Struct(">i").unpack_from,
-            "_pb": struct.Struct(">b").pack,
-            "_ph": struct.Struct(">h").pack,
-            "_pi": struct.Struct(">i").pack,
+            "_b": INT8.unpack_from,
+            "_h": INT16.unpack_from,
+            "_i": INT32.unpack_from,
+            "_pb": INT8.pack,
+            "_ph": INT16.pack,
+            "_pi": INT32.pack,
         }
         self.n = 0
 
@@ -790,29 +792,26 @@ def _first(item: tuple[int, bytes]) -> int:
     return item[0]
 
 
-def _exec(source: str, ns: dict[str, Any], name: str, filename: str) -> Any:
-    code = compile(source, filename, "exec")
-    exec(code, ns)
-    fn = ns[name]
-    fn.__source__ = source  # for debugging: print(codec._DECODERS[...].__source__)
+def _compile(
+    cache: dict[tuple[type[Struct], int], F], cls: type[Struct], version: int, flexible: bool, encoder: bool
+) -> F:
+    """The compiled encoder (or decoder) of ``cls`` at ``version``: from ``cache``, else written,
+    exec'd and stored there."""
+    fn = cache.get((cls, version))
+    if fn is None:
+        c = _Compiler(cls, version, flexible)
+        source = c.encoder_source() if encoder else c.decoder_source()
+        what = "encode" if encoder else "decode"
+        exec(compile(source, f"<{what} {cls.__qualname__} v{version}>", "exec"), c.ns)
+        fn = c.ns["_enc" if encoder else "_dec"]
+        fn.__source__ = source  # for debugging: print(codec._DECODERS[...].__source__)
+        cache[(cls, version)] = fn
     return fn
 
 
 def _compile_decoder(cls: type[Struct], version: int, flexible: bool) -> Decoder:
-    fn = _DECODERS.get((cls, version))
-    if fn is None:
-        c = _Compiler(cls, version, flexible)
-        src = c.decoder_source()
-        fn = _exec(src, c.ns, "_dec", f"<decode {cls.__qualname__} v{version}>")
-        _DECODERS[(cls, version)] = fn
-    return fn
+    return _compile(_DECODERS, cls, version, flexible, encoder=False)
 
 
 def _compile_encoder(cls: type[Struct], version: int, flexible: bool) -> Encoder:
-    fn = _ENCODERS.get((cls, version))
-    if fn is None:
-        c = _Compiler(cls, version, flexible)
-        src = c.encoder_source()
-        fn = _exec(src, c.ns, "_enc", f"<encode {cls.__qualname__} v{version}>")
-        _ENCODERS[(cls, version)] = fn
-    return fn
+    return _compile(_ENCODERS, cls, version, flexible, encoder=True)

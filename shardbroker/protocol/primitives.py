@@ -1,14 +1,46 @@
-"""Kafka protocol primitives: varints, and the fixed-width packers the compiled codec shares.
+"""Kafka protocol primitives: varints, and the fixed-width packers the codec and records share.
 
 Unsigned varints (LEB128, at most 5 bytes for 32 bits) carry compact lengths and tagged-field
-headers in flexible versions; zig-zag varints/varlongs are the record format's. Decoders take
-``(buf, pos)`` and return ``(value, new_pos)``; they raise only :class:`ProtocolError`.
+headers in flexible versions; zig-zag varints/varlongs are the record format's. This module is the
+one home of both: the compiled codec (:mod:`shardbroker.protocol.codec`) and the record batches
+(:mod:`shardbroker.protocol.records`) use these functions and :data:`UVARINT_TABLE`.
+
+Errors: decoders take ``(buf, pos)``, return ``(value, new_pos)`` and raise only
+:class:`ProtocolError` (CORRUPT_MESSAGE); :mod:`records` turns it into its ``InvalidRecordBatch``
+where record decoding starts, so these functions need no error-class argument on the hot path.
+Encoders raise :class:`VarintRangeError` for a value out of range: a ``ProtocolError`` for the
+codec, and a ``ValueError`` for callers that passed a bad argument (the record builder).
+
+Speed: each function keeps the faster of the two implementations merged here (old
+``primitives.py`` / old ``records.py``, ns per call), measured with ``timeit`` on this 2-core
+machine (Python 3.11, best of 9 x 200,000 calls; the machine was shared, so read +-20%):
+
+================  ==========  ==========  ==========  ==========
+function              1 byte     2 bytes     3 bytes     5 bytes
+================  ==========  ==========  ==========  ==========
+encode_uvarint       61 / 59    361 / 58   433 / 465   634 / 668
+encode_varint      143 / 100   492 / 114   563 / 549   793 / 800
+encode_varlong     342 / 100   437 / 115   510 / 543   712 / 757
+decode_uvarint      115 / 98   283 / 425   404 / 517   670 / 757
+decode_varint      215 / 140   403 / 516   523 / 647   817 / 912
+decode_varlong     209 / 140   372 / 524   478 / 651   775 / 968
+uvarint_tail               -   224 / 388   333 / 472   604 / 757
+================  ==========  ==========  ==========  ==========
+
+Kept: the records encoders (a 16,384-entry table makes every 1- and 2-byte varint a lookup; the
+loop beyond it is the same); for decoders the records front (``try``/``IndexError`` on the first
+byte and the 1-byte zig-zag inline, no second call) with the primitives tail (``while`` loop, an
+explicit end check: about 130 ns cheaper per multi-byte varint than ``for``/``try`` per byte).
+After the merge (same harness, ns for 1 / 2 / 3 / 5 bytes): encode_uvarint 59 / 59 / 463 / 673,
+encode_varint 102 / 113 / 548 / 773, encode_varlong 99 / 114 / 556 / 761, decode_uvarint 98 /
+277 / 392 / 658, decode_varint 143 / 379 / 503 / 814, decode_varlong 139 / 381 / 498 / 792,
+uvarint_tail - / 227 / 343 / 596.
 """
 
 from __future__ import annotations
 
 import struct
-from typing import Final
+from typing import Final, TypeAlias
 
 from shardbroker.protocol.errors import ProtocolError
 
@@ -20,16 +52,14 @@ UINT32: Final = struct.Struct(">I")
 INT64: Final = struct.Struct(">q")
 FLOAT64: Final = struct.Struct(">d")
 
-# One-byte varints are by far the most common (lengths < 127, tag counts): precomputed.
-_UVARINT_1: Final = tuple(bytes((i,)) for i in range(128))
+BytesLike: TypeAlias = bytes | bytearray | memoryview
 
 
-def encode_uvarint(value: int) -> bytes:
-    """Unsigned varint of a value in 0 .. 2**32-1 (Kafka's writeUnsignedVarint)."""
-    if 0 <= value < 128:
-        return _UVARINT_1[value]
-    if value < 0 or value > 0xFFFFFFFF:
-        raise ProtocolError(f"unsigned varint out of range: {value}")
+class VarintRangeError(ProtocolError, ValueError):
+    """A value a varint cannot carry, on encoding (a ProtocolError and a ValueError)."""
+
+
+def _encode_uvarint_loop(value: int) -> bytes:
     out = bytearray()
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)
@@ -38,8 +68,60 @@ def encode_uvarint(value: int) -> bytes:
     return bytes(out)
 
 
-def uvarint_tail(buf: memoryview | bytes, pos: int, first: int) -> tuple[int, int]:
-    """Finish a varint whose first byte (``first`` > 127) was already read; pos is after it."""
+#: Size of :data:`UVARINT_TABLE`: the unsigned values below 2**14 take 1-2 bytes.
+UVARINT_TABLE_SIZE: Final = 1 << 14
+#: ``UVARINT_TABLE[z]`` is the encoded unsigned varint of ``z`` (0 <= z < 16384). Zig-zag values
+#: in it (signed -8192..8191) cover nearly every length, delta and count: callers on hot paths
+#: index it directly.
+UVARINT_TABLE: Final = tuple(_encode_uvarint_loop(i) for i in range(UVARINT_TABLE_SIZE))
+
+
+def encode_uvarint(value: int) -> bytes:
+    """Unsigned varint of a value in 0 .. 2**32-1 (Kafka's writeUnsignedVarint)."""
+    if 0 <= value < 16384:
+        return UVARINT_TABLE[value]
+    if not 0 <= value <= 0xFFFFFFFF:
+        raise VarintRangeError(f"unsigned varint out of range: {value}")
+    return _encode_uvarint_loop(value)
+
+
+def encode_varint(value: int) -> bytes:
+    """Zig-zag varint of a signed 32-bit value (1-5 bytes), as in record lengths and deltas."""
+    z = (value << 1) ^ (value >> 31)
+    # Out-of-range values never map into the table (their z is >= 2**32), so look up first.
+    if 0 <= z < 16384:
+        return UVARINT_TABLE[z]
+    if not -(2**31) <= value < 2**31:
+        raise VarintRangeError(f"varint out of range: {value}")
+    return _encode_uvarint_loop(z)
+
+
+def encode_varlong(value: int) -> bytes:
+    """Zig-zag varlong of a signed 64-bit value (1-10 bytes)."""
+    z = (value << 1) ^ (value >> 63)
+    if 0 <= z < 16384:
+        return UVARINT_TABLE[z]
+    if not -(2**63) <= value < 2**63:
+        raise VarintRangeError(f"varlong out of range: {value}")
+    return _encode_uvarint_loop(z)
+
+
+def varint_size(value: int) -> int:
+    """Encoded size of a zig-zag varint/varlong."""
+    z = (value << 1) ^ (value >> 63)
+    size = 1
+    while z > 0x7F:
+        z >>= 7
+        size += 1
+    return size
+
+
+def uvarint_tail(buf: BytesLike, pos: int, first: int, max_shift: int = 28) -> tuple[int, int]:
+    """Finish a varint whose first byte (``first`` > 127) was already read; pos is after it.
+
+    At most ``max_shift // 7 + 1`` bytes in all: 5 by default (32-bit varints), 10 with
+    ``max_shift=63`` (varlongs). The value is not range-checked here.
+    """
     result = first & 0x7F
     shift = 7
     end = len(buf)
@@ -52,56 +134,44 @@ def uvarint_tail(buf: memoryview | bytes, pos: int, first: int) -> tuple[int, in
         if b < 0x80:
             return result, pos
         shift += 7
-        if shift > 28:
-            raise ProtocolError("varint is longer than 5 bytes")
+        if shift > max_shift:
+            raise ProtocolError(f"varint is longer than {max_shift // 7 + 1} bytes")
 
 
-def decode_uvarint(buf: memoryview | bytes, pos: int) -> tuple[int, int]:
-    if pos >= len(buf):
-        raise ProtocolError("truncated varint")
-    first = buf[pos]
-    if first < 0x80:
-        return first, pos + 1
-    return uvarint_tail(buf, pos + 1, first)
-
-
-def encode_varint(value: int) -> bytes:
-    """Zig-zag signed varint (32-bit), as in record headers and lengths."""
-    if not -(2**31) <= value < 2**31:
-        raise ProtocolError(f"varint out of range: {value}")
-    return encode_uvarint((value << 1) ^ (value >> 31))
-
-
-def decode_varint(buf: memoryview | bytes, pos: int) -> tuple[int, int]:
-    raw, pos = decode_uvarint(buf, pos)
-    return (raw >> 1) ^ -(raw & 1), pos
-
-
-def encode_varlong(value: int) -> bytes:
-    """Zig-zag signed varlong (64-bit, at most 10 bytes)."""
-    if not -(2**63) <= value < 2**63:
-        raise ProtocolError(f"varlong out of range: {value}")
-    raw = (value << 1) ^ (value >> 63)
-    out = bytearray()
-    while raw > 0x7F:
-        out.append((raw & 0x7F) | 0x80)
-        raw >>= 7
-    out.append(raw)
-    return bytes(out)
-
-
-def decode_varlong(buf: memoryview | bytes, pos: int) -> tuple[int, int]:
-    result = 0
-    shift = 0
-    end = len(buf)
-    while True:
-        if pos >= end:
-            raise ProtocolError("truncated varlong")
+def decode_uvarint(buf: BytesLike, pos: int) -> tuple[int, int]:
+    """``(value, new_pos)`` of an unsigned varint (at most 5 bytes)."""
+    try:
         b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if b < 0x80:
-            return (result >> 1) ^ -(result & 1), pos
-        shift += 7
-        if shift > 63:
-            raise ProtocolError("varlong is longer than 10 bytes")
+    except IndexError:
+        raise ProtocolError("truncated varint") from None
+    if b < 0x80:
+        return b, pos + 1
+    return uvarint_tail(buf, pos + 1, b)
+
+
+def decode_varint(buf: BytesLike, pos: int) -> tuple[int, int]:
+    """``(value, new_pos)`` of a zig-zag varint (at most 5 bytes, 32 bits)."""
+    try:
+        b = buf[pos]
+    except IndexError:
+        raise ProtocolError("truncated varint") from None
+    if b < 0x80:
+        return (b >> 1) ^ -(b & 1), pos + 1
+    z, pos = uvarint_tail(buf, pos + 1, b)
+    if z > 0xFFFFFFFF:
+        raise ProtocolError("varint out of 32-bit range")
+    return (z >> 1) ^ -(z & 1), pos
+
+
+def decode_varlong(buf: BytesLike, pos: int) -> tuple[int, int]:
+    """``(value, new_pos)`` of a zig-zag varlong (at most 10 bytes, 64 bits)."""
+    try:
+        b = buf[pos]
+    except IndexError:
+        raise ProtocolError("truncated varlong") from None
+    if b < 0x80:
+        return (b >> 1) ^ -(b & 1), pos + 1
+    z, pos = uvarint_tail(buf, pos + 1, b, 63)
+    if z > 0xFFFFFFFFFFFFFFFF:
+        raise ProtocolError("varlong out of 64-bit range")
+    return (z >> 1) ^ -(z & 1), pos

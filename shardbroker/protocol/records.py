@@ -5,7 +5,8 @@ a 61-byte header, then ``recordsCount`` records, compressed as one blob when att
 are non-zero. A record is ``length varint | attributes int8 | timestampDelta varlong |
 offsetDelta varint | keyLength varint | key | valueLength varint | value | headersCount varint |
 [headerKeyLength varint | headerKey | headerValueLength varint | headerValue]``; -1 lengths mean
-null. Varints are protobuf's zig-zag LEB128 (at most 5 bytes for varint, 10 for varlong).
+null. Varints are protobuf's zig-zag LEB128 (at most 5 bytes for varint, 10 for varlong), from
+:mod:`shardbroker.protocol.primitives`.
 
 Why it looks like this:
 
@@ -55,6 +56,19 @@ from shardbroker.protocol.compression import (
 )
 from shardbroker.protocol.crc import crc32c
 from shardbroker.protocol.errors import ErrorCode, ProtocolError
+from shardbroker.protocol.primitives import (
+    INT8,
+    INT16,
+    INT32,
+    INT64,
+    UINT32,
+    UVARINT_TABLE,
+    BytesLike,
+    decode_varint,
+    decode_varlong,
+    encode_varint,
+    encode_varlong,
+)
 
 __all__ = [
     "MAGIC",
@@ -74,18 +88,11 @@ __all__ = [
     "TimestampType",
     "assign_offsets",
     "build_control_batch",
-    "decode_uvarint",
-    "decode_varint",
-    "decode_varlong",
-    "encode_uvarint",
-    "encode_varint",
-    "encode_varlong",
     "iter_batches",
     "set_log_append_time",
     "split_batches",
 ]
 
-BytesLike: TypeAlias = bytes | bytearray | memoryview
 Value: TypeAlias = bytes | bytearray | memoryview | None
 
 MAGIC: Final = 2
@@ -103,11 +110,6 @@ TRANSACTIONAL_BIT: Final = 0x10
 CONTROL_BIT: Final = 0x20
 DELETE_HORIZON_BIT: Final = 0x40
 
-_INT8 = struct.Struct(">b")
-_INT16 = struct.Struct(">h")
-_INT32 = struct.Struct(">i")
-_UINT32 = struct.Struct(">I")
-_INT64 = struct.Struct(">q")
 # Header from byte 0: baseOffset, batchLength, partitionLeaderEpoch, magic, crc, attributes,
 # lastOffsetDelta, baseTimestamp, maxTimestamp, producerId, producerEpoch, baseSequence, count.
 _HEADER = struct.Struct(">qiibIhiqqqhii")
@@ -135,117 +137,6 @@ class ControlRecordType(IntEnum):
 
     ABORT = 0
     COMMIT = 1
-
-
-# ---- varints -------------------------------------------------------------------------------------
-
-
-def _encode_uvarint_slow(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-# zig-zag values below 2**14 (signed -8192..8191) take 1-2 bytes and cover nearly every length,
-# delta and count in a batch: precomputed.
-_UV_TABLE: Final = tuple(_encode_uvarint_slow(i) for i in range(1 << 14))
-
-
-def encode_uvarint(value: int) -> bytes:
-    """Unsigned varint (0 .. 2**32-1)."""
-    if 0 <= value < 16384:
-        return _UV_TABLE[value]
-    if not 0 <= value <= 0xFFFFFFFF:
-        raise ValueError(f"unsigned varint out of range: {value}")
-    return _encode_uvarint_slow(value)
-
-
-def encode_varint(value: int) -> bytes:
-    """Zig-zag varint of a signed 32-bit value (1-5 bytes)."""
-    z = (value << 1) ^ (value >> 31)
-    if 0 <= z < 16384:
-        return _UV_TABLE[z]
-    if not -(2**31) <= value <= _INT32_MAX:
-        raise ValueError(f"varint out of range: {value}")
-    return _encode_uvarint_slow(z)
-
-
-def encode_varlong(value: int) -> bytes:
-    """Zig-zag varlong of a signed 64-bit value (1-10 bytes)."""
-    z = (value << 1) ^ (value >> 63)
-    if 0 <= z < 16384:
-        return _UV_TABLE[z]
-    if not -(2**63) <= value < 2**63:
-        raise ValueError(f"varlong out of range: {value}")
-    return _encode_uvarint_slow(z)
-
-
-def varint_size(value: int) -> int:
-    """Encoded size of a zig-zag varint/varlong."""
-    z = (value << 1) ^ (value >> 63)
-    size = 1
-    while z > 0x7F:
-        z >>= 7
-        size += 1
-    return size
-
-
-def _uvarint_tail(buf: BytesLike, pos: int, first: int, max_bytes: int) -> tuple[int, int]:
-    result = first & 0x7F
-    shift = 7
-    for _ in range(max_bytes - 1):
-        try:
-            b = buf[pos]
-        except IndexError:
-            raise InvalidRecordBatch("truncated varint") from None
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if b < 0x80:
-            return result, pos
-        shift += 7
-    raise InvalidRecordBatch(f"varint longer than {max_bytes} bytes")
-
-
-def decode_uvarint(buf: BytesLike, pos: int) -> tuple[int, int]:
-    """``(value, new_pos)`` of an unsigned varint (at most 5 bytes)."""
-    try:
-        b = buf[pos]
-    except IndexError:
-        raise InvalidRecordBatch("truncated varint") from None
-    if b < 0x80:
-        return b, pos + 1
-    return _uvarint_tail(buf, pos + 1, b, 5)
-
-
-def decode_varint(buf: BytesLike, pos: int) -> tuple[int, int]:
-    """``(value, new_pos)`` of a zig-zag varint (at most 5 bytes)."""
-    try:
-        b = buf[pos]
-    except IndexError:
-        raise InvalidRecordBatch("truncated varint") from None
-    if b < 0x80:
-        return (b >> 1) ^ -(b & 1), pos + 1
-    z, pos = _uvarint_tail(buf, pos + 1, b, 5)
-    if z > 0xFFFFFFFF:
-        raise InvalidRecordBatch("varint out of 32-bit range")
-    return (z >> 1) ^ -(z & 1), pos
-
-
-def decode_varlong(buf: BytesLike, pos: int) -> tuple[int, int]:
-    """``(value, new_pos)`` of a zig-zag varlong (at most 10 bytes)."""
-    try:
-        b = buf[pos]
-    except IndexError:
-        raise InvalidRecordBatch("truncated varlong") from None
-    if b < 0x80:
-        return (b >> 1) ^ -(b & 1), pos + 1
-    z, pos = _uvarint_tail(buf, pos + 1, b, 10)
-    if z > 0xFFFFFFFFFFFFFFFF:
-        raise InvalidRecordBatch("varlong out of 64-bit range")
-    return (z >> 1) ^ -(z & 1), pos
 
 
 # ---- records -------------------------------------------------------------------------------------
@@ -417,32 +308,32 @@ class RecordBatch:
 
     @property
     def base_offset(self) -> int:
-        return int(_INT64.unpack_from(self._buf, 0)[0])
+        return int(INT64.unpack_from(self._buf, 0)[0])
 
     @property
     def batch_length(self) -> int:
-        return int(_INT32.unpack_from(self._buf, 8)[0])
+        return int(INT32.unpack_from(self._buf, 8)[0])
 
     @property
     def size(self) -> int:
         """Total size: LOG_OVERHEAD + batchLength."""
-        return LOG_OVERHEAD + int(_INT32.unpack_from(self._buf, 8)[0])
+        return LOG_OVERHEAD + int(INT32.unpack_from(self._buf, 8)[0])
 
     @property
     def partition_leader_epoch(self) -> int:
-        return int(_INT32.unpack_from(self._buf, 12)[0])
+        return int(INT32.unpack_from(self._buf, 12)[0])
 
     @property
     def magic(self) -> int:
-        return int(_INT8.unpack_from(self._buf, 16)[0])
+        return int(INT8.unpack_from(self._buf, 16)[0])
 
     @property
     def crc(self) -> int:
-        return int(_UINT32.unpack_from(self._buf, CRC_OFFSET)[0])
+        return int(UINT32.unpack_from(self._buf, CRC_OFFSET)[0])
 
     @property
     def attributes(self) -> int:
-        return int(_INT16.unpack_from(self._buf, 21)[0])
+        return int(INT16.unpack_from(self._buf, 21)[0])
 
     @property
     def compression_known(self) -> bool:
@@ -482,7 +373,7 @@ class RecordBatch:
 
     @property
     def last_offset_delta(self) -> int:
-        return int(_INT32.unpack_from(self._buf, 23)[0])
+        return int(INT32.unpack_from(self._buf, 23)[0])
 
     @property
     def last_offset(self) -> int:
@@ -494,23 +385,23 @@ class RecordBatch:
 
     @property
     def base_timestamp(self) -> int:
-        return int(_INT64.unpack_from(self._buf, 27)[0])
+        return int(INT64.unpack_from(self._buf, 27)[0])
 
     @property
     def max_timestamp(self) -> int:
-        return int(_INT64.unpack_from(self._buf, 35)[0])
+        return int(INT64.unpack_from(self._buf, 35)[0])
 
     @property
     def producer_id(self) -> int:
-        return int(_INT64.unpack_from(self._buf, 43)[0])
+        return int(INT64.unpack_from(self._buf, 43)[0])
 
     @property
     def producer_epoch(self) -> int:
-        return int(_INT16.unpack_from(self._buf, 51)[0])
+        return int(INT16.unpack_from(self._buf, 51)[0])
 
     @property
     def base_sequence(self) -> int:
-        return int(_INT32.unpack_from(self._buf, 53)[0])
+        return int(INT32.unpack_from(self._buf, 53)[0])
 
     @property
     def last_sequence(self) -> int:
@@ -525,7 +416,7 @@ class RecordBatch:
 
     @property
     def records_count(self) -> int:
-        return int(_INT32.unpack_from(self._buf, 57)[0])
+        return int(INT32.unpack_from(self._buf, 57)[0])
 
     def header(self) -> tuple[int, int, int, int, int, int, int, int, int, int, int, int, int]:
         """All 13 header fields at once (one unpack), in layout order."""
@@ -613,6 +504,10 @@ class RecordBatch:
             yield from _iter_records(data, count, self.base_offset, self.base_timestamp, append_time)
         except IndexError:
             raise InvalidRecordBatch("record runs past the end of the batch") from None
+        except InvalidRecordBatch:
+            raise
+        except ProtocolError as exc:  # a malformed varint (primitives raise the codec's error)
+            raise InvalidRecordBatch(str(exc)) from None
 
     def __iter__(self) -> Iterator[Record]:
         return self.records()
@@ -685,8 +580,8 @@ def assign_offsets(
 
     Both lie outside the CRC-covered range (21..end), so the client's CRC stays valid.
     """
-    _INT64.pack_into(buf, position, base_offset)
-    _INT32.pack_into(buf, position + 12, partition_leader_epoch)
+    INT64.pack_into(buf, position, base_offset)
+    INT32.pack_into(buf, position + 12, partition_leader_epoch)
 
 
 def set_log_append_time(buf: bytearray | memoryview, position: int, timestamp: int) -> None:
@@ -699,13 +594,13 @@ def set_log_append_time(buf: bytearray | memoryview, position: int, timestamp: i
     mv = memoryview(buf)
     if mv.format != "B" or mv.ndim != 1:
         mv = mv.cast("B")
-    size = LOG_OVERHEAD + _INT32.unpack_from(mv, position + 8)[0]
+    size = LOG_OVERHEAD + INT32.unpack_from(mv, position + 8)[0]
     if size < BATCH_HEADER_SIZE or position + size > mv.nbytes:
         raise InvalidRecordBatch(f"batch at {position} declares {size} bytes, buffer too short")
-    attributes = _INT16.unpack_from(mv, position + 21)[0]
-    _INT16.pack_into(mv, position + 21, attributes | TIMESTAMP_TYPE_BIT)
-    _INT64.pack_into(mv, position + 35, timestamp)
-    _UINT32.pack_into(mv, position + CRC_OFFSET, crc32c(mv[position + CRC_START : position + size]))
+    attributes = INT16.unpack_from(mv, position + 21)[0]
+    INT16.pack_into(mv, position + 21, attributes | TIMESTAMP_TYPE_BIT)
+    INT64.pack_into(mv, position + 35, timestamp)
+    UINT32.pack_into(mv, position + CRC_OFFSET, crc32c(mv[position + CRC_START : position + size]))
 
 
 # ---- building ------------------------------------------------------------------------------------
@@ -724,7 +619,7 @@ def _encode_record(
     out: list[bytes | bytearray | memoryview],
 ) -> int:
     """Append one record's pieces to ``out``; returns its encoded size."""
-    uv = _UV_TABLE
+    uv = UVARINT_TABLE
     z = (timestamp_delta << 1) ^ (timestamp_delta >> 63)
     ts = uv[z] if 0 <= z < 16384 else encode_varlong(timestamp_delta)
     od = uv[offset_delta << 1] if offset_delta < 8192 else encode_varint(offset_delta)
@@ -877,7 +772,7 @@ class RecordBatchBuilder:
         crc = crc32c(records, crc32c(crc_header))
         batch_length = BATCH_HEADER_SIZE - LOG_OVERHEAD + len(records)
         prefix = _PREFIX.pack(self.base_offset, batch_length, self.partition_leader_epoch, MAGIC)
-        return b"".join((prefix, _UINT32.pack(crc), crc_header, records))
+        return b"".join((prefix, UINT32.pack(crc), crc_header, records))
 
 
 def build_control_batch(

@@ -259,6 +259,15 @@ def test_unsupported_version() -> None:
         codec.decode(messages.ProduceRequest, b"", 99)
 
 
+def test_nested_structs_are_not_entry_points() -> None:
+    # A version no message has: a nested struct compiled for its message is served from the cache.
+    nested = messages.ProduceRequest.TopicProduceData
+    with pytest.raises(TypeError, match="nested struct: encode its message"):
+        codec.encode(nested(), 999)
+    with pytest.raises(TypeError, match="nested struct: decode its message"):
+        codec.decode(nested, b"", 999)
+
+
 def test_encode_errors_are_protocol_errors() -> None:
     with pytest.raises(ProtocolError):
         codec.encode(messages.ProduceRequest(acks=1 << 20), 3)

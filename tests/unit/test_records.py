@@ -15,6 +15,16 @@ from hypothesis import strategies as st
 from shardbroker.protocol.compression import XERIAL_MAGIC, CompressionType, compress, decompress
 from shardbroker.protocol.crc import crc32c, crc32c_python
 from shardbroker.protocol.errors import ErrorCode, ProtocolError
+from shardbroker.protocol.primitives import (
+    VarintRangeError,
+    decode_uvarint,
+    decode_varint,
+    decode_varlong,
+    encode_uvarint,
+    encode_varint,
+    encode_varlong,
+    varint_size,
+)
 from shardbroker.protocol.records import (
     ControlRecordType,
     InvalidRecordBatch,
@@ -23,16 +33,9 @@ from shardbroker.protocol.records import (
     TimestampType,
     assign_offsets,
     build_control_batch,
-    decode_uvarint,
-    decode_varint,
-    decode_varlong,
-    encode_uvarint,
-    encode_varint,
-    encode_varlong,
     iter_batches,
     set_log_append_time,
     split_batches,
-    varint_size,
 )
 
 with warnings.catch_warnings():
@@ -141,30 +144,46 @@ def test_varlong_extremes_and_uvarint() -> None:
     assert encode_uvarint(0) == b"\x00" and encode_uvarint(300) == b"\xac\x02"
     assert decode_uvarint(b"\xac\x02", 0) == (300, 2)
     assert decode_uvarint(b"\xff\xff\xff\xff\x0f", 0) == (2**32 - 1, 5)
-    with pytest.raises(ValueError):
-        encode_varint(2**31)
-    with pytest.raises(ValueError):
-        encode_varlong(2**63)
-    with pytest.raises(ValueError):
-        encode_uvarint(-1)
+    # out of range: a ValueError for the builder's callers, a ProtocolError for the codec's
+    for encoder, value in ((encode_varint, 2**31), (encode_varlong, 2**63), (encode_uvarint, -1)):
+        with pytest.raises(VarintRangeError) as info:
+            encoder(value)
+        assert isinstance(info.value, ValueError) and isinstance(info.value, ProtocolError)
 
 
-@pytest.mark.parametrize(
-    "raw,decoder",
-    [
-        (b"", decode_varint),
-        (b"\x80", decode_varint),
-        (b"\xff\xff\xff\xff\xff\x01", decode_varint),  # 6 bytes
-        (b"\xff\xff\xff\xff\x7f", decode_varint),  # > 32 bits
-        (b"\xff" * 10 + b"\x01", decode_varlong),  # 11 bytes
-        (b"\xff" * 9 + b"\x7f", decode_varlong),  # > 64 bits
-        (b"\x80\x80", decode_uvarint),
-    ],
-)
+MALFORMED_VARINTS = [
+    (b"", decode_varint),
+    (b"\x80", decode_varint),
+    (b"\xff\xff\xff\xff\xff\x01", decode_varint),  # 6 bytes
+    (b"\xff\xff\xff\xff\x7f", decode_varint),  # > 32 bits
+    (b"\xff" * 10 + b"\x01", decode_varlong),  # 11 bytes
+    (b"\xff" * 9 + b"\x7f", decode_varlong),  # > 64 bits
+    (b"\x80\x80", decode_uvarint),
+]
+
+
+@pytest.mark.parametrize("raw,decoder", MALFORMED_VARINTS)
 def test_varint_malformed(raw: bytes, decoder: object) -> None:
-    with pytest.raises(InvalidRecordBatch) as info:
+    with pytest.raises(ProtocolError) as info:
         decoder(raw, 0)  # type: ignore[operator]
     assert info.value.error_code == ErrorCode.CORRUPT_MESSAGE
+
+
+@pytest.mark.parametrize("raw,decoder", [c for c in MALFORMED_VARINTS if c[1] is not decode_uvarint])
+def test_malformed_varint_in_a_record_is_an_invalid_record_batch(raw: bytes, decoder: object) -> None:
+    """The primitives raise ProtocolError; record decoding answers with its own typed error."""
+    if decoder is decode_varlong:  # as the timestampDelta of a record that holds just it
+        body = b"\x00" + raw
+        records = encode_varint(len(body)) + body
+    else:  # as the record length
+        records = raw
+    buf = bytearray(built(1)[:61] + records)
+    struct.pack_into(">i", buf, 8, len(buf) - 12)
+    fix_crc(buf)
+    with pytest.raises(InvalidRecordBatch) as info:
+        list(RecordBatch(buf).records())
+    assert info.value.error_code == ErrorCode.CORRUPT_MESSAGE
+    expect(buf, ErrorCode.CORRUPT_MESSAGE)
 
 
 @given(st.integers(-(2**31), 2**31 - 1), st.binary(max_size=3))
