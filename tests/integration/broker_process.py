@@ -36,6 +36,8 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
+from tests.ports import free_port_block
+
 __all__ = [
     "BrokerProcess",
     "free_port_block",
@@ -65,28 +67,6 @@ def wait_for(predicate: Callable[[], T | None], timeout: float, what: str, inter
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(interval)
-
-
-def _port_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port_block(count: int, host: str = "127.0.0.1") -> int:
-    """A base port such that ``base .. base + count - 1`` are all free now (racy, as all such)."""
-    for _ in range(200):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind((host, 0))
-            base = int(s.getsockname()[1])
-        if base + count >= 65536:
-            continue
-        if all(_port_free(host, base + i) for i in range(count)):
-            return base
-    raise RuntimeError(f"no block of {count} free ports on {host}")
 
 
 def toml_text(config: Mapping[str, str | int | bool]) -> str:

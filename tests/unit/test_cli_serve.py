@@ -20,15 +20,10 @@ import pytest
 from shardbroker.cli.main import main
 from shardbroker.metadata_log import DataDirLock
 from shardbroker.serve import instance_name
+from tests.ports import free_port_block
 
 REPO = Path(__file__).resolve().parents[2]
 SHM = Path("/dev/shm")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def serve_args(tmp_path: Path, *extra: str) -> list[str]:
@@ -97,7 +92,7 @@ def test_locked_data_dir_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[s
     lock = DataDirLock(tmp_path / "data")
     lock.acquire()
     try:
-        assert main(serve_args(tmp_path, "--listen", f"127.0.0.1:{free_port()}")) == 1
+        assert main(serve_args(tmp_path, "--listen", f"127.0.0.1:{free_port_block(2)}")) == 1
     finally:
         lock.release()
     assert "is in use by another shardbroker" in capsys.readouterr().err
@@ -220,7 +215,7 @@ def test_serve_end_to_end_with_a_minimal_worker(tmp_path: Path) -> None:
     instance = instance_name(tmp_path / "data")
     out = tmp_path / "reports"
     out.mkdir()
-    port = free_port()
+    port = free_port_block(2)
     proc, log = start(tmp_path, port, out)
     try:
         lines = wait_for(
