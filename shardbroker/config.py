@@ -252,6 +252,14 @@ BROKER_PROPERTIES: Final[Mapping[str, str]] = {
     "log.roll.hours": "synonym of log.roll.ms in hours [168]",
     "log.retention.minutes": "synonym of log.retention.ms in minutes",
     "log.retention.hours": "synonym of log.retention.ms in hours [168]",
+    "group.initial.rebalance.delay.ms": "first rebalance of a new group waits this long for members [3000]",
+    "group.min.session.timeout.ms": "smallest session.timeout.ms a group member may ask for [6000]",
+    "group.max.session.timeout.ms": "largest session.timeout.ms a group member may ask for [1800000]",
+    "offsets.topic.num.partitions": "partitions of __consumer_offsets (fixed once created) [50]",
+    "offsets.topic.segment.bytes": "segment.bytes of __consumer_offsets [104857600]",
+    "offsets.retention.minutes": "committed offsets of an empty group are kept this long [10080]",
+    "offsets.retention.check.interval.ms": "how often expired offsets are looked for [600000]",
+    "offset.metadata.max.bytes": "largest metadata string of a committed offset [4096]",
     **{
         broker: f"default of the topic config {topic}"
         for topic, broker in BROKER_SYNONYMS.items()

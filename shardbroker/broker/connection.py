@@ -80,6 +80,8 @@ __all__ = ["ConnectionLimits", "KafkaConnection"]
 
 log = logging.getLogger(__name__)
 
+_UNKNOWN_SERVER_ERROR = int(ErrorCode.UNKNOWN_SERVER_ERROR)
+
 
 @dataclass(frozen=True, slots=True)
 class ConnectionLimits:
@@ -142,6 +144,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
             self.peer = f"{peer[0]}:{peer[1]}"
         sock = transport.get_extra_info("socket")
         self._sock_fd = sock.fileno() if sock is not None else -1
+        self.state.counters.add_connections(1)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self.conn.get_buffer(sizehint)
@@ -179,6 +182,8 @@ class KafkaConnection(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
+        if self.transport is not None:
+            self.state.counters.add_connections(-1)
         for task in list(self._tasks):
             task.cancel()
         if not self.lost.done():
@@ -206,6 +211,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
             task.add_done_callback(self._task_done)
         elif isinstance(event, BadRequest):
             self._idle.clear()
+            self.state.counters.error(event.api_key, int(event.error_code))
             log.info(
                 "worker %d: %s from %s (api key %d v%d, correlation %d)",
                 self.state.node_id,
@@ -223,6 +229,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
                 self.conn.respond(event, None, close_after=True)
             self._flush()
         elif isinstance(event, ConnectionClosed):
+            self.state.counters.error(-1, int(event.error_code))  # api unknown: a broken frame
             log.warning(
                 "worker %d: closing connection from %s: %s", self.state.node_id, self.peer, event.reason
             )
@@ -236,14 +243,23 @@ class KafkaConnection(asyncio.BufferedProtocol):
             self._update_reading()
 
     async def _serve(self, event: RequestReceived, ctx: RequestContext) -> None:
+        started = time.perf_counter()
         try:
             response = await self.registry.dispatch(ctx, event.request)
         except Exception:
             # The handler failed and its response cannot carry an error (logged by dispatch).
+            self.state.counters.request(
+                event.api_key, time.perf_counter() - started, _UNKNOWN_SERVER_ERROR
+            )
             self._respond_or_close(event, None, close=True)
             return
         finally:
             self.conn.release(event)  # the handler is done with the records views
+        # Counted before the response is encoded and written: duration = handler time. Top-level
+        # errors here; per-partition ones are counted by the Produce and Fetch handlers.
+        self.state.counters.request(
+            event.api_key, time.perf_counter() - started, getattr(response, "error_code", 0)
+        )
         self._respond_or_close(event, response)
 
     def _respond_or_close(

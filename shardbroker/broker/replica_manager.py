@@ -79,6 +79,12 @@ still being written to a slow socket could lose its file descriptor (partitions 
 yet); directories of topics deleted while every worker was down stay on disk (their next
 incarnation is recognised by ``partition.metadata`` and not served).
 
+Metrics
+    Each Partition counts in plain attributes (messages_in, bytes_in, bytes_out, produce and fetch
+    requests: 76 ns per append together); `publish_metrics`, on every housekeeping tick (1 s),
+    copies the partitions that moved into this worker's rows of the shared counter table, with
+    the log end/start offsets and size (ipc/counters.py explains the trade and its figures).
+
 Costs on the hot path (no per-record work, no copy of batch bytes besides the one write).
 Measured in-process on this 2-core VM, one-record batches so that the write is negligible,
 best of 5 x 20,000: ``PartitionLog.append`` 5.2 us; ``ReplicaManager.append`` 6.5 us (+1.3 us:
@@ -109,6 +115,7 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from shardbroker.broker.metadata_image import MetadataImage, PartitionImage, TopicImage
 from shardbroker.config import BrokerConfig, ConfigError, LogConfig
+from shardbroker.ipc.counters import PartitionRow, WorkerCounters
 from shardbroker.protocol.errors import ErrorCode
 from shardbroker.storage.errors import KafkaStorageError, StorageError
 from shardbroker.storage.log import FetchDataInfo, PartitionLog
@@ -205,11 +212,16 @@ class Partition:
         "checkpointed",
         "directory",
         "epochs",
+        "fetch_requests",
         "flush",
         "index",
         "leader_epoch",
         "log",
         "messages_in",
+        "metrics",
+        "produce_requests",
+        "published",
+        "size_base",
         "topic",
         "topic_id",
         "waiters",
@@ -231,9 +243,18 @@ class Partition:
         self.flush = _FlushState()
         #: (recovery point, log start offset) last written by the periodic checkpoint.
         self.checkpointed = (plog.recovery_point, plog.log_start_offset)
+        # Counters since this worker opened the partition, published to its row of the shared
+        # counter table (``metrics``) by ReplicaManager.publish_metrics (ipc/counters.py: why).
         self.messages_in = 0
         self.bytes_in = 0
         self.bytes_out = 0
+        self.produce_requests = 0
+        self.fetch_requests = 0
+        #: log size = size_base + bytes_in (reset on open, retention and DeleteRecords).
+        self.size_base = 0
+        #: (produce_requests, fetch_requests) last published; None: publish at the next tick.
+        self.published: tuple[int, int] | None = None
+        self.metrics = PartitionRow(-1)
 
     def __repr__(self) -> str:
         return f"Partition({self.topic}-{self.index}, epoch {self.leader_epoch})"
@@ -365,10 +386,13 @@ class ReplicaManager:
         channel: Any,
         *,
         clock: Callable[[], float] = time.monotonic,
+        counters: WorkerCounters | None = None,
     ) -> None:
         self.node_id = node_id
         self.config = config
         self.channel = channel
+        #: Shared per-partition counters (ipc/counters.py); private memory when nobody reads them.
+        self.counters = counters if counters is not None else WorkerCounters.private()
         self.data_dir = Path(config.data_dir)
         self._clock = clock
         #: topic -> partition index -> Partition (nested: handlers look up a topic once per request).
@@ -416,6 +440,7 @@ class ReplicaManager:
         count = sum(len(p) for p in self.partitions.values())
         log.info("worker %d: %d partitions opened in %.3f s", self.node_id, count, time.monotonic() - started)
         self.channel.subscribe(self._on_image)
+        self.publish_metrics()
         self._housekeeping = asyncio.get_running_loop().create_task(
             self._housekeeping_loop(), name=f"replica-housekeeping-{self.node_id}"
         )
@@ -476,6 +501,7 @@ class ReplicaManager:
                     continue
                 del by_index[index]
                 p.wake()  # parked fetches re-check and answer with the new state
+                self.counters.close_partition(p.metrics)
                 if topic_now is None or topic_now.topic_id != p.topic_id:
                     self._delete_partition(p)
                 else:
@@ -524,6 +550,8 @@ class ReplicaManager:
         if read_partition_metadata(directory) != topic.topic_id:
             write_partition_metadata(directory, topic.topic_id)
         p = Partition(topic.name, part.partition, topic.topic_id, part.leader_epoch, plog)
+        p.metrics = self.counters.open_partition(topic.name, part.partition)
+        self.refresh_log_gauges(p)
         stored = read_leader_epochs(directory)
         p.epochs = [e for e in stored if e[1] <= plog.log_end_offset]  # truncated away: forgotten
         if not p.epochs or p.epochs[-1][0] < part.leader_epoch:
@@ -540,6 +568,38 @@ class ReplicaManager:
                 stats.segments_deleted,
             )
         return p
+
+    @staticmethod
+    def refresh_log_gauges(p: Partition) -> None:
+        """After the log's size or start offset changed other than by an append (open, retention,
+        DeleteRecords): recompute the size base and publish at the next tick."""
+        p.size_base = p.log.size_in_bytes - p.bytes_in
+        p.published = None
+
+    def publish_metrics(self) -> None:
+        """Copy every changed partition's counters and the request accumulators to the shared
+        counter table (each housekeeping tick, 1 s; ipc/counters.py says why not per append)."""
+        counters = self.counters
+        counters.publish()
+        publish = counters.publish_partition
+        for by_index in self.partitions.values():
+            for p in by_index.values():
+                mark = p.published
+                if mark is not None and mark[0] == p.produce_requests and mark[1] == p.fetch_requests:
+                    continue  # idle: nothing moved
+                p.published = (p.produce_requests, p.fetch_requests)
+                plog = p.log
+                publish(
+                    p.metrics,
+                    p.messages_in,
+                    p.bytes_in,
+                    p.bytes_out,
+                    plog.log_end_offset,
+                    plog.log_start_offset,
+                    p.size_base + p.bytes_in,
+                    p.produce_requests,
+                    p.fetch_requests,
+                )
 
     def _new_epoch(self, p: Partition, epoch: int) -> None:
         p.leader_epoch = epoch
@@ -620,6 +680,7 @@ class ReplicaManager:
         p = None if by_index is None else by_index.get(index)
         if p is None:
             return _NOT_LEADER if self.not_here_error(topic, index) == _NOT_LEADER.error_code else _UNKNOWN
+        p.produce_requests += 1
         if records is None:
             return AppendResult(int(ErrorCode.INVALID_RECORD), error_message="null records")
         n = len(records)
@@ -759,10 +820,12 @@ class ReplicaManager:
         parked = list(partitions)
         for p in parked:
             p.waiters.add(fut)
+        self.counters.add_fetch_waiters(1)
         try:
             done, _ = await asyncio.wait((fut,), timeout=timeout)
             return bool(done)
         finally:
+            self.counters.add_fetch_waiters(-1)
             if not fut.done():
                 fut.cancel()
             for p in parked:
@@ -800,6 +863,7 @@ class ReplicaManager:
     def housekeeping(self, now: float | None = None) -> None:
         """One tick of the timers (public for tests: pass ``now`` to jump the clock)."""
         now = self._clock() if now is None else now
+        self.publish_metrics()
         if now >= self._next_flush_check:
             self._next_flush_check = now + self.flush_interval_s
             for p in self.iter_partitions():
@@ -817,6 +881,7 @@ class ReplicaManager:
                     continue
                 if deleted:
                     log.info("retention deleted %d segments of %s", deleted, p)
+                    self.refresh_log_gauges(p)
         if now >= self._next_checkpoint:
             self._next_checkpoint = now + self.checkpoint_interval_s
             moved = []

@@ -5,8 +5,12 @@
 
 1. ``ReplicaManager``: opens the partitions this worker leads (after the channel delivered the
    first metadata image), flushes and closes them last on drain;
-2. ``KafkaListener``: accepts clients once the logs are open; on drain it stops accepting and
-   finishes in-flight requests first, while the logs are still open.
+2. ``GroupCoordinator``: loads the groups of the ``__consumer_offsets`` partitions this worker
+   leads (after the ReplicaManager opened them), stops its timers on drain before the logs close;
+3. ``KafkaListener``: accepts clients once the logs are open; on drain it stops accepting and
+   finishes in-flight requests first, while the logs are still open;
+4. a drain hook, ``GroupCoordinator.stop_serving``, drained first of all: it answers parked
+   JoinGroup/SyncGroup requests at once, so the listener's drain does not wait for rebalances.
 
 The handler registry is discovered here, in the worker, so a handler module that fails to import
 is a boot failure (exit code 3: the supervisor halts) rather than an API silently missing.
@@ -17,10 +21,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from shardbroker.broker.dispatch import discover
+from shardbroker.broker.group_coordinator import GroupCoordinator
 from shardbroker.broker.listener import KafkaListener
 from shardbroker.broker.replica_manager import ReplicaManager
 from shardbroker.broker.worker_state import WorkerState
 from shardbroker.config import BrokerConfig
+from shardbroker.ipc.counters import WorkerCounters
 
 if TYPE_CHECKING:
     from shardbroker.broker.controller_channel import ControllerChannel
@@ -29,11 +35,25 @@ if TYPE_CHECKING:
 __all__ = ["install"]
 
 
-def install(worker: Worker, config: BrokerConfig, channel: ControllerChannel) -> WorkerState:
-    """Register this worker's ReplicaManager and KafkaListener (after the already-registered
-    channel); return the ``WorkerState`` the handlers will see."""
-    replicas = ReplicaManager(worker.node_id, config, channel)
-    state = WorkerState(node_id=worker.node_id, config=config, channel=channel, replicas=replicas)
+def install(
+    worker: Worker, config: BrokerConfig, channel: ControllerChannel, counters: WorkerCounters | None = None
+) -> WorkerState:
+    """Register this worker's ReplicaManager, GroupCoordinator and KafkaListener (after the
+    already-registered channel); return the ``WorkerState`` the handlers will see. ``counters``:
+    this worker's cells of the supervisor's counter table (ipc/counters.py), private if None."""
+    counters = counters if counters is not None else WorkerCounters.private()
+    replicas = ReplicaManager(worker.node_id, config, channel, counters=counters)
+    groups = GroupCoordinator(worker.node_id, config, channel, replicas)
+    state = WorkerState(
+        node_id=worker.node_id,
+        config=config,
+        channel=channel,
+        replicas=replicas,
+        groups=groups,
+        counters=counters,
+    )
     worker.add_service(replicas)
+    worker.add_service(groups)
     worker.add_service(KafkaListener(state, discover()))
+    worker.on_drain(groups.stop_serving)
     return state

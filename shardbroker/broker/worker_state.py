@@ -14,9 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 from shardbroker.broker.metadata_image import MetadataImage
 from shardbroker.config import BrokerConfig
+from shardbroker.ipc.counters import WorkerCounters
 
 if TYPE_CHECKING:
     from shardbroker.broker.controller_channel import ControllerChannel
+    from shardbroker.broker.group_coordinator import GroupCoordinator
     from shardbroker.broker.replica_manager import ReplicaManager
 
 __all__ = ["WorkerState"]
@@ -31,6 +33,11 @@ class WorkerState:
     #: Background work started by handlers (auto-creation of topics): referenced here so that the
     #: tasks are not garbage-collected mid-flight, keyed so the same work is not started twice.
     background: dict[str, asyncio.Task[Any]] = field(default_factory=dict)
+    #: The group coordinator (None in tests that do not need one: group APIs then answer
+    #: COORDINATOR_NOT_AVAILABLE).
+    groups: GroupCoordinator | None = None
+    #: This worker's shared counters (ipc/counters.py; private memory when no supervisor reads them).
+    counters: WorkerCounters = field(default_factory=WorkerCounters.private)
 
     @property
     def image(self) -> MetadataImage:

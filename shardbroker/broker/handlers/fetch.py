@@ -53,6 +53,7 @@ _UNKNOWN_TOPIC = int(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
 _UNKNOWN_TOPIC_ID = int(ErrorCode.UNKNOWN_TOPIC_ID)
 _NOT_LEADER = int(ErrorCode.NOT_LEADER_OR_FOLLOWER)
 _EMPTY = b""
+_API_KEY = m.FetchRequest.API_KEY
 
 
 class _Slot:
@@ -122,6 +123,7 @@ def _read_all(
 async def handle_fetch(ctx: RequestContext, request: m.FetchRequest) -> m.FetchResponse:
     version = ctx.api_version
     replicas = ctx.worker.replicas
+    counters = replicas.counters
     by_id = version >= 13
     slots: list[_Slot] = []
     error = False
@@ -138,6 +140,7 @@ async def handle_fetch(ctx: RequestContext, request: m.FetchRequest) -> m.FetchR
             if p is None:
                 code = _UNKNOWN_TOPIC_ID if by_id and not name else replicas.not_here_error(name, index)
                 resp = _error(index, code)
+                counters.error(_API_KEY, code)
                 if code == _NOT_LEADER and version >= 12:
                     leader, epoch = replicas.leader_of(name, index)
                     resp.current_leader = m.FetchResponse.LeaderIdAndEpoch(
@@ -150,6 +153,7 @@ async def handle_fetch(ctx: RequestContext, request: m.FetchRequest) -> m.FetchR
                 code = p.check_leader_epoch(fp.current_leader_epoch) if version >= 9 else 0
                 if code:
                     resp = _error(index, code)
+                    counters.error(_API_KEY, code)
                     error = True
                 else:
                     resp = _PD(partition_index=index)
@@ -180,7 +184,11 @@ async def handle_fetch(ctx: RequestContext, request: m.FetchRequest) -> m.FetchR
             if total >= request.min_bytes or read_error:
                 break
     for slot in slots:
-        slot.partition.bytes_out += len(slot.response.records)
+        p = slot.partition
+        p.fetch_requests += 1
+        p.bytes_out += len(slot.response.records)
+        if slot.response.error_code:
+            counters.error(_API_KEY, slot.response.error_code)
     response = m.FetchResponse(session_id=0, responses=responses)
     if leaders and version >= 16:
         image = replicas.image

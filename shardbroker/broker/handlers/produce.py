@@ -30,6 +30,7 @@ __all__ = ["HANDLER", "handle_produce"]
 
 _PPR = m.ProduceResponse.PartitionProduceResponse
 _NOT_LEADER = int(ErrorCode.NOT_LEADER_OR_FOLLOWER)
+_API_KEY = m.ProduceRequest.API_KEY
 _OLD_FORMAT = AppendResult(
     int(ErrorCode.UNSUPPORTED_FOR_MESSAGE_FORMAT),
     error_message="Produce v0-2 (message format v0/v1) is not supported: use Produce v3+ with record batches",
@@ -58,6 +59,7 @@ async def handle_produce(ctx: RequestContext, request: m.ProduceRequest) -> m.Pr
                 log_start_offset=r.log_start_offset,
             )
             if r.error_code:
+                replicas.counters.error(_API_KEY, r.error_code)
                 if with_message:
                     resp.error_message = r.error_message
                 if r.error_code == _NOT_LEADER and version >= 10:
@@ -80,6 +82,7 @@ async def handle_produce(ctx: RequestContext, request: m.ProduceRequest) -> m.Pr
         codes = await asyncio.gather(*(replicas.wait_durable(p, offset, timeout) for _, p, offset in waits))
         for (resp, _, _), code in zip(waits, codes, strict=True):
             if code:
+                replicas.counters.error(_API_KEY, code)
                 resp.error_code = code
                 resp.base_offset = -1
                 if with_message:

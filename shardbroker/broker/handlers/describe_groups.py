@@ -1,0 +1,74 @@
+"""DescribeGroups (api key 15), v0-v5: state, protocol and members of groups this worker
+coordinates. As Kafka: member metadata and assignments only in state Stable; a group that does
+not exist is described as "Dead" with no error (GROUP_ID_NOT_FOUND is v6+, not served);
+NOT_COORDINATOR / COORDINATOR_LOAD_IN_PROGRESS per group otherwise."""
+
+from __future__ import annotations
+
+from shardbroker.broker.dispatch import ApiHandler, RequestContext
+from shardbroker.broker.group_state import GroupState
+from shardbroker.broker.handlers._common import OPERATIONS_NOT_REQUESTED
+from shardbroker.broker.handlers._groups import NOT_AVAILABLE, coordinator
+from shardbroker.protocol import messages as m
+from shardbroker.protocol.errors import ErrorCode
+
+__all__ = ["HANDLER"]
+
+D = m.DescribeGroupsResponse.DescribedGroup
+DM = m.DescribeGroupsResponse.DescribedGroupMember
+#: Kafka's AclOperation codes that apply to a group: READ 3, DELETE 6, DESCRIBE 8.
+GROUP_OPERATIONS = (1 << 3) | (1 << 6) | (1 << 8)
+
+
+def _describe(ctx: RequestContext, group_id: str, with_ops: bool) -> D:
+    groups = coordinator(ctx)
+    ops = GROUP_OPERATIONS if with_ops else OPERATIONS_NOT_REQUESTED
+    if groups is None:
+        return D(error_code=NOT_AVAILABLE, group_id=group_id, authorized_operations=ops)
+    code, group = groups.describe(group_id)
+    if code != 0:
+        return D(error_code=code, group_id=group_id, authorized_operations=ops)
+    if group is None or group.state == GroupState.DEAD:
+        return D(group_id=group_id, group_state="Dead", authorized_operations=ops)
+    stable = group.state == GroupState.STABLE
+    members = [
+        DM(
+            member_id=mem.member_id,
+            group_instance_id=mem.group_instance_id,
+            client_id=mem.client_id,
+            client_host=mem.client_host,
+            member_metadata=mem.metadata(group.protocol_name) if stable else b"",
+            member_assignment=mem.assignment if stable else b"",
+        )
+        for mem in group.members.values()
+    ]
+    return D(
+        group_id=group_id,
+        group_state=group.state.value,
+        protocol_type=group.protocol_type or "",
+        protocol_data=(group.protocol_name or "") if stable else "",
+        members=members,
+        authorized_operations=ops,
+    )
+
+
+async def handle_describe_groups(
+    ctx: RequestContext, request: m.DescribeGroupsRequest
+) -> m.DescribeGroupsResponse:
+    with_ops = ctx.api_version >= 3 and request.include_authorized_operations
+    return m.DescribeGroupsResponse(groups=[_describe(ctx, g, with_ops) for g in request.groups])
+
+
+def describe_groups_error_response(
+    request: m.DescribeGroupsRequest, version: int, code: ErrorCode, message: str
+) -> m.DescribeGroupsResponse:
+    return m.DescribeGroupsResponse(groups=[D(error_code=int(code), group_id=g) for g in request.groups])
+
+
+HANDLER = ApiHandler(
+    api_key=m.DescribeGroupsRequest.API_KEY,
+    min_version=0,
+    max_version=5,
+    handle=handle_describe_groups,
+    error_response=describe_groups_error_response,
+)

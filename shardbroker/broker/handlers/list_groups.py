@@ -1,0 +1,42 @@
+"""ListGroups (api key 16), v0-v5: the groups this worker coordinates (clients ask every
+broker and merge, as with Kafka). v4 filters by state, v5 by type (every group here is
+"classic": a types filter without "classic" lists nothing)."""
+
+from __future__ import annotations
+
+from shardbroker.broker.dispatch import ApiHandler, RequestContext
+from shardbroker.broker.handlers._groups import coordinator
+from shardbroker.protocol import messages as m
+
+__all__ = ["HANDLER"]
+
+GROUP_TYPE = "classic"
+
+
+async def handle_list_groups(ctx: RequestContext, request: m.ListGroupsRequest) -> m.ListGroupsResponse:
+    version = ctx.api_version
+    groups = coordinator(ctx)
+    states = {s.lower() for s in request.states_filter} if version >= 4 else set()
+    types = {t.lower() for t in request.types_filter} if version >= 5 else set()
+    listed = []
+    if groups is not None and (not types or GROUP_TYPE in types):
+        for g in groups.list_groups():
+            if states and g.state.lower() not in states:
+                continue
+            listed.append(
+                m.ListGroupsResponse.ListedGroup(
+                    group_id=g.group_id,
+                    protocol_type=g.protocol_type,
+                    group_state=g.state,
+                    group_type=GROUP_TYPE,
+                )
+            )
+    return m.ListGroupsResponse(groups=listed)
+
+
+HANDLER = ApiHandler(
+    api_key=m.ListGroupsRequest.API_KEY,
+    min_version=0,
+    max_version=5,
+    handle=handle_list_groups,
+)

@@ -1,0 +1,99 @@
+"""OffsetCommit (api key 8), v0-v9: a group's committed offsets, appended to its
+``__consumer_offsets`` partition before the answer (group_coordinator.py).
+
+Fencing (classic groups): a member commits with its member id and generation (ILLEGAL_GENERATION,
+UNKNOWN_MEMBER_ID, FENCED_INSTANCE_ID; REBALANCE_IN_PROGRESS while the group waits for its
+leader's assignments). Commits during PreparingRebalance with the current generation are
+accepted (consumers commit in their revocation callback). Generation -1 with no member id is an
+admin/standalone commit, allowed only when the group has no members. A topic-partition the
+broker does not know gets UNKNOWN_TOPIC_OR_PARTITION; a metadata string over
+``offset.metadata.max.bytes`` gets OFFSET_METADATA_TOO_LARGE. v1's per-partition commit
+timestamp and v2-v4's ``retention_time_ms`` are stored (OffsetCommitValue v1 for the latter).
+"""
+
+from __future__ import annotations
+
+from shardbroker.broker.dispatch import ApiHandler, RequestContext
+from shardbroker.broker.group_coordinator import CommitItem
+from shardbroker.broker.handlers._groups import NOT_AVAILABLE, coordinator
+from shardbroker.protocol import messages as m
+from shardbroker.protocol.errors import ErrorCode
+
+__all__ = ["HANDLER"]
+
+_P = m.OffsetCommitResponse.OffsetCommitResponsePartition
+_T = m.OffsetCommitResponse.OffsetCommitResponseTopic
+
+
+async def handle_offset_commit(ctx: RequestContext, request: m.OffsetCommitRequest) -> m.OffsetCommitResponse:
+    version = ctx.api_version
+    groups = coordinator(ctx)
+    image = ctx.worker.image
+    codes: dict[tuple[str, int], int] = {}
+    items: list[CommitItem] = []
+    for t in request.topics:
+        topic = image.topics.get(t.name)
+        for p in t.partitions:
+            if topic is None or topic.partition(p.partition_index) is None:
+                codes[(t.name, p.partition_index)] = int(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
+                continue
+            items.append(
+                CommitItem(
+                    t.name,
+                    p.partition_index,
+                    p.committed_offset,
+                    p.committed_leader_epoch if version >= 6 else -1,
+                    p.committed_metadata,
+                    p.commit_timestamp if version == 1 else -1,
+                )
+            )
+    if groups is None:
+        results = [NOT_AVAILABLE] * len(items)
+    else:
+        results = await groups.commit(
+            request.group_id,
+            member_id=request.member_id if version >= 1 else "",
+            group_instance_id=request.group_instance_id if version >= 7 else None,
+            generation_id=request.generation_id_or_member_epoch if version >= 1 else -1,
+            retention_ms=request.retention_time_ms if 2 <= version <= 4 else -1,
+            items=items,
+        )
+    for item, code in zip(items, results, strict=True):
+        codes[(item.topic, item.partition)] = code
+    return m.OffsetCommitResponse(
+        topics=[
+            _T(
+                name=t.name,
+                partitions=[
+                    _P(partition_index=p.partition_index, error_code=codes[(t.name, p.partition_index)])
+                    for p in t.partitions
+                ],
+            )
+            for t in request.topics
+        ]
+    )
+
+
+def offset_commit_error_response(
+    request: m.OffsetCommitRequest, version: int, code: ErrorCode, message: str
+) -> m.OffsetCommitResponse:
+    return m.OffsetCommitResponse(
+        topics=[
+            _T(
+                name=t.name,
+                partitions=[
+                    _P(partition_index=p.partition_index, error_code=int(code)) for p in t.partitions
+                ],
+            )
+            for t in request.topics
+        ]
+    )
+
+
+HANDLER = ApiHandler(
+    api_key=m.OffsetCommitRequest.API_KEY,
+    min_version=0,
+    max_version=9,
+    handle=handle_offset_commit,
+    error_response=offset_commit_error_response,
+)

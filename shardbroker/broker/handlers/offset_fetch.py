@@ -1,0 +1,136 @@
+"""OffsetFetch (api key 9), v0-v9: a group's committed offsets (v8+: several groups at once).
+
+A partition with no committed offset answers offset -1, metadata "" and no error (Kafka's
+answer); ``topics`` null (v2+) asks for every offset of the group. Group-level errors
+(NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS, ...) go in the top-level error code from v2 and
+in each partition's for v0-v1, as Kafka. ``require_stable`` (v7+) has nothing to wait for: no
+transactional offsets. v9's member id / epoch only apply to the new consumer protocol (KIP-848),
+which shardbroker does not serve: they are not checked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from shardbroker.broker.dispatch import ApiHandler, RequestContext
+from shardbroker.broker.group_state import OffsetAndMetadata
+from shardbroker.broker.handlers._groups import NOT_AVAILABLE, coordinator
+from shardbroker.protocol import messages as m
+from shardbroker.protocol.errors import ErrorCode
+
+__all__ = ["HANDLER"]
+
+R = m.OffsetFetchResponse
+
+
+def _lookup(
+    ctx: RequestContext, group_id: str, topics: Sequence[tuple[str, Sequence[int]]] | None
+) -> tuple[int, dict[str, dict[int, OffsetAndMetadata | None]]]:
+    groups = coordinator(ctx)
+    if groups is None:
+        return NOT_AVAILABLE, {}
+    return groups.fetch(group_id, topics)
+
+
+def _partition(cls: Any, index: int, om: OffsetAndMetadata | None, code: int) -> Any:
+    """One partition's answer (``cls``: the v0-v7 or the v8+ partition struct)."""
+    if om is None:
+        return cls(
+            partition_index=index,
+            committed_offset=-1,
+            committed_leader_epoch=-1,
+            metadata="",
+            error_code=code,
+        )
+    return cls(
+        partition_index=index,
+        committed_offset=om.offset,
+        committed_leader_epoch=om.leader_epoch,
+        metadata=om.metadata,
+        error_code=code,
+    )
+
+
+async def handle_offset_fetch(ctx: RequestContext, request: m.OffsetFetchRequest) -> m.OffsetFetchResponse:
+    version = ctx.api_version
+    if version >= 8:
+        out_groups = []
+        for g in request.groups:
+            wanted = None if g.topics is None else [(t.name, t.partition_indexes) for t in g.topics]
+            code, found = _lookup(ctx, g.group_id, wanted)
+            topics = []
+            if code == 0:
+                for name, parts in found.items():
+                    topics.append(
+                        R.OffsetFetchResponseTopics(
+                            name=name,
+                            partitions=[
+                                _partition(R.OffsetFetchResponsePartitions, i, om, 0)
+                                for i, om in parts.items()
+                            ],
+                        )
+                    )
+            out_groups.append(R.OffsetFetchResponseGroup(group_id=g.group_id, topics=topics, error_code=code))
+        return R(groups=out_groups)
+    wanted = None if request.topics is None else [(t.name, t.partition_indexes) for t in request.topics]
+    if wanted is None and version < 2:
+        wanted = []
+    code, found = _lookup(ctx, request.group_id, wanted)
+    per_partition = code if version < 2 else 0
+    topics_out = []
+    if code == 0:
+        for name, parts in found.items():
+            topics_out.append(
+                R.OffsetFetchResponseTopic(
+                    name=name,
+                    partitions=[
+                        _partition(R.OffsetFetchResponsePartition, i, om, 0) for i, om in parts.items()
+                    ],
+                )
+            )
+    elif wanted:
+        topics_out = [
+            R.OffsetFetchResponseTopic(
+                name=name,
+                partitions=[
+                    _partition(R.OffsetFetchResponsePartition, i, None, per_partition) for i in parts
+                ],
+            )
+            for name, parts in wanted
+        ]
+    return R(topics=topics_out, error_code=code if version >= 2 else 0)
+
+
+def offset_fetch_error_response(
+    request: m.OffsetFetchRequest, version: int, code: ErrorCode, message: str
+) -> m.OffsetFetchResponse:
+    if version >= 8:
+        return R(
+            groups=[
+                R.OffsetFetchResponseGroup(group_id=g.group_id, error_code=int(code)) for g in request.groups
+            ]
+        )
+    if version >= 2:
+        return R(error_code=int(code))
+    return R(
+        topics=[
+            R.OffsetFetchResponseTopic(
+                name=t.name,
+                partitions=[
+                    _partition(R.OffsetFetchResponsePartition, i, None, int(code))
+                    for i in t.partition_indexes
+                ],
+            )
+            for t in request.topics or []
+        ]
+    )
+
+
+HANDLER = ApiHandler(
+    api_key=m.OffsetFetchRequest.API_KEY,
+    min_version=0,
+    max_version=9,
+    handle=handle_offset_fetch,
+    error_response=offset_fetch_error_response,
+)
