@@ -8,7 +8,10 @@ the config (flags over the TOML file, config.py), the data dir (created if missi
 ``.lock`` so two brokers never share it, checked writable), the ports (worker i binds
 ``listen port + i``: a port already taken fails here rather than as a worker boot failure), the
 leftovers of a crashed run of the same data dir (``shm.reclaim_stale``), then the controller's
-metadata log and rings, then the supervisor and its workers.
+metadata log and rings, the shared counter table (ipc/counters.py), then the supervisor and its
+workers. The /metrics address is probed before the fork like the Kafka ports, and bound once the
+first workers are forked: its sockets live on the supervisor's loop (metrics_http.py), so later
+forks close them in the children.
 
 Instance name: ``sb`` + 8 hex digits of the SHA-256 of the absolute data dir. Shared memory is
 named after it (``/dev/shm/shardbroker-sb1234abcd-*``), so brokers on different data dirs never
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import hashlib
 import logging
 import socket
@@ -32,10 +36,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from shardbroker.config import BrokerConfig
-from shardbroker.controller import Controller
+from shardbroker.controller import Controller, in_ring_name, out_ring_name
 from shardbroker.ipc import shm
+from shardbroker.ipc.counters import CounterTable
 from shardbroker.ipc.heartbeat import SegmentInUse
 from shardbroker.metadata_log import DataDirLock, MetadataLogError
+from shardbroker.metrics import MetricsCollector, RingStat
+from shardbroker.metrics_http import MetricsServer
 from shardbroker.supervision import Phase, Policy
 from shardbroker.supervisor import Supervisor, SupervisorConfig
 from shardbroker.worker import Worker
@@ -85,10 +92,12 @@ class BrokerSupervisor(Supervisor):
         setup: Callable[[Worker], None],
         controller: Controller,
         announce: Callable[[], None],
+        metrics: MetricsServer | None = None,
     ) -> None:
         super().__init__(config, setup)
         self.controller = controller
         self._announce = announce
+        self.metrics = metrics
         self.announced = False
         controller.is_live = self._is_live
 
@@ -98,6 +107,19 @@ class BrokerSupervisor(Supervisor):
     def start(self) -> None:
         super().start()
         self.controller.attach(self.register)
+        if self.metrics is not None:
+            try:
+                self.metrics.start(self.register, self.unregister)
+            except OSError as exc:
+                raise ServeError(
+                    f"cannot serve /metrics on {_hostport(self.metrics.host, self.metrics.port)}: "
+                    f"{exc.strerror or exc}"
+                ) from None
+
+    def close(self) -> None:
+        if self.metrics is not None and self._selector is not None:
+            self.metrics.close()
+        super().close()
 
     def _spawn(self, slot: int, restarts: int) -> None:
         # The rings of the slot are reset and primed with the current image before the fork.
@@ -139,8 +161,11 @@ def serve(
     except MetadataLogError as exc:
         raise ServeError(str(exc)) from None
     controller: Controller | None = None
+    counters: CounterTable | None = None
     try:
         check_ports(config.listen_host, config.listen_port, config.workers)
+        if config.metrics_port:
+            _check_metrics_port(config.metrics_host, config.metrics_port)
         report = shm.reclaim_stale(instance)
         if report.reclaimed:
             log.info("reclaimed %d shared-memory objects of a previous run", len(report.reclaimed))
@@ -151,7 +176,8 @@ def serve(
             raise ServeError(str(exc)) from None
         except OSError as exc:
             raise ServeError(f"cannot open the metadata log in {data_dir}: {exc.strerror or exc}") from None
-        setup = _worker_setup(controller, config, install)
+        counters = CounterTable.create(instance, config.workers)
+        setup = _worker_setup(controller, config, install, counters)
 
         def announce() -> None:
             for i in range(config.workers):
@@ -164,6 +190,10 @@ def serve(
             controller,
             announce,
         )
+        collector = MetricsCollector(
+            counters, lambda: supervisor.heartbeats, functools.partial(_ring_stats, controller)
+        )
+        supervisor.metrics = MetricsServer(config.metrics_host, config.metrics_port, collector.exposition)
         try:
             code = supervisor.run()
         except SegmentInUse as exc:
@@ -172,6 +202,8 @@ def serve(
             print(f"shardbroker serve: {supervisor.halt_reason}", file=sys.stderr, flush=True)
         return code
     finally:
+        if counters is not None:
+            counters.close()
         if controller is not None:
             controller.close()
         lock.release()
@@ -181,8 +213,28 @@ def _hostport(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def _check_metrics_port(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            reason = exc.strerror or exc
+            raise ServeError(f"cannot serve /metrics on {_hostport(host, port)}: {reason}") from None
+
+
+def _ring_stats(controller: Controller) -> list[RingStat]:
+    """(name, used, capacity) of the controller's rings, named by their shm object names."""
+    out: list[RingStat] = []
+    for s in controller.slots:
+        out.append((in_ring_name(s.slot), s.in_ring.used_bytes, s.in_ring.capacity))
+        out.append((out_ring_name(s.slot), s.out_ring.used_bytes, s.out_ring.capacity))
+    return out
+
+
 def _worker_setup(
-    controller: Controller, config: BrokerConfig, install: ExtraSetup | None
+    controller: Controller, config: BrokerConfig, install: ExtraSetup | None, counters: CounterTable
 ) -> Callable[[Worker], None]:
     def setup(worker: Worker) -> None:
         # In the forked child: keep this slot's rings, close the rest of the controller's.
@@ -196,7 +248,7 @@ def _worker_setup(
         else:
             from shardbroker.broker.server import install as install_broker
 
-            install_broker(worker, config, channel)
+            install_broker(worker, config, channel, counters.worker(worker.slot))
 
     return setup
 

@@ -1,0 +1,204 @@
+"""metrics.py and metrics_http.py: the exposition of a known set of counters, and the responder."""
+
+from __future__ import annotations
+
+import selectors
+import socket
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.parser import text_string_to_metric_families
+
+from shardbroker.ipc import counters as ctr
+from shardbroker.ipc.counters import CounterTable
+from shardbroker.ipc.heartbeat import HeartbeatTable, segment_name
+from shardbroker.metrics import MetricsCollector
+from shardbroker.metrics_http import MetricsServer, respond
+from shardbroker.supervision import SlotState
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+@pytest.fixture
+def instance() -> str:
+    return f"m{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def table(instance: str) -> Iterator[CounterTable]:
+    t = CounterTable.create(instance, workers=2, rows=16)
+    try:
+        yield t
+    finally:
+        t.close()
+
+
+@pytest.fixture
+def heartbeats(instance: str) -> Iterator[HeartbeatTable]:
+    with HeartbeatTable.create(segment_name(instance), 2) as hb:
+        yield hb
+
+
+def scrape(collector: MetricsCollector) -> tuple[str, Samples]:
+    text = collector.exposition().decode()
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            samples[(s.name, frozenset(s.labels.items()))] = s.value
+    return text, samples
+
+
+def key(name: str, **labels: str) -> tuple[str, frozenset[tuple[str, str]]]:
+    return name, frozenset(labels.items())
+
+
+def fill(table: CounterTable) -> None:
+    w0, w1 = table.worker(0), table.worker(1)
+    a = w0.open_partition("orders", 0)
+    w0.publish_partition(a, 10, 1000, 500, 10, 2, 1200, 3, 4)
+    b = w1.open_partition("orders", 1)
+    w1.publish_partition(b, 7, 0, 0, 7, 0, 0, 1, 0)
+    gone = w1.open_partition("old", 0)
+    w1.publish_partition(gone, 99, 0, 0, 0, 0, 0, 0, 0)
+    w1.close_partition(gone)
+    w0.request(0, 0.0002, 0)  # Produce, (100 us, 250 us]
+    w0.request(0, 0.02, 0)  # (10 ms, 25 ms]
+    w0.request(3, 0.001, 0)  # Metadata
+    w1.request(1, 0.5, 0)  # Fetch, le 0.5
+    w1.error(0, 2)  # a CORRUPT_MESSAGE partition of a Produce
+    w1.error(0, 2)
+    w1.error(-1, 2)  # a broken frame: api unknown
+    w0.add_connections(3)
+    w1.add_fetch_waiters(1)
+    w0.publish()
+    w1.publish()
+
+
+def test_partition_series(table: CounterTable) -> None:
+    fill(table)
+    _, s = scrape(MetricsCollector(table))
+    p0 = {"topic": "orders", "partition": "0", "worker": "0"}
+    p1 = {"topic": "orders", "partition": "1", "worker": "1"}
+    assert s[key("shardbroker_partition_messages_in_total", **p0)] == 10
+    assert s[key("shardbroker_partition_messages_in_total", **p1)] == 7
+    assert s[key("shardbroker_partition_bytes_in_total", **p0)] == 1000
+    assert s[key("shardbroker_partition_bytes_out_total", **p0)] == 500
+    assert s[key("shardbroker_partition_log_end_offset", **p0)] == 10
+    assert s[key("shardbroker_partition_log_start_offset", **p0)] == 2
+    assert s[key("shardbroker_partition_log_size_bytes", **p0)] == 1200
+    assert s[key("shardbroker_partition_produce_requests_total", **p0)] == 3
+    assert s[key("shardbroker_partition_fetch_requests_total", **p0)] == 4
+    # A freed row is not exported.
+    assert not any(dict(labels).get("topic") == "old" for _, labels in s)
+
+
+def test_request_series_and_histogram(table: CounterTable) -> None:
+    fill(table)
+    text, s = scrape(MetricsCollector(table))
+    assert s[key("shardbroker_requests_total", api="Produce", worker="0")] == 2
+    assert s[key("shardbroker_requests_total", api="Metadata", worker="0")] == 1
+    assert s[key("shardbroker_requests_total", api="Fetch", worker="1")] == 1
+    assert key("shardbroker_requests_total", api="Fetch", worker="0") not in s  # zeros left out
+    errors = key("shardbroker_request_errors_total", api="Produce", worker="1", error="CORRUPT_MESSAGE")
+    assert s[errors] == 2
+    unknown = key("shardbroker_request_errors_total", api="Unknown", worker="1", error="CORRUPT_MESSAGE")
+    assert s[unknown] == 1
+    produce = {"api": "Produce", "worker": "0"}
+    buckets = {
+        le: s[key("shardbroker_request_duration_seconds_bucket", le=le, **produce)]
+        for le in ("0.0001", "0.00025", "0.01", "0.025", "10.0", "+Inf")
+    }
+    assert buckets == {"0.0001": 0, "0.00025": 1, "0.01": 1, "0.025": 2, "10.0": 2, "+Inf": 2}
+    assert s[key("shardbroker_request_duration_seconds_count", **produce)] == 2
+    assert s[key("shardbroker_request_duration_seconds_sum", **produce)] == pytest.approx(0.0202)
+    les = [
+        line for line in text.splitlines() if line.startswith("shardbroker_request_duration_seconds_bucket{")
+    ]
+    assert len(les) == 3 * (len(ctr.BUCKETS) + 1)  # three (api, worker) pairs, 17 buckets each
+    assert s[key("shardbroker_connections", worker="0")] == 3
+    assert s[key("shardbroker_fetch_waiters", worker="1")] == 1
+    assert s[key("shardbroker_partition_rows_overflow", worker="0")] == 0
+
+
+def test_workers_rings_build_and_sources(table: CounterTable, heartbeats: HeartbeatTable) -> None:
+    c0, c1 = heartbeats.cell(0), heartbeats.cell(1)
+    c0.reset(0, 1.0)
+    c0.claim(1234, SlotState.READY)
+    c1.reset(2, 1.0)
+    c1.mark_dead(-9)
+
+    def lag() -> Iterator[Metric]:
+        g = GaugeMetricFamily("shardbroker_consumergroup_lag", "lag", labels=["group", "topic", "partition"])
+        g.add_metric(["g", "t", "0"], 5)
+        yield g
+
+    collector = MetricsCollector(table, lambda: heartbeats, lambda: [("ctl-w0-in", 128, 4096)])
+    collector.add_source(lag)
+    _, s = scrape(collector)
+    assert s[key("shardbroker_worker_up", worker="0")] == 1
+    assert s[key("shardbroker_worker_up", worker="1")] == 0
+    assert s[key("shardbroker_worker_restarts_total", worker="1")] == 2
+    assert s[key("shardbroker_ring_used_bytes", ring="ctl-w0-in")] == 128
+    assert s[key("shardbroker_ring_capacity_bytes", ring="ctl-w0-in")] == 4096
+    assert s[key("shardbroker_consumergroup_lag", group="g", topic="t", partition="0")] == 5
+    build = [labels for name, labels in s if name == "shardbroker_build_info"]
+    assert len(build) == 1 and {"version", "python"} == {k for k, _ in build[0]}
+
+
+def test_relabelled_row_gets_its_new_name(table: CounterTable) -> None:
+    w = table.worker(0)
+    collector = MetricsCollector(table)
+    r = w.open_partition("a", 0)
+    scrape(collector)
+    w.close_partition(r)
+    w.publish_partition(w.open_partition("b", 3), 1, 0, 0, 0, 0, 0, 0, 0)  # same row, new generation
+    _, s = scrape(collector)
+    assert s[key("shardbroker_partition_messages_in_total", topic="b", partition="3", worker="0")] == 1
+    assert not any(dict(labels).get("topic") == "a" for _, labels in s)
+
+
+def test_respond(table: CounterTable) -> None:
+    registry = MetricsCollector(table).exposition
+    ok = respond(b"GET /metrics?x=1 HTTP/1.1\r\nHost: x", registry)
+    assert ok.startswith(b"HTTP/1.1 200 OK\r\n") and b"shardbroker_build_info" in ok
+    assert respond(b"GET / HTTP/1.1", registry).startswith(b"HTTP/1.1 404")
+    assert respond(b"POST /metrics HTTP/1.1", registry).startswith(b"HTTP/1.1 405")
+    assert respond(b"garbage", registry).startswith(b"HTTP/1.1 400")
+    head = respond(b"HEAD /metrics HTTP/1.1", registry)
+    assert head.endswith(b"\r\n\r\n") and b"Content-Length: 0" not in head
+
+
+def test_server_on_a_selector_loop(table: CounterTable) -> None:
+    sel = selectors.DefaultSelector()
+    server = MetricsServer("127.0.0.1", 0, MetricsCollector(table).exposition)
+    server.start(sel.register, sel.unregister)
+    try:
+
+        def get(request: bytes) -> bytes:
+            with socket.create_connection(("127.0.0.1", server.port), timeout=5) as c:
+                c.sendall(request)
+                c.setblocking(False)
+                chunks = []
+                for _ in range(1000):
+                    for k, mask in sel.select(0.01):
+                        k.data(mask)
+                    try:
+                        chunk = c.recv(1 << 20)
+                    except BlockingIOError:
+                        continue
+                    if not chunk:
+                        return b"".join(chunks)
+                    chunks.append(chunk)
+            raise AssertionError("no complete response")
+
+        idle = socket.create_connection(("127.0.0.1", server.port))  # never sends: must not block
+        body = get(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert body.startswith(b"HTTP/1.1 200 OK") and b"shardbroker_build_info" in body
+        assert get(b"GET /nope HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.1 404")
+        idle.close()
+    finally:
+        server.close()
+        sel.close()
+    assert server.sock is None
