@@ -16,6 +16,7 @@ import textwrap
 from pathlib import Path
 
 from shardbroker import __version__
+from shardbroker.cli import groups as groups_cli
 from shardbroker.config import BROKER_PROPERTIES, BrokerConfig, ConfigError
 
 EXIT_USAGE = 2
@@ -111,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics", metavar="HOST:PORT", help="Prometheus /metrics address (metrics.listen) [127.0.0.1:9404]"
     )
     serve.set_defaults(run=_serve)
+    groups_cli.register(commands)
     return parser
 
 

@@ -1,0 +1,675 @@
+"""A small synchronous Kafka admin client over TCP, built on our sans-IO codec. Opens sockets.
+
+For the operator CLI (``shardbroker groups``) and tests: bootstrap from ``host:port[,host:port]``,
+Metadata, per-node connections (see :mod:`shardbroker.client.connection`: blocking sockets with
+timeouts, versions negotiated by ApiVersions), and the group admin calls Kafka's
+``kafka-consumer-groups`` tool makes: FindCoordinator, ListGroups (every broker), DescribeGroups
+(member subscriptions and assignments decoded from the consumer protocol's public layouts),
+OffsetFetch, ListOffsets (earliest, latest, by timestamp), OffsetCommit as an admin (generation
+-1, empty member id: accepted only while the group has no members) and DeleteGroups.
+
+Errors: :class:`BrokerUnreachable` names the address; :class:`KafkaApiError` carries the Kafka
+error code (``ErrorCode``) and says what failed. Retriable coordinator errors
+(COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS) are retried, with a
+fresh FindCoordinator, until the client's timeout.
+
+Not thread-safe; one request in flight per connection.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from shardbroker.client.connection import (
+    DEFAULT_TIMEOUT,
+    AdminClientError,
+    BrokerConnection,
+    BrokerUnreachable,
+    KafkaApiError,
+    UnsupportedApi,
+    format_address,
+    parse_address,
+)
+from shardbroker.protocol import messages as m
+from shardbroker.protocol.errors import ErrorCode, ProtocolError
+from shardbroker.protocol.primitives import INT16, INT32
+
+__all__ = [
+    "EARLIEST",
+    "LATEST",
+    "AdminClient",
+    "AdminClientError",
+    "BrokerInfo",
+    "BrokerUnreachable",
+    "ClusterMetadata",
+    "ConsumerAssignment",
+    "ConsumerSubscription",
+    "GroupDescription",
+    "GroupListing",
+    "KafkaApiError",
+    "MemberDescription",
+    "TopicInfo",
+    "UnsupportedApi",
+    "decode_consumer_assignment",
+    "decode_consumer_subscription",
+    "parse_bootstrap",
+]
+
+#: ListOffsets timestamps with a special meaning.
+LATEST = -1
+EARLIEST = -2
+
+TopicPartition = tuple[str, int]
+_COORDINATOR_RETRIABLE = {
+    ErrorCode.COORDINATOR_NOT_AVAILABLE,
+    ErrorCode.NOT_COORDINATOR,
+    ErrorCode.COORDINATOR_LOAD_IN_PROGRESS,
+}
+T = TypeVar("T")
+
+
+def parse_bootstrap(text: str) -> list[tuple[str, int]]:
+    """``host:port[,host:port...]`` -> addresses; ValueError when malformed."""
+    addresses = [parse_address(part) for part in text.split(",") if part.strip()]
+    if not addresses:
+        raise ValueError(f"no address in {text!r}")
+    return addresses
+
+
+# -- results ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BrokerInfo:
+    node_id: int
+    host: str
+    port: int
+
+    @property
+    def address(self) -> str:
+        return format_address(self.host, self.port)
+
+
+@dataclass(frozen=True)
+class TopicInfo:
+    name: str
+    error_code: int
+    #: partition -> leader node id (-1: none)
+    partitions: dict[int, int]
+
+
+@dataclass(frozen=True)
+class ClusterMetadata:
+    brokers: dict[int, BrokerInfo]
+    topics: dict[str, TopicInfo]
+    controller_id: int = -1
+    cluster_id: str | None = None
+
+
+@dataclass(frozen=True)
+class GroupListing:
+    group_id: str
+    protocol_type: str
+    #: "" when the broker's ListGroups is older than v4 (no state in it)
+    state: str
+    coordinator: int
+
+
+@dataclass(frozen=True)
+class ConsumerSubscription:
+    """ConsumerProtocolSubscription (the metadata a consumer joins with)."""
+
+    version: int
+    topics: list[str]
+    user_data: bytes | None = None
+    owned_partitions: dict[str, list[int]] = field(default_factory=dict)
+    generation_id: int = -1
+    rack_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ConsumerAssignment:
+    """ConsumerProtocolAssignment (what the leader gave a member)."""
+
+    version: int
+    partitions: dict[str, list[int]]
+    user_data: bytes | None = None
+
+
+@dataclass(frozen=True)
+class MemberDescription:
+    member_id: str
+    group_instance_id: str | None
+    client_id: str
+    host: str
+    #: decoded for protocol type "consumer", else None (raw bytes below)
+    subscription: ConsumerSubscription | None
+    assignment: ConsumerAssignment | None
+    metadata_bytes: bytes = b""
+    assignment_bytes: bytes = b""
+
+    @property
+    def assigned(self) -> list[TopicPartition]:
+        if self.assignment is None:
+            return []
+        return sorted((t, p) for t, parts in self.assignment.partitions.items() for p in parts)
+
+
+@dataclass(frozen=True)
+class GroupDescription:
+    group_id: str
+    state: str
+    protocol_type: str
+    protocol: str
+    members: list[MemberDescription]
+    coordinator: BrokerInfo
+
+    @property
+    def exists(self) -> bool:
+        return self.state != "Dead"
+
+
+# -- consumer protocol layouts (public: Kafka's ConsumerProtocol*.json, never flexible) -----------
+
+
+class _Reader:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def at_end(self) -> bool:
+        return self.pos >= len(self.data)
+
+    def _need(self, n: int, what: str) -> None:
+        if n < 0 or self.pos + n > len(self.data):
+            raise ProtocolError(f"consumer protocol data breaks off in {what} at byte {self.pos}")
+
+    def int16(self, what: str) -> int:
+        self._need(2, what)
+        value: int = INT16.unpack_from(self.data, self.pos)[0]
+        self.pos += 2
+        return value
+
+    def int32(self, what: str) -> int:
+        self._need(4, what)
+        value: int = INT32.unpack_from(self.data, self.pos)[0]
+        self.pos += 4
+        return value
+
+    def string(self, what: str) -> str | None:
+        n = self.int16(what)
+        if n == -1:
+            return None
+        self._need(n, what)
+        raw = self.data[self.pos : self.pos + n]
+        self.pos += n
+        try:
+            return raw.decode()
+        except UnicodeDecodeError:
+            raise ProtocolError(f"{what} is not UTF-8") from None
+
+    def bytes_(self, what: str) -> bytes | None:
+        n = self.int32(what)
+        if n == -1:
+            return None
+        self._need(n, what)
+        raw = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return raw
+
+    def array(self, what: str, item: Callable[[], T]) -> list[T]:
+        n = self.int32(what)
+        if n == -1:
+            return []
+        if n < 0 or n > len(self.data) - self.pos:  # every item takes at least a byte
+            raise ProtocolError(f"bad count {n} for {what}")
+        return [item() for _ in range(n)]
+
+    def topic_partitions(self, what: str) -> dict[str, list[int]]:
+        out: dict[str, list[int]] = {}
+
+        def one() -> None:
+            topic = self.string(f"{what} topic") or ""
+            out.setdefault(topic, []).extend(self.array(f"{what} partitions", lambda: self.int32(what)))
+
+        self.array(what, one)
+        return out
+
+
+def decode_consumer_subscription(data: bytes) -> ConsumerSubscription:
+    """ConsumerProtocolSubscription v0-v3; fields of later versions are ignored, as Kafka does."""
+    r = _Reader(bytes(data))
+    version = r.int16("subscription version")
+    topics = [t or "" for t in r.array("subscription topics", lambda: r.string("topic"))]
+    user_data = r.bytes_("user data")
+    owned: dict[str, list[int]] = {}
+    generation, rack = -1, None
+    if version >= 1 and not r.at_end():
+        owned = r.topic_partitions("owned partitions")
+    if version >= 2 and not r.at_end():
+        generation = r.int32("generation id")
+    if version >= 3 and not r.at_end():
+        rack = r.string("rack id")
+    return ConsumerSubscription(version, topics, user_data, owned, generation, rack)
+
+
+def decode_consumer_assignment(data: bytes) -> ConsumerAssignment:
+    """ConsumerProtocolAssignment v0-v3 (v1-v3 have the v0 layout)."""
+    if not data:
+        return ConsumerAssignment(0, {})
+    r = _Reader(bytes(data))
+    version = r.int16("assignment version")
+    partitions = r.topic_partitions("assigned partitions")
+    user_data = r.bytes_("user data") if not r.at_end() else None
+    return ConsumerAssignment(version, partitions, user_data)
+
+
+def encode_consumer_assignment(partitions: dict[str, Sequence[int]], version: int = 0) -> bytes:
+    """The v0 layout (for tests and fakes)."""
+    out = [INT16.pack(version), INT32.pack(len(partitions))]
+    for topic, parts in partitions.items():
+        raw = topic.encode()
+        out += [INT16.pack(len(raw)), raw, INT32.pack(len(parts)), *(INT32.pack(p) for p in parts)]
+    out.append(INT32.pack(-1))
+    return b"".join(out)
+
+
+def encode_consumer_subscription(topics: Sequence[str], version: int = 0) -> bytes:
+    """The v0 layout (for tests and fakes)."""
+    out = [INT16.pack(version), INT32.pack(len(topics))]
+    for topic in topics:
+        raw = topic.encode()
+        out += [INT16.pack(len(raw)), raw]
+    out.append(INT32.pack(-1))
+    return b"".join(out)
+
+
+# -- the client ------------------------------------------------------------------------------------
+
+
+class AdminClient:
+    """Synchronous admin client. ``timeout`` (seconds) bounds each connect and each response, and
+    the total time spent retrying retriable coordinator errors."""
+
+    def __init__(
+        self, bootstrap: str, *, timeout: float = DEFAULT_TIMEOUT, client_id: str = "shardbroker-admin"
+    ) -> None:
+        self.bootstrap = parse_bootstrap(bootstrap)
+        self.timeout = timeout
+        self.client_id = client_id
+        self._bootstrap_conn: BrokerConnection | None = None
+        self._nodes: dict[int, BrokerConnection] = {}
+        self._brokers: dict[int, BrokerInfo] = {}
+
+    def __enter__(self) -> AdminClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for conn in self._nodes.values():
+            conn.close()
+        self._nodes.clear()
+        if self._bootstrap_conn is not None:
+            self._bootstrap_conn.close()
+            self._bootstrap_conn = None
+
+    # -- connections ---------------------------------------------------------------------------
+
+    def _new_conn(self, host: str, port: int) -> BrokerConnection:
+        return BrokerConnection(host, port, timeout=self.timeout, client_id=self.client_id)
+
+    def _any_conn(self) -> BrokerConnection:
+        """A connection to some broker: the bootstrap one, else the first address that answers."""
+        if self._bootstrap_conn is not None and self._bootstrap_conn.sock is not None:
+            return self._bootstrap_conn
+        failures: list[BrokerUnreachable] = []
+        for host, port in self.bootstrap:
+            try:
+                self._bootstrap_conn = self._new_conn(host, port).connect()
+                return self._bootstrap_conn
+            except BrokerUnreachable as exc:
+                failures.append(exc)
+        if len(failures) == 1:
+            raise failures[0]
+        addresses = ",".join(f.address for f in failures)
+        reasons = "; ".join(f"{f.address}: {f.reason}" for f in failures)
+        raise BrokerUnreachable(addresses, reasons)
+
+    def node(self, node_id: int) -> BrokerConnection:
+        """The connection to broker ``node_id`` (from Metadata), opened on first use."""
+        conn = self._nodes.get(node_id)
+        if conn is not None and conn.sock is not None:
+            return conn
+        if node_id not in self._brokers:
+            self.metadata([])
+        info = self._brokers.get(node_id)
+        if info is None:
+            raise AdminClientError(f"no broker with node id {node_id} in the cluster metadata")
+        conn = self._new_conn(info.host, info.port).connect()
+        self._nodes[node_id] = conn
+        return conn
+
+    # -- metadata ------------------------------------------------------------------------------
+
+    def metadata(self, topics: Iterable[str] | None = None) -> ClusterMetadata:
+        """Brokers and topics (all topics when ``topics`` is None). Never creates topics; unknown
+        topics come back with error UNKNOWN_TOPIC_OR_PARTITION."""
+        conn = self._any_conn()
+        version = conn.version_for(m.MetadataRequest.API_KEY, "Metadata")
+        wanted = None if topics is None else [m.MetadataRequest.MetadataRequestTopic(name=t) for t in topics]
+        request = m.MetadataRequest(topics=wanted, allow_auto_topic_creation=False)
+        response: m.MetadataResponse = conn.send(request, version)
+        brokers = {b.node_id: BrokerInfo(b.node_id, b.host, b.port) for b in response.brokers}
+        self._brokers = brokers
+        found = {
+            t.name or "": TopicInfo(
+                t.name or "", t.error_code, {p.partition_index: p.leader_id for p in t.partitions}
+            )
+            for t in response.topics
+        }
+        return ClusterMetadata(brokers, found, response.controller_id, response.cluster_id)
+
+    def topic(self, name: str) -> TopicInfo:
+        """One topic's partitions and leaders; KafkaApiError (UNKNOWN_TOPIC_OR_PARTITION) if none."""
+        info = self.metadata([name]).topics.get(name)
+        if info is None:
+            raise KafkaApiError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"topic '{name}' does not exist")
+        if info.error_code != ErrorCode.NONE:
+            raise KafkaApiError(info.error_code, f"topic '{name}'")
+        return info
+
+    # -- groups --------------------------------------------------------------------------------
+
+    def _retry(self, what: str, call: Callable[[], T]) -> T:
+        deadline = time.monotonic() + self.timeout
+        delay = 0.05
+        while True:
+            try:
+                return call()
+            except KafkaApiError as exc:
+                if exc.error_code not in _COORDINATOR_RETRIABLE or time.monotonic() + delay > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    def find_coordinator(self, group_id: str) -> BrokerInfo:
+        """The broker coordinating ``group_id`` (retried while the coordinator is not available)."""
+        return self._retry(f"FindCoordinator({group_id})", lambda: self._find_coordinator(group_id))
+
+    def _find_coordinator(self, group_id: str) -> BrokerInfo:
+        conn = self._any_conn()
+        version = conn.version_for(m.FindCoordinatorRequest.API_KEY, "FindCoordinator")
+        if version >= 4:
+            request = m.FindCoordinatorRequest(key_type=0, coordinator_keys=[group_id])
+        else:
+            request = m.FindCoordinatorRequest(key=group_id, key_type=0)
+        response: m.FindCoordinatorResponse = conn.send(request, version)
+        if version >= 4:
+            if not response.coordinators:
+                raise KafkaApiError(ErrorCode.UNKNOWN_SERVER_ERROR, "FindCoordinator answered no coordinator")
+            c = response.coordinators[0]
+            code, message, node_id, host, port = c.error_code, c.error_message, c.node_id, c.host, c.port
+        else:
+            code, message = response.error_code, response.error_message
+            node_id, host, port = response.node_id, response.host, response.port
+        if code != ErrorCode.NONE:
+            raise KafkaApiError(
+                code, f"coordinator of group '{group_id}'" + (f": {message}" if message else "")
+            )
+        info = BrokerInfo(node_id, host, port)
+        self._brokers.setdefault(node_id, info)
+        return info
+
+    def _coordinator_call(self, group_id: str, call: Callable[[BrokerConnection], T]) -> T:
+        """``call`` on the coordinator's connection, retried (with a new FindCoordinator) on
+        retriable coordinator errors."""
+
+        def attempt() -> T:
+            coordinator = self._find_coordinator(group_id)
+            return call(self.node(coordinator.node_id))
+
+        return self._retry(f"group '{group_id}'", attempt)
+
+    def list_groups(self) -> list[GroupListing]:
+        """Every group of every broker (ListGroups is answered per coordinator)."""
+        brokers = self.metadata([]).brokers
+        groups: dict[str, GroupListing] = {}
+        for node_id in sorted(brokers):
+            conn = self.node(node_id)
+            version = conn.version_for(m.ListGroupsRequest.API_KEY, "ListGroups")
+            response = self._retry("ListGroups", functools.partial(self._checked_list_groups, conn, version))
+            for g in response.groups:
+                state = g.group_state if version >= 4 else ""
+                groups[g.group_id] = GroupListing(g.group_id, g.protocol_type, state, node_id)
+        return sorted(groups.values(), key=lambda g: g.group_id)
+
+    @staticmethod
+    def _checked_list_groups(conn: BrokerConnection, version: int) -> m.ListGroupsResponse:
+        response: m.ListGroupsResponse = conn.send(m.ListGroupsRequest(), version)
+        if response.error_code != ErrorCode.NONE:
+            raise KafkaApiError(response.error_code, f"ListGroups on {conn.address}")
+        return response
+
+    def describe_group(self, group_id: str) -> GroupDescription:
+        """State, protocol and members of one group. A group that does not exist is "Dead"."""
+
+        def call(conn: BrokerConnection) -> GroupDescription:
+            response: m.DescribeGroupsResponse = conn.send(m.DescribeGroupsRequest(groups=[group_id]))
+            if len(response.groups) != 1:
+                raise KafkaApiError(
+                    ErrorCode.UNKNOWN_SERVER_ERROR, f"DescribeGroups answered {len(response.groups)} groups"
+                )
+            g = response.groups[0]
+            if g.error_code == ErrorCode.GROUP_ID_NOT_FOUND:
+                g.group_state = "Dead"
+            elif g.error_code != ErrorCode.NONE:
+                raise KafkaApiError(g.error_code, f"describing group '{group_id}'")
+            consumer = g.protocol_type == "consumer"
+            members = [self._member(mem, consumer) for mem in g.members]
+            info = self._brokers.get(self._node_of(conn), BrokerInfo(-1, conn.host, conn.port))
+            return GroupDescription(
+                g.group_id, g.group_state, g.protocol_type, g.protocol_data, members, info
+            )
+
+        return self._coordinator_call(group_id, call)
+
+    def _node_of(self, conn: BrokerConnection) -> int:
+        for node_id, c in self._nodes.items():
+            if c is conn:
+                return node_id
+        return -1
+
+    @staticmethod
+    def _member(mem: Any, consumer: bool) -> MemberDescription:
+        subscription = assignment = None
+        if consumer:
+            try:
+                subscription = (
+                    decode_consumer_subscription(mem.member_metadata) if mem.member_metadata else None
+                )
+            except ProtocolError:
+                subscription = None
+            try:
+                assignment = decode_consumer_assignment(mem.member_assignment)
+            except ProtocolError:
+                assignment = None
+        return MemberDescription(
+            mem.member_id,
+            mem.group_instance_id,
+            mem.client_id,
+            mem.client_host,
+            subscription,
+            assignment,
+            bytes(mem.member_metadata),
+            bytes(mem.member_assignment),
+        )
+
+    def committed_offsets(
+        self, group_id: str, partitions: Iterable[TopicPartition] | None = None
+    ) -> dict[TopicPartition, int]:
+        """The group's committed offsets (all of them when ``partitions`` is None); partitions
+        with nothing committed are left out."""
+        wanted: dict[str, list[int]] | None = None
+        if partitions is not None:
+            wanted = defaultdict(list)
+            for t, p in partitions:
+                wanted[t].append(p)
+
+        def call(conn: BrokerConnection) -> dict[TopicPartition, int]:
+            version = conn.version_for(m.OffsetFetchRequest.API_KEY, "OffsetFetch")
+            out: dict[TopicPartition, int] = {}
+            if version >= 8:
+                topics8 = (
+                    None
+                    if wanted is None
+                    else [
+                        m.OffsetFetchRequest.OffsetFetchRequestTopics(name=t, partition_indexes=ps)
+                        for t, ps in wanted.items()
+                    ]
+                )
+                group = m.OffsetFetchRequest.OffsetFetchRequestGroup(group_id=group_id, topics=topics8)
+                response8: m.OffsetFetchResponse = conn.send(m.OffsetFetchRequest(groups=[group]), version)
+                if len(response8.groups) != 1:
+                    raise KafkaApiError(ErrorCode.UNKNOWN_SERVER_ERROR, "OffsetFetch answered no group")
+                code = response8.groups[0].error_code
+                topics_out: list[Any] = response8.groups[0].topics
+            else:
+                topics = (
+                    None
+                    if wanted is None
+                    else [
+                        m.OffsetFetchRequest.OffsetFetchRequestTopic(name=t, partition_indexes=ps)
+                        for t, ps in wanted.items()
+                    ]
+                )
+                response: m.OffsetFetchResponse = conn.send(
+                    m.OffsetFetchRequest(group_id=group_id, topics=topics), version
+                )
+                code, topics_out = response.error_code, response.topics
+            if code != ErrorCode.NONE:
+                raise KafkaApiError(code, f"offsets of group '{group_id}'")
+            for t in topics_out:
+                for p in t.partitions:
+                    if p.error_code not in (ErrorCode.NONE, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION):
+                        raise KafkaApiError(
+                            p.error_code, f"offset of group '{group_id}' for {t.name}-{p.partition_index}"
+                        )
+                    if p.error_code == ErrorCode.NONE and p.committed_offset >= 0:
+                        out[(t.name, p.partition_index)] = p.committed_offset
+            return out
+
+        return self._coordinator_call(group_id, call)
+
+    def list_offsets(self, specs: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
+        """Offsets by ListOffsets: ``specs`` maps a partition to :data:`EARLIEST`, :data:`LATEST`
+        or a timestamp (ms); the answer is the offset (-1 when no record has a timestamp at or
+        after the one asked for). Raises KafkaApiError for an unknown topic or partition."""
+        topics = {t for t, _ in specs}
+        md = self.metadata(sorted(topics))
+        by_leader: dict[int, dict[str, list[tuple[int, int]]]] = defaultdict(lambda: defaultdict(list))
+        for (t, p), ts in specs.items():
+            info = md.topics.get(t)
+            if info is None or info.error_code == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION:
+                raise KafkaApiError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"topic '{t}' does not exist")
+            if info.error_code != ErrorCode.NONE:
+                raise KafkaApiError(info.error_code, f"topic '{t}'")
+            leader = info.partitions.get(p)
+            if leader is None:
+                raise KafkaApiError(
+                    ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+                    f"topic '{t}' has no partition {p} (partitions 0-{len(info.partitions) - 1})",
+                )
+            if leader < 0:
+                raise KafkaApiError(ErrorCode.LEADER_NOT_AVAILABLE, f"{t}-{p} has no leader")
+            by_leader[leader][t].append((p, ts))
+        out: dict[TopicPartition, int] = {}
+        for leader, topic_map in sorted(by_leader.items()):
+            conn = self.node(leader)
+            version = conn.version_for(m.ListOffsetsRequest.API_KEY, "ListOffsets")
+            request = m.ListOffsetsRequest(
+                replica_id=-1,
+                topics=[
+                    m.ListOffsetsRequest.ListOffsetsTopic(
+                        name=t,
+                        partitions=[
+                            m.ListOffsetsRequest.ListOffsetsPartition(partition_index=p, timestamp=ts)
+                            for p, ts in parts
+                        ],
+                    )
+                    for t, parts in topic_map.items()
+                ],
+                timeout_ms=int(self.timeout * 1000),
+            )
+            response: m.ListOffsetsResponse = conn.send(request, version)
+            for rt in response.topics:
+                for rp in rt.partitions:
+                    if rp.error_code != ErrorCode.NONE:
+                        raise KafkaApiError(rp.error_code, f"ListOffsets for {rt.name}-{rp.partition_index}")
+                    out[(rt.name, rp.partition_index)] = rp.offset
+        missing = set(specs) - set(out)
+        if missing:
+            raise KafkaApiError(
+                ErrorCode.UNKNOWN_SERVER_ERROR, f"ListOffsets did not answer for {sorted(missing)}"
+            )
+        return out
+
+    def commit_offsets(self, group_id: str, offsets: dict[TopicPartition, int]) -> None:
+        """Commit ``offsets`` for the group as an admin (generation -1, empty member id, as Kafka's
+        tool): the coordinator accepts it only while the group has no members."""
+        grouped: dict[str, list[tuple[int, int]]] = defaultdict(list)
+        for (t, p), offset in sorted(offsets.items()):
+            grouped[t].append((p, offset))
+        request = m.OffsetCommitRequest(
+            group_id=group_id,
+            generation_id_or_member_epoch=-1,
+            member_id="",
+            topics=[
+                m.OffsetCommitRequest.OffsetCommitRequestTopic(
+                    name=t,
+                    partitions=[
+                        m.OffsetCommitRequest.OffsetCommitRequestPartition(
+                            partition_index=p, committed_offset=o
+                        )
+                        for p, o in parts
+                    ],
+                )
+                for t, parts in grouped.items()
+            ],
+        )
+
+        def call(conn: BrokerConnection) -> None:
+            response: m.OffsetCommitResponse = conn.send(request)
+            for rt in response.topics:
+                for rp in rt.partitions:
+                    if rp.error_code != ErrorCode.NONE:
+                        raise KafkaApiError(
+                            rp.error_code,
+                            f"committing for group '{group_id}' on {rt.name}-{rp.partition_index}",
+                        )
+
+        self._coordinator_call(group_id, call)
+
+    def delete_groups(self, group_ids: Sequence[str]) -> dict[str, KafkaApiError | None]:
+        """Delete groups (each at its coordinator); per group None or the error it got."""
+        out: dict[str, KafkaApiError | None] = {}
+        for group_id in group_ids:
+
+            def call(conn: BrokerConnection, g: str = group_id) -> None:
+                response: m.DeleteGroupsResponse = conn.send(m.DeleteGroupsRequest(groups_names=[g]))
+                for r in response.results:
+                    if r.group_id == g and r.error_code != ErrorCode.NONE:
+                        raise KafkaApiError(r.error_code, f"deleting group '{g}'")
+
+            try:
+                self._coordinator_call(group_id, call)
+                out[group_id] = None
+            except KafkaApiError as exc:
+                out[group_id] = exc
+        return out

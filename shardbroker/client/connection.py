@@ -1,0 +1,298 @@
+"""One blocking TCP connection to one Kafka broker, speaking our sans-IO codec. Opens sockets.
+
+Deliberately simple (a CLI and test client, not a hot path): a plain blocking socket with a
+timeout on every connect, send and receive, one request in flight at a time, no threads. The
+connection negotiates API versions once (ApiVersions), then :meth:`BrokerConnection.send` picks,
+for each request, the highest version both this client (``CLIENT_VERSIONS``) and the broker
+support.
+
+Errors: :class:`BrokerUnreachable` (connect refused, reset, closed, or a timeout: the message
+names the address), :class:`KafkaApiError` (a Kafka error code, by its ``ErrorCode`` name) and
+:class:`UnsupportedApi` (no common version).
+"""
+
+from __future__ import annotations
+
+import itertools
+import socket
+import struct
+from typing import Any, TypeVar
+
+from shardbroker import __version__
+from shardbroker.protocol.codec import Message, decode
+from shardbroker.protocol.errors import ErrorCode, ProtocolError
+from shardbroker.protocol.headers import decode_response, encode_request
+from shardbroker.protocol.messages import ApiVersionsRequest, ApiVersionsResponse, RequestHeader
+
+__all__ = [
+    "CLIENT_VERSIONS",
+    "DEFAULT_TIMEOUT",
+    "AdminClientError",
+    "BrokerConnection",
+    "BrokerUnreachable",
+    "KafkaApiError",
+    "UnsupportedApi",
+    "format_address",
+    "parse_address",
+]
+
+DEFAULT_TIMEOUT = 10.0
+#: Largest response frame accepted (a Metadata answer for many thousands of partitions fits).
+MAX_RESPONSE_SIZE = 256 * 1024 * 1024
+_SIZE = struct.Struct(">i")
+
+#: api key -> (lowest, highest) version this client can encode and decode. The request builders in
+#: admin.py handle the layout changes inside these ranges (FindCoordinator v4, OffsetFetch v8).
+CLIENT_VERSIONS: dict[int, tuple[int, int]] = {
+    2: (1, 10),  # ListOffsets (v1+: one offset per partition, timestamps)
+    3: (1, 12),  # Metadata (v1+: null topics = all topics)
+    8: (2, 9),  # OffsetCommit (v2+: no commit timestamp per partition)
+    9: (2, 9),  # OffsetFetch (v2+: null topics = all committed offsets)
+    10: (0, 6),  # FindCoordinator
+    15: (0, 5),  # DescribeGroups
+    16: (0, 5),  # ListGroups
+    18: (0, 4),  # ApiVersions
+    42: (0, 2),  # DeleteGroups
+}
+
+M = TypeVar("M", bound=Message)
+
+
+class AdminClientError(Exception):
+    """Base of the admin client's errors."""
+
+
+class BrokerUnreachable(AdminClientError):
+    """A broker could not be reached, or stopped answering (the message names its address)."""
+
+    def __init__(self, address: str, reason: str) -> None:
+        super().__init__(f"broker {address} unreachable: {reason}")
+        self.address = address
+        self.reason = reason
+
+
+class KafkaApiError(AdminClientError):
+    """A Kafka error code in a response. ``error_code`` is an ``ErrorCode`` (or the raw int when the
+    code is not in the table); ``str()`` starts with the code's name."""
+
+    def __init__(self, error_code: int, message: str = "") -> None:
+        try:
+            code: ErrorCode | int = ErrorCode(error_code)
+            name = ErrorCode(error_code).name
+        except ValueError:
+            code, name = error_code, f"ERROR_{error_code}"
+        super().__init__(f"{name}: {message}" if message else name)
+        self.error_code = code
+        self.name = name
+        self.message = message
+
+
+class UnsupportedApi(KafkaApiError):
+    """The broker does not serve an API at any version this client speaks."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(ErrorCode.UNSUPPORTED_VERSION, message)
+
+
+def parse_address(text: str, default_port: int = 9092) -> tuple[str, int]:
+    """``host:port`` (or ``host``, or ``[v6]:port``) -> (host, port); ValueError when malformed."""
+    text = text.strip()
+    if not text:
+        raise ValueError("empty address")
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(f"bad address {text!r}: expected [HOST]:PORT")
+        port_text = rest[1:] if rest else str(default_port)
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    elif ":" not in text:
+        host, port_text = text, str(default_port)
+    else:
+        raise ValueError(f"bad address {text!r}: expected HOST:PORT")
+    if not host:
+        raise ValueError(f"bad address {text!r}: no host")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ValueError(f"bad address {text!r}: port {port_text!r} is not a number") from None
+    if not 0 < port < 65536:
+        raise ValueError(f"bad address {text!r}: port {port} out of range")
+    return host, port
+
+
+def format_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class BrokerConnection:
+    """A blocking connection to one broker. ``connect()`` opens it and negotiates versions."""
+
+    def __init__(
+        self, host: str, port: int, *, timeout: float = DEFAULT_TIMEOUT, client_id: str = "shardbroker-admin"
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.address = format_address(host, port)
+        self.timeout = timeout
+        self.client_id = client_id
+        self.sock: socket.socket | None = None
+        #: The broker's ApiVersions answer: api key -> (min, max).
+        self.broker_versions: dict[int, tuple[int, int]] = {}
+        self._correlation = itertools.count(1)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def connect(self) -> BrokerConnection:
+        if self.sock is not None:
+            return self
+        try:
+            self.sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+        except TimeoutError:
+            raise BrokerUnreachable(self.address, f"connect timed out after {self.timeout:g} s") from None
+        except OSError as exc:
+            raise BrokerUnreachable(self.address, exc.strerror or str(exc)) from None
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            self._negotiate()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    def __enter__(self) -> BrokerConnection:
+        return self.connect()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- versions -------------------------------------------------------------------------------
+
+    def _negotiate(self) -> None:
+        """ApiVersions at our highest version; a broker that does not serve it answers v0 with
+        UNSUPPORTED_VERSION and its range, and we ask again at the highest version we share."""
+        version = CLIENT_VERSIONS[ApiVersionsRequest.API_KEY][1]
+        for _ in range(2):
+            request = ApiVersionsRequest(
+                client_software_name="shardbroker-admin", client_software_version=__version__
+            )
+            frame = self._roundtrip(request, version)
+            response = self._decode_api_versions(frame, version)
+            ranges = {k.api_key: (k.min_version, k.max_version) for k in response.api_keys}
+            if response.error_code == ErrorCode.UNSUPPORTED_VERSION and ApiVersionsRequest.API_KEY in ranges:
+                lo, hi = ranges[ApiVersionsRequest.API_KEY]
+                version = min(hi, version)
+                if version < lo:
+                    break
+                continue
+            if response.error_code != ErrorCode.NONE:
+                raise KafkaApiError(response.error_code, f"ApiVersions from {self.address}")
+            self.broker_versions = ranges
+            return
+        raise UnsupportedApi(f"broker {self.address} serves no ApiVersions version this client speaks")
+
+    def _decode_api_versions(self, frame: bytes, version: int) -> ApiVersionsResponse:
+        try:
+            _, msg = decode_response(frame, ApiVersionsRequest.API_KEY, version)
+        except ProtocolError:
+            # An UNSUPPORTED_VERSION answer is encoded as v0 whatever version was asked for.
+            try:
+                msg = decode(ApiVersionsResponse, memoryview(frame)[4:], 0)
+            except ProtocolError as exc:
+                raise BrokerUnreachable(self.address, f"undecodable ApiVersions response: {exc}") from None
+        assert isinstance(msg, ApiVersionsResponse)
+        return msg
+
+    def version_for(self, api_key: int, name: str = "") -> int:
+        """The highest version of ``api_key`` both sides support; UnsupportedApi if none."""
+        mine = CLIENT_VERSIONS.get(api_key)
+        theirs = self.broker_versions.get(api_key)
+        label = name or f"api key {api_key}"
+        if mine is None:
+            raise UnsupportedApi(f"this client does not speak {label}")
+        if theirs is None:
+            raise UnsupportedApi(f"broker {self.address} does not serve {label}")
+        lo, hi = max(mine[0], theirs[0]), min(mine[1], theirs[1])
+        if lo > hi:
+            raise UnsupportedApi(
+                f"broker {self.address} serves {label} v{theirs[0]}-{theirs[1]}, "
+                f"this client v{mine[0]}-{mine[1]}"
+            )
+        return hi
+
+    # -- requests -------------------------------------------------------------------------------
+
+    def send(self, request: Message, version: int | None = None) -> Any:
+        """Send ``request`` (at ``version``, else the negotiated one) and return the decoded response."""
+        self.connect()
+        if version is None:
+            version = self.version_for(request.API_KEY, type(request).API_NAME)
+        frame = self._roundtrip(request, version)
+        try:
+            _, response = decode_response(frame, request.API_KEY, version)
+        except ProtocolError as exc:
+            self.close()
+            raise BrokerUnreachable(
+                self.address, f"undecodable {type(request).API_NAME} v{version} response: {exc}"
+            ) from None
+        return response
+
+    def _roundtrip(self, request: Message, version: int) -> bytes:
+        sock = self.sock
+        if sock is None:
+            raise BrokerUnreachable(self.address, "not connected")
+        correlation_id = next(self._correlation)
+        header = RequestHeader(
+            request_api_key=request.API_KEY,
+            request_api_version=version,
+            correlation_id=correlation_id,
+            client_id=self.client_id,
+        )
+        data = encode_request(header, request)
+        what = f"{type(request).API_NAME} v{version}"
+        try:
+            sock.sendall(data)
+            size = _SIZE.unpack(self._recv_exactly(sock, 4, what))[0]
+            if not 4 <= size <= MAX_RESPONSE_SIZE:
+                raise BrokerUnreachable(
+                    self.address, f"bad response size {size} to {what} (not a Kafka broker?)"
+                )
+            frame = self._recv_exactly(sock, size, what)
+        except TimeoutError:
+            self.close()
+            raise BrokerUnreachable(
+                self.address, f"no response to {what} within {self.timeout:g} s"
+            ) from None
+        except BrokerUnreachable:
+            self.close()
+            raise
+        except OSError as exc:
+            self.close()
+            raise BrokerUnreachable(self.address, f"{what}: {exc.strerror or exc}") from None
+        got = _SIZE.unpack_from(frame, 0)[0]
+        if got != correlation_id:
+            self.close()
+            raise BrokerUnreachable(
+                self.address,
+                f"response correlation id {got} does not match request {correlation_id} ({what})",
+            )
+        return frame
+
+    def _recv_exactly(self, sock: socket.socket, n: int, what: str) -> bytes:
+        buf = bytearray(n)
+        view = memoryview(buf)
+        got = 0
+        while got < n:
+            k = sock.recv_into(view[got:])
+            if k == 0:
+                raise BrokerUnreachable(self.address, f"connection closed by the broker during {what}")
+            got += k
+        return bytes(buf)
+
+    def __repr__(self) -> str:
+        return f"BrokerConnection({self.address})"

@@ -1,0 +1,338 @@
+"""``shardbroker groups``, in-process, against the fake broker of kafka_fake.py: usage errors exit 2,
+runtime errors exit 1 naming the address / group / topic, the describe table (lag = log end offset
+- committed offset, '-' when nothing is committed), and reset-offsets' plans, clamping, refusal
+while the group has members, dry run vs --execute. Opens loopback sockets (the fake broker's)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from shardbroker.cli.main import main
+from shardbroker.client.admin import (
+    EARLIEST,
+    LATEST,
+    encode_consumer_assignment,
+    encode_consumer_subscription,
+)
+from shardbroker.protocol import messages as m
+from shardbroker.protocol.codec import Message
+from tests.unit.kafka_fake import FakeBroker, closed_port, coordinator_at, running_fake
+
+EARLIEST_OFFSET = 2
+LATEST_OFFSET = 10
+#: ListOffsets by timestamp: this timestamp finds offset 4; any later one finds nothing (-1).
+TS_FOUND = 1_700_000_000_000
+
+
+class GroupFake:
+    """The fake broker serving one topic ``t`` (2 partitions) and one group ``g``."""
+
+    def __init__(self, broker: FakeBroker) -> None:
+        self.broker = broker
+        self.state = "Empty"
+        self.members: list[tuple[str, dict[str, list[int]]]] = []
+        self.committed: dict[tuple[str, int], int] = {("t", 0): 5}
+        broker.topics = {"t": 2}
+        broker.handlers.update(
+            {
+                2: self.list_offsets,
+                8: self.offset_commit,
+                9: self.offset_fetch,
+                10: coordinator_at(broker),
+                15: self.describe,
+                16: self.list_groups,
+            }
+        )
+
+    def describe(self, version: int, request: Any) -> Message:
+        D = m.DescribeGroupsResponse
+        out = []
+        for gid in request.groups:
+            if gid != "g":
+                out.append(D.DescribedGroup(group_id=gid, group_state="Dead"))
+                continue
+            members = [
+                D.DescribedGroupMember(
+                    member_id=mid,
+                    client_id="cli",
+                    client_host="/127.0.0.1",
+                    member_metadata=encode_consumer_subscription(list(parts)),
+                    member_assignment=encode_consumer_assignment(parts),
+                )
+                for mid, parts in self.members
+            ]
+            out.append(
+                D.DescribedGroup(
+                    group_id="g",
+                    group_state=self.state,
+                    protocol_type="consumer",
+                    protocol_data="range" if members else "",
+                    members=members,
+                )
+            )
+        return D(groups=out)
+
+    def list_groups(self, version: int, request: Any) -> Message:
+        L = m.ListGroupsResponse
+        return L(groups=[L.ListedGroup(group_id="g", protocol_type="consumer", group_state=self.state)])
+
+    def offset_fetch(self, version: int, request: Any) -> Message:
+        R = m.OffsetFetchResponse
+        gid = request.groups[0].group_id
+        committed = self.committed if gid == "g" else {}
+        parts = [
+            R.OffsetFetchResponsePartitions(partition_index=p, committed_offset=o)
+            for (_, p), o in committed.items()
+        ]
+        topics = [R.OffsetFetchResponseTopics(name="t", partitions=parts)] if parts else []
+        return R(groups=[R.OffsetFetchResponseGroup(group_id=gid, topics=topics)])
+
+    def list_offsets(self, version: int, request: Any) -> Message:
+        R = m.ListOffsetsResponse
+
+        def offset(ts: int) -> int:
+            if ts == EARLIEST:
+                return EARLIEST_OFFSET
+            if ts == LATEST:
+                return LATEST_OFFSET
+            return 4 if ts <= TS_FOUND else -1
+
+        return R(
+            topics=[
+                R.ListOffsetsTopicResponse(
+                    name=t.name,
+                    partitions=[
+                        R.ListOffsetsPartitionResponse(
+                            partition_index=p.partition_index, offset=offset(p.timestamp)
+                        )
+                        for p in t.partitions
+                    ],
+                )
+                for t in request.topics
+            ]
+        )
+
+    def offset_commit(self, version: int, request: Any) -> Message:
+        R = m.OffsetCommitResponse
+        for t in request.topics:
+            for p in t.partitions:
+                self.committed[(t.name, p.partition_index)] = p.committed_offset
+        return R(
+            topics=[
+                R.OffsetCommitResponseTopic(
+                    name=t.name,
+                    partitions=[
+                        R.OffsetCommitResponsePartition(partition_index=p.partition_index)
+                        for p in t.partitions
+                    ],
+                )
+                for t in request.topics
+            ]
+        )
+
+
+@pytest.fixture
+def gfake() -> Iterator[GroupFake]:
+    with running_fake() as broker:
+        yield GroupFake(broker)
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    try:
+        code = main(["groups", *argv])
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def rows(out: str) -> list[list[str]]:
+    return [line.split() for line in out.splitlines() if line.strip()]
+
+
+# -- usage -----------------------------------------------------------------------------------------
+
+
+def test_help(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "--help")
+    assert code == 0 and "list" in out and "describe" in out and "reset-offsets" in out
+    code, out, _ = run(capsys, "reset-offsets", "--help")
+    assert code == 0
+    for flag in (
+        "--bootstrap-server",
+        "--to-earliest",
+        "--to-datetime",
+        "--shift-by",
+        "--execute",
+        "--dry-run",
+    ):
+        assert flag in out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["list", "--bootstrap-server", "host:port"],
+        ["list", "--bootstrap-server", ""],
+        ["list", "--timeout", "0"],
+        ["describe"],
+        ["describe", "g", "--members", "--state"],
+        ["reset-offsets", "g", "--topic", "t"],
+        ["reset-offsets", "g", "--to-earliest"],
+        ["reset-offsets", "g", "--topic", "t:x", "--to-earliest"],
+        ["reset-offsets", "g", "--topic", "t", "--to-datetime", "yesterday"],
+        ["reset-offsets", "g", "--topic", "t", "--to-offset", "ten"],
+        ["reset-offsets", "g", "--topic", "t", "--to-earliest", "--to-latest"],
+        ["reset-offsets", "g", "--topic", "t", "--to-earliest", "--dry-run", "--execute"],
+        ["frobnicate"],
+    ],
+)
+def test_bad_usage_exits_2(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    code, _, err = run(capsys, *argv)
+    assert code == 2, err
+    assert "error" in err
+
+
+def test_unreachable_broker_exits_1_naming_it(capsys: pytest.CaptureFixture[str]) -> None:
+    port = closed_port()
+    for argv in (["list"], ["describe", "g"], ["reset-offsets", "g", "--topic", "t", "--to-earliest"]):
+        code, out, err = run(capsys, *argv, "--bootstrap-server", f"127.0.0.1:{port}")
+        assert code == 1
+        assert f"127.0.0.1:{port}" in err and "unreachable" in err and out == ""
+
+
+# -- list / describe -------------------------------------------------------------------------------
+
+
+def test_list(capsys: pytest.CaptureFixture[str], gfake: GroupFake) -> None:
+    bs = ["--bootstrap-server", gfake.broker.address]
+    assert run(capsys, "list", *bs)[:2] == (0, "g\n")
+    code, out, _ = run(capsys, "list", "--state", *bs)
+    assert code == 0 and rows(out) == [["GROUP", "STATE"], ["g", "Empty"]]
+    assert rows(run(capsys, "list", "--state", "Stable", *bs)[1]) == []
+    code, out, _ = run(capsys, "list", "--json", *bs)
+    assert json.loads(out) == [
+        {"group": "g", "state": "Empty", "protocol_type": "consumer", "coordinator": 0}
+    ]
+
+
+def test_describe_offsets_and_lag(capsys: pytest.CaptureFixture[str], gfake: GroupFake) -> None:
+    gfake.state = "Stable"
+    gfake.members = [("m-1", {"t": [0, 1]})]
+    code, out, _ = run(capsys, "describe", "g", "--bootstrap-server", gfake.broker.address)
+    assert code == 0
+    assert rows(out) == [
+        [
+            "GROUP",
+            "TOPIC",
+            "PARTITION",
+            "CURRENT-OFFSET",
+            "LOG-END-OFFSET",
+            "LAG",
+            "CONSUMER-ID",
+            "HOST",
+            "CLIENT-ID",
+        ],
+        ["g", "t", "0", "5", "10", "5", "m-1", "/127.0.0.1", "cli"],
+        ["g", "t", "1", "-", "10", "-", "m-1", "/127.0.0.1", "cli"],
+    ]
+    code, out, _ = run(capsys, "describe", "g", "--json", "--bootstrap-server", gfake.broker.address)
+    (described,) = json.loads(out)
+    assert described["state"] == "Stable"
+    assert [(o["partition"], o["current_offset"], o["lag"]) for o in described["offsets"]] == [
+        (0, 5, 5),
+        (1, None, None),
+    ]
+    assert described["members"][0]["assignment"] == {"t": [0, 1]}
+
+
+def test_describe_members_and_state(capsys: pytest.CaptureFixture[str], gfake: GroupFake) -> None:
+    gfake.state = "Stable"
+    gfake.members = [("m-1", {"t": [0]}), ("m-2", {"t": [1]})]
+    bs = ["--bootstrap-server", gfake.broker.address]
+    code, out, _ = run(capsys, "describe", "g", "--members", "--verbose", *bs)
+    assert code == 0
+    assert rows(out)[1:] == [
+        ["g", "m-1", "-", "/127.0.0.1", "cli", "1", "t(0)"],
+        ["g", "m-2", "-", "/127.0.0.1", "cli", "1", "t(1)"],
+    ]
+    code, out, _ = run(capsys, "describe", "g", "--state", *bs)
+    assert code == 0 and rows(out)[1] == ["g", f"{gfake.broker.address}", "(0)", "range", "Stable", "2"]
+
+
+def test_describe_empty_and_unknown_groups(capsys: pytest.CaptureFixture[str], gfake: GroupFake) -> None:
+    bs = ["--bootstrap-server", gfake.broker.address]
+    code, out, _ = run(capsys, "describe", "g", *bs)
+    assert code == 0 and "Consumer group 'g' has no active members." in out
+    assert ["g", "t", "0", "5", "10", "5", "-", "-", "-"] in rows(out)
+    for argv in (["describe", "nope"], ["describe", "nope", "--members"], ["describe", "nope", "--state"]):
+        code, out, err = run(capsys, *argv, *bs)
+        assert code == 1 and "consumer group 'nope' does not exist" in err
+
+
+# -- reset-offsets ---------------------------------------------------------------------------------
+
+
+def reset(
+    capsys: pytest.CaptureFixture[str], gfake: GroupFake, *argv: str
+) -> tuple[int, dict[int, int], str]:
+    code, out, err = run(capsys, "reset-offsets", "g", *argv, "--bootstrap-server", gfake.broker.address)
+    plan = {int(r[2]): int(r[3]) for r in rows(out)[1:]} if code == 0 else {}
+    if code == 0:
+        assert rows(out)[0] == ["GROUP", "TOPIC", "PARTITION", "NEW-OFFSET"]
+    return code, plan, err
+
+
+def commits(gfake: GroupFake) -> int:
+    return len(gfake.broker.apis(8))
+
+
+@pytest.mark.parametrize(
+    ("argv", "plan"),
+    [
+        (["--to-earliest"], {0: 2, 1: 2}),
+        (["--to-latest"], {0: 10, 1: 10}),
+        (["--to-offset", "7"], {0: 7, 1: 7}),
+        (["--to-offset", "0"], {0: 2, 1: 2}),  # clamped to the log start
+        (["--to-offset", "99"], {0: 10, 1: 10}),  # clamped to the log end
+        (["--to-datetime", "2023-11-14T22:13:20Z"], {0: 4, 1: 4}),  # == TS_FOUND
+        (["--to-datetime", "2030-01-01T00:00:00+00:00"], {0: 10, 1: 10}),  # nothing after: latest
+    ],
+)
+def test_reset_plans_dry_run(
+    capsys: pytest.CaptureFixture[str], gfake: GroupFake, argv: list[str], plan: dict[int, int]
+) -> None:
+    code, got, err = reset(capsys, gfake, "--topic", "t", *argv)
+    assert (code, got) == (0, plan)
+    assert commits(gfake) == 0 and "--execute" in err  # the default is a dry run, and says so
+    code, got, err = reset(capsys, gfake, "--topic", "t", *argv, "--dry-run")
+    assert (code, got, err) == (0, plan, "")
+    assert commits(gfake) == 0
+
+
+def test_reset_execute_commits_as_admin(capsys: pytest.CaptureFixture[str], gfake: GroupFake) -> None:
+    code, plan, _ = reset(capsys, gfake, "--topic", "t:1", "--to-offset", "8", "--execute")
+    assert (code, plan) == (0, {1: 8})
+    assert gfake.committed == {("t", 0): 5, ("t", 1): 8}
+    ((_, request),) = gfake.broker.apis(8)
+    assert (request.group_id, request.generation_id_or_member_epoch, request.member_id) == ("g", -1, "")
+    code, plan, _ = reset(capsys, gfake, "--all-topics", "--shift-by", "-4", "--execute")
+    assert (code, plan) == (0, {0: 2, 1: 4})  # 5-4 clamped to the log start 2; 8-4
+    assert gfake.committed == {("t", 0): 2, ("t", 1): 4}
+
+
+def test_reset_refusals(capsys: pytest.CaptureFixture[str], gfake: GroupFake) -> None:
+    code, _, err = reset(capsys, gfake, "--topic", "t", "--shift-by", "1")
+    assert code == 1 and "needs a committed offset" in err and "t-1" in err  # t-1 has none
+    code, _, err = reset(capsys, gfake, "--topic", "nosuch", "--to-earliest", "--execute")
+    assert code == 1 and "topic 'nosuch' does not exist" in err
+    code, _, err = reset(capsys, gfake, "--topic", "t:0,5", "--to-earliest", "--execute")
+    assert code == 1 and "topic 't' has no partition 5" in err
+    gfake.state, gfake.members = "Stable", [("m-1", {"t": [0, 1]})]
+    code, _, err = reset(capsys, gfake, "--topic", "t", "--to-earliest", "--execute")
+    assert code == 1 and "inactive" in err and "Stable" in err and "'g'" in err
+    assert commits(gfake) == 0
