@@ -8,9 +8,10 @@ the config (flags over the TOML file, config.py), the data dir (created if missi
 ``.lock`` so two brokers never share it, checked writable), the ports (worker i binds
 ``listen port + i``: a port already taken fails here rather than as a worker boot failure), the
 leftovers of a crashed run of the same data dir (``shm.reclaim_stale``), then the controller's
-metadata log and rings, the shared counter table (ipc/counters.py), then the supervisor and its
-workers. The /metrics address is probed before the fork like the Kafka ports, and bound once the
-first workers are forked: its sockets live on the supervisor's loop (metrics_http.py), so later
+metadata log and rings, the shared counter table (ipc/counters.py) and committed-offsets table
+(ipc/group_offsets.py, for the consumer group lag), then the supervisor and its workers. The
+/metrics address is probed before the fork like the Kafka ports, and bound once the first
+workers are forked: its sockets live on the supervisor's loop (metrics_http.py), so later
 forks close them in the children.
 
 Instance name: ``sb`` + 8 hex digits of the SHA-256 of the absolute data dir. Shared memory is
@@ -39,9 +40,10 @@ from shardbroker.config import BrokerConfig
 from shardbroker.controller import Controller, in_ring_name, out_ring_name
 from shardbroker.ipc import shm
 from shardbroker.ipc.counters import CounterTable
+from shardbroker.ipc.group_offsets import GroupOffsetTable
 from shardbroker.ipc.heartbeat import SegmentInUse
 from shardbroker.metadata_log import DataDirLock, MetadataLogError
-from shardbroker.metrics import MetricsCollector, RingStat
+from shardbroker.metrics import GroupLagSource, MetricsCollector, RingStat
 from shardbroker.metrics_http import MetricsServer
 from shardbroker.supervision import Phase, Policy
 from shardbroker.supervisor import Supervisor, SupervisorConfig
@@ -162,6 +164,7 @@ def serve(
         raise ServeError(str(exc)) from None
     controller: Controller | None = None
     counters: CounterTable | None = None
+    group_offsets: GroupOffsetTable | None = None
     try:
         check_ports(config.listen_host, config.listen_port, config.workers)
         if config.metrics_port:
@@ -177,7 +180,8 @@ def serve(
         except OSError as exc:
             raise ServeError(f"cannot open the metadata log in {data_dir}: {exc.strerror or exc}") from None
         counters = CounterTable.create(instance, config.workers)
-        setup = _worker_setup(controller, config, install, counters)
+        group_offsets = GroupOffsetTable.create(instance, config.workers)
+        setup = _worker_setup(controller, config, install, counters, group_offsets)
 
         def announce() -> None:
             for i in range(config.workers):
@@ -193,6 +197,7 @@ def serve(
         collector = MetricsCollector(
             counters, lambda: supervisor.heartbeats, functools.partial(_ring_stats, controller)
         )
+        collector.add_source(GroupLagSource(counters, group_offsets))
         supervisor.metrics = MetricsServer(config.metrics_host, config.metrics_port, collector.exposition)
         try:
             code = supervisor.run()
@@ -202,6 +207,8 @@ def serve(
             print(f"shardbroker serve: {supervisor.halt_reason}", file=sys.stderr, flush=True)
         return code
     finally:
+        if group_offsets is not None:
+            group_offsets.close()
         if counters is not None:
             counters.close()
         if controller is not None:
@@ -234,7 +241,11 @@ def _ring_stats(controller: Controller) -> list[RingStat]:
 
 
 def _worker_setup(
-    controller: Controller, config: BrokerConfig, install: ExtraSetup | None, counters: CounterTable
+    controller: Controller,
+    config: BrokerConfig,
+    install: ExtraSetup | None,
+    counters: CounterTable,
+    group_offsets: GroupOffsetTable,
 ) -> Callable[[Worker], None]:
     def setup(worker: Worker) -> None:
         # In the forked child: keep this slot's rings, close the rest of the controller's.
@@ -248,7 +259,9 @@ def _worker_setup(
         else:
             from shardbroker.broker.server import install as install_broker
 
-            install_broker(worker, config, channel, counters.worker(worker.slot))
+            install_broker(
+                worker, config, channel, counters.worker(worker.slot), group_offsets.worker(worker.slot)
+            )
 
     return setup
 

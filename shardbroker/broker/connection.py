@@ -248,9 +248,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
             response = await self.registry.dispatch(ctx, event.request)
         except Exception:
             # The handler failed and its response cannot carry an error (logged by dispatch).
-            self.state.counters.request(
-                event.api_key, time.perf_counter() - started, _UNKNOWN_SERVER_ERROR
-            )
+            self.state.counters.request(event.api_key, time.perf_counter() - started, _UNKNOWN_SERVER_ERROR)
             self._respond_or_close(event, None, close=True)
             return
         finally:

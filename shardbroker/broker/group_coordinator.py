@@ -61,7 +61,14 @@ Known limits
     their live size, so this is milliseconds for thousands of groups; Kafka loads in a
     background thread). Not implemented: ``group.max.size`` (GROUP_MAX_SIZE_REACHED),
     transactional offset commits (TxnOffsetCommit), the KIP-848 consumer protocol
-    (ConsumerGroupHeartbeat), the ``shardbroker_consumergroup_lag`` metric.
+    (ConsumerGroupHeartbeat).
+
+Lag metric (``shardbroker_consumergroup_lag``)
+    `publish_offsets` runs on the ReplicaManager's 1 s publish tick and copies every committed
+    offset of the groups loaded here into this worker's rows of the shared table
+    (ipc/group_offsets.py); the supervisor subtracts them from the partitions' log end offsets
+    (metrics.py, `GroupLagSource`). An OffsetCommit writes no shared memory; a group deleted,
+    expired or unloaded loses its rows at the next tick.
 """
 
 from __future__ import annotations
@@ -86,6 +93,7 @@ from shardbroker.broker.group_state import (
 )
 from shardbroker.broker.metadata_image import MetadataImage, TopicImage
 from shardbroker.config import BrokerConfig
+from shardbroker.ipc.group_offsets import WorkerGroupOffsets
 from shardbroker.protocol.errors import ErrorCode, ProtocolError
 from shardbroker.protocol.records import RecordBatchBuilder, iter_batches
 from shardbroker.storage.errors import StorageError
@@ -195,6 +203,7 @@ class GroupCoordinator:
         *,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        offsets_table: WorkerGroupOffsets | None = None,
     ) -> None:
         self.node_id = node_id
         self.config = config
@@ -222,6 +231,10 @@ class GroupCoordinator:
         self._tasks: list[asyncio.Task[None]] = []
         self._create_lock = asyncio.Lock()
         self._closed = False
+        #: This worker's rows of the shared committed-offsets table (ipc/group_offsets.py),
+        #: private memory when nobody reads them; written by `publish_offsets` on the 1 s tick.
+        self.offsets_table = offsets_table if offsets_table is not None else WorkerGroupOffsets.private()
+        replicas.add_publisher(self.publish_offsets)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -253,6 +266,7 @@ class GroupCoordinator:
             group.kill()
         self.groups = {}
         self.owned = set()
+        self.offsets_table.clear()
 
     async def stop_serving(self) -> None:
         """Drain hook run *before* the listener drains (registered after it): parked JoinGroup
@@ -857,6 +871,22 @@ class GroupCoordinator:
             self._empty_since.pop(group_id, None)
         group.kill()
         return await self._wait_durable(group_id, flush_offset)
+
+    # ------------------------------------------------------------------ metrics
+
+    def committed_offsets(self) -> Iterator[tuple[str, str, int, int]]:
+        """(group, topic, partition, committed offset) of every live group loaded here."""
+        for group_id, group in self.groups.items():
+            if group.state == GroupState.DEAD:
+                continue
+            for (topic, partition), om in group.offsets.items():
+                yield group_id, topic, partition, om.offset
+
+    def publish_offsets(self) -> None:
+        """Copy the committed offsets to shared memory (ReplicaManager's 1 s publish tick; no
+        write per OffsetCommit). Keys gone since the last tick (group deleted, offsets expired
+        or deleted, partition unloaded) lose their rows: their lag series disappear."""
+        self.offsets_table.publish(self.committed_offsets())
 
     # ------------------------------------------------------------------ timers
 

@@ -393,6 +393,8 @@ class ReplicaManager:
         self.channel = channel
         #: Shared per-partition counters (ipc/counters.py); private memory when nobody reads them.
         self.counters = counters if counters is not None else WorkerCounters.private()
+        #: More publishers run on the same tick (GroupCoordinator.publish_offsets: group lag).
+        self._publishers: list[Callable[[], None]] = []
         self.data_dir = Path(config.data_dir)
         self._clock = clock
         #: topic -> partition index -> Partition (nested: handlers look up a topic once per request).
@@ -552,6 +554,7 @@ class ReplicaManager:
         p = Partition(topic.name, part.partition, topic.topic_id, part.leader_epoch, plog)
         p.metrics = self.counters.open_partition(topic.name, part.partition)
         self.refresh_log_gauges(p)
+        self._publish_partition(p)  # a row's log end offset is never the zero of a fresh row
         stored = read_leader_epochs(directory)
         p.epochs = [e for e in stored if e[1] <= plog.log_end_offset]  # truncated away: forgotten
         if not p.epochs or p.epochs[-1][0] < part.leader_epoch:
@@ -576,30 +579,41 @@ class ReplicaManager:
         p.size_base = p.log.size_in_bytes - p.bytes_in
         p.published = None
 
+    def add_publisher(self, publish: Callable[[], None]) -> None:
+        """Run ``publish`` after the partitions on every `publish_metrics` (the 1 s tick)."""
+        self._publishers.append(publish)
+
     def publish_metrics(self) -> None:
         """Copy every changed partition's counters and the request accumulators to the shared
-        counter table (each housekeeping tick, 1 s; ipc/counters.py says why not per append)."""
-        counters = self.counters
-        counters.publish()
-        publish = counters.publish_partition
+        counter table (each housekeeping tick, 1 s; ipc/counters.py says why not per append),
+        then run the other publishers (`add_publisher`)."""
+        self.counters.publish()
         for by_index in self.partitions.values():
             for p in by_index.values():
                 mark = p.published
                 if mark is not None and mark[0] == p.produce_requests and mark[1] == p.fetch_requests:
                     continue  # idle: nothing moved
-                p.published = (p.produce_requests, p.fetch_requests)
-                plog = p.log
-                publish(
-                    p.metrics,
-                    p.messages_in,
-                    p.bytes_in,
-                    p.bytes_out,
-                    plog.log_end_offset,
-                    plog.log_start_offset,
-                    p.size_base + p.bytes_in,
-                    p.produce_requests,
-                    p.fetch_requests,
-                )
+                self._publish_partition(p)
+        for publish in self._publishers:
+            try:
+                publish()
+            except Exception:  # one bad publisher must not stop the partitions' tick
+                log.exception("metrics publisher")
+
+    def _publish_partition(self, p: Partition) -> None:
+        p.published = (p.produce_requests, p.fetch_requests)
+        plog = p.log
+        self.counters.publish_partition(
+            p.metrics,
+            p.messages_in,
+            p.bytes_in,
+            p.bytes_out,
+            plog.log_end_offset,
+            plog.log_start_offset,
+            p.size_base + p.bytes_in,
+            p.produce_requests,
+            p.fetch_requests,
+        )
 
     def _new_epoch(self, p: Partition, epoch: int) -> None:
         p.leader_epoch = epoch

@@ -27,6 +27,7 @@ from shardbroker.broker.replica_manager import ReplicaManager
 from shardbroker.broker.worker_state import WorkerState
 from shardbroker.config import BrokerConfig
 from shardbroker.ipc.counters import WorkerCounters
+from shardbroker.ipc.group_offsets import WorkerGroupOffsets
 
 if TYPE_CHECKING:
     from shardbroker.broker.controller_channel import ControllerChannel
@@ -36,14 +37,19 @@ __all__ = ["install"]
 
 
 def install(
-    worker: Worker, config: BrokerConfig, channel: ControllerChannel, counters: WorkerCounters | None = None
+    worker: Worker,
+    config: BrokerConfig,
+    channel: ControllerChannel,
+    counters: WorkerCounters | None = None,
+    group_offsets: WorkerGroupOffsets | None = None,
 ) -> WorkerState:
     """Register this worker's ReplicaManager, GroupCoordinator and KafkaListener (after the
     already-registered channel); return the ``WorkerState`` the handlers will see. ``counters``:
-    this worker's cells of the supervisor's counter table (ipc/counters.py), private if None."""
+    this worker's cells of the supervisor's counter table (ipc/counters.py), private if None;
+    ``group_offsets``: its rows of the committed-offsets table (ipc/group_offsets.py), likewise."""
     counters = counters if counters is not None else WorkerCounters.private()
     replicas = ReplicaManager(worker.node_id, config, channel, counters=counters)
-    groups = GroupCoordinator(worker.node_id, config, channel, replicas)
+    groups = GroupCoordinator(worker.node_id, config, channel, replicas, offsets_table=group_offsets)
     state = WorkerState(
         node_id=worker.node_id,
         config=config,
