@@ -81,20 +81,18 @@ import contextlib
 import itertools
 import json
 import os
-import shutil
 import statistics
 import struct
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import confluent_kafka
 
+from perf import broker_load
 from perf.broker_load import create_topic
 from perf.sizes import pick, quick
 from shardbroker.client.admin import (
@@ -529,31 +527,9 @@ def summary(values: Sequence[float], delay_s: float) -> dict[str, Any]:
     }
 
 
-@contextlib.contextmanager
-def running_broker(cfg: GroupBenchConfig) -> Iterator[BrokerProcess]:
-    root = Path(tempfile.mkdtemp(prefix="shardbroker-perf-groups-"))
-    logs = root / "logs"
-    logs.mkdir()
-    broker = BrokerProcess(
-        root / "data",
-        logs,
-        workers=cfg.workers,
-        config={"group.initial.rebalance.delay.ms": cfg.delay_ms, "group.min.session.timeout.ms": 1000},
-        name="perf-groups",
-    )
-    try:
-        broker.start()
-        yield broker
-    except BaseException:
-        print(broker.output(), file=sys.stderr)
-        raise
-    finally:
-        with contextlib.suppress(AssertionError):
-            if broker.proc is not None and broker.proc.poll() is None:
-                broker.stop()
-        broker.kill()
-        broker.remove_shm_leftovers()
-        shutil.rmtree(root, ignore_errors=True)
+def running_broker(cfg: GroupBenchConfig) -> contextlib.AbstractContextManager[BrokerProcess]:
+    config = {"group.initial.rebalance.delay.ms": cfg.delay_ms, "group.min.session.timeout.ms": 1000}
+    return broker_load.running_broker(cfg.workers, config=config, name="perf-groups")
 
 
 def run(cfg: GroupBenchConfig) -> Report:

@@ -106,18 +106,17 @@ class LoadConfig:
 
 
 @contextlib.contextmanager
-def running_broker(workers: int) -> Iterator[BrokerProcess]:
-    """A broker on free ports in a temporary data dir; drained and removed afterwards."""
-    root = Path(tempfile.mkdtemp(prefix="shardbroker-perf-"))
+def running_broker(
+    workers: int, *, config: dict[str, Any] | None = None, name: str = "perf"
+) -> Iterator[BrokerProcess]:
+    """A broker on free ports in a temporary data dir (``shardbroker-<name>-*``); drained and
+    removed afterwards. ``config``: broker settings (default: this benchmark's)."""
+    if config is None:
+        config = {"message.max.bytes": 4 * 1024 * 1024, "num.partitions": 4}
+    root = Path(tempfile.mkdtemp(prefix=f"shardbroker-{name}-"))
     logs = root / "logs"
     logs.mkdir()
-    broker = BrokerProcess(
-        root / "data",
-        logs,
-        workers=workers,
-        config={"message.max.bytes": 4 * 1024 * 1024, "num.partitions": 4},
-        name="perf",
-    )
+    broker = BrokerProcess(root / "data", logs, workers=workers, config=config, name=name)
     try:
         broker.start()
         yield broker

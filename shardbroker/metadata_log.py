@@ -49,6 +49,7 @@ from typing import Any, Final
 
 from shardbroker.controller_state import ControllerState, apply_record
 from shardbroker.protocol.crc import crc32c
+from shardbroker.storage.checkpoint import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -100,29 +101,6 @@ def scan_frames(data: bytes) -> tuple[list[dict[str, Any]], int]:
 def new_cluster_id() -> str:
     """Kafka's form: a random uuid as 22 characters of URL-safe base64 without padding."""
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write temp, fsync, rename over ``path``, fsync the directory."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 class DataDirLock:

@@ -80,7 +80,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from shardbroker.broker import group_records as gr
 from shardbroker.broker.group_state import (
@@ -115,6 +115,19 @@ log = logging.getLogger(__name__)
 
 OFFSETS_TOPIC: Final = "__consumer_offsets"
 _NONE: Final = int(ErrorCode.NONE)
+_T = TypeVar("_T")
+
+
+def _future_and_callback() -> tuple[asyncio.Future[_T], Callable[[_T], None]]:
+    """A future of the running loop and a callback that resolves it (later calls are ignored)."""
+    fut: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
+
+    def done(result: _T) -> None:
+        if not fut.done():
+            fut.set_result(result)
+
+    return fut, done
+
 
 #: Kafka's defaults (GroupCoordinatorConfig / OffsetConfig).
 DEFAULTS: Final = {
@@ -624,12 +637,8 @@ class GroupCoordinator:
             if member_id:
                 return JoinResult(int(ErrorCode.UNKNOWN_MEMBER_ID), member_id=member_id)
             group = self.groups[group_id] = self._new_group(group_id)
-        fut: asyncio.Future[JoinResult] = asyncio.get_running_loop().create_future()
-
-        def done(result: JoinResult) -> None:
-            if not fut.done():
-                fut.set_result(result)
-
+        fut: asyncio.Future[JoinResult]
+        fut, done = _future_and_callback()
         group.join(
             member_id=member_id,
             group_instance_id=group_instance_id,
@@ -663,12 +672,8 @@ class GroupCoordinator:
         group = self.groups.get(group_id)
         if group is None:
             return SyncResult(int(ErrorCode.UNKNOWN_MEMBER_ID))
-        fut: asyncio.Future[SyncResult] = asyncio.get_running_loop().create_future()
-
-        def done(result: SyncResult) -> None:
-            if not fut.done():
-                fut.set_result(result)
-
+        fut: asyncio.Future[SyncResult]
+        fut, done = _future_and_callback()
         group.sync(
             member_id=member_id,
             group_instance_id=group_instance_id,

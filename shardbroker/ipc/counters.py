@@ -68,16 +68,22 @@ anyway).
 from __future__ import annotations
 
 import bisect
-import contextlib
 import mmap
 import struct
-from dataclasses import dataclass
 from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 
-from shardbroker.ipc.shm import SharedSegment, shm_name
+from shardbroker.ipc.shm import SharedSegment
+from shardbroker.ipc.table import (
+    TableLayout,
+    aligned,
+    attach_segment,
+    close_table,
+    create_segment,
+    read_header,
+)
 
 __all__ = [
     "BUCKETS",
@@ -135,23 +141,13 @@ LABEL_BYTES: Final = 320
 LABEL_NAME_AT: Final = 64
 MAX_NAME: Final = LABEL_BYTES - LABEL_NAME_AT  # Kafka topic names are at most 249 characters
 
-_PREAMBLE: Final = 32
-_HEADER_AT: Final = 32
-_HEADER_WORDS: Final = 8
-_ALIGN: Final = 64
-
-
-def _aligned(n: int) -> int:
-    return (n + _ALIGN - 1) // _ALIGN * _ALIGN
-
-
 # Offsets inside one worker block.
 _MISC_AT: Final = 0
 _REQ_AT: Final = _MISC_AT + 8 * 8
-_ERR_AT: Final = _aligned(_REQ_AT + 8 * N_API)
-_HIST_AT: Final = _aligned(_ERR_AT + 8 * N_API * N_ERR)
-_HSUM_AT: Final = _aligned(_HIST_AT + 8 * N_API * (N_BUCKETS + 1))
-WORKER_BLOCK: Final = _aligned(_HSUM_AT + 8 * N_API)
+_ERR_AT: Final = aligned(_REQ_AT + 8 * N_API)
+_HIST_AT: Final = aligned(_ERR_AT + 8 * N_API * N_ERR)
+_HSUM_AT: Final = aligned(_HIST_AT + 8 * N_API * (N_BUCKETS + 1))
+WORKER_BLOCK: Final = aligned(_HSUM_AT + 8 * N_API)
 
 
 def error_index(code: int) -> int:
@@ -160,26 +156,12 @@ def error_index(code: int) -> int:
     return i if 0 <= i < N_ERR - 1 else N_ERR - 1
 
 
-@dataclass(frozen=True)
-class _Layout:
-    workers: int
-    rows: int
-
-    @property
-    def rows_per_worker(self) -> int:
-        return self.rows // self.workers
-
-    @property
-    def blocks_at(self) -> int:
-        return _aligned(_HEADER_AT + 8 * _HEADER_WORDS)
-
-    @property
-    def state_at(self) -> int:
-        return self.blocks_at + WORKER_BLOCK * self.workers
+class _Layout(TableLayout):
+    BLOCK = WORKER_BLOCK
 
     @property
     def counters_at(self) -> int:
-        return _aligned(self.state_at + 8 * self.rows)
+        return self.data_at
 
     @property
     def labels_at(self) -> int:
@@ -197,8 +179,7 @@ class CounterTable:
     def __init__(self, segment: SharedSegment) -> None:
         self.segment = segment
         mm = segment.mmap
-        header = np.ndarray((_HEADER_WORDS,), dtype=np.int64, buffer=mm, offset=_HEADER_AT)
-        workers, rows, _, n_api, n_err, n_buckets = (int(x) for x in header[:6])
+        workers, rows, _, n_api, n_err, n_buckets = read_header(segment)[:6]
         if (n_api, n_err, n_buckets) != (N_API, N_ERR, N_BUCKETS) or workers < 1:
             raise ValueError(f"{segment.name}: counters layout does not match this build")
         self.layout = _Layout(workers, rows)
@@ -236,15 +217,12 @@ class CounterTable:
         if workers < 1 or rows < workers:
             raise ValueError(f"need workers >= 1 and rows >= workers, got {workers}, {rows}")
         lay = _Layout(workers, rows)
-        seg = SharedSegment.create(shm_name(instance, OBJECT_NAME), lay.size, COUNTERS_KIND, COUNTERS_VERSION)
-        header = np.ndarray((_HEADER_WORDS,), dtype=np.int64, buffer=seg.mmap, offset=_HEADER_AT)
-        header[:] = [workers, rows, lay.rows_per_worker, N_API, N_ERR, N_BUCKETS, 0, 0]
-        del header
-        return cls(seg)
+        header = [workers, rows, lay.rows_per_worker, N_API, N_ERR, N_BUCKETS]
+        return cls(create_segment(instance, OBJECT_NAME, lay.size, COUNTERS_KIND, COUNTERS_VERSION, header))
 
     @classmethod
     def attach(cls, instance: str) -> CounterTable:
-        return cls(SharedSegment.attach(shm_name(instance, OBJECT_NAME), COUNTERS_KIND, COUNTERS_VERSION))
+        return cls(attach_segment(instance, OBJECT_NAME, COUNTERS_KIND, COUNTERS_VERSION))
 
     @property
     def name(self) -> str:
@@ -269,10 +247,7 @@ class CounterTable:
 
     def close(self) -> None:
         """Unmap (and unlink, in the creating process). Views handed out keep the mapping alive."""
-        for attr in ("misc", "requests", "errors", "hist", "hist_sum", "state", "counters", "labels"):
-            setattr(self, attr, np.zeros(0))
-        with contextlib.suppress(BufferError):
-            self.segment.close()
+        close_table(self, ("misc", "requests", "errors", "hist", "hist_sum", "state", "counters", "labels"))
 
 
 def _view(mm: mmap.mmap, dtype: Any, shape: tuple[int, ...], offset: int, stride0: int) -> Any:

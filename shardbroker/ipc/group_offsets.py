@@ -43,17 +43,22 @@ restart republishes what its coordinator loaded), and clears them on drain.
 
 from __future__ import annotations
 
-import contextlib
 import mmap
 import struct
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
 import numpy.typing as npt
 
-from shardbroker.ipc.shm import SharedSegment, shm_name
+from shardbroker.ipc.shm import SharedSegment
+from shardbroker.ipc.table import (
+    TableLayout,
+    attach_segment,
+    close_table,
+    create_segment,
+    read_header,
+)
 
 __all__ = ["DEFAULT_ROWS", "MAX_GROUP", "MAX_TOPIC", "GroupOffsetTable", "OffsetRow", "WorkerGroupOffsets"]
 
@@ -72,9 +77,6 @@ MAX_GROUP: Final = ROW_BYTES - _GROUP_AT  # 224 bytes
 OVERFLOW: Final = 0
 ROWS_IN_USE: Final = 1
 
-_HEADER_AT: Final = 32
-_HEADER_WORDS: Final = 8
-_ALIGN: Final = 64
 _BLOCK: Final = 64
 
 #: One published row: (group, topic, partition, committed offset).
@@ -82,30 +84,12 @@ OffsetRow = tuple[str, str, int, int]
 _Key = tuple[str, str, int]
 
 
-def _aligned(n: int) -> int:
-    return (n + _ALIGN - 1) // _ALIGN * _ALIGN
-
-
-@dataclass(frozen=True)
-class _Layout:
-    workers: int
-    rows: int
-
-    @property
-    def rows_per_worker(self) -> int:
-        return self.rows // self.workers
-
-    @property
-    def blocks_at(self) -> int:
-        return _aligned(_HEADER_AT + 8 * _HEADER_WORDS)
-
-    @property
-    def state_at(self) -> int:
-        return self.blocks_at + _BLOCK * self.workers
+class _Layout(TableLayout):
+    BLOCK = _BLOCK
 
     @property
     def rows_at(self) -> int:
-        return _aligned(self.state_at + 8 * self.rows)
+        return self.data_at
 
     @property
     def size(self) -> int:
@@ -119,8 +103,7 @@ class GroupOffsetTable:
     def __init__(self, segment: SharedSegment) -> None:
         self.segment = segment
         mm = segment.mmap
-        header = np.ndarray((_HEADER_WORDS,), dtype=np.int64, buffer=mm, offset=_HEADER_AT)
-        workers, rows, _, max_topic, max_group = (int(x) for x in header[:5])
+        workers, rows, _, max_topic, max_group = read_header(segment)[:5]
         if (max_topic, max_group) != (MAX_TOPIC, MAX_GROUP) or workers < 1:
             raise ValueError(f"{segment.name}: group offsets layout does not match this build")
         self.layout = lay = _Layout(workers, rows)
@@ -149,15 +132,12 @@ class GroupOffsetTable:
         if workers < 1 or rows < workers:
             raise ValueError(f"need workers >= 1 and rows >= workers, got {workers}, {rows}")
         lay = _Layout(workers, rows)
-        seg = SharedSegment.create(shm_name(instance, OBJECT_NAME), lay.size, KIND, VERSION)
-        header = np.ndarray((_HEADER_WORDS,), dtype=np.int64, buffer=seg.mmap, offset=_HEADER_AT)
-        header[:] = [workers, rows, lay.rows_per_worker, MAX_TOPIC, MAX_GROUP, 0, 0, 0]
-        del header
-        return cls(seg)
+        header = [workers, rows, lay.rows_per_worker, MAX_TOPIC, MAX_GROUP]
+        return cls(create_segment(instance, OBJECT_NAME, lay.size, KIND, VERSION, header))
 
     @classmethod
     def attach(cls, instance: str) -> GroupOffsetTable:
-        return cls(SharedSegment.attach(shm_name(instance, OBJECT_NAME), KIND, VERSION))
+        return cls(attach_segment(instance, OBJECT_NAME, KIND, VERSION))
 
     def worker(self, slot: int) -> WorkerGroupOffsets:
         """The writer of worker ``slot`` (in that worker, after the fork): zeroes its cells."""
@@ -204,10 +184,7 @@ class GroupOffsetTable:
 
     def close(self) -> None:
         """Unmap (and unlink, in the creating process)."""
-        for attr in ("misc", "state", "data", "offsets"):
-            setattr(self, attr, np.zeros(0))
-        with contextlib.suppress(BufferError):
-            self.segment.close()
+        close_table(self, ("misc", "state", "data", "offsets"))
 
 
 class WorkerGroupOffsets:

@@ -23,7 +23,7 @@ from typing import Final
 
 from shardbroker.storage.file_names import TMP_SUFFIX
 
-__all__ = ["CheckpointError", "fsync_dir", "read_checkpoint", "write_checkpoint"]
+__all__ = ["CheckpointError", "fsync_dir", "read_checkpoint", "write_atomically", "write_checkpoint"]
 
 _VERSION: Final = 0
 
@@ -44,9 +44,13 @@ def fsync_dir(directory: Path) -> None:
 def write_checkpoint(path: Path, entries: dict[tuple[str, int], int]) -> None:
     lines = [str(_VERSION), str(len(entries))]
     lines += [f"{topic} {partition} {offset}" for (topic, partition), offset in sorted(entries.items())]
-    data = ("\n".join(lines) + "\n").encode()
+    write_atomically(path, ("\n".join(lines) + "\n").encode())
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write ``<name>.tmp``, fsync it, rename over ``path``, fsync the directory."""
     tmp = path.with_name(path.name + TMP_SUFFIX)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:
         view = memoryview(data)
         while view:

@@ -10,12 +10,21 @@ are INVALID_REQUEST too. A resource listed twice is INVALID_REQUEST (Kafka: "Dup
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from shardbroker.broker.dispatch import RequestContext
 from shardbroker.broker.handlers._common import RESOURCE_BROKER, RESOURCE_TOPIC, controller_items
 from shardbroker.protocol.errors import ErrorCode
+
+_R = TypeVar("_R")
+
+
+class _Resource(Protocol):
+    resource_type: int
+    resource_name: str
+
 
 BROKER_REFUSAL = (
     "Broker configs cannot be altered: shardbroker reads them at start (see DescribeConfigs: "
@@ -78,3 +87,23 @@ async def alter(
             )
         out.append(outcome)
     return out
+
+
+def responses(make: Callable[..., _R], outcomes: Iterable[Outcome]) -> list[_R]:
+    """One response item per outcome (both APIs' items have these four fields)."""
+    return [
+        make(
+            error_code=o.error_code,
+            error_message=o.error_message,
+            resource_type=o.resource_type,
+            resource_name=o.resource_name,
+        )
+        for o in outcomes
+    ]
+
+
+def error_responses(
+    make: Callable[..., _R], resources: Iterable[_Resource], code: ErrorCode, message: str
+) -> list[_R]:
+    """Every resource of a request answered with the same error."""
+    return responses(make, (Outcome(r.resource_type, r.resource_name, code, message) for r in resources))

@@ -8,7 +8,7 @@ and other resources: see ``_alter.py`` (refused with INVALID_REQUEST and a messa
 from __future__ import annotations
 
 from shardbroker.broker.dispatch import ApiHandler, RequestContext
-from shardbroker.broker.handlers._alter import Change, alter
+from shardbroker.broker.handlers._alter import Change, alter, error_responses, responses
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode
 
@@ -36,33 +36,13 @@ async def handle(ctx: RequestContext, request: m.AlterConfigsRequest) -> m.Alter
     outcomes = await alter(
         ctx, [_change(r) for r in request.resources], replace=True, validate_only=bool(request.validate_only)
     )
-    return m.AlterConfigsResponse(
-        responses=[
-            _Response(
-                error_code=o.error_code,
-                error_message=o.error_message,
-                resource_type=o.resource_type,
-                resource_name=o.resource_name,
-            )
-            for o in outcomes
-        ]
-    )
+    return m.AlterConfigsResponse(responses=responses(_Response, outcomes))
 
 
 def error_response(
     request: m.AlterConfigsRequest, version: int, code: ErrorCode, message: str
 ) -> m.AlterConfigsResponse:
-    return m.AlterConfigsResponse(
-        responses=[
-            _Response(
-                error_code=code,
-                error_message=message,
-                resource_type=r.resource_type,
-                resource_name=r.resource_name,
-            )
-            for r in request.resources
-        ]
-    )
+    return m.AlterConfigsResponse(responses=error_responses(_Response, request.resources, code, message))
 
 
 HANDLER = ApiHandler(api_key=33, min_version=0, max_version=2, handle=handle, error_response=error_response)

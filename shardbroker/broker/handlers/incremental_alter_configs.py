@@ -9,7 +9,7 @@ value is INVALID_REQUEST (42), as Kafka. Broker and other resources: see ``_alte
 from __future__ import annotations
 
 from shardbroker.broker.dispatch import ApiHandler, RequestContext
-from shardbroker.broker.handlers._alter import Change, alter
+from shardbroker.broker.handlers._alter import Change, alter, error_responses, responses
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode
 
@@ -46,32 +46,14 @@ async def handle(
     outcomes = await alter(
         ctx, [_change(r) for r in request.resources], replace=False, validate_only=bool(request.validate_only)
     )
-    return m.IncrementalAlterConfigsResponse(
-        responses=[
-            _Response(
-                error_code=o.error_code,
-                error_message=o.error_message,
-                resource_type=o.resource_type,
-                resource_name=o.resource_name,
-            )
-            for o in outcomes
-        ]
-    )
+    return m.IncrementalAlterConfigsResponse(responses=responses(_Response, outcomes))
 
 
 def error_response(
     request: m.IncrementalAlterConfigsRequest, version: int, code: ErrorCode, message: str
 ) -> m.IncrementalAlterConfigsResponse:
     return m.IncrementalAlterConfigsResponse(
-        responses=[
-            _Response(
-                error_code=code,
-                error_message=message,
-                resource_type=r.resource_type,
-                resource_name=r.resource_name,
-            )
-            for r in request.resources
-        ]
+        responses=error_responses(_Response, request.resources, code, message)
     )
 
 
