@@ -69,8 +69,8 @@ from shardbroker.storage.log_validator import (
     HEADER_SIZE,
     LOG_OVERHEAD,
     Buffer,
+    check_single_header,
     crc32c_hw,
-    header_error,
     pack_epoch,
     pack_offset,
     set_append_time,
@@ -515,19 +515,9 @@ class PartitionLog:
             if self._offline is not None:
                 self._check_online()
             cfg = self.config
-            if (
-                magic != 2
-                or size > cfg.max_message_bytes
-                or count <= 0
-                or lod != count - 1
-                or (pid >= 0 and seq < 0)
-                or (attrs & 0x20 and not allow_control)
-            ):
-                err = header_error(
-                    0, size, size, magic, attrs, lod, pid, seq, count, cfg.max_message_bytes, allow_control
-                )
-                assert err is not None
-                raise err
+            check_single_header(
+                size, magic, attrs, lod, pid, seq, count, cfg.max_message_bytes, allow_control
+            )
             if verify_crc and crc32c_hw(mv[21:]) != crc:
                 raise CorruptRecordError("CRC mismatch in batch at byte 0")
             if size > cfg.segment_bytes:

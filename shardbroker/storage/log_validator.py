@@ -166,6 +166,34 @@ def header_error(
     return None
 
 
+def check_single_header(
+    size: int,
+    magic: int,
+    attrs: int,
+    lod: int,
+    pid: int,
+    seq: int,
+    count: int,
+    max_message_bytes: int,
+    allow_control: bool,
+) -> None:
+    """The header checks of a buffer holding exactly one whole batch (the common produce case):
+    one cheap combined test, and :func:`header_error` only to name what failed."""
+    if (
+        magic != 2
+        or size > max_message_bytes
+        or count <= 0
+        or lod != count - 1
+        or (pid >= 0 and seq < 0)
+        or (attrs & _CONTROL_BIT and not allow_control)
+    ):
+        err = header_error(
+            0, size, size, magic, attrs, lod, pid, seq, count, max_message_bytes, allow_control
+        )
+        assert err is not None
+        raise err
+
+
 def validate_and_assign(
     data: Buffer | Sequence[Buffer],
     next_offset: int,
@@ -282,19 +310,7 @@ def _one_batch(
     16 KiB batch, CRC included: 4.7 -> 3.1 us)."""
     (_, length, _, magic, crc, attrs, lod, _, max_ts, pid, epoch, seq, count) = f
     size = length + LOG_OVERHEAD
-    if (
-        magic != 2
-        or size > max_message_bytes
-        or count <= 0
-        or lod != count - 1
-        or (pid >= 0 and seq < 0)
-        or (attrs & _CONTROL_BIT and not allow_control)
-    ):
-        err = header_error(
-            0, size, size, magic, attrs, lod, pid, seq, count, max_message_bytes, allow_control
-        )
-        assert err is not None
-        raise err
+    check_single_header(size, magic, attrs, lod, pid, seq, count, max_message_bytes, allow_control)
     if verify_crc and _crc32c(mv[_CRC_START:]) != crc:
         raise CorruptRecordError("CRC mismatch in batch at byte 0")
     if size > segment_bytes:
