@@ -43,9 +43,12 @@ def _positive_int(text: str) -> int:
 
 def _config_keys_help() -> str:
     lines = ["config file keys (TOML; Kafka's server.properties names, quoted or dotted):"]
+    column = max(map(len, BROKER_PROPERTIES)) + 2  # a name never runs into its description
     for name, doc in BROKER_PROPERTIES.items():
         lines.append(
-            textwrap.fill(doc, width=100, initial_indent=f"  {name:<34}", subsequent_indent=" " * 36)
+            textwrap.fill(
+                doc, width=100, initial_indent=f"  {name:<{column}}", subsequent_indent=" " * (column + 2)
+            )
         )
     lines.append("")
     lines.append(

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from shardbroker.cli.main import main
+from shardbroker.config import BROKER_PROPERTIES
 from shardbroker.metadata_log import DataDirLock
 from shardbroker.serve import instance_name
 from tests.ports import free_port_block
@@ -37,15 +38,8 @@ def test_help_documents_flags_and_config_keys(capsys: pytest.CaptureFixture[str]
     out = capsys.readouterr().out
     for text in ("--config", "--data-dir", "--workers", "--listen", "--advertise", "--metrics"):
         assert text in out
-    for key in (
-        "log.dirs",
-        "listeners",
-        "num.partitions",
-        "log.retention.hours",
-        "log.segment.bytes",
-        "workers",
-    ):
-        assert f"\n  {key} " in out
+    for key in BROKER_PROPERTIES:  # every key, each set apart from its description
+        assert f"\n  {key} " in out, key
     assert "127.0.0.1:9092" in out and "127.0.0.1:9404" in out and "./shardbroker-data" in out
 
 
