@@ -177,10 +177,6 @@ class Group:
         self.state = state
         self.state_timestamp = now
 
-    @property
-    def is_empty(self) -> bool:
-        return not self.members and not self.pending_members
-
     def candidate_protocols(self) -> set[str]:
         names: set[str] | None = None
         for m in self.members.values():

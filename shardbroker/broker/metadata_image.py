@@ -91,10 +91,6 @@ class MetadataImage:
         return _image_from_dict(data)
 
 
-def empty_image(cluster_id: str, brokers: tuple[BrokerEndpoint, ...]) -> MetadataImage:
-    return MetadataImage(version=-1, cluster_id=cluster_id, controller_id=0, brokers=brokers, topics={})
-
-
 def _image_to_dict(image: MetadataImage) -> dict[str, Any]:
     return {
         "version": image.version,

@@ -80,11 +80,6 @@ def shm_name(instance: str, name: str) -> str:
     return f"/{PREFIX}-{validate_instance(instance)}-{validate_object(name)}"
 
 
-def shm_path(shm: str) -> Path:
-    """The file behind a ``shm_open`` name (Linux keeps them in /dev/shm)."""
-    return SHM_DIR / shm.lstrip("/")
-
-
 def fifo_path(shm: str, suffix: str) -> Path:
     """The doorbell FIFO of a segment: ``/dev/shm/<segment>.<suffix>``."""
     return SHM_DIR / f"{shm.lstrip('/')}.{suffix}"
