@@ -168,6 +168,10 @@ class HandlerRegistry:
             )
             if response is None:
                 raise
+            if not getattr(response, "error_code", 0):
+                # Answered per topic/partition: no top-level code for the connection to count, so
+                # the crash is counted here, once, like a refusal of the whole request.
+                ctx.worker.counters.error(ctx.api_key, ErrorCode.UNKNOWN_SERVER_ERROR)
             return response
 
     def error_response(

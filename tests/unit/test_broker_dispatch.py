@@ -18,6 +18,7 @@ from shardbroker.broker.dispatch import (
     default_error_response,
     discover,
 )
+from shardbroker.ipc.counters import N_ERR, WorkerCounters, error_index
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.codec import Message, encode
 from shardbroker.protocol.connection import BadRequest, RequestReceived, ServerConnection
@@ -25,7 +26,7 @@ from shardbroker.protocol.errors import ErrorCode
 
 
 def ctx(api_key: int, version: int, registry: HandlerRegistry | None = None) -> RequestContext:
-    worker = cast(Any, type("W", (), {"node_id": 0})())
+    worker = cast(Any, type("W", (), {"node_id": 0, "counters": WorkerCounters.private()})())
     return RequestContext(
         api_key=api_key,
         api_version=version,
@@ -137,9 +138,24 @@ def test_handler_exception_uses_the_handlers_error_response() -> None:
 
     registry = HandlerRegistry([ApiHandler(3, 0, 12, boom, error_response=error_response)])
     request = m.MetadataRequest(topics=[m.MetadataRequest.MetadataRequestTopic(name="a")])
-    response = asyncio.run(registry.dispatch(ctx(3, 12), request))
+    context = ctx(3, 12)
+    response = asyncio.run(registry.dispatch(context, request))
     assert isinstance(response, m.MetadataResponse)
     assert [(t.name, t.error_code) for t in response.topics] == [("a", ErrorCode.UNKNOWN_SERVER_ERROR)]
+    # No top-level code for the connection to count: the crash is counted here, once.
+    assert _unknown_server_errors(context, 3) == 1
+
+
+def test_handler_exception_with_a_top_level_error_is_left_to_the_connection_to_count() -> None:
+    registry = HandlerRegistry([ApiHandler(60, 0, 1, boom)])
+    context = ctx(60, 1)
+    asyncio.run(registry.dispatch(context, m.DescribeClusterRequest()))
+    assert _unknown_server_errors(context, 60) == 0
+
+
+def _unknown_server_errors(context: RequestContext, api_key: int) -> int:
+    counters: WorkerCounters = context.worker.counters
+    return int(counters._errors[api_key * N_ERR + error_index(ErrorCode.UNKNOWN_SERVER_ERROR)])
 
 
 def test_handler_exception_without_any_error_field_propagates() -> None:
