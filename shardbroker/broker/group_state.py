@@ -258,28 +258,19 @@ class Group:
                     callback,
                 )
                 return
-            new_id = self._new_member_id(client_id, group_instance_id)
+            joining = self._new_member_id(client_id, group_instance_id)
             if require_known_member_id and group_instance_id is None:
-                self.pending_members[new_id] = now + session_timeout_ms
-                callback(JoinResult(int(ErrorCode.MEMBER_ID_REQUIRED), member_id=new_id))
+                self.pending_members[joining] = now + session_timeout_ms
+                callback(JoinResult(int(ErrorCode.MEMBER_ID_REQUIRED), member_id=joining))
                 return
-            self._add_member_and_rebalance(
-                new_id,
-                group_instance_id,
-                protocol_type,
-                protocols,
-                session_timeout_ms,
-                rebalance_timeout_ms,
-                client_id,
-                client_host,
-                now,
-                callback,
-            )
-            return
-        if member_id in self.pending_members:
+        elif member_id in self.pending_members:  # the second join of KIP-394
             del self.pending_members[member_id]
+            joining = member_id
+        else:
+            joining = ""
+        if joining:
             self._add_member_and_rebalance(
-                member_id,
+                joining,
                 group_instance_id,
                 protocol_type,
                 protocols,
