@@ -159,7 +159,7 @@ def header_error(
         return RecordTooLargeError(f"batch of {size} bytes exceeds max.message.bytes {max_message_bytes}")
     if count <= 0 or lod != count - 1:
         return InvalidRecordError(f"lastOffsetDelta {lod} does not match record count {count}")
-    if pid >= 0 and seq < 0:
+    if pid >= 0 and seq < 0 and not attrs & _CONTROL_BIT:  # markers carry the pid, sequence -1
         return InvalidRecordError(f"invalid sequence number {seq} for producer id {pid}")
     if attrs & _CONTROL_BIT and not allow_control:
         return InvalidRecordError("control batches may only be written by the coordinator")
@@ -184,7 +184,7 @@ def check_single_header(
         or size > max_message_bytes
         or count <= 0
         or lod != count - 1
-        or (pid >= 0 and seq < 0)
+        or (pid >= 0 and seq < 0 and not attrs & _CONTROL_BIT)
         or (attrs & _CONTROL_BIT and not allow_control)
     ):
         err = header_error(

@@ -126,6 +126,16 @@ def test_bad_batches_are_refused_before_any_byte_is_written(
     log.close()
 
 
+def test_a_transaction_marker_from_the_coordinator_is_accepted(tmp_path: Path) -> None:
+    """Markers carry the producer id and epoch with base sequence -1 (Kafka's EndTransactionMarker)."""
+    log = open_log(tmp_path)
+    marker = build_batch(1, producer_id=5, producer_epoch=0, base_sequence=-1, attributes=0x30)
+    with pytest.raises(InvalidRecordError):
+        log.append(bytearray(marker))  # from a client: refused
+    assert log.append(marker, allow_control=True).first_offset == 0
+    log.close()
+
+
 def test_append_larger_than_a_segment_is_refused(tmp_path: Path) -> None:
     log = open_log(tmp_path, LogConfig(segment_bytes=1000, max_message_bytes=1 << 20))
     with pytest.raises(RecordBatchTooLargeError) as info:
