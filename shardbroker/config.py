@@ -248,6 +248,8 @@ BROKER_PROPERTIES: Final[Mapping[str, str]] = {
     "message.max.bytes": "largest record batch, default max.message.bytes of topics [1048588]",
     "socket.request.max.bytes": "largest request frame [104857600]",
     "connections.max.idle.ms": "close connections idle this long, -1 never [600000]",
+    "max.connections": "connections a worker keeps open; newer ones are closed at once [2147483647]",
+    "max.connections.per.ip": "connections a worker keeps open per client address [2147483647]",
     "fetch.max.bytes": "most bytes one Fetch response returns [57671680]",
     "log.roll.hours": "synonym of log.roll.ms in hours [168]",
     "log.retention.minutes": "synonym of log.retention.ms in minutes",
@@ -260,6 +262,9 @@ BROKER_PROPERTIES: Final[Mapping[str, str]] = {
     "offsets.retention.minutes": "committed offsets of an empty group are kept this long [10080]",
     "offsets.retention.check.interval.ms": "how often expired offsets are looked for [600000]",
     "offset.metadata.max.bytes": "largest metadata string of a committed offset [4096]",
+    "log.retention.check.interval.ms": "how often segments past retention are deleted [300000]",
+    "log.flush.offset.checkpoint.interval.ms": "how often recovery points are checkpointed [60000]",
+    "log.flush.scheduler.interval.ms": "how often logs are checked against flush.ms [1000]",
     **{
         broker: f"default of the topic config {topic}"
         for topic, broker in BROKER_SYNONYMS.items()
@@ -363,6 +368,10 @@ class BrokerConfig:
     message_max_bytes: int = 1048588
     socket_request_max_bytes: int = 104857600
     connections_max_idle_ms: int = 600000
+    #: Kafka's defaults (Int.MaxValue: no limit). Each worker is a Kafka broker (node) with a
+    #: listener of its own, so the limits apply per worker, as Kafka's apply per broker.
+    max_connections: int = INT_MAX
+    max_connections_per_ip: int = INT_MAX
     fetch_max_bytes: int = 57671680
     log_defaults: LogConfig = field(default_factory=LogConfig)
     properties: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
@@ -425,6 +434,8 @@ class BrokerConfig:
             "message.max.bytes": ("message_max_bytes", 0, INT_MAX),
             "socket.request.max.bytes": ("socket_request_max_bytes", 1, INT_MAX),
             "connections.max.idle.ms": ("connections_max_idle_ms", -1, LONG_MAX),
+            "max.connections": ("max_connections", 0, INT_MAX),
+            "max.connections.per.ip": ("max_connections_per_ip", 0, INT_MAX),
             "fetch.max.bytes": ("fetch_max_bytes", 0, INT_MAX),
         }
         for name, (attr, lo, hi) in ints.items():
