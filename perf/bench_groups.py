@@ -93,7 +93,6 @@ from typing import Any
 import confluent_kafka
 
 from perf import broker_load
-from perf.broker_load import create_topic
 from perf.sizes import pick, quick
 from shardbroker.client.admin import (
     AdminClient,
@@ -102,6 +101,7 @@ from shardbroker.client.admin import (
     encode_consumer_assignment,
     encode_consumer_subscription,
 )
+from shardbroker.loadgen.runner import ensure_topic
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.codec import Message
 from shardbroker.protocol.errors import ErrorCode
@@ -538,7 +538,7 @@ def run(cfg: GroupBenchConfig) -> Report:
     report = Report(asdict(cfg), f"python -m perf.bench_groups {mode}".strip())
     with running_broker(cfg) as broker:
         topic = "bench-groups"
-        create_topic(broker.bootstrap, topic, cfg.partitions)
+        ensure_topic(broker.bootstrap, topic, cfg.partitions, timeout=60)
         driver = [
             asyncio.run(driver_run(broker.bootstrap, cfg, topic, f"bench-driver-{i}"))
             for i in range(cfg.runs)

@@ -15,8 +15,9 @@ target: < 2% of the append. Dispatch adds one ``WorkerCounters.request`` per req
 ``perf_counter`` calls, timed separately; the 1 s publish tick is timed per 1,000 partitions.
 
 Scrape. A counter table of 65,536 rows for 2 workers with 10,000 live partitions, requests of
-20 APIs, some errors; ``MetricsCollector.exposition`` (what GET /metrics answers), best of
-``ROUNDS``; target < 200 ms.
+20 APIs, some errors, the controller's topics for the offline series, and the process and
+data-dir sources as serve.py adds them; ``MetricsCollector.exposition`` (what GET /metrics
+answers), best of ``ROUNDS``; target < 200 ms.
 
 Measured on this 2-core VM (Python 3.11; other engineers' test suites ran on the same cores, so
 the append figures move by several percent between runs; 3-5 runs):
@@ -28,12 +29,21 @@ the append figures move by several percent between runs; 3-5 runs):
 - publish tick: 0.58-1.15 ms per 1,000 changed partitions, 0.12-0.19 ms per 1,000 idle ones.
 - scrape of 10,000 partitions: 39-62 ms warm, 109-133 ms cold, 7.8 MB of text (through
   ``generate_latest`` for every family: 0.9-1.6 s).
+
+After the segment count, offline series (from the controller's topics), flush histogram and
+the /proc and data-dir sources joined the scrape (9.4 MB of text), measured with a load average
+of 5-8 on the 2 cores from other engineers' suites (5 runs): scrape warm 62-182 ms, cold
+194-700 ms (cold is worst inside the full bench run, after the append benchmarks filled the heap:
+194-406 ms when run alone); append counting within noise (median of paired rounds -6.2% to +6.2%
+across runs: the counting statements did not change); ``WorkerCounters.flush`` 0.6-1.1 us per
+fdatasync; request 430-790 ns; publish tick 1.2-6.5 ms per 1,000 changed partitions.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import tempfile
 import textwrap
 import time
@@ -44,11 +54,14 @@ from typing import Any
 
 from perf.sizes import pick
 from shardbroker.broker import replica_manager as rm
+from shardbroker.broker.metadata_image import PartitionImage, TopicImage
 from shardbroker.broker.replica_manager import ReplicaManager
 from shardbroker.config import BrokerConfig
 from shardbroker.ipc import counters as ctr
 from shardbroker.ipc.counters import CounterTable, WorkerCounters
-from shardbroker.metrics import MetricsCollector
+from shardbroker.ipc.heartbeat import HeartbeatTable, segment_name
+from shardbroker.metrics import DataDirSource, MetricsCollector, WorkerProcessSource
+from shardbroker.supervision import SlotState
 from tests.unit.replica_fakes import FakeChannel, batch, image, topic
 
 APPENDS = pick(20_000, 200)
@@ -127,20 +140,32 @@ def measure_request(n: int = APPENDS * 5) -> float:
     return best
 
 
-def filled_table(partitions: int = SCRAPE_PARTITIONS) -> CounterTable:
+def filled_table(partitions: int = SCRAPE_PARTITIONS) -> tuple[CounterTable, list[TopicImage]]:
+    """A counter table with ``partitions`` live rows on 2 workers, and the controller's topics
+    for them (100 partitions a topic, owners alternating), as the supervisor sees them."""
     table = CounterTable.create(f"bench{uuid.uuid4().hex[:10]}", workers=2)
     writers = [table.worker(0), table.worker(1)]
+    counted = len(ctr.PARTITION_FIELDS) - 1  # all but the offline flag
     for i in range(partitions):
         w = writers[i % 2]
         row = w.open_partition(f"topic-{i // 100:04d}", i % 100)
-        w.publish_partition(row, *((i + 1) * (f + 1) * 1_000_003 for f in range(len(ctr.PARTITION_FIELDS))))
+        w.publish_partition(row, *((i + 1) * (f + 1) * 1_000_003 for f in range(counted)), offline=False)
+    topics = [
+        TopicImage(
+            f"topic-{t:04d}",
+            uuid.uuid4(),
+            tuple(PartitionImage(p, (t * 100 + p) % 2) for p in range(min(100, partitions - t * 100))),
+        )
+        for t in range((partitions + 99) // 100)
+    ]
     for w in writers:
         for api in range(20):
             for k in range(50):
                 w.request(api, 0.00003 * (k + 1) ** 2, 0)
             w.error(api, 6)
         w.publish()
-    return table
+        w.flush(0.004)
+    return table, topics
 
 
 PUBLISH_PARTITIONS = pick(1000, 100)  # ~3 open files each: stays under the usual 1024 fd limit
@@ -175,10 +200,32 @@ def measure_publish(partitions: int = PUBLISH_PARTITIONS) -> dict[str, float]:
         return asyncio.run(run(Path(tmp)))
 
 
+def measure_flush_record(n: int = APPENDS * 5) -> float:
+    """Seconds per ``WorkerCounters.flush`` (once per fdatasync, from a flush thread)."""
+    w = WorkerCounters.private()
+    best = float("inf")
+    for _ in range(max(ROUNDS, 1)):
+        start = time.perf_counter()
+        for _ in range(n):
+            w.flush(0.003)
+        best = min(best, (time.perf_counter() - start) / n)
+    return best
+
+
 def measure_scrape(partitions: int = SCRAPE_PARTITIONS, rounds: int = ROUNDS) -> dict[str, float]:
-    table = filled_table(partitions)
+    """GET /metrics as serve.py wires it: the counters, offline from the controller's topics,
+    and the process and data-dir sources (both workers' pids are this process, so /proc is read
+    for real)."""
+    table, topics = filled_table(partitions)
+    heartbeats = HeartbeatTable.create(segment_name(f"bench{uuid.uuid4().hex[:10]}"), 2)
     try:
-        render = MetricsCollector(table).exposition
+        for slot in range(2):
+            heartbeats.cell(slot).reset(0, time.monotonic())
+            heartbeats.cell(slot).claim(os.getpid(), SlotState.READY)
+        collector = MetricsCollector(table, lambda: heartbeats, topics=lambda: topics)
+        collector.add_source(WorkerProcessSource(lambda: heartbeats))
+        collector.add_source(DataDirSource(Path(tempfile.gettempdir())))
+        render = collector.exposition
         first = time.perf_counter()
         body = render()
         cold = time.perf_counter() - first
@@ -189,6 +236,7 @@ def measure_scrape(partitions: int = SCRAPE_PARTITIONS, rounds: int = ROUNDS) ->
             best = min(best, time.perf_counter() - start)
         return {"cold_s": cold, "warm_s": best, "bytes": float(len(body)), "partitions": float(partitions)}
     finally:
+        heartbeats.close_and_unlink()
         table.close()
 
 
@@ -202,6 +250,12 @@ def test_append_overhead(benchmark: Any) -> None:
 def test_request_cost(benchmark: Any) -> None:
     per = benchmark.pedantic(measure_request, rounds=1, iterations=1)
     print(f"WorkerCounters.request + 2 perf_counter calls: {per * 1e9:.0f} ns")
+    assert per > 0
+
+
+def test_flush_record_cost(benchmark: Any) -> None:
+    per = benchmark.pedantic(measure_flush_record, rounds=1, iterations=1)
+    print(f"WorkerCounters.flush (per fdatasync): {per * 1e9:.0f} ns")
     assert per > 0
 
 
@@ -264,5 +318,6 @@ def _scrape_line(s: dict[str, float]) -> str:
 if __name__ == "__main__":
     print(_append_line(measure_append()))
     print(f"WorkerCounters.request + 2 perf_counter calls: {measure_request() * 1e9:.0f} ns")
+    print(f"WorkerCounters.flush (per fdatasync): {measure_flush_record() * 1e9:.0f} ns")
     print(_publish_line(measure_publish()))
     print(_scrape_line(measure_scrape()))

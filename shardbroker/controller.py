@@ -37,6 +37,12 @@ does not block the supervisor: frames wait in a per-slot outbox, where a newer i
 older one. An image too big for the ring (hundreds of thousands of partitions) is refused as
 POLICY_VIOLATION before anything is written, so no worker is ever left unable to catch up.
 
+Local clients. The controller also creates the ``local-dir`` and ``local-hw`` segments
+(ipc/local_directory.py) and republishes the directory -- topics, owner worker and
+high-watermark row of each partition, worker 0's address -- on every metadata change, before
+the image goes to the workers; workers attach both by name (broker/local_clients.py), so
+forked children close the inherited mappings.
+
 Measured (this 2-core VM, ext4, while a broker soak test ran on the same cores; 3 runs with the
 harness of tests/unit/test_controller_channel.py: the controller and two ControllerChannels on
 one event loop, real rings, 60 requests each):
@@ -70,6 +76,7 @@ from shardbroker.ipc.control import (
     decode_control,
     encode_control,
 )
+from shardbroker.ipc.local_directory import HighWatermarkRows, HighWatermarkTable, LocalDirectory
 from shardbroker.ipc.ring import Ring, RingWriter
 from shardbroker.metadata_log import MetadataLog
 from shardbroker.protocol.errors import ErrorCode
@@ -149,6 +156,10 @@ class Controller:
         self.pending: list[_Pending] = []
         self._image_frame = b""
         self._registered = False
+        #: For local clients (ipc/local_directory.py): published on every metadata change.
+        self.directory: LocalDirectory | None = None
+        self.high_watermarks: HighWatermarkTable | None = None
+        self._hw_rows: HighWatermarkRows | None = None
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -175,6 +186,10 @@ class Controller:
                     in_ring.close()
                     raise
                 self.slots.append(_Slot(i, in_ring, out_ring))
+            self.directory = LocalDirectory.create(self.instance)
+            self.high_watermarks = HighWatermarkTable.create(self.instance)
+            self._hw_rows = HighWatermarkRows(self.high_watermarks.rows)
+            self._publish_directory()
         except BaseException:
             self.close()
             raise
@@ -213,7 +228,15 @@ class Controller:
                 with contextlib.suppress(BufferError):
                     ring.close()
         self.slots = []
+        self._close_local_segments()
         self.log.close()
+
+    def _close_local_segments(self) -> None:
+        for table in (self.directory, self.high_watermarks):
+            if table is not None:
+                with contextlib.suppress(BufferError):
+                    table.close()
+        self.directory = self.high_watermarks = None
 
     def for_child(self, slot: int) -> tuple[Ring, Ring]:
         """In a forked worker: this slot's (in, out) rings; everything else of the controller's
@@ -229,6 +252,7 @@ class Controller:
                 for ring in (s.in_ring, s.out_ring):
                     with contextlib.suppress(BufferError):
                         ring.close()  # unmaps; never unlinks outside the creating pid
+        self._close_local_segments()  # the worker attaches them by name (broker/local_clients.py)
         self.log.close()
         self.slots = []
         self.pending = []
@@ -309,10 +333,27 @@ class Controller:
                     "version": self.state.version,
                 }
             self.state = outcome.state
+            self._publish_directory()
             self._image_frame = frame
             for s in self.slots:
                 self._send(s, self._image_frame, is_image=True)
         return outcome.result
+
+    def _publish_directory(self) -> None:
+        """Topics, owners and high-watermark rows for local clients (before the image goes out,
+        so a worker applying the image already finds its partitions' rows)."""
+        if self.directory is None or self._hw_rows is None:
+            return
+        b = self.brokers[0]
+        bootstrap = f"[{b.host}]:{b.port}" if ":" in b.host else f"{b.host}:{b.port}"
+        topics = {
+            name: (t.topic_id.hex, tuple(p.leader for p in t.partitions))
+            for name, t in self.state.topics.items()
+        }
+        try:
+            self.directory.publish(self._hw_rows.body(self.state.version, self.workers, bootstrap, topics))
+        except ValueError as exc:  # too many partitions: local clients keep the last directory
+            log.error("local-client directory not updated: %s", exc)
 
     def _encode_image(self) -> bytes:
         return encode_control(MetadataPush(self.image.to_dict()))

@@ -12,7 +12,10 @@ Series (labels in braces; ``worker`` is the Kafka node id):
   (messages_in counts records as the batch headers give them; counters start at 0 when the
   worker opens the partition),
   ``shardbroker_partition_{produce,fetch}_requests_total{...}`` (counters),
-  ``shardbroker_partition_log_{end_offset,start_offset,size_bytes}{...}`` (gauges);
+  ``shardbroker_partition_log_{end_offset,start_offset,size_bytes,segments}{...}`` (gauges);
+- ``shardbroker_partition_offline{topic,partition}``: one per partition of the controller's
+  metadata, 1 while its owner worker is not serving or its log went offline (a failed
+  fdatasync), Kafka's offline-partition health for a single host (`offline_text`);
 - ``shardbroker_requests_total{api,worker}``, ``shardbroker_request_errors_total{api,worker,error}``
   (``error`` is the Kafka error name, e.g. CORRUPT_MESSAGE; a partition's error in a Produce or
   Fetch counts once per partition, a refused frame once, under api="Unknown" when its api key
@@ -23,13 +26,26 @@ Series (labels in braces; ``worker`` is the Kafka node id):
   ``shardbroker_connections{worker}``, ``shardbroker_fetch_waiters{worker}``,
   ``shardbroker_partition_rows_overflow{worker}`` (partitions past the counter table's capacity:
   counted, not exported);
+- ``shardbroker_log_flush_duration_seconds{worker}`` (histogram, the same buckets): each
+  fdatasync of a partition's log (storage/group_commit.py times it; one flush may cover many
+  produce requests);
 - ``shardbroker_ring_used_bytes{ring}``, ``shardbroker_ring_capacity_bytes{ring}`` (the
   controller's control rings, ``ctl-w<i>-in``/``-out``: 2 per worker, so low-cardinality);
 - ``shardbroker_build_info{version,python}`` (always 1).
 
+Sources added by serve.py besides the lag: `WorkerProcessSource` (``process_cpu_seconds_total``,
+``process_resident_memory_bytes``, ``process_virtual_memory_bytes``,
+``process_start_time_seconds``, ``process_open_fds``, each ``{worker}``, and
+``shardbroker_disk_written_bytes_total{worker}``) and `DataDirSource`
+(``shardbroker_data_dir_{size,free}_bytes``).
+
 Cardinality: labels come from bounded sets only (api names from the protocol registry, error
 names from Kafka's codes, topic/partition rows bounded by the table), and only non-zero
-request/error series are exported.
+request/error series are exported. Per partition: 10 series (9 row families + offline); per
+(group, partition) with a committed offset: 2; per worker: about 25 plus 19 per API it has
+served (17 buckets, sum, count) and one per (API, error) seen. A deleted topic's series go at
+the next scrape: its owner frees the rows when the metadata image drops the topic, the offline
+series follow the controller's metadata, the lag series need a live row.
 
 Extension point: ``MetricsCollector.add_source(fn)`` registers a callable returning more metric
 families per scrape. serve.py adds `GroupLagSource` that way:
@@ -46,12 +62,21 @@ families per scrape. serve.py adds `GroupLagSource` that way:
   ``end - committed``: a negative gauge would cancel real lag in ``sum by (group)``, and the
   consumer has nothing to read there (it gets OFFSET_OUT_OF_RANGE and resets). Behind the log
   start (DeleteRecords, retention) the lag stays ``end - committed``, as Kafka's tool shows.
+- ``shardbroker_consumergroup_committed_offset{group,topic,partition}`` (gauge, as
+  kafka_exporter's ``kafka_consumergroup_current_offset``: a reset moves it back): the same rows'
+  committed offsets, so its ``rate`` is what a group consumes per second (the broker does not
+  count fetched records: Fetch sends byte ranges of the log without parsing them).
 - ``shardbroker_consumergroup_offsets_overflow{worker}``: committed offsets past the offsets
   table's capacity (or with a group id longer than 224 bytes): counted, not exported.
 
-Scrape cost (perf/bench_metrics.py, this 2-core VM, 10,000 partitions on 2 workers, 7.8 MB of
-text): 39-62 ms warm, 109-133 ms for the first scrape (label strings are built once per row
-generation and cached). Through ``generate_latest`` alone the per-partition families took
+Scrape cost (perf/bench_metrics.py, this 2-core VM, 10,000 partitions on 2 workers): with the 8
+families of the first version (7.8 MB of text) 39-62 ms warm, 109-133 ms for the first scrape
+(label strings are built once per row generation and cached); with the segment count, offline
+series, flush histogram and process sources (9.4 MB) 62-182 ms warm and 194-700 ms cold, measured
+while other test suites kept the load average at 5-8 on the 2 cores (so the spread is the
+machine's; the first figures were taken on a quieter one). The first scrape decodes every row's
+label in one batch (`CounterTable.labels_of`: 8x faster than row by row). Through
+``generate_latest`` alone the per-partition families took
 0.9-1.6 s (0.4 s of it building 80,000 Sample tuples), so `MetricsCollector.partition_text`
 writes them itself, in the same text format, after ``generate_latest``'s output for everything
 else. Counts are at most 1 s old (ipc/counters.py: workers publish once per housekeeping tick).
@@ -59,9 +84,11 @@ else. Counts are at most 1 s old (ipc/counters.py: workers publish once per hous
 
 from __future__ import annotations
 
+import os
 import platform
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from pathlib import Path
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 from prometheus_client.core import (
@@ -74,6 +101,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
+from shardbroker.broker.metadata_image import TopicImage
 from shardbroker.ipc import counters as ctr
 from shardbroker.ipc.counters import CounterTable
 from shardbroker.ipc.group_offsets import OVERFLOW, GroupOffsetTable
@@ -82,7 +110,16 @@ from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode
 from shardbroker.supervision import SlotState
 
-__all__ = ["API_NAMES", "ERROR_NAMES", "GroupLagSource", "MetricsCollector", "RingStat", "build_registry"]
+__all__ = [
+    "API_NAMES",
+    "ERROR_NAMES",
+    "DataDirSource",
+    "GroupLagSource",
+    "MetricsCollector",
+    "RingStat",
+    "WorkerProcessSource",
+    "build_registry",
+]
 
 #: api key -> "Produce", "Fetch", ... (the protocol registry's names); the counter table's last
 #: row holds refusals of frames whose api key is out of range or unreadable.
@@ -122,12 +159,16 @@ _PARTITION_FAMILIES: list[tuple[int, str, str, str]] = [
     (ctr.LOG_END_OFFSET, "shardbroker_partition_log_end_offset", "Offset of the next record", "gauge"),
     (ctr.LOG_START_OFFSET, "shardbroker_partition_log_start_offset", "First offset kept", "gauge"),
     (ctr.LOG_SIZE_BYTES, "shardbroker_partition_log_size_bytes", "Bytes in the segment files", "gauge"),
+    (ctr.SEGMENT_COUNT, "shardbroker_partition_log_segments", "Segment files", "gauge"),
 ]
+_OFFLINE = "shardbroker_partition_offline"
 
 
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
+
+T = TypeVar("T")
 
 #: (ring name, used bytes, capacity bytes)
 RingStat = tuple[str, int, int]
@@ -143,22 +184,77 @@ def _version() -> str:
         return "unknown"
 
 
+class RowLabels(Generic[T]):
+    """The live rows of the counter table with something made from each row's label, cached by
+    (row, generation): ``make(row, topic, partition)`` runs once per row use, labels are decoded
+    in one batch (`CounterTable.labels_of`), and rows relabelled while being read are left out of
+    this scrape (the seqlock of ipc/counters.py)."""
+
+    def __init__(self, table: CounterTable, make: Callable[[int, str, int], T]) -> None:
+        self.table = table
+        self.make = make
+        self._cache: dict[int, tuple[int, T]] = {}
+
+    def read(self, field: int | None = None) -> tuple[list[T], Any]:
+        """(made values, the rows' counters, or only column ``field``) of the stable live rows."""
+        t = self.table
+        state = t.state.copy()
+        live = np.flatnonzero((state > 0) & (state % 2 == 0))
+        values = t.counters[live] if field is None else t.counters[live, field]
+        oks = (t.state[live] == state[live]).tolist()
+        rows = live.tolist()
+        gens = state[live].tolist()
+        cache = self._cache
+        miss = [
+            (row, gen)
+            for row, gen, ok in zip(rows, gens, oks, strict=True)
+            if ok and ((hit := cache.get(row)) is None or hit[0] != gen)
+        ]
+        if miss:
+            decoded = t.labels_of([row for row, _ in miss])
+            now = t.state[[row for row, _ in miss]].tolist()
+            for (row, gen), (topic, partition), cur in zip(miss, decoded, now, strict=True):
+                if cur == gen:
+                    cache[row] = (gen, self.make(row, topic, partition))
+        made: list[T] = []
+        keep = np.zeros(len(rows), dtype=bool)
+        for i, (row, gen, ok) in enumerate(zip(rows, gens, oks, strict=True)):
+            hit = cache.get(row)
+            if ok and hit is not None and hit[0] == gen:
+                made.append(hit[1])
+                keep[i] = True
+        if len(cache) > 2 * len(rows) + 1024:  # forget rows freed long ago
+            alive = set(rows)
+            self._cache = {r: v for r, v in cache.items() if r in alive}
+        return made, values[keep]
+
+
 class MetricsCollector(Collector):
     """Reads the shared counters on every ``collect``; the callables give what may change
-    (a heartbeat table that is None before start, the controller's rings)."""
+    (a heartbeat table that is None before start, the controller's rings, the controller's
+    topics for the offline series)."""
 
     def __init__(
         self,
         counters: CounterTable,
         heartbeats: Callable[[], HeartbeatTable | None] = lambda: None,
         rings: Callable[[], Iterable[RingStat]] = lambda: (),
+        topics: Callable[[], Iterable[TopicImage]] = lambda: (),
     ) -> None:
         self.table = counters
         self._heartbeats = heartbeats
         self._rings = rings
+        self._topics = topics
         self._sources: list[Source] = []
-        #: row -> (generation, 'topic="t",partition="0",worker="1"'), built once per row use.
-        self._labels: dict[int, tuple[int, str]] = {}
+        rpw = counters.rows_per_worker
+        #: Per row: ('topic="t",partition="0",worker="1"', (topic, partition)), once per row use.
+        self._rows = RowLabels(
+            counters,
+            lambda row, topic, partition: (
+                f'topic="{_escape(topic)}",partition="{partition}",worker="{row // rpw}"',
+                (topic, partition),
+            ),
+        )
         self._build = ([_version(), platform.python_version()], 1.0)
         self.registry = build_registry(self)
 
@@ -171,6 +267,7 @@ class MetricsCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         yield from self._requests()
+        yield from self._flushes()
         yield from self._workers()
         yield from self._ring_families()
         build = GaugeMetricFamily(
@@ -185,44 +282,47 @@ class MetricsCollector(Collector):
 
     def partition_text(self) -> str:
         """The per-partition families in the text format (0.0.4), formatted here rather than by
-        prometheus-client: 8 families x 10,000 partitions are 80,000 samples, which cost
+        prometheus-client: 9 families x 10,000 partitions are 90,000 samples, which cost
         ``generate_latest`` about 1 s here against 0.05 s for this (perf/bench_metrics.py). Label
-        strings are built once per (row, generation)."""
-        t = self.table
-        state = t.state.copy()
-        live = np.flatnonzero((state > 0) & (state % 2 == 0))
-        values = t.counters[live]
-        # Rows relabelled while we copied are left out of this scrape (the seqlock of counters.py).
-        stable = t.state[live] == state[live]
-        rows = live.tolist()
-        gens = state[live].tolist()
-        rpw = t.rows_per_worker
-        cache = self._labels
-        labels: list[str] = []
-        keep = np.zeros(len(rows), dtype=bool)
-        for i, (row, gen, ok) in enumerate(zip(rows, gens, stable.tolist(), strict=True)):
-            if not ok:
-                continue
-            hit = cache.get(row)
-            if hit is None or hit[0] != gen:
-                topic, partition = t.label(row)
-                if t.state[row] != gen:
-                    continue
-                hit = (gen, f'topic="{_escape(topic)}",partition="{partition}",worker="{row // rpw}"')
-                cache[row] = hit
-            labels.append(hit[1])
-            keep[i] = True
-        if len(cache) > 2 * len(rows) + 1024:  # forget rows freed long ago
-            alive = set(rows)
-            self._labels = {r: v for r, v in cache.items() if r in alive}
-        values = values[keep]
+        strings are built once per (row, generation), then `offline_text`."""
+        rows, values = self._rows.read()
+        labels = [label for label, _ in rows]
         out: list[str] = []
         for field, name, doc, kind in _PARTITION_FAMILIES:
             out.append(f"# HELP {name} {doc}\n# TYPE {name} {kind}\n")
             out.extend(
                 [f"{name}{{{lab}}} {v}\n" for lab, v in zip(labels, values[:, field].tolist(), strict=True)]
             )
+        failed = {tp for (_, tp), off in zip(rows, values[:, ctr.OFFLINE].tolist(), strict=True) if off}
+        out.append(self.offline_text(failed))
         return "".join(out)
+
+    def offline_text(self, failed: set[tuple[str, int]]) -> str:
+        """``shardbroker_partition_offline{topic,partition}``: one series per partition of the
+        controller's metadata (so a deleted topic's series go with it), 1 when its owner is not
+        serving (dead, restarting, booting) or its log went offline (``failed``: the rows'
+        offline flags), else 0. The owners come from the controller, not from the rows: a dead
+        worker's rows say nothing about whether anyone serves the partition now."""
+        up = self.serving()
+        out = [f"# HELP {_OFFLINE} 1 while no worker serves the partition\n# TYPE {_OFFLINE} gauge\n"]
+        for topic in self._topics():
+            name = _escape(topic.name)
+            for p in topic.partitions:
+                bad = not (0 <= p.leader < len(up) and up[p.leader]) or (topic.name, p.partition) in failed
+                out.append(f'{_OFFLINE}{{topic="{name}",partition="{p.partition}"}} {1 if bad else 0}\n')
+        return "".join(out)
+
+    def serving(self) -> list[bool]:
+        """Per worker slot: READY with a live pid (``shardbroker_worker_up``); empty before the
+        heartbeat table exists."""
+        table = self._heartbeats()
+        if table is None:
+            return []
+        cells: Any = table.snapshot()
+        return [
+            int(state) == SlotState.READY and int(pid) > 0
+            for state, pid in zip(cells["state"].tolist(), cells["pid"].tolist(), strict=True)
+        ]
 
     def exposition(self) -> bytes:
         """What GET /metrics answers: ``generate_latest`` of the private registry (every family
@@ -284,12 +384,27 @@ class MetricsCollector(Collector):
         restarts = CounterMetricFamily(
             "shardbroker_worker_restarts", "Times the worker slot was restarted", labels=["worker"]
         )
-        for slot in range(len(cells)):
-            serving = int(cells["state"][slot]) == SlotState.READY and int(cells["pid"][slot]) > 0
+        for slot, serving in enumerate(self.serving()):
             up.add_metric([str(slot)], 1.0 if serving else 0.0)
             restarts.add_metric([str(slot)], float(cells["restarts"][slot]))
         yield up
         yield restarts
+
+    def _flushes(self) -> Iterator[Metric]:
+        t = self.table
+        hist = t.flush.copy()
+        sums = t.flush_sum.copy()
+        family = HistogramMetricFamily(
+            "shardbroker_log_flush_duration_seconds",
+            "Log flushes (fdatasync of a partition's unflushed segments) by duration",
+            labels=["worker"],
+        )
+        for w in range(t.workers):
+            cumulative = np.cumsum(hist[w]).tolist()
+            family.add_metric(
+                [str(w)], buckets=list(zip(_LE, cumulative, strict=True)), sum_value=float(sums[w])
+            )
+        yield family
 
     def _ring_families(self) -> Iterator[Metric]:
         used = GaugeMetricFamily("shardbroker_ring_used_bytes", "Bytes queued in the ring", labels=["ring"])
@@ -309,32 +424,14 @@ class GroupLagSource:
     def __init__(self, counters: CounterTable, offsets: GroupOffsetTable) -> None:
         self.counters = counters
         self.offsets = offsets
-        #: partition row -> (generation, (topic, partition)), decoded once per row use.
-        self._labels: dict[int, tuple[int, tuple[str, int]]] = {}
+        self._rows = RowLabels(counters, lambda row, topic, partition: (topic, partition))
 
     def log_end_offsets(self) -> dict[tuple[str, int], int]:
         """(topic, partition) -> log end offset, for the partition rows live now."""
-        t = self.counters
-        state = t.state.copy()
-        live = np.flatnonzero((state > 0) & (state % 2 == 0))
-        ends = t.counters[live, ctr.LOG_END_OFFSET].tolist()
-        stable = (t.state[live] == state[live]).tolist()
-        rows = live.tolist()
-        cache = self._labels
+        tps, ends = self._rows.read(ctr.LOG_END_OFFSET)
         out: dict[tuple[str, int], int] = {}
-        for row, gen, ok, end in zip(rows, state[live].tolist(), stable, ends, strict=True):
-            if not ok:
-                continue
-            hit = cache.get(row)
-            if hit is None or hit[0] != gen:
-                tp = t.label(row)
-                if t.state[row] != gen:
-                    continue
-                hit = cache[row] = (gen, tp)
-            out[hit[1]] = max(end, out.get(hit[1], -1))  # a partition moving: two rows, briefly
-        if len(cache) > 2 * len(rows) + 1024:
-            alive = set(rows)
-            self._labels = {r: v for r, v in cache.items() if r in alive}
+        for tp, end in zip(tps, ends.tolist(), strict=True):
+            out[tp] = max(end, out.get(tp, -1))  # a partition moving: two rows, briefly
         return out
 
     @staticmethod
@@ -350,6 +447,11 @@ class GroupLagSource:
             "Log end offset (high watermark) minus the group's committed offset",
             labels=["group", "topic", "partition"],
         )
+        offsets = GaugeMetricFamily(
+            "shardbroker_consumergroup_committed_offset",
+            "The group's committed offset (its rate: messages consumed per second)",
+            labels=["group", "topic", "partition"],
+        )
         seen: set[tuple[str, str, int]] = set()
         for group, topic, partition, committed in rows:
             end = ends.get((topic, partition))
@@ -357,8 +459,11 @@ class GroupLagSource:
             if end is None or committed < 0 or key in seen:
                 continue  # end unknown; no offset (-1); a group moving between coordinators
             seen.add(key)
-            lag.add_metric([group, topic, str(partition)], float(self.lag(end, committed)))
+            labels = [group, topic, str(partition)]
+            lag.add_metric(labels, float(self.lag(end, committed)))
+            offsets.add_metric(labels, float(committed))
         yield lag
+        yield offsets
         overflow = GaugeMetricFamily(
             "shardbroker_consumergroup_offsets_overflow",
             "Committed offsets not exported (offsets table full, or group id too long)",
@@ -368,6 +473,110 @@ class GroupLagSource:
         for w in range(self.offsets.workers):
             overflow.add_metric([str(w)], float(misc[w, OVERFLOW]))
         yield overflow
+
+
+class WorkerProcessSource:
+    """``process_*{worker}``: each live worker's CPU, memory, start time and open files, read
+    from ``/proc/<pid>`` at scrape time (Linux; elsewhere nothing), with the names and units of
+    prometheus-client's ProcessCollector plus a ``worker`` label, so dashboards written for
+    Prometheus' conventions work per worker. The supervisor itself is left out: it serves no
+    client traffic, and its numbers under these names would read as a worker's.
+
+    Also ``shardbroker_disk_written_bytes_total{worker}``: ``write_bytes`` of
+    ``/proc/<pid>/io``, what the worker made the kernel send to the storage layer (segments,
+    indexes, checkpoints, compaction; counted when pages are dirtied, so before writeback).
+    Read here rather than counted in storage/ because it sees every write path at no cost to
+    any of them; it resets when a worker restarts, as counters of a new process do.
+
+    Cost: four small reads per worker plus a listdir of ``/proc/<pid>/fd`` (0.1-0.3 ms per worker
+    with a few hundred files open; perf/bench_metrics.py).
+    """
+
+    def __init__(self, heartbeats: Callable[[], HeartbeatTable | None], proc: str = "/proc") -> None:
+        self._heartbeats = heartbeats
+        self._proc = proc
+        self._ticks = float(os.sysconf("SC_CLK_TCK"))
+        self._page = float(os.sysconf("SC_PAGE_SIZE"))
+        self._boot: float | None = None
+
+    def _boot_time(self) -> float:
+        if self._boot is None:
+            with open(f"{self._proc}/stat", "rb") as f:
+                for line in f:
+                    if line.startswith(b"btime "):
+                        self._boot = float(line.split()[1])
+                        break
+                else:
+                    self._boot = 0.0
+        return self._boot
+
+    def pids(self) -> list[tuple[int, int]]:
+        """(slot, pid) of the workers that may be running (not reaped yet)."""
+        table = self._heartbeats()
+        if table is None:
+            return []
+        cells: Any = table.snapshot()
+        return [
+            (slot, int(pid))
+            for slot, (pid, state) in enumerate(
+                zip(cells["pid"].tolist(), cells["state"].tolist(), strict=True)
+            )
+            if pid > 0 and state != SlotState.DEAD
+        ]
+
+    def __call__(self) -> Iterator[Metric]:
+        w = ["worker"]
+        cpu = CounterMetricFamily("process_cpu_seconds", "User and system CPU time", labels=w)
+        rss = GaugeMetricFamily("process_resident_memory_bytes", "Resident memory", labels=w)
+        vms = GaugeMetricFamily("process_virtual_memory_bytes", "Virtual memory", labels=w)
+        start = GaugeMetricFamily(
+            "process_start_time_seconds", "Start time, seconds since the epoch", labels=w
+        )
+        fds = GaugeMetricFamily("process_open_fds", "Open file descriptors", labels=w)
+        written = CounterMetricFamily(
+            "shardbroker_disk_written_bytes", "Bytes the worker sent to the storage layer", labels=w
+        )
+        for slot, pid in self.pids():
+            base = f"{self._proc}/{pid}"
+            try:
+                with open(f"{base}/stat", "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[1].split()
+                with open(f"{base}/io", "rb") as f:
+                    io = dict(line.split(b": ", 1) for line in f.read().splitlines())
+                open_fds = len(os.listdir(f"{base}/fd"))
+            except (OSError, IndexError, ValueError):
+                continue  # exited meanwhile, or not Linux
+            label = [str(slot)]
+            # proc(5): utime, stime (14, 15), starttime (22), vsize (23), rss pages (24); fields
+            # here start at the state, field 3.
+            cpu.add_metric(label, (int(fields[11]) + int(fields[12])) / self._ticks)
+            start.add_metric(label, self._boot_time() + int(fields[19]) / self._ticks)
+            vms.add_metric(label, float(fields[20]))
+            rss.add_metric(label, int(fields[21]) * self._page)
+            fds.add_metric(label, float(open_fds))
+            written.add_metric(label, float(io.get(b"write_bytes", b"0")))
+        yield from (cpu, rss, vms, start, fds, written)
+
+
+class DataDirSource:
+    """``shardbroker_data_dir_{size,free}_bytes``: the file system holding the data dir
+    (``statvfs``; free = what an unprivileged process may still use), for the disk-nearly-full
+    alert. One system call per scrape."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+
+    def __call__(self) -> Iterator[Metric]:
+        try:
+            st = os.statvfs(self.data_dir)
+        except OSError:
+            return
+        size = GaugeMetricFamily("shardbroker_data_dir_size_bytes", "Size of the data dir's file system")
+        size.add_metric([], float(st.f_blocks * st.f_frsize))
+        free = GaugeMetricFamily("shardbroker_data_dir_free_bytes", "Bytes still available in the data dir")
+        free.add_metric([], float(st.f_bavail * st.f_frsize))
+        yield size
+        yield free
 
 
 def build_registry(collector: MetricsCollector) -> CollectorRegistry:

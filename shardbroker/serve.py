@@ -33,17 +33,18 @@ import hashlib
 import logging
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from shardbroker.broker.metadata_image import TopicImage
 from shardbroker.config import BrokerConfig
 from shardbroker.controller import Controller, in_ring_name, out_ring_name
 from shardbroker.ipc import shm
 from shardbroker.ipc.counters import CounterTable
 from shardbroker.ipc.group_offsets import GroupOffsetTable
-from shardbroker.ipc.heartbeat import SegmentInUse
+from shardbroker.ipc.heartbeat import HeartbeatTable, SegmentInUse
 from shardbroker.metadata_log import DataDirLock, MetadataLogError
-from shardbroker.metrics import GroupLagSource, MetricsCollector, RingStat
+from shardbroker.metrics import DataDirSource, GroupLagSource, MetricsCollector, RingStat, WorkerProcessSource
 from shardbroker.metrics_http import MetricsServer
 from shardbroker.supervision import Phase, Policy
 from shardbroker.supervisor import Supervisor, SupervisorConfig
@@ -194,10 +195,19 @@ def serve(
             controller,
             announce,
         )
+
+        def heartbeats() -> HeartbeatTable | None:  # None until the supervisor starts
+            return supervisor.heartbeats
+
         collector = MetricsCollector(
-            counters, lambda: supervisor.heartbeats, functools.partial(_ring_stats, controller)
+            counters,
+            heartbeats,
+            functools.partial(_ring_stats, controller),
+            functools.partial(_topics, controller),
         )
         collector.add_source(GroupLagSource(counters, group_offsets))
+        collector.add_source(WorkerProcessSource(heartbeats))
+        collector.add_source(DataDirSource(data_dir))
         supervisor.metrics = MetricsServer(config.metrics_host, config.metrics_port, collector.exposition)
         try:
             code = supervisor.run()
@@ -229,6 +239,11 @@ def _check_metrics_port(host: str, port: int) -> None:
         except OSError as exc:
             reason = exc.strerror or exc
             raise ServeError(f"cannot serve /metrics on {_hostport(host, port)}: {reason}") from None
+
+
+def _topics(controller: Controller) -> Iterable[TopicImage]:
+    """Every topic with its partitions' owners, as the controller has them now."""
+    return controller.state.topics.values()
 
 
 def _ring_stats(controller: Controller) -> list[RingStat]:

@@ -83,7 +83,10 @@ Metrics
     Each Partition counts in plain attributes (messages_in, bytes_in, bytes_out, produce and fetch
     requests: 76 ns per append together); `publish_metrics`, on every housekeeping tick (1 s),
     copies the partitions that moved into this worker's rows of the shared counter table, with
-    the log end/start offsets and size (ipc/counters.py explains the trade and its figures).
+    the log end/start offsets, size, segment count and offline flag (ipc/counters.py explains
+    the trade and its figures). Every log reports its flush durations to
+    ``WorkerCounters.flush`` (the ``on_flush`` callable of storage/group_commit.py), and a failed
+    flush republishes its partition so the offline flag shows at the next tick.
 
 Costs on the hot path (no per-record work, no copy of batch bytes besides the one write).
 Measured in-process on this 2-core VM, one-record batches so that the write is negligible,
@@ -118,7 +121,7 @@ from shardbroker.config import BrokerConfig, ConfigError, LogConfig
 from shardbroker.ipc.counters import PartitionRow, WorkerCounters
 from shardbroker.protocol.errors import ErrorCode
 from shardbroker.storage.errors import KafkaStorageError, StorageError
-from shardbroker.storage.log import FetchDataInfo, PartitionLog
+from shardbroker.storage.log import FetchDataInfo, LogAppendInfo, PartitionLog
 
 if TYPE_CHECKING:
     from shardbroker.worker import Worker
@@ -159,6 +162,8 @@ _MAX_CODEC: Final = 4  # zstd; 5-7 are not codecs
 _TRANSACTIONAL_BIT: Final = 0x10
 
 _NONE: Final = int(ErrorCode.NONE)
+#: Largest single write of ``append_batches`` (one pwritev; bounds the iovec and the lock hold).
+_MAX_LOT_BYTES: Final = 64 << 20
 
 
 def _prop_ms(props: Any, name: str, default: int) -> int:
@@ -547,7 +552,11 @@ class ReplicaManager:
                 shutil.rmtree(stale, ignore_errors=True)
                 log.info("removed %s: topic id %s, not %s", directory, on_disk, topic.topic_id)
         plog = PartitionLog.open(
-            directory, self._log_config(topic), topic=topic.name, partition=part.partition
+            directory,
+            self._log_config(topic),
+            topic=topic.name,
+            partition=part.partition,
+            on_flush=self.counters.flush,
         )
         if read_partition_metadata(directory) != topic.topic_id:
             write_partition_metadata(directory, topic.topic_id)
@@ -613,6 +622,8 @@ class ReplicaManager:
             p.size_base + p.bytes_in,
             p.produce_requests,
             p.fetch_requests,
+            plog.segment_count,
+            plog.offline,
         )
 
     def _new_epoch(self, p: Partition, epoch: int) -> None:
@@ -748,17 +759,72 @@ class ReplicaManager:
             return AppendResult(exc.error_code, error_message=str(exc))
         if info.duplicate:
             return AppendResult(_NONE, info.first_offset, info.log_append_time, info.log_start_offset)
-        p.messages_in += info.record_count
-        p.bytes_in += n
-        if p.waiters:
-            p.wake()
-        flush_offset = -1
-        if info.flush_required:
-            flush_offset = info.last_offset + 1
-            self.request_flush(p, flush_offset)
+        flush_offset = self._appended(p, info, n)
         return AppendResult(
             _NONE, info.first_offset, info.log_append_time, info.log_start_offset, None, flush_offset
         )
+
+    def _appended(self, p: Partition, info: LogAppendInfo, size: int) -> int:
+        """Bookkeeping after a write: counters, long-poll wake-up, flush policy. Returns the offset
+        an acks=all answer waits to be durable (-1: none)."""
+        p.messages_in += info.record_count
+        p.bytes_in += size
+        if p.waiters:
+            p.wake()
+        if not info.flush_required:
+            return -1
+        flush_offset = info.last_offset + 1
+        self.request_flush(p, flush_offset)
+        return flush_offset
+
+    def append_batches(self, topic: str, index: int, batches: list[memoryview]) -> list[AppendResult]:
+        """Append several whole batches of one partition in one write (a local producer's ring
+        drain: broker/local_clients.py), one result per batch, same checks and bookkeeping as
+        :meth:`append`. Idempotent, transactional or unknown-codec batches, and any lot that one
+        bad batch makes the log refuse, go through :meth:`append` one by one instead, so each
+        batch gets its own error and the good ones are still written, in order."""
+        p = self.get(topic, index)
+        if p is None or len(batches) == 1:
+            return [self.append(topic, index, b) for b in batches]
+        counts = []
+        for b in batches:
+            if len(b) < _HEADER_SIZE:
+                return [self.append(topic, index, b) for b in batches]
+            f = _HEADER.unpack_from(b, 0)
+            if (
+                f[1] + _LOG_OVERHEAD != len(b)
+                or f[5] & (_COMPRESSION_MASK | _TRANSACTIONAL_BIT) > _MAX_CODEC
+                or f[9] >= 0
+            ):
+                return [self.append(topic, index, b) for b in batches]
+            counts.append(f[12])
+        # Lots of at most segment.bytes: the log refuses a larger single append.
+        limit = min(p.log.config.segment_bytes, _MAX_LOT_BYTES)
+        if sum(len(b) for b in batches) > limit:
+            out: list[AppendResult] = []
+            lot: list[memoryview] = []
+            size = 0
+            for b in batches:
+                if lot and size + len(b) > limit:
+                    out += self.append_batches(topic, index, lot)
+                    lot, size = [], 0
+                lot.append(b)
+                size += len(b)
+            return out + self.append_batches(topic, index, lot)
+        try:
+            info = p.log.append(batches, leader_epoch=p.leader_epoch)
+        except StorageError:
+            return [self.append(topic, index, b) for b in batches]
+        p.produce_requests += 1
+        flush_offset = self._appended(p, info, info.valid_bytes)
+        results = []
+        base = info.first_offset
+        for count in counts:
+            results.append(
+                AppendResult(_NONE, base, info.log_append_time, info.log_start_offset, None, flush_offset)
+            )
+            base += count
+        return results
 
     # ------------------------------------------------------------------ durability
 
@@ -790,6 +856,7 @@ class ReplicaManager:
             exc = job.exception()
             if exc is not None:
                 log.error("flush of %s failed: %s", p, exc)
+                p.published = None  # the row's offline flag goes up at the next tick
                 fut.set_exception(exc)
                 fut.exception()  # mark retrieved: fire-and-forget flushes (acks=1) need no reader
             else:

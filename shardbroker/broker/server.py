@@ -9,7 +9,10 @@
    leads (after the ReplicaManager opened them), stops its timers on drain before the logs close;
 3. ``KafkaListener``: accepts clients once the logs are open; on drain it stops accepting and
    finishes in-flight requests first, while the logs are still open;
-4. a drain hook, ``GroupCoordinator.stop_serving``, drained first of all: it answers parked
+4. ``LocalClientService`` (broker/local_clients.py): local producers' rings and consumers'
+   wake-ups, after the listener (drained before it: committed frames are appended while the
+   logs are open);
+5. a drain hook, ``GroupCoordinator.stop_serving``, drained first of all: it answers parked
    JoinGroup/SyncGroup requests at once, so the listener's drain does not wait for rebalances.
 
 The handler registry is discovered here, in the worker, so a handler module that fails to import
@@ -23,6 +26,7 @@ from typing import TYPE_CHECKING
 from shardbroker.broker.dispatch import discover
 from shardbroker.broker.group_coordinator import GroupCoordinator
 from shardbroker.broker.listener import KafkaListener
+from shardbroker.broker.local_clients import LocalClientService
 from shardbroker.broker.replica_manager import ReplicaManager
 from shardbroker.broker.worker_state import WorkerState
 from shardbroker.config import BrokerConfig
@@ -61,5 +65,6 @@ def install(
     worker.add_service(replicas)
     worker.add_service(groups)
     worker.add_service(KafkaListener(state, discover()))
+    worker.add_service(LocalClientService(state))
     worker.on_drain(groups.stop_serving)
     return state

@@ -8,64 +8,42 @@ watermark, minus the committed offset; ``-`` when nothing is committed), ``--mem
 as Kafka's tool, only plans (dry run) unless ``--execute`` is given, and is refused while the
 group has members (state other than Empty or Dead).
 
-Exit codes: 0 done, 1 a runtime error (broker unreachable, unknown group or topic, a Kafka error;
-the message says which), 2 bad usage (argparse's).
+Exit codes (shared by the client commands, see :mod:`shardbroker.cli.common`): 0 done, 1 a
+runtime error (broker unreachable, unknown group or topic, a Kafka error; the message says which),
+2 bad usage (argparse's).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import sys
-from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
+
+from shardbroker.cli.common import (
+    EXIT_OK,
+    EXIT_USAGE,
+    CommandError,
+    admin_client,
+    connection_options,
+    integer,
+    print_json,
+    run_reporting,
+    table,
+)
 
 if TYPE_CHECKING:
     from shardbroker.client.admin import AdminClient, GroupDescription
 
 __all__ = ["register"]
 
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
-DEFAULT_TIMEOUT_MS = 10000
 INACTIVE_STATES = ("Empty", "Dead")
 
 TopicSpec = tuple[str, list[int] | None]
 
 
-class CommandError(Exception):
-    """A runtime refusal of a groups command: printed, exit 1."""
-
-
 # -- argument types ------------------------------------------------------------------------------
-
-
-def _bootstrap(text: str) -> str:
-    from shardbroker.client.connection import parse_address
-
-    try:
-        for part in text.split(","):
-            if part.strip():
-                parse_address(part)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    if not text.strip(" ,"):
-        raise argparse.ArgumentTypeError("no address given")
-    return text
-
-
-def _timeout_ms(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of milliseconds: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1 ms, got {value}")
-    return value
 
 
 def _topic_spec(text: str) -> TopicSpec:
@@ -96,50 +74,19 @@ def _datetime_ms(text: str) -> int:
     return int(value.timestamp() * 1000)
 
 
-def _integer(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-
-
-# -- output helpers ------------------------------------------------------------------------------
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    cells = [list(headers), *[["-" if c is None else str(c) for c in row] for row in rows]]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
-    return "\n".join(lines)
-
-
-def _print_json(value: Any) -> None:
-    print(json.dumps(value, indent=2, sort_keys=False))
-
-
-def _client(args: argparse.Namespace) -> AdminClient:
-    from shardbroker.client.admin import AdminClient
-
-    return AdminClient(args.bootstrap_server, timeout=args.timeout / 1000.0)
+# -- running -------------------------------------------------------------------------------------
 
 
 def _run(args: argparse.Namespace) -> int:
     """Run the sub-command, mapping the client's errors to exit code 1 with a message."""
-    from shardbroker.client.connection import AdminClientError
-
-    try:
-        code: int = args.action(args)
-        return code
-    except (AdminClientError, CommandError) as exc:
-        print(f"shardbroker groups {args.groups_command}: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+    return run_reporting(f"groups {args.groups_command}", lambda: int(args.action(args)))
 
 
 # -- list ----------------------------------------------------------------------------------------
 
 
 def _list(args: argparse.Namespace) -> int:
-    with _client(args) as admin:
+    with admin_client(args) as admin:
         groups = admin.list_groups()
         rows = []
         for g in groups:
@@ -149,10 +96,10 @@ def _list(args: argparse.Namespace) -> int:
         wanted = {s.strip().lower() for s in args.state.split(",") if s.strip()}
         rows = [r for r in rows if r[1].lower() in wanted]
     if args.json:
-        _print_json([{"group": g, "state": s, "protocol_type": p, "coordinator": c} for g, s, p, c in rows])
+        print_json([{"group": g, "state": s, "protocol_type": p, "coordinator": c} for g, s, p, c in rows])
     elif args.state is not None:
         if rows:
-            print(_table(("GROUP", "STATE"), [(g, s) for g, s, _, _ in rows]))
+            print(table(("GROUP", "STATE"), [(g, s) for g, s, _, _ in rows]))
     else:
         for row in rows:
             print(row[0])
@@ -252,18 +199,18 @@ def _describe(args: argparse.Namespace) -> int:
     if not args.groups and not args.all_groups:
         print("shardbroker groups describe: error: give a GROUP or --all-groups", file=sys.stderr)
         return EXIT_USAGE
-    with _client(args) as admin:
+    with admin_client(args) as admin:
         group_ids = [g.group_id for g in admin.list_groups()] if args.all_groups else list(args.groups)
         results = [_describe_one(admin, g, args) for g in group_ids]
     if args.json:
-        _print_json([{k: v for k, v in r.items() if k != "_desc"} for r in results])
+        print_json([{k: v for k, v in r.items() if k != "_desc"} for r in results])
         return EXIT_OK
     for r in results:
         print()
         desc = r["_desc"]
         if args.state:
             print(
-                _table(
+                table(
                     ("GROUP", "COORDINATOR (ID)", "ASSIGNMENT-STRATEGY", "STATE", "#MEMBERS"),
                     [
                         (
@@ -298,10 +245,10 @@ def _describe(args: argparse.Namespace) -> int:
                         or None
                     )
                 rows.append(row)
-            print(_table(headers, rows))
+            print(table(headers, rows))
             continue
         print(
-            _table(
+            table(
                 (
                     "GROUP",
                     "TOPIC",
@@ -369,7 +316,7 @@ def _reset(args: argparse.Namespace) -> int:
     from shardbroker.client.admin import EARLIEST, LATEST, KafkaApiError
     from shardbroker.protocol.errors import ErrorCode
 
-    with _client(args) as admin:
+    with admin_client(args) as admin:
         desc = admin.describe_group(args.group)
         if desc.state not in INACTIVE_STATES:
             raise CommandError(
@@ -416,7 +363,7 @@ def _reset(args: argparse.Namespace) -> int:
                     ) from None
                 raise
     if args.json:
-        _print_json(
+        print_json(
             [
                 {"group": args.group, "topic": t, "partition": p, "new_offset": o}
                 for (t, p), o in sorted(plan.items())
@@ -425,7 +372,7 @@ def _reset(args: argparse.Namespace) -> int:
     else:
         print()
         print(
-            _table(
+            table(
                 ("GROUP", "TOPIC", "PARTITION", "NEW-OFFSET"),
                 [(args.group, t, p, o) for (t, p), o in sorted(plan.items())],
             )
@@ -443,21 +390,7 @@ def _reset(args: argparse.Namespace) -> int:
 
 def register(commands: Any) -> None:
     """Add ``groups`` to the ``shardbroker`` sub-commands (``commands`` is argparse's subparsers)."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--bootstrap-server",
-        type=_bootstrap,
-        default=DEFAULT_BOOTSTRAP,
-        metavar="HOST:PORT[,HOST:PORT]",
-        help=f"broker(s) to connect to [{DEFAULT_BOOTSTRAP}]",
-    )
-    common.add_argument(
-        "--timeout",
-        type=_timeout_ms,
-        default=DEFAULT_TIMEOUT_MS,
-        metavar="MS",
-        help=f"time to wait for a connection or an answer, in ms [{DEFAULT_TIMEOUT_MS}]",
-    )
+    common = connection_options()
     groups = commands.add_parser(
         "groups",
         help="list, describe and reset consumer groups",
@@ -525,9 +458,9 @@ def register(commands: Any) -> None:
     scenario.add_argument(
         "--to-datetime", type=_datetime_ms, metavar="ISO8601", help="e.g. 2026-11-25T07:00:00Z"
     )
-    scenario.add_argument("--to-offset", type=_integer, metavar="N", help="this offset")
+    scenario.add_argument("--to-offset", type=integer, metavar="N", help="this offset")
     scenario.add_argument(
-        "--shift-by", type=_integer, metavar="N", help="the committed offset + N (N may be < 0)"
+        "--shift-by", type=integer, metavar="N", help="the committed offset + N (N may be < 0)"
     )
     mode = p_reset.add_mutually_exclusive_group()
     mode.add_argument("--dry-run", action="store_true", help="print the plan only (the default)")

@@ -16,7 +16,13 @@ import textwrap
 from pathlib import Path
 
 from shardbroker import __version__
+from shardbroker.cli import check as check_cli
+from shardbroker.cli import consume as consume_cli
+from shardbroker.cli import dump_log as dump_log_cli
 from shardbroker.cli import groups as groups_cli
+from shardbroker.cli import perf as perf_cli
+from shardbroker.cli import produce as produce_cli
+from shardbroker.cli import topics as topics_cli
 from shardbroker.config import BROKER_PROPERTIES, BrokerConfig, ConfigError
 
 EXIT_USAGE = 2
@@ -115,7 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics", metavar="HOST:PORT", help="Prometheus /metrics address (metrics.listen) [127.0.0.1:9404]"
     )
     serve.set_defaults(run=_serve)
+    topics_cli.register(commands)
+    produce_cli.register(commands)
+    consume_cli.register(commands)
     groups_cli.register(commands)
+    dump_log_cli.register(commands)
+    check_cli.register(commands)
+    perf_cli.register(commands)
     return parser
 
 

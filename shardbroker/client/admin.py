@@ -1,12 +1,17 @@
 """A small synchronous Kafka admin client over TCP, built on our sans-IO codec. Opens sockets.
 
-For the operator CLI (``shardbroker groups``) and tests: bootstrap from ``host:port[,host:port]``,
-Metadata, per-node connections (see :mod:`shardbroker.client.connection`: blocking sockets with
-timeouts, versions negotiated by ApiVersions), and the group admin calls Kafka's
+For the operator CLI (``shardbroker topics|groups|produce|consume``), the TCP producer and
+consumer (which use it as their view of the cluster) and tests: bootstrap from
+``host:port[,host:port]``, Metadata, per-node connections (see :mod:`shardbroker.client.connection`:
+blocking sockets with timeouts, versions negotiated by ApiVersions); the topic admin calls of
+Kafka's ``kafka-topics``/``kafka-configs`` tools: CreateTopics, DeleteTopics and CreatePartitions
+(sent to the controller, as Kafka's admin client does, and retried on NOT_CONTROLLER),
+DescribeConfigs and IncrementalAlterConfigs; and the group admin calls Kafka's
 ``kafka-consumer-groups`` tool makes: FindCoordinator, ListGroups (every broker), DescribeGroups
 (member subscriptions and assignments decoded from the consumer protocol's public layouts),
-OffsetFetch, ListOffsets (earliest, latest, by timestamp), OffsetCommit as an admin (generation
--1, empty member id: accepted only while the group has no members) and DeleteGroups.
+OffsetFetch, ListOffsets (earliest, latest, by timestamp), OffsetCommit (as an admin: generation
+-1, empty member id, accepted only while the group has no members; or as a member, for the
+consumer) and DeleteGroups.
 
 Errors: :class:`BrokerUnreachable` names the address; :class:`KafkaApiError` carries the Kafka
 error code (``ErrorCode``) and says what failed. Retriable coordinator errors
@@ -21,9 +26,10 @@ from __future__ import annotations
 import functools
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+from uuid import UUID
 
 from shardbroker.client.connection import (
     DEFAULT_TIMEOUT,
@@ -47,12 +53,14 @@ __all__ = [
     "BrokerInfo",
     "BrokerUnreachable",
     "ClusterMetadata",
+    "ConfigEntry",
     "ConsumerAssignment",
     "ConsumerSubscription",
     "GroupDescription",
     "GroupListing",
     "KafkaApiError",
     "MemberDescription",
+    "NewTopic",
     "TopicInfo",
     "UnsupportedApi",
     "decode_consumer_assignment",
@@ -63,6 +71,25 @@ __all__ = [
 #: ListOffsets timestamps with a special meaning.
 LATEST = -1
 EARLIEST = -2
+
+#: DescribeConfigs / IncrementalAlterConfigs resource type of a topic (Kafka's ConfigResource.Type).
+RESOURCE_TOPIC = 2
+#: IncrementalAlterConfigs operations (Kafka's AlterConfigOp.OpType).
+CONFIG_SET = 0
+CONFIG_DELETE = 1
+#: DescribeConfigs config_source values, by the names Kafka's admin client and tools print
+#: (ConfigEntry.ConfigSource).
+CONFIG_SOURCES = {
+    0: "UNKNOWN",
+    1: "DYNAMIC_TOPIC_CONFIG",
+    2: "DYNAMIC_BROKER_CONFIG",
+    3: "DYNAMIC_DEFAULT_BROKER_CONFIG",
+    4: "STATIC_BROKER_CONFIG",
+    5: "DEFAULT_CONFIG",
+    6: "DYNAMIC_BROKER_LOGGER_CONFIG",
+    7: "CLIENT_METRICS_CONFIG",
+    8: "GROUP_CONFIG",
+}
 
 TopicPartition = tuple[str, int]
 _COORDINATOR_RETRIABLE = {
@@ -101,6 +128,12 @@ class TopicInfo:
     error_code: int
     #: partition -> leader node id (-1: none)
     partitions: dict[int, int]
+    #: None when the broker's Metadata is older than v10 (no topic ids)
+    topic_id: UUID | None = None
+    internal: bool = False
+    #: partition -> replica node ids, and the in-sync ones
+    replicas: dict[int, list[int]] = field(default_factory=dict)
+    isr: dict[int, list[int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -109,6 +142,31 @@ class ClusterMetadata:
     topics: dict[str, TopicInfo]
     controller_id: int = -1
     cluster_id: str | None = None
+
+
+@dataclass(frozen=True)
+class NewTopic:
+    """A CreateTopics entry; -1 partitions or replication factor = the broker's default."""
+
+    name: str
+    num_partitions: int = -1
+    replication_factor: int = -1
+    configs: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ConfigEntry:
+    """One DescribeConfigs entry; ``source`` by Kafka's ConfigSource name (``DEFAULT_CONFIG``...)."""
+
+    name: str
+    value: str | None
+    source: str
+    read_only: bool
+    sensitive: bool
+
+    @property
+    def is_default(self) -> bool:
+        return self.source == "DEFAULT_CONFIG"
 
 
 @dataclass(frozen=True)
@@ -269,8 +327,8 @@ def decode_consumer_assignment(data: bytes) -> ConsumerAssignment:
     return ConsumerAssignment(version, partitions, user_data)
 
 
-def encode_consumer_assignment(partitions: dict[str, Sequence[int]], version: int = 0) -> bytes:
-    """The v0 layout (for tests and fakes)."""
+def encode_consumer_assignment(partitions: Mapping[str, Sequence[int]], version: int = 0) -> bytes:
+    """The v0 layout (what the group leader sends in SyncGroup)."""
     out = [INT16.pack(version), INT32.pack(len(partitions))]
     for topic, parts in partitions.items():
         raw = topic.encode()
@@ -280,7 +338,7 @@ def encode_consumer_assignment(partitions: dict[str, Sequence[int]], version: in
 
 
 def encode_consumer_subscription(topics: Sequence[str], version: int = 0) -> bytes:
-    """The v0 layout (for tests and fakes)."""
+    """The v0 layout (what a member joins with)."""
     out = [INT16.pack(version), INT32.pack(len(topics))]
     for topic in topics:
         raw = topic.encode()
@@ -358,32 +416,206 @@ class AdminClient:
 
     # -- metadata ------------------------------------------------------------------------------
 
-    def metadata(self, topics: Iterable[str] | None = None) -> ClusterMetadata:
-        """Brokers and topics (all topics when ``topics`` is None). Never creates topics; unknown
-        topics come back with error UNKNOWN_TOPIC_OR_PARTITION."""
+    def metadata(
+        self, topics: Iterable[str] | None = None, *, allow_auto_topic_creation: bool = False
+    ) -> ClusterMetadata:
+        """Brokers and topics (all topics when ``topics`` is None). Unknown topics come back with
+        error UNKNOWN_TOPIC_OR_PARTITION, unless ``allow_auto_topic_creation`` (what producers ask
+        for) lets a broker with ``auto.create.topics.enable`` create them."""
         conn = self._any_conn()
         version = conn.version_for(m.MetadataRequest.API_KEY, "Metadata")
         wanted = None if topics is None else [m.MetadataRequest.MetadataRequestTopic(name=t) for t in topics]
-        request = m.MetadataRequest(topics=wanted, allow_auto_topic_creation=False)
+        request = m.MetadataRequest(topics=wanted, allow_auto_topic_creation=allow_auto_topic_creation)
         response: m.MetadataResponse = conn.send(request, version)
         brokers = {b.node_id: BrokerInfo(b.node_id, b.host, b.port) for b in response.brokers}
         self._brokers = brokers
-        found = {
-            t.name or "": TopicInfo(
-                t.name or "", t.error_code, {p.partition_index: p.leader_id for p in t.partitions}
-            )
-            for t in response.topics
-        }
+        found = {t.name or "": self._topic_info(t, version) for t in response.topics}
         return ClusterMetadata(brokers, found, response.controller_id, response.cluster_id)
+
+    @staticmethod
+    def _topic_info(t: m.MetadataResponse.MetadataResponseTopic, version: int) -> TopicInfo:
+        parts = sorted(t.partitions, key=lambda p: p.partition_index)
+        return TopicInfo(
+            t.name or "",
+            t.error_code,
+            {p.partition_index: p.leader_id for p in parts},
+            t.topic_id if version >= 10 else None,
+            t.is_internal,
+            {p.partition_index: list(p.replica_nodes) for p in parts},
+            {p.partition_index: list(p.isr_nodes) for p in parts},
+        )
 
     def topic(self, name: str) -> TopicInfo:
         """One topic's partitions and leaders; KafkaApiError (UNKNOWN_TOPIC_OR_PARTITION) if none."""
         info = self.metadata([name]).topics.get(name)
-        if info is None:
+        if info is None or info.error_code == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION:
             raise KafkaApiError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"topic '{name}' does not exist")
         if info.error_code != ErrorCode.NONE:
             raise KafkaApiError(info.error_code, f"topic '{name}'")
         return info
+
+    # -- topics --------------------------------------------------------------------------------
+
+    def _controller_call(self, what: str, call: Callable[[BrokerConnection], T]) -> T:
+        """``call`` on the controller's connection (from Metadata; any broker when none is named),
+        retried with fresh metadata while the answer is NOT_CONTROLLER."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            md = self.metadata([])
+            conn = self.node(md.controller_id) if md.controller_id in md.brokers else self._any_conn()
+            try:
+                return call(conn)
+            except KafkaApiError as exc:
+                if exc.error_code != ErrorCode.NOT_CONTROLLER or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.1)
+
+    @staticmethod
+    def _result_error(code: int, message: str | None, what: str) -> KafkaApiError | None:
+        if code == ErrorCode.NONE:
+            return None
+        return KafkaApiError(code, f"{what}: {message}" if message else what)
+
+    def create_topics(
+        self, topics: Sequence[NewTopic], *, validate_only: bool = False
+    ) -> dict[str, KafkaApiError | None]:
+        """CreateTopics; per topic None (created) or the error it got (TOPIC_ALREADY_EXISTS...)."""
+        Topic, Config = m.CreateTopicsRequest.CreatableTopic, m.CreateTopicsRequest.CreatableTopicConfig
+        request = m.CreateTopicsRequest(
+            topics=[
+                Topic(
+                    name=t.name,
+                    num_partitions=t.num_partitions,
+                    replication_factor=t.replication_factor,
+                    configs=[Config(name=k, value=v) for k, v in t.configs.items()],
+                )
+                for t in topics
+            ],
+            timeout_ms=int(self.timeout * 1000),
+            validate_only=validate_only,
+        )
+
+        def call(conn: BrokerConnection) -> dict[str, KafkaApiError | None]:
+            response: m.CreateTopicsResponse = conn.send(request)
+            return self._topic_results(response.topics, "CreateTopics")
+
+        return self._answered([t.name for t in topics], self._controller_call("CreateTopics", call))
+
+    def delete_topics(self, names: Sequence[str]) -> dict[str, KafkaApiError | None]:
+        """DeleteTopics by name; per topic None (deleted) or its error (UNKNOWN_TOPIC_OR_PARTITION...)."""
+
+        def call(conn: BrokerConnection) -> dict[str, KafkaApiError | None]:
+            version = conn.version_for(m.DeleteTopicsRequest.API_KEY, "DeleteTopics")
+            if version >= 6:
+                request = m.DeleteTopicsRequest(
+                    topics=[m.DeleteTopicsRequest.DeleteTopicState(name=n) for n in names],
+                    timeout_ms=int(self.timeout * 1000),
+                )
+            else:
+                request = m.DeleteTopicsRequest(topic_names=list(names), timeout_ms=int(self.timeout * 1000))
+            response: m.DeleteTopicsResponse = conn.send(request, version)
+            return self._topic_results(response.responses, "DeleteTopics")
+
+        return self._answered(names, self._controller_call("DeleteTopics", call))
+
+    def create_partitions(
+        self, counts: dict[str, int], *, validate_only: bool = False
+    ) -> dict[str, KafkaApiError | None]:
+        """CreatePartitions: grow each topic to ``counts[topic]`` partitions (placement left to the
+        broker); per topic None or its error (INVALID_PARTITIONS when the count does not grow)."""
+        request = m.CreatePartitionsRequest(
+            topics=[
+                m.CreatePartitionsRequest.CreatePartitionsTopic(name=t, count=n, assignments=None)
+                for t, n in counts.items()
+            ],
+            timeout_ms=int(self.timeout * 1000),
+            validate_only=validate_only,
+        )
+
+        def call(conn: BrokerConnection) -> dict[str, KafkaApiError | None]:
+            response: m.CreatePartitionsResponse = conn.send(request)
+            return self._topic_results(response.results, "CreatePartitions")
+
+        return self._answered(list(counts), self._controller_call("CreatePartitions", call))
+
+    def _topic_results(self, results: Iterable[Any], api: str) -> dict[str, KafkaApiError | None]:
+        """Per topic None or its error; NOT_CONTROLLER anywhere raises, so the call is retried on
+        the controller."""
+        out = {
+            r.name or "": self._result_error(r.error_code, r.error_message, f"topic '{r.name}'")
+            for r in results
+        }
+        if any(e is not None and e.error_code == ErrorCode.NOT_CONTROLLER for e in out.values()):
+            raise KafkaApiError(ErrorCode.NOT_CONTROLLER, api)
+        return out
+
+    @staticmethod
+    def _answered(
+        names: Sequence[str], out: dict[str, KafkaApiError | None]
+    ) -> dict[str, KafkaApiError | None]:
+        missing = [n for n in names if n not in out]
+        if missing:
+            raise KafkaApiError(ErrorCode.UNKNOWN_SERVER_ERROR, f"the broker did not answer for {missing}")
+        return out
+
+    def describe_topic_configs(self, topics: Sequence[str]) -> dict[str, list[ConfigEntry]]:
+        """Every config of each topic with its value and source (DescribeConfigs); raises
+        KafkaApiError (UNKNOWN_TOPIC_OR_PARTITION...) for the first topic that fails."""
+        conn = self._any_conn()
+        request = m.DescribeConfigsRequest(
+            resources=[
+                m.DescribeConfigsRequest.DescribeConfigsResource(
+                    resource_type=RESOURCE_TOPIC, resource_name=t, configuration_keys=None
+                )
+                for t in topics
+            ]
+        )
+        response: m.DescribeConfigsResponse = conn.send(request)
+        out: dict[str, list[ConfigEntry]] = {}
+        for r in response.results:
+            error = self._result_error(r.error_code, r.error_message, f"configs of topic '{r.resource_name}'")
+            if error is not None:
+                raise error
+            out[r.resource_name] = sorted(
+                (
+                    ConfigEntry(
+                        c.name,
+                        c.value,
+                        CONFIG_SOURCES.get(c.config_source, f"SOURCE_{c.config_source}"),
+                        c.read_only,
+                        c.is_sensitive,
+                    )
+                    for c in r.configs
+                ),
+                key=lambda c: c.name,
+            )
+        missing = [t for t in topics if t not in out]
+        if missing:
+            raise KafkaApiError(
+                ErrorCode.UNKNOWN_SERVER_ERROR, f"DescribeConfigs did not answer for {missing}"
+            )
+        return out
+
+    def alter_topic_configs(
+        self, topic: str, set_configs: dict[str, str], delete_configs: Sequence[str] = ()
+    ) -> None:
+        """IncrementalAlterConfigs on one topic: SET each of ``set_configs``, DELETE (back to the
+        default) each of ``delete_configs``; other overrides stay. Raises KafkaApiError."""
+        Op = m.IncrementalAlterConfigsRequest.AlterableConfig
+        ops = [Op(name=k, config_operation=CONFIG_SET, value=v) for k, v in set_configs.items()]
+        ops += [Op(name=k, config_operation=CONFIG_DELETE, value=None) for k in delete_configs]
+        request = m.IncrementalAlterConfigsRequest(
+            resources=[
+                m.IncrementalAlterConfigsRequest.AlterConfigsResource(
+                    resource_type=RESOURCE_TOPIC, resource_name=topic, configs=ops
+                )
+            ]
+        )
+        response: m.IncrementalAlterConfigsResponse = self._any_conn().send(request)
+        for r in response.responses:
+            error = self._result_error(r.error_code, r.error_message, f"configs of topic '{r.resource_name}'")
+            if error is not None:
+                raise error
 
     # -- groups --------------------------------------------------------------------------------
 
@@ -620,16 +852,26 @@ class AdminClient:
             )
         return out
 
-    def commit_offsets(self, group_id: str, offsets: dict[TopicPartition, int]) -> None:
-        """Commit ``offsets`` for the group as an admin (generation -1, empty member id, as Kafka's
-        tool): the coordinator accepts it only while the group has no members."""
+    def commit_offsets(
+        self,
+        group_id: str,
+        offsets: dict[TopicPartition, int],
+        *,
+        generation_id: int = -1,
+        member_id: str = "",
+        group_instance_id: str | None = None,
+    ) -> None:
+        """Commit ``offsets`` for the group: by default as an admin (generation -1, empty member
+        id, as Kafka's tool), which the coordinator accepts only while the group has no members;
+        a consumer passes its generation and member id."""
         grouped: dict[str, list[tuple[int, int]]] = defaultdict(list)
         for (t, p), offset in sorted(offsets.items()):
             grouped[t].append((p, offset))
         request = m.OffsetCommitRequest(
             group_id=group_id,
-            generation_id_or_member_epoch=-1,
-            member_id="",
+            generation_id_or_member_epoch=generation_id,
+            member_id=member_id,
+            group_instance_id=group_instance_id,
             topics=[
                 m.OffsetCommitRequest.OffsetCommitRequestTopic(
                     name=t,

@@ -4,7 +4,9 @@ Deliberately simple (a CLI and test client, not a hot path): a plain blocking so
 timeout on every connect, send and receive, one request in flight at a time, no threads. The
 connection negotiates API versions once (ApiVersions), then :meth:`BrokerConnection.send` picks,
 for each request, the highest version both this client (``CLIENT_VERSIONS``) and the broker
-support.
+support. Requests the broker may hold on purpose (Fetch's ``max_wait_ms``, JoinGroup's rebalance)
+pass a longer ``timeout`` for that one answer; an acks=0 Produce passes ``expect_response=False``
+(Kafka sends no answer to it).
 
 Errors: :class:`BrokerUnreachable` (connect refused, reset, closed, or a timeout: the message
 names the address), :class:`KafkaApiError` (a Kafka error code, by its ``ErrorCode`` name) and
@@ -44,15 +46,26 @@ _SIZE = struct.Struct(">i")
 #: api key -> (lowest, highest) version this client can encode and decode. The request builders in
 #: admin.py handle the layout changes inside these ranges (FindCoordinator v4, OffsetFetch v8).
 CLIENT_VERSIONS: dict[int, tuple[int, int]] = {
+    0: (3, 11),  # Produce (v3+: record batches v2 only, as Kafka 4 requires)
+    1: (4, 16),  # Fetch (v4+: isolation level, last stable offset; v13+: topic ids)
     2: (1, 10),  # ListOffsets (v1+: one offset per partition, timestamps)
     3: (1, 12),  # Metadata (v1+: null topics = all topics)
     8: (2, 9),  # OffsetCommit (v2+: no commit timestamp per partition)
     9: (2, 9),  # OffsetFetch (v2+: null topics = all committed offsets)
     10: (0, 6),  # FindCoordinator
+    11: (1, 9),  # JoinGroup (v1+: rebalance timeout; v4+: MEMBER_ID_REQUIRED round)
+    12: (0, 4),  # Heartbeat
+    13: (0, 5),  # LeaveGroup (v3+: members array)
+    14: (0, 5),  # SyncGroup
     15: (0, 5),  # DescribeGroups
     16: (0, 5),  # ListGroups
     18: (0, 4),  # ApiVersions
+    19: (1, 7),  # CreateTopics (v1+: validate_only, error messages)
+    20: (1, 6),  # DeleteTopics (v6: topics as name/id structs)
+    32: (1, 4),  # DescribeConfigs (v1+: config source per entry)
+    37: (0, 3),  # CreatePartitions
     42: (0, 2),  # DeleteGroups
+    44: (0, 1),  # IncrementalAlterConfigs
 }
 
 M = TypeVar("M", bound=Message)
@@ -85,6 +98,11 @@ class KafkaApiError(AdminClientError):
         self.error_code = code
         self.name = name
         self.message = message
+
+    @property
+    def retriable(self) -> bool:
+        """Kafka's RetriableException: the same request may succeed if sent again."""
+        return isinstance(self.error_code, ErrorCode) and self.error_code.retriable
 
 
 class UnsupportedApi(KafkaApiError):
@@ -227,12 +245,26 @@ class BrokerConnection:
 
     # -- requests -------------------------------------------------------------------------------
 
-    def send(self, request: Message, version: int | None = None) -> Any:
-        """Send ``request`` (at ``version``, else the negotiated one) and return the decoded response."""
+    def send(
+        self,
+        request: Message,
+        version: int | None = None,
+        *,
+        timeout: float | None = None,
+        expect_response: bool = True,
+    ) -> Any:
+        """Send ``request`` (at ``version``, else the negotiated one) and return the decoded response.
+
+        ``timeout`` (seconds) replaces the connection's for this answer only (a Fetch that may wait
+        ``max_wait_ms``, a JoinGroup held for a rebalance). With ``expect_response=False`` (an acks=0
+        Produce) nothing is read and None is returned."""
         self.connect()
         if version is None:
             version = self.version_for(request.API_KEY, type(request).API_NAME)
-        frame = self._roundtrip(request, version)
+        if not expect_response:
+            self._write(request, version)
+            return None
+        frame = self._roundtrip(request, version, timeout)
         try:
             _, response = decode_response(frame, request.API_KEY, version)
         except ProtocolError as exc:
@@ -242,7 +274,8 @@ class BrokerConnection:
             ) from None
         return response
 
-    def _roundtrip(self, request: Message, version: int) -> bytes:
+    def _write(self, request: Message, version: int) -> tuple[socket.socket, int, str]:
+        """Send one request frame; returns the socket, its correlation id and a label for errors."""
         sock = self.sock
         if sock is None:
             raise BrokerUnreachable(self.address, "not connected")
@@ -253,27 +286,43 @@ class BrokerConnection:
             correlation_id=correlation_id,
             client_id=self.client_id,
         )
-        data = encode_request(header, request)
         what = f"{type(request).API_NAME} v{version}"
         try:
-            sock.sendall(data)
+            sock.sendall(encode_request(header, request))
+        except OSError as exc:
+            self.close()
+            raise BrokerUnreachable(self.address, f"{what}: {exc.strerror or exc}") from None
+        except BaseException:  # interrupted part way through the frame
+            self.close()
+            raise
+        return sock, correlation_id, what
+
+    def _roundtrip(self, request: Message, version: int, timeout: float | None = None) -> bytes:
+        sock, correlation_id, what = self._write(request, version)
+        wait = self.timeout if timeout is None else timeout
+        try:
+            sock.settimeout(wait)
             size = _SIZE.unpack(self._recv_exactly(sock, 4, what))[0]
             if not 4 <= size <= MAX_RESPONSE_SIZE:
                 raise BrokerUnreachable(
                     self.address, f"bad response size {size} to {what} (not a Kafka broker?)"
                 )
             frame = self._recv_exactly(sock, size, what)
+            sock.settimeout(self.timeout)
         except TimeoutError:
             self.close()
-            raise BrokerUnreachable(
-                self.address, f"no response to {what} within {self.timeout:g} s"
-            ) from None
+            raise BrokerUnreachable(self.address, f"no response to {what} within {wait:g} s") from None
         except BrokerUnreachable:
             self.close()
             raise
         except OSError as exc:
             self.close()
             raise BrokerUnreachable(self.address, f"{what}: {exc.strerror or exc}") from None
+        except BaseException:
+            # Interrupted (Ctrl-C) with the answer unread: it would be taken for the next
+            # request's, so the connection cannot be used again.
+            self.close()
+            raise
         got = _SIZE.unpack_from(frame, 0)[0]
         if got != correlation_id:
             self.close()

@@ -30,15 +30,24 @@ Why it looks like this:
   the common case. Decoding is a Python loop per record, so a produce path that wants line rate
   should check header + CRC (``validate(records=False)``, CRC speed) and decode records only
   where a rule needs them (compacted topics' keys, per-record timestamp limits).
+- Line rate, for the local clients: :func:`encode_uniform_batch` writes a whole batch of
+  equal-sized records with numpy (~30 ns a record against ~1.1 us for the builder, CPU time on
+  a busy VM), and :func:`record_columns` decodes an uncompressed, header-less batch into numpy
+  columns (~0.23 us a record against ~2.8 us for :meth:`RecordBatch.records` in the same run);
+  both give the same bytes and values as the per-record code (tests/unit/test_local_records.py).
 """
 
 from __future__ import annotations
 
+import functools
 import struct
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from enum import IntEnum
 from typing import Final, NamedTuple, TypeAlias
+
+import numpy as np
+import numpy.typing as npt
 
 from shardbroker.protocol.batch_scan import (
     BATCH_HEADER_SIZE,
@@ -85,12 +94,17 @@ __all__ = [
     "Record",
     "RecordBatch",
     "RecordBatchBuilder",
+    "RecordColumns",
     "TimestampType",
+    "as_uniform",
     "assign_offsets",
     "build_control_batch",
+    "encode_uniform_batch",
     "iter_batches",
+    "record_columns",
     "set_log_append_time",
     "split_batches",
+    "uniform_records_size",
 ]
 
 Value: TypeAlias = bytes | bytearray | memoryview | None
@@ -805,3 +819,345 @@ def build_control_batch(
         timestamp=timestamp,
     )
     return builder.build()
+
+
+# ---- vectorised building: many records of one key size and one value size -----------------------
+
+#: Where the offset-delta varint widens (zig-zag ``delta << 1`` takes 7 bits per byte): deltas
+#: ``[0, 64)`` take 1 byte, ``[64, 8192)`` 2 and ``[8192, 2**20)`` 3.
+_DELTA_WIDTHS: Final = ((0, 64, 1), (64, 8192, 2), (8192, 1 << 20, 3))
+#: Records a uniform batch may hold (its offset deltas stay within 3-byte varints).
+MAX_UNIFORM_RECORDS: Final = 1 << 20
+
+
+class _UniformRun(NamedTuple):
+    """Equal rows of a uniform batch: where they start in the records area, and a template of
+    their bytes (keys and values left zero) for the columns around keys and values."""
+
+    first: int
+    template: npt.NDArray[np.uint8]  # (rows, row size)
+    key_col: int
+    value_col: int
+
+
+@functools.lru_cache(maxsize=64)
+def _uniform_runs(count: int, key_size: int, value_size: int) -> tuple[_UniformRun, ...]:
+    """Built once per batch shape (producers send the same shape over and over). Encoding then
+    writes each output byte once: the columns before the key (or value) from the template, the
+    keys, the values, the trailing header count; measured 3 numpy passes instead of a dozen
+    column writes, and half the memory traffic of copying a whole template then the values."""
+    key_len = b"\x01" if key_size < 0 else encode_varint(key_size)
+    value_len = encode_varint(value_size)
+    key_field = len(key_len) + max(key_size, 0)
+    runs = []
+    pos = 0
+    for lo, hi, width in _DELTA_WIDTHS:
+        if lo >= count:
+            break
+        hi = min(hi, count)
+        body = 2 + width + key_field + len(value_len) + value_size + 1  # ..., headers count 0
+        prefix = encode_varint(body)
+        rows = np.zeros((hi - lo, len(prefix) + body), dtype=np.uint8)
+        c = len(prefix)
+        rows[:, :c] = np.frombuffer(prefix, dtype=np.uint8)
+        c += 2  # attributes 0, timestamp delta 0
+        z = np.arange(lo, hi, dtype=np.uint32) << 1  # zig-zag offset deltas
+        for b in range(width):
+            byte = ((z >> (7 * b)) & 0x7F).astype(np.uint8)
+            rows[:, c + b] = byte | 0x80 if b < width - 1 else byte
+        c += width
+        rows[:, c : c + len(key_len)] = np.frombuffer(key_len, dtype=np.uint8)
+        key_col = c + len(key_len)
+        value_col = key_col + max(key_size, 0) + len(value_len)
+        rows[:, key_col + max(key_size, 0) : value_col] = np.frombuffer(value_len, dtype=np.uint8)
+        rows.setflags(write=False)
+        runs.append(_UniformRun(pos, rows, key_col, value_col))
+        pos += rows.size
+    return tuple(runs)
+
+
+def uniform_records_size(count: int, key_size: int, value_size: int) -> int:
+    """Bytes of ``count`` records encoded by :func:`encode_uniform_batch` (key_size -1: no key)."""
+    last = _uniform_runs(count, key_size, value_size)[-1]
+    return last.first + int(last.template.size)
+
+
+def as_uniform(items: Sequence[bytes | bytearray | memoryview]) -> npt.NDArray[np.uint8] | None:
+    """``items`` as an ``(n, size)`` uint8 array when all have one size (one join), else None."""
+    if not items:
+        return None
+    size = len(items[0])
+    if len(set(map(len, items))) != 1:
+        return None
+    flat = np.frombuffer(b"".join(items), dtype=np.uint8)
+    return flat.reshape(len(items), size)
+
+
+def encode_uniform_batch(
+    out: memoryview | bytearray,
+    values: npt.NDArray[np.uint8],
+    keys: npt.NDArray[np.uint8] | None = None,
+    timestamp: int | None = None,
+    *,
+    producer_id: int = NO_PRODUCER_ID,
+    producer_epoch: int = NO_PRODUCER_EPOCH,
+    base_sequence: int = NO_SEQUENCE,
+) -> int:
+    """Encode one uncompressed v2 batch of ``len(values)`` records into ``out``; returns its size.
+
+    ``values`` (and ``keys``, or None for null keys) are ``(n, size)`` uint8 arrays: every record
+    has the same key and value sizes, one timestamp and no headers, so the records split into at
+    most three runs of equal length (the offset-delta varint widens at 64 and 8192) and each run
+    is written as a 2-D array, column by column, by numpy: no Python step per record. The bytes
+    equal what :class:`RecordBatchBuilder` builds for the same records. ``out`` must hold
+    ``61 + uniform_records_size(...)`` bytes (``ValueError`` otherwise).
+
+    Measured (100 B values, no key, 2,259 records a batch, CPU time on the busy 2-core VM,
+    3 repetitions): 31-35 ns a record, against 1,060-1,250 ns with ``RecordBatchBuilder``; the
+    first version, which copied a whole cached template and then the values, took twice the
+    memory traffic and ran 1.6-2x slower into a 16 MiB ring.
+    """
+    count = int(values.shape[0])
+    if not 0 < count <= MAX_UNIFORM_RECORDS or values.ndim != 2:
+        raise ValueError(f"need 1..{MAX_UNIFORM_RECORDS} values as an (n, size) array, got {values.shape}")
+    value_size = int(values.shape[1])
+    key_size = -1
+    if keys is not None:
+        if keys.ndim != 2 or keys.shape[0] != count:
+            raise ValueError(f"keys must be an ({count}, size) array, got {keys.shape}")
+        key_size = int(keys.shape[1])
+    if timestamp is None:
+        timestamp = _now_ms()
+    runs = _uniform_runs(count, key_size, value_size)
+    end = BATCH_HEADER_SIZE + runs[-1].first + int(runs[-1].template.size)
+    buf = np.frombuffer(out, dtype=np.uint8)
+    if end > buf.shape[0]:
+        raise ValueError(f"a {buf.shape[0]}-byte buffer cannot hold this {end}-byte batch")
+    area = buf[BATCH_HEADER_SIZE:end]
+    lo = 0
+    for first, template, key_col, value_col in runs:
+        n, size = template.shape
+        rows = area[first : first + n * size].reshape(n, size)
+        if keys is None:
+            rows[:, :value_col] = template[:, :value_col]
+        else:
+            rows[:, :key_col] = template[:, :key_col]
+            rows[:, key_col : key_col + key_size] = keys[lo : lo + n]
+            rows[:, key_col + key_size : value_col] = template[:, key_col + key_size : value_col]
+        rows[:, value_col : value_col + value_size] = values[lo : lo + n]
+        rows[:, -1] = 0  # no headers
+        lo += n
+    pos = end
+    mv = memoryview(out).cast("B") if not isinstance(out, bytearray) else memoryview(out)
+    _CRC_HEADER.pack_into(
+        mv, CRC_START, 0, count - 1, timestamp, timestamp, producer_id, producer_epoch, base_sequence, count
+    )
+    _PREFIX.pack_into(mv, 0, 0, pos - LOG_OVERHEAD, NO_PARTITION_LEADER_EPOCH, MAGIC)
+    UINT32.pack_into(mv, CRC_OFFSET, crc32c(mv[CRC_START:pos]))
+    return pos
+
+
+# ---- vectorised decoding: the records of a batch as columns ---------------------------------------
+
+#: A speculated stride that confirms fewer records than this hands the next ``_WALK`` records to a
+#: plain Python walk (records of varied sizes), then speculates again.
+_MIN_RUN: Final = 16
+_WALK: Final = 256
+
+
+class RecordColumns(NamedTuple):
+    """Every record of one batch as equal-length numpy arrays (positions index ``data``, the
+    batch's record bytes): what a reader that wants line rate takes instead of Record objects.
+    Lengths are -1 for null keys and values."""
+
+    data: memoryview
+    offset_deltas: npt.NDArray[np.int64]
+    timestamp_deltas: npt.NDArray[np.int64]
+    attributes: npt.NDArray[np.uint8]
+    key_starts: npt.NDArray[np.int64]
+    key_lengths: npt.NDArray[np.int64]
+    value_starts: npt.NDArray[np.int64]
+    value_lengths: npt.NDArray[np.int64]
+
+
+def _varints(
+    u8: npt.NDArray[np.uint8], pos: npt.NDArray[np.int64], max_bytes: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Zig-zag varints starting at each of ``pos``: ``(values, positions after them)``: one gather
+    of the ``max_bytes`` bytes after every position, widths from the first byte without the
+    continuation bit (one-byte varints, the common case, take a shorter path)."""
+    first = u8[pos]
+    if pos.shape[0] and int(first.max()) < 0x80:
+        v = first.astype(np.int64)
+        return (v >> 1) ^ -(v & 1), pos + 1
+    idx = np.minimum(pos[:, None] + np.arange(max_bytes), u8.shape[0] - 1)
+    raw = u8[idx]
+    more = raw >= 0x80
+    if more.all(axis=1).any():
+        raise InvalidRecordBatch("varint longer than its type allows")
+    width = np.argmin(more, axis=1) + 1
+    used = np.arange(max_bytes) < width[:, None]
+    shifted = (raw & 0x7F).astype(np.int64) << (7 * np.arange(max_bytes, dtype=np.int64))
+    value = np.where(used, shifted, 0).sum(axis=1)
+    return (value >> 1) ^ -(value & 1), pos + width
+
+
+_Run = tuple[int, int, int]  # first position, records, stride: equally long records
+
+
+def _record_runs(
+    data: memoryview, u8: npt.NDArray[np.uint8], count: int
+) -> list[_Run | npt.NDArray[np.int64]]:
+    """Where the records start: runs of equally long records, or arrays of starts. The length
+    chain is sequential, so runs are found by speculation: the stride of a run's first record is
+    checked against every later position at once (their length bytes must match)."""
+    pieces: list[_Run | npt.NDArray[np.int64]] = []
+    found = 0
+    pos = 0
+    end = u8.shape[0]
+    while found < count:
+        if pos >= end:
+            raise InvalidRecordBatch(f"records end after {found} of {count} records")
+        length, body = decode_varint(data, pos)
+        stride = body - pos + length
+        if length < 6 or pos + stride > end:
+            raise InvalidRecordBatch(f"record length {length} out of bounds")
+        k = min(count - found, (end - pos) // stride)
+        rows = u8[pos : pos + k * stride].reshape(k, stride)
+        differs = rows[:, 0] != rows[0, 0]
+        for j in range(1, body - pos):  # column by column: 20x faster than any(axis=1) here
+            differs |= rows[:, j] != rows[0, j]
+        bad = np.flatnonzero(differs)
+        run = int(bad[0]) if bad.size else k
+        if run >= _MIN_RUN or run == k:
+            pieces.append((pos, run, stride))
+            found += run
+            pos += run * stride
+            continue
+        walked = [pos]
+        p = pos + stride
+        while len(walked) < min(_WALK, count - found) and p < end:
+            length, body = decode_varint(data, p)
+            if length < 6:
+                raise InvalidRecordBatch(f"record length {length} out of bounds")
+            walked.append(p)
+            p = body + length
+        pieces.append(np.array(walked, dtype=np.int64))
+        found += len(walked)
+        pos = p
+    if pos != end:
+        raise InvalidRecordBatch(f"{end - pos} bytes left after the last of {count} records")
+    return pieces
+
+
+_Columns = tuple[
+    npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.uint8],
+    npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64],
+]  # fmt: skip
+
+
+def _column_varint(rows: npt.NDArray[np.uint8], c: int, width: int) -> npt.NDArray[np.int64] | None:
+    """The zig-zag varints in columns ``c .. c + width`` of every row, or None unless every row
+    has one of exactly that width there."""
+    if c + width > rows.shape[1] or width > 9:  # 10-byte varlongs overflow int64: not here
+        return None
+    if any(int(rows[:, c + j].min()) < 0x80 for j in range(width - 1)):
+        return None
+    if int(rows[:, c + width - 1].max()) >= 0x80:
+        return None
+    v = rows[:, c].astype(np.int64) & 0x7F
+    for j in range(1, width):
+        v |= (rows[:, c + j].astype(np.int64) & 0x7F) << (7 * j)
+    return (v >> 1) ^ -(v & 1)
+
+
+def _equal_run_columns(data: memoryview, u8: npt.NDArray[np.uint8], run: _Run) -> _Columns | None:
+    """Columns of a run of equally long records that also share their field layout (same
+    varint widths, key and value lengths, no headers): column slices of a 2-D view, no
+    gathers. None when the layout differs between them (the general path decodes them)."""
+    first, n, stride = run
+    rows = u8[first : first + n * stride].reshape(n, stride)
+    at = first
+    _, at = decode_varint(data, at)  # the length prefix: equal in every row of the run
+    c = at - first
+    attributes = rows[:, c].copy()
+    fields = []
+    at += 1
+    for decode in (decode_varlong, decode_varint, decode_varint):  # timestamp/offset delta, key length
+        _, nxt = decode(data, at)
+        values = _column_varint(rows, at - first, nxt - at)
+        if values is None:
+            return None
+        fields.append(values)
+        at = nxt
+    ts, od, klen = fields
+    key_len = int(klen[0])
+    if (klen != key_len).any():
+        return None
+    key_col = at - first
+    at += max(key_len, 0)
+    value_len, nxt = decode_varint(data, at)
+    if _column_varint(rows, at - first, nxt - at) is None or nxt - first + max(value_len, 0) + 1 != stride:
+        return None  # value lengths differ, or the record does not end with the header count
+    value_col = nxt - first
+    if int(rows[:, -1].max()) != 0:
+        return None  # headers
+    base = first + stride * np.arange(n, dtype=np.int64)
+    return (
+        od, ts, attributes, base + key_col, np.full(n, key_len, np.int64), base + value_col,
+        np.full(n, value_len, np.int64),
+    )  # fmt: skip
+
+
+def _general_columns(u8: npt.NDArray[np.uint8], starts: npt.NDArray[np.int64]) -> _Columns | None:
+    """Columns of records at ``starts`` (any layout): varints decoded by gathers."""
+    lengths, bodies = _varints(u8, starts, 5)
+    ends = bodies + lengths
+    attributes = u8[bodies]
+    ts, p = _varints(u8, bodies + 1, 10)
+    if (p - bodies > 10).any():
+        return None  # a 10-byte timestamp delta overflows int64: the per-record decoder has it
+    od, p = _varints(u8, p, 5)
+    klen, p = _varints(u8, p, 5)
+    kstart = p
+    p = p + np.maximum(klen, 0)
+    vlen, p = _varints(u8, np.minimum(p, ends - 1), 5)
+    vstart = p
+    p = p + np.maximum(vlen, 0)
+    if (p >= ends).any() or (u8[np.minimum(p, u8.shape[0] - 1)] != 0).any():
+        return None  # headers (or a malformed record): the per-record decoder handles it
+    if (p + 1 != ends).any() or (klen < -1).any() or (vlen < -1).any():
+        raise InvalidRecordBatch("record fields do not end where the record length says")
+    return od, ts, attributes, kstart, klen, vstart, vlen
+
+
+def record_columns(batch: RecordBatch) -> RecordColumns | None:
+    """The records of an uncompressed batch whose records carry no headers, as columns; None
+    for any other batch (use ``batch.records()``). Same checks as the record decoder on what it
+    decodes (lengths inside the batch and chaining to its end, fields ending where the record
+    says). Runs of records with one layout -- what producers of fixed-size records send -- are
+    decoded from column slices of a 2-D view; others by gathers over their start positions."""
+    count = batch.records_count
+    if batch.compression_type != CompressionType.NONE or count <= 0:
+        return None
+    data = batch.records_data()
+    u8 = np.frombuffer(data, dtype=np.uint8)
+    parts = []
+    for piece in _record_runs(data, u8, count):
+        cols = None
+        if isinstance(piece, tuple):
+            cols = _equal_run_columns(data, u8, piece)
+            if cols is None:
+                first, n, stride = piece
+                piece = first + stride * np.arange(n, dtype=np.int64)
+        if cols is None:
+            assert not isinstance(piece, tuple)
+            cols = _general_columns(u8, piece)
+            if cols is None:
+                return None
+        parts.append(cols)
+    if len(parts) == 1:
+        od, ts, attributes, kstart, klen, vstart, vlen = parts[0]
+    else:
+        od, ts, attributes, kstart, klen, vstart, vlen = (np.concatenate(c) for c in zip(*parts, strict=True))
+    return RecordColumns(data, od, ts, attributes, kstart, klen, vstart, vlen)

@@ -21,12 +21,12 @@ import mmap
 import os
 import struct
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["AbstractIndex", "CorruptIndexError"]
+__all__ = ["AbstractIndex", "CorruptIndexError", "IndexEntries"]
 
 
 _RESERVE_STEP = 64 * 1024
@@ -34,6 +34,19 @@ _RESERVE_STEP = 64 * 1024
 
 class CorruptIndexError(Exception):
     """An index that fails its sanity check: the log rebuilds it from the segment."""
+
+
+class IndexEntries(NamedTuple):
+    """An index file's entries as columns (see :meth:`AbstractIndex.read_entries`)."""
+
+    #: The sort key of each whole entry: relative offset (offset index) or timestamp (time index).
+    keys: npt.NDArray[np.int64]
+    #: The other field: position (offset index) or relative offset (time index).
+    values: npt.NDArray[np.int64]
+    #: Entries before the zero-filled preallocated tail (what the broker loads).
+    valid: int
+    #: The file's length in bytes (not a whole number of entries: a torn index).
+    file_bytes: int
 
 
 class AbstractIndex:
@@ -90,13 +103,27 @@ class AbstractIndex:
         self._entries = n
         self._keys = keys
 
-    def _decode(self, raw: npt.NDArray[np.uint8]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    @staticmethod
+    def _decode(raw: npt.NDArray[np.uint8]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         """(key column, value column) of the raw entries, native int64."""
         raise NotImplementedError
 
-    def _valid_prefix(self, cols: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]) -> int:
+    @staticmethod
+    def _valid_prefix(cols: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]) -> int:
         """Entries before a zero-filled preallocated tail (a crash before trimming)."""
         raise NotImplementedError
+
+    @classmethod
+    def read_entries(cls, path: Path) -> IndexEntries:
+        """The entries of an index file, read without opening it for writing, mapping it or
+        changing its size (an instance preallocates or trims the file): what dump-log and check
+        use, also on the files of a running broker. Same decoding and zero-tail rule as the
+        broker's own open."""
+        with open(path, "rb") as f:
+            data = f.read()
+        whole = len(data) - len(data) % cls.entry_size
+        keys, values = cls._decode(np.frombuffer(data, dtype=np.uint8, count=whole))
+        return IndexEntries(keys, values, cls._valid_prefix((keys, values)), len(data))
 
     @property
     def entries(self) -> int:

@@ -62,7 +62,7 @@ from shardbroker.storage.file_names import (
     parse_partition_dir,
     time_index_file,
 )
-from shardbroker.storage.group_commit import GroupCommit
+from shardbroker.storage.group_commit import GroupCommit, SyncObserver
 from shardbroker.storage.log_segment import LogSegment
 from shardbroker.storage.log_validator import (
     HEADER,
@@ -162,6 +162,7 @@ class PartitionLog:
         topic: str,
         partition: int,
         clock: Callable[[], int],
+        on_flush: SyncObserver | None = None,
     ) -> None:
         self.directory = directory
         self.config = config
@@ -180,7 +181,7 @@ class PartitionLog:
         self._dir_dirty = False
         self._offline: str | None = None
         self._pending_deletes: list[tuple[int, LogSegment]] = []
-        self._group = GroupCommit(self._prepare_flush)
+        self._group = GroupCommit(self._prepare_flush, on_sync=on_flush)
         self.producer_state = ProducerStateManager()
         self.recovery_stats = RecoveryStats(True, 0, 0, 0, 0)
 
@@ -195,13 +196,15 @@ class PartitionLog:
         topic: str | None = None,
         partition: int | None = None,
         clock: Callable[[], int] = _now_ms,
+        on_flush: SyncObserver | None = None,
     ) -> PartitionLog:
-        """Open (creating if needed) ``directory``, recovering it if it was not closed cleanly."""
+        """Open (creating if needed) ``directory``, recovering it if it was not closed cleanly.
+        ``on_flush(seconds)`` hears the duration of every flush (group_commit.py)."""
         directory = Path(directory)
         if topic is None or partition is None:
             topic, partition = parse_partition_dir(directory.name)
         directory.mkdir(parents=True, exist_ok=True)
-        log = cls(directory, config or LogConfig(), topic, partition, clock)
+        log = cls(directory, config or LogConfig(), topic, partition, clock, on_flush)
         log._load()
         return log
 
@@ -390,6 +393,10 @@ class PartitionLog:
     @property
     def segments(self) -> Sequence[LogSegment]:
         return tuple(self._segments)
+
+    @property
+    def segment_count(self) -> int:
+        return len(self._segments)
 
     @property
     def size_in_bytes(self) -> int:

@@ -43,7 +43,7 @@ from shardbroker.storage.log_validator import HEADER, AppendBatches
 from shardbroker.storage.offset_index import OffsetIndex
 from shardbroker.storage.time_index import NO_TIMESTAMP, TimeIndex
 
-__all__ = ["LogSegment", "ScanResult", "index_entry_slots", "write_fully"]
+__all__ = ["LogSegment", "ScanResult", "batch_checks", "index_entry_slots", "write_fully"]
 
 _INT_MAX: Final = 0x7FFFFFFF
 #: Bytes read per pread while walking batch headers from an index entry: a default index interval
@@ -110,6 +110,25 @@ def index_entry_slots(
         slots.append(i)
         i = jumps[i]
     return np.array(slots, dtype=np.int64)
+
+
+def batch_checks(
+    h: BatchHeaders, crc_ok: npt.NDArray[np.bool_], base_offset: int
+) -> dict[str, npt.NDArray[np.bool_]]:
+    """What recovery demands of each scanned batch of a segment named ``base_offset``, one
+    boolean array per rule (True: the batch passes it), so that recovery can cut at the first
+    batch failing any and dump-log/check can say which rule it failed."""
+    last = h.last_offsets
+    increasing = np.ones(len(h), dtype=np.bool_)
+    increasing[1:] = h.base_offsets[1:] > last[:-1]
+    return {
+        "crc": crc_ok,
+        "magic": h.magics == 2,
+        "last_offset_delta": h.last_offset_deltas >= 0,
+        "base_offset": h.base_offsets >= base_offset,
+        "offset_range": (last - base_offset) <= _INT_MAX,
+        "offsets_increasing": increasing,
+    }
 
 
 @dataclass(slots=True)
@@ -372,12 +391,7 @@ class LogSegment:
         n = len(h)
         valid_end = h.end
         if n:
-            last = h.last_offsets
-            ok &= h.magics == 2
-            ok &= h.last_offset_deltas >= 0
-            ok &= h.base_offsets >= self.base_offset
-            ok &= (last - self.base_offset) <= _INT_MAX
-            ok[1:] &= h.base_offsets[1:] > last[:-1]
+            ok = np.logical_and.reduce(list(batch_checks(h, ok, self.base_offset).values()))
             bad = np.flatnonzero(~ok)
             if bad.size:
                 n = int(bad[0])

@@ -31,11 +31,13 @@ class OffsetIndex(AbstractIndex):
     entry_size: ClassVar[int] = 8
     _entry: ClassVar[struct.Struct] = struct.Struct(">ii")
 
-    def _decode(self, raw: npt.NDArray[np.uint8]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    @staticmethod
+    def _decode(raw: npt.NDArray[np.uint8]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         e = raw.view(_ENTRY_DTYPE)
         return e["relative_offset"].astype(np.int64), e["position"].astype(np.int64)
 
-    def _valid_prefix(self, cols: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]) -> int:
+    @staticmethod
+    def _valid_prefix(cols: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]) -> int:
         zero = np.flatnonzero(cols[1] == 0)  # no real entry has position 0
         return int(zero[0]) if zero.size else int(cols[1].shape[0])
 

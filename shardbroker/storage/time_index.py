@@ -34,11 +34,13 @@ class TimeIndex(AbstractIndex):
     entry_size: ClassVar[int] = 12
     _entry: ClassVar[struct.Struct] = struct.Struct(">qi")
 
-    def _decode(self, raw: npt.NDArray[np.uint8]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    @staticmethod
+    def _decode(raw: npt.NDArray[np.uint8]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         e = raw.view(_ENTRY_DTYPE)
         return e["timestamp"].astype(np.int64), e["relative_offset"].astype(np.int64)
 
-    def _valid_prefix(self, cols: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]) -> int:
+    @staticmethod
+    def _valid_prefix(cols: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]) -> int:
         zero = np.flatnonzero((cols[0] == 0) & (cols[1] == 0))
         return int(zero[0]) if zero.size else int(cols[0].shape[0])
 

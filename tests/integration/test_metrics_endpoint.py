@@ -2,7 +2,8 @@
 
 Produce with confluent-kafka to a 3-partition topic, consume it back, scrape over HTTP: the
 per-partition counts equal what each partition was given, requests and bytes out are counted,
-every worker is up; then SIGKILL a worker and watch its restart counter.
+every worker is up, each partition has its segments and is online, each worker has its process
+and flush series; then SIGKILL a worker and watch its restart counter.
 """
 
 from __future__ import annotations
@@ -57,7 +58,11 @@ def test_metrics_follow_produce_consume_and_restarts(broker: BrokerProcess) -> N
         # Workers publish once a second (ipc/counters.py): wait for the tick after the consume too.
         got = values(s, "shardbroker_partition_messages_in_total", topic=topic)
         out = values(s, "shardbroker_partition_bytes_out_total", topic=topic)
-        return s if sum(v for _, v in got) == count and sum(v for _, v in out) > 0 else None
+        # A Fetch is counted as a request when its response is built, after its partitions'
+        # bytes out: a tick may fall between the two, so wait for both.
+        fetches = values(s, "shardbroker_requests_total", api="Fetch")
+        done = sum(v for _, v in got) == count and sum(v for _, v in out) > 0 and fetches
+        return s if done else None
 
     samples = wait_for(produced_counted, 10.0, f"{count} messages in, and bytes out, for {topic}")
     got = {
@@ -89,6 +94,23 @@ def test_metrics_follow_produce_consume_and_restarts(broker: BrokerProcess) -> N
     rings = {labels["ring"]: v for labels, v in values(samples, "shardbroker_ring_capacity_bytes")}
     assert set(rings) == {"ctl-w0-in", "ctl-w0-out", "ctl-w1-in", "ctl-w1-out"} and min(rings.values()) > 0
     assert values(samples, "shardbroker_build_info")
+    # Segments, offline flags (one per partition of the metadata), flushes, worker processes, disk.
+    segments = values(samples, "shardbroker_partition_log_segments", topic=topic)
+    assert len(segments) == 3 and all(v >= 1 for _, v in segments)
+    offline = {
+        labels["partition"]: v for labels, v in values(samples, "shardbroker_partition_offline", topic=topic)
+    }
+    assert offline == {"0": 0.0, "1": 0.0, "2": 0.0}
+    assert {
+        labels["worker"] for labels, _ in values(samples, "shardbroker_log_flush_duration_seconds_count")
+    } == {
+        "0",
+        "1",
+    }
+    for name in ("process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds"):
+        assert {labels["worker"] for labels, v in values(samples, name) if v > 0} == {"0", "1"}, name
+    ((_, size),) = values(samples, "shardbroker_data_dir_size_bytes")
+    assert size > 0
 
     # Not found elsewhere.
     with pytest.raises(urllib.error.HTTPError) as info:

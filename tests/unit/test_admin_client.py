@@ -18,6 +18,7 @@ from shardbroker.client.admin import (
     AdminClient,
     BrokerUnreachable,
     KafkaApiError,
+    NewTopic,
     UnsupportedApi,
     decode_consumer_assignment,
     decode_consumer_subscription,
@@ -388,3 +389,153 @@ def test_assignment_layout_and_truncation() -> None:
             decode_consumer_assignment(raw[:cut])
     with pytest.raises(ProtocolError):
         decode_consumer_assignment(INT16.pack(0) + INT32.pack(2**30))
+
+
+# -- topic calls -----------------------------------------------------------------------------------
+
+
+def test_create_topics_layout_and_not_controller_retry(fake: FakeBroker) -> None:
+    fake.versions.update({19: (0, 7)})
+    answers = [ErrorCode.NOT_CONTROLLER, ErrorCode.NONE]
+    R = m.CreateTopicsResponse
+
+    def answer(version: int, request: Any) -> Message:
+        code = answers.pop(0)
+        results = [R.CreatableTopicResult(name=t.name, error_code=code) for t in request.topics]
+        results.append(R.CreatableTopicResult(name="dup", error_code=ErrorCode.TOPIC_ALREADY_EXISTS))
+        return R(topics=results)
+
+    fake.handlers[19] = answer
+    with AdminClient(fake.address, timeout=5) as admin:
+        got = admin.create_topics([NewTopic("t", 3, 1, {"retention.ms": "1000"}), NewTopic("dup")])
+    assert got["t"] is None
+    dup = got["dup"]
+    assert dup is not None and dup.name == "TOPIC_ALREADY_EXISTS" and "'dup'" in str(dup)
+    assert answers == []
+    version, request = fake.apis(19)[-1]
+    assert version == 7 and request.timeout_ms == 5000 and not request.validate_only
+    t = request.topics[0]
+    assert (t.name, t.num_partitions, t.replication_factor) == ("t", 3, 1)
+    assert [(c.name, c.value) for c in t.configs] == [("retention.ms", "1000")]
+    assert (request.topics[1].num_partitions, request.topics[1].replication_factor) == (-1, -1)
+
+
+def test_create_topics_missing_answer_is_an_error(fake: FakeBroker) -> None:
+    fake.versions.update({19: (0, 7)})
+    fake.handlers[19] = lambda version, request: m.CreateTopicsResponse(topics=[])
+    with AdminClient(fake.address, timeout=5) as admin, pytest.raises(KafkaApiError, match="did not answer"):
+        admin.create_topics([NewTopic("t")])
+
+
+@pytest.mark.parametrize("dt_max", [5, 6])
+def test_delete_topics_layouts(fake: FakeBroker, dt_max: int) -> None:
+    fake.versions[20] = (0, dt_max)
+    R = m.DeleteTopicsResponse
+
+    def answer(version: int, request: Any) -> Message:
+        names = [t.name for t in request.topics] if version >= 6 else request.topic_names
+        return R(
+            responses=[
+                R.DeletableTopicResult(
+                    name=n, error_code=ErrorCode.UNKNOWN_TOPIC_OR_PARTITION if n == "gone" else ErrorCode.NONE
+                )
+                for n in names
+            ]
+        )
+
+    fake.handlers[20] = answer
+    with AdminClient(fake.address, timeout=5) as admin:
+        got = admin.delete_topics(["t", "gone"])
+    assert got["t"] is None
+    gone = got["gone"]
+    assert gone is not None and gone.error_code == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+    assert fake.apis(20)[0][0] == dt_max
+
+
+def test_create_partitions(fake: FakeBroker) -> None:
+    fake.versions[37] = (0, 3)
+    R = m.CreatePartitionsResponse
+    fake.handlers[37] = lambda version, request: R(
+        results=[
+            R.CreatePartitionsTopicResult(
+                name=t.name,
+                error_code=ErrorCode.INVALID_PARTITIONS if t.count < 3 else ErrorCode.NONE,
+                error_message="fewer" if t.count < 3 else None,
+            )
+            for t in request.topics
+        ]
+    )
+    with AdminClient(fake.address, timeout=5) as admin:
+        got = admin.create_partitions({"t": 6, "u": 2})
+    assert got["t"] is None
+    u = got["u"]
+    assert u is not None and str(u) == "INVALID_PARTITIONS: topic 'u': fewer"
+    request = fake.apis(37)[0][1]
+    assert [(t.name, t.count, t.assignments) for t in request.topics] == [("t", 6, None), ("u", 2, None)]
+
+
+def test_describe_and_alter_topic_configs(fake: FakeBroker) -> None:
+    fake.versions.update({32: (0, 4), 44: (0, 1)})
+    D = m.DescribeConfigsResponse
+
+    def describe(version: int, request: Any) -> Message:
+        results = []
+        for r in request.resources:
+            if r.resource_name == "gone":
+                results.append(
+                    D.DescribeConfigsResult(
+                        resource_type=2, resource_name="gone", error_code=ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+                    )
+                )
+                continue
+            entries = [
+                D.DescribeConfigsResourceResult(name="segment.bytes", value="1024", config_source=1),
+                D.DescribeConfigsResourceResult(name="cleanup.policy", value="delete", config_source=5),
+                D.DescribeConfigsResourceResult(name="retention.ms", value="5", config_source=4),
+            ]
+            results.append(
+                D.DescribeConfigsResult(resource_type=2, resource_name=r.resource_name, configs=entries)
+            )
+        return D(results=results)
+
+    fake.handlers[32] = describe
+    fake.handlers[44] = lambda version, request: m.IncrementalAlterConfigsResponse(
+        responses=[
+            m.IncrementalAlterConfigsResponse.AlterConfigsResourceResponse(
+                resource_type=2,
+                resource_name="t",
+                error_code=ErrorCode.INVALID_CONFIG,
+                error_message="bad value",
+            )
+        ]
+    )
+    with AdminClient(fake.address, timeout=5) as admin:
+        configs = admin.describe_topic_configs(["t"])["t"]
+        assert [(c.name, c.value, c.source, c.is_default) for c in configs] == [
+            ("cleanup.policy", "delete", "DEFAULT_CONFIG", True),
+            ("retention.ms", "5", "STATIC_BROKER_CONFIG", False),
+            ("segment.bytes", "1024", "DYNAMIC_TOPIC_CONFIG", False),
+        ]
+        with pytest.raises(KafkaApiError, match="UNKNOWN_TOPIC_OR_PARTITION: configs of topic 'gone'"):
+            admin.describe_topic_configs(["t", "gone"])
+        with pytest.raises(KafkaApiError, match="INVALID_CONFIG: configs of topic 't': bad value"):
+            admin.alter_topic_configs("t", {"retention.ms": "9"}, ["segment.bytes"])
+    request = fake.apis(44)[0][1]
+    resource = request.resources[0]
+    assert (resource.resource_type, resource.resource_name) == (2, "t")
+    assert [(c.name, c.config_operation, c.value) for c in resource.configs] == [
+        ("retention.ms", 0, "9"),
+        ("segment.bytes", 1, None),
+    ]
+    assert fake.apis(32)[0][1].resources[0].configuration_keys is None
+
+
+def test_metadata_carries_ids_replicas_and_auto_creation_flag(fake: FakeBroker) -> None:
+    fake.topics = {"t": 2}
+    with AdminClient(fake.address, timeout=5) as admin:
+        info = admin.metadata(["t"], allow_auto_topic_creation=True).topics["t"]
+        assert info.topic_id is not None and not info.internal
+        assert set(info.replicas) == set(info.isr) == {0, 1}
+        with pytest.raises(KafkaApiError, match="topic 'nope' does not exist"):
+            admin.topic("nope")
+    assert fake.apis(3)[0][1].allow_auto_topic_creation is True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import uuid
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ import pytest
 from shardbroker.ipc import counters as ctr
 from shardbroker.ipc.counters import CounterTable, WorkerCounters, error_index
 from shardbroker.protocol import messages as m
+from shardbroker.storage.errors import KafkaStorageError
 
 
 @pytest.fixture
@@ -80,7 +82,7 @@ def test_rows_labelled_freed_reused(table: CounterTable) -> None:
     w.publish_partition(a, 1, 1, 1, 1, 1, 1, 1, 1)  # closed: not written
     assert live_rows(table) == {("orders", 1): 1} and table.counters[0, ctr.MESSAGES_IN] == 5
     c = w.open_partition("x" * 300, 7)  # reuses row 0, zeroed; the name is cut at 256 bytes
-    assert c.row == 0 and table.counters[0].tolist() == [0] * 8
+    assert c.row == 0 and table.counters[0].tolist() == [0] * ctr.ROW_WORDS
     assert table.label(0) == ("x" * ctr.MAX_NAME, 7)
     assert table.state[0] > 2  # a new generation: readers drop cached labels
 
@@ -142,7 +144,9 @@ def test_inherited_across_fork(table: CounterTable) -> None:
     assert table.counters[4, ctr.MESSAGES_IN] == 42 and table.requests[1, 0] == 1
 
 
-def test_replica_manager_publishes_its_partitions(table: CounterTable, tmp_path: Path) -> None:
+def test_replica_manager_publishes_its_partitions(
+    table: CounterTable, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from shardbroker.broker.replica_manager import ReplicaManager
     from shardbroker.config import BrokerConfig
     from tests.unit.replica_fakes import FakeChannel, batch, image, run, topic
@@ -160,7 +164,8 @@ def test_replica_manager_publishes_its_partitions(table: CounterTable, tmp_path:
             assert replicas.append("a", 1, b"\0" * 70).error_code != 0  # counted as a request
             assert table.counters[rows["a", 1], ctr.MESSAGES_IN] == 0  # not yet: the tick publishes
             replicas.publish_metrics()
-            row = dict(zip(ctr.PARTITION_FIELDS, table.counters[rows["a", 1]].tolist(), strict=True))
+            cells = table.counters[rows["a", 1], : len(ctr.PARTITION_FIELDS)].tolist()
+            row = dict(zip(ctr.PARTITION_FIELDS, cells, strict=True))
             assert row == {
                 "messages_in": 3,
                 "bytes_in": size,
@@ -170,7 +175,32 @@ def test_replica_manager_publishes_its_partitions(table: CounterTable, tmp_path:
                 "log_size_bytes": size,
                 "produce_requests": 2,
                 "fetch_requests": 0,
+                "segment_count": 1,
+                "offline": 0,
             }
+            # Flushes are timed into the worker's flush histogram as they finish (no tick).
+            assert table.flush[0].sum() == 0
+            partition = replicas.get("a", 1)
+            assert partition is not None
+            await replicas.request_flush(partition, 3)
+            assert table.flush[0].sum() == partition.log.sync_count == 1 and table.flush_sum[0] > 0
+            assert table.flush[1].sum() == 0
+            # A failed fdatasync takes the log offline: the row's flag says so at the next tick.
+            assert replicas.append("a", 1, batch(1)).error_code == 0
+            replicas.publish_metrics()  # nothing moves after this but the failed flush
+
+            def failing(fd: int) -> None:
+                raise OSError(errno.EIO, "injected")
+
+            monkeypatch.setattr(os, "fdatasync", failing)
+            with pytest.raises(KafkaStorageError):
+                await replicas.request_flush(partition, 4)
+            monkeypatch.undo()
+            assert table.counters[rows["a", 1], ctr.OFFLINE] == 0
+            replicas.publish_metrics()
+            assert table.counters[rows["a", 1], ctr.OFFLINE] == 1
+            assert table.counters[rows["a", 0], ctr.OFFLINE] == 0
+            assert table.flush[0].sum() == 2  # the failed one is timed too
             await channel.push(image(topic("b", 1), version=2))  # "a" deleted: its rows freed
             assert set(live_rows(table)) == {("b", 0)}
         finally:

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import os
 import selectors
 import socket
+import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 
+from shardbroker.broker.metadata_image import PartitionImage, TopicImage
 from shardbroker.ipc import counters as ctr
 from shardbroker.ipc.counters import CounterTable
 from shardbroker.ipc.heartbeat import HeartbeatTable, segment_name
-from shardbroker.metrics import MetricsCollector
+from shardbroker.metrics import DataDirSource, MetricsCollector, WorkerProcessSource
 from shardbroker.metrics_http import MetricsServer, respond
 from shardbroker.supervision import SlotState
 
@@ -57,9 +61,11 @@ def key(name: str, **labels: str) -> tuple[str, frozenset[tuple[str, str]]]:
 def fill(table: CounterTable) -> None:
     w0, w1 = table.worker(0), table.worker(1)
     a = w0.open_partition("orders", 0)
-    w0.publish_partition(a, 10, 1000, 500, 10, 2, 1200, 3, 4)
+    w0.publish_partition(a, 10, 1000, 500, 10, 2, 1200, 3, 4, segment_count=3)
     b = w1.open_partition("orders", 1)
     w1.publish_partition(b, 7, 0, 0, 7, 0, 0, 1, 0)
+    broken = w0.open_partition("orders", 2)
+    w0.publish_partition(broken, 0, 0, 0, 0, 0, 0, 0, 0, offline=True)
     gone = w1.open_partition("old", 0)
     w1.publish_partition(gone, 99, 0, 0, 0, 0, 0, 0, 0)
     w1.close_partition(gone)
@@ -72,6 +78,8 @@ def fill(table: CounterTable) -> None:
     w1.error(-1, 2)  # a broken frame: api unknown
     w0.add_connections(3)
     w1.add_fetch_waiters(1)
+    w1.flush(0.003)  # (2.5 ms, 5 ms]
+    w1.flush(0.02)  # (10 ms, 25 ms]
     w0.publish()
     w1.publish()
 
@@ -90,6 +98,8 @@ def test_partition_series(table: CounterTable) -> None:
     assert s[key("shardbroker_partition_log_size_bytes", **p0)] == 1200
     assert s[key("shardbroker_partition_produce_requests_total", **p0)] == 3
     assert s[key("shardbroker_partition_fetch_requests_total", **p0)] == 4
+    assert s[key("shardbroker_partition_log_segments", **p0)] == 3
+    assert s[key("shardbroker_partition_log_segments", **p1)] == 1
     # A freed row is not exported.
     assert not any(dict(labels).get("topic") == "old" for _, labels in s)
 
@@ -202,3 +212,98 @@ def test_server_on_a_selector_loop(table: CounterTable) -> None:
         server.close()
         sel.close()
     assert server.sock is None
+
+
+def test_flush_histogram(table: CounterTable) -> None:
+    fill(table)
+    _, s = scrape(MetricsCollector(table))
+    w1 = {"worker": "1"}
+    buckets = {
+        le: s[key("shardbroker_log_flush_duration_seconds_bucket", le=le, **w1)]
+        for le in ("0.0025", "0.005", "0.01", "0.025", "+Inf")
+    }
+    assert buckets == {"0.0025": 0, "0.005": 1, "0.01": 1, "0.025": 2, "+Inf": 2}
+    assert s[key("shardbroker_log_flush_duration_seconds_sum", **w1)] == pytest.approx(0.023)
+    assert s[key("shardbroker_log_flush_duration_seconds_count", worker="0")] == 0
+
+
+def test_partition_offline_follows_owners_and_failed_logs(
+    table: CounterTable, heartbeats: HeartbeatTable
+) -> None:
+    fill(table)
+    heartbeats.cell(0).reset(0, 1.0)
+    heartbeats.cell(0).claim(1234, SlotState.READY)
+    heartbeats.cell(1).reset(0, 1.0)
+    heartbeats.cell(1).claim(1235, SlotState.READY)
+    orders = TopicImage("orders", uuid.uuid4(), tuple(PartitionImage(i, i % 2) for i in range(4)))
+    topics = [orders]
+    collector = MetricsCollector(table, lambda: heartbeats, topics=lambda: topics)
+
+    def offline() -> dict[int, float]:
+        _, s = scrape(collector)
+        return {
+            int(dict(labels)["partition"]): v
+            for (name, labels), v in s.items()
+            if name == "shardbroker_partition_offline" and dict(labels)["topic"] == "orders"
+        }
+
+    # Partition 2's log failed (its row's flag); the rest are served.
+    assert offline() == {0: 0, 1: 0, 2: 1, 3: 0}
+    heartbeats.cell(1).mark_dead(-9)  # worker 1 down: its partitions 1 and 3 too
+    assert offline() == {0: 0, 1: 1, 2: 1, 3: 1}
+    heartbeats.cell(1).reset(1, 2.0)  # restarting: not serving yet
+    assert offline() == {0: 0, 1: 1, 2: 1, 3: 1}
+    topics.clear()  # the topic deleted: its series go
+    assert offline() == {}
+
+
+def test_worker_process_series_from_proc(tmp_path: Path, heartbeats: HeartbeatTable) -> None:
+    proc = tmp_path / "proc"
+    (proc / "4321" / "fd").mkdir(parents=True)
+    for fd in ("0", "1", "7"):
+        (proc / "4321" / "fd" / fd).touch()
+    ticks, page = os.sysconf("SC_CLK_TCK"), os.sysconf("SC_PAGE_SIZE")
+    (proc / "stat").write_text("cpu  1 2 3\nbtime 1700000000\n")
+    # pid (comm) state, then fields 4..24: utime=14, stime=15, starttime=22, vsize=23, rss=24.
+    fields = ["S"] + ["0"] * 21
+    fields[11], fields[12] = str(3 * ticks), str(ticks)  # 4 s of CPU
+    fields[19], fields[20], fields[21] = str(50 * ticks), "123456789", "1000"
+    (proc / "4321" / "stat").write_text(f"4321 (python3 (w) x) {' '.join(fields)}\n")
+    (proc / "4321" / "io").write_text("rchar: 1\nwchar: 2\nwrite_bytes: 65536\ncancelled_write_bytes: 0\n")
+    heartbeats.cell(0).reset(0, 1.0)
+    heartbeats.cell(0).claim(4321, SlotState.READY)
+    heartbeats.cell(1).reset(0, 1.0)
+    heartbeats.cell(1).claim(9999, SlotState.READY)  # no such pid under proc: left out
+    source = WorkerProcessSource(lambda: heartbeats, proc=str(proc))
+    s = {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for f in source()
+        for sample in f.samples
+    }
+    w0 = {"worker": "0"}
+    assert s == {
+        key("process_cpu_seconds_total", **w0): 4.0,
+        key("process_resident_memory_bytes", **w0): 1000.0 * page,
+        key("process_virtual_memory_bytes", **w0): 123456789.0,
+        key("process_start_time_seconds", **w0): 1700000050.0,
+        key("process_open_fds", **w0): 3.0,
+        key("shardbroker_disk_written_bytes_total", **w0): 65536.0,
+    }
+    heartbeats.cell(0).mark_dead(0)  # reaped: its pid is not read again
+    assert all(not list(f.samples) for f in source())
+
+
+def test_worker_process_series_of_a_real_process(heartbeats: HeartbeatTable) -> None:
+    heartbeats.cell(0).reset(0, 1.0)
+    heartbeats.cell(0).claim(os.getpid(), SlotState.READY)
+    s = {sample.name: sample.value for f in WorkerProcessSource(lambda: heartbeats)() for sample in f.samples}
+    assert s["process_resident_memory_bytes"] > 1 << 20 and s["process_open_fds"] >= 3
+    assert 0 < s["process_start_time_seconds"] <= time.time()
+
+
+def test_data_dir_space(tmp_path: Path) -> None:
+    s = {sample.name: sample.value for f in DataDirSource(tmp_path)() for sample in f.samples}
+    st = os.statvfs(tmp_path)
+    assert s["shardbroker_data_dir_size_bytes"] == st.f_blocks * st.f_frsize
+    assert 0 < s["shardbroker_data_dir_free_bytes"] <= s["shardbroker_data_dir_size_bytes"]
+    assert list(DataDirSource(tmp_path / "missing")()) == []

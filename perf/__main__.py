@@ -1,0 +1,39 @@
+"""``python -m perf COMMAND ...``: the perf harness's commands.
+
+Each command is ``"module:function"``, imported only when run (``check`` needs neither a broker
+nor matplotlib); the function takes the remaining arguments and returns the exit code. A new
+command is one line in ``COMMANDS``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable
+
+COMMANDS = {
+    "run": ("perf.harness:main", "measure (broker, clients, references, peers) and write a JSON report"),
+    "check": ("perf.report:check_main", "compare a report's ratios with the committed baseline"),
+    "compare": ("perf.report:compare_main", "two reports side by side"),
+    "plot": ("perf.plot:main", "draw a report as PNG charts"),
+}
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        width = max(map(len, COMMANDS))
+        usage = "usage: python -m perf COMMAND [ARGS]  (COMMAND --help for its own)\n\n" + "\n".join(
+            f"  {name:<{width}}  {what}" for name, (_, what) in COMMANDS.items()
+        )
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"python -m perf: unknown command {argv[0]!r}\n{usage}", file=sys.stderr)
+            return 2
+        print(usage, file=sys.stderr if not argv else sys.stdout)
+        return 2 if not argv else 0
+    module, function = COMMANDS[argv[0]][0].split(":")
+    command: Callable[[list[str]], int] = getattr(importlib.import_module(module), function)
+    return command(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

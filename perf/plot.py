@@ -1,0 +1,147 @@
+"""``python -m perf plot REPORT.json --out DIR``: PNG charts of a perf report (matplotlib, no
+display needed). Writes files into ``DIR``.
+
+- ``throughput_vs_record_size.png``: produce and consume MB/s and Redis XADD MB/s against the
+  record size (log x), with records/s on a second panel;
+- ``throughput_vs_partitions.png`` and ``throughput_vs_workers.png``: produce MB/s;
+- ``latency_cdf.png``: the latency CDFs (log x; the tail is where they differ).
+
+Throughput points are the median of the run's repeats, with bars from the slowest to the fastest
+repeat (on a shared host the bars are the honest part). Each chart says which reference its run
+measured alongside, and its median, so a chart is read against the machine it came from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+
+import matplotlib.pyplot as plt
+
+from perf.report import ReportError, load
+
+__all__ = ["FILES", "main", "plot"]
+
+FILES = (
+    "throughput_vs_record_size.png",
+    "throughput_vs_partitions.png",
+    "throughput_vs_workers.png",
+    "latency_cdf.png",
+)
+LABELS = {"record_size": "produce", "consume": "consume", "redis": "Redis XADD (peer)"}
+
+
+def _series(
+    doc: dict[str, Any], group: str, key: str = "value"
+) -> tuple[list[float], list[float], list[list[float]]]:
+    """x, the medians, and for MB/s the [below, above] distance to the slowest and fastest repeat."""
+    points = sorted(
+        (m["x"], m.get(key) or 0.0, m["values"]) for m in doc["metrics"].values() if m["group"] == group
+    )
+    x = [p[0] for p in points]
+    y = [p[1] for p in points]
+    spread = [[p[1] - min(p[2]) for p in points], [max(p[2]) - p[1] for p in points]]
+    if key != "value":
+        spread = [[0.0] * len(points), [0.0] * len(points)]
+    return x, y, spread
+
+
+def _footer(doc: dict[str, Any]) -> str:
+    ref = doc["references"].get("socket_sink")
+    where = f"; loopback socket sink {ref['median']:,.0f} MB/s in the same run" if ref else ""
+    return f"{doc['created']} ({'quick' if doc['quick'] else 'full'} run){where}"
+
+
+def _record_size(doc: dict[str, Any], path: Path) -> None:
+    fig, (mb, rate) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for group, label in LABELS.items():
+        x, y, spread = _series(doc, group)
+        if x:
+            mb.errorbar(x, y, yerr=spread, marker="o", capsize=3, label=label)
+            xr, yr, _ = _series(doc, group, "records_per_s")
+            rate.plot(xr, yr, marker="o", label=label)
+    for ax, unit in ((mb, "MB/s"), (rate, "records/s")):
+        ax.set_xscale("log")
+        ax.set_xlabel("record size (bytes)")
+        ax.set_ylabel(unit)
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    fig.suptitle("Throughput vs record size (one producer, one consumer, 4 partitions, 2 workers)")
+    fig.text(0.01, 0.01, _footer(doc), fontsize=7, alpha=0.7)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _simple(doc: dict[str, Any], group: str, xlabel: str, title: str, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    x, y, spread = _series(doc, group)
+    ax.errorbar(x, y, yerr=spread, marker="o", capsize=3, label="produce MB/s")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(x, [f"{v:g}" for v in x])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("MB/s")
+    ax.set_ylim(bottom=0)
+    ax.grid(True, alpha=0.3)
+    ax.set_title(title)
+    fig.text(0.01, 0.01, _footer(doc), fontsize=7, alpha=0.7)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _latency(doc: dict[str, Any], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for name, lat in doc["latency"].items():
+        ms = [p[0] for p in lat["cdf"]]
+        frac = [p[1] for p in lat["cdf"]]
+        params = lat["params"]
+        label = f"{name}: {params.get('record_size', '?')} B"
+        if "records_per_s" in params:
+            label += f" at {params['records_per_s']:,.0f}/s"
+        ax.plot(ms, frac, label=f"{label} (p99 {lat['percentiles']['p99']:.1f} ms)")
+    ax.set_xscale("log")
+    ax.set_xlabel("latency (ms)")
+    ax.set_ylabel("fraction of records")
+    ax.set_ylim(0, 1.01)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("Latency CDF")
+    fig.text(0.01, 0.01, _footer(doc), fontsize=7, alpha=0.7)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot(doc: dict[str, Any], out: Path) -> list[Path]:
+    """Draw every chart of ``doc`` into ``out`` (created if needed); return the files written."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / name for name in FILES]
+    _record_size(doc, paths[0])
+    _simple(doc, "partitions", "partitions", "Produce throughput vs partitions (1 KB records)", paths[1])
+    _simple(
+        doc, "workers", "broker workers", "Produce throughput vs broker workers (2 producers, 1 KB)", paths[2]
+    )
+    _latency(doc, paths[3])
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m perf plot", description="Draw a perf report as PNGs.")
+    parser.add_argument("report", type=Path)
+    parser.add_argument("--out", type=Path, required=True, help="directory for the PNG files")
+    args = parser.parse_args(argv)
+    try:
+        doc = load(args.report)
+    except ReportError as exc:
+        print(f"python -m perf plot: error: {exc}", file=sys.stderr)
+        return 2
+    for path in plot(doc, args.out):
+        print(path)
+    return 0
