@@ -69,20 +69,24 @@ ROUNDS = pick(15, 1)
 SCRAPE_PARTITIONS = pick(10_000, 500)
 
 
-def _append_without_counters() -> Callable[..., Any]:
-    """``ReplicaManager.append`` minus its counter statements (the baseline)."""
-    source = textwrap.dedent(inspect.getsource(ReplicaManager.append))
-    counting = ("p.produce_requests += 1", "p.messages_in += info.record_count", "p.bytes_in += n")
+def _without_counters(method: Callable[..., Any], counting: tuple[str, ...]) -> Callable[..., Any]:
+    """``method`` of ReplicaManager minus its counter statements ``counting`` (the baseline)."""
+    source = textwrap.dedent(inspect.getsource(method))
     lines = [line for line in source.splitlines() if line.strip() not in counting]
-    assert len(lines) == len(source.splitlines()) - len(counting), "append()'s counter statements changed"
+    assert len(lines) == len(source.splitlines()) - len(counting), f"{method.__name__}'s counters changed"
     namespace: dict[str, Any] = {}
     exec(compile("\n".join(lines), rm.__file__, "exec"), vars(rm), namespace)
-    fn: Callable[..., Any] = namespace["append"]
+    fn: Callable[..., Any] = namespace[method.__name__]
     return fn
 
 
 class _Bare(ReplicaManager):
-    append = _append_without_counters()  # type: ignore[assignment]
+    """``append`` and its bookkeeping (``_appended``) without the per-partition counts."""
+
+    append = _without_counters(ReplicaManager.append, ("p.produce_requests += 1",))  # type: ignore[assignment]
+    _appended = _without_counters(  # type: ignore[assignment]
+        ReplicaManager._appended, ("p.messages_in += info.record_count", "p.bytes_in += size")
+    )
 
 
 def _time_appends(replicas: ReplicaManager, records: bytearray, n: int) -> float:
