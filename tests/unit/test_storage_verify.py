@@ -6,6 +6,7 @@ import os
 import struct
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from shardbroker.config import LogConfig
@@ -311,3 +312,19 @@ def test_problem_describe_is_one_precise_line(tmp_path: Path) -> None:
     p = Problem(Severity.DAMAGE, "batch-crc", tmp_path / "t-0" / "x.log", "CRC-32C mismatch", 4162, 37, 12)
     assert p.describe(tmp_path) == "damage: t-0/x.log: position 4162, offset 37, batch 12: CRC-32C mismatch"
     assert Problem(Severity.NOTE, "leftover", Path("/a/b"), "gone").describe() == "note: /a/b: gone"
+
+
+def test_a_live_segments_preallocated_index_reads_the_same_entries(tmp_path: Path) -> None:
+    """An open segment's index is a sparse preallocated file: read only up to its first hole,
+    with the same entries as the whole file and the file's real length."""
+    d = tmp_path / "t-0"
+    log = make_log(d, batches=40, close=False)  # still open: the active index is preallocated
+    index = fn.index_file(d, log.segments[-1].base_offset)
+    size = os.path.getsize(index)
+    assert size == CFG.segment_index_bytes
+    entries = OffsetIndex.read_entries(index)
+    data = index.read_bytes()
+    keys, values = OffsetIndex._decode(np.frombuffer(data, dtype=np.uint8))
+    assert entries.file_bytes == size and entries.valid == OffsetIndex._valid_prefix((keys, values)) > 0
+    assert entries.keys[: entries.valid].tolist() == keys[: entries.valid].tolist()
+    log.close()
