@@ -290,11 +290,28 @@ def _string_configs(raw: object) -> dict[str, str]:
     return {str(k): str(v) for k, v in raw.items() if v is not None}
 
 
+#: Most partitions one CreateTopics or CreatePartitions request may add, over all its topics (Kafka's
+#: controller caps one operation at 10,000 records likewise). Without it, a request for 2**31 - 1
+#: partitions made the controller build them all, stalling every admin request and the drain.
+MAX_NEW_PARTITIONS_PER_REQUEST: Final = 10_000
+
+
+def _over_budget(num: int, budget: int) -> dict[str, Any] | None:
+    if num <= budget:
+        return None
+    return _error(
+        ErrorCode.INVALID_PARTITIONS,
+        f"{num} new partitions is more than this request may still add ({budget} of "
+        f"{MAX_NEW_PARTITIONS_PER_REQUEST} per request): create them over several requests.",
+    )
+
+
 def _create_topics(b: _Builder, args: Mapping[str, Any], ctx: OpContext) -> dict[str, Any]:
     validate_only = bool(args.get("validate_only", False))
     items = list(args["topics"])
     names = [item.get("name") for item in items]
     dupes = {n for n in names if names.count(n) > 1}
+    budget = MAX_NEW_PARTITIONS_PER_REQUEST
     out = []
     for item in items:
         name = item.get("name")
@@ -331,6 +348,11 @@ def _create_topics(b: _Builder, args: Mapping[str, Any], ctx: OpContext) -> dict
             res.update(_error(ErrorCode.INVALID_PARTITIONS, "Number of partitions must be larger than 0."))
             out.append(res)
             continue
+        refusal = _over_budget(num, budget)
+        if refusal is not None:
+            res.update(refusal)
+            out.append(res)
+            continue
         if rf not in (-1, 1):
             res.update(
                 _error(
@@ -348,6 +370,7 @@ def _create_topics(b: _Builder, args: Mapping[str, Any], ctx: OpContext) -> dict
             res.update(_error(ErrorCode.INVALID_CONFIG, str(exc)))
             out.append(res)
             continue
+        budget -= num
         topic_id = ctx.new_topic_id()
         res["num_partitions"] = num
         res["topic_id"] = str(topic_id)
@@ -401,6 +424,7 @@ def _create_partitions(b: _Builder, args: Mapping[str, Any], ctx: OpContext) -> 
     validate_only = bool(args.get("validate_only", False))
     items = list(args["topics"])
     names = [item.get("name") for item in items]
+    budget = MAX_NEW_PARTITIONS_PER_REQUEST
     out = []
     for item in items:
         name = item.get("name")
@@ -423,7 +447,10 @@ def _create_partitions(b: _Builder, args: Mapping[str, Any], ctx: OpContext) -> 
             )
         elif count > INT32_MAX:
             res.update(_error(ErrorCode.INVALID_PARTITIONS, f"{count} partitions is too many."))
+        elif (refusal := _over_budget(count - len(topic.partitions), budget)) is not None:
+            res.update(refusal)
         else:
+            budget -= count - len(topic.partitions)
             if not validate_only:
                 leaders = place(b.state, count - len(topic.partitions), ctx.workers)
                 record = _topic_record(topic)

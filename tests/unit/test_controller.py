@@ -179,6 +179,25 @@ def test_create_partitions() -> None:
     assert s2 == s
 
 
+def test_one_request_adds_at_most_ten_thousand_partitions() -> None:
+    """2**31 - 1 partitions in one request is refused before anything is built; the budget is
+    the request's, over all its topics, for CreateTopics and CreatePartitions alike."""
+    c = ctx(workers=2)
+    s, r = run(ControllerState(), c, "create_topics", {"topics": [create("huge", 2**31 - 1)]})
+    assert codes(r) == {"huge": 37} and "10000 per request" in r["topics"][0]["error_message"]
+    assert s.topics == {}
+    s, r = run(s, c, "create_topics", {"topics": [create("a", 6000), create("b", 4000), create("c", 1)]})
+    assert codes(r) == {"a": 0, "b": 0, "c": 37}
+    s, r = run(
+        s,
+        c,
+        "create_partitions",
+        {"topics": [{"name": "a", "count": 16_000}, {"name": "b", "count": 4_001}]},
+    )
+    assert codes(r) == {"a": 0, "b": 37}
+    assert len(s.topics["a"].partitions) == 16_000 and len(s.topics["b"].partitions) == 4_000
+
+
 def test_alter_configs_incremental_and_replace() -> None:
     c = ctx()
     s, _ = run(ControllerState(), c, "create_topics", {"topics": [create("a", 1, 1, {"retention.ms": "5"})]})
