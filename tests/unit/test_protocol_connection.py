@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 
 import pytest
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.codec import Message
 from shardbroker.protocol.connection import (
+    DEFAULT_BUFFER_SIZE,
     BadRequest,
     ConnectionClosed,
     Event,
@@ -131,6 +133,31 @@ def test_buffer_grows_for_a_big_frame_then_shrinks_back() -> None:
     for e in conn.receive_data(frame(m.ApiVersionsRequest(), 0, 2) * 300):
         assert isinstance(e, RequestReceived)
     assert len(conn._buf) == 4096
+
+
+def _resident_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / (1 << 20)
+
+
+def test_an_announced_frame_costs_only_what_has_arrived() -> None:
+    """A slow sender that announces 64 MiB does not make us hold 64 MiB: the buffer grows with
+    what arrives (at most 4x), and the whole frame, once in, is parsed as usual."""
+    conn = ServerConnection()
+    body = produce(batch(4, 1000), 1)[4:]
+    size = 64 << 20
+    before = _resident_mib()
+    assert conn.receive_data(struct.pack(">i", size) + body[:100]) == []
+    assert len(conn.get_buffer()) <= DEFAULT_BUFFER_SIZE  # what the event loop asks for before a recv
+    assert _resident_mib() - before < 16
+    rest = body[100:] + bytes(size - len(body))  # bytes after a complete body are ignored
+    received = 104
+    for at in range(0, len(rest) - (1 << 20), 1 << 20):
+        assert conn.receive_data(rest[at : at + (1 << 20)]) == []
+        received += 1 << 20
+        assert len(conn._buf) <= max(DEFAULT_BUFFER_SIZE, 4 * received)
+    (event,) = conn.receive_data(rest[received - 104 :])
+    assert isinstance(event, RequestReceived) and isinstance(event.request, m.ProduceRequest)
 
 
 def test_oversized_frame_is_refused_from_its_size_prefix_alone() -> None:
