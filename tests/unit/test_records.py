@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import struct
+import subprocess
+import sys
 import types
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 
 import cramjam
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shardbroker.protocol.compression import XERIAL_MAGIC, CompressionType, compress, decompress
+from shardbroker.protocol.compression import (
+    XERIAL_MAGIC,
+    CompressionError,
+    CompressionType,
+    compress,
+    decompress,
+)
 from shardbroker.protocol.crc import crc32c, crc32c_python
 from shardbroker.protocol.errors import ErrorCode, ProtocolError
 from shardbroker.protocol.primitives import (
@@ -488,6 +497,59 @@ def test_decompression_errors_and_cap() -> None:
     with pytest.raises(InvalidRecordBatch):
         list(rb.records(max_size=100))
     assert len(list(rb.records())) == 50
+
+
+_BOMB_CHILD = """
+import resource, sys
+from shardbroker.protocol.compression import CompressionError, decompress
+codec, path = int(sys.argv[1]), sys.argv[2]
+bomb = open(path, "rb").read()
+with open("/proc/self/statm") as f:
+    mapped = int(f.read().split()[0]) * resource.getpagesize()
+resource.setrlimit(resource.RLIMIT_AS, (mapped + (160 << 20), resource.RLIM_INFINITY))
+try:
+    decompress(codec, bomb, max_size=8 << 20)
+except CompressionError as exc:
+    print(exc)
+"""
+
+
+def _bomb(codec: CompressionType, size: int) -> bytes:
+    """``size`` zero bytes compressed, built in 16 MiB steps (never holding ``size`` bytes)."""
+    chunk = bytes(16 << 20)
+    c = (
+        cramjam.lz4.Compressor(block_linked=False, content_checksum=False)
+        if codec == CompressionType.LZ4
+        else cramjam.zstd.Compressor()
+    )
+    for _ in range(size // len(chunk)):
+        c.compress(chunk)
+    return bytes(c.finish())
+
+
+@pytest.mark.parametrize("codec", [CompressionType.LZ4, CompressionType.ZSTD])
+def test_a_decompression_bomb_is_refused_within_the_cap(codec: CompressionType, tmp_path: Path) -> None:
+    """512 MiB of zeros compress to KiBs: refused while decompressing, in a process that may map
+    only 160 MiB more than it holds (the whole 512 MiB would not fit)."""
+    path = tmp_path / "bomb"
+    path.write_bytes(_bomb(codec, 512 << 20))
+    child = subprocess.run(
+        [sys.executable, "-c", _BOMB_CHILD, str(int(codec)), str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert child.returncode == 0, child.stderr[-2000:]
+    assert "decompressed size exceeds 8388608 bytes" in child.stdout
+
+
+@pytest.mark.parametrize("codec", [CompressionType.LZ4, CompressionType.ZSTD, CompressionType.GZIP])
+def test_a_batch_past_the_first_guess_decompresses_whole(codec: CompressionType) -> None:
+    tall = bytes(range(256)) * 4096  # 1 MiB that compresses far more than the 16x first guess
+    assert decompress(codec, compress(codec, tall), max_size=1 << 20) == tall
+    with pytest.raises(CompressionError, match="exceeds"):
+        decompress(codec, compress(codec, tall), max_size=(1 << 20) - 1)
 
 
 def test_split_and_iter_batches() -> None:
