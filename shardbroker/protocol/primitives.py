@@ -120,7 +120,8 @@ def uvarint_tail(buf: BytesLike, pos: int, first: int, max_shift: int = 28) -> t
     """Finish a varint whose first byte (``first`` > 127) was already read; pos is after it.
 
     At most ``max_shift // 7 + 1`` bytes in all: 5 by default (32-bit varints), 10 with
-    ``max_shift=63`` (varlongs). The value is not range-checked here.
+    ``max_shift=63`` (varlongs); a last byte with bits beyond 32 (or 64) is refused, as the
+    encoders would refuse the value (a 35-bit tag number decoded and then could not re-encode).
     """
     result = first & 0x7F
     shift = 7
@@ -132,6 +133,8 @@ def uvarint_tail(buf: BytesLike, pos: int, first: int, max_shift: int = 28) -> t
         pos += 1
         result |= (b & 0x7F) << shift
         if b < 0x80:
+            if result >> (max_shift + 4 if max_shift < 63 else 64):
+                raise ProtocolError(f"varint does not fit in {min(max_shift + 4, 64)} bits")
             return result, pos
         shift += 7
         if shift > max_shift:

@@ -6,11 +6,14 @@ import contextlib
 import random
 import struct
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shardbroker.protocol import codec, headers
+from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ProtocolError
+from shardbroker.protocol.primitives import decode_uvarint
 from tests.unit.test_codec_roundtrip import ALL_VERSIONS, build_sample, flexible
 
 FUZZ = settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -94,3 +97,15 @@ def test_request_header_decoder_known_keys(api_key: int, version: int, rest: byt
         assert exc.correlation_id == 42
     except ProtocolError:
         pass
+
+
+def test_a_varint_beyond_32_bits_is_refused_like_the_encoder_refuses_it() -> None:
+    """The 5th byte of a 32-bit varint carries 4 bits: a 35-bit tag number used to decode (and
+    then could not be encoded back)."""
+    assert decode_uvarint(bytes([0xFF, 0xFF, 0xFF, 0xFF, 0x0F]), 0) == (2**32 - 1, 5)
+    with pytest.raises(ProtocolError, match="32 bits"):
+        decode_uvarint(bytes([0x80, 0x80, 0x80, 0x80, 0x10]), 0)
+    # Found by `python -m tests.fuzz`: ListOffsets v9 whose tagged section holds tag 0x7c0808080.
+    data = bytes.fromhex("00000000000101808080807c0880808080082dff80808080")
+    with pytest.raises(ProtocolError, match="32 bits"):
+        codec.decode(m.ListOffsetsRequest, data, 9, allow_trailing=True)
