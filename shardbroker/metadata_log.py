@@ -42,6 +42,7 @@ import json
 import logging
 import os
 import struct
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -103,6 +104,26 @@ def new_cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
+#: How long a start waits for the orphaned workers of a killed broker to let go of the data dir.
+ORPHAN_DRAIN_WAIT_S: Final = 30.0
+
+
+def _holder_pid(fd: int) -> int | None:
+    with contextlib.suppress(OSError, ValueError):
+        return int(os.pread(fd, 32, 0).decode().strip())
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class DataDirLock:
     """An exclusive ``flock`` on ``<data dir>/.lock``, so two brokers never share a data dir.
 
@@ -131,19 +152,7 @@ class DataDirLock:
                 f"data dir {self.data_dir} is not writable ({exc.strerror or exc}): "
                 "the broker needs to create files there"
             ) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            holder = ""
-            with contextlib.suppress(OSError, ValueError):
-                holder = f" (pid {int(os.pread(fd, 32, 0).decode().strip())})"
-            os.close(fd)
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise MetadataLogError(
-                    f"data dir {self.data_dir} is in use by another shardbroker{holder}: "
-                    f"{self.path} is locked"
-                ) from None
-            raise MetadataLogError(f"cannot lock {self.path}: {exc.strerror or exc}") from None
+        self._lock(fd)
         try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
@@ -158,6 +167,47 @@ class DataDirLock:
                 f"data dir {self.data_dir} is not writable: {exc.strerror or exc}"
             ) from None
         self._fd = fd
+
+    def _lock(self, fd: int) -> None:
+        """flock ``fd``. While the recorded holder is a dead supervisor, its orphaned workers
+        still hold the lock as they notice and drain (about a second): wait for them, up to
+        ``ORPHAN_DRAIN_WAIT_S``, instead of refusing a restart right after a kill -9."""
+        deadline = time.monotonic() + ORPHAN_DRAIN_WAIT_S
+        said = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    os.close(fd)
+                    raise MetadataLogError(f"cannot lock {self.path}: {exc.strerror or exc}") from None
+            holder = _holder_pid(fd)
+            dead = holder is not None and not _alive(holder)
+            if dead and time.monotonic() < deadline:
+                if not said:
+                    log.warning(
+                        "data dir %s: broker pid %d is gone but its workers still hold %s; waiting "
+                        "up to %.0f s for them to exit",
+                        self.data_dir,
+                        holder,
+                        self.path,
+                        ORPHAN_DRAIN_WAIT_S,
+                    )
+                    said = True
+                time.sleep(0.05)
+                continue
+            os.close(fd)
+            if dead:
+                raise MetadataLogError(
+                    f"data dir {self.data_dir} is still locked by the workers of broker pid {holder}, "
+                    f"which is gone, after {ORPHAN_DRAIN_WAIT_S:.0f} s: find them with "
+                    f"`fuser {self.path}`"
+                )
+            who = "" if holder is None else f" (pid {holder})"
+            raise MetadataLogError(
+                f"data dir {self.data_dir} is in use by another shardbroker{who}: {self.path} is locked"
+            )
 
     def release(self) -> None:
         if self._fd >= 0:

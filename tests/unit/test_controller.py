@@ -6,6 +6,8 @@ from __future__ import annotations
 import itertools
 import os
 import random
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from shardbroker import metadata_log
 from shardbroker.config import BrokerConfig, LogConfig
 from shardbroker.controller import Controller, in_ring_name, out_ring_name
 from shardbroker.controller_state import (
@@ -416,6 +419,52 @@ def test_data_dir_lock(tmp_path: Path) -> None:
     second = DataDirLock(tmp_path / "d")
     second.acquire()  # released: free again
     second.release()
+
+
+_ORPHAN = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.ftruncate(fd, 0)
+os.pwrite(fd, (sys.argv[2] + "\\n").encode(), 0)
+print("locked", flush=True)
+time.sleep(float(sys.argv[3]))
+"""
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+@pytest.mark.parametrize("holds_for", [0.5, 60.0])
+def test_a_restart_waits_for_the_orphaned_workers_of_a_killed_broker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, holds_for: float
+) -> None:
+    """The lock records a supervisor that is gone; its orphaned workers (here: a process holding
+    the flock) drain and exit. A start waits for them, up to ORPHAN_DRAIN_WAIT_S, then says why."""
+    monkeypatch.setattr(metadata_log, "ORPHAN_DRAIN_WAIT_S", 3.0)
+    (tmp_path / "d").mkdir()
+    dead = _dead_pid()
+    orphan = subprocess.Popen(
+        [sys.executable, "-c", _ORPHAN, str(tmp_path / "d" / ".lock"), str(dead), str(holds_for)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert orphan.stdout is not None and orphan.stdout.readline() == "locked\n"
+        lock = DataDirLock(tmp_path / "d")
+        if holds_for < 3.0:
+            lock.acquire()  # waited for the orphan to exit
+            assert orphan.wait(5) == 0
+            lock.release()
+        else:
+            with pytest.raises(MetadataLogError, match=rf"workers of broker pid {dead}, which is gone"):
+                lock.acquire()
+    finally:
+        orphan.kill()
+        orphan.communicate()  # reaps it and closes its stdout pipe
 
 
 def test_unusable_data_dirs_are_explained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
