@@ -9,6 +9,14 @@ by ``drain_timeout``), then closes them.
 A sweeper task closes connections idle for ``connections.max.idle.ms`` (Kafka's Selector does
 the same on its poll loop), checking ten times per idle period (at most every 10 s), so a
 connection lives at most 10% longer than the limit; one timer per listener, not per connection.
+
+Connection quotas, Kafka's ``max.connections`` and ``max.connections.per.ip`` (defaults
+Int.MaxValue), per worker (each worker is a Kafka broker): a connection over either limit is
+closed as soon as it is made, before a byte of it is read, and counted in ``refused``; a storm is
+logged once a second with the running count, not once per socket. Kafka's per-IP quota does this
+(``TooManyConnectionsException``); for the broker-wide one Kafka stops accepting until a slot
+frees, which leaves the storm in the kernel's backlog: closing keeps the backlog (``BACKLOG``)
+free for the clients that will be let in.
 """
 
 from __future__ import annotations
@@ -55,10 +63,18 @@ class KafkaListener:
         self.host = host if host is not None else config.listen_host
         self.port = port if port is not None else config.listen_port + state.node_id
         self.limits = limits or ConnectionLimits(
-            max_request_size=config.socket_request_max_bytes, max_idle_ms=config.connections_max_idle_ms
+            max_request_size=config.socket_request_max_bytes,
+            max_idle_ms=config.connections_max_idle_ms,
+            max_connections=config.max_connections,
+            max_connections_per_ip=config.max_connections_per_ip,
         )
         self.drain_timeout = drain_timeout
+        #: Admitted connections (within the quotas), and how many each client address holds.
         self.connections: set[KafkaConnection] = set()
+        self._per_host: dict[str, int] = {}
+        #: Connections closed at once for a quota, since start.
+        self.refused = 0
+        self._refusal_logged_at = float("-inf")
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._bound_port: int | None = None
@@ -102,9 +118,41 @@ class KafkaListener:
             await asyncio.wait_for(self._server.wait_closed(), 1.0)
 
     def _new_connection(self) -> KafkaConnection:
-        conn = KafkaConnection(self.state, self.registry, self.limits, on_lost=self.connections.discard)
-        self.connections.add(conn)
-        return conn
+        return KafkaConnection(self.state, self.registry, self.limits, on_lost=self._lost, admit=self._admit)
+
+    def _admit(self, conn: KafkaConnection) -> str | None:
+        """None (and the connection counts against the quotas), or why it is refused."""
+        limits = self.limits
+        held = self._per_host.get(conn.peer_host, 0)
+        if len(self.connections) >= limits.max_connections:
+            reason = f"max.connections ({limits.max_connections}) reached"
+        elif held >= limits.max_connections_per_ip:
+            reason = f"{conn.peer_host} already has max.connections.per.ip ({limits.max_connections_per_ip})"
+        else:
+            self.connections.add(conn)
+            self._per_host[conn.peer_host] = held + 1
+            return None
+        self.refused += 1
+        now = time.monotonic()
+        if now - self._refusal_logged_at >= 1.0:
+            self._refusal_logged_at = now
+            log.warning(
+                "worker %d: closed new connection from %s: %s (%d refused so far)",
+                self.state.node_id,
+                conn.peer,
+                reason,
+                self.refused,
+            )
+        return reason
+
+    def _lost(self, conn: KafkaConnection) -> None:
+        if conn in self.connections:
+            self.connections.discard(conn)
+            left = self._per_host[conn.peer_host] - 1
+            if left:
+                self._per_host[conn.peer_host] = left
+            else:
+                del self._per_host[conn.peer_host]
 
     async def _sweep_idle(self) -> None:
         limit = self.limits.max_idle_ms / 1000

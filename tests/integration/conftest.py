@@ -11,7 +11,6 @@ fails the test loudly: nothing here skips.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
@@ -29,28 +28,6 @@ DEFAULT_CONFIG: Mapping[str, str | int | bool] = {
 }
 
 BrokerFactory = Callable[..., BrokerProcess]
-
-# kafka-python 3.0 loads its protocol schemas with importlib.resources.read_text/open_text, which
-# Python 3.11 deprecates; the suite runs with -W error. Only that warning is let through.
-KAFKA_PYTHON_WARNING = r"ignore:(read|open)_text is deprecated:DeprecationWarning"
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Let kafka-python's import-time warning through; leave the ``slow`` soak variants out unless
-    asked for (``-m slow``, or ``SHARDBROKER_SLOW=1``): the default run is the quick variants."""
-    here = Path(__file__).parent
-    want_slow = "slow" in (config.getoption("markexpr") or "") or os.environ.get("SHARDBROKER_SLOW") == "1"
-    keep, drop = [], []
-    for item in items:
-        if here in Path(str(item.path)).parents:
-            item.add_marker(pytest.mark.filterwarnings(KAFKA_PYTHON_WARNING))
-            if item.get_closest_marker("slow") is not None and not want_slow:
-                drop.append(item)
-                continue
-        keep.append(item)
-    if drop:
-        config.hook.pytest_deselected(items=drop)
-        items[:] = keep
 
 
 @contextlib.contextmanager
