@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import os
 import statistics
 import time
 from collections.abc import Iterable
@@ -51,6 +50,7 @@ import confluent_kafka
 from perf.broker_load import running_broker
 from perf.sizes import pick
 from shardbroker.loadgen.runner import ensure_topic
+from shardbroker.procfs import cpu_seconds
 from tests.ports import free_port_block
 
 TOPIC = "clients"
@@ -125,12 +125,6 @@ def delivered_rate(bootstrap: str, messages: int) -> float:
     return messages / elapsed
 
 
-def _cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _consume(bootstrap: str, partitions: list[int], messages: int, go: Any, out: Any) -> None:
     """A consumer process: read ``messages`` from ``partitions``; report (first, last, cpu) times."""
     consumer = confluent_kafka.Consumer(
@@ -176,10 +170,10 @@ def consume_rate(bootstrap: str, workers: list[int], messages: int, processes: i
     for p in procs:
         p.start()
     time.sleep(1.0)  # imports and client start-up, outside the timed interval
-    workers_cpu = [_cpu_seconds(pid) for pid in workers]
+    workers_cpu = cpu_seconds(*workers)
     go.set()
     results = [out.get(timeout=330) for _ in procs]
-    workers_used = sum(_cpu_seconds(pid) for pid in workers) - sum(workers_cpu)
+    workers_used = cpu_seconds(*workers) - workers_cpu
     for p in procs:
         p.join(30)
     got = sum(r[0] for r in results)

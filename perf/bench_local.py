@@ -47,12 +47,10 @@ met counting whole batches, not yet with every record decoded (3.9 M/s into nump
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import confluent_kafka
@@ -63,6 +61,7 @@ from perf.sizes import pick
 from shardbroker.client.admin import AdminClient, NewTopic
 from shardbroker.client.local_consumer import LocalConsumer
 from shardbroker.client.local_producer import DEFAULT_BATCH_SIZE, LocalProducer
+from shardbroker.procfs import cpu_seconds
 from tests.integration.broker_process import BrokerProcess
 
 VALUE_SIZE = 100
@@ -82,16 +81,6 @@ class RunResult:
     #: CPU microseconds per record of the local produce: the producer process, the two workers.
     producer_cpu_us: float
     workers_cpu_us: float
-
-
-def _worker_cpu(pids: list[int]) -> float:
-    """CPU seconds (user + system) the processes have used so far (Linux /proc)."""
-    total = 0
-    for pid in pids:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-        fields = stat[stat.rindex(b")") + 2 :].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 def _ends(bootstrap: str, topic: str) -> dict[int, int]:
@@ -138,9 +127,9 @@ def local_produce(
             producer.flush()
 
         pids = broker.worker_pids()
-        cpu, workers = time.process_time(), _worker_cpu(pids)
+        cpu, workers = time.process_time(), cpu_seconds(*pids)
         elapsed = _timed(work)
-        cpu, workers = time.process_time() - cpu, _worker_cpu(pids) - workers
+        cpu, workers = time.process_time() - cpu, cpu_seconds(*pids) - workers
     after = _ends(broker.bootstrap, topic)
     got = sum(after[p] - before[p] for p in after)
     assert got == records, f"local producer: {got} records in the log, {records} sent"

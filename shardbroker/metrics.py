@@ -101,11 +101,13 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
+from shardbroker import procfs
 from shardbroker.broker.metadata_image import TopicImage
 from shardbroker.ipc import counters as ctr
 from shardbroker.ipc.counters import CounterTable
 from shardbroker.ipc.group_offsets import OVERFLOW, GroupOffsetTable
 from shardbroker.ipc.heartbeat import HeartbeatTable
+from shardbroker.procfs import CLOCK_TICKS, stat_fields
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode
 from shardbroker.supervision import SlotState
@@ -495,7 +497,6 @@ class WorkerProcessSource:
     def __init__(self, heartbeats: Callable[[], HeartbeatTable | None], proc: str = "/proc") -> None:
         self._heartbeats = heartbeats
         self._proc = proc
-        self._ticks = float(os.sysconf("SC_CLK_TCK"))
         self._page = float(os.sysconf("SC_PAGE_SIZE"))
         self._boot: float | None = None
 
@@ -539,20 +540,17 @@ class WorkerProcessSource:
         for slot, pid in self.pids():
             base = f"{self._proc}/{pid}"
             try:
-                with open(f"{base}/stat", "rb") as f:
-                    fields = f.read().rsplit(b")", 1)[1].split()
+                fields = stat_fields(pid, self._proc)
                 with open(f"{base}/io", "rb") as f:
                     io = dict(line.split(b": ", 1) for line in f.read().splitlines())
                 open_fds = len(os.listdir(f"{base}/fd"))
             except (OSError, IndexError, ValueError):
                 continue  # exited meanwhile, or not Linux
             label = [str(slot)]
-            # proc(5): utime, stime (14, 15), starttime (22), vsize (23), rss pages (24); fields
-            # here start at the state, field 3.
-            cpu.add_metric(label, (int(fields[11]) + int(fields[12])) / self._ticks)
-            start.add_metric(label, self._boot_time() + int(fields[19]) / self._ticks)
-            vms.add_metric(label, float(fields[20]))
-            rss.add_metric(label, int(fields[21]) * self._page)
+            cpu.add_metric(label, (int(fields[procfs.UTIME]) + int(fields[procfs.STIME])) / CLOCK_TICKS)
+            start.add_metric(label, self._boot_time() + int(fields[procfs.START_TIME]) / CLOCK_TICKS)
+            vms.add_metric(label, float(fields[procfs.VSIZE]))
+            rss.add_metric(label, int(fields[procfs.RSS_PAGES]) * self._page)
             fds.add_metric(label, float(open_fds))
             written.add_metric(label, float(io.get(b"write_bytes", b"0")))
         yield from (cpu, rss, vms, start, fds, written)

@@ -53,6 +53,7 @@ import numpy as np
 import numpy.typing as npt
 import posix_ipc  # type: ignore[import-not-found, unused-ignore]  # ships no stubs
 
+from shardbroker.procfs import STATE, stat_fields
 from shardbroker.supervision import Beat, SlotState
 
 SEGMENT_PREFIX: Final = "/shardbroker-"
@@ -102,9 +103,7 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True  # exists, owned by someone else
     try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            # The state letter follows the parenthesised command name, which may contain spaces.
-            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+        return stat_fields(pid)[STATE] != b"Z"
     except (FileNotFoundError, ProcessLookupError):
         return False
     except OSError:

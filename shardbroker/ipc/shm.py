@@ -45,6 +45,8 @@ from types import TracebackType
 
 import posix_ipc  # type: ignore[import-not-found,unused-ignore]
 
+from shardbroker.procfs import START_TIME, stat_fields
+
 SHM_DIR = Path("/dev/shm")
 PREFIX = "shardbroker"
 MAGIC = b"SHRDBRKR"
@@ -88,12 +90,9 @@ def fifo_path(shm: str, suffix: str) -> Path:
 def process_start_time(pid: int) -> int | None:
     """Start time of ``pid`` in clock ticks since boot, or None when there is no such process."""
     try:
-        data = Path(f"/proc/{pid}/stat").read_bytes()
+        return int(stat_fields(pid)[START_TIME])
     except (FileNotFoundError, ProcessLookupError):
         return None
-    # comm (field 2) may contain spaces and parentheses: split after the last ')'.
-    fields = data[data.rindex(b")") + 2 :].split()
-    return int(fields[19])  # field 22 overall; fields[0] is field 3
 
 
 def owner_alive(pid: int, start_time: int) -> bool:
