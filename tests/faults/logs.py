@@ -1,22 +1,19 @@
-"""After a fault: open every partition log of a stopped broker's data dir the way a broker start
-does (storage recovery), and read every record back. Opens and writes files (recovery may cut a
-torn tail and rebuild indexes, exactly as the next start would).
-
-``shardbroker check DATA_DIR`` (shardbroker/cli/check.py, in progress as this is written) is the
-offline verifier meant for this; :func:`read_data_dir` should become "check exits 0, then read"
-once it lands. Until then the proof is that recovery opens every partition and that every batch
-passes ``RecordBatch.validate`` (length, magic, CRC-32C, records decode).
+"""After a fault: verify a stopped broker's data dir offline (``shardbroker check``'s
+storage/verify.py: no damage allowed; a torn tail or an index the next start rebuilds is
+"repairable" and allowed), then open every partition log the way a broker start does (storage
+recovery) and read every record back. Opens and writes files (recovery may cut a torn tail and
+rebuild indexes, exactly as the next start would).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from shardbroker.protocol.records import iter_batches
-from shardbroker.storage.file_names import parse_partition_dir
 from shardbroker.storage.log import PartitionLog
+from shardbroker.storage.verify import Severity, partition_dirs, verify_partition
 from tests.integration.kafka_clients import Rec, index_of
 
 __all__ = ["check_acked_exactly_once", "read_data_dir"]
@@ -24,21 +21,14 @@ __all__ = ["check_acked_exactly_once", "read_data_dir"]
 READ_CHUNK = 1 << 20
 
 
-def _partition_dirs(data_dir: Path) -> Iterable[tuple[Path, str, int]]:
-    for child in sorted(data_dir.iterdir()):
-        if not child.is_dir():
-            continue
-        try:
-            topic, partition = parse_partition_dir(child.name)
-        except ValueError:
-            continue  # the controller's metadata dir and anything else that is not a partition
-        yield child, topic, partition
-
-
 def read_data_dir(data_dir: Path) -> dict[str, dict[int, list[Rec]]]:
     """topic -> partition -> every record from log start to log end, after recovery."""
     out: dict[str, dict[int, list[Rec]]] = defaultdict(dict)
-    for directory, topic, partition in _partition_dirs(data_dir):
+    for directory in partition_dirs(data_dir):
+        report = verify_partition(directory)
+        damage = [p.describe(data_dir) for p in report.problems if p.severity is Severity.DAMAGE]
+        assert not damage, f"{directory.name}: shardbroker check finds damage: {damage[:3]}"
+        topic, partition = report.topic, report.partition
         log = PartitionLog.open(directory, topic=topic, partition=partition)
         try:
             records: list[Rec] = []
