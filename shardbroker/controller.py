@@ -107,6 +107,17 @@ class _Pending:
     result: dict[str, Any]
 
 
+@dataclass
+class _Move:
+    """A move between its two steps: waiting for the old owners to let go (see `_advance_moves`)."""
+
+    slot: int | None  # the asking worker; None for the controller's own rebalancing
+    request_id: int
+    version: int  # of the release record
+    release: list[dict[str, Any]]
+    result: dict[str, Any]
+
+
 class _Slot:
     """The controller's end of one worker's pair of rings."""
 
@@ -154,6 +165,7 @@ class Controller:
         self.is_live: Callable[[int], bool] = lambda slot: True
         self.slots: list[_Slot] = []
         self.pending: list[_Pending] = []
+        self.moves: list[_Move] = []
         self._image_frame = b""
         self._registered = False
         #: For local clients (ipc/local_directory.py): published on every metadata change.
@@ -277,12 +289,14 @@ class Controller:
         """Read every ``out`` ring, retry outboxes, answer what is answerable. Cheap when idle."""
         for s in self.slots:
             self._read(s)
+        self._advance_moves()
         self._flush_outboxes()
         self._answer_pending()
 
     def _on_readable(self, s: _Slot, mask: int) -> None:
         s.out_ring.reader_bell.drain()
         self._read(s)
+        self._advance_moves()
         self._flush_outboxes()
         self._answer_pending()
 
@@ -306,8 +320,67 @@ class Controller:
                     log.error("worker %d sent a %s, which only the controller sends", s.slot, message)
 
     def _request(self, s: _Slot, request: ControlRequest) -> None:
-        result = self.apply(request.op, request.args)
-        self.pending.append(_Pending(s.slot, request.request_id, int(result["version"]), result))
+        if request.op == "list_moves":
+            self._send(
+                s, encode_control(ControlReply(request.request_id, {"moves": self.moves_in_progress()}))
+            )
+            return
+        self.start(request.op, request.args, s.slot, request.request_id)
+
+    def start(self, op: str, args: dict[str, Any], slot: int | None = None, request_id: int = 0) -> None:
+        """Run an op for worker ``slot`` (None: for the controller itself); it is answered once
+        every worker has applied it (`_answer_pending`), a move once both of its steps are."""
+        result = self.apply(op, args)
+        release = result.pop("release", None)
+        if release:
+            self.moves.append(_Move(slot, request_id, int(result["version"]), release, result))
+        elif slot is not None:
+            self.pending.append(_Pending(slot, request_id, int(result["version"]), result))
+
+    def moves_in_progress(self) -> list[dict[str, Any]]:
+        return [
+            {k: item[k] for k in ("topic", "partition", "from", "to")}
+            for mv in self.moves
+            for item in mv.release
+        ]
+
+    def _advance_moves(self) -> None:
+        """Step two of each move whose old owners have let go: they acked the release image (so
+        they closed the log: replica_manager.py), or they are dead (and a restarted one boots on
+        an image where nobody leads the partition). Only then does the new owner get it: never two
+        writers of one log."""
+        waiting = []
+        for mv in self.moves:
+            owners = {item["from"] for item in mv.release}
+            if any(self._holds(o, mv.version) for o in owners):
+                waiting.append(mv)
+                continue
+            assigned = self.apply("assign_partitions", {"partitions": mv.release})
+            failed = {
+                (a["topic"], a["partition"]): a for a in assigned["partitions"] if a.get("error_code")
+            }  # fmt: skip
+            for res in mv.result["partitions"]:
+                if (res["topic"], res["partition"]) in failed:
+                    res.update(failed[(res["topic"], res["partition"])])
+            mv.result["version"] = assigned["version"]
+            for item in mv.release:
+                log.info(
+                    "moved %s-%d from worker %d to worker %d",
+                    item["topic"],
+                    item["partition"],
+                    item["from"],
+                    item["to"],
+                )
+            if mv.slot is not None:
+                self.pending.append(_Pending(mv.slot, mv.request_id, int(assigned["version"]), mv.result))
+        self.moves = waiting
+
+    def _holds(self, slot: int, version: int) -> bool:
+        """Whether worker ``slot`` may still hold the logs a change of ``version`` took from it."""
+        if not 0 <= slot < len(self.slots) or not self.is_live(slot):
+            return False
+        acked = self.slots[slot].acked
+        return acked is None or acked < version
 
     def apply(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
         """Run an op, persist its records, push the new image; returns the answer (with version)."""

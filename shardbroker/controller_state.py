@@ -243,7 +243,7 @@ def place(state: ControllerState, count: int, workers: int) -> list[int]:
     load = Counter({w: 0 for w in range(workers)})
     for topic in state.topics.values():
         for p in topic.partitions:
-            if p.leader < workers:
+            if 0 <= p.leader < workers:
                 load[p.leader] += 1
     leaders = []
     for _ in range(count):
@@ -255,15 +255,16 @@ def place(state: ControllerState, count: int, workers: int) -> list[int]:
 
 def reassign_orphans(state: ControllerState, workers: int) -> Outcome:
     """Records moving every partition led by a worker >= ``workers`` (the broker restarted with
-    fewer) to the least-loaded remaining one, leader epoch + 1."""
+    fewer), or by nobody (the controller stopped halfway through a move), to the least-loaded
+    remaining one, leader epoch + 1."""
     b = _Builder(state)
     for name in sorted(state.topics):
         topic = b.state.topics[name]
-        if all(p.leader < workers for p in topic.partitions):
+        if all(0 <= p.leader < workers for p in topic.partitions):
             continue
         parts = list(topic.partitions)
         for i, p in enumerate(parts):
-            if p.leader >= workers:
+            if not 0 <= p.leader < workers:
                 # Place against the state with this topic's moves so far, so moves spread too.
                 interim = dataclasses.replace(topic, partitions=tuple(parts))
                 probe = ControllerState(b.state.version, {**b.state.topics, name: interim})
@@ -529,12 +530,103 @@ def _allocate_producer_ids(b: _Builder, args: Mapping[str, Any], ctx: OpContext)
     return {"first": first, "count": count, **_ok()}
 
 
+def _set_leaders(b: _Builder, topic: TopicImage, leaders: Mapping[int, tuple[int, int]]) -> None:
+    """One record replacing ``topic`` with partition -> (leader, leader epoch) changed."""
+    parts = tuple(
+        PartitionImage(p.partition, *leaders[p.partition]) if p.partition in leaders else p
+        for p in topic.partitions
+    )
+    b.add(_topic_record(dataclasses.replace(topic, partitions=parts)))
+
+
+def _move_partitions(b: _Builder, args: Mapping[str, Any], ctx: OpContext) -> dict[str, Any]:
+    """Step one of a partition move (AlterPartitionReassignments): validate each item and take
+    the partition from its owner (leader -1: nobody appends while the log changes hands). The
+    controller gives it to the new owner with `_assign_partitions` once the old one has acked
+    (controller.py). Answers per item, plus ``release``: the items step two must assign."""
+    out: list[dict[str, Any]] = []
+    release: list[dict[str, Any]] = []
+    taken: dict[str, dict[int, tuple[int, int]]] = {}
+    for item in args["partitions"]:
+        name, index, to = item.get("topic"), int(item["partition"]), item.get("to")
+        res: dict[str, Any] = {"topic": name, "partition": index}
+        out.append(res)
+        topic = b.state.topics.get(name) if isinstance(name, str) else None
+        part = None if topic is None else topic.partition(index)
+        if topic is None or part is None:
+            res.update(_error(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"{name}-{index} does not exist."))
+        elif name in INTERNAL_TOPICS:
+            res.update(
+                _error(
+                    ErrorCode.INVALID_REPLICA_ASSIGNMENT,
+                    f"{name} is internal: its partitions stay where the group coordinators they "
+                    "hold are found (by hash of the group id), so they do not move.",
+                )
+            )
+        elif part.leader < 0 or index in taken.get(name, {}):
+            if to is None:
+                res.update(_error(ErrorCode.REASSIGNMENT_IN_PROGRESS, "A move cannot be cancelled halfway."))
+            else:
+                res.update(_error(ErrorCode.REASSIGNMENT_IN_PROGRESS, f"{name}-{index} is being moved."))
+        elif to is None:
+            res.update(
+                _error(ErrorCode.NO_REASSIGNMENT_IN_PROGRESS, f"No move of {name}-{index} is running.")
+            )
+        elif not isinstance(to, int) or not 0 <= to < ctx.workers:
+            res.update(
+                _error(
+                    ErrorCode.INVALID_REPLICA_ASSIGNMENT,
+                    f"Worker {to} does not exist: this broker has workers 0-{ctx.workers - 1} "
+                    "(node id = worker).",
+                )
+            )
+        else:
+            res.update(_ok())
+            if to != part.leader:
+                taken.setdefault(topic.name, {})[index] = (-1, part.leader_epoch)
+                release.append(
+                    {"topic": topic.name, "id": str(topic.topic_id), "partition": index,
+                     "from": part.leader, "to": to}
+                )  # fmt: skip
+    for name, leaders in taken.items():
+        _set_leaders(b, b.state.topics[name], leaders)
+    return {"partitions": out, "release": release}
+
+
+def _assign_partitions(b: _Builder, args: Mapping[str, Any], ctx: OpContext) -> dict[str, Any]:
+    """Step two of a move: each released partition gets its new owner and leader epoch + 1.
+    An item whose topic was deleted (or re-created) meanwhile, or that is no longer released, is
+    answered with an error and left alone."""
+    out: list[dict[str, Any]] = []
+    given: dict[str, dict[int, tuple[int, int]]] = {}
+    for item in args["partitions"]:
+        name, index, to = item["topic"], int(item["partition"]), int(item["to"])
+        res: dict[str, Any] = {"topic": name, "partition": index}
+        out.append(res)
+        topic = b.state.topics.get(name)
+        part = None if topic is None else topic.partition(index)
+        if topic is None or part is None or str(topic.topic_id) != item["id"]:
+            res.update(
+                _error(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"{name}-{index} was deleted during its move.")
+            )
+        elif part.leader >= 0 or not 0 <= to < ctx.workers:
+            res.update(_error(ErrorCode.REASSIGNMENT_IN_PROGRESS, f"{name}-{index} was placed meanwhile."))
+        else:
+            given.setdefault(name, {})[index] = (to, part.leader_epoch + 1)
+            res.update({**_ok(), "leader_epoch": part.leader_epoch + 1})
+    for name, leaders in given.items():
+        _set_leaders(b, b.state.topics[name], leaders)
+    return {"partitions": out}
+
+
 _OPS: Final[Mapping[str, Callable[[_Builder, Mapping[str, Any], OpContext], dict[str, Any]]]] = {
     "create_topics": _create_topics,
     "delete_topics": _delete_topics,
     "create_partitions": _create_partitions,
     "alter_configs": _alter_configs,
     "allocate_producer_ids": _allocate_producer_ids,
+    "move_partitions": _move_partitions,
+    "assign_partitions": _assign_partitions,
 }
 OPS: Final = frozenset(_OPS)
 

@@ -74,9 +74,15 @@ Timers (continued): the periodic checkpoint only rewrites partitions whose recov
 log start offset moved (with the default flush policy that is none: the recovery point moves on
 flushes and clean closes), and writes them from an executor thread (two fsync'ed files each).
 
-Known limits: a partition that moves to another worker is closed at once, so a fetch response
-still being written to a slow socket could lose its file descriptor (partitions do not move
-yet); directories of topics deleted while every worker was down stay on disk (their next
+Partition moves (controller.py)
+    When the image says another worker (or, mid-move, nobody) leads a partition, it leaves
+    ``partitions`` at once (so appends answer NOT_LEADER_OR_FOLLOWER or are forwarded), its
+    flushes finish, and `PartitionLog.hand_over` writes checkpoints and the clean-shutdown marker
+    without an fdatasync (same host, same page cache) -- all before the image is acked, which is
+    what lets the controller give the partition to its next owner, who opens it without a scan.
+    Its files stay open for ``file.delete.delay.ms`` for fetch responses still being sent.
+
+Known limits: directories of topics deleted while every worker was down stay on disk (their next
 incarnation is recognised by ``partition.metadata`` and not served).
 
 Metrics
@@ -122,6 +128,7 @@ from shardbroker.ipc.counters import PartitionRow, WorkerCounters
 from shardbroker.protocol.errors import ErrorCode
 from shardbroker.storage.errors import KafkaStorageError, StorageError
 from shardbroker.storage.log import FetchDataInfo, LogAppendInfo, PartitionLog
+from shardbroker.storage.log_segment import LogSegment
 
 if TYPE_CHECKING:
     from shardbroker.worker import Worker
@@ -408,6 +415,8 @@ class ReplicaManager:
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._housekeeping: asyncio.Task[None] | None = None
         self._pending_dir_deletes: list[tuple[float, Partition, Path]] = []
+        #: Files of handed-over partitions, closed once file.delete.delay.ms has passed (due, segments).
+        self._pending_closes: list[tuple[float, list[LogSegment]]] = []
         self._closed = False
         self._pid_lock = asyncio.Lock()
         self._pid_next = self._pid_end = 0
@@ -466,17 +475,14 @@ class ReplicaManager:
         for p in parts:
             p.wake()
         loop = asyncio.get_running_loop()
-        for p in parts:  # let running flushes finish before their files close
-            for fut in (p.flush.running, p.flush.follow_up):
-                if fut is not None:
-                    with contextlib.suppress(Exception):
-                        await fut
+        await self._flushes_done(parts)  # before their files close
         closes = [loop.run_in_executor(self._executor, self._close_partition, p) for p in parts]
         closes += [
             loop.run_in_executor(self._executor, self._finish_dir_delete, p, d)
             for _, p, d in self._pending_dir_deletes
         ]
         self._pending_dir_deletes = []
+        self._close_handed_over(float("inf"))
         await asyncio.gather(*closes, return_exceptions=True)
         if self._executor is not None:
             self._executor.shutdown(wait=True)
@@ -490,12 +496,36 @@ class ReplicaManager:
     # ------------------------------------------------------------------ image changes
 
     async def _on_image(self, old: MetadataImage, new: MetadataImage) -> None:
-        if not self._closed:
-            self._apply(old, new)
+        if self._closed:
+            return
+        moved = self._apply(old, new)
+        if moved:
+            # Before this image is acked: the controller gives a moved partition to its next
+            # owner only once this worker has let go of it (controller.py, partition moves).
+            await self._flushes_done(moved)
+            loop = asyncio.get_running_loop()
+            handed = await asyncio.gather(
+                *(loop.run_in_executor(self._executor, self._hand_over, p) for p in moved)
+            )
+            for p, segments in zip(moved, handed, strict=True):
+                self._pending_closes.append(
+                    (self._clock() + p.log.config.file_delete_delay_ms / 1000, segments)
+                )
 
-    def _apply(self, old: MetadataImage | None, new: MetadataImage) -> None:
-        """Open, reconfigure, close and delete partitions so that they match ``new``."""
+    @staticmethod
+    async def _flushes_done(parts: list[Partition]) -> None:
+        """Wait for the flush jobs of ``parts`` (before their files close or change hands)."""
+        for p in parts:
+            for fut in (p.flush.running, p.flush.follow_up):
+                if fut is not None:
+                    with contextlib.suppress(Exception):
+                        await fut
+
+    def _apply(self, old: MetadataImage | None, new: MetadataImage) -> list[Partition]:
+        """Open, reconfigure, close and delete partitions so that they match ``new``; returns the
+        partitions now led elsewhere (or by nobody: a move in progress), for `_hand_over`."""
         self._image = new
+        moved: list[Partition] = []
         led: dict[str, dict[int, tuple[TopicImage, PartitionImage]]] = {}
         for topic, part in new.partitions_led_by(self.node_id):
             led.setdefault(topic.name, {})[part.partition] = (topic, part)
@@ -512,7 +542,7 @@ class ReplicaManager:
                 if topic_now is None or topic_now.topic_id != p.topic_id:
                     self._delete_partition(p)
                 else:
-                    self._close_partition(p)  # moved to another worker: it opens the files next
+                    moved.append(p)
             if not by_index:
                 del self.partitions[name]
         # New partitions, changed configs and epochs.
@@ -533,6 +563,20 @@ class ReplicaManager:
                         cur.log.update_config(self._log_config(topic))
                 if part.leader_epoch != cur.leader_epoch:
                     self._new_epoch(cur, part.leader_epoch)
+        return moved
+
+    def _hand_over(self, p: Partition) -> list[LogSegment]:
+        """Let go of a partition that moves to another worker (an executor thread, once its
+        flushes are done): `PartitionLog.hand_over` (checkpoints and the clean-shutdown marker, no
+        fdatasync). Its files stay open for ``file.delete.delay.ms`` (`_close_handed_over`) so
+        that fetch responses already holding a file region still send valid bytes."""
+        try:
+            segments = p.log.hand_over()
+        except StorageError as exc:
+            log.error("handing over %s: %s (its next owner recovers it)", p, exc)
+            return []
+        log.info("worker %d handed over %s at log end offset %d", self.node_id, p, p.log.log_end_offset)
+        return segments
 
     def _log_config(self, topic: TopicImage) -> LogConfig:
         try:
@@ -647,6 +691,16 @@ class ReplicaManager:
             target = p.directory
         delay = p.log.config.file_delete_delay_ms / 1000
         self._pending_dir_deletes.append((self._clock() + delay, p, target))
+
+    def _close_handed_over(self, now: float) -> None:
+        keep = []
+        for due, segments in self._pending_closes:
+            if due > now:
+                keep.append((due, segments))
+                continue
+            for seg in segments:
+                seg.close()
+        self._pending_closes = keep
 
     @staticmethod
     def _checkpoint(parts: list[Partition]) -> None:
@@ -974,6 +1028,8 @@ class ReplicaManager:
             if moved:
                 # Two fsync'ed files per partition: off the loop.
                 asyncio.get_running_loop().run_in_executor(self._executor, self._checkpoint, moved)
+        if self._pending_closes:
+            self._close_handed_over(now)
         if self._pending_dir_deletes:
             due = [(t, p, d) for t, p, d in self._pending_dir_deletes if t <= now]
             if due:

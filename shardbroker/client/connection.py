@@ -66,6 +66,8 @@ CLIENT_VERSIONS: dict[int, tuple[int, int]] = {
     37: (0, 3),  # CreatePartitions
     42: (0, 2),  # DeleteGroups
     44: (0, 1),  # IncrementalAlterConfigs
+    45: (0, 0),  # AlterPartitionReassignments (partition moves)
+    46: (0, 0),  # ListPartitionReassignments
 }
 
 M = TypeVar("M", bound=Message)

@@ -291,7 +291,8 @@ class PartitionLog:
         active.make_active()
         self._log_end_offset = active.read_next_offset()
         self._log_start_offset = min(max(log_start, segments[0].base_offset), self._log_end_offset)
-        self._recovery_point = self._log_end_offset if clean else min(recovery_point, self._log_end_offset)
+        # A clean close leaves recovery point = log end; a hand-over leaves the real one.
+        self._recovery_point = min(recovery_point, self._log_end_offset)
         self._group.advance(self._recovery_point)
         self.recovery_stats = RecoveryStats(clean, recovered, truncated, deleted, rebuilt)
         self.producer_state.rebuild(self._segments, self._log_start_offset, scanned)
@@ -321,18 +322,43 @@ class PartitionLog:
                 self._segments = []
                 self._bases = []
 
-    def _close_cleanly(self) -> None:
-        first_unflushed = self._segment_of(self._recovery_point).base_offset
+    def hand_over(self) -> list[LogSegment]:
+        """Stop using the log and leave its directory to another process of this host (a partition
+        moving to another worker): indexes trimmed, checkpoints and the clean-shutdown marker
+        written as by `close`, so the next owner opens it without a scan -- but nothing is
+        fdatasync'ed: both processes share the page cache, and the recovery-point checkpoint
+        keeps saying what is durable, so a host crash later recovers from there. Returns the
+        segments with their files still open: reads already handed out (a sendfile in progress)
+        stay valid until the caller closes them (`LogSegment.close`). Raises KafkaStorageError if
+        the checkpoints or the marker cannot be written (the next owner then recovers)."""
+        with self._lock, self._io_lock:
+            segments = self._segments
+            if not segments:
+                return []
+            try:
+                if self._offline is None:
+                    self._close_cleanly(sync=False)
+            except OSError as exc:
+                raise KafkaStorageError(f"handing over {self.directory}: {exc}") from exc
+            finally:
+                self._offline = "handed over to another worker"
+                segments = segments + [seg for _, seg in self._pending_deletes]
+                self._segments, self._bases, self._pending_deletes = [], [], []
+            return segments
+
+    def _close_cleanly(self, *, sync: bool = True) -> None:
         active = self._segments[-1]
-        for seg in self._segments:
-            if seg.base_offset >= first_unflushed:
-                os.fdatasync(seg.fd)
+        if sync:
+            first_unflushed = self._segment_of(self._recovery_point).base_offset
+            for seg in self._segments:
+                if seg.base_offset >= first_unflushed:
+                    os.fdatasync(seg.fd)
+            self._recovery_point = self._log_end_offset
         active.on_become_inactive()
         for seg in self._segments:
             if seg is active or not seg.indexes_flushed:
                 seg.offset_index.flush()
                 seg.time_index.flush()
-        self._recovery_point = self._log_end_offset
         self._write_checkpoints()
         marker = self.directory / CLEAN_SHUTDOWN_FILE
         with open(marker, "wb") as f:
@@ -374,7 +400,8 @@ class PartitionLog:
         """Persist the recovery point and log start offset (the broker calls this periodically,
         like Kafka's log.flush.offset.checkpoint.interval.ms; a stale one only costs scan time)."""
         with self._lock:
-            self._write_checkpoints()
+            if self._segments:  # closed or handed over: the files may be another owner's now
+                self._write_checkpoints()
 
     # ------------------------------------------------------------------ facts
 
