@@ -7,12 +7,14 @@
    first metadata image), flushes and closes them last on drain;
 2. ``GroupCoordinator``: loads the groups of the ``__consumer_offsets`` partitions this worker
    leads (after the ReplicaManager opened them), stops its timers on drain before the logs close;
-3. ``KafkaListener``: accepts clients once the logs are open; on drain it stops accepting and
+3. ``ProduceForwarder`` (broker/forwarding.py): Produce batches of partitions led by another
+   worker go there through rings; drained after the listener, whose requests may be waiting on it;
+4. ``KafkaListener``: accepts clients once the logs are open; on drain it stops accepting and
    finishes in-flight requests first, while the logs are still open;
-4. ``LocalClientService`` (broker/local_clients.py): local producers' rings and consumers'
+5. ``LocalClientService`` (broker/local_clients.py): local producers' rings and consumers'
    wake-ups, after the listener (drained before it: committed frames are appended while the
    logs are open);
-5. a drain hook, ``GroupCoordinator.stop_serving``, drained first of all: it answers parked
+6. a drain hook, ``GroupCoordinator.stop_serving``, drained first of all: it answers parked
    JoinGroup/SyncGroup requests at once, so the listener's drain does not wait for rebalances.
 
 The handler registry is discovered here, in the worker, so a handler module that fails to import
@@ -24,6 +26,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from shardbroker.broker.dispatch import discover
+from shardbroker.broker.forwarding import ProduceForwarder
 from shardbroker.broker.group_coordinator import GroupCoordinator
 from shardbroker.broker.listener import KafkaListener
 from shardbroker.broker.local_clients import LocalClientService
@@ -62,8 +65,12 @@ def install(
         groups=groups,
         counters=counters,
     )
+    from shardbroker.serve import instance_name  # the supervisor's naming of shared memory
+
+    state.forwarder = ProduceForwarder(worker.node_id, instance_name(config.data_dir.absolute()))
     worker.add_service(replicas)
     worker.add_service(groups)
+    worker.add_service(state.forwarder)
     worker.add_service(KafkaListener(state, discover()))
     worker.add_service(LocalClientService(state))
     worker.on_drain(groups.stop_serving)

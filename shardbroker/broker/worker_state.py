@@ -18,6 +18,7 @@ from shardbroker.ipc.counters import WorkerCounters
 
 if TYPE_CHECKING:
     from shardbroker.broker.controller_channel import ControllerChannel
+    from shardbroker.broker.forwarding import ProduceForwarder
     from shardbroker.broker.group_coordinator import GroupCoordinator
     from shardbroker.broker.replica_manager import ReplicaManager
 
@@ -38,6 +39,9 @@ class WorkerState:
     groups: GroupCoordinator | None = None
     #: This worker's shared counters (ipc/counters.py; private memory when no supervisor reads them).
     counters: WorkerCounters = field(default_factory=WorkerCounters.private)
+    #: Passes Produce batches of partitions led elsewhere to their owner (None: answer
+    #: NOT_LEADER_OR_FOLLOWER instead, as in tests without shared memory).
+    forwarder: ProduceForwarder | None = None
 
     @property
     def image(self) -> MetadataImage:

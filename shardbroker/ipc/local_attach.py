@@ -31,12 +31,19 @@ from shardbroker.ipc.local_protocol import MAX_MESSAGE, decode_message, encode_m
 from shardbroker.ipc.ring import Ring
 from shardbroker.ipc.shm import ShmError
 
-__all__ = ["LocalBroker", "LocalClientError", "WorkerSession", "ring_object"]
+__all__ = ["LocalBroker", "LocalClientError", "WorkerSession", "client_ring", "ring_object"]
 
 #: How long the handshake with a worker may take.
 ATTACH_TIMEOUT_S: Final = 10.0
 
 _ring_ids = itertools.count()
+
+
+def client_ring(instance: str, role: str, capacity: int) -> Ring:
+    """A ring owned by this process, named ``lc<pid>-<n>-<role>`` (ipc/local_protocol.py): the
+    kind of name a worker accepts from a local client (a worker forwarding to another worker is
+    one too: broker/forwarding.py)."""
+    return Ring.create(instance, f"lc{os.getpid()}-{next(_ring_ids)}-{role}", capacity)
 
 
 def ring_object(ring: Ring) -> str:
@@ -130,8 +137,7 @@ class LocalBroker:
         return self._high_watermarks
 
     def new_ring(self, role: str, capacity: int) -> Ring:
-        """A ring owned by this process, named ``lc<pid>-<n>-<role>`` (ipc/local_protocol.py)."""
-        return Ring.create(self.instance, f"lc{os.getpid()}-{next(_ring_ids)}-{role}", capacity)
+        return client_ring(self.instance, role, capacity)
 
     def attach(self, node_id: int, hello: dict[str, object], rings: list[Ring]) -> WorkerSession:
         """Connect to worker ``node_id`` and hand it ``rings`` (closed on failure)."""

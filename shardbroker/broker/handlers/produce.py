@@ -9,24 +9,34 @@ makes librdkafka retry). A v3+ request carrying magic 0/1 gets 43 too.
 
 Per partition, the answer comes from ``ReplicaManager.append`` (see there for validation,
 idempotence and durability): UNKNOWN_TOPIC_OR_PARTITION (3), NOT_LEADER_OR_FOLLOWER (6, with the
-current leader and its endpoint from v10, so the client re-routes without a Metadata round trip;
-forwarding to the owner is a later issue), CORRUPT_MESSAGE (2), MESSAGE_TOO_LARGE (10),
+current leader and its endpoint from v10, so the client re-routes without a Metadata round trip),
+CORRUPT_MESSAGE (2), MESSAGE_TOO_LARGE (10),
 INVALID_RECORD (87), KAFKA_STORAGE_ERROR (56), and the idempotence errors 45/47/59. acks=0 gets
 no response (None). acks=-1 waits for a flush only when the log's flush policy asks for one
 after this append, bounded by ``timeout_ms`` (REQUEST_TIMED_OUT, 7).
+
+A partition that another worker leads (a client with stale metadata, a partition that just
+moved) is not refused: its batch is forwarded to the owner through the rings and answered with
+the owner's answer (broker/forwarding.py), concurrently with the other partitions' forwards.
+NOT_LEADER_OR_FOLLOWER remains for a partition that nobody leads (mid-move) or when the owner
+cannot be reached.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from typing import Any
 
 from shardbroker.broker.dispatch import ApiHandler, RequestContext
+from shardbroker.broker.forwarding import ForwardResult
 from shardbroker.broker.replica_manager import AppendResult
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode
 
 __all__ = ["HANDLER", "handle_produce"]
+
+_BUFFERS = (bytes, bytearray, memoryview)
 
 _PPR = m.ProduceResponse.PartitionProduceResponse
 _NOT_LEADER = int(ErrorCode.NOT_LEADER_OR_FOLLOWER)
@@ -44,6 +54,9 @@ async def handle_produce(ctx: RequestContext, request: m.ProduceRequest) -> m.Pr
     append = replicas.append
     with_message = version >= 8
     waits: list[tuple[m.ProduceResponse.PartitionProduceResponse, Any, int]] = []
+    forwards: list[tuple[_PPR, str, Awaitable[ForwardResult]]] = []
+    forwarder = ctx.worker.forwarder
+    timeout = max(request.timeout_ms, 0) / 1000
     leaders: set[int] = set()
     responses = []
     for topic in request.topic_data:
@@ -51,6 +64,14 @@ async def handle_produce(ctx: RequestContext, request: m.ProduceRequest) -> m.Pr
         out = []
         for pd in topic.partition_data:
             r = append(name, pd.index, pd.records) if version >= 3 else _OLD_FORMAT
+            if r.error_code == _NOT_LEADER and forwarder is not None and isinstance(pd.records, _BUFFERS):
+                leader = replicas.leader_of(name, pd.index)[0]
+                if leader >= 0 and leader != ctx.worker.node_id:
+                    resp = _PPR(index=pd.index)
+                    coro = forwarder.forward(leader, name, pd.index, pd.records, acks, timeout)
+                    forwards.append((resp, name, asyncio.ensure_future(coro)))
+                    out.append(resp)
+                    continue
             resp = _PPR(
                 index=pd.index,
                 error_code=r.error_code,
@@ -75,10 +96,21 @@ async def handle_produce(ctx: RequestContext, request: m.ProduceRequest) -> m.Pr
                     waits.append((resp, p, r.flush_offset))
             out.append(resp)
         responses.append(m.ProduceResponse.TopicProduceResponse(name=name, partition_responses=out))
+    for resp, name, fut in forwards:
+        f = await fut
+        resp.error_code, resp.base_offset = f.error_code, f.base_offset
+        if f.error_code:
+            replicas.counters.error(_API_KEY, f.error_code)
+            if with_message:
+                resp.error_message = f"forwarding to the partition's owner: {ErrorCode(f.error_code).name}"
+            if f.error_code == _NOT_LEADER and version >= 10:
+                leader, epoch = replicas.leader_of(name, resp.index)
+                resp.current_leader = m.ProduceResponse.LeaderIdAndEpoch(leader_id=leader, leader_epoch=epoch)
+                if leader >= 0:
+                    leaders.add(leader)
     if acks == 0:
         return None
     if waits:
-        timeout = max(request.timeout_ms, 0) / 1000
         codes = await asyncio.gather(*(replicas.wait_durable(p, offset, timeout) for _, p, offset in waits))
         for (resp, _, _), code in zip(waits, codes, strict=True):
             if code:

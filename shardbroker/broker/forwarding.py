@@ -1,0 +1,260 @@
+"""Forwarding: a Produce for a partition that another worker owns is passed to that worker through
+shared-memory rings and answered when the owner acks, instead of NOT_LEADER_OR_FOLLOWER (DESIGN.md,
+"Rings"). Opens shared memory and a Unix socket per peer worker.
+
+Why: clients route by their last Metadata answer. While a partition moves between workers
+(controller.py) or right after, a client with stale metadata keeps sending to the old owner;
+forwarded, its batches land in the right log with no error and no metadata round trip.
+
+How: to the owner, the forwarding worker *is* a local producer (ipc/local_protocol.py): on first
+use of a peer it creates a request ring and an ack ring (``lc<pid>-<n>-fwd-w<S>-to-w<D>-req`` /
+``-ack``: owned by this worker, so a SIGKILL of either side leaves nothing behind: the owner
+unlinks a dead client's rings, ``shm.reclaim_stale`` a dead broker's) and attaches them over the
+owner's Unix socket, asynchronously (two workers attaching to each other at once must not wait for
+each other's loop). Each forwarded batch is one request frame, copied once from the Produce
+request straight into the ring; the owner's ring drain appends it exactly as a local producer's
+(ReplicaManager.append_batches: CRC, idempotence, max.message.bytes, flush policy, counters) and
+acks with the base offset or the Kafka error. The client's acks value travels in the frame
+(acks=-1 waits for the owner's flush when its policy asks for one).
+
+Order: frames to one peer keep the order in which handlers forwarded them (a FIFO lock once one
+has to wait for ring space), so an idempotent producer's sequence numbers reach the owner in order.
+
+Failures, each answered per partition so the client retries (every code below is retriable):
+the owner not attachable or gone before acking -> NOT_LEADER_OR_FOLLOWER before the frame was
+committed (not written), REQUEST_TIMED_OUT after (it may have been written; an idempotent
+producer's retry is then a duplicate the owner recognises); no ring space or no ack within the
+request's timeout -> REQUEST_TIMED_OUT. The owner itself may answer NOT_LEADER_OR_FOLLOWER (the
+partition moved again): forwarding goes one hop, never a chain.
+
+The forwarded answer carries no log-append time (-1) and no log start offset (-1): the ack frame
+has neither (ipc/local_protocol.py); clients use them only for LogAppendTime topics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import socket
+from dataclasses import dataclass, field
+from typing import Final
+
+from shardbroker.ipc.local_attach import client_ring, ring_object
+from shardbroker.ipc.local_directory import worker_socket_address
+from shardbroker.ipc.local_protocol import (
+    ACK,
+    MAX_MESSAGE,
+    decode_message,
+    encode_message,
+    pack_request_header,
+    request_header_size,
+)
+from shardbroker.ipc.ring import Ring, RingError, RingReader, RingWriter
+from shardbroker.ipc.shm import ShmError
+from shardbroker.protocol.errors import ErrorCode
+
+__all__ = ["ForwardResult", "ProduceForwarder"]
+
+log = logging.getLogger(__name__)
+
+#: Request ring per peer: room for a few max-size (1 MiB) batches in flight.
+REQUEST_RING_CAPACITY: Final = 8 << 20
+#: Ack ring: 24-byte entries.
+ACK_RING_CAPACITY: Final = 1 << 20
+ATTACH_TIMEOUT_S: Final = 5.0
+
+_NOT_LEADER: Final = int(ErrorCode.NOT_LEADER_OR_FOLLOWER)
+_TIMED_OUT: Final = int(ErrorCode.REQUEST_TIMED_OUT)
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardResult:
+    error_code: int
+    base_offset: int = -1
+
+
+@dataclass(eq=False)
+class _Peer:
+    """This worker's attachment to one owner: its connection, rings and batches awaiting acks."""
+
+    node_id: int
+    conn: socket.socket
+    rings: list[Ring]
+    writer: RingWriter
+    reader: RingReader
+    pending: dict[int, asyncio.Future[ForwardResult]] = field(default_factory=dict)
+    ids: itertools.count[int] = field(default_factory=itertools.count)
+    #: Forwards waiting for ring space; while any wait, later ones queue behind them (order).
+    queued: int = 0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    closed: bool = False
+
+
+class ProduceForwarder:
+    """A worker `Service` (registered before the Kafka listener, so drained after it)."""
+
+    def __init__(self, node_id: int, instance: str) -> None:
+        self.node_id = node_id
+        self.instance = instance
+        self.peers: dict[int, _Peer] = {}
+        self._attaching: dict[int, asyncio.Future[_Peer]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+
+    async def start(self, worker: object = None) -> None:
+        self._loop = asyncio.get_running_loop()
+
+    async def drain(self) -> None:
+        """After the listener finished its requests: detach from every peer, unlink the rings."""
+        self._closed = True
+        for peer in list(self.peers.values()):
+            self._detach(peer)
+
+    # ------------------------------------------------------------------ forwarding
+
+    async def forward(
+        self,
+        node: int,
+        topic: str,
+        partition: int,
+        batch: bytes | bytearray | memoryview,
+        acks: int,
+        timeout: float,
+    ) -> ForwardResult:
+        """Pass one Produce partition's batch to worker ``node``; its answer (never raises)."""
+        try:
+            peer = self.peers.get(node) or await self._peer(node)
+        except (OSError, ShmError, RingError, ValueError, TimeoutError) as exc:
+            log.warning("worker %d: cannot forward to worker %d: %s", self.node_id, node, exc)
+            return ForwardResult(_NOT_LEADER)
+        name = topic.encode()
+        size = request_header_size(name) + len(batch)
+        if size > peer.writer.max_payload:  # rare (> 8 MiB): the client can send it to the owner
+            return ForwardResult(_NOT_LEADER)
+        batch_id = next(peer.ids)
+        fut: asyncio.Future[ForwardResult] | None = None
+        if acks != 0:
+            assert self._loop is not None
+            fut = self._loop.create_future()
+            peer.pending[batch_id] = fut
+        try:
+            if not (peer.queued == 0 and self._try_write(peer, size, batch_id, partition, name, acks, batch)):
+                frame = memoryview(bytearray(size))  # copied now: the request's buffer may be reused
+                start = pack_request_header(frame, batch_id, partition, name, acks)
+                frame[start:] = batch
+                peer.queued += 1
+                try:
+                    async with peer.lock:
+                        if peer.closed or not await peer.writer.write_async(frame, timeout):
+                            peer.pending.pop(batch_id, None)
+                            return ForwardResult(_NOT_LEADER if peer.closed else _TIMED_OUT)
+                finally:
+                    peer.queued -= 1
+        except RingError as exc:
+            log.warning("worker %d: forwarding to worker %d failed: %s", self.node_id, node, exc)
+            peer.pending.pop(batch_id, None)
+            return ForwardResult(_NOT_LEADER)
+        if fut is None:
+            return ForwardResult(0)
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except TimeoutError:
+            return ForwardResult(_TIMED_OUT)
+
+    @staticmethod
+    def _try_write(
+        peer: _Peer,
+        size: int,
+        batch_id: int,
+        partition: int,
+        name: bytes,
+        acks: int,
+        batch: bytes | bytearray | memoryview,
+    ) -> bool:
+        view = peer.writer.try_reserve(size)
+        if view is None:
+            return False
+        start = pack_request_header(view, batch_id, partition, name, acks)
+        view[start:] = batch
+        peer.writer.commit()
+        return True
+
+    # ------------------------------------------------------------------ peers
+
+    async def _peer(self, node: int) -> _Peer:
+        if self._closed:
+            raise OSError("the worker is draining")
+        attaching = self._attaching.get(node)
+        if attaching is None:
+            assert self._loop is not None
+            attaching = self._loop.create_task(self._attach(node))
+            self._attaching[node] = attaching
+            attaching.add_done_callback(lambda _: self._attaching.pop(node, None))
+        return await asyncio.shield(attaching)
+
+    async def _attach(self, node: int) -> _Peer:
+        loop = asyncio.get_running_loop()
+        role = f"fwd-w{self.node_id}-to-w{node}"
+        requests = client_ring(self.instance, f"{role}-req", REQUEST_RING_CAPACITY)
+        rings = [requests]
+        conn = socket.socket(
+            socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
+        )
+        try:
+            rings.append(client_ring(self.instance, f"{role}-ack", ACK_RING_CAPACITY))
+            hello = {"op": "produce", "requests": ring_object(rings[0]), "acks": ring_object(rings[1])}
+            async with asyncio.timeout(ATTACH_TIMEOUT_S):
+                await loop.sock_connect(conn, worker_socket_address(self.instance, node))
+                await loop.sock_sendall(conn, encode_message(hello))
+                reply = decode_message(await loop.sock_recv(conn, MAX_MESSAGE) or b"null")
+            if reply.get("ok") is not True:
+                raise OSError(f"worker {node} refused: {reply.get('error', reply)}")
+        except BaseException:
+            conn.close()
+            for ring in rings:
+                with contextlib.suppress(BufferError):
+                    ring.close()
+            raise
+        peer = _Peer(node, conn, rings, rings[0].writer(), rings[1].reader())
+        self.peers[node] = peer
+        loop.add_reader(conn.fileno(), self._on_conn, peer)
+        peer.reader.watch(loop, lambda: self._on_acks(peer))
+        log.info("worker %d: forwarding to worker %d", self.node_id, node)
+        return peer
+
+    def _on_acks(self, peer: _Peer) -> None:
+        for frame in peer.reader.read_batch(64):
+            for batch_id, base_offset, code, _ in ACK.iter_unpack(frame):
+                fut = peer.pending.pop(batch_id, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(ForwardResult(code, base_offset if not code else -1))
+
+    def _on_conn(self, peer: _Peer) -> None:
+        """The owner closed the connection (it drained, or died): what it acked is in; the rest
+        may or may not be written."""
+        with contextlib.suppress(BlockingIOError):
+            if peer.conn.recv(MAX_MESSAGE):
+                return  # nothing is expected after the handshake; ignore it
+        self._on_acks(peer)
+        self._detach(peer)
+
+    def _detach(self, peer: _Peer) -> None:
+        if peer.closed:
+            return
+        peer.closed = True
+        if self.peers.get(peer.node_id) is peer:
+            del self.peers[peer.node_id]
+        for fut in peer.pending.values():
+            if not fut.done():
+                fut.set_result(ForwardResult(_TIMED_OUT))
+        peer.pending.clear()
+        if self._loop is not None:
+            self._loop.remove_reader(peer.conn.fileno())
+        peer.reader.unwatch()
+        peer.conn.close()
+        for ring in peer.rings:
+            with contextlib.suppress(BufferError):
+                ring.close()  # unlinks: this worker created them
+        log.info("worker %d: stopped forwarding to worker %d", self.node_id, peer.node_id)
