@@ -39,7 +39,7 @@ import itertools
 import logging
 import socket
 from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from shardbroker.ipc.local_attach import client_ring, ring_object
 from shardbroker.ipc.local_directory import worker_socket_address
@@ -55,7 +55,10 @@ from shardbroker.ipc.ring import Ring, RingError, RingReader, RingWriter
 from shardbroker.ipc.shm import ShmError
 from shardbroker.protocol.errors import ErrorCode
 
-__all__ = ["ForwardResult", "ProduceForwarder"]
+if TYPE_CHECKING:
+    from shardbroker.broker.worker_state import WorkerState
+
+__all__ = ["ForwardResult", "ProduceForwarder", "reroute"]
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +93,40 @@ class _Peer:
     queued: int = 0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     closed: bool = False
+
+
+async def reroute(
+    worker: WorkerState,
+    forwarder: ProduceForwarder,
+    topic: str,
+    partition: int,
+    batch: bytes | bytearray | memoryview,
+    acks: int,
+    timeout: float,
+) -> ForwardResult:
+    """The answer for a batch of a partition this worker does not lead: forwarded to its owner;
+    while nobody leads it (a move between its two steps: controller.py) the batch waits for the
+    next images, and is appended here if the partition moved here meanwhile."""
+    replicas = worker.replicas
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        leader = replicas.leader_of(topic, partition)[0]
+        left = deadline - loop.time()
+        if leader == worker.node_id:
+            r = replicas.append(topic, partition, batch)
+            if r.error_code != _NOT_LEADER:
+                p = replicas.get(topic, partition)
+                if not r.error_code and r.flush_offset >= 0 and acks == -1 and p is not None:
+                    code = await replicas.wait_durable(p, r.flush_offset, max(left, 0.0))
+                    return ForwardResult(code, -1 if code else r.base_offset)
+                return ForwardResult(r.error_code, r.base_offset)
+        elif leader >= 0:
+            return await forwarder.forward(leader, topic, partition, batch, acks, max(left, 0.0))
+        elif replicas.image.topics.get(topic) is None:
+            return ForwardResult(int(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))
+        if left <= 0 or not await replicas.next_image(left):
+            return ForwardResult(_NOT_LEADER)
 
 
 class ProduceForwarder:

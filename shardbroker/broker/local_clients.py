@@ -32,6 +32,11 @@ Worker cost, measured with perf/bench_local.py (CPU time of both workers over th
 records in 256 KiB batches): 0.14 us a record (0.11-0.25 over 9 runs), most of it the kernel's
 copy into the page cache; a lot larger than ``segment.bytes`` (or 64 MiB) is appended in several writes.
 
+Partitions led elsewhere (the partition moved while the client was sending, or the client's
+directory is stale): their batches are copied out of the ring and forwarded to the owner, or held
+while the partition is between the two steps of a move (broker/forwarding.py, ``reroute``), then
+acked like the others; so a local producer sees no error when a partition moves under it.
+
 Back-pressure: when the client's ack ring is full, acks wait in an outbox and the request ring
 is not drained until they are out, so a client that stops reading acks stops itself; nothing is
 dropped. The client, in turn, blocks on its full request ring (client/local_producer.py).
@@ -56,6 +61,7 @@ from typing import TYPE_CHECKING, Final
 
 import posix_ipc  # type: ignore[import-not-found,unused-ignore]
 
+from shardbroker.broker.forwarding import ForwardResult, reroute
 from shardbroker.broker.metadata_image import MetadataImage
 from shardbroker.ipc.local_directory import HighWatermarkTable, LocalDirectory, worker_socket_address
 from shardbroker.ipc.local_protocol import (
@@ -90,6 +96,7 @@ ACK_RETRY_S: Final = 0.001
 CLIENT_RING_PREFIX: Final = "lc"
 _PRODUCE_API_KEY: Final = 0
 _CORRUPT: Final = int(ErrorCode.CORRUPT_MESSAGE)
+_NOT_LEADER: Final = int(ErrorCode.NOT_LEADER_OR_FOLLOWER)
 
 PartitionKey = tuple[str, int]
 
@@ -119,6 +126,8 @@ class _ProducerSession(_Session):
         self.reader: RingReader = requests.reader()
         self.ack_writer: RingWriter = acks.writer()
         self.outbox: list[bytes] = []
+        #: Partitions whose batches are being forwarded or held (LocalClientService._reroute).
+        self.rerouting: dict[PartitionKey, asyncio.Task[None]] = {}
         self.watching = False
         self.retry: asyncio.TimerHandle | None = None
 
@@ -390,6 +399,13 @@ class LocalClientService:
             groups.setdefault((topic, partition), []).append((batch_id, ack, f[start:]))
         durable: list[tuple[Partition, int, list[bytes]]] = []
         for key, items in groups.items():
+            if key in s.rerouting or (
+                self.replicas.get(*key) is None and self.replicas.not_here_error(*key) == _NOT_LEADER
+            ):
+                # Led elsewhere, or moving (or earlier batches still are): copied out of the ring,
+                # forwarded or held, in order (reroute).
+                self._reroute(s, key, [(batch_id, ack, bytes(v)) for batch_id, ack, v in items])
+                continue
             results = self.replicas.append_batches(key[0], key[1], [v for _, _, v in items])
             p = self.replicas.get(*key)
             if p is not None:
@@ -416,6 +432,42 @@ class LocalClientService:
             for p, offset, entries in durable:
                 self._after_flush(s, p, offset, entries)
         return len(frames)
+
+    def _reroute(self, s: _ProducerSession, key: PartitionKey, items: list[tuple[int, int, bytes]]) -> None:
+        """Batches of a partition this worker does not lead (it moved while the client sent):
+        forwarded to the owner, or held while nobody leads it (forwarding.reroute), then acked.
+        One task per partition and session at a time, each after the previous one, so a
+        client's batches reach the owner in the order it sent them."""
+        forwarder = self.state.forwarder
+        previous = s.rerouting.get(key)
+
+        async def run() -> None:
+            if previous is not None:
+                await asyncio.gather(previous, return_exceptions=True)
+            if forwarder is None:
+                answers = [ForwardResult(_NOT_LEADER)] * len(items)
+            else:
+                answers = await asyncio.gather(
+                    *(
+                        reroute(self.state, forwarder, key[0], key[1], batch, ack, DURABLE_TIMEOUT_S)
+                        for _, ack, batch in items
+                    )
+                )
+            entries = []
+            for (batch_id, ack, _), answer in zip(items, answers, strict=True):
+                if answer.error_code:
+                    self.state.counters.error(_PRODUCE_API_KEY, answer.error_code)
+                if ack != 0:
+                    entries.append(ACK.pack(batch_id, answer.base_offset, answer.error_code, 0))
+            if entries and not s.closed:
+                self._send_acks(s, entries)
+
+        assert self._loop is not None
+        task = self._loop.create_task(run())
+        s.rerouting[key] = task
+        self._durable.add(task)
+        task.add_done_callback(self._durable.discard)
+        task.add_done_callback(lambda t: s.rerouting.pop(key, None) if s.rerouting.get(key) is t else None)
 
     def _count_error(self, r: AppendResult) -> None:
         if r.error_code:

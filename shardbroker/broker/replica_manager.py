@@ -417,6 +417,7 @@ class ReplicaManager:
         self._pending_dir_deletes: list[tuple[float, Partition, Path]] = []
         #: Files of handed-over partitions, closed once file.delete.delay.ms has passed (due, segments).
         self._pending_closes: list[tuple[float, list[LogSegment]]] = []
+        self._image_applied: asyncio.Future[None] | None = None
         self._closed = False
         self._pid_lock = asyncio.Lock()
         self._pid_next = self._pid_end = 0
@@ -495,7 +496,25 @@ class ReplicaManager:
 
     # ------------------------------------------------------------------ image changes
 
+    async def next_image(self, timeout: float) -> bool:
+        """Wait for the next metadata image to be applied here; False after ``timeout`` s (a
+        request for a partition that is between the two steps of a move waits for its placement)."""
+        if self._image_applied is None or self._image_applied.done():
+            self._image_applied = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._image_applied), timeout)
+        except TimeoutError:
+            return False
+        return True
+
     async def _on_image(self, old: MetadataImage, new: MetadataImage) -> None:
+        try:
+            await self._follow_image(old, new)
+        finally:
+            if self._image_applied is not None and not self._image_applied.done():
+                self._image_applied.set_result(None)
+
+    async def _follow_image(self, old: MetadataImage, new: MetadataImage) -> None:
         if self._closed:
             return
         moved = self._apply(old, new)

@@ -17,9 +17,10 @@ after this append, bounded by ``timeout_ms`` (REQUEST_TIMED_OUT, 7).
 
 A partition that another worker leads (a client with stale metadata, a partition that just
 moved) is not refused: its batch is forwarded to the owner through the rings and answered with
-the owner's answer (broker/forwarding.py), concurrently with the other partitions' forwards.
-NOT_LEADER_OR_FOLLOWER remains for a partition that nobody leads (mid-move) or when the owner
-cannot be reached.
+the owner's answer, concurrently with the other partitions' forwards; one that nobody leads (a
+move between its two steps) waits for its new placement, within ``timeout_ms``
+(broker/forwarding.py, ``reroute``). NOT_LEADER_OR_FOLLOWER remains for when the owner cannot be
+reached or the placement does not come in time.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from collections.abc import Awaitable
 from typing import Any
 
 from shardbroker.broker.dispatch import ApiHandler, RequestContext
-from shardbroker.broker.forwarding import ForwardResult
+from shardbroker.broker.forwarding import ForwardResult, reroute
 from shardbroker.broker.replica_manager import AppendResult
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode
@@ -65,13 +66,11 @@ async def handle_produce(ctx: RequestContext, request: m.ProduceRequest) -> m.Pr
         for pd in topic.partition_data:
             r = append(name, pd.index, pd.records) if version >= 3 else _OLD_FORMAT
             if r.error_code == _NOT_LEADER and forwarder is not None and isinstance(pd.records, _BUFFERS):
-                leader = replicas.leader_of(name, pd.index)[0]
-                if leader >= 0 and leader != ctx.worker.node_id:
-                    resp = _PPR(index=pd.index)
-                    coro = forwarder.forward(leader, name, pd.index, pd.records, acks, timeout)
-                    forwards.append((resp, name, asyncio.ensure_future(coro)))
-                    out.append(resp)
-                    continue
+                resp = _PPR(index=pd.index)
+                coro = reroute(ctx.worker, forwarder, name, pd.index, pd.records, acks, timeout)
+                forwards.append((resp, name, asyncio.ensure_future(coro)))
+                out.append(resp)
+                continue
             resp = _PPR(
                 index=pd.index,
                 error_code=r.error_code,
