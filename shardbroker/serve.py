@@ -44,7 +44,14 @@ from shardbroker.ipc.counters import CounterTable
 from shardbroker.ipc.group_offsets import GroupOffsetTable
 from shardbroker.ipc.heartbeat import HeartbeatTable, SegmentInUse
 from shardbroker.metadata_log import DataDirLock, MetadataLogError
-from shardbroker.metrics import DataDirSource, GroupLagSource, MetricsCollector, RingStat, WorkerProcessSource
+from shardbroker.metrics import (
+    ClientRings,
+    DataDirSource,
+    GroupLagSource,
+    MetricsCollector,
+    RingStat,
+    WorkerProcessSource,
+)
 from shardbroker.metrics_http import MetricsServer
 from shardbroker.supervision import Phase, Policy
 from shardbroker.supervisor import Supervisor, SupervisorConfig
@@ -202,7 +209,7 @@ def serve(
         collector = MetricsCollector(
             counters,
             heartbeats,
-            functools.partial(_ring_stats, controller),
+            functools.partial(_ring_stats, controller, ClientRings(instance)),
             functools.partial(_topics, controller),
         )
         collector.add_source(GroupLagSource(counters, group_offsets))
@@ -246,13 +253,14 @@ def _topics(controller: Controller) -> Iterable[TopicImage]:
     return controller.state.topics.values()
 
 
-def _ring_stats(controller: Controller) -> list[RingStat]:
-    """(name, used, capacity) of the controller's rings, named by their shm object names."""
+def _ring_stats(controller: Controller, client_rings: ClientRings) -> list[RingStat]:
+    """The controller's rings, labelled by their shm object names, then every other ring of the
+    instance (local clients', forwarding), labelled and summed by ``client_rings``."""
     out: list[RingStat] = []
     for s in controller.slots:
-        out.append((in_ring_name(s.slot), s.in_ring.used_bytes, s.in_ring.capacity))
-        out.append((out_ring_name(s.slot), s.out_ring.used_bytes, s.out_ring.capacity))
-    return out
+        out.append((in_ring_name(s.slot), s.in_ring.stats()))
+        out.append((out_ring_name(s.slot), s.out_ring.stats()))
+    return out + client_rings()
 
 
 def _worker_setup(

@@ -14,6 +14,8 @@ Layout (native byte order; every counter an aligned 8-byte word)::
     cache line 0  [0, 64)     shm preamble (magic, kind, version, owner pid + start time, see
                               shm.py), capacity u64 at 32: written once at creation
     cache line 1  [64, 128)   tail u64 at 64 (bytes ever published by the writer), writer pid
+                              u64 at 72, frames u64 at 80 (frames ever published: pads not
+                              counted)
     cache line 2  [128, 192)  head u64 at 128 (bytes ever released by the reader), reader pid
     cache line 3  [192, 256)  reader sleep epoch u64 at 192, writer sleep epoch u64 at 200
     [256, 256 + capacity)     data; capacity is a power of two, positions are counter % capacity
@@ -23,6 +25,21 @@ on separate cache lines so the two cores do not bounce one line on every frame. 
 are on a fourth line: they are read on every publish but written only when a side goes to sleep,
 so that line stays shared in both caches and reading it is a cache hit. ``used_bytes`` is
 ``tail - head`` (both monotonic uint64, which never wrap in practice: 2**64 bytes).
+
+Traffic counters, for ``shardbroker_ring_{bytes,frames}_total`` (metrics.py): the tail is the
+bytes ever published (frame headers and end-of-area pads included), and the writer also stores the
+count of frames it published (pads not counted) in a spare word of its own cache line, once per
+publish like the tail (one store for a whole ``try_write_many``), so anyone can read a ring's
+traffic from its header (``Ring.stats``, or ``read_stats`` on a read-only mapping) without a
+message or a lock. A new writer resumes the count from the header, as it resumes the tail; a
+writer killed between the two stores leaves the count one publish short (nothing relies on it to
+find frames). Layout version 2 added the count. Its cost is one attribute update and one 8-byte
+store per publish: with 100-byte frames in one process, ``try_write`` went from 912-1001 ns to
+964-1059 ns per frame (per-round ratio new/old, median of 5 runs of 40 alternating rounds:
+1.054, range 1.046-1.064) and ``try_write_many`` of 64 frames by a ratio of 1.042 (1.023-1.064);
+at 64 KiB frames (``python -m perf.bench_ring``, 5 runs of each version, alternating) no
+difference shows above this VM's noise: in place 10.6 GB/s (4.2-11.4) against 9.4 (3.0-12.1)
+before, ratio to memcpy 0.70 (0.24-1.01) against 0.60 (0.18-0.82).
 
 Frames: an 8-byte header (u32 payload length, u32 reserved = 0) then the payload, padded to a
 multiple of 8, so every header and payload is 8-aligned (numpy views of payloads work). A frame is
@@ -108,18 +125,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import mmap
 import os
 import platform
 import threading
 import time
 from collections.abc import Callable, Iterable
 from types import TracebackType
+from typing import NamedTuple
 
 from shardbroker.ipc.doorbell import FifoDoorbell
-from shardbroker.ipc.shm import SharedSegment, shm_name
+from shardbroker.ipc.shm import Preamble, SharedSegment, shm_name
 
 RING_KIND = 0x474E4952  # b"RING" read as a little-endian u32
-RING_VERSION = 1
+RING_VERSION = 2  # 2: the frame count at 80
 HEADER_SIZE = 256
 FRAME_HEADER = 8
 PAD = 0xFFFFFFFF
@@ -136,6 +155,7 @@ SPIN_S = 10e-6
 _Q_CAPACITY = 4
 _Q_TAIL = 8
 _Q_WRITER_PID = 9
+_Q_FRAMES = 10
 _Q_HEAD = 16
 _Q_READER_PID = 17
 _Q_READER_SLEEP = 24
@@ -144,6 +164,50 @@ _Q_WRITER_SLEEP = 25
 _WEAK_ORDERING = platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686")
 
 Buffer = bytes | bytearray | memoryview
+
+
+class RingStats(NamedTuple):
+    """What a ring's header says about it; loaded word by word (each load atomic), not as a
+    consistent snapshot: the writer and reader keep moving."""
+
+    used_bytes: int  # published and not yet released, pads included
+    capacity: int  # size of the data area
+    bytes_published: int  # the tail: every frame (header, payload, padding to 8) and end pad
+    frames_published: int  # frames (pads not counted)
+
+
+def _header_stats(q: memoryview) -> RingStats:
+    # head is loaded first: tail only grows, so tail - head is never negative; clamped because
+    # both may move in between.
+    head = q[_Q_HEAD]
+    tail = q[_Q_TAIL]
+    cap = q[_Q_CAPACITY]
+    return RingStats(max(0, min(tail - head, cap)), cap, tail, q[_Q_FRAMES])
+
+
+def read_stats(path: str | os.PathLike[str]) -> RingStats | None:
+    """`RingStats` of the ring segment at ``path`` (a ``/dev/shm`` file), mapping only its header,
+    read-only, for as long as the loads take; None when it is not (or no longer, or not yet) a ring
+    of this layout. Never creates, writes or unlinks anything: the supervisor's collector uses it
+    on rings other processes own."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None  # unlinked since it was listed (or not ours to read)
+    try:
+        # ValueError: shorter than the header (the creator is between shm_open and ftruncate).
+        with mmap.mmap(fd, HEADER_SIZE, mmap.MAP_SHARED, mmap.PROT_READ) as mm:
+            pre = Preamble.unpack(mm)
+            if pre is None or pre.kind != RING_KIND or pre.version != RING_VERSION:
+                return None
+            with memoryview(mm) as mv, mv.cast("Q") as q:
+                stats = _header_stats(q)
+    except ValueError:
+        return None
+    finally:
+        os.close(fd)
+    cap = stats.capacity
+    return stats if cap >= MIN_CAPACITY and not cap & (cap - 1) else None  # not yet initialised
 
 
 class RingError(Exception):
@@ -220,14 +284,12 @@ class Ring:
 
     @property
     def used_bytes(self) -> int:
-        """Bytes published and not yet released (pads included). Two loads, safe from anywhere.
+        """Bytes published and not yet released (pads included). Safe from anywhere."""
+        return _header_stats(self._q).used_bytes
 
-        ``shardbroker_ring_used_bytes{ring}`` reads this. head is loaded first: tail only grows,
-        so the difference is never negative; clamped because both may move in between.
-        """
-        head = self._q[_Q_HEAD]
-        tail = self._q[_Q_TAIL]
-        return max(0, min(tail - head, self.capacity))
+    def stats(self) -> RingStats:
+        """Fill and traffic from the header, for /metrics (no endpoint needed)."""
+        return _header_stats(self._q)
 
     @property
     def free_bytes(self) -> int:
@@ -412,6 +474,7 @@ class RingWriter(_Endpoint):
         # Resume from the published tail: bytes a killed predecessor wrote past it are garbage.
         self._tail: int = q[_Q_TAIL]
         self._wr = self._tail  # write cursor: tail plus a pad not yet published
+        self._frames: int = q[_Q_FRAMES]  # frame count, including frames not yet published
         self._head: int = q[_Q_HEAD]  # cached; reloaded only when the cached value says "full"
         self._res_off = -1
         self._res_len = 0
@@ -455,7 +518,9 @@ class RingWriter(_Endpoint):
     def _publish(self, tail: int) -> None:
         if _WEAK_ORDERING:
             self._fence()  # payload stores before the tail store
-        self._q[_Q_TAIL] = tail  # the single aligned 8-byte store that makes frames visible
+        q = self._q
+        q[_Q_TAIL] = tail  # the single aligned 8-byte store that makes frames visible
+        q[_Q_FRAMES] = self._frames
         self._tail = self._wr = tail
         self._wake_peer()
 
@@ -496,6 +561,7 @@ class RingWriter(_Endpoint):
             self._fence()
         q = self._q
         q[_Q_TAIL] = tail
+        q[_Q_FRAMES] = self._frames = self._frames + 1
         self._tail = self._wr = tail
         self._lock.release()  # _fence(), inlined
         self._lock.acquire()
@@ -526,6 +592,7 @@ class RingWriter(_Endpoint):
                 words[w + 1] = 0
                 data[off + FRAME_HEADER : off + FRAME_HEADER + n] = payload
                 self._wr += need
+                self._frames += 1
                 count += 1
         finally:
             if self._wr != self._tail:
@@ -594,6 +661,7 @@ class RingWriter(_Endpoint):
         w = off >> 2
         self._words[w] = n
         self._words[w + 1] = 0
+        self._frames += 1
         self._publish(self._wr + frame_size(n))
 
     def abort(self) -> None:

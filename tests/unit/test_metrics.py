@@ -1,7 +1,9 @@
-"""metrics.py and metrics_http.py: the exposition of a known set of counters, and the responder."""
+"""metrics.py and metrics_http.py: the exposition of a known set of counters, the ring series,
+and the responder."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import selectors
 import socket
@@ -18,7 +20,8 @@ from shardbroker.broker.metadata_image import PartitionImage, TopicImage
 from shardbroker.ipc import counters as ctr
 from shardbroker.ipc.counters import CounterTable
 from shardbroker.ipc.heartbeat import HeartbeatTable, segment_name
-from shardbroker.metrics import DataDirSource, MetricsCollector, WorkerProcessSource
+from shardbroker.ipc.ring import Ring, RingStats
+from shardbroker.metrics import ClientRings, DataDirSource, MetricsCollector, WorkerProcessSource, ring_label
 from shardbroker.metrics_http import MetricsServer, respond
 from shardbroker.supervision import SlotState
 
@@ -144,7 +147,9 @@ def test_workers_rings_build_and_sources(table: CounterTable, heartbeats: Heartb
         g.add_metric(["g", "t", "0"], 5)
         yield g
 
-    collector = MetricsCollector(table, lambda: heartbeats, lambda: [("ctl-w0-in", 128, 4096)])
+    collector = MetricsCollector(
+        table, lambda: heartbeats, lambda: [("ctl-w0-in", RingStats(128, 4096, 1024, 9))]
+    )
     collector.add_source(lag)
     _, s = scrape(collector)
     assert s[key("shardbroker_worker_up", worker="0")] == 1
@@ -152,9 +157,89 @@ def test_workers_rings_build_and_sources(table: CounterTable, heartbeats: Heartb
     assert s[key("shardbroker_worker_restarts_total", worker="1")] == 2
     assert s[key("shardbroker_ring_used_bytes", ring="ctl-w0-in")] == 128
     assert s[key("shardbroker_ring_capacity_bytes", ring="ctl-w0-in")] == 4096
+    assert s[key("shardbroker_ring_frames_total", ring="ctl-w0-in")] == 9
+    assert s[key("shardbroker_ring_bytes_total", ring="ctl-w0-in")] == 1024
     assert s[key("shardbroker_consumergroup_lag", group="g", topic="t", partition="0")] == 5
     build = [labels for name, labels in s if name == "shardbroker_build_info"]
     assert len(build) == 1 and {"version", "python"} == {k for k, _ in build[0]}
+
+
+@pytest.mark.parametrize(
+    "name,label",
+    [
+        ("lc4242-0-req-w1", "local-w1-requests"),
+        ("lc4242-1-ack-w1", "local-w1-acks"),
+        ("lc7-12-wake", "local-wake"),
+        ("lc99-3-fwd-w0-to-w1-req", "fwd-w0-to-w1"),
+        ("lc99-4-fwd-w1-to-w0-ack", "fwd-w1-to-w0-acks"),
+        ("lc99-5-fwd-w10-to-w2-req", "fwd-w10-to-w2"),
+        ("ctl-w0-in", None),
+        ("local-dir", None),
+        ("lc1-2-req-w", None),
+        ("lc1-req-w0", None),
+        ("lcx-0-wake", None),
+        ("lc1-0-wake-2", None),
+        ("lc1-0-fwd-w0-to-w1", None),
+        ("lc1-0-reqs-w0", None),
+    ],
+)
+def test_ring_label(name: str, label: str | None) -> None:
+    assert ring_label(name) == label
+
+
+def test_client_rings_summed_per_label_and_monotonic(instance: str) -> None:
+    rings = ClientRings(instance)
+    with contextlib.ExitStack() as stack:
+
+        def ring(name: str, capacity: int = 256, inst: str = instance) -> Ring:
+            return stack.enter_context(Ring.create(inst, name, capacity))
+
+        assert rings() == []
+        a, b = ring("lc10-0-req-w0"), ring("lc11-0-req-w0", 512)
+        ring("lc10-1-wake", 64)
+        ring("ctl-w0-in").writer().try_write(b"not a client ring")
+        ring("lc10-0-req-w0", inst=f"{instance}x").writer().try_write(b"another broker's")
+        assert a.writer().try_write_many([bytes(8), bytes(8)]) == 2
+        assert b.writer().try_write(bytes(16))
+        a.reader().read_batch(1)
+        assert rings() == [
+            ("local-w0-requests", RingStats(16 + 24, 768, 56, 3)),
+            ("local-wake", RingStats(0, 64, 0, 0)),
+        ]
+        a.close()  # the client went away: its totals stay in the counters, not in the gauges
+        assert b.writer().try_write(bytes(16))
+        assert rings()[0] == ("local-w0-requests", RingStats(48, 512, 80, 4))
+        b.close()
+        assert rings()[0] == ("local-w0-requests", RingStats(0, 0, 80, 4))
+        c = ring("lc12-0-req-w0")  # a new client of the same worker adds to the totals
+        c.writer().try_write(bytes(8))
+        assert rings()[0] == ("local-w0-requests", RingStats(16, 256, 96, 5))
+
+        d = ring("lc20-0-fwd-w1-to-w0-ack")
+        d.writer().try_write_many([b"x"] * 3)
+        assert ("fwd-w1-to-w0-acks", RingStats(48, 256, 48, 3)) in rings()
+        d.close()  # gone and replaced under the same name between two scrapes
+        ring("lc20-0-fwd-w1-to-w0-ack").writer().try_write(b"y")
+        assert ("fwd-w1-to-w0-acks", RingStats(16, 256, 64, 4)) in rings()
+
+
+def test_ring_series_of_aggregated_rings(table: CounterTable, instance: str) -> None:
+    rings = ClientRings(instance)
+    collector = MetricsCollector(table, rings=rings)
+    with Ring.create(instance, "lc10-0-ack-w1", 256) as acks:
+        acks.writer().try_write(bytes(100))
+        text, s = scrape(collector)
+        series = {"ring": "local-w1-acks"}
+        assert s[key("shardbroker_ring_used_bytes", **series)] == 112
+        assert s[key("shardbroker_ring_capacity_bytes", **series)] == 256
+        assert s[key("shardbroker_ring_frames_total", **series)] == 1
+        assert s[key("shardbroker_ring_bytes_total", **series)] == 112
+        assert "# TYPE shardbroker_ring_frames_total counter" in text
+    _, s = scrape(collector)
+    assert key("shardbroker_ring_used_bytes", **series) not in s
+    assert key("shardbroker_ring_capacity_bytes", **series) not in s
+    assert s[key("shardbroker_ring_frames_total", **series)] == 1
+    assert s[key("shardbroker_ring_bytes_total", **series)] == 112
 
 
 def test_relabelled_row_gets_its_new_name(table: CounterTable) -> None:

@@ -1,5 +1,5 @@
-"""The shared-memory ring in one process: framing, wrap-around, full ring, in-place APIs, shm names,
-stale-segment reclaim. Cross-process behaviour is in test_ring_processes.py."""
+"""The shared-memory ring in one process: framing, wrap-around, full ring, in-place APIs, traffic
+counters, shm names, stale-segment reclaim. Cross-process behaviour is in test_ring_processes.py."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 import itertools
 import os
 import random
+import sys
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -22,10 +23,13 @@ from shardbroker.ipc.ring import (
     FRAME_HEADER,
     HEADER_SIZE,
     PAD,
+    RING_KIND,
     Ring,
     RingCorrupt,
     RingError,
+    RingStats,
     frame_size,
+    read_stats,
 )
 
 _counter = itertools.count()
@@ -328,6 +332,82 @@ def test_used_bytes_clamped(ring: Ring) -> None:
     assert ring.used_bytes == 256
 
 
+# --- traffic counters (frames published, bytes published = tail) ---------------------------------
+
+
+def test_frame_count_follows_every_publish_path_and_skips_pads(ring: Ring) -> None:
+    w, r = ring.writer(), ring.reader()
+    assert ring.stats() == RingStats(0, 256, 0, 0)
+    assert w.try_write(b"abc")
+    assert ring.stats().frames_published == 1
+    assert w.try_write_many([bytes(24)] * 3) == 3
+    assert ring.stats().frames_published == 4
+    w.reserve(10)
+    w.abort()
+    assert ring.stats().frames_published == 4
+    w.reserve(10)
+    w.commit(7)
+    assert ring.stats() == RingStats(16 + 3 * 32 + 16, 256, 16 + 3 * 32 + 16, 5)
+    assert not w.try_write(bytes(200))  # full: nothing published, nothing counted
+    assert ring.stats().frames_published == 5
+    r.read_batch(1000)
+    assert w.try_write(bytes(200))  # at 128: does not fit before the end, so pad + frame at 0
+    stats = ring.stats()
+    assert stats.frames_published == 6  # the pad is not a frame...
+    assert stats.bytes_published == 256 + frame_size(200)  # ...but its bytes were published
+    assert stats.used_bytes == frame_size(200)
+
+
+def test_try_write_many_counts_frames_published_with_a_lone_pad(ring: Ring) -> None:
+    """The frames before a pad that is published alone (the next frame must go at 0 and the
+    reader has to skip the pad first) are counted with it, not lost."""
+    w, r = ring.writer(), ring.reader()
+    w.try_write(bytes(8))
+    r.read_batch()  # head at 16
+    assert w.try_write_many([bytes(8), bytes(240)]) == 1  # frame at 16, then pad 32..256 alone
+    assert ring.stats().frames_published == 2
+    assert ring.stats().bytes_published == 256
+    assert r.read_batch() == [bytes(8)]
+    assert w.try_write_many([bytes(240)]) == 1
+    assert ring.stats().frames_published == 3
+
+
+def test_frame_count_survives_new_writers_and_reset(instance: str, ring: Ring) -> None:
+    ring.writer().try_write_many([b"a", b"b"])
+    with Ring.attach(instance, "r") as other:  # a restarted writer process
+        other.writer().try_write(b"c")
+        assert other.stats().frames_published == 3
+    ring.reset()
+    assert ring.stats().frames_published == 3 and ring.stats().used_bytes == 0
+
+
+def test_read_stats_reads_the_header_read_only(instance: str, ring: Ring) -> None:
+    ring.writer().try_write_many([b"abc", bytes(30)])
+    path = shm.SHM_DIR / ring.name.lstrip("/")
+    before = path.read_bytes()
+    assert read_stats(path) == ring.stats() == RingStats(56, 256, 56, 2)
+    assert path.read_bytes() == before
+    assert read_stats(shm.SHM_DIR / f"shardbroker-{instance}-nope") is None  # gone
+
+
+@pytest.mark.parametrize("what", ["empty", "short", "not a ring", "old version", "no capacity yet"])
+def test_read_stats_of_what_is_not_a_ring_of_this_layout(instance: str, what: str) -> None:
+    name = shm.shm_name(instance, "x")
+    size = {"empty": 0, "short": 100}.get(what, 4096)
+    seg = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, size=size)
+    seg.close_fd()
+    try:
+        path = shm.SHM_DIR / name.lstrip("/")
+        if what in ("old version", "no capacity yet"):
+            version = 1 if what == "old version" else 2
+            with path.open("r+b") as f:
+                f.write(shm.PREAMBLE.pack(shm.MAGIC, RING_KIND, version, os.getpid(), 0))
+                f.write((256).to_bytes(8, sys.byteorder) if version == 1 else b"")
+        assert read_stats(path) is None
+    finally:
+        seg.unlink()
+
+
 # --- hypothesis: any sizes, any interleaving -------------------------------------------------------
 
 
@@ -348,6 +428,7 @@ def check_against_model(ring: Ring, ops: list[int], seed: int) -> None:
     w, r = ring.writer(), ring.reader()
     rng = random.Random(seed)
     model: deque[bytes] = deque()
+    written = 0
     for op in ops:
         if op < 0:
             for got in r.read_batch(rng.randint(1, 4)):
@@ -357,12 +438,14 @@ def check_against_model(ring: Ring, ops: list[int], seed: int) -> None:
         for _ in range(3):  # full: reading everything must always make room
             if w.try_write(payload):
                 model.append(payload)
+                written += 1
                 break
             for got in r.read_batch(1000):
                 assert got == model.popleft()
         else:
             pytest.fail(f"a {op}-byte frame never fit")
         assert ring.used_bytes <= ring.capacity
+        assert ring.stats().frames_published == written
     assert drain(ring) == list(model)
     assert ring.used_bytes == 0
 
