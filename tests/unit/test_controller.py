@@ -647,3 +647,118 @@ def test_worker_count_shrinking_moves_partitions_at_open(tmp_path: Path, instanc
     finally:
         small.close()
     assert LogConfig() == small.config.log_defaults
+
+
+# --- partition moves --------------------------------------------------------------------------
+
+
+def leaders(state: ControllerState, name: str) -> list[tuple[int, int]]:
+    return [(p.leader, p.leader_epoch) for p in state.topics[name].partitions]
+
+
+def test_a_move_releases_then_assigns_with_a_new_epoch() -> None:
+    c = ctx(workers=3)
+    state, _ = run(
+        ControllerState(), c, "create_topics", {"topics": [create("a", 3), create("__consumer_offsets", 1)]}
+    )
+    assert leaders(state, "a") == [(0, 0), (1, 0), (2, 0)]
+    asked = [
+        {"topic": "a", "partition": 0, "to": 2},
+        {"topic": "a", "partition": 1, "to": 1},  # already there: fine, nothing to do
+        {"topic": "a", "partition": 2, "to": 3},  # no worker 3
+        {"topic": "a", "partition": 9, "to": 0},
+        {"topic": "nope", "partition": 0, "to": 0},
+        {"topic": "__consumer_offsets", "partition": 0, "to": 1},
+        {"topic": "a", "partition": 2, "to": None},  # cancel, none running
+    ]
+    state, result = run(state, c, "move_partitions", {"partitions": asked})
+    assert [r["error_code"] for r in result["partitions"]] == [0, 0, 39, 3, 3, 39, 85]
+    assert "workers 0-2" in result["partitions"][2]["error_message"]
+    assert "internal" in result["partitions"][5]["error_message"]
+    assert result["release"] == [
+        {"topic": "a", "id": str(state.topics["a"].topic_id), "partition": 0, "from": 0, "to": 2}
+    ]
+    assert leaders(state, "a") == [(-1, 0), (1, 0), (2, 0)]  # nobody appends while it moves
+    # While it moves: a second move (or a cancel) is refused, placement ignores it.
+    again, busy = run(state, c, "move_partitions", {"partitions": [{"topic": "a", "partition": 0, "to": 1}]})
+    assert busy["partitions"][0]["error_code"] == 60 and again == state
+    assert place(state, 3, 3) == [0, 1, 2]  # a-0 counts for no worker (else worker 0 came last)
+    state, done = run(state, c, "assign_partitions", {"partitions": result["release"]})
+    assert done["partitions"] == [{"topic": "a", "partition": 0, **_ok_answer(), "leader_epoch": 1}]
+    assert leaders(state, "a") == [(2, 1), (1, 0), (2, 0)]
+    # Step two of a move whose topic was deleted and re-created meanwhile touches nothing.
+    state, result = run(
+        state, c, "move_partitions", {"partitions": [{"topic": "a", "partition": 1, "to": 0}]}
+    )
+    state, _ = run(state, c, "delete_topics", {"topics": [{"name": "a", "topic_id": None}]})
+    state, _ = run(state, c, "create_topics", {"topics": [create("a", 2)]})
+    before = leaders(state, "a")
+    state, late = run(state, c, "assign_partitions", {"partitions": result["release"]})
+    assert late["partitions"][0]["error_code"] == 3 and leaders(state, "a") == before
+
+
+def _ok_answer() -> dict[str, Any]:
+    return {"error_code": 0, "error_message": None}
+
+
+def test_a_partition_left_mid_move_by_a_controller_crash_is_placed_at_open() -> None:
+    c = ctx(workers=2)
+    state, _ = run(ControllerState(), c, "create_topics", {"topics": [create("a", 2)]})
+    state, _ = run(state, c, "move_partitions", {"partitions": [{"topic": "a", "partition": 1, "to": 0}]})
+    moved = reassign_orphans(state, 2)
+    assert replay(moved.records, state) == moved.state
+    assert [p.leader >= 0 for p in moved.state.topics["a"].partitions] == [True, True]
+    assert moved.state.topics["a"].partitions[1].leader_epoch == 1
+
+
+def test_controller_assigns_a_move_only_after_the_old_owner_let_go(tmp_path: Path, instance: str) -> None:
+    config = BrokerConfig(data_dir=tmp_path, workers=2)
+    controller = Controller(config, instance, in_capacity=1 << 16, out_capacity=1 << 16)
+    controller.open()
+    live = {0: True, 1: True}
+    controller.is_live = lambda slot: live[slot]
+    workers: list[FakeWorker] = []
+    try:
+        for slot in (0, 1):
+            controller.before_spawn(slot)
+            workers.append(FakeWorker(instance, slot))
+        w0, w1 = workers
+        controller.apply("create_topics", {"topics": [create("a", 2)]})  # version 0: a-0 on 0, a-1 on 1
+        for w in workers:
+            w.receive()
+            w.send(MetadataApplied(0))
+        w1.send(
+            ControlRequest(5, "move_partitions", {"partitions": [{"topic": "a", "partition": 0, "to": 1}]})
+        )
+        controller.poll()
+        for w in workers:
+            (push,) = w.receive()
+            assert push.image["topics"][0]["partitions"][0] == [0, -1, 0]  # released
+        w1.send(ControlRequest(6, "list_moves", {}))
+        controller.poll()
+        (listing,) = w1.receive()
+        assert listing.result == {"moves": [{"topic": "a", "partition": 0, "from": 0, "to": 1}]}
+        w1.send(MetadataApplied(1))  # the new owner acking is not enough: the old one holds it
+        controller.poll()
+        assert w1.receive() == [] and controller.moves
+        w0.send(MetadataApplied(1))  # worker 0 handed the log over
+        controller.poll()
+        for w in workers:
+            (push,) = w.receive()
+            assert push.image["topics"][0]["partitions"][0] == [0, 1, 1]  # worker 1, epoch 1
+            w.send(MetadataApplied(2))
+        controller.poll()
+        (reply,) = w1.receive()
+        assert reply.request_id == 5 and reply.result["partitions"][0]["error_code"] == 0
+        # An old owner that died holds nothing: the move completes without its ack.
+        w1.send(
+            ControlRequest(7, "move_partitions", {"partitions": [{"topic": "a", "partition": 1, "to": 0}]})
+        )
+        controller.poll()
+        live[1] = False
+        controller.poll()
+        assert controller.state.topics["a"].partitions[1].leader == 0 and not controller.moves
+        w0.close()
+        w1.close()
+    finally:
+        controller.close()

@@ -343,3 +343,31 @@ def test_no_disk_for_the_index_is_a_storage_error_before_any_write(
     monkeypatch.undo()
     assert log.append(build_batch(1)).first_offset == 1
     log.close()
+
+
+def test_hand_over_leaves_a_clean_log_without_syncing_and_keeps_the_files_readable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A partition moving to another worker: no fdatasync, the next owner opens without a scan,
+    the recovery point still says what is durable, reads already handed out stay valid."""
+    log = open_log(tmp_path)
+    for _ in range(30):  # 1 KiB batches of 4 records: several segments
+        log.append(build_batch([b"v" * 250] * 4))
+    info = log.read(0, 1 << 20)
+    syncs: list[int] = []
+    monkeypatch.setattr(os, "fdatasync", lambda fd: syncs.append(fd))
+    segments = log.hand_over()
+    assert syncs == [] and len(segments) > 1 and log.segments == ()
+    log.checkpoint()  # a late periodic checkpoint writes nothing: the files are the next owner's
+    monkeypatch.undo()
+    nxt = open_log(tmp_path)
+    assert nxt.recovery_stats.clean_shutdown and nxt.recovery_stats.segments_recovered == 0
+    assert nxt.log_end_offset == 120 and nxt.recovery_point == 0  # nothing was synced
+    nxt.append(build_batch(1))
+    assert os.pread(info.fd, 61, info.position) == nxt.read_bytes(0, 61)[:61]  # old fd still reads
+    for seg in segments:
+        seg.close()
+    nxt.close()
+    again = open_log(tmp_path)
+    assert again.log_end_offset == 121 and again.recovery_point == 121  # a normal clean close
+    again.close()
