@@ -251,6 +251,9 @@ BROKER_PROPERTIES: Final[Mapping[str, str]] = {
     "max.connections": "connections a worker keeps open; newer ones are closed at once [2147483647]",
     "max.connections.per.ip": "connections a worker keeps open per client address [2147483647]",
     "fetch.max.bytes": "most bytes one Fetch response returns [57671680]",
+    "auto.leader.rebalance.enable": "move partitions off a busy worker, and onto added workers [true]",
+    "leader.imbalance.check.interval.seconds": "how often the controller compares the workers' load [300]",
+    "leader.imbalance.per.broker.percentage": "load over the workers' mean that makes partitions move [10]",
     "log.roll.hours": "synonym of log.roll.ms in hours [168]",
     "log.retention.minutes": "synonym of log.retention.ms in minutes",
     "log.retention.hours": "synonym of log.retention.ms in hours [168]",
@@ -373,6 +376,10 @@ class BrokerConfig:
     max_connections: int = INT_MAX
     max_connections_per_ip: int = INT_MAX
     fetch_max_bytes: int = 57671680
+    #: Kafka's names and defaults; what they mean on one host is in auto_rebalance.py.
+    auto_leader_rebalance_enable: bool = True
+    leader_imbalance_check_interval_seconds: int = 300
+    leader_imbalance_per_broker_percentage: int = 10
     log_defaults: LogConfig = field(default_factory=LogConfig)
     properties: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
@@ -437,12 +444,19 @@ class BrokerConfig:
             "max.connections": ("max_connections", 0, INT_MAX),
             "max.connections.per.ip": ("max_connections_per_ip", 0, INT_MAX),
             "fetch.max.bytes": ("fetch_max_bytes", 0, INT_MAX),
+            "leader.imbalance.check.interval.seconds": (
+                "leader_imbalance_check_interval_seconds",
+                1,
+                INT_MAX,
+            ),
+            "leader.imbalance.per.broker.percentage": ("leader_imbalance_per_broker_percentage", 0, INT_MAX),
         }
         for name, (attr, lo, hi) in ints.items():
             if (raw := get(name)) is not None:
                 kw[attr] = _int_parser(lo, hi)(name, raw)
-        if (raw := get("auto.create.topics.enable")) is not None:
-            kw["auto_create_topics_enable"] = _bool("auto.create.topics.enable", raw)
+        for name in ("auto.create.topics.enable", "auto.leader.rebalance.enable"):
+            if (raw := get(name)) is not None:
+                kw[name.replace(".", "_")] = _bool(name, raw)
         port = kw.get("listen_port", 9092)
         workers = kw.get("workers") or _available_cores()
         kw["workers"] = workers

@@ -66,7 +66,14 @@ from typing import Any, Final
 
 from shardbroker.broker.metadata_image import BrokerEndpoint, MetadataImage
 from shardbroker.config import BrokerConfig
-from shardbroker.controller_state import ControllerState, OpContext, handle, reassign_orphans
+from shardbroker.controller_state import (
+    ControllerState,
+    OpContext,
+    handle,
+    owners_of,
+    place_directly,
+    reassign_orphans,
+)
 from shardbroker.ipc.control import (
     ControlMessageError,
     ControlReply,
@@ -80,6 +87,7 @@ from shardbroker.ipc.local_directory import HighWatermarkRows, HighWatermarkTabl
 from shardbroker.ipc.ring import Ring, RingWriter
 from shardbroker.metadata_log import MetadataLog
 from shardbroker.protocol.errors import ErrorCode
+from shardbroker.rebalance import plan_moves
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +196,8 @@ class Controller:
                 self.workers,
                 len(moved.records),
             )
+        if self.config.auto_leader_rebalance_enable:
+            self._spread()
         self._image_frame = self._encode_image()
         try:
             for i in range(self.workers):
@@ -211,6 +221,25 @@ class Controller:
             self.state.version,
             len(self.state.topics),
         )
+
+    def _spread(self) -> None:
+        """Before any worker runs: partitions spread by count onto workers that have too few
+        (workers were added), in one change with new leader epochs (auto_rebalance.py)."""
+        owners = owners_of(self.state, self.workers)
+        plan = plan_moves(
+            {},
+            owners,
+            self.workers,
+            imbalance_percentage=self.config.leader_imbalance_per_broker_percentage,
+            max_moves=len(owners),
+        )
+        if plan:
+            outcome = place_directly(self.state, [(m.topic, m.partition, m.to_worker) for m in plan])
+            self.log.append(outcome.records, outcome.state)
+            self.state = outcome.state
+            log.warning(
+                "spread %d partitions over the %d workers (some had too few)", len(plan), self.workers
+            )
 
     @property
     def cluster_id(self) -> str:

@@ -50,6 +50,8 @@ __all__ = [
     "Outcome",
     "apply_record",
     "handle",
+    "owners_of",
+    "place_directly",
     "reassign_orphans",
     "replay",
     "validate_topic_name",
@@ -272,6 +274,30 @@ def reassign_orphans(state: ControllerState, workers: int) -> Outcome:
                 parts[i] = PartitionImage(i, leader, p.leader_epoch + 1)
         b.add(_topic_record(dataclasses.replace(topic, partitions=tuple(parts))))
     return b.outcome({"moved": sum(1 for _ in b.records)})
+
+
+def owners_of(state: ControllerState, workers: int) -> dict[tuple[str, int], int]:
+    """Every placed partition and its worker (a partition mid-move is nobody's: left out)."""
+    return {
+        (t.name, p.partition): p.leader
+        for t in state.topics.values()
+        for p in t.partitions
+        if 0 <= p.leader < workers
+    }
+
+
+def place_directly(state: ControllerState, moves: Iterable[tuple[str, int, int]]) -> Outcome:
+    """Records giving each ``(topic, partition, worker)`` to that worker, leader epoch + 1, in one
+    step: only for a broker whose workers are not running yet (the controller's start), when no
+    worker can hold the logs and the two steps of a live move are not needed."""
+    b = _Builder(state)
+    by_topic: dict[str, dict[int, tuple[int, int]]] = {}
+    for name, index, worker in moves:
+        part = state.topics[name].partitions[index]
+        by_topic.setdefault(name, {})[index] = (worker, part.leader_epoch + 1)
+    for name, leaders in by_topic.items():
+        _set_leaders(b, b.state.topics[name], leaders)
+    return b.outcome({"moved": sum(len(v) for v in by_topic.values())})
 
 
 def _error(code: ErrorCode, message: str | None = None) -> dict[str, Any]:

@@ -36,6 +36,7 @@ import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from shardbroker.auto_rebalance import AutoRebalancer, PartitionLoad
 from shardbroker.broker.metadata_image import TopicImage
 from shardbroker.config import BrokerConfig
 from shardbroker.controller import Controller, in_ring_name, out_ring_name
@@ -109,6 +110,8 @@ class BrokerSupervisor(Supervisor):
         self._announce = announce
         self.metrics = metrics
         self.announced = False
+        #: The controller's own moves (auto_rebalance.py); None when auto.leader.rebalance.enable is off.
+        self.rebalancer: AutoRebalancer | None = None
         controller.is_live = self._is_live
 
     def _is_live(self, slot: int) -> bool:
@@ -140,6 +143,8 @@ class BrokerSupervisor(Supervisor):
         done = super().step(timeout)
         if self._selector is not None:  # not in a forked child, not after close
             self.controller.poll()
+            if self.rebalancer is not None and self.supervision.phase is Phase.RUNNING:
+                self.rebalancer.poll()
             if (
                 not self.announced
                 and self.supervision.phase is Phase.RUNNING
@@ -202,6 +207,9 @@ def serve(
             controller,
             announce,
         )
+
+        if config.auto_leader_rebalance_enable:
+            supervisor.rebalancer = AutoRebalancer(controller, PartitionLoad(counters))
 
         def heartbeats() -> HeartbeatTable | None:  # None until the supervisor starts
             return supervisor.heartbeats
