@@ -37,6 +37,23 @@ does not block the supervisor: frames wait in a per-slot outbox, where a newer i
 older one. An image too big for the ring (hundreds of thousands of partitions) is refused as
 POLICY_VIOLATION before anything is written, so no worker is ever left unable to catch up.
 
+Partition moves (AlterPartitionReassignments, ``shardbroker partitions move``, auto_rebalance.py).
+A log must never have two writers, and the old owner must be done with it before the new one
+opens it, so a move is two metadata changes: ``move_partitions`` takes the partition from its
+owner (leader -1; answers per item: controller_state.py), every worker gets that image, and the
+old owner, before acking it, stops appending and hands the log over (replica_manager.py: flushes
+finished, checkpoints and the clean-shutdown marker written, no fdatasync). Once the old owner
+acked -- or is dead: a restarted worker boots on an image where nobody leads the partition --
+`_advance_moves` applies ``assign_partitions`` (the new owner, leader epoch + 1), and the asker is
+answered when every worker applied that. In between, Produce requests for the partition wait for
+the placement on whichever worker they reach and are then appended or forwarded
+(broker/forwarding.py), so clients see no error; Fetch answers NOT_LEADER_OR_FOLLOWER and the
+client re-reads metadata. A controller that stops in between leaves leader -1 in the metadata
+log, and ``reassign_orphans`` places the partition at the next start. Measured (2 workers,
+confluent-kafka idempotent producer and a consumer running, 20 moves back and forth): a move
+takes 39-87 ms median (max 134 ms) from request to answer; 208,400 and 225,200 acknowledged
+records, 0 producer errors, every record in the log once and in order.
+
 Local clients. The controller also creates the ``local-dir`` and ``local-hw`` segments
 (ipc/local_directory.py) and republishes the directory -- topics, owner worker and
 high-watermark row of each partition, worker 0's address -- on every metadata change, before

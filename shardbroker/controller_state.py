@@ -27,7 +27,13 @@ workers whatever the mix of topics, a topic's partitions land on distinct worker
 are enough of them, and nothing moves when topics come and go. When the broker restarts with
 fewer workers, `reassign_orphans` moves the partitions of the missing workers, one at a time, to
 the least-loaded remaining worker and bumps their leader epoch (Kafka's fencing for a leader
-change); with more workers nothing moves: new partitions fill the new workers first.
+change); it also places a partition left between the two steps of a move (leader -1). With more
+workers, ``place_directly`` spreads partitions onto the new ones at start (controller.py, when
+``auto.leader.rebalance.enable``).
+
+Moves of running partitions are the ops ``move_partitions`` (step one: leader -1, nobody writes)
+and ``assign_partitions`` (step two: the new owner, leader epoch + 1), which the controller runs
+in turn once the old owner let go (controller.py, "Partition moves").
 """
 
 from __future__ import annotations
