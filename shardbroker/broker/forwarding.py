@@ -27,8 +27,8 @@ producer's retry is then a duplicate the owner recognises); no ring space or no 
 request's timeout -> REQUEST_TIMED_OUT. The owner itself may answer NOT_LEADER_OR_FOLLOWER (the
 partition moved again): forwarding goes one hop, never a chain.
 
-The forwarded answer carries no log-append time (-1) and no log start offset (-1): the ack frame
-has neither (ipc/local_protocol.py); clients use them only for LogAppendTime topics.
+The forwarded answer carries the owner's log-append time (LogAppendTime topics) but no log start
+offset (-1): the ack frame does not have it (ipc/local_protocol.py), and clients only log it.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ log = logging.getLogger(__name__)
 
 #: Request ring per peer: room for a few max-size (1 MiB) batches in flight.
 REQUEST_RING_CAPACITY: Final = 8 << 20
-#: Ack ring: 24-byte entries.
+#: Ack ring: 32-byte entries.
 ACK_RING_CAPACITY: Final = 1 << 20
 ATTACH_TIMEOUT_S: Final = 5.0
 
@@ -76,6 +76,7 @@ _TIMED_OUT: Final = int(ErrorCode.REQUEST_TIMED_OUT)
 class ForwardResult:
     error_code: int
     base_offset: int = -1
+    log_append_time: int = -1
 
 
 @dataclass(eq=False)
@@ -119,8 +120,8 @@ async def reroute(
                 p = replicas.get(topic, partition)
                 if not r.error_code and r.flush_offset >= 0 and acks == -1 and p is not None:
                     code = await replicas.wait_durable(p, r.flush_offset, max(left, 0.0))
-                    return ForwardResult(code, -1 if code else r.base_offset)
-                return ForwardResult(r.error_code, r.base_offset)
+                    return ForwardResult(code, -1 if code else r.base_offset, r.log_append_time)
+                return ForwardResult(r.error_code, r.base_offset, r.log_append_time)
         elif leader >= 0:
             return await forwarder.forward(leader, topic, partition, batch, acks, max(left, 0.0))
         elif replicas.image.topics.get(topic) is None:
@@ -263,10 +264,10 @@ class ProduceForwarder:
 
     def _on_acks(self, peer: _Peer) -> None:
         for frame in peer.reader.read_batch(64):
-            for batch_id, base_offset, code, _ in ACK.iter_unpack(frame):
+            for batch_id, base_offset, append_time, code, _ in ACK.iter_unpack(frame):
                 fut = peer.pending.pop(batch_id, None)
                 if fut is not None and not fut.done():
-                    fut.set_result(ForwardResult(code, base_offset if not code else -1))
+                    fut.set_result(ForwardResult(code, base_offset if not code else -1, append_time))
 
     def _on_conn(self, peer: _Peer) -> None:
         """The owner closed the connection (it drained, or died): what it acked is in; the rest

@@ -387,7 +387,7 @@ class LocalClientService:
             batch_id, partition, topic_len, ack, _ = REQUEST_HEADER.unpack_from(f, 0)
             start = REQUEST_HEADER.size + (topic_len + 7) // 8 * 8
             if start > n:
-                out.append(ACK.pack(batch_id, -1, _CORRUPT, 0))
+                out.append(ACK.pack(batch_id, -1, -1, _CORRUPT, 0))
                 self.state.counters.error(_PRODUCE_API_KEY, _CORRUPT)
                 continue
             raw = bytes(f[REQUEST_HEADER.size : REQUEST_HEADER.size + topic_len])
@@ -416,7 +416,9 @@ class LocalClientService:
                 self._count_error(r)
                 if ack == 0:
                     continue
-                entry = ACK.pack(batch_id, r.base_offset if not r.error_code else -1, r.error_code, 0)
+                entry = ACK.pack(
+                    batch_id, r.base_offset if not r.error_code else -1, r.log_append_time, r.error_code, 0
+                )
                 if ack == -1 and r.flush_offset >= 0 and not r.error_code:
                     waiting.append(entry)
                     flush_to = max(flush_to, r.flush_offset)
@@ -458,7 +460,9 @@ class LocalClientService:
                 if answer.error_code:
                     self.state.counters.error(_PRODUCE_API_KEY, answer.error_code)
                 if ack != 0:
-                    entries.append(ACK.pack(batch_id, answer.base_offset, answer.error_code, 0))
+                    entries.append(
+                        ACK.pack(batch_id, answer.base_offset, answer.log_append_time, answer.error_code, 0)
+                    )
             if entries and not s.closed:
                 self._send_acks(s, entries)
 
@@ -478,7 +482,7 @@ class LocalClientService:
             code = await self.replicas.wait_durable(p, offset, DURABLE_TIMEOUT_S)
             if code:
                 self.state.counters.error(_PRODUCE_API_KEY, code)
-                entries[:] = [ACK.pack(ACK.unpack(e)[0], -1, code, 0) for e in entries]
+                entries[:] = [ACK.pack(ACK.unpack(e)[0], -1, -1, code, 0) for e in entries]
             if not s.closed:
                 self._send_acks(s, entries)
 

@@ -62,6 +62,7 @@ CLIENT_VERSIONS: dict[int, tuple[int, int]] = {
     18: (0, 4),  # ApiVersions
     19: (1, 7),  # CreateTopics (v1+: validate_only, error messages)
     20: (1, 6),  # DeleteTopics (v6: topics as name/id structs)
+    22: (0, 4),  # InitProducerId (idempotent producers)
     32: (1, 4),  # DescribeConfigs (v1+: config source per entry)
     37: (0, 3),  # CreatePartitions
     42: (0, 2),  # DeleteGroups

@@ -449,7 +449,7 @@ class LocalProducer:
                 continue
             while frames := s.acks.read_batch(256):
                 for frame in frames:
-                    for batch_id, base_offset, code, _ in ACK.iter_unpack(frame):
+                    for batch_id, base_offset, _, code, _ in ACK.iter_unpack(frame):
                         future = s.pending.pop(batch_id, None)
                         if future is not None:
                             future._complete(base_offset, KafkaApiError(code) if code else None)

@@ -25,8 +25,9 @@ Request frame (one record batch, little-endian header, 16 bytes)::
     16 topic name, padded with zeros to a multiple of 8
     .. the record batch (magic v2), exactly as it will be stored; base offset 0
 
-Ack frame: any number of 24-byte entries ``u64 batch id | i64 base offset | i32 Kafka error
-code | i32 reserved``, one frame per drain of the request ring.
+Ack frame: any number of 32-byte entries ``u64 batch id | i64 base offset | i64 log-append time
+(ms; -1 unless the topic's message.timestamp.type is LogAppendTime) | i32 Kafka error code | i32
+reserved``, one frame per drain of the request ring.
 
 Wake-up frame (watch): an 8-byte ``i64`` high watermark, written after the owner published a new
 one; the consumer reads the watermark itself from shared memory, the frame only wakes it (and a
@@ -51,7 +52,7 @@ __all__ = [
 ]
 
 REQUEST_HEADER: Final = struct.Struct("<QiHbB")
-ACK: Final = struct.Struct("<Qqii")
+ACK: Final = struct.Struct("<Qqqii")
 WAKE: Final = struct.Struct("<q")
 #: Largest handshake message (a JSON object of a few names).
 MAX_MESSAGE: Final = 4096

@@ -97,7 +97,11 @@ async def handle_produce(ctx: RequestContext, request: m.ProduceRequest) -> m.Pr
         responses.append(m.ProduceResponse.TopicProduceResponse(name=name, partition_responses=out))
     for resp, name, fut in forwards:
         f = await fut
-        resp.error_code, resp.base_offset = f.error_code, f.base_offset
+        resp.error_code, resp.base_offset, resp.log_append_time_ms = (
+            f.error_code,
+            f.base_offset,
+            f.log_append_time,
+        )
         if f.error_code:
             replicas.counters.error(_API_KEY, f.error_code)
             if with_message:
