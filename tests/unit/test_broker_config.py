@@ -175,6 +175,7 @@ def test_every_documented_property_is_accepted() -> None:
         "workers": "1",
         "metrics.listen": "127.0.0.1:9404",
         "auto.create.topics.enable": "true",
+        "auto.leader.rebalance.enable": "false",
         "log.message.timestamp.type": "CreateTime",
         "log.cleanup.policy": "delete",
     }
@@ -193,3 +194,19 @@ def test_properties_the_workers_read_are_accepted() -> None:
     assert read <= set(BROKER_PROPERTIES)
     for name in read:
         BrokerConfig.load(None, {name: "100000"})
+
+
+def test_rebalance_properties() -> None:
+    c = BrokerConfig.load(
+        None,
+        {
+            "auto.leader.rebalance.enable": "false",
+            "leader.imbalance.check.interval.seconds": "5",
+            "leader.imbalance.per.broker.percentage": "25",
+        },
+    )
+    assert not c.auto_leader_rebalance_enable
+    assert (c.leader_imbalance_check_interval_seconds, c.leader_imbalance_per_broker_percentage) == (5, 25)
+    assert BrokerConfig().auto_leader_rebalance_enable  # Kafka's default: on
+    with pytest.raises(ConfigError, match="leader.imbalance.check.interval.seconds"):
+        BrokerConfig.load(None, {"leader.imbalance.check.interval.seconds": "0"})
