@@ -27,6 +27,12 @@ producer's retry is then a duplicate the owner recognises); no ring space or no 
 request's timeout -> REQUEST_TIMED_OUT. The owner itself may answer NOT_LEADER_OR_FOLLOWER (the
 partition moved again): forwarding goes one hop, never a chain.
 
+Cost (``python -m perf.bench_moves --runs 3``: 100-record batches of 100 B, acks=1, 4 connections
+with one request in flight each): forwarded 170k records/s against 416k sent to the owner in the
+same run, a ratio of 0.47 (0.32-0.68): the request crosses both workers' loops and the rings, and
+the answer waits for the owner's ack. It is the path of stale clients and moves, not the steady
+state (clients follow Metadata to the owner).
+
 The forwarded answer carries the owner's log-append time (LogAppendTime topics) but no log start
 offset (-1): the ack frame does not have it (ipc/local_protocol.py), and clients only log it.
 """
