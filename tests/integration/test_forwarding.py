@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+import warnings
 
 import pytest
 
@@ -102,3 +103,24 @@ def test_a_killed_owner_gives_a_retriable_error_then_its_successor_is_used(broke
         wait_for(forwarded, 60, "a forwarded Produce succeeding after the owner's restart", interval=0.2)
         assert all(ErrorCode(code).retriable for code in answers[:-1]), answers
         conn.close()
+
+
+def test_kafka_python_admin_moves_and_lists_through_kafkas_reassignment_api(broker: BrokerProcess) -> None:
+    with warnings.catch_warnings():  # kafka-python 3.0 uses importlib.resources APIs 3.11 deprecates
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from kafka.admin import KafkaAdminClient
+        from kafka.structs import TopicPartition
+
+    with AdminClient(broker.bootstrap) as admin:
+        admin.create_topics([NewTopic("kp", 2)])
+        owner = admin.topic("kp").partitions[0]
+        kadmin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+        try:
+            moved = kadmin.alter_partition_reassignments({TopicPartition("kp", 0): [1 - owner]})
+            assert moved == {TopicPartition("kp", 0): None}
+            assert admin.topic("kp").partitions[0] == 1 - owner
+            assert kadmin.list_partition_reassignments() == {}  # done when answered
+            refused = kadmin.alter_partition_reassignments({TopicPartition("kp", 1): [0, 1]})
+            assert refused[TopicPartition("kp", 1)].errno == ErrorCode.INVALID_REPLICA_ASSIGNMENT, refused
+        finally:
+            kadmin.close()
