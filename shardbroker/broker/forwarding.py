@@ -102,7 +102,17 @@ class _Peer:
     closed: bool = False
 
 
-async def reroute(
+@dataclass(eq=False)
+class _Order:
+    """Batches of one partition that this worker is forwarding or holding, in arrival order."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0  # reroutes holding or waiting for the lock
+    unacked: int = 0  # forwarded, not yet acked by the owner
+    drained: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def reroute(
     worker: WorkerState,
     forwarder: ProduceForwarder,
     topic: str,
@@ -110,30 +120,96 @@ async def reroute(
     batch: bytes | bytearray | memoryview,
     acks: int,
     timeout: float,
+    *,
+    ordered: bool = True,
+) -> asyncio.Future[ForwardResult]:
+    """Start `_reroute`; the batch takes its place in the partition's order now, before the task
+    runs, so a request handled right after this one is queued behind it (`ProduceForwarder.busy`)."""
+    order = forwarder.order((topic, partition)) if ordered else _Order()
+    order.users += 1
+    return asyncio.ensure_future(
+        _reroute(worker, forwarder, topic, partition, batch, acks, timeout, order, ordered=ordered)
+    )
+
+
+async def _reroute(
+    worker: WorkerState,
+    forwarder: ProduceForwarder,
+    topic: str,
+    partition: int,
+    batch: bytes | bytearray | memoryview,
+    acks: int,
+    timeout: float,
+    order: _Order,
+    *,
+    ordered: bool,
 ) -> ForwardResult:
-    """The answer for a batch of a partition this worker does not lead: forwarded to its owner;
-    while nobody leads it (a move between its two steps: controller.py) the batch waits for the
-    next images, and is appended here if the partition moved here meanwhile."""
+    """The answer for a batch of a partition this worker does not lead, or that has batches in
+    flight here: forwarded to its owner; while nobody leads it (a move between its two steps:
+    controller.py) held until the next images; appended here if the partition moved here -- but
+    only after every batch this worker forwarded before it was acked. The batches of one
+    partition go through here one after the other (a FIFO lock), and `ProduceForwarder.busy` sends
+    later Produce requests of the partition here too, so they keep their arrival order whatever
+    the moves: a batch forwarded to the old owner just before the partition came back may travel
+    back (the old owner forwards what it no longer leads), and a later batch must not pass it (an
+    idempotent producer's sequence numbers would be out of order).
+
+    ``ordered=False`` is for batches that came through a ring (a local producer's, or another
+    worker's forward): their session already sends them here one at a time, in order
+    (local_clients.py), and they must not queue behind this worker's own forwards, which may be
+    waiting for exactly them to come back."""
     replicas = worker.replicas
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while True:
-        leader = replicas.leader_of(topic, partition)[0]
-        left = deadline - loop.time()
-        if leader == worker.node_id:
-            r = replicas.append(topic, partition, batch)
-            if r.error_code != _NOT_LEADER:
-                p = replicas.get(topic, partition)
-                if not r.error_code and r.flush_offset >= 0 and acks == -1 and p is not None:
-                    code = await replicas.wait_durable(p, r.flush_offset, max(left, 0.0))
-                    return ForwardResult(code, -1 if code else r.base_offset, r.log_append_time)
-                return ForwardResult(r.error_code, r.base_offset, r.log_append_time)
-        elif leader >= 0:
-            return await forwarder.forward(leader, topic, partition, batch, acks, max(left, 0.0))
-        elif replicas.image.topics.get(topic) is None:
-            return ForwardResult(int(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))
-        if left <= 0 or not await replicas.next_image(left):
-            return ForwardResult(_NOT_LEADER)
+    key = (topic, partition)
+    acked: asyncio.Future[ForwardResult] | None = None
+    try:
+        async with order.lock if ordered else contextlib.nullcontext():
+            while True:
+                leader = replicas.leader_of(topic, partition)[0]
+                left = deadline - loop.time()
+                if leader == worker.node_id:
+                    if ordered and order.unacked and not await _wait(order.drained, left):
+                        return ForwardResult(_TIMED_OUT)
+                    r = replicas.append(topic, partition, batch)
+                    if r.error_code != _NOT_LEADER:
+                        break
+                elif leader >= 0:
+                    sent = await forwarder.send(leader, topic, partition, batch, acks or 1, max(left, 0.0))
+                    if isinstance(sent, ForwardResult):
+                        return sent
+                    acked = sent
+                    order.unacked += 1
+                    order.drained.clear()
+                    break
+                elif replicas.image.topics.get(topic) is None:
+                    return ForwardResult(int(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))
+                if left <= 0 or not await replicas.next_image(left):
+                    return ForwardResult(_NOT_LEADER)
+        if acked is None:
+            p = replicas.get(topic, partition)
+            if not r.error_code and r.flush_offset >= 0 and acks == -1 and p is not None:
+                code = await replicas.wait_durable(p, r.flush_offset, max(deadline - loop.time(), 0.0))
+                return ForwardResult(code, -1 if code else r.base_offset, r.log_append_time)
+            return ForwardResult(r.error_code, r.base_offset, r.log_append_time)
+        try:
+            return await asyncio.wait_for(asyncio.shield(acked), max(deadline - loop.time(), 0.0))
+        except TimeoutError:
+            return ForwardResult(_TIMED_OUT)
+    finally:
+        order.users -= 1
+        if ordered:
+            if acked is not None:
+                acked.add_done_callback(lambda _: forwarder.acked(key, order))
+            forwarder.release(key, order)
+
+
+async def _wait(event: asyncio.Event, timeout: float) -> bool:
+    try:
+        await asyncio.wait_for(event.wait(), max(timeout, 0.0))
+    except TimeoutError:
+        return False
+    return True
 
 
 class ProduceForwarder:
@@ -144,6 +220,7 @@ class ProduceForwarder:
         self.instance = instance
         self.peers: dict[int, _Peer] = {}
         self._attaching: dict[int, asyncio.Future[_Peer]] = {}
+        self._orders: dict[tuple[str, int], _Order] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
 
@@ -158,7 +235,31 @@ class ProduceForwarder:
 
     # ------------------------------------------------------------------ forwarding
 
-    async def forward(
+    def order(self, key: tuple[str, int]) -> _Order:
+        """The arrival order of ``key``'s rerouted batches (made on first use)."""
+        order = self._orders.get(key)
+        if order is None:
+            order = self._orders[key] = _Order()
+        return order
+
+    def busy(self, key: tuple[str, int]) -> bool:
+        """Whether batches of ``key`` are being forwarded or held here: a new one must queue
+        behind them (`reroute`) instead of being appended at once."""
+        order = self._orders.get(key)
+        return order is not None and (order.users > 0 or order.unacked > 0)
+
+    def acked(self, key: tuple[str, int], order: _Order) -> None:
+        order.unacked -= 1
+        if not order.unacked:
+            order.drained.set()
+        self.release(key, order)
+
+    def release(self, key: tuple[str, int], order: _Order) -> None:
+        """Forget an order with nothing in it any more."""
+        if not order.unacked and not order.users and self._orders.get(key) is order:
+            del self._orders[key]
+
+    async def send(
         self,
         node: int,
         topic: str,
@@ -166,8 +267,9 @@ class ProduceForwarder:
         batch: bytes | bytearray | memoryview,
         acks: int,
         timeout: float,
-    ) -> ForwardResult:
-        """Pass one Produce partition's batch to worker ``node``; its answer (never raises)."""
+    ) -> asyncio.Future[ForwardResult] | ForwardResult:
+        """Commit one Produce partition's batch (``acks`` 1 or -1) to worker ``node``'s request
+        ring; the future of its ack, or the error if it could not be sent (never raises)."""
         try:
             peer = self.peers.get(node) or await self._peer(node)
         except (OSError, ShmError, RingError, ValueError, TimeoutError) as exc:
@@ -178,11 +280,9 @@ class ProduceForwarder:
         if size > peer.writer.max_payload:  # rare (> 8 MiB): the client can send it to the owner
             return ForwardResult(_NOT_LEADER)
         batch_id = next(peer.ids)
-        fut: asyncio.Future[ForwardResult] | None = None
-        if acks != 0:
-            assert self._loop is not None
-            fut = self._loop.create_future()
-            peer.pending[batch_id] = fut
+        assert self._loop is not None
+        fut: asyncio.Future[ForwardResult] = self._loop.create_future()
+        peer.pending[batch_id] = fut
         try:
             if not (peer.queued == 0 and self._try_write(peer, size, batch_id, partition, name, acks, batch)):
                 frame = memoryview(bytearray(size))  # copied now: the request's buffer may be reused
@@ -200,12 +300,7 @@ class ProduceForwarder:
             log.warning("worker %d: forwarding to worker %d failed: %s", self.node_id, node, exc)
             peer.pending.pop(batch_id, None)
             return ForwardResult(_NOT_LEADER)
-        if fut is None:
-            return ForwardResult(0)
-        try:
-            return await asyncio.wait_for(asyncio.shield(fut), timeout)
-        except TimeoutError:
-            return ForwardResult(_TIMED_OUT)
+        return fut
 
     @staticmethod
     def _try_write(

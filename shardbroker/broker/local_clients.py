@@ -451,7 +451,16 @@ class LocalClientService:
             else:
                 answers = await asyncio.gather(
                     *(
-                        reroute(self.state, forwarder, key[0], key[1], batch, ack, DURABLE_TIMEOUT_S)
+                        reroute(
+                            self.state,
+                            forwarder,
+                            key[0],
+                            key[1],
+                            batch,
+                            ack,
+                            DURABLE_TIMEOUT_S,
+                            ordered=False,
+                        )
                         for _, ack, batch in items
                     )
                 )

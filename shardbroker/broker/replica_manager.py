@@ -80,7 +80,10 @@ Partition moves (controller.py)
     flushes finish, and `PartitionLog.hand_over` writes checkpoints and the clean-shutdown marker
     without an fdatasync (same host, same page cache) -- all before the image is acked, which is
     what lets the controller give the partition to its next owner, who opens it without a scan.
-    Its files stay open for ``file.delete.delay.ms`` for fetch responses still being sent.
+    Its files stay open a few seconds more (``file.delete.delay.ms``, at most ``HANDOVER_HOLD_S``)
+    for fetch responses still being sent: a region is read when its response is written, which
+    waits at most for the responses before it on its connection (a long poll: max.wait.ms). Not
+    the full 60 s default: 15 moves a second then held ~2,700 descriptors and reached the fd limit.
 
 Known limits: directories of topics deleted while every worker was down stay on disk (their next
 incarnation is recognised by ``partition.metadata`` and not served).
@@ -183,6 +186,10 @@ def _prop_ms(props: Any, name: str, default: int) -> int:
         log.warning("ignoring %s=%r: not a number", name, raw)
         return default
     return value if value > 0 else default
+
+
+#: Longest a handed-over partition's files stay open here (see "Partition moves" above).
+HANDOVER_HOLD_S: Final = 5.0
 
 
 class AppendResult(NamedTuple):
@@ -527,9 +534,8 @@ class ReplicaManager:
                 *(loop.run_in_executor(self._executor, self._hand_over, p) for p in moved)
             )
             for p, segments in zip(moved, handed, strict=True):
-                self._pending_closes.append(
-                    (self._clock() + p.log.config.file_delete_delay_ms / 1000, segments)
-                )
+                hold = min(p.log.config.file_delete_delay_ms / 1000, HANDOVER_HOLD_S)
+                self._pending_closes.append((self._clock() + hold, segments))
 
     @staticmethod
     async def _flushes_done(parts: list[Partition]) -> None:
@@ -587,8 +593,9 @@ class ReplicaManager:
     def _hand_over(self, p: Partition) -> list[LogSegment]:
         """Let go of a partition that moves to another worker (an executor thread, once its
         flushes are done): `PartitionLog.hand_over` (checkpoints and the clean-shutdown marker, no
-        fdatasync). Its files stay open for ``file.delete.delay.ms`` (`_close_handed_over`) so
-        that fetch responses already holding a file region still send valid bytes."""
+        fdatasync). Its files stay open for ``file.delete.delay.ms``, at most `HANDOVER_HOLD_S`
+        (`_close_handed_over`), so that fetch responses already holding a file region still send
+        valid bytes."""
         try:
             segments = p.log.hand_over()
         except StorageError as exc:

@@ -61,6 +61,7 @@ __all__ = [
     "KafkaApiError",
     "MemberDescription",
     "NewTopic",
+    "PartitionReassignment",
     "TopicInfo",
     "UnsupportedApi",
     "decode_consumer_assignment",
@@ -98,6 +99,7 @@ _COORDINATOR_RETRIABLE = {
     ErrorCode.COORDINATOR_LOAD_IN_PROGRESS,
 }
 T = TypeVar("T")
+K = TypeVar("K")
 
 
 def parse_bootstrap(text: str) -> list[tuple[str, int]]:
@@ -134,6 +136,8 @@ class TopicInfo:
     #: partition -> replica node ids, and the in-sync ones
     replicas: dict[int, list[int]] = field(default_factory=dict)
     isr: dict[int, list[int]] = field(default_factory=dict)
+    #: partition -> leader epoch (-1 when the broker's Metadata is older than v7)
+    leader_epochs: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,16 @@ class ClusterMetadata:
     topics: dict[str, TopicInfo]
     controller_id: int = -1
     cluster_id: str | None = None
+
+
+@dataclass(frozen=True)
+class PartitionReassignment:
+    """A partition move in progress (ListPartitionReassignments): its replicas now, the nodes it
+    is moving to and the ones it is leaving."""
+
+    replicas: list[int]
+    adding_replicas: list[int]
+    removing_replicas: list[int]
 
 
 @dataclass(frozen=True)
@@ -443,6 +457,7 @@ class AdminClient:
             t.is_internal,
             {p.partition_index: list(p.replica_nodes) for p in parts},
             {p.partition_index: list(p.isr_nodes) for p in parts},
+            {p.partition_index: p.leader_epoch for p in parts},
         )
 
     def topic(self, name: str) -> TopicInfo:
@@ -538,6 +553,90 @@ class AdminClient:
 
         return self._answered(list(counts), self._controller_call("CreatePartitions", call))
 
+    # -- partition reassignments ---------------------------------------------------------------
+
+    def alter_partition_reassignments(
+        self, moves: Mapping[TopicPartition, int | None]
+    ) -> dict[TopicPartition, KafkaApiError | None]:
+        """AlterPartitionReassignments (sent to the controller): move each partition to the worker
+        (node id) ``moves[(topic, partition)]``, or cancel its move in progress with None. A
+        shardbroker partition has one replica, so each move names one node; the broker answers
+        once the move is complete. Per partition None (done) or its error:
+        INVALID_REPLICA_ASSIGNMENT (no such worker, an internal topic), UNKNOWN_TOPIC_OR_PARTITION,
+        NO_REASSIGNMENT_IN_PROGRESS (a cancel with nothing to cancel)."""
+        by_topic: dict[str, list[tuple[int, int | None]]] = defaultdict(list)
+        for (t, p), node in moves.items():
+            by_topic[t].append((p, node))
+        Topic, Partition = (
+            m.AlterPartitionReassignmentsRequest.ReassignableTopic,
+            m.AlterPartitionReassignmentsRequest.ReassignablePartition,
+        )
+        request = m.AlterPartitionReassignmentsRequest(
+            timeout_ms=int(self.timeout * 1000),
+            topics=[
+                Topic(
+                    name=t,
+                    partitions=[
+                        Partition(partition_index=p, replicas=None if node is None else [node])
+                        for p, node in parts
+                    ],
+                )
+                for t, parts in by_topic.items()
+            ],
+        )
+
+        def call(conn: BrokerConnection) -> dict[TopicPartition, KafkaApiError | None]:
+            response: m.AlterPartitionReassignmentsResponse = conn.send(request)
+            error = self._result_error(
+                response.error_code, response.error_message, "AlterPartitionReassignments"
+            )
+            if error is not None:
+                raise error  # NOT_CONTROLLER is retried by _controller_call
+            return {
+                (t.name, r.partition_index): self._result_error(
+                    r.error_code, r.error_message, f"{t.name}-{r.partition_index}"
+                )
+                for t in response.responses
+                for r in t.partitions
+            }
+
+        return self._answered(list(moves), self._controller_call("AlterPartitionReassignments", call))
+
+    def list_partition_reassignments(
+        self, partitions: Iterable[TopicPartition] | None = None
+    ) -> dict[TopicPartition, PartitionReassignment]:
+        """ListPartitionReassignments (sent to the controller): the moves in progress, of the
+        given partitions or of all (None). Raises KafkaApiError for an error of the whole answer."""
+        wanted: dict[str, list[int]] | None = None
+        if partitions is not None:
+            wanted = defaultdict(list)
+            for t, p in partitions:
+                wanted[t].append(p)
+        Topics = m.ListPartitionReassignmentsRequest.ListPartitionReassignmentsTopics
+        request = m.ListPartitionReassignmentsRequest(
+            timeout_ms=int(self.timeout * 1000),
+            topics=None
+            if wanted is None
+            else [Topics(name=t, partition_indexes=ps) for t, ps in wanted.items()],
+        )
+
+        def call(conn: BrokerConnection) -> dict[TopicPartition, PartitionReassignment]:
+            response: m.ListPartitionReassignmentsResponse = conn.send(request)
+            error = self._result_error(
+                response.error_code, response.error_message, "ListPartitionReassignments"
+            )
+            if error is not None:
+                raise error
+            return {
+                (t.name, r.partition_index): PartitionReassignment(
+                    list(r.replicas), list(r.adding_replicas), list(r.removing_replicas)
+                )
+                for t in response.topics
+                for r in t.partitions
+            }
+
+        return self._controller_call("ListPartitionReassignments", call)
+
     def _topic_results(self, results: Iterable[Any], api: str) -> dict[str, KafkaApiError | None]:
         """Per topic None or its error; NOT_CONTROLLER anywhere raises, so the call is retried on
         the controller."""
@@ -550,9 +649,7 @@ class AdminClient:
         return out
 
     @staticmethod
-    def _answered(
-        names: Sequence[str], out: dict[str, KafkaApiError | None]
-    ) -> dict[str, KafkaApiError | None]:
+    def _answered(names: Sequence[K], out: dict[K, KafkaApiError | None]) -> dict[K, KafkaApiError | None]:
         missing = [n for n in names if n not in out]
         if missing:
             raise KafkaApiError(ErrorCode.UNKNOWN_SERVER_ERROR, f"the broker did not answer for {missing}")

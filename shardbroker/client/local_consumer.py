@@ -5,6 +5,7 @@ Unix socket (through ipc/local_attach.py); commits offsets over TCP (client/admi
     with LocalConsumer("/var/lib/shardbroker", "orders", 0, group_id="app") as consumer:
         for record in consumer.records(timeout=1.0):      # offset, timestamp, key, value, headers
             ...
+        columns = consumer.poll_columns(timeout=1.0)      # or: numpy columns of every record read
         consumer.commit()                                 # the position, to the group coordinator
 
 What it reads and how far. The owner worker stores the partition's high watermark in the
@@ -32,24 +33,46 @@ worker (``watch``) to write to it after each new high watermark; an idle consume
 ring's doorbell (the ring's sleep protocol: no wake-up is lost, and a busy consumer costs the
 worker no system call).
 
-Records and batches: ``batches()`` yields the raw batches (``RawBatch``: header fields and the
-bytes, zero-copy), and ``RawBatch.columns()`` decodes all records of an uncompressed, header-less
-batch into numpy columns at once (``protocol.records.record_columns``): what a reader that wants
-line rate takes. ``records()`` builds its Record objects from those columns (the per-record
-Python decoder, ``RecordBatch.records``, only for batches with headers or compression).
+Partition moves (AlterPartitionReassignments): the files stay where they are and keep their
+high-watermark row, so reading goes on unchanged; only the wake-ups come from another worker.
+The controller first releases the partition (owner -1 in the directory; the old owner closes its
+watches), then gives it to the new owner, which publishes the row after each append. A poll that
+finds no data therefore looks at its watch (``WorkerSession.worker_gone``: one non-blocking
+``recv``), and once a second (``OWNER_CHECK_INTERVAL_S``: a directory read, ~0.3 ms for 1,000
+partitions, only when idle) at the directory; when the watched worker let go or the directory
+names another owner, it watches the new owner. Between the two steps nobody can be watched, so
+it polls the row every 10 ms until the new owner accepts the watch. A watched worker that went
+away while the directory still names it (it died) is an error, as before.
+
+Records, batches and columns: ``poll_batches``/``batches()`` give the raw batches (``RawBatch``:
+header fields and the bytes, zero-copy); ``poll_columns`` decodes every record of up to
+``COLUMNS_POLL_BYTES`` of batches into one set of numpy columns (``RecordColumns``: offsets,
+timestamps, key and value positions and lengths in the segment mapping, headers), in one
+vectorised pass over all those batches (``protocol.records.record_columns``): what a reader that
+wants line rate takes. ``records()`` builds Record objects from those columns.
 
 Consumer groups: ``commit`` sends OffsetCommit through the normal coordinator (AdminClient over
 TCP to worker 0's address from the directory), as an admin commit (generation -1), which Kafka's
 coordinator accepts only while the group has no active members.
 
-Measured (``python -m perf.bench_local``, 2,000,000 records of 100 B in 256 KiB batches over 2
-partitions, 3 runs, the busy VM of the producer's figures): ``batches()`` 115 M records/s
-median (69-122), a batch-level rate (records counted from the batch headers, the sum checked
-against the log: the walk touches only headers); every record decoded into numpy columns by
-``RawBatch.columns()`` 1.54 M records/s (1.05-3.65), 0.30 us of CPU a record (the per-record
-Python decoder: ~2.8 us); ``records()`` as Record objects 0.25 M/s (0.17-0.48), 1.8 us of CPU
-each, most of it building the Python objects. The 5 M msgs/s target holds at batch level
-only.
+Measured (``python -m perf.bench_local --records 2000000 --tcp-records 200000 --runs 3``:
+2,000,000 records of 100 B in 256 KiB batches over 2 partitions, 2 workers; median (range) of 3
+runs, load average 1.0-1.2 on the shared 2-core VM): ``batches()`` 294 M records/s (277-299), a
+batch-level rate (records counted from the batch headers: the walk touches only headers); every
+record decoded by ``poll_columns`` 8.05 M records/s (7.52-8.46), 0.12 us of CPU a record
+(0.12-0.13; an earlier run at load 0.6-1.2: 9.51, 7.31-11.19); ``records()`` as Record objects
+0.50 M/s (0.50-0.72), 1.4-2.0 us of CPU each, nearly all of it building the Python objects. So
+the issue's 5 M msgs/s holds with every record's key, value, offset and timestamp addressable.
+Against the previous decode (the former ``RawBatch.columns()``, batch by batch over
+``batches()``, the same records) in one broker run, 5 alternating rounds: 3.98 M/s (3.83-7.14)
+before, 8.42 M/s (7.90-11.16) after, 2.1x (1.2-2.8). What bounds it: the column decode
+itself, ~90-140 ns a record on this VM (protocol/records.py), is most of the 0.12 us; the scan
+and the loop are the rest.
+
+``COLUMNS_POLL_BYTES``: decoding 0.5 / 1 / 2 / 4 / 8 / 16 / 64 MiB of batches at a time took
+200 / 114 / 100 / 95 / 126 / 200 / 248 ns a record (medians of 5, one quiet run; a busier one
+ranked them the same): above a few MiB the decode's gathers leave the cache (1 MiB of L2 per
+core here), below it numpy's fixed cost per call (~2-3 us here) dominates.
 """
 
 from __future__ import annotations
@@ -68,9 +91,10 @@ from typing import Final, Literal
 import numpy as np
 
 from shardbroker.client.admin import AdminClient
-from shardbroker.ipc.local_attach import LocalBroker, LocalClientError, ring_object
-from shardbroker.protocol.batch_scan import scan_batches
-from shardbroker.protocol.records import Record, RecordBatch, RecordColumns, TimestampType, record_columns
+from shardbroker.ipc.local_attach import LocalBroker, LocalClientError, WorkerSession, ring_object
+from shardbroker.ipc.ring import RingReader
+from shardbroker.protocol.batch_scan import LOG_OVERHEAD, BatchHeaders, scan_batches
+from shardbroker.protocol.records import Record, RecordBatch, RecordColumns, record_columns
 from shardbroker.storage.file_names import LOG_SUFFIX, index_file, offset_from_file_name, partition_dir_name
 from shardbroker.storage.offset_index import OffsetIndex
 
@@ -79,6 +103,13 @@ __all__ = ["LocalConsumer", "OffsetOutOfRange", "RawBatch"]
 WAKE_RING_CAPACITY: Final = 4096
 #: Bytes of a segment walked per poll at most (bounds one poll's work and the batches it returns).
 MAX_POLL_BYTES: Final = 64 << 20
+#: Bytes of batches decoded per ``poll_columns``: the decode's gathers stay in cache (module
+#: docstring: 4 MiB measured fastest).
+COLUMNS_POLL_BYTES: Final = 4 << 20
+#: How often an idle consumer re-reads the directory to see whether its partition moved.
+OWNER_CHECK_INTERVAL_S: Final = 1.0
+#: Sleep between polls while no worker can be watched (the partition is between two owners).
+UNWATCHED_POLL_S: Final = 0.01
 
 
 class OffsetOutOfRange(LocalClientError):
@@ -96,37 +127,20 @@ class RawBatch:
     max_timestamp: int
     data: memoryview
 
-    def columns(self) -> RecordColumns | None:
-        """Every record as numpy columns (protocol/records.py ``record_columns``): None for a
-        compressed batch or one whose records have headers."""
-        return record_columns(RecordBatch(self.data))
-
     def records(self) -> Iterator[Record]:
-        """The records, decoded through ``columns()`` where it applies (see the module docstring)."""
-        batch = RecordBatch(self.data)
-        cols = record_columns(batch)
-        if cols is None or batch.timestamp_type == TimestampType.LOG_APPEND_TIME:
-            yield from batch.records()
-            return
-        data = cols.data
-        offsets = (cols.offset_deltas + self.base_offset).tolist()
-        stamps = (cols.timestamp_deltas + batch.base_timestamp).tolist()
-        zipped = zip(
-            offsets,
-            stamps,
-            cols.key_starts.tolist(),
-            cols.key_lengths.tolist(),
-            cols.value_starts.tolist(),
-            cols.value_lengths.tolist(),
-            cols.attributes.tolist(),
-            cols.offset_deltas.tolist(),
-            cols.timestamp_deltas.tolist(),
-            strict=True,
-        )
-        for offset, stamp, ks, kl, vs, vl, attrs, od, td in zipped:
-            key = None if kl < 0 else data[ks : ks + kl]
-            value = None if vl < 0 else data[vs : vs + vl]
-            yield Record(offset, stamp, key, value, (), attrs, od, td)
+        return RecordBatch(self.data).records()
+
+
+@dataclass(frozen=True, slots=True)
+class _Read:
+    """What one poll read: whole batches ``headers[first:stop]`` in ``view`` (positions minus
+    ``headers.base_position`` index it), starting at or before offset ``position``."""
+
+    view: memoryview
+    headers: BatchHeaders
+    first: int
+    stop: int
+    position: int
 
 
 class _Segment:
@@ -174,25 +188,21 @@ class LocalConsumer:
         self.group_id = group_id
         self.auto_offset_reset = auto_offset_reset
         self.broker = LocalBroker(data_dir)
+        self.session: WorkerSession | None = None
+        self.wake: RingReader | None = None
         try:
             entry, owner = self.broker.partition(topic, partition)
             self.row = entry.rows[partition]
             if self.row < 0:
                 raise LocalClientError(f"{topic}-{partition} has no high-watermark row (too many partitions)")
             self.directory = self.broker.data_dir / partition_dir_name(topic, partition)
-            ring = self.broker.new_ring("wake", WAKE_RING_CAPACITY)
-            hello: dict[str, object] = {
-                "op": "watch",
-                "ring": ring_object(ring),
-                "topic": topic,
-                "partition": partition,
-            }
-            self.session = self.broker.attach(owner, hello, [ring])
+            if owner >= 0:  # else the partition is between two owners: watched once it has one
+                self._watch(owner)
+            self._hw = self.broker.high_watermarks
         except BaseException:
             self.broker.close()
             raise
-        self.wake = ring.reader()
-        self._hw = self.broker.high_watermarks
+        self._next_owner_check = time.monotonic() + OWNER_CHECK_INTERVAL_S
         self._segment: _Segment | None = None
         self._file_position = 0
         if offset == "earliest":
@@ -223,18 +233,32 @@ class LocalConsumer:
     def poll_batches(self, timeout: float = 0.0) -> list[RawBatch]:
         """The whole batches from the position up to the high watermark (at most
         ``MAX_POLL_BYTES`` of them), waiting up to ``timeout`` for the first; [] if none."""
-        deadline = time.monotonic() + timeout
-        while True:
-            self.wake.read_batch(64)  # forget wake-ups: the watermark itself is read next
-            got = self._read(self.high_watermark)
-            if got:
-                return got
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return []
-            if self.session.worker_gone():
-                raise LocalClientError(f"the worker owning {self.topic}-{self.partition} went away")
-            self.wake.wait(min(remaining, 1.0))
+        got = self._poll(timeout, MAX_POLL_BYTES)
+        if got is None:
+            return []
+        h, view = got.headers, got.view
+        rel = (h.positions[got.first : got.stop] - h.base_position).tolist()
+        sizes = h.sizes[got.first : got.stop].tolist()
+        zipped = zip(
+            h.base_offsets[got.first : got.stop].tolist(),
+            h.last_offsets[got.first : got.stop].tolist(),
+            h.record_counts[got.first : got.stop].tolist(),
+            h.max_timestamps[got.first : got.stop].tolist(),
+            rel,
+            sizes,
+            strict=True,
+        )
+        return [RawBatch(base, last, n, ts, view[p : p + size]) for base, last, n, ts, p, size in zipped]
+
+    def poll_columns(self, timeout: float = 0.0, max_bytes: int = COLUMNS_POLL_BYTES) -> RecordColumns | None:
+        """Every record from the position on, in the whole batches up to the high watermark (at
+        most ``max_bytes`` of them, and at least one batch), decoded into one set of numpy
+        columns (``protocol.records.record_columns``; records of a batch before the position
+        left out, so it may be empty), waiting up to ``timeout`` for the first; None if none."""
+        got = self._poll(timeout, max_bytes)
+        if got is None:
+            return None
+        return record_columns(got.view, got.headers, got.first, got.stop).since(got.position)
 
     def batches(self, timeout: float = 0.0) -> Iterator[RawBatch]:
         """Every batch from the position on; stops once ``timeout`` passes with nothing new."""
@@ -242,55 +266,112 @@ class LocalConsumer:
             yield from got
 
     def records(self, timeout: float = 0.0) -> Iterator[Record]:
-        """Every record from the position on (records of a batch before the position skipped);
-        key, value and header values are memoryviews of the segment mapping."""
-        while True:
-            start = self.position
-            got = self.poll_batches(timeout)
-            if not got:
-                return
-            for batch in got:
-                for record in batch.records():
-                    if record.offset >= start:
-                        yield record
+        """Every record from the position on (records of a batch before the position skipped),
+        built from ``poll_columns``; key, value and header values are memoryviews of the
+        segment mapping (or, for compressed batches, of their decompressed records)."""
+        while (columns := self.poll_columns(timeout)) is not None:
+            yield from columns.records()
 
-    def _read(self, hw: int) -> list[RawBatch]:
+    def _poll(self, timeout: float, max_bytes: int) -> _Read | None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.wake is not None:
+                self.wake.read_batch(64)  # forget wake-ups: the watermark itself is read next
+            got = self._read(self.high_watermark, max_bytes)
+            if got is not None:
+                return got
+            self._follow_owner()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            if self.wake is None:
+                time.sleep(min(remaining, UNWATCHED_POLL_S))
+            else:
+                self.wake.wait(min(remaining, OWNER_CHECK_INTERVAL_S))
+
+    def _read(self, hw: int, max_bytes: int) -> _Read | None:
         pos = self.position
         if pos >= hw:
             if pos > hw and hw >= 0:
                 self._out_of_range(f"position {pos} is past the high watermark {hw}")
-            return []
+            return None
         seg = self._segment or self._open_segment(pos)
         if seg is None:
-            return []
+            return None
         view = seg.view()
         start = self._file_position
         if start >= len(view):
             if self._next_segment(seg):
-                return self._read(hw)
-            return []
-        headers = scan_batches(view[start : start + MAX_POLL_BYTES], base_position=start)
-        n = len(headers)
-        if not n:
-            return []
-        bases = headers.base_offsets
-        keep = int(np.searchsorted(bases, hw, side="left"))  # whole batches below the watermark
-        out = []
+                return self._read(hw, max_bytes)
+            return None
+        scanned = view[start : start + max(max_bytes, self._batch_size(view, start))]
+        headers = scan_batches(scanned, base_position=start)
+        if not len(headers):
+            return None
+        keep = int(np.searchsorted(headers.base_offsets, hw, side="left"))  # whole batches below hw
+        if not keep:
+            return None
         lasts = headers.last_offsets
-        positions, sizes = headers.positions, headers.sizes
-        counts, stamps = headers.record_counts, headers.max_timestamps
         first = int(np.searchsorted(lasts[:keep], pos, side="left"))  # skip batches before pos
-        for i in range(first, keep):
-            p = int(positions[i])
-            out.append(
-                RawBatch(
-                    int(bases[i]), int(lasts[i]), int(counts[i]), int(stamps[i]), view[p : p + int(sizes[i])]
-                )
-            )
-        if keep:
-            self._file_position = int(positions[keep - 1] + sizes[keep - 1])
-            self.position = max(pos, int(lasts[keep - 1]) + 1)
-        return out
+        self._file_position = int(headers.positions[keep - 1] + headers.sizes[keep - 1])
+        self.position = max(pos, int(lasts[keep - 1]) + 1)
+        if first == keep:
+            return None
+        return _Read(scanned, headers, first, keep, pos)
+
+    @staticmethod
+    def _batch_size(view: memoryview, position: int) -> int:
+        """The size of the batch at ``position`` (a poll always takes at least one whole batch)."""
+        if position + 12 > len(view):
+            return 0
+        return LOG_OVERHEAD + int.from_bytes(view[position + 8 : position + 12], "big", signed=True)
+
+    # ------------------------------------------------------------------ partition moves
+
+    def _watch(self, owner: int) -> None:
+        """Ask worker ``owner`` to ring a new wake ring after each new high watermark."""
+        ring = self.broker.new_ring("wake", WAKE_RING_CAPACITY)
+        hello: dict[str, object] = {
+            "op": "watch",
+            "ring": ring_object(ring),
+            "topic": self.topic,
+            "partition": self.partition,
+        }
+        session = self.broker.attach(owner, hello, [ring])  # closes the ring if refused
+        self._unwatch()
+        self.session, self.wake = session, ring.reader()
+
+    def _unwatch(self) -> None:
+        if self.session is not None:
+            self.session.close()
+        self.session = self.wake = None
+
+    def _follow_owner(self) -> None:
+        """After a poll without data: if the watched worker let go of the session (it no longer
+        owns the partition, or it died), or now and then in any case, read the directory and
+        watch the partition's owner there (see the module docstring)."""
+        session = self.session
+        gone = session is None or session.worker_gone()
+        now = time.monotonic()
+        if not gone and now < self._next_owner_check:
+            return
+        self._next_owner_check = now + OWNER_CHECK_INTERVAL_S
+        self.broker.read()
+        _, owner = self.broker.partition(self.topic, self.partition)
+        if session is not None and owner == session.node_id and not gone:
+            return
+        if session is not None and gone:
+            self._unwatch()
+        if owner < 0:
+            return  # released by its old owner, not yet given to the new one
+        try:
+            self._watch(owner)
+        except LocalClientError as exc:
+            if session is not None and owner == session.node_id:
+                raise LocalClientError(
+                    f"the worker owning {self.topic}-{self.partition} went away: {exc}"
+                ) from None
+            # The directory names the new owner a moment before it takes the partition: retried.
 
     # ------------------------------------------------------------------ segments
 
@@ -378,7 +459,7 @@ class LocalConsumer:
             return
         self._closed = True
         self._drop_segment()
-        self.session.close()
+        self._unwatch()
         with contextlib.suppress(BufferError):
             self.broker.close()
 

@@ -1,7 +1,8 @@
 """LocalProducer and LocalConsumer against a real ``shardbroker serve`` (2 workers), with
 confluent-kafka on the TCP side: byte-for-byte agreement both ways, a producer SIGKILLed
 mid-frame, back-pressure from a stopped worker, a corrupt batch through the ring, segment rolls
-under the consumer, wake-ups on TCP appends, group commits."""
+under the consumer, wake-ups on TCP appends, the consumer following its partition across moves
+between workers (AlterPartitionReassignments), group commits."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -134,6 +136,11 @@ def test_tcp_producer_then_local_consumer_agree(broker: BrokerProcess) -> None:
         batches = list(consumer.batches())
     assert sum(b.record_count for b in batches) == ends[0]
     assert [b.base_offset for b in batches[1:]] == [b.last_offset + 1 for b in batches[:-1]]
+    # From an offset inside a batch: the columns start there (the batch's earlier records left out).
+    inside = next(b.base_offset + 1 for b in batches if b.record_count > 1)
+    with LocalConsumer(str(broker.data_dir), topic, 0, offset=inside) as consumer:
+        columns = consumer.poll_columns()
+    assert columns is not None and columns.offsets.tolist() == list(range(inside, ends[0]))
 
 
 def test_consumer_is_woken_by_tcp_appends_and_follows_rolls(broker: BrokerProcess) -> None:
@@ -145,7 +152,9 @@ def test_consumer_is_woken_by_tcp_appends_and_follows_rolls(broker: BrokerProces
         producer.produce(topic, b"wake up")
         assert producer.flush(30) == 0
         # The owner wrote a wake-up frame into the consumer's ring (no polling of the watermark).
-        wait_for(lambda: consumer.wake._ring.used_bytes > 0, 10, "a wake-up frame")
+        wait_for(
+            lambda: consumer.wake is not None and consumer.wake._ring.used_bytes > 0, 10, "a wake-up frame"
+        )
         got = consumer.poll_batches(timeout=10)
         assert [r.value for b in got for r in b.records()] == [b"wake up"]
         with LocalProducer(str(broker.data_dir), batch_size=8192) as local:
@@ -154,6 +163,127 @@ def test_consumer_is_woken_by_tcp_appends_and_follows_rolls(broker: BrokerProces
     assert seen == 20_000
     logs = list((broker.data_dir / f"{topic}-0").glob("*.log"))
     assert len(logs) > 10
+
+
+def test_consumer_rewatches_the_new_owner_after_a_move(broker: BrokerProcess) -> None:
+    """A move closes the old owner's watch (it lets go of the partition); the consumer finds the
+    new owner in the directory, watches it, and is woken by its appends."""
+    topic = "moved-watch"
+    create_topic(broker.bootstrap, topic, 1)
+    producer = confluent_kafka.Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 0})
+    with (
+        LocalConsumer(str(broker.data_dir), topic, 0) as consumer,
+        AdminClient(broker.bootstrap) as admin,
+    ):
+        values = []
+        for i in range(4):
+            assert consumer.session is not None
+            target = 1 - consumer.session.node_id
+            assert admin.alter_partition_reassignments({(topic, 0): target}) == {(topic, 0): None}
+
+            def rewatched(target: int = target) -> bool:
+                assert consumer.poll_columns() is None  # a poll without data looks for the owner
+                return consumer.session is not None and consumer.session.node_id == target
+
+            wait_for(rewatched, 10, f"the watch on worker {target}")
+            producer.produce(topic, f"after move {i}".encode())
+            assert producer.flush(30) == 0
+            wait_for(
+                lambda: consumer.wake is not None and consumer.wake._ring.used_bytes > 0, 10, "a wake-up"
+            )
+            got = consumer.poll_columns(timeout=10)
+            assert got is not None
+            values += [bytes(v or b"") for v in map(got.value, range(len(got)))]
+    assert values == [f"after move {i}".encode() for i in range(4)]
+
+
+def moving_while_producing(broker: BrokerProcess, topic: str, moves: int) -> None:
+    """Moves the partition back and forth ``moves`` times while a producer sends sequence
+    numbers and a LocalConsumer (in its own thread) reads them, records arriving under every
+    owner: the consumer reads exactly the log (as a TCP consumer reads it), which holds every
+    acknowledged record exactly once and in order (an idempotent producer: the broker keeps one
+    partition's batches in arrival order across moves and forwarding, broker/forwarding.py)."""
+    create_topic(broker.bootstrap, topic, 1)
+    stop, flushed = threading.Event(), threading.Event()
+    produced: list[int] = []
+    read: list[int] = []
+    failures: list[BaseException] = []
+
+    def produce() -> None:
+        producer = confluent_kafka.Producer(
+            {
+                "bootstrap.servers": broker.bootstrap,
+                "linger.ms": 2,
+                "acks": "all",
+                "enable.idempotence": True,
+            }
+        )
+        try:
+            i = 0
+            while not stop.is_set():
+                producer.produce(topic, str(i).encode())
+                producer.poll(0.002)
+                i += 1
+            assert producer.flush(60) == 0
+            produced.extend(range(i))
+        except BaseException as exc:
+            failures.append(exc)
+        finally:
+            flushed.set()
+
+    def consume(consumer: LocalConsumer) -> None:
+        try:
+            deadline = None
+            while not flushed.is_set() or len(read) < len(produced):
+                if flushed.is_set():
+                    deadline = deadline or time.monotonic() + 30
+                    assert time.monotonic() < deadline, f"read {len(read)} of {len(produced)}"
+                got = consumer.poll_columns(timeout=0.2)
+                if got is not None:
+                    read.extend(int(bytes(got.value(j) or b"")) for j in range(len(got)))
+        except BaseException as exc:
+            failures.append(exc)
+
+    with (
+        LocalConsumer(str(broker.data_dir), topic, 0) as consumer,
+        AdminClient(broker.bootstrap) as admin,
+    ):
+        assert consumer.session is not None
+        owner = consumer.session.node_id
+        threads = [threading.Thread(target=produce), threading.Thread(target=consume, args=(consumer,))]
+        for t in threads:
+            t.start()
+        try:
+            for _ in range(moves):
+                seen = len(read)
+                wait_for(
+                    lambda seen=seen: len(read) > seen + 20 or bool(failures),
+                    30,
+                    "records read under this owner",
+                )
+                owner = 1 - owner
+                assert admin.alter_partition_reassignments({(topic, 0): owner}) == {(topic, 0): None}
+            seen = len(read)
+            wait_for(lambda: len(read) > seen + 20 or bool(failures), 30, "records read after the last move")
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(90)
+        assert not failures, failures
+        assert consumer.session is not None and consumer.session.node_id == owner
+    end = end_offsets("confluent", broker.bootstrap, topic, 1)
+    logged = [int(row[4] or b"") for row in confluent_rows(broker.bootstrap, topic, end)]
+    assert read == logged
+    assert read == produced and len(produced) > 20 * (moves + 1)
+
+
+def test_consumer_reads_everything_across_moves_under_load(broker: BrokerProcess) -> None:
+    moving_while_producing(broker, "moving-load", 4)
+
+
+@pytest.mark.slow
+def test_consumer_reads_everything_across_20_moves_under_load(broker: BrokerProcess) -> None:
+    moving_while_producing(broker, "moving-load-20", 20)
 
 
 def test_consumer_follows_retention_deleting_segments_under_it(broker_factory: BrokerFactory) -> None:

@@ -42,6 +42,7 @@ _BUFFERS = (bytes, bytearray, memoryview)
 _PPR = m.ProduceResponse.PartitionProduceResponse
 _NOT_LEADER = int(ErrorCode.NOT_LEADER_OR_FOLLOWER)
 _API_KEY = m.ProduceRequest.API_KEY
+_QUEUED = AppendResult(_NOT_LEADER)
 _OLD_FORMAT = AppendResult(
     int(ErrorCode.UNSUPPORTED_FOR_MESSAGE_FORMAT),
     error_message="Produce v0-2 (message format v0/v1) is not supported: use Produce v3+ with record batches",
@@ -64,11 +65,15 @@ async def handle_produce(ctx: RequestContext, request: m.ProduceRequest) -> m.Pr
         name = topic.name
         out = []
         for pd in topic.partition_data:
-            r = append(name, pd.index, pd.records) if version >= 3 else _OLD_FORMAT
+            if version >= 3 and forwarder is not None and forwarder.busy((name, pd.index)):
+                r = _QUEUED  # earlier batches of it are being forwarded or held: behind them
+            else:
+                r = append(name, pd.index, pd.records) if version >= 3 else _OLD_FORMAT
             if r.error_code == _NOT_LEADER and forwarder is not None and isinstance(pd.records, _BUFFERS):
                 resp = _PPR(index=pd.index)
-                coro = reroute(ctx.worker, forwarder, name, pd.index, pd.records, acks, timeout)
-                forwards.append((resp, name, asyncio.ensure_future(coro)))
+                forwards.append(
+                    (resp, name, reroute(ctx.worker, forwarder, name, pd.index, pd.records, acks, timeout))
+                )
                 out.append(resp)
                 continue
             resp = _PPR(
