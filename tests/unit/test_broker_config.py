@@ -208,5 +208,5 @@ def test_rebalance_properties() -> None:
     assert not c.auto_leader_rebalance_enable
     assert (c.leader_imbalance_check_interval_seconds, c.leader_imbalance_per_broker_percentage) == (5, 25)
     assert BrokerConfig().auto_leader_rebalance_enable  # Kafka's default: on
-    with pytest.raises(ConfigError, match="leader.imbalance.check.interval.seconds"):
+    with pytest.raises(ConfigError, match=r"leader\.imbalance\.check\.interval\.seconds"):
         BrokerConfig.load(None, {"leader.imbalance.check.interval.seconds": "0"})
