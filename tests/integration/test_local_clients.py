@@ -286,6 +286,51 @@ def test_consumer_reads_everything_across_20_moves_under_load(broker: BrokerProc
     moving_while_producing(broker, "moving-load-20", 20)
 
 
+def test_local_producer_keeps_going_while_its_partition_moves(broker: BrokerProcess) -> None:
+    """A LocalProducer's batches for a partition that moves away are forwarded (or held while it
+    is between owners) by the worker it attached to: no batch fails, and the log holds every
+    record once, in the order sent, across 6 moves."""
+    create_topic(broker.bootstrap, "local-moving", 1)
+    futures: list[DeliveryFuture] = []
+    stop = threading.Event()
+    failures: list[BaseException] = []
+    sent = [0]
+
+    def produce() -> None:
+        try:
+            with LocalProducer(str(broker.data_dir)) as producer:
+                while not stop.is_set():
+                    values = [b"%d" % (sent[0] + k) for k in range(50)]
+                    futures.extend(producer.send_batch("local-moving", values, partition=0))
+                    sent[0] += 50
+                    time.sleep(0.002)
+                producer.flush()
+        except BaseException as exc:
+            failures.append(exc)
+
+    thread = threading.Thread(target=produce)
+    thread.start()
+    try:
+        with AdminClient(broker.bootstrap) as admin:
+            owner = admin.topic("local-moving").partitions[0]
+            for _ in range(6):
+                before = sent[0]
+                wait_for(lambda before=before: sent[0] > before + 500 or bool(failures), 30, "batches sent")
+                owner = 1 - owner
+                assert admin.alter_partition_reassignments({("local-moving", 0): owner}) == {
+                    ("local-moving", 0): None
+                }
+    finally:
+        stop.set()
+        thread.join(60)
+    assert not failures, failures
+    assert [f.error for f in futures if f.error is not None] == []
+    logged = confluent_rows(
+        broker.bootstrap, "local-moving", end_offsets("confluent", broker.bootstrap, "local-moving", 1)
+    )
+    assert [int(row[4] or b"") for row in logged] == list(range(sent[0]))
+
+
 def test_consumer_follows_retention_deleting_segments_under_it(broker_factory: BrokerFactory) -> None:
     """Segments vanish the way retention removes them (renamed to ``.deleted``, then unlinked):
     done by the test itself, since the broker checks retention every 5 minutes (Kafka's default;
