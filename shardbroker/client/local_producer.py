@@ -44,16 +44,18 @@ ring (a frame is reserved, filled, then committed whole).
 
 Not thread-safe: one producer per thread.
 
-Measured (``python -m perf.bench_local --records 2000000 --tcp-records 500000 --runs 3``:
+Partition moves: a batch sent to the worker that led the partition when the producer read the
+directory is forwarded by that worker to the new owner (or held while the partition is between
+owners) and acked as usual (broker/local_clients.py), so a move costs the producer nothing; the
+directory is read again after an error that says it is stale.
+
+Measured (``python -m perf.bench_local --records 2000000 --tcp-records 200000 --runs 3``:
 100-byte values, 2 workers, 2 partitions, every record checked in the log; this 2-core VM at
-load average 5-7 from other jobs, so the wall rates are what our three processes got of the
-cores): 1.88 M msgs/s median (1.83-2.62), 14.5x (14.4-15.4) the confluent-kafka TCP producer in
-the same runs (0.13 M msgs/s, 0.12-0.18). CPU per record, which the load disturbs less: the
-producer 0.11 us (0.09-0.12; ``encode_uniform_batch`` ~0.03 us of it, against ~1.1 us for
-``RecordBatchBuilder``), the two workers together 0.14 us (0.14-0.15: CRC-32C, the write into
-the page cache, acks). That is ~0.25 us of CPU per record end to end, i.e. room for ~7 M msgs/s
-on two idle cores (the producer's core saturating first at ~9 M/s), which this VM never had
-while measuring: the 3 M msgs/s target was not reached in wall time here.
+load average 1.0-1.2): 6.42 M msgs/s median (6.41-6.77), 14.9x (14.2-15.3) the confluent-kafka
+TCP producer in the same runs (0.44 M msgs/s). CPU per record: the producer 0.08 us
+(``encode_uniform_batch`` ~0.03 us of it, against ~1.1 us for ``RecordBatchBuilder``), the two
+workers together 0.14 us (CRC-32C, the write into the page cache, acks). An earlier run at load
+average 5-7 gave 1.88 M msgs/s (1.83-2.62): the wall rate is what our processes get of the cores.
 """
 
 from __future__ import annotations
