@@ -334,13 +334,19 @@ def test_unknown_topic_or_partition(raw: BrokerProcess) -> None:
         assert "no-such-topic" not in {t.name for t in metadata(conn, None).topics}
 
 
-def test_produce_to_another_workers_partition_is_not_leader(raw: BrokerProcess) -> None:
+def test_produce_to_another_workers_partition_is_forwarded_and_fetch_is_not_leader(
+    raw: BrokerProcess,
+) -> None:
     partition = partition_led_by(raw, 1)
+    with connect(raw, 1) as owner:
+        start = list_latest(owner, TOPIC, partition)
     with connect(raw, 0) as conn:
-        p = produce(conn, TOPIC, partition, batch())
-        assert p.error_code == ErrorCode.NOT_LEADER_OR_FOLLOWER
-    with connect(raw, 1) as conn:  # the owner takes it
-        assert produce(conn, TOPIC, partition, batch()).error_code == 0
+        forwarded = produce(conn, TOPIC, partition, batch(count=3))
+        assert (forwarded.error_code, forwarded.base_offset) == (0, start)  # the owner's answer
+        # Fetches are not forwarded: the client is sent to the leader.
+        assert fetch(conn, TOPIC, partition, start, 0).error_code == ErrorCode.NOT_LEADER_OR_FOLLOWER
+    with connect(raw, 1) as conn:  # the owner has the forwarded batch, and takes its own
+        assert produce(conn, TOPIC, partition, batch()).base_offset == start + 3
 
 
 def test_oversized_batch_is_message_too_large(raw: BrokerProcess) -> None:
