@@ -63,10 +63,10 @@ def test_same_results_for_any_worker_count(
     records = consume("confluent", broker.bootstrap, "spread", ends)
     check_partition_logs(records, messages, ends, f"{workers} workers")
 
-    # "Led by its owner": librdkafka produces to and fetches from the leader Metadata names only,
-    # and a leader that is not the owner answers NOT_LEADER_OR_FOLLOWER (test_broker_protocol),
-    # so the round trip above fails unless every named leader owns its partition. The data is
-    # in Kafka's layout: data_dir/<topic>-<partition>/<20-digit base offset>.log
+    # "Led by its owner": librdkafka fetches from the leader Metadata names only, and a worker
+    # that does not own the partition answers a Fetch NOT_LEADER_OR_FOLLOWER (test_broker_protocol:
+    # only Produce is forwarded), so the round trip above fails unless every named leader owns its
+    # partition. The data is in Kafka's layout: data_dir/<topic>-<partition>/<20-digit base offset>.log
     for p in range(PARTITIONS):
         segments = list((broker.data_dir / f"spread-{p}").glob("[0-9]" * 20 + ".log"))
         assert sum(s.stat().st_size for s in segments) > 0, f"spread-{p} has no data on disk"
