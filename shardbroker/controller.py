@@ -51,10 +51,11 @@ the placement on whichever worker they reach and are then appended or forwarded
 client re-reads metadata. A controller that stops in between leaves leader -1 in the metadata
 log, and ``reassign_orphans`` places the partition at the next start. Measured with
 ``python -m perf.bench_moves --runs 3`` (2 workers, a confluent-kafka idempotent producer writing
-the partition throughout, 20 moves back and forth per run): a move takes 62 ms at the median
-(50-65 over the runs; slowest 89-102 ms) from request to answer -- two fsync'ed metadata records,
-two image round trips, the hand-over's checkpoint and marker fsyncs; 186,200-197,000
-acknowledged records per run, 0 producer errors, every record in the log once and in order.
+the partition throughout, 20 moves back and forth per run, final code, quiet machine): a move
+takes 43 ms at the median (40-47 over the runs; slowest 70-76 ms) from request to answer -- two
+fsync'ed metadata records, two image round trips, the hand-over's checkpoint and marker fsyncs
+(62 ms, 50-65, on a busier machine earlier); 187,000-192,006 acknowledged records per run, 0
+producer errors, every record in the log once and in order.
 
 Local clients. The controller also creates the ``local-dir`` and ``local-hw`` segments
 (ipc/local_directory.py) and republishes the directory -- topics, owner worker and
