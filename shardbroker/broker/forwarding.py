@@ -24,14 +24,16 @@ Failures, each answered per partition so the client retries (every code below is
 the owner not attachable or gone before acking -> NOT_LEADER_OR_FOLLOWER before the frame was
 committed (not written), REQUEST_TIMED_OUT after (it may have been written; an idempotent
 producer's retry is then a duplicate the owner recognises); no ring space or no ack within the
-request's timeout -> REQUEST_TIMED_OUT. The owner itself may answer NOT_LEADER_OR_FOLLOWER (the
-partition moved again): forwarding goes one hop, never a chain.
+request's timeout -> REQUEST_TIMED_OUT. If the partition moved again before the owner drained the
+frame, the owner forwards or holds it in turn (local_clients.py), so a batch follows its
+partition; `reroute` keeps the order of one partition's batches through all of that.
 
 Cost (``python -m perf.bench_moves --runs 3``: 100-record batches of 100 B, acks=1, 4 connections
 with one request in flight each, final code): forwarded 397k records/s against 483k sent to the
 owner in the same run, a ratio of 0.71 (0.66-0.83; 0.47, 0.32-0.68, on a busier machine): the
-request crosses both workers' loops and the rings, and the answer waits for the owner's ack. It is the path of stale clients and moves, not the steady
-state (clients follow Metadata to the owner).
+request crosses both workers' loops and the rings, and the answer waits for the owner's ack.
+It is the path of stale clients and moves, not the steady state (clients follow Metadata to the
+owner).
 
 The forwarded answer carries the owner's log-append time (LogAppendTime topics) but no log start
 offset (-1): the ack frame does not have it (ipc/local_protocol.py), and clients only log it.

@@ -150,7 +150,12 @@ class GroupLoad:
             consumer.close()
 
     def wait_acked(self, count: int, timeout: float = 60.0) -> None:
-        wait_for(lambda: len(self.acked) >= count or self.failures, timeout, f"{count} acknowledged records")
+        # None, not False or []: wait_for stops at the first other value.
+        wait_for(
+            lambda: len(self.acked) >= count or bool(self.failures) or None,
+            timeout,
+            f"{count} acknowledged records",
+        )
         self.check()
 
     def finish_producing(self, timeout: float = IO_TIMEOUT + 30) -> list[Rec]:

@@ -72,15 +72,6 @@ def read_back(bootstrap: str, topic: str) -> list[Rec]:
 # -- (a) moves under produce and consume -----------------------------------------------------------
 
 
-def wait_acked(load: GroupLoad, count: int) -> None:
-    """Until ``count`` records are acknowledged. (GroupLoad.wait_acked returns at once: its
-    predicate's ``[]`` counts as done for wait_for.)"""
-    wait_for(
-        lambda: len(load.acked) >= count or bool(load.failures) or None, 60, f"{count} acknowledged records"
-    )
-    load.check()
-
-
 def run_moves_under_load(
     broker: BrokerProcess, moves: int, rate: float, config: dict[str, str] | None = None
 ) -> None:
@@ -93,12 +84,12 @@ def run_moves_under_load(
         owner, epoch = placement(admin, topic, 0)
         load.start()
         try:
-            wait_acked(load, 200)
+            load.wait_acked(200)
             for _ in range(moves):
                 acked = len(load.acked)
                 owner = 1 - owner
                 move(admin, topic, 0, owner)
-                wait_acked(load, acked + 20)  # producing goes on after every move
+                load.wait_acked(acked + 20)  # producing goes on after every move
             load.stop_producing()
             acked_records = load.finish_producing()
             assert placement(admin, topic, 0) == (owner, epoch + moves)
