@@ -244,10 +244,13 @@ class ProduceForwarder:
             order = self._orders[key] = _Order()
         return order
 
-    def busy(self, key: tuple[str, int]) -> bool:
-        """Whether batches of ``key`` are being forwarded or held here: a new one must queue
-        behind them (`reroute`) instead of being appended at once."""
-        order = self._orders.get(key)
+    def busy(self, topic: str, partition: int) -> bool:
+        """Whether batches of the partition are being forwarded or held here: a new one must
+        queue behind them (`reroute`) instead of being appended at once. On every Produce
+        partition, so the common case (nothing rerouted anywhere) is one truth test."""
+        if not self._orders:
+            return False
+        order = self._orders.get((topic, partition))
         return order is not None and (order.users > 0 or order.unacked > 0)
 
     def acked(self, key: tuple[str, int], order: _Order) -> None:

@@ -65,7 +65,7 @@ async def handle_produce(ctx: RequestContext, request: m.ProduceRequest) -> m.Pr
         name = topic.name
         out = []
         for pd in topic.partition_data:
-            if version >= 3 and forwarder is not None and forwarder.busy((name, pd.index)):
+            if version >= 3 and forwarder is not None and forwarder.busy(name, pd.index):
                 r = _QUEUED  # earlier batches of it are being forwarded or held: behind them
             else:
                 r = append(name, pd.index, pd.records) if version >= 3 else _OLD_FORMAT
