@@ -37,6 +37,12 @@ before acking). ``acks=0`` resolves a future as soon as its frame is committed (
 ``acks=-1`` waits for the flush the topic's flush policy asks for, like TCP Produce.
 No idempotence (producer id -1): a batch is written once, as it is committed to the ring.
 
+A worker that dies (and is restarted by the supervisor) is noticed on the next send to it
+within ``LIVENESS_CHECK_S`` (a ``recv(MSG_PEEK)`` on the session's socket; before, a producer
+that never polled wrote on into the dead worker's ring until it was full): the batches it never
+acked fail with NETWORK_EXCEPTION (no copy is kept to send them again), and the producer attaches
+to the worker that replaces it (LocalClientError while none serves yet).
+
 Back-pressure: when the request ring is full the producer reads its acks and sleeps on the ring's
 doorbell until the worker frees space, up to ``timeout`` seconds, then raises
 ``LocalClientError`` naming the worker; nothing is dropped and nothing partial is left in the
@@ -99,6 +105,8 @@ _WAIT_SLICE_S: Final = 0.01
 #: deltas, key/value lengths, header count): used to size batches.
 _RECORD_OVERHEAD: Final = 16
 
+#: How often a session's worker is checked for life while batches go to it (a recv(MSG_PEEK)).
+LIVENESS_CHECK_S: Final = 0.1
 #: Ack errors after which the directory is read again before the next send.
 _STALE_DIRECTORY: Final = frozenset(
     {int(ErrorCode.NOT_LEADER_OR_FOLLOWER), int(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)}
@@ -161,6 +169,8 @@ class _Session:
     writer: RingWriter
     acks: RingReader
     pending: dict[int, DeliveryFuture] = field(default_factory=dict)
+    #: When to look again whether the worker is still there (`LocalProducer._session`).
+    next_check: float = 0.0
 
 
 @dataclass
@@ -492,6 +502,13 @@ class LocalProducer:
 
     def _session(self, node_id: int) -> _Session:
         s = self._sessions.get(node_id)
+        if s is not None and (now := time.monotonic()) >= s.next_check:
+            # A worker that died (and was restarted) never drains this ring again: notice it
+            # within LIVENESS_CHECK_S, fail what it never acked, attach to its successor.
+            s.next_check = now + LIVENESS_CHECK_S
+            if s.attached.worker_gone():
+                self._fail_session(s)
+                s = None
         if s is None:
             requests = self.broker.new_ring(f"req-w{node_id}", self.ring_capacity)
             try:

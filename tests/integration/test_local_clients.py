@@ -564,3 +564,40 @@ def test_attach_refusals(broker: BrokerProcess, tmp_path: Path) -> None:
         pytest.raises(LocalClientError, match="UNKNOWN_TOPIC"),
     ):
         producer.send_batch("no-such-topic", np.zeros((1, 1), np.uint8))
+
+
+def test_producer_notices_a_killed_worker_and_attaches_to_its_successor(
+    broker_factory: BrokerFactory,
+) -> None:
+    """kill -9 of the owning worker while a LocalProducer keeps sending (and never polls): the
+    producer notices within its liveness check instead of writing on into the dead worker's ring,
+    fails what that worker never acked (NETWORK_EXCEPTION, none stays pending) and attaches to the
+    restarted worker by itself, which then takes the batches; every batch acked is in the log."""
+    broker = broker_factory(workers=2)
+    create_topic(broker.bootstrap, "survivor", 1)
+    with LocalProducer(str(broker.data_dir), acks=1) as producer:
+        owner = producer.broker.partition("survivor", 0)[1]
+        futures = producer.send_batch("survivor", [b"before"] * 10, partition=0)
+        producer.flush()
+        before = set(broker.worker_pids())
+        os.kill(broker.worker_pid(owner), signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        restarted = None
+        while time.monotonic() < deadline:
+            try:
+                futures += producer.send_batch("survivor", [b"after"] * 10, partition=0)
+            except LocalClientError:  # the successor is not serving yet
+                time.sleep(0.05)
+                continue
+            time.sleep(0.01)
+            if restarted is None and len(now := set(broker.worker_pids())) == 2 and now != before:
+                restarted = time.monotonic()
+            if restarted is not None and time.monotonic() - restarted > 2:
+                break
+        producer.flush(30)
+    failed = [f for f in futures if f.error is not None]
+    acked = [f for f in futures if f.error is None]
+    assert all(f.done for f in futures)
+    assert all(f.error.error_code == ErrorCode.NETWORK_EXCEPTION for f in failed if f.error is not None)
+    assert futures[-1].error is None and futures[-1].base_offset >= 10  # the successor took them
+    assert end_offsets("confluent", broker.bootstrap, "survivor", 1) == {0: 10 * len(acked)}
