@@ -6,7 +6,7 @@ Files of ``<data_dir>/<topic>-<partition>/`` (names in file_names.py)::
     NNNNNNNNNNNNNNNNNNNN.log/.index/.timeindex   segments (log_segment.py, offset_index.py, time_index.py)
     recovery-point-offset-checkpoint             offsets below it were fdatasync'ed (checkpoint.py)
     log-start-offset-checkpoint                  first offset a reader may see (DeleteRecords, retention)
-    .kafka_cleanshutdown                         empty; written last by close(), removed by open()
+    .kafka_cleanshutdown                         written last by close() (clean_shutdown.py), removed by open
 
 Opening (Kafka's LogLoader): leftovers (``.tmp``, ``.deleted``, ``.cleaned``, ``.swap``, index
 files without a ``.log``) are removed. With the clean-shutdown marker, segments are trusted and
@@ -38,6 +38,7 @@ from typing import Final, NamedTuple
 
 from shardbroker.config import LogConfig
 from shardbroker.protocol.batch_scan import BatchHeaders
+from shardbroker.storage import clean_shutdown
 from shardbroker.storage.abstract_index import CorruptIndexError
 from shardbroker.storage.checkpoint import CheckpointError, fsync_dir, read_checkpoint, write_checkpoint
 from shardbroker.storage.errors import (
@@ -218,7 +219,7 @@ class PartitionLog:
     def _load(self) -> None:
         d = self.directory
         marker = d / CLEAN_SHUTDOWN_FILE
-        clean = marker.exists()
+        clean = clean_shutdown.trusted(d)
         bases: list[int] = []
         index_files: set[tuple[int, str]] = set()
         for entry in os.scandir(d):
@@ -296,8 +297,7 @@ class PartitionLog:
         self._group.advance(self._recovery_point)
         self.recovery_stats = RecoveryStats(clean, recovered, truncated, deleted, rebuilt)
         self.producer_state.rebuild(self._segments, self._log_start_offset, scanned)
-        if clean:
-            marker.unlink()
+        marker.unlink(missing_ok=True)  # an untrusted one too: it says nothing about later appends
         self._write_checkpoints()  # also fsyncs the directory: the marker's removal is durable
 
     def close(self) -> None:
@@ -324,10 +324,11 @@ class PartitionLog:
 
     def hand_over(self) -> list[LogSegment]:
         """Stop using the log and leave its directory to another process of this host (a partition
-        moving to another worker): indexes trimmed, checkpoints and the clean-shutdown marker
-        written as by `close`, so the next owner opens it without a scan -- but nothing is
-        fdatasync'ed: both processes share the page cache, and the recovery-point checkpoint
-        keeps saying what is durable, so a host crash later recovers from there. Returns the
+        moving to another worker): indexes trimmed, checkpoints written as by `close`, and a
+        clean-shutdown marker that holds for this boot only (clean_shutdown.py), so the next owner
+        opens it without a scan -- but no segment or index is synced: both processes share the
+        page cache, the recovery-point checkpoint keeps saying what is durable, and after a host
+        crash the log is recovered from there. Returns the
         segments with their files still open: reads already handed out (a sendfile in progress)
         stay valid until the caller closes them (`LogSegment.close`). Raises KafkaStorageError if
         the checkpoints or the marker cannot be written (the next owner then recovers)."""
@@ -355,15 +356,14 @@ class PartitionLog:
                     os.fdatasync(seg.fd)
             self._recovery_point = self._log_end_offset
         active.on_become_inactive()
-        for seg in self._segments:
-            if seg is active or not seg.indexes_flushed:
-                seg.offset_index.flush()
-                seg.time_index.flush()
+        if sync:  # a hand-over's indexes need no sync: if the host crashes, its marker is not
+            # trusted and recovery rebuilds every index from the recovery point on
+            for seg in self._segments:
+                if seg is active or not seg.indexes_flushed:
+                    seg.offset_index.flush()
+                    seg.time_index.flush()
         self._write_checkpoints()
-        marker = self.directory / CLEAN_SHUTDOWN_FILE
-        with open(marker, "wb") as f:
-            os.fsync(f.fileno())
-        fsync_dir(self.directory)
+        clean_shutdown.write_marker(self.directory, synced=sync)
 
     def _write_checkpoints(self) -> None:
         """Write both checkpoint files. The values are read inside ``_checkpoint_lock`` so that

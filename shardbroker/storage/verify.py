@@ -60,10 +60,10 @@ from shardbroker.protocol.batch_scan import (
     verify_crcs,
 )
 from shardbroker.protocol.crc import crc32c
+from shardbroker.storage import clean_shutdown
 from shardbroker.storage.abstract_index import IndexEntries
 from shardbroker.storage.checkpoint import CheckpointError, read_checkpoint
 from shardbroker.storage.file_names import (
-    CLEAN_SHUTDOWN_FILE,
     CLEANED_SUFFIX,
     DELETED_SUFFIX,
     INDEX_SUFFIX,
@@ -734,7 +734,7 @@ def verify_partition(
                 )
             )
     key = (topic, partition)
-    report.clean_shutdown = (directory / CLEAN_SHUTDOWN_FILE).exists()
+    report.clean_shutdown = clean_shutdown.trusted(directory)
     recovery_point = _checkpoint(directory / RECOVERY_POINT_CHECKPOINT, key, problems)
     report.recovery_point = recovery_point
     first_recovered = len(bases)

@@ -371,3 +371,30 @@ def test_hand_over_leaves_a_clean_log_without_syncing_and_keeps_the_files_readab
     again = open_log(tmp_path)
     assert again.log_end_offset == 121 and again.recovery_point == 121  # a normal clean close
     again.close()
+
+
+def test_a_hand_over_marker_is_trusted_only_in_the_same_boot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing of a handed-over log was synced: after a host crash (another boot id) its marker
+    must not let the log skip recovery; an empty (fully synced) marker is trusted in any boot."""
+    from shardbroker.storage import clean_shutdown
+
+    boot = tmp_path / "boot_id"
+    boot.write_text("boot-1\n")
+    monkeypatch.setattr(clean_shutdown, "BOOT_ID_PATH", boot)
+    log = open_log(tmp_path)
+    for _ in range(30):
+        log.append(build_batch([b"v" * 250] * 4))
+    for seg in log.hand_over():
+        seg.close()
+    assert (tmp_path / "t-0" / ".kafka_cleanshutdown").read_bytes() == b"handover boot-1"
+    boot.write_text("boot-2\n")  # the host crashed and came back
+    after_crash = open_log(tmp_path)
+    assert not after_crash.recovery_stats.clean_shutdown
+    assert after_crash.recovery_stats.segments_recovered == len(after_crash.segments)  # from offset 0
+    assert after_crash.log_end_offset == 120
+    after_crash.close()  # a real clean close: empty marker, synced
+    again = open_log(tmp_path)
+    assert again.recovery_stats.clean_shutdown and again.recovery_stats.segments_recovered == 0
+    again.close()
