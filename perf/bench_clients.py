@@ -49,8 +49,8 @@ import confluent_kafka
 
 from perf.broker_load import running_broker
 from perf.sizes import pick
+from shardbroker.ipc.procfs import cpu_seconds
 from shardbroker.loadgen.runner import ensure_topic
-from shardbroker.procfs import cpu_seconds
 from tests.ports import free_port_block
 
 TOPIC = "clients"

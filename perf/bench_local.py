@@ -68,7 +68,7 @@ from perf.sizes import pick
 from shardbroker.client.admin import AdminClient, NewTopic
 from shardbroker.client.local_consumer import LocalConsumer
 from shardbroker.client.local_producer import DEFAULT_BATCH_SIZE, LocalProducer
-from shardbroker.procfs import cpu_seconds
+from shardbroker.ipc.procfs import cpu_seconds
 from tests.integration.broker_process import BrokerProcess
 
 VALUE_SIZE = 100

@@ -54,14 +54,14 @@ from typing import Any
 
 from perf.sizes import pick
 from shardbroker.broker import replica_manager as rm
-from shardbroker.broker.metadata_image import PartitionImage, TopicImage
 from shardbroker.broker.replica_manager import ReplicaManager
 from shardbroker.config import BrokerConfig
 from shardbroker.ipc import counters as ctr
 from shardbroker.ipc.counters import CounterTable, WorkerCounters
-from shardbroker.ipc.heartbeat import HeartbeatTable, segment_name
-from shardbroker.metrics import DataDirSource, MetricsCollector, WorkerProcessSource
-from shardbroker.supervision import SlotState
+from shardbroker.metadata.image import PartitionImage, TopicImage
+from shardbroker.observability.metrics import DataDirSource, MetricsCollector, WorkerProcessSource
+from shardbroker.supervision.heartbeat import HeartbeatTable, segment_name
+from shardbroker.supervision.policy import SlotState
 from tests.unit.replica_fakes import FakeChannel, batch, image, topic
 
 APPENDS = pick(20_000, 200)

@@ -29,23 +29,20 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
-import hashlib
 import logging
 import socket
 import sys
 from collections.abc import Callable, Iterable
-from pathlib import Path
 
-from shardbroker.auto_rebalance import AutoRebalancer, PartitionLoad
-from shardbroker.broker.metadata_image import TopicImage
 from shardbroker.config import BrokerConfig
-from shardbroker.controller import Controller, in_ring_name, out_ring_name
+from shardbroker.control.auto_rebalance import AutoRebalancer, PartitionLoad
+from shardbroker.control.controller import Controller, in_ring_name, out_ring_name
+from shardbroker.control.metadata_log import DataDirLock, MetadataLogError
 from shardbroker.ipc import shm
 from shardbroker.ipc.counters import CounterTable
 from shardbroker.ipc.group_offsets import GroupOffsetTable
-from shardbroker.ipc.heartbeat import HeartbeatTable, SegmentInUse
-from shardbroker.metadata_log import DataDirLock, MetadataLogError
-from shardbroker.metrics import (
+from shardbroker.metadata.image import TopicImage
+from shardbroker.observability.metrics import (
     ClientRings,
     DataDirSource,
     GroupLagSource,
@@ -53,10 +50,11 @@ from shardbroker.metrics import (
     RingStat,
     WorkerProcessSource,
 )
-from shardbroker.metrics_http import MetricsServer
-from shardbroker.supervision import Phase, Policy
-from shardbroker.supervisor import Supervisor, SupervisorConfig
-from shardbroker.worker import Worker
+from shardbroker.observability.metrics_http import MetricsServer
+from shardbroker.supervision.heartbeat import HeartbeatTable, SegmentInUse
+from shardbroker.supervision.policy import Phase, Policy
+from shardbroker.supervision.supervisor import Supervisor, SupervisorConfig
+from shardbroker.supervision.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +68,6 @@ ExtraSetup = Callable[[Worker, BrokerConfig, object], None]
 
 class ServeError(Exception):
     """The broker cannot start; the message says why, for the operator."""
-
-
-def instance_name(data_dir: Path) -> str:
-    digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()
-    return f"sb{digest[:8]}"
 
 
 def check_ports(host: str, first: int, count: int) -> None:
@@ -169,7 +162,7 @@ def serve(
     """
     say = out or (lambda line: print(line, flush=True))
     data_dir = config.data_dir.absolute()
-    instance = instance_name(data_dir)
+    instance = shm.instance_name(data_dir)
     lock = DataDirLock(data_dir)
     try:
         lock.acquire()

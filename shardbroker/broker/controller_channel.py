@@ -34,7 +34,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from shardbroker.broker.metadata_image import MetadataImage
 from shardbroker.ipc.control import (
     ControlMessage,
     ControlMessageError,
@@ -46,9 +45,10 @@ from shardbroker.ipc.control import (
     encode_control,
 )
 from shardbroker.ipc.ring import Ring, RingReader, RingWriter
+from shardbroker.metadata.image import MetadataImage
 
 if TYPE_CHECKING:
-    from shardbroker.worker import Worker
+    from shardbroker.supervision.worker import Worker
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ committed (not written), REQUEST_TIMED_OUT after (it may have been written; an i
 producer's retry is then a duplicate the owner recognises); no ring space or no ack within the
 request's timeout -> REQUEST_TIMED_OUT. If the partition moved again before the owner drained the
 frame, the owner forwards or holds it in turn (local_clients.py), so a batch follows its
-partition; `reroute` keeps the order of one partition's batches through all of that.
+partition; `produce_routing.reroute` keeps the order of one partition's batches through all of that.
 
 Cost (``python -m perf.bench_moves --runs 3``: 100-record batches of 100 B, acks=1, 4 connections
 with one request in flight each, final code): forwarded 397k records/s against 483k sent to the
@@ -47,7 +47,7 @@ import itertools
 import logging
 import socket
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from shardbroker.ipc.local_attach import client_ring, ring_object
 from shardbroker.ipc.local_directory import worker_socket_address
@@ -63,10 +63,7 @@ from shardbroker.ipc.ring import Ring, RingError, RingReader, RingWriter
 from shardbroker.ipc.shm import ShmError
 from shardbroker.protocol.errors import ErrorCode
 
-if TYPE_CHECKING:
-    from shardbroker.broker.worker_state import WorkerState
-
-__all__ = ["ForwardResult", "ProduceForwarder", "reroute"]
+__all__ = ["ForwardResult", "PartitionOrder", "ProduceForwarder"]
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +73,8 @@ REQUEST_RING_CAPACITY: Final = 8 << 20
 ACK_RING_CAPACITY: Final = 1 << 20
 ATTACH_TIMEOUT_S: Final = 5.0
 
-_NOT_LEADER: Final = int(ErrorCode.NOT_LEADER_OR_FOLLOWER)
-_TIMED_OUT: Final = int(ErrorCode.REQUEST_TIMED_OUT)
+NOT_LEADER: Final = int(ErrorCode.NOT_LEADER_OR_FOLLOWER)
+TIMED_OUT: Final = int(ErrorCode.REQUEST_TIMED_OUT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,113 +102,13 @@ class _Peer:
 
 
 @dataclass(eq=False)
-class _Order:
+class PartitionOrder:
     """Batches of one partition that this worker is forwarding or holding, in arrival order."""
 
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     users: int = 0  # reroutes holding or waiting for the lock
     unacked: int = 0  # forwarded, not yet acked by the owner
     drained: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-def reroute(
-    worker: WorkerState,
-    forwarder: ProduceForwarder,
-    topic: str,
-    partition: int,
-    batch: bytes | bytearray | memoryview,
-    acks: int,
-    timeout: float,
-    *,
-    ordered: bool = True,
-) -> asyncio.Future[ForwardResult]:
-    """Start `_reroute`; the batch takes its place in the partition's order now, before the task
-    runs, so a request handled right after this one is queued behind it (`ProduceForwarder.busy`)."""
-    order = forwarder.order((topic, partition)) if ordered else _Order()
-    order.users += 1
-    return asyncio.ensure_future(
-        _reroute(worker, forwarder, topic, partition, batch, acks, timeout, order, ordered=ordered)
-    )
-
-
-async def _reroute(
-    worker: WorkerState,
-    forwarder: ProduceForwarder,
-    topic: str,
-    partition: int,
-    batch: bytes | bytearray | memoryview,
-    acks: int,
-    timeout: float,
-    order: _Order,
-    *,
-    ordered: bool,
-) -> ForwardResult:
-    """The answer for a batch of a partition this worker does not lead, or that has batches in
-    flight here: forwarded to its owner; while nobody leads it (a move between its two steps:
-    controller.py) held until the next images; appended here if the partition moved here -- but
-    only after every batch this worker forwarded before it was acked. The batches of one
-    partition go through here one after the other (a FIFO lock), and `ProduceForwarder.busy` sends
-    later Produce requests of the partition here too, so they keep their arrival order whatever
-    the moves: a batch forwarded to the old owner just before the partition came back may travel
-    back (the old owner forwards what it no longer leads), and a later batch must not pass it (an
-    idempotent producer's sequence numbers would be out of order).
-
-    ``ordered=False`` is for batches that came through a ring (a local producer's, or another
-    worker's forward): their session already sends them here one at a time, in order
-    (local_clients.py), and they must not queue behind this worker's own forwards, which may be
-    waiting for exactly them to come back."""
-    replicas = worker.replicas
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    key = (topic, partition)
-    acked: asyncio.Future[ForwardResult] | None = None
-    try:
-        async with order.lock if ordered else contextlib.nullcontext():
-            while True:
-                leader = replicas.leader_of(topic, partition)[0]
-                left = deadline - loop.time()
-                if leader == worker.node_id:
-                    if ordered and order.unacked and not await _wait(order.drained, left):
-                        return ForwardResult(_TIMED_OUT)
-                    r = replicas.append(topic, partition, batch)
-                    if r.error_code != _NOT_LEADER:
-                        break
-                elif leader >= 0:
-                    sent = await forwarder.send(leader, topic, partition, batch, acks or 1, max(left, 0.0))
-                    if isinstance(sent, ForwardResult):
-                        return sent
-                    acked = sent
-                    order.unacked += 1
-                    order.drained.clear()
-                    break
-                elif replicas.image.topics.get(topic) is None:
-                    return ForwardResult(int(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))
-                if left <= 0 or not await replicas.next_image(left):
-                    return ForwardResult(_NOT_LEADER)
-        if acked is None:
-            p = replicas.get(topic, partition)
-            if not r.error_code and r.flush_offset >= 0 and acks == -1 and p is not None:
-                code = await replicas.wait_durable(p, r.flush_offset, max(deadline - loop.time(), 0.0))
-                return ForwardResult(code, -1 if code else r.base_offset, r.log_append_time)
-            return ForwardResult(r.error_code, r.base_offset, r.log_append_time)
-        try:
-            return await asyncio.wait_for(asyncio.shield(acked), max(deadline - loop.time(), 0.0))
-        except TimeoutError:
-            return ForwardResult(_TIMED_OUT)
-    finally:
-        order.users -= 1
-        if ordered:
-            if acked is not None:
-                acked.add_done_callback(lambda _: forwarder.acked(key, order))
-            forwarder.release(key, order)
-
-
-async def _wait(event: asyncio.Event, timeout: float) -> bool:
-    try:
-        await asyncio.wait_for(event.wait(), max(timeout, 0.0))
-    except TimeoutError:
-        return False
-    return True
 
 
 class ProduceForwarder:
@@ -222,7 +119,7 @@ class ProduceForwarder:
         self.instance = instance
         self.peers: dict[int, _Peer] = {}
         self._attaching: dict[int, asyncio.Future[_Peer]] = {}
-        self._orders: dict[tuple[str, int], _Order] = {}
+        self._orders: dict[tuple[str, int], PartitionOrder] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
 
@@ -237,11 +134,11 @@ class ProduceForwarder:
 
     # ------------------------------------------------------------------ forwarding
 
-    def order(self, key: tuple[str, int]) -> _Order:
+    def order(self, key: tuple[str, int]) -> PartitionOrder:
         """The arrival order of ``key``'s rerouted batches (made on first use)."""
         order = self._orders.get(key)
         if order is None:
-            order = self._orders[key] = _Order()
+            order = self._orders[key] = PartitionOrder()
         return order
 
     def busy(self, topic: str, partition: int) -> bool:
@@ -253,13 +150,13 @@ class ProduceForwarder:
         order = self._orders.get((topic, partition))
         return order is not None and (order.users > 0 or order.unacked > 0)
 
-    def acked(self, key: tuple[str, int], order: _Order) -> None:
+    def acked(self, key: tuple[str, int], order: PartitionOrder) -> None:
         order.unacked -= 1
         if not order.unacked:
             order.drained.set()
         self.release(key, order)
 
-    def release(self, key: tuple[str, int], order: _Order) -> None:
+    def release(self, key: tuple[str, int], order: PartitionOrder) -> None:
         """Forget an order with nothing in it any more."""
         if not order.unacked and not order.users and self._orders.get(key) is order:
             del self._orders[key]
@@ -279,11 +176,11 @@ class ProduceForwarder:
             peer = self.peers.get(node) or await self._peer(node)
         except (OSError, ShmError, RingError, ValueError, TimeoutError) as exc:
             log.warning("worker %d: cannot forward to worker %d: %s", self.node_id, node, exc)
-            return ForwardResult(_NOT_LEADER)
+            return ForwardResult(NOT_LEADER)
         name = topic.encode()
         size = request_header_size(name) + len(batch)
         if size > peer.writer.max_payload:  # rare (> 8 MiB): the client can send it to the owner
-            return ForwardResult(_NOT_LEADER)
+            return ForwardResult(NOT_LEADER)
         batch_id = next(peer.ids)
         assert self._loop is not None
         fut: asyncio.Future[ForwardResult] = self._loop.create_future()
@@ -298,13 +195,13 @@ class ProduceForwarder:
                     async with peer.lock:
                         if peer.closed or not await peer.writer.write_async(frame, timeout):
                             peer.pending.pop(batch_id, None)
-                            return ForwardResult(_NOT_LEADER if peer.closed else _TIMED_OUT)
+                            return ForwardResult(NOT_LEADER if peer.closed else TIMED_OUT)
                 finally:
                     peer.queued -= 1
         except RingError as exc:
             log.warning("worker %d: forwarding to worker %d failed: %s", self.node_id, node, exc)
             peer.pending.pop(batch_id, None)
-            return ForwardResult(_NOT_LEADER)
+            return ForwardResult(NOT_LEADER)
         return fut
 
     @staticmethod
@@ -392,7 +289,7 @@ class ProduceForwarder:
             del self.peers[peer.node_id]
         for fut in peer.pending.values():
             if not fut.done():
-                fut.set_result(ForwardResult(_TIMED_OUT))
+                fut.set_result(ForwardResult(TIMED_OUT))
         peer.pending.clear()
         if self._loop is not None:
             self._loop.remove_reader(peer.conn.fileno())

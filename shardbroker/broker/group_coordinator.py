@@ -91,16 +91,16 @@ from shardbroker.broker.group_state import (
     OffsetAndMetadata,
     SyncResult,
 )
-from shardbroker.broker.metadata_image import MetadataImage, TopicImage
 from shardbroker.config import BrokerConfig
 from shardbroker.ipc.group_offsets import WorkerGroupOffsets
+from shardbroker.metadata.image import MetadataImage, TopicImage
 from shardbroker.protocol.errors import ErrorCode, ProtocolError
 from shardbroker.protocol.records import RecordBatchBuilder, iter_batches
 from shardbroker.storage.errors import StorageError
 
 if TYPE_CHECKING:
     from shardbroker.broker.replica_manager import ReplicaManager
-    from shardbroker.worker import Worker
+    from shardbroker.supervision.worker import Worker
 
 __all__ = [
     "OFFSETS_TOPIC",

@@ -33,7 +33,7 @@ from shardbroker.broker.dispatch import HandlerRegistry, discover
 
 if TYPE_CHECKING:
     from shardbroker.broker.worker_state import WorkerState
-    from shardbroker.worker import Worker
+    from shardbroker.supervision.worker import Worker
 
 __all__ = ["KafkaListener"]
 

@@ -34,7 +34,7 @@ copy into the page cache; a lot larger than ``segment.bytes`` (or 64 MiB) is app
 
 Partitions led elsewhere (the partition moved while the client was sending, or the client's
 directory is stale): their batches are copied out of the ring and forwarded to the owner, or held
-while the partition is between the two steps of a move (broker/forwarding.py, ``reroute``), then
+while the partition is between the two steps of a move (broker/produce_routing.py, ``reroute``), then
 acked like the others; so a local producer sees no error when a partition moves under it.
 
 Back-pressure: when the client's ack ring is full, acks wait in an outbox and the request ring
@@ -61,8 +61,8 @@ from typing import TYPE_CHECKING, Final
 
 import posix_ipc  # type: ignore[import-not-found,unused-ignore]
 
-from shardbroker.broker.forwarding import ForwardResult, reroute
-from shardbroker.broker.metadata_image import MetadataImage
+from shardbroker.broker.forwarding import ForwardResult
+from shardbroker.broker.produce_routing import reroute
 from shardbroker.ipc.local_directory import HighWatermarkTable, LocalDirectory, worker_socket_address
 from shardbroker.ipc.local_protocol import (
     ACK,
@@ -74,13 +74,14 @@ from shardbroker.ipc.local_protocol import (
     encode_message,
 )
 from shardbroker.ipc.ring import Ring, RingError, RingReader, RingWriter
-from shardbroker.ipc.shm import ShmError
+from shardbroker.ipc.shm import ShmError, instance_name
+from shardbroker.metadata.image import MetadataImage
 from shardbroker.protocol.errors import ErrorCode
 
 if TYPE_CHECKING:
     from shardbroker.broker.replica_manager import AppendResult, Partition
     from shardbroker.broker.worker_state import WorkerState
-    from shardbroker.worker import Worker
+    from shardbroker.supervision.worker import Worker
 
 __all__ = ["LocalClientService"]
 
@@ -163,8 +164,6 @@ class LocalClientService:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self, worker: Worker) -> None:
-        from shardbroker.serve import instance_name  # the supervisor's naming of shared memory
-
         self._loop = asyncio.get_running_loop()
         self.instance = instance_name(self.state.config.data_dir.absolute())
         self.directory = LocalDirectory.attach(self.instance)
@@ -437,7 +436,7 @@ class LocalClientService:
 
     def _reroute(self, s: _ProducerSession, key: PartitionKey, items: list[tuple[int, int, bytes]]) -> None:
         """Batches of a partition this worker does not lead (it moved while the client sent):
-        forwarded to the owner, or held while nobody leads it (forwarding.reroute), then acked.
+        forwarded to the owner, or held while nobody leads it (produce_routing.reroute), then acked.
         One task per partition and session at a time, each after the previous one, so a
         client's batches reach the owner in the order it sent them."""
         forwarder = self.state.forwarder

@@ -125,16 +125,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
-from shardbroker.broker.metadata_image import MetadataImage, PartitionImage, TopicImage
 from shardbroker.config import BrokerConfig, ConfigError, LogConfig
 from shardbroker.ipc.counters import PartitionRow, WorkerCounters
+from shardbroker.metadata.image import MetadataImage, PartitionImage, TopicImage
 from shardbroker.protocol.errors import ErrorCode
 from shardbroker.storage.errors import KafkaStorageError, StorageError
 from shardbroker.storage.log import FetchDataInfo, LogAppendInfo, PartitionLog
 from shardbroker.storage.log_segment import LogSegment
 
 if TYPE_CHECKING:
-    from shardbroker.worker import Worker
+    from shardbroker.supervision.worker import Worker
 
 __all__ = [
     "AppendResult",

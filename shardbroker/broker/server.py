@@ -35,10 +35,11 @@ from shardbroker.broker.worker_state import WorkerState
 from shardbroker.config import BrokerConfig
 from shardbroker.ipc.counters import WorkerCounters
 from shardbroker.ipc.group_offsets import WorkerGroupOffsets
+from shardbroker.ipc.shm import instance_name
 
 if TYPE_CHECKING:
     from shardbroker.broker.controller_channel import ControllerChannel
-    from shardbroker.worker import Worker
+    from shardbroker.supervision.worker import Worker
 
 __all__ = ["install"]
 
@@ -65,8 +66,6 @@ def install(
         groups=groups,
         counters=counters,
     )
-    from shardbroker.serve import instance_name  # the supervisor's naming of shared memory
-
     state.forwarder = ProduceForwarder(worker.node_id, instance_name(config.data_dir.absolute()))
     worker.add_service(replicas)
     worker.add_service(groups)

@@ -12,9 +12,9 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from shardbroker.broker.metadata_image import MetadataImage
 from shardbroker.config import BrokerConfig
 from shardbroker.ipc.counters import WorkerCounters
+from shardbroker.metadata.image import MetadataImage
 
 if TYPE_CHECKING:
     from shardbroker.broker.controller_channel import ControllerChannel

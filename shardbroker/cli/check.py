@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from shardbroker.controller_state import ControllerState, apply_record
-from shardbroker.metadata_log import (
+from shardbroker.control.controller_state import ControllerState, apply_record
+from shardbroker.control.metadata_log import (
     FRAME,
     LOCK_FILE,
     LOG_FILE,

@@ -5,7 +5,7 @@ traffic is rare (admin operations, metadata pushes, producer-id blocks) and must
 in a debugger; record batches never go through here.
 
 Controller -> worker:
-    ``MetadataPush``   a whole new metadata image (see ``broker/metadata_image.py``).
+    ``MetadataPush``   a whole new metadata image (see ``metadata/image.py``).
     ``ControlReply``   the answer to one ``ControlRequest`` of that worker.
 Worker -> controller:
     ``ControlRequest`` an admin operation (``op`` names it, ``args`` carries it), answered by a

@@ -6,7 +6,7 @@ and Unix sockets (one per session). Used by ``client/local_producer.py`` and
 ``local_protocol.py``.
 
 A client names the broker by its data dir, as an operator does: the shared-memory instance is
-derived from it exactly as ``shardbroker serve`` derives it (``serve.instance_name``), so no
+derived from it exactly as ``shardbroker serve`` derives it (``shm.instance_name``), so no
 address or port is needed and a client can only reach the broker that owns that directory.
 """
 
@@ -29,7 +29,7 @@ from shardbroker.ipc.local_directory import (
 )
 from shardbroker.ipc.local_protocol import MAX_MESSAGE, decode_message, encode_message
 from shardbroker.ipc.ring import Ring
-from shardbroker.ipc.shm import ShmError
+from shardbroker.ipc.shm import ShmError, instance_name
 
 __all__ = ["LocalBroker", "LocalClientError", "WorkerSession", "client_ring", "ring_object"]
 
@@ -86,8 +86,6 @@ class LocalBroker:
     """The broker serving ``data_dir``, seen through its shared directory."""
 
     def __init__(self, data_dir: str | os.PathLike[str]) -> None:
-        from shardbroker.serve import instance_name  # one naming rule for server and clients
-
         self.data_dir = Path(data_dir).absolute()
         self.instance = instance_name(self.data_dir)
         try:

@@ -32,6 +32,7 @@ removes what a dead owner left.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import mmap
 import os
 import re
@@ -45,7 +46,7 @@ from types import TracebackType
 
 import posix_ipc  # type: ignore[import-not-found,unused-ignore]
 
-from shardbroker.procfs import START_TIME, stat_fields
+from shardbroker.ipc.procfs import START_TIME, stat_fields
 
 SHM_DIR = Path("/dev/shm")
 PREFIX = "shardbroker"
@@ -63,6 +64,13 @@ UNINITIALISED_GRACE_S = 10.0
 
 class ShmError(Exception):
     """A shared-memory object cannot be created, attached or recognised."""
+
+
+def instance_name(data_dir: Path) -> str:
+    """``sb`` + 8 hex digits of the SHA-256 of the resolved data dir: the one naming rule by which
+    the broker and its local clients find the same shared memory."""
+    digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()
+    return f"sb{digest[:8]}"
 
 
 def validate_instance(instance: str) -> str:

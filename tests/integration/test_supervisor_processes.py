@@ -1,4 +1,4 @@
-"""Real processes: a supervisor with two workers, started with ``python -m shardbroker.supervisor``.
+"""Real processes: a supervisor with two workers (``python -m shardbroker.supervision.supervisor``).
 
 State is read the way /metrics will read it: by attaching to the heartbeat table. Every wait polls
 with a deadline; every test kills its process group and unlinks its segment even when it fails.
@@ -20,9 +20,9 @@ from typing import Any
 import posix_ipc  # type: ignore[import-not-found, unused-ignore]
 import pytest
 
-from shardbroker.ipc.heartbeat import HeartbeatTable, pid_alive, read_owner, segment_name
-from shardbroker.supervision import BOOT_ERROR_EXIT, SlotState
-from shardbroker.worker import Worker
+from shardbroker.supervision.heartbeat import HeartbeatTable, pid_alive, read_owner, segment_name
+from shardbroker.supervision.policy import BOOT_ERROR_EXIT, SlotState
+from shardbroker.supervision.worker import Worker
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +55,7 @@ class Broker:
             [
                 sys.executable,
                 "-m",
-                "shardbroker.supervisor",
+                "shardbroker.supervision.supervisor",
                 "--instance",
                 instance,
                 "--workers",

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from shardbroker.broker.dispatch import RequestContext
-from shardbroker.broker.metadata_image import BrokerEndpoint, MetadataImage, PartitionImage, TopicImage
 from shardbroker.broker.replica_manager import ReplicaManager
 from shardbroker.broker.worker_state import WorkerState
 from shardbroker.config import BrokerConfig
+from shardbroker.metadata.image import BrokerEndpoint, MetadataImage, PartitionImage, TopicImage
 from shardbroker.protocol.records import RecordBatchBuilder
 
 T = TypeVar("T")

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from shardbroker.auto_rebalance import AutoRebalancer, PartitionLoad
 from shardbroker.config import BrokerConfig
-from shardbroker.controller_state import ControllerState, OpContext, handle
+from shardbroker.control.auto_rebalance import AutoRebalancer, PartitionLoad
+from shardbroker.control.controller_state import ControllerState, OpContext, handle
 from shardbroker.ipc.counters import CounterTable
 
 

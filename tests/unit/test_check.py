@@ -17,8 +17,8 @@ import pytest
 from shardbroker.cli import check
 from shardbroker.cli.main import main
 from shardbroker.config import LogConfig
-from shardbroker.controller_state import replay
-from shardbroker.metadata_log import FRAME, LOCK_FILE, METADATA_DIR, MetadataLog, encode_frame
+from shardbroker.control.controller_state import replay
+from shardbroker.control.metadata_log import FRAME, LOCK_FILE, METADATA_DIR, MetadataLog, encode_frame
 from shardbroker.storage.log import PartitionLog
 from tests.unit.storage_batches import Clock, build_batch
 

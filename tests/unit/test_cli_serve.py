@@ -19,8 +19,8 @@ import pytest
 
 from shardbroker.cli.main import main
 from shardbroker.config import BROKER_PROPERTIES
-from shardbroker.metadata_log import DataDirLock
-from shardbroker.serve import instance_name
+from shardbroker.control.metadata_log import DataDirLock
+from shardbroker.ipc.shm import instance_name
 from tests.ports import free_port_block
 
 REPO = Path(__file__).resolve().parents[2]
@@ -161,7 +161,7 @@ def serve_for_test(data_dir: str, port: int, out: str) -> None:
 
     from shardbroker.config import BrokerConfig
     from shardbroker.serve import serve
-    from shardbroker.supervision import Policy
+    from shardbroker.supervision.policy import Policy
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     config = BrokerConfig.load(None, {"log.dirs": data_dir, "workers": "2", "listeners": f"127.0.0.1:{port}"})

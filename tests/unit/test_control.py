@@ -6,7 +6,6 @@ import uuid
 
 import pytest
 
-from shardbroker.broker.metadata_image import BrokerEndpoint, MetadataImage, PartitionImage, TopicImage
 from shardbroker.ipc.control import (
     ControlMessageError,
     ControlReply,
@@ -16,6 +15,7 @@ from shardbroker.ipc.control import (
     decode_control,
     encode_control,
 )
+from shardbroker.metadata.image import BrokerEndpoint, MetadataImage, PartitionImage, TopicImage
 
 
 def sample_image() -> MetadataImage:

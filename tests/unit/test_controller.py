@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from shardbroker import metadata_log
 from shardbroker.config import BrokerConfig, LogConfig
-from shardbroker.controller import Controller, in_ring_name, out_ring_name
-from shardbroker.controller_state import (
+from shardbroker.control import metadata_log
+from shardbroker.control.controller import Controller, in_ring_name, out_ring_name
+from shardbroker.control.controller_state import (
     ControllerState,
     OpContext,
     apply_record,
@@ -26,6 +26,13 @@ from shardbroker.controller_state import (
     place,
     reassign_orphans,
     replay,
+)
+from shardbroker.control.metadata_log import (
+    DataDirLock,
+    MetadataLog,
+    MetadataLogError,
+    encode_frame,
+    scan_frames,
 )
 from shardbroker.ipc.control import (
     ControlReply,
@@ -36,13 +43,6 @@ from shardbroker.ipc.control import (
     encode_control,
 )
 from shardbroker.ipc.ring import Ring
-from shardbroker.metadata_log import (
-    DataDirLock,
-    MetadataLog,
-    MetadataLogError,
-    encode_frame,
-    scan_frames,
-)
 
 SHM = Path("/dev/shm")
 

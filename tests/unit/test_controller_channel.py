@@ -16,10 +16,10 @@ from shardbroker.broker.controller_channel import (
     ControllerRequestError,
     ControllerUnavailable,
 )
-from shardbroker.broker.metadata_image import MetadataImage
 from shardbroker.config import BrokerConfig
-from shardbroker.controller import Controller, in_ring_name, out_ring_name
+from shardbroker.control.controller import Controller, in_ring_name, out_ring_name
 from shardbroker.ipc.ring import Ring
+from shardbroker.metadata.image import MetadataImage
 
 SHM = Path("/dev/shm")
 

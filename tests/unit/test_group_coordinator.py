@@ -14,7 +14,7 @@ from shardbroker.broker.group_coordinator import (
     partition_for,
 )
 from shardbroker.broker.group_state import GroupState
-from shardbroker.broker.metadata_image import MetadataImage
+from shardbroker.metadata.image import MetadataImage
 from shardbroker.protocol.errors import ErrorCode
 from shardbroker.protocol.records import iter_batches
 from tests.unit.replica_fakes import Harness, image, run, topic

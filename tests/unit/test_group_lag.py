@@ -14,7 +14,7 @@ from shardbroker.broker.group_coordinator import CommitItem, GroupCoordinator
 from shardbroker.ipc import group_offsets as go
 from shardbroker.ipc.counters import CounterTable, PartitionRow, WorkerCounters
 from shardbroker.ipc.group_offsets import GroupOffsetTable, WorkerGroupOffsets
-from shardbroker.metrics import GroupLagSource, MetricsCollector
+from shardbroker.observability.metrics import GroupLagSource, MetricsCollector
 from tests.unit.replica_fakes import run
 
 

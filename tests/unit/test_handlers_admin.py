@@ -16,12 +16,12 @@ from typing import Any, TypeVar, cast
 
 import pytest
 
-from shardbroker import controller_state
 from shardbroker.broker.controller_channel import ControllerRequestError, ControllerUnavailable
 from shardbroker.broker.dispatch import RequestContext, discover
-from shardbroker.broker.metadata_image import BrokerEndpoint, MetadataImage
 from shardbroker.broker.worker_state import WorkerState
 from shardbroker.config import BrokerConfig
+from shardbroker.control import controller_state
+from shardbroker.metadata.image import BrokerEndpoint, MetadataImage
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.codec import ZERO_UUID, Message, encode
 from shardbroker.protocol.errors import ErrorCode

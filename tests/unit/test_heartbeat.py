@@ -14,7 +14,7 @@ import numpy as np
 import posix_ipc  # type: ignore[import-not-found, unused-ignore]
 import pytest
 
-from shardbroker.ipc.heartbeat import (
+from shardbroker.supervision.heartbeat import (
     CELL_BYTES,
     HEADER_BYTES,
     MAGIC,
@@ -25,7 +25,7 @@ from shardbroker.ipc.heartbeat import (
     reclaim_stale,
     segment_name,
 )
-from shardbroker.supervision import Beat, SlotState
+from shardbroker.supervision.policy import Beat, SlotState
 
 _counter = iter(range(1_000_000))
 

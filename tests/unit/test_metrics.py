@@ -16,14 +16,20 @@ import pytest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from shardbroker.broker.metadata_image import PartitionImage, TopicImage
 from shardbroker.ipc import counters as ctr
 from shardbroker.ipc.counters import CounterTable
-from shardbroker.ipc.heartbeat import HeartbeatTable, segment_name
 from shardbroker.ipc.ring import Ring, RingStats
-from shardbroker.metrics import ClientRings, DataDirSource, MetricsCollector, WorkerProcessSource, ring_label
-from shardbroker.metrics_http import MetricsServer, respond
-from shardbroker.supervision import SlotState
+from shardbroker.metadata.image import PartitionImage, TopicImage
+from shardbroker.observability.metrics import (
+    ClientRings,
+    DataDirSource,
+    MetricsCollector,
+    WorkerProcessSource,
+    ring_label,
+)
+from shardbroker.observability.metrics_http import MetricsServer, respond
+from shardbroker.supervision.heartbeat import HeartbeatTable, segment_name
+from shardbroker.supervision.policy import SlotState
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

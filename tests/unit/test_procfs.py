@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from shardbroker import procfs
+from shardbroker.ipc import procfs
 
 
 def test_a_command_name_with_spaces_and_parentheses_does_not_shift_the_fields(tmp_path: Path) -> None:

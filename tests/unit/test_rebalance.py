@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shardbroker.rebalance import PartitionMove, plan_moves
+from shardbroker.control.rebalance import PartitionMove, plan_moves
 
 TP = tuple[str, int]
 

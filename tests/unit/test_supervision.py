@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shardbroker.supervision import (
+from shardbroker.supervision.policy import (
     BOOT_ERROR_EXIT,
     Action,
     Beat,

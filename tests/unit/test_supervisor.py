@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from shardbroker import supervisor as supervisor_module
-from shardbroker.ipc.heartbeat import HeartbeatTable, SegmentInUse, read_owner, segment_name
-from shardbroker.supervision import BOOT_ERROR_EXIT, Phase, Policy, SlotState
-from shardbroker.supervisor import Supervisor, SupervisorConfig, default_worker_count
-from shardbroker.worker import Worker, WorkerConfig
+from shardbroker.supervision import supervisor as supervisor_module
+from shardbroker.supervision.heartbeat import HeartbeatTable, SegmentInUse, read_owner, segment_name
+from shardbroker.supervision.policy import BOOT_ERROR_EXIT, Phase, Policy, SlotState
+from shardbroker.supervision.supervisor import Supervisor, SupervisorConfig, default_worker_count
+from shardbroker.supervision.worker import Worker, WorkerConfig
 
 _counter = iter(range(1_000_000))
 FIRST_FAKE_PID = 4_000_000  # above any pid_max, so never a real process

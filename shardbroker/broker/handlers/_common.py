@@ -12,8 +12,8 @@ from typing import Any, Final
 
 from shardbroker.broker.controller_channel import ControllerRequestError, ControllerUnavailable
 from shardbroker.broker.dispatch import RequestContext
-from shardbroker.broker.metadata_image import TopicImage
 from shardbroker.config import BROKER_PROPERTIES, BROKER_SYNONYMS, BrokerConfig, LogConfig
+from shardbroker.metadata.image import TopicImage
 from shardbroker.protocol.errors import ErrorCode
 
 log = logging.getLogger(__name__)

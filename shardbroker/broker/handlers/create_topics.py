@@ -17,7 +17,7 @@ from typing import Any
 
 from shardbroker.broker.dispatch import ApiHandler, RequestContext
 from shardbroker.broker.handlers._common import controller_items, controller_timeout, topic_config_entries
-from shardbroker.broker.metadata_image import TopicImage
+from shardbroker.metadata.image import TopicImage
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.codec import ZERO_UUID
 from shardbroker.protocol.errors import ErrorCode

@@ -27,7 +27,7 @@ from shardbroker.broker.handlers._common import (
     broker_config_entries,
     topic_config_entries,
 )
-from shardbroker.controller_state import validate_topic_name
+from shardbroker.metadata.topic_names import validate_topic_name
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode
 

@@ -23,9 +23,9 @@ import uuid
 
 from shardbroker.broker.dispatch import ApiHandler, RequestContext
 from shardbroker.broker.handlers._common import CLUSTER_OPERATIONS, TOPIC_OPERATIONS
-from shardbroker.broker.metadata_image import MetadataImage, TopicImage
 from shardbroker.broker.worker_state import WorkerState
-from shardbroker.controller_state import validate_topic_name
+from shardbroker.metadata.image import MetadataImage, TopicImage
+from shardbroker.metadata.topic_names import validate_topic_name
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.codec import ZERO_UUID
 from shardbroker.protocol.errors import ErrorCode

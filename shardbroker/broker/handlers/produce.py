@@ -19,7 +19,7 @@ A partition that another worker leads (a client with stale metadata, a partition
 moved) is not refused: its batch is forwarded to the owner through the rings and answered with
 the owner's answer, concurrently with the other partitions' forwards; one that nobody leads (a
 move between its two steps) waits for its new placement, within ``timeout_ms``
-(broker/forwarding.py, ``reroute``). NOT_LEADER_OR_FOLLOWER remains for when the owner cannot be
+(broker/produce_routing.py, ``reroute``). NOT_LEADER_OR_FOLLOWER remains for when the owner cannot be
 reached or the placement does not come in time.
 """
 
@@ -30,7 +30,8 @@ from collections.abc import Awaitable
 from typing import Any
 
 from shardbroker.broker.dispatch import ApiHandler, RequestContext
-from shardbroker.broker.forwarding import ForwardResult, reroute
+from shardbroker.broker.forwarding import ForwardResult
+from shardbroker.broker.produce_routing import reroute
 from shardbroker.broker.replica_manager import AppendResult
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode

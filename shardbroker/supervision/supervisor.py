@@ -44,9 +44,9 @@ per core it can actually use.
 
 Shared memory is unlinked on every exit path the process survives (`close` runs from ``finally``,
 after SIGKILLing and reaping any worker still alive); after a SIGKILL of the supervisor the next
-start reclaims the segment (ipc/heartbeat.py: the recorded owner pid is dead).
+start reclaims the segment (supervision/heartbeat.py: the recorded owner pid is dead).
 
-``python -m shardbroker.supervisor --instance NAME`` runs a supervisor with no services in the
+``python -m shardbroker.supervision.supervisor --instance NAME`` runs a supervisor with no services in the
 workers (tests, experiments); ``shardbroker serve`` will build on `Supervisor` with the broker's
 setup. `Supervisor.run` must be called from the main thread (signal handlers and wakeup fd).
 """
@@ -71,10 +71,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, Protocol
 
-from shardbroker import supervision
-from shardbroker.ipc.heartbeat import HeartbeatCell, HeartbeatTable, SegmentInUse, segment_name
-from shardbroker.supervision import BOOT_ERROR_EXIT, Phase, Policy, Stop, Supervision
-from shardbroker.worker import Worker, WorkerConfig
+from shardbroker.supervision import policy as supervision
+from shardbroker.supervision.heartbeat import HeartbeatCell, HeartbeatTable, SegmentInUse, segment_name
+from shardbroker.supervision.policy import BOOT_ERROR_EXIT, Phase, Policy, Stop, Supervision
+from shardbroker.supervision.worker import Worker, WorkerConfig
 
 log = logging.getLogger(__name__)
 
@@ -461,7 +461,7 @@ def _describe_exit(code: int) -> str:
     return f"exit code {code}"
 
 
-# --- `python -m shardbroker.supervisor` ---------------------------------------------------------
+# --- `python -m shardbroker.supervision.supervisor` ---------------------------------------------------------
 
 
 def _load_setup(spec: str) -> WorkerSetup:
@@ -475,7 +475,7 @@ def _load_setup(spec: str) -> WorkerSetup:
 def build_parser() -> argparse.ArgumentParser:
     defaults = Policy()
     parser = argparse.ArgumentParser(
-        prog="python -m shardbroker.supervisor",
+        prog="python -m shardbroker.supervision.supervisor",
         description="Run the supervisor and its workers in the foreground (workers without services).",
     )
     parser.add_argument("--instance", required=True, help="names the shared memory segments")

@@ -40,8 +40,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from shardbroker.ipc.heartbeat import HeartbeatCell
-from shardbroker.supervision import BOOT_ERROR_EXIT, SlotState
+from shardbroker.supervision.heartbeat import HeartbeatCell
+from shardbroker.supervision.policy import BOOT_ERROR_EXIT, SlotState
 
 log = logging.getLogger(__name__)
 

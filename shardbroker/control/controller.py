@@ -84,9 +84,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from shardbroker.broker.metadata_image import BrokerEndpoint, MetadataImage
 from shardbroker.config import BrokerConfig
-from shardbroker.controller_state import (
+from shardbroker.control.controller_state import (
     ControllerState,
     OpContext,
     handle,
@@ -94,6 +93,8 @@ from shardbroker.controller_state import (
     place_directly,
     reassign_orphans,
 )
+from shardbroker.control.metadata_log import MetadataLog
+from shardbroker.control.rebalance import plan_moves
 from shardbroker.ipc.control import (
     ControlMessageError,
     ControlReply,
@@ -105,9 +106,8 @@ from shardbroker.ipc.control import (
 )
 from shardbroker.ipc.local_directory import HighWatermarkRows, HighWatermarkTable, LocalDirectory
 from shardbroker.ipc.ring import Ring, RingWriter
-from shardbroker.metadata_log import MetadataLog
+from shardbroker.metadata.image import BrokerEndpoint, MetadataImage
 from shardbroker.protocol.errors import ErrorCode
-from shardbroker.rebalance import plan_moves
 
 log = logging.getLogger(__name__)
 

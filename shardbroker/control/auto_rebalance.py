@@ -32,11 +32,11 @@ import logging
 import time
 from collections.abc import Callable
 
-from shardbroker.controller import Controller
-from shardbroker.controller_state import owners_of
+from shardbroker.control.controller import Controller
+from shardbroker.control.controller_state import owners_of
+from shardbroker.control.rebalance import PartitionMove, plan_moves
 from shardbroker.ipc import counters as ctr
-from shardbroker.metrics import RowLabels
-from shardbroker.rebalance import PartitionMove, plan_moves
+from shardbroker.observability.metrics import RowLabels
 
 __all__ = ["AutoRebalancer", "PartitionLoad"]
 

@@ -1,7 +1,7 @@
 """The /metrics contract (DESIGN.md, "Contracts"): a prometheus-client Collector over shared memory.
 
 Runs in the supervisor. On each scrape it reads the workers' counters (ipc/counters.py), the
-heartbeat table (ipc/heartbeat.py) and the controller's rings, and builds the metric families on
+heartbeat table (supervision/heartbeat.py) and the controller's rings, and builds the metric families on
 a private ``CollectorRegistry``: no global registry (nothing else registers by accident), no
 multiprocess mode (DESIGN.md: a lock per increment, per-pid files, no custom collectors). The
 HTTP side is metrics_http.py.
@@ -126,18 +126,18 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
-from shardbroker import procfs
-from shardbroker.broker.metadata_image import TopicImage
 from shardbroker.ipc import counters as ctr
+from shardbroker.ipc import procfs
 from shardbroker.ipc.counters import CounterTable
 from shardbroker.ipc.group_offsets import OVERFLOW, GroupOffsetTable
-from shardbroker.ipc.heartbeat import HeartbeatTable
+from shardbroker.ipc.procfs import CLOCK_TICKS, stat_fields
 from shardbroker.ipc.ring import RingStats, read_stats
 from shardbroker.ipc.shm import PREFIX, SHM_DIR, validate_instance
-from shardbroker.procfs import CLOCK_TICKS, stat_fields
+from shardbroker.metadata.image import TopicImage
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode
-from shardbroker.supervision import SlotState
+from shardbroker.supervision.heartbeat import HeartbeatTable
+from shardbroker.supervision.policy import SlotState
 
 __all__ = [
     "API_NAMES",

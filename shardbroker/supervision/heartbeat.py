@@ -53,8 +53,8 @@ import numpy as np
 import numpy.typing as npt
 import posix_ipc  # type: ignore[import-not-found, unused-ignore]  # ships no stubs
 
-from shardbroker.procfs import STATE, stat_fields
-from shardbroker.supervision import Beat, SlotState
+from shardbroker.ipc.procfs import STATE, stat_fields
+from shardbroker.supervision.policy import Beat, SlotState
 
 SEGMENT_PREFIX: Final = "/shardbroker-"
 MAGIC: Final = int.from_bytes(b"SHSBHBT1", "little")

@@ -48,7 +48,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from shardbroker.controller_state import ControllerState, apply_record
+from shardbroker.control.controller_state import ControllerState, apply_record
 from shardbroker.protocol.crc import crc32c
 from shardbroker.storage.checkpoint import write_atomically
 

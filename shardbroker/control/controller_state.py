@@ -39,15 +39,15 @@ in turn once the old owner let go (controller.py, "Partition moves").
 from __future__ import annotations
 
 import dataclasses
-import re
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from shardbroker.broker.metadata_image import BrokerEndpoint, MetadataImage, PartitionImage, TopicImage
 from shardbroker.config import ConfigError, LogConfig
+from shardbroker.metadata.image import BrokerEndpoint, MetadataImage, PartitionImage, TopicImage
+from shardbroker.metadata.topic_names import INTERNAL_TOPICS, validate_topic_name
 from shardbroker.protocol.errors import ErrorCode
 
 __all__ = [
@@ -60,16 +60,10 @@ __all__ = [
     "place_directly",
     "reassign_orphans",
     "replay",
-    "validate_topic_name",
 ]
 
 Record = dict[str, Any]
 
-#: Kafka's Topic.java: legal characters and the maximum length (255 minus room for a partition
-#: suffix and the ``.deleted`` markers in directory names).
-TOPIC_NAME_RE: Final = re.compile(r"[a-zA-Z0-9._-]+")
-MAX_TOPIC_NAME_LENGTH: Final = 249
-INTERNAL_TOPICS: Final = frozenset({"__consumer_offsets", "__transaction_state"})
 #: Largest block of producer ids one request may take (Kafka's brokers take 1000 at a time).
 MAX_PRODUCER_ID_BLOCK: Final = 1_000_000
 #: Producer ids are int64 on the wire.
@@ -219,22 +213,6 @@ class _Builder:
     def outcome(self, result: dict[str, Any]) -> Outcome:
         result["version"] = self.state.version
         return Outcome(self.state, self.records, result)
-
-
-def validate_topic_name(name: object) -> str | None:
-    """Kafka's Topic.validate: None if fine, else why not."""
-    if not isinstance(name, str) or not name:
-        return "Topic name is illegal, it can't be empty"
-    if name in (".", ".."):
-        return 'Topic name cannot be "." or ".."'
-    if len(name) > MAX_TOPIC_NAME_LENGTH:
-        return f"Topic name is illegal, it can't be longer than {MAX_TOPIC_NAME_LENGTH} characters"
-    if not TOPIC_NAME_RE.fullmatch(name):
-        return (
-            f"Topic name {name!r} is illegal, it contains a character other than "
-            "ASCII alphanumerics, '.', '_' and '-'"
-        )
-    return None
 
 
 def _collision(state: ControllerState, name: str) -> str | None:

@@ -45,7 +45,7 @@ from collections.abc import Collection, Mapping
 from fractions import Fraction
 from typing import Final, NamedTuple
 
-from shardbroker.controller_state import INTERNAL_TOPICS
+from shardbroker.metadata.topic_names import INTERNAL_TOPICS
 
 __all__ = ["DEFAULT_IMBALANCE_PERCENTAGE", "PartitionMove", "plan_moves"]
 

@@ -1,0 +1,1 @@
+"""The cluster metadata every process shares: the image of topics, partitions and placement."""

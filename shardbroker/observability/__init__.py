@@ -1,0 +1,1 @@
+"""Observability: the Prometheus collector over the shared counters, and its HTTP exposition."""

@@ -1,0 +1,1 @@
+"""Process supervision: the supervisor loop, its pure policy, the worker process main, heartbeats."""
