@@ -173,7 +173,9 @@ def test_checker_sees_every_import_form() -> None:
         "x",
         "z",
     } == found
-    assert "shardbroker.ipc.ring" in set(imports_of("shardbroker.ipc", "from .ring import R", is_package=True))
+    assert "shardbroker.ipc.ring" in set(
+        imports_of("shardbroker.ipc", "from .ring import R", is_package=True)
+    )
 
 
 def test_checker_finds_upward_and_sibling_imports() -> None:
