@@ -1,18 +1,18 @@
 """``shardbroker serve``: the supervisor, the controller and the workers, wired together.
 
 Opens the data dir (lock, metadata log), probes the Kafka ports with a bind, creates shared
-memory, forks the workers, handles signals (through supervisor.py).
+memory, forks the workers, handles signals (through supervision/supervisor.py).
 
 Start-up, in order, each refusal a one-line message and a non-zero exit before anything forks:
-the config (flags over the TOML file, config.py), the data dir (created if missing, locked with
+the config (flags over the TOML file, shardbroker.config), the data dir (created if missing, locked with
 ``.lock`` so two brokers never share it, checked writable), the ports (worker i binds
 ``listen port + i``: a port already taken fails here rather than as a worker boot failure), the
 leftovers of a crashed run of the same data dir (``shm.reclaim_stale``), then the controller's
 metadata log and rings, the shared counter table (ipc/counters.py) and committed-offsets table
 (ipc/group_offsets.py, for the consumer group lag), then the supervisor and its workers. The
 /metrics address is probed before the fork like the Kafka ports, and bound once the first
-workers are forked: its sockets live on the supervisor's loop (metrics_http.py), so later
-forks close them in the children.
+workers are forked: its sockets live on the supervisor's loop (observability/metrics_http.py),
+so later forks close them in the children.
 
 Instance name: ``sb`` + 8 hex digits of the SHA-256 of the absolute data dir. Shared memory is
 named after it (``/dev/shm/shardbroker-sb1234abcd-*``), so brokers on different data dirs never
@@ -59,7 +59,7 @@ from shardbroker.supervision.worker import Worker
 log = logging.getLogger(__name__)
 
 #: Exit codes: 1 = the broker could not start (data dir, ports, shared memory); 2 = bad usage
-#: (argparse's own); 3 = a worker failed to boot (supervision.BOOT_ERROR_EXIT).
+#: (argparse's own); 3 = a worker failed to boot (supervision.policy.BOOT_ERROR_EXIT).
 EXIT_START_FAILED = 1
 EXIT_USAGE = 2
 
@@ -103,7 +103,8 @@ class BrokerSupervisor(Supervisor):
         self._announce = announce
         self.metrics = metrics
         self.announced = False
-        #: The controller's own moves (auto_rebalance.py); None when auto.leader.rebalance.enable is off.
+        #: The controller's own moves (control/auto_rebalance.py); None when auto.leader.rebalance.enable
+        #: is off.
         self.rebalancer: AutoRebalancer | None = None
         controller.is_live = self._is_live
 

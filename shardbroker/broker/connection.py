@@ -13,39 +13,21 @@ may use ``records`` views until they return, and must copy (``bytes(view)``) any
 longer. While pinned, new input goes to a fresh (or the spare) buffer instead of overwriting.
 
 Sending: response parts are bytes, or ``FileRegion`` objects (Fetch records straight from segment
-files). A region is sent with ``os.sendfile`` on the socket when the transport's write buffer is
-empty (so nothing queued could be overtaken); if sendfile cannot take it all at once (socket
-buffer full) or the transport already has data queued, the rest is ``os.pread`` and written
-through the transport, which keeps ordering and lets the transport apply its back-pressure.
+files). A region is sent with ``os.sendfile`` when the transport's write buffer is empty (so
+nothing queued could be overtaken); otherwise, or for what sendfile could not take at once, the
+rest is ``os.pread`` and written through the transport, which keeps the order and applies its
+back-pressure. sendfile is 1.7-2x faster on 1 MiB fetches. Responses finished in the same loop
+iteration are written together on the next one ("corking", ``_schedule_flush``): the ``send``
+syscall is the largest per-request cost, and corking gains 30-50% on produce.
 
 Flow control: at most ``ConnectionLimits.max_in_flight`` handlers run per connection (frames
 decoded beyond that wait in a backlog: one recv may carry hundreds of small requests), and
-reading pauses while the backlog is not empty, while that many responses are owed (a long-poll
-Fetch at the head holds back the answers behind it), or while the transport's write buffer is
-over its high-water mark (``pause_writing``); it resumes when all are back under. A connection
-with no request in flight and no input for ``connections.max.idle.ms`` is closed by the
-listener's sweeper (Kafka's default: 10 minutes).
-
-Measurements (2-core VM, loopback, Python 3.11: a listener with stub handlers in one process, a
-blocking Python client in another keeping 4-5 requests in flight on one connection; medians of
-5 runs, spreads of +-20-40% are normal here):
-
-==========================================  ===================  ============================
-what                                        median               notes
-==========================================  ===================  ============================
-Fetch, 1 MiB FileRegion, ``os.sendfile``    5.5 GB/s             1.9 GB/s on a busier run
-Fetch, 1 MiB FileRegion, pread + write      3.1 GB/s             0.9 GB/s on the busier run
-Fetch, 16 KiB FileRegion, sendfile / pread  0.17 / 0.14 GB/s     ~11k / 9k responses/s
-Produce, 16 KiB, buffer 64K / 256K / 1M     0.16 / 0.18 / 0.26   GB/s; ~11k-16k requests/s
-Produce, 1 MiB, buffer 64K / 256K / 1M      3.0 / 2.6 / 2.2      GB/s; within the noise
-==========================================  ===================  ============================
-
-So sendfile stays (1.7-2x on large fetches). The receive buffer stays at 256 KiB: 1 MiB helps
-small pipelined produce requests (~1.4x, more frames per recv) but costs 4x the memory per
-connection (the buffer is touched when allocated), and large frames do not care. Per-request
-overhead, not copying, bounds small requests: a profile shows the response ``send`` syscall as
-the largest single cost, so responses finished in the same loop iteration are written together
-on the next one ("corking", ``_schedule_flush``): +30% for 16 KiB produce, +50% for 1 MiB.
+reading pauses while the backlog is not empty, while that many responses are owed, or while the
+transport's write buffer is over its high-water mark (``pause_writing``); it resumes when all are
+back under. A connection with no request in flight and no input for ``connections.max.idle.ms``
+is closed by the listener's sweeper (Kafka's default: 10 minutes). The receive buffer is 256 KiB:
+1 MiB helps small pipelined requests but costs 4x the memory per connection.
+Measurements: docs/notes/connection.md.
 """
 
 from __future__ import annotations

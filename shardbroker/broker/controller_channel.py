@@ -1,7 +1,7 @@
 """The worker's end of its control rings: metadata images in, admin requests out.
 
 Uses the worker's asyncio loop and two shared-memory rings (inherited from the supervisor, which
-created them before forking; see controller.py for the controller's end and restarts).
+created them before forking; see control/controller.py for the controller's end and restarts).
 
 A `Service`, registered first so it starts before everything else: `start` waits for the first
 image (the controller writes the current one into the ring before forking the worker, so this is

@@ -26,15 +26,8 @@ console tool needs, with Kafka's names and defaults:
 - ``acks``: 0 (no answer: offsets unknown, -1), 1 or -1 (all; on one host the same as 1).
 
 Not thread-safe; one request in flight per connection (acks=0 requests are written back to back).
-
-Measured (``shardbroker produce`` of 200,000 ``KEY:VALUE`` lines with 96-byte values into 4
-partitions on 2 workers, this 2-core machine shared with other work, median of 3): 7.8 s with
-16 KiB batches, 7.0 s with 256 KiB ones, within the noise of the runs, so Kafka's ``batch.size``
-stays the default; about 14 us of client CPU per record (line parsing, murmur2, the batch
-builder), against kcat's 0.63 s on the same broker (C, many requests in flight). A delivery
-callback built per record with an import inside it had cost 5 us of that: callbacks are bound
-with ``functools.partial``, and ``default_partition`` is cached (keys repeat; murmur2 in Python
-takes about 2 us).
+About 14 us of client CPU per record; 256 KiB batches were no faster than Kafka's 16 KiB
+``batch.size``, which stays the default (docs/notes/tcp-clients.md).
 """
 
 from __future__ import annotations

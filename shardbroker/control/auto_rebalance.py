@@ -1,8 +1,8 @@
 """The controller's own partition moves: off a busy worker, and onto workers added since the last
-start (issue 6). Runs in the supervisor: reads the shared counter table, asks the controller to
+start. Runs in the supervisor: reads the shared counter table, asks the controller to
 move. The rule itself (which partition, where, when not to) is rebalance.py's, pure.
 
-Kafka's knobs, with their names and defaults (config.py):
+Kafka's knobs, with their names and defaults (broker properties, shardbroker.config):
 
 - ``auto.leader.rebalance.enable`` (true): Kafka moves leadership back to preferred replicas; on
   one host, where every partition has one replica, balancing means moving partitions between

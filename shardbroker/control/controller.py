@@ -1,75 +1,46 @@
 """The controller: owns the broker's metadata and tells every worker about it, from the supervisor.
 
-Uses files (the metadata log in the data dir, through metadata_log.py) and shared-memory rings
-(two per worker); runs on the supervisor's ``selectors`` loop, no thread, no asyncio.
-
-Division of labour, h11-style: controller_state.py decides (ops -> records -> new state, pure),
-metadata_log.py persists (CRC-framed records, snapshots, the data-dir lock), this module moves
-messages. One change goes:
+Uses files (the metadata log, through metadata_log.py) and shared-memory rings (two per worker);
+runs on the supervisor's ``selectors`` loop, no thread, no asyncio. Division of labour, h11-style:
+controller_state.py decides (ops -> records -> new state, pure), metadata_log.py persists, this
+module moves messages. One change:
 
 1. a worker's ``ControlRequest`` arrives on its ``ctl-w<i>-out`` ring;
-2. `controller_state.handle` validates it and returns records + the new state + the answer;
-3. the records are appended and fsynced (`MetadataLog.append`); on an I/O error nothing is
-   adopted and the request gets KAFKA_STORAGE_ERROR;
+2. `controller_state.handle` validates it and returns records, the new state and the answer;
+3. `MetadataLog.append` appends and fsyncs the records; on an I/O error nothing is adopted and
+   the request gets KAFKA_STORAGE_ERROR;
 4. the new `MetadataImage` (every worker as ``BrokerEndpoint(i, advertised host, port + i)``,
    controller id 0) goes to every worker on its ``ctl-w<i>-in`` ring;
-5. the answer is sent once every *attached* live worker has acked (``MetadataApplied``) a
-   version >= the change's. Workers run their subscribers before acking, so by then each one has
-   opened or closed the partitions the change touched. Attached = acked at least once since its
-   slot was (re)spawned: a booting worker is not serving clients, and it gets the newest image
-   before it serves (below), so waiting for it would only add its boot time to admin requests.
+5. the answer goes out once every *attached* live worker (one that acked at least once since its
+   slot was (re)spawned) has acked (``MetadataApplied``) a version >= the change's. Workers run
+   their subscribers before acking, so each has opened or closed the partitions the change
+   touched. A booting worker is not waited for: it gets the newest image before it serves.
 
-Restarted workers. Before each fork of a slot (`before_spawn`) both of its rings are `reset`
-(head := tail, sleep flags cleared): nothing the dead worker left half-read or half-written can
-surface -- a frame it was writing was never published (ring.py: a killed writer leaves nothing
-visible), and complete requests it published are dropped, as their clients' connections died
-with it. Then the current image is written into the fresh ``in`` ring, so the new worker finds it
-as its first frame and boots on the current metadata without asking. The rings themselves are
-created once, before the first fork, and inherited: nothing to attach by name, nothing to leak.
+Restarts: before each fork of a slot (`before_spawn`) both its rings are `reset`, so nothing the
+dead worker left half-read or half-written can surface, and the current image is written into
+the fresh ``in`` ring: the new worker boots on current metadata without asking. The rings are
+created once, before the first fork, and inherited.
 
-Waking up. The controller side is watched on the supervisor's selector through a ``dup`` of the
-``out`` ring's reader-doorbell fd (the supervisor closes every registered fd in forked children;
-a dup keeps the ring's own fd, which the worker rings, open there). The controller never runs the
-ring's sleep-epoch protocol (that is for ``wait``/``watch``); instead the worker side rings the
-doorbell explicitly after each control frame (a write(2) per admin message, which are rare), and
-`poll` also runs after every supervisor step as a net. A full ``in`` ring (a wedged worker)
-does not block the supervisor: frames wait in a per-slot outbox, where a newer image replaces an
-older one. An image too big for the ring (hundreds of thousands of partitions) is refused as
-POLICY_VIOLATION before anything is written, so no worker is ever left unable to catch up.
+Waking up: the controller watches a ``dup`` of each ``out`` ring's reader-doorbell fd on the
+supervisor's selector (forked children close registered fds; the dup keeps the ring's own fd open
+there); workers ring that doorbell after each control frame, and `poll` runs after every
+supervisor step as a net. A full ``in`` ring (a wedged worker) never blocks the supervisor: frames
+wait in a per-slot outbox, where a newer image replaces an older one. An image too big for the
+ring is refused as POLICY_VIOLATION before anything is written, so no worker is left behind.
 
-Partition moves (AlterPartitionReassignments, ``shardbroker partitions move``, auto_rebalance.py).
-A log must never have two writers, and the old owner must be done with it before the new one
-opens it, so a move is two metadata changes: ``move_partitions`` takes the partition from its
-owner (leader -1; answers per item: controller_state.py), every worker gets that image, and the
-old owner, before acking it, stops appending and hands the log over (replica_manager.py: flushes
-finished, checkpoints and the clean-shutdown marker written, no fdatasync). Once the old owner
-acked -- or is dead: a restarted worker boots on an image where nobody leads the partition --
-`_advance_moves` applies ``assign_partitions`` (the new owner, leader epoch + 1), and the asker is
-answered when every worker applied that. In between, Produce requests for the partition wait for
-the placement on whichever worker they reach and are then appended or forwarded
-(broker/forwarding.py), so clients see no error; Fetch answers NOT_LEADER_OR_FOLLOWER and the
-client re-reads metadata. A controller that stops in between leaves leader -1 in the metadata
-log, and ``reassign_orphans`` places the partition at the next start. Measured with
-``python -m perf.bench_moves --runs 3`` (2 workers, a confluent-kafka idempotent producer writing
-the partition throughout, 20 moves back and forth per run, final code, quiet machine): a move
-takes 43 ms at the median (40-47 over the runs; slowest 70-76 ms) from request to answer -- two
-fsync'ed metadata records, two image round trips, the hand-over's checkpoint and marker fsyncs
-(62 ms, 50-65, on a busier machine earlier); 187,000-192,006 acknowledged records per run, 0
-producer errors, every record in the log once and in order.
+Partition moves: a log never has two writers, so a move is two changes. ``move_partitions``
+takes the partition from its owner (leader -1), and the old owner hands the log over before it
+acks (broker/replica_manager.py); once it acked or is dead, `_advance_moves` applies
+``assign_partitions`` (the new owner, leader epoch + 1) and the asker is answered when every
+worker applied that. Meanwhile Produce requests wait for the placement and are then appended or
+forwarded (broker/forwarding.py); Fetch answers NOT_LEADER_OR_FOLLOWER. A controller stopped in
+between leaves leader -1 in the log, and ``reassign_orphans`` places the partition at the next
+start. A move takes ~43 ms at the median (docs/notes/controller.md).
 
-Local clients. The controller also creates the ``local-dir`` and ``local-hw`` segments
-(ipc/local_directory.py) and republishes the directory -- topics, owner worker and
-high-watermark row of each partition, worker 0's address -- on every metadata change, before
-the image goes to the workers; workers attach both by name (broker/local_clients.py), so
-forked children close the inherited mappings.
-
-Measured (this 2-core VM, ext4, while a broker soak test ran on the same cores; 3 runs with the
-harness of tests/unit/test_controller_channel.py: the controller and two ControllerChannels on
-one event loop, real rings, 60 requests each):
-a create_topics of 4 partitions, request to answer (append + fdatasync, image to both workers,
-both acks), p50 2.2-6.3 ms, p95 10-14 ms; allocate_producer_ids p50 3.4-6.5 ms. The fdatasync is
-most of it. Producers take ids in blocks of 1000 and admin operations are rare, so the
-controller costs the data path nothing.
+Local clients: the controller creates the ``local-dir`` and ``local-hw`` segments
+(ipc/local_directory.py) and republishes the directory on every metadata change, before the
+image goes to the workers. Admin requests cost a few ms, most of it the fdatasync
+(docs/notes/controller.md); they are rare, so the controller costs the data path nothing.
 """
 
 from __future__ import annotations

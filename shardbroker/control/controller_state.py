@@ -16,7 +16,7 @@ Records (every one carries ``"offset"``, its position in the metadata log; the s
     {"type": "configs", "id", "configs": {..}}          the topic's whole override set
     {"type": "producer_ids", "next": n}                 ids below n are handed out, forever
 
-Ops (`handle`) are what workers ask for over their control ring (interfaces B in the issue): they
+Ops (`handle`) are what workers ask for over their control ring (ipc/control.py): they
 validate each item with Kafka's rules and error codes, emit records for the valid ones and answer
 per item. They never raise for bad input; a malformed request gets INVALID_REQUEST.
 

@@ -10,10 +10,10 @@ runner asks for a stop through ``stop`` and still collects what was acknowledged
 
 Producer latency is librdkafka's own (``Message.latency()``: from ``produce()`` to the broker's
 acknowledgement), read in a delivery callback per record, as Kafka's producer-perf-test does; that
-callback costs the producing process about 1 us per record (measured for the first perf/broker_load
-harness), which Kafka's tool pays too. End-to-end latency is the consumer's wall clock on receipt minus
-the ``time.time_ns()`` the producer wrote into the first 8 bytes of the value, so both ends must
-share a clock: run e2e on one host (or hosts synchronised well below the latencies measured).
+callback costs the producing process about 1 us per record, which Kafka's tool pays too.
+End-to-end latency is the consumer's wall clock on receipt minus the ``time.time_ns()`` the
+producer wrote into the first 8 bytes of the value, so both ends must share a clock: run e2e on
+one host (or hosts synchronised well below the latencies measured).
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ and the buffer is needed again, it goes back to the default size, so a connectio
 a 100 MiB buffer after one large request. A frame grows its buffer with what arrives (at most 4x
 the bytes received, ``_grown_size``), not with what its prefix announces, so a slow sender cannot
 make the broker hold ``socket.request.max.bytes`` per connection by announcing it. See
-``broker/connection.py`` for the measurements.
+docs/notes/connection.md for the measurements.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ __all__ = [
 DEFAULT_MAX_REQUEST_SIZE = 104857600
 #: Initial receive buffer: 2.5x Kafka's ``socket.receive.buffer.bytes`` (100 KiB) and 16x
 #: librdkafka's default batch.size (16 KiB), so a pipelined window of typical produce requests
-#: fits without moving. Measured against 64 KiB and 1 MiB in broker/connection.py.
+#: fits without moving. Measured against 64 KiB and 1 MiB: docs/notes/connection.md.
 DEFAULT_BUFFER_SIZE = 256 * 1024
 #: Ask the kernel for at least this much per recv when the frame size is not known yet.
 MIN_RECV = 16 * 1024

@@ -10,20 +10,8 @@ Implementations with the same answers:
 - :func:`crc32c_python` is the byte-at-a-time reference (~10 MB/s); the numpy code only uses it
   for tails under 128 bytes.
 
-Measured here (``perf/bench_crc.py``, one core pinned with ``taskset -c 1``, medians, numpy 2.4):
-
-    ================================  ===================  ===================
-    case                              hardware             numpy
-    ================================  ===================  ===================
-    one 1 MiB buffer                  24.1 GB/s            1.00 GB/s
-    one 64 MiB buffer                 15.7 GB/s            0.97 GB/s
-    10,000 buffers of 100-1000 B      1.38 GB/s, 2.5 M/s   0.23 GB/s, 0.41 M/s
-                                      (Python loop)        (many_numpy)
-    ================================  ===================  ===================
-
-So hardware is 6-25x faster and is what the broker uses; this agrees with
-../shared/notes/crc32c-numpy.md (numpy at 3-16% of hardware). The numpy code is also weak on
-single mid-size buffers (0.03 GB/s at 4 KiB, 0.11 GB/s at 16 KiB: numpy call overhead per level).
+Hardware is 6-25x faster than the numpy code and is what the broker uses (``perf/bench_crc.py``;
+docs/notes/crc32c.md, and ../shared/notes/crc32c-numpy.md).
 
 How the numpy code works (the math, so the tables make sense). Let ``G`` be the CRC register
 update over one zero byte, ``G(x) = T[x & 0xFF] ^ (x >> 8)``; it is linear over GF(2), and feeding

@@ -11,30 +11,9 @@ where record decoding starts, so these functions need no error-class argument on
 Encoders raise :class:`VarintRangeError` for a value out of range: a ``ProtocolError`` for the
 codec, and a ``ValueError`` for callers that passed a bad argument (the record builder).
 
-Speed: each function keeps the faster of the two implementations merged here (old
-``primitives.py`` / old ``records.py``, ns per call), measured with ``timeit`` on this 2-core
-machine (Python 3.11, best of 9 x 200,000 calls; the machine was shared, so read +-20%):
-
-================  ==========  ==========  ==========  ==========
-function              1 byte     2 bytes     3 bytes     5 bytes
-================  ==========  ==========  ==========  ==========
-encode_uvarint       61 / 59    361 / 58   433 / 465   634 / 668
-encode_varint      143 / 100   492 / 114   563 / 549   793 / 800
-encode_varlong     342 / 100   437 / 115   510 / 543   712 / 757
-decode_uvarint      115 / 98   283 / 425   404 / 517   670 / 757
-decode_varint      215 / 140   403 / 516   523 / 647   817 / 912
-decode_varlong     209 / 140   372 / 524   478 / 651   775 / 968
-uvarint_tail               -   224 / 388   333 / 472   604 / 757
-================  ==========  ==========  ==========  ==========
-
-Kept: the records encoders (a 16,384-entry table makes every 1- and 2-byte varint a lookup; the
-loop beyond it is the same); for decoders the records front (``try``/``IndexError`` on the first
-byte and the 1-byte zig-zag inline, no second call) with the primitives tail (``while`` loop, an
-explicit end check: about 130 ns cheaper per multi-byte varint than ``for``/``try`` per byte).
-After the merge (same harness, ns for 1 / 2 / 3 / 5 bytes): encode_uvarint 59 / 59 / 463 / 673,
-encode_varint 102 / 113 / 548 / 773, encode_varlong 99 / 114 / 556 / 761, decode_uvarint 98 /
-277 / 392 / 658, decode_varint 143 / 379 / 503 / 814, decode_varlong 139 / 381 / 498 / 792,
-uvarint_tail - / 227 / 343 / 596.
+Speed: encoders look every 1- and 2-byte varint up in a 16,384-entry table (60-115 ns);
+decoders inline the 1-byte case (100-140 ns) and loop with an explicit end check beyond it,
+which is ~130 ns cheaper per multi-byte varint than ``try`` per byte (docs/notes/varints.md).
 """
 
 from __future__ import annotations

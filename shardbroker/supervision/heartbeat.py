@@ -20,7 +20,7 @@ never write the same line)::
       beat      float64  time.monotonic() of the last beat. CLOCK_MONOTONIC is one clock for
                          every process on a Linux host, so the supervisor compares it with its own
       pid       int64    the worker process that owns the cell (0 before it wrote)
-      state     int64    supervision.SlotState
+      state     int64    policy.SlotState
       restarts  int64    times the slot was restarted (shardbroker_worker_restarts_total)
       started   float64  monotonic time the supervisor started the current worker
       exitcode  int64    how the previous worker ended (os.waitstatus_to_exitcode; -N = signal N)

@@ -45,7 +45,7 @@ BOOT_ERROR_EXIT = 3
 
 
 class SlotState(enum.IntEnum):
-    """What a worker slot is doing, as written to its heartbeat cell (supervision/heartbeat.py)."""
+    """What a worker slot is doing, as written to its heartbeat cell (heartbeat.py)."""
 
     EMPTY = 0  # never started
     STARTING = 1  # supervisor reset the cell and is forking; the worker has not written yet

@@ -4,51 +4,42 @@ Uses fork, signals, waitpid, kill, a self-pipe and POSIX shared memory (the hear
 
 Shape (gunicorn's arbiter, split in two): this module does the process work and nothing else;
 every decision -- when to respawn, when a worker is stuck, when to give up, when a drain is over --
-is made by the pure `supervision.Supervision`, which returns actions that `_execute` carries out.
+is made by the pure `policy.Supervision`, which returns actions that `_execute` carries out.
 
 The loop. Signal handlers only append the signal to a queue; `signal.set_wakeup_fd` writes a
-byte to a self-pipe, which wakes the one `selectors` loop (which the /metrics HTTP server will share
-through `register`). Each `step`: wait for I/O or the policy's next deadline (at most ``max_sleep``),
-dispatch queued signals to ``handle_<name>()``, reap (``waitpid(-1, WNOHANG)`` until nothing is
-left), read the heartbeat cells, and carry out what the policy's ``tick`` says: spawn into empty
-slots, SIGABRT then SIGKILL the stuck, SIGKILL what outlived a drain. SIGCHLD is handled only to wake
-the loop, so a death is seen at once rather than at the next tick.
+byte to a self-pipe, which wakes the one `selectors` loop (shared through `register` with the
+controller's rings and the /metrics server). Each `step`: wait for I/O or the policy's next
+deadline (at most ``max_sleep``), dispatch queued signals to ``handle_<name>()``, reap
+(``waitpid(-1, WNOHANG)`` until nothing is left), read the heartbeat cells, and carry out what the
+policy's ``tick`` says. SIGCHLD only wakes the loop, so a death is seen at once, not at the next tick.
 
 Signals: SIGTERM, SIGINT and SIGHUP drain (SIGTERM to workers, SIGKILL after the drain timeout,
-exit 0); a second one kills at once. SIGHUP drains rather than dying with its default action
-because a closed terminal must not leave the heartbeat segment behind (a config reload may claim
-it later). Workers ignore SIGINT: ^C in a terminal reaches the whole process group, and the drain
-is the supervisor's to run.
+exit 0); a second one kills at once. SIGHUP drains rather than dying with its default action so
+that a closed terminal does not leave the heartbeat segment behind. Workers ignore SIGINT: ^C
+reaches the whole process group, and the drain is the supervisor's to run.
 
 Fork hygiene: the heartbeat segment is created and the first workers forked before the supervisor
 starts any thread (a warning is logged if one exists: locks held by other threads stay locked in
-the child forever). The handled signals are blocked around fork, so nothing reaches the
-supervisor's handlers in the child; the child then restores default dispositions, drops the
-wakeup fd, closes the self-pipe and every file object registered on the parent's selector (closing
-them, never unregistering: the epoll set is shared with the parent), and only then unblocks.
+the child). The handled signals are blocked around fork; the child restores default dispositions,
+drops the wakeup fd, closes the self-pipe and every file object registered on the parent's
+selector (closing, never unregistering: the epoll set is shared with the parent), then unblocks.
 
-Orphans. Measured on this 2-core Linux VM (7 runs each, supervisor SIGKILLed, time until both
-workers are gone): with PR_SET_PDEATHSIG (SIGTERM, set via ctypes right after fork) 7 ms median,
-10 ms worst; with the ``os.getppid()`` poll alone (what non-Linux gets) within one beat interval
-(0.5 s; 0.2 s in that run's phase) plus the drain. Both are kept: prctl for speed, the poll as the
-portable net, and a getppid check right after prctl closes the race of a parent that died first.
+Orphans: PR_SET_PDEATHSIG (SIGTERM, set via ctypes right after fork) ends workers within ~10 ms of
+a SIGKILLed supervisor; the worker's ``os.getppid()`` check on each beat is the portable net, and a
+getppid check right after prctl closes the race of a parent that died first. A SIGKILLed worker's
+replacement is READY ~110 ms later (the 0.1 s first backoff plus fork and boot); other slots are
+not touched. Measurements: docs/notes/supervisor.md.
 
-Restarts, measured the same way: a SIGKILLed worker is reaped as soon as SIGCHLD wakes the loop
-(no tick to wait for), and its replacement is READY 107 ms median, 111 ms worst, after the kill: the 0.1 s
-first backoff plus ~7 ms of fork and boot. Other slots are not touched.
-
-Pinning: worker ``i`` is pinned with ``os.sched_setaffinity`` to the i-th core this process may
-run on (wrapping), where the OS has it. The default worker count is the number of those cores,
-which is ``os.cpu_count()`` unless a cpuset (container, taskset) restricts the process: one worker
-per core it can actually use.
+Pinning: worker ``i`` is pinned (``os.sched_setaffinity``) to the i-th core this process may run
+on, wrapping; the default worker count is the number of those cores (a cpuset may restrict it).
 
 Shared memory is unlinked on every exit path the process survives (`close` runs from ``finally``,
 after SIGKILLing and reaping any worker still alive); after a SIGKILL of the supervisor the next
-start reclaims the segment (supervision/heartbeat.py: the recorded owner pid is dead).
+start reclaims the segment (heartbeat.py: the recorded owner pid is dead).
 
-``python -m shardbroker.supervision.supervisor --instance NAME`` runs a supervisor with no services in the
-workers (tests, experiments); ``shardbroker serve`` will build on `Supervisor` with the broker's
-setup. `Supervisor.run` must be called from the main thread (signal handlers and wakeup fd).
+``python -m shardbroker.supervision.supervisor --instance NAME`` runs a supervisor with no services
+in the workers (tests, experiments); ``shardbroker serve`` subclasses `Supervisor` with the
+broker's setup (serve.py). `Supervisor.run` must be called from the main thread.
 """
 
 from __future__ import annotations

@@ -7,10 +7,12 @@ worker *does* -- recover its partitions, serve Kafka on ``port + slot``, read it
 plugs in as `Service` objects, registered before `run` by the supervisor's ``setup`` callback::
 
     def setup(worker: Worker) -> None:
-        worker.add_service(PartitionStore(data_dir, worker.node_id))   # started first, drained last
-        worker.add_service(KafkaListener(host, port + worker.node_id))  # started last, drained first
+        worker.add_service(replicas)  # started first, drained last
+        worker.add_service(listener)  # started last, drained first
 
-Lifecycle, mirrored in the heartbeat cell's state (supervision.SlotState):
+(broker/server.py's ``install`` is the broker's setup.)
+
+Lifecycle, mirrored in the heartbeat cell's state (policy.SlotState):
 
 - BOOTING: each service's ``start`` runs in registration order. If one raises, the worker exits
   with `BOOT_ERROR_EXIT` (3) and the supervisor halts instead of restarting it into the same
@@ -26,7 +28,7 @@ Lifecycle, mirrored in the heartbeat cell's state (supervision.SlotState):
 Orphans: on Linux the supervisor's child setup asks the kernel for SIGTERM when the parent dies
 (prctl PR_SET_PDEATHSIG), which starts the drain within milliseconds. Everywhere, each beat also
 compares ``os.getppid()`` with the supervisor's pid, so a worker notices an orphaning within one
-beat interval even without prctl (measured in supervisor.py's docstring).
+beat interval even without prctl (measured: docs/notes/supervisor.md).
 """
 
 from __future__ import annotations

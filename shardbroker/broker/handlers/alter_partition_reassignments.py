@@ -3,7 +3,7 @@
 A partition's replica set on this broker is its owning worker (node id = worker index), so a
 reassignment to ``[W]`` moves the partition to worker W: the controller takes it from its owner,
 which hands the log over on the same disk (no copy), then gives it to W with leader epoch + 1
-(controller.py, "Partition moves"). Kafka answers at once and finishes in the background; a move
+(control/controller.py, "Partition moves"). Kafka answers at once and finishes in the background; a move
 here takes milliseconds, so the answer comes when it is complete and every worker serves the
 new placement: after it, Metadata shows the new leader.
 

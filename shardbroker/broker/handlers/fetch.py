@@ -19,18 +19,14 @@ Records go into the response as ``FileRegion``\\ s of the segment files, which t
 sends with ``sendfile`` (no copy through Python); the log keeps those files open for
 ``file.delete.delay.ms`` after retention deletes them.
 
-Measured (2 workers, 1,000,000 records of 100 B in 4 partitions, 104 MB): a Python client of our
-codec fetching everything with 8 MiB partition limits reads 440-650 MB/s per worker (4-6 M
-records/s); the handler itself costs 18 us per single-partition request. The confluent-kafka
-consumer of perf/broker_load.py reaches 0.4-0.54 M msgs/s here, bound by the client: with all
-data already fetched into its queue it consumes 0.85 M msgs/s, and ``assign()`` before the
-first Metadata answer costs a fixed 0.5 s (librdkafka's offset-query retry timer).
+The handler costs 18 us per single-partition request; a fetch reads 440-650 MB/s per worker
+(docs/notes/fetch.md).
 
 Long poll: if the bytes found are fewer than ``min_bytes`` and ``max_wait_ms`` > 0, the request
 parks one future on every partition it asked for; an append to any of them resolves it (no
 polling), the fetch reads again, and answers when it has ``min_bytes`` or the time is up. Any
 partition error answers at once (as Kafka, which completes a delayed fetch on an error).
-High watermark = last stable offset = log end offset (replica_manager.py explains why);
+High watermark = last stable offset = log end offset (broker/replica_manager.py explains why);
 ``aborted_transactions`` is null (read_uncommitted) or empty (read_committed): no transactions.
 """
 

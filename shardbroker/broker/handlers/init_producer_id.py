@@ -9,7 +9,7 @@ accept the new epoch from sequence 0. (Kafka itself hands a non-transactional pr
 here; clients accept either, and keeping the id keeps one producer-state entry per producer.)
 An epoch that would pass 32766 gets a fresh id at epoch 0, as Kafka does on epoch exhaustion.
 
-Transactions are not supported yet: a non-empty ``transactional_id`` is refused with
+Transactions are not supported: a non-empty ``transactional_id`` is refused with
 UNSUPPORTED_VERSION (35). Clients treat it as fatal for ``init_transactions()`` and say the
 broker does not support the feature, which is the truth; the alternatives are worse:
 COORDINATOR_NOT_AVAILABLE is retriable (the client would retry until its timeout and report a

@@ -1,6 +1,6 @@
 """ListPartitionReassignments (api key 46), v0: the partition moves in progress.
 
-The controller keeps them between a move's two steps (controller.py), so it answers; a move is
+The controller keeps them between a move's two steps (control/controller.py), so it answers; a move is
 listed with ``replicas`` = its target, ``adding_replicas`` = [target] and ``removing_replicas`` =
 [the old owner]. Moves take milliseconds, so the list is usually empty. A topic filter lists only
 those topics (and partition indexes) that are moving; unknown names are simply not listed, as Kafka.

@@ -60,7 +60,7 @@ def _topic(image: MetadataImage, live: set[int], topic: TopicImage, version: int
                     partition_index=p.partition,
                     leader_id=-1,
                     leader_epoch=p.leader_epoch if version >= 7 else -1,
-                    replica_nodes=[p.leader] if p.leader >= 0 else [],  # -1: moving (controller.py)
+                    replica_nodes=[p.leader] if p.leader >= 0 else [],  # -1: moving (control/controller.py)
                     isr_nodes=[],
                     offline_replicas=[p.leader] if version >= 5 and p.leader >= 0 else [],
                 )

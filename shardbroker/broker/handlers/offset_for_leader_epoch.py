@@ -1,12 +1,12 @@
 """OffsetForLeaderEpoch (api key 23), v0-v4: the end offset of a leader epoch.
 
 Consumers (KIP-320) ask it after a leader change to detect log truncation. Answers come from the
-partition's leader-epoch history (``leader-epoch-checkpoint``, see replica_manager.py), as
+partition's leader-epoch history (``leader-epoch-checkpoint``, see broker/replica_manager.py), as
 Kafka's LeaderEpochFileCache.endOffsetFor: for the current epoch, the log end offset; for an
 older epoch, the start offset of the next epoch in the history (with the largest known epoch
-at or below the requested one); for an epoch newer than any known, -1/-1. Partitions keep a
-single epoch until partitions move between workers (a later issue), so in practice the answer
-is the log end offset. ``current_leader_epoch`` (v2+) is fenced as Kafka does:
+at or below the requested one); for an epoch newer than any known, -1/-1. A partition's epoch
+grows each time it moves between workers (control/controller.py, "Partition moves") or is
+reassigned at start. ``current_leader_epoch`` (v2+) is fenced as Kafka does:
 FENCED_LEADER_EPOCH (74) if older, UNKNOWN_LEADER_EPOCH (75) if newer than the partition's.
 ``replica_id`` (v3+) is not used: there are no follower replicas.
 """
