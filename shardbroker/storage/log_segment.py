@@ -35,13 +35,14 @@ import numpy.typing as npt
 
 from shardbroker.config import LogConfig
 from shardbroker.protocol.batch_scan import BatchHeaders, scan_batches, verify_crcs
-from shardbroker.protocol.records import InvalidRecordBatch, RecordBatch
+from shardbroker.protocol.record_batch import InvalidRecordBatch, RecordBatch
+from shardbroker.protocol.record_batch_header import HEADER, NO_TIMESTAMP
 from shardbroker.storage.abstract_index import CorruptIndexError
 from shardbroker.storage.errors import KafkaStorageError
 from shardbroker.storage.file_names import DELETED_SUFFIX, index_file, log_file, time_index_file
-from shardbroker.storage.log_validator import HEADER, AppendBatches
+from shardbroker.storage.log_validator import AppendBatches
 from shardbroker.storage.offset_index import OffsetIndex
-from shardbroker.storage.time_index import NO_TIMESTAMP, TimeIndex
+from shardbroker.storage.time_index import TimeIndex
 
 __all__ = ["LogSegment", "ScanResult", "batch_checks", "index_entry_slots", "write_fully"]
 

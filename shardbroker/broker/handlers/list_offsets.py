@@ -24,7 +24,7 @@ from shardbroker.broker.dispatch import ApiHandler, RequestContext
 from shardbroker.broker.replica_manager import Partition
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode, ProtocolError
-from shardbroker.protocol.records import RecordBatch
+from shardbroker.protocol.record_batch import RecordBatch
 from shardbroker.storage.errors import StorageError
 from shardbroker.storage.log import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, MAX_TIMESTAMP
 
