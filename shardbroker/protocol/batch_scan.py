@@ -9,17 +9,9 @@ of every batch through a sliding-window view (10x faster than ``np.take(axis=0)`
 view, which copies), read through a big-endian structured dtype: a handful of numpy calls
 whatever the batch count. :func:`verify_crcs` is a loop over the hardware CRC-32C.
 
-Measured (``perf/bench_records.py``, one core pinned, medians; two runs, which differ by up to
-40% on this shared VM):
-
-    * scan, 256 MiB of 16 KiB batches: 5.9-7.7 ms = 2.1-2.8 M batches/s (35-45 GB/s);
-    * scan, 1,000,000 batches of 170 B: 0.31-0.44 s = 2.3-3.2 M batches/s (0.4-0.55 GB/s), the
-      walk's worst case (about 3/4 of it is the walk);
-    * recovery (scan + verify_crcs), 1 GiB of 16 KiB..1 MiB batches: 80-132 ms = 8-13 GB/s,
-      against a target of >= 1 GB/s; 256 MiB of 16 KiB batches: 41-64 ms = 4.2-6.5 GB/s (the
-      hardware CRC streams 16 KiB slices from memory at ~9 GB/s here, so the CRC is most of it);
-    * :func:`verify_crcs_numpy` (no ``crc32c`` package) over 16 KiB batches: 0.04-0.07 GB/s,
-      a fallback that works, not one to run recovery on.
+Recovery (scan + ``verify_crcs``) of 1 GiB of 16 KiB..1 MiB batches runs at 8-13 GB/s, the
+hardware CRC most of it; the walk's worst case, 1,000,000 batches of 170 B, 2.3-3.2 M batches/s
+(docs/notes/records.md).
 
 Nothing here opens files: callers pass bytes, an ``mmap`` or a numpy array.
 """
