@@ -41,6 +41,7 @@ from shardbroker.protocol.batch_scan import BatchHeaders
 from shardbroker.protocol.record_batch_header import (
     BASE_OFFSET_OFFSET,
     BATCH_HEADER_SIZE,
+    CRC_START,
     HEADER,
     LOG_OVERHEAD,
     NO_TIMESTAMP,
@@ -556,7 +557,7 @@ class PartitionLog:
             check_single_header(
                 size, magic, attrs, lod, pid, seq, count, cfg.max_message_bytes, allow_control
             )
-            if verify_crc and crc32c_hw(mv[21:]) != crc:
+            if verify_crc and crc32c_hw(mv[CRC_START:]) != crc:
                 raise CorruptRecordError("CRC mismatch in batch at byte 0")
             if size > cfg.segment_bytes:
                 raise RecordBatchTooLargeError(
