@@ -1,7 +1,7 @@
 """One segment: a ``.log`` file of record batches plus its offset and time indexes (opens files).
 
 Byte layout of ``NNNNNNNNNNNNNNNNNNNN.log`` (Kafka's FileRecords): record batches (magic v2,
-header layout in shardbroker/protocol/batch_scan.py) back to back from byte 0, nothing else: no
+header layout in shardbroker/protocol/record_batch_header.py) back to back from byte 0, nothing else: no
 file header, no padding. The file name is the base offset; the first batch's baseOffset is at
 least that. The segment's size is the file size (a torn tail is cut off by recovery).
 

@@ -1,7 +1,7 @@
 """Offline verification of partition logs: what ``shardbroker dump-log`` and ``shardbroker check``
 report. Opens files read-only; never writes, locks, maps or resizes anything.
 
-No byte layout of its own: it reads the layouts of batch_scan.py (``.log``), offset_index.py,
+No byte layout of its own: it reads the layouts of record_batch_header.py (``.log``), offset_index.py,
 time_index.py and checkpoint.py, with their decoders, and holds them to the rules the broker
 itself keeps (log_segment.py's index rule, log.py's recovery).
 

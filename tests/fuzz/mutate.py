@@ -170,7 +170,7 @@ def _tagged_section(data: bytes, pos: int, out: list[Slot]) -> int:
 
 # -- the layout of a record batch ----------------------------------------------------------------
 
-#: Header fields worth breaking (batch_scan.py has the layout): batchLength, magic, attributes
+#: Header fields worth breaking (record_batch_header.py has the layout): batchLength, magic, attributes
 #: (codec bits), lastOffsetDelta, recordsCount.
 _BATCH_HEADER_SLOTS = ((8, "i32", "batch-length"), (16, "i8", "magic"), (21, "i16", "attributes"),
                        (23, "i32", "last-offset-delta"), (57, "i32", "records-count"))  # fmt: skip
