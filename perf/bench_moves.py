@@ -37,7 +37,7 @@ from perf.sizes import pick
 from shardbroker.client.admin import AdminClient, NewTopic
 from shardbroker.client.connection import BrokerConnection
 from shardbroker.protocol import messages as m
-from shardbroker.protocol.records import RecordBatchBuilder
+from shardbroker.protocol.record_batch_builder import RecordBatchBuilder
 
 P = m.ProduceRequest
 

@@ -34,7 +34,9 @@ from pytest_benchmark.fixture import BenchmarkFixture
 
 from perf.sizes import pick
 from shardbroker.protocol.batch_scan import BatchHeaders, scan_batches, verify_crcs, verify_crcs_numpy
-from shardbroker.protocol.records import CompressionType, RecordBatch, RecordBatchBuilder
+from shardbroker.protocol.compression import CompressionType
+from shardbroker.protocol.record_batch import RecordBatch
+from shardbroker.protocol.record_batch_builder import RecordBatchBuilder
 
 KIB = 1024
 MIB = 1024 * KIB

@@ -43,7 +43,7 @@ from typing import Any
 from shardbroker.loadgen.runner import ensure_topic
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.headers import decode_response, encode_request, encode_response
-from shardbroker.protocol.records import RecordBatchBuilder
+from shardbroker.protocol.record_batch_builder import RecordBatchBuilder
 from tests.integration.broker_process import BrokerProcess, free_port_block
 
 __all__ = ["CAPACITY_TARGET", "CapacityConfig", "capacity", "running_broker"]

@@ -62,7 +62,7 @@ from shardbroker.loadgen.clients import ConsumerSettings, ProducerSettings
 from shardbroker.loadgen.runner import LoadError, Result, ensure_topic, run_consume, run_e2e, run_produce
 from shardbroker.loadgen.stats import latency_cdf, latency_percentiles
 from shardbroker.protocol.crc import crc32c
-from shardbroker.protocol.records import RecordBatchBuilder
+from shardbroker.protocol.record_batch_builder import RecordBatchBuilder
 from shardbroker.storage.log import PartitionLog
 from tests.integration.broker_process import BrokerProcess
 from tests.unit.storage_batches import batch_of_size

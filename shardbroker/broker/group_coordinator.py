@@ -95,7 +95,8 @@ from shardbroker.config import BrokerConfig
 from shardbroker.ipc.group_offsets import WorkerGroupOffsets
 from shardbroker.metadata.image import MetadataImage, TopicImage
 from shardbroker.protocol.errors import ErrorCode, ProtocolError
-from shardbroker.protocol.records import RecordBatchBuilder, iter_batches
+from shardbroker.protocol.record_batch import iter_batches
+from shardbroker.protocol.record_batch_builder import RecordBatchBuilder
 from shardbroker.storage.errors import StorageError
 
 if TYPE_CHECKING:

@@ -117,7 +117,6 @@ import contextlib
 import logging
 import os
 import shutil
-import struct
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -128,7 +127,17 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple
 from shardbroker.config import BrokerConfig, ConfigError, LogConfig
 from shardbroker.ipc.counters import PartitionRow, WorkerCounters
 from shardbroker.metadata.image import MetadataImage, PartitionImage, TopicImage
+from shardbroker.protocol.compression import CompressionType
 from shardbroker.protocol.errors import ErrorCode
+from shardbroker.protocol.record_batch_header import (
+    BATCH_HEADER_SIZE,
+    COMPRESSION_MASK,
+    HEADER,
+    LOG_OVERHEAD,
+    MAGIC,
+    MAGIC_OFFSET,
+    TRANSACTIONAL_BIT,
+)
 from shardbroker.storage.errors import KafkaStorageError, StorageError
 from shardbroker.storage.log import FetchDataInfo, LogAppendInfo, PartitionLog
 from shardbroker.storage.log_segment import LogSegment
@@ -161,15 +170,7 @@ PARTITION_METADATA_FILE: Final = "partition.metadata"  # Kafka's PartitionMetada
 LEADER_EPOCH_CHECKPOINT: Final = "leader-epoch-checkpoint"  # Kafka's LeaderEpochCheckpointFile
 DELETE_DIR_SUFFIX: Final = "-delete"  # Kafka's LocalLog.DeleteDirSuffix
 
-# Batch header (protocol/batch_scan.py): baseOffset, batchLength, partitionLeaderEpoch, magic,
-# crc, attributes, lastOffsetDelta, baseTimestamp, maxTimestamp, producerId, producerEpoch,
-# baseSequence, recordsCount.
-_HEADER: Final = struct.Struct(">qiibIhiqqqhii")
-_HEADER_SIZE: Final = 61
-_LOG_OVERHEAD: Final = 12
-_COMPRESSION_MASK: Final = 0x07
-_MAX_CODEC: Final = 4  # zstd; 5-7 are not codecs
-_TRANSACTIONAL_BIT: Final = 0x10
+_MAX_CODEC: Final = int(CompressionType.ZSTD)  # 5-7 are not codecs
 
 _NONE: Final = int(ErrorCode.NONE)
 #: Largest single write of ``append_batches`` (one pwritev; bounds the iovec and the lock hold).
@@ -789,26 +790,27 @@ class ReplicaManager:
         if records is None:
             return AppendResult(int(ErrorCode.INVALID_RECORD), error_message="null records")
         n = len(records)
-        if n < _HEADER_SIZE:
-            if n >= 17 and records[16] in (0, 1):
+        if n < BATCH_HEADER_SIZE:
+            if n > MAGIC_OFFSET and records[MAGIC_OFFSET] in (0, 1):
                 return AppendResult(
                     int(ErrorCode.UNSUPPORTED_FOR_MESSAGE_FORMAT),
-                    error_message=f"message format v{records[16]} is not supported: use record batch v2",
+                    error_message=f"message format v{records[MAGIC_OFFSET]} is not supported: "
+                    "use record batch v2",
                 )
             return AppendResult(
                 int(ErrorCode.CORRUPT_MESSAGE) if n else int(ErrorCode.INVALID_RECORD),
                 error_message=f"{n} bytes cannot hold a record batch",
             )
-        (_, length, _, magic, _, attrs, _, _, _, pid, epoch, seq, _) = _HEADER.unpack_from(records, 0)
-        if magic != 2:
+        (_, length, _, magic, _, attrs, _, _, _, pid, epoch, seq, _) = HEADER.unpack_from(records, 0)
+        if magic != MAGIC:
             if magic in (0, 1):
                 return AppendResult(
                     int(ErrorCode.UNSUPPORTED_FOR_MESSAGE_FORMAT),
                     error_message=f"message format v{magic} is not supported: use record batch v2",
                 )
             return AppendResult(int(ErrorCode.CORRUPT_MESSAGE), error_message=f"invalid magic {magic}")
-        if length + _LOG_OVERHEAD != n:
-            if length + _LOG_OVERHEAD < n and length >= _HEADER_SIZE - _LOG_OVERHEAD:
+        if length + LOG_OVERHEAD != n:
+            if length + LOG_OVERHEAD < n and length >= BATCH_HEADER_SIZE - LOG_OVERHEAD:
                 # Kafka's ProduceRequest rule from v3: exactly one batch per partition.
                 return AppendResult(
                     int(ErrorCode.INVALID_RECORD),
@@ -816,14 +818,14 @@ class ReplicaManager:
                 )
             return AppendResult(
                 int(ErrorCode.CORRUPT_MESSAGE),
-                error_message=f"batch declares {length + _LOG_OVERHEAD} bytes but {n} were sent",
+                error_message=f"batch declares {length + LOG_OVERHEAD} bytes but {n} were sent",
             )
-        if attrs & _COMPRESSION_MASK > _MAX_CODEC:
+        if attrs & COMPRESSION_MASK > _MAX_CODEC:
             return AppendResult(
                 int(ErrorCode.UNSUPPORTED_COMPRESSION_TYPE),
-                error_message=f"unknown compression type id {attrs & _COMPRESSION_MASK}",
+                error_message=f"unknown compression type id {attrs & COMPRESSION_MASK}",
             )
-        if attrs & _TRANSACTIONAL_BIT:
+        if attrs & TRANSACTIONAL_BIT:
             return AppendResult(
                 int(ErrorCode.INVALID_TXN_STATE), error_message="transactions are not supported"
             )
@@ -868,12 +870,12 @@ class ReplicaManager:
             return [self.append(topic, index, b) for b in batches]
         counts = []
         for b in batches:
-            if len(b) < _HEADER_SIZE:
+            if len(b) < BATCH_HEADER_SIZE:
                 return [self.append(topic, index, b) for b in batches]
-            f = _HEADER.unpack_from(b, 0)
+            f = HEADER.unpack_from(b, 0)
             if (
-                f[1] + _LOG_OVERHEAD != len(b)
-                or f[5] & (_COMPRESSION_MASK | _TRANSACTIONAL_BIT) > _MAX_CODEC
+                f[1] + LOG_OVERHEAD != len(b)
+                or f[5] & (COMPRESSION_MASK | TRANSACTIONAL_BIT) > _MAX_CODEC
                 or f[9] >= 0
             ):
                 return [self.append(topic, index, b) for b in batches]

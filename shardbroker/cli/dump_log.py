@@ -38,14 +38,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
-from shardbroker.protocol.records import (
-    NO_SEQUENCE,
-    ControlRecord,
-    InvalidRecordBatch,
-    Record,
-    RecordBatch,
-    TimestampType,
-)
+from shardbroker.protocol.control_records import ControlRecord
+from shardbroker.protocol.record_batch import InvalidRecordBatch, Record, RecordBatch
+from shardbroker.protocol.record_batch_header import NO_SEQUENCE, TimestampType
 from shardbroker.storage.file_names import (
     INDEX_SUFFIX,
     LOG_SUFFIX,

@@ -53,7 +53,7 @@ from shardbroker.client.admin import (
 from shardbroker.client.connection import DEFAULT_TIMEOUT, BrokerConnection, BrokerUnreachable, KafkaApiError
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode, ProtocolError
-from shardbroker.protocol.records import iter_batches
+from shardbroker.protocol.record_batch import iter_batches
 
 __all__ = [
     "ASSIGNOR",

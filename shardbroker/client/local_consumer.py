@@ -48,7 +48,7 @@ Records, batches and columns: ``poll_batches``/``batches()`` give the raw batche
 header fields and the bytes, zero-copy); ``poll_columns`` decodes every record of up to
 ``COLUMNS_POLL_BYTES`` of batches into one set of numpy columns (``RecordColumns``: offsets,
 timestamps, key and value positions and lengths in the segment mapping, headers), in one
-vectorised pass over all those batches (``protocol.records.record_columns``): what a reader that
+vectorised pass over all those batches (``protocol.record_columns.record_columns``): what a reader that
 wants line rate takes. ``records()`` builds Record objects from those columns.
 
 Consumer groups: ``commit`` sends OffsetCommit through the normal coordinator (AdminClient over
@@ -66,7 +66,7 @@ the issue's 5 M msgs/s holds with every record's key, value, offset and timestam
 Against the previous decode (the former ``RawBatch.columns()``, batch by batch over
 ``batches()``, the same records) in one broker run, 5 alternating rounds: 3.98 M/s (3.83-7.14)
 before, 8.42 M/s (7.90-11.16) after, 2.1x (1.2-2.8). What bounds it: the column decode
-itself, ~90-140 ns a record on this VM (protocol/records.py), is most of the 0.12 us; the scan
+itself, ~90-140 ns a record on this VM (protocol/record_columns.py), is most of the 0.12 us; the scan
 and the loop are the rest.
 
 ``COLUMNS_POLL_BYTES``: decoding 0.5 / 1 / 2 / 4 / 8 / 16 / 64 MiB of batches at a time took
@@ -93,8 +93,10 @@ import numpy as np
 from shardbroker.client.admin import AdminClient
 from shardbroker.ipc.local_attach import LocalBroker, LocalClientError, WorkerSession, ring_object
 from shardbroker.ipc.ring import RingReader
-from shardbroker.protocol.batch_scan import LOG_OVERHEAD, BatchHeaders, scan_batches
-from shardbroker.protocol.records import Record, RecordBatch, RecordColumns, record_columns
+from shardbroker.protocol.batch_scan import BatchHeaders, scan_batches
+from shardbroker.protocol.record_batch import Record, RecordBatch
+from shardbroker.protocol.record_batch_header import LENGTH_OFFSET, LOG_OVERHEAD
+from shardbroker.protocol.record_columns import RecordColumns, record_columns
 from shardbroker.storage.file_names import LOG_SUFFIX, index_file, offset_from_file_name, partition_dir_name
 from shardbroker.storage.offset_index import OffsetIndex
 
@@ -253,7 +255,7 @@ class LocalConsumer:
     def poll_columns(self, timeout: float = 0.0, max_bytes: int = COLUMNS_POLL_BYTES) -> RecordColumns | None:
         """Every record from the position on, in the whole batches up to the high watermark (at
         most ``max_bytes`` of them, and at least one batch), decoded into one set of numpy
-        columns (``protocol.records.record_columns``; records of a batch before the position
+        columns (``protocol.record_columns.record_columns``; records of a batch before the position
         left out, so it may be empty), waiting up to ``timeout`` for the first; None if none."""
         got = self._poll(timeout, max_bytes)
         if got is None:
@@ -322,9 +324,10 @@ class LocalConsumer:
     @staticmethod
     def _batch_size(view: memoryview, position: int) -> int:
         """The size of the batch at ``position`` (a poll always takes at least one whole batch)."""
-        if position + 12 > len(view):
+        if position + LOG_OVERHEAD > len(view):
             return 0
-        return LOG_OVERHEAD + int.from_bytes(view[position + 8 : position + 12], "big", signed=True)
+        length = view[position + LENGTH_OFFSET : position + LOG_OVERHEAD]
+        return LOG_OVERHEAD + int.from_bytes(length, "big", signed=True)
 
     # ------------------------------------------------------------------ partition moves
 

@@ -15,7 +15,7 @@ producer per worker). ``close()`` (or the process dying, SIGKILL included) ends 
 and the worker unlinks the rings.
 
 Batches. ``send_batch`` is the fast path: values (and keys) of one size each are encoded by
-``protocol.records.encode_uniform_batch`` -- numpy writes all records of a batch at once from a
+``protocol.uniform_batch.encode_uniform_batch`` -- numpy writes all records of a batch at once from a
 cached per-shape template, straight into the reserved ring space -- and other inputs by
 ``RecordBatchBuilder``. ``send`` adds one record to a per-partition builder, sealed when it
 reaches ``batch_size`` bytes or on ``flush``/``poll``; there is no background thread and no linger
@@ -82,14 +82,10 @@ from shardbroker.client.producer import RecordMetadata, default_partition
 from shardbroker.ipc.local_attach import LocalBroker, LocalClientError, WorkerSession, ring_object
 from shardbroker.ipc.local_protocol import ACK, pack_request_header, request_header_size
 from shardbroker.ipc.ring import RingReader, RingWriter
-from shardbroker.protocol.batch_scan import BATCH_HEADER_SIZE
 from shardbroker.protocol.errors import ErrorCode
-from shardbroker.protocol.records import (
-    RecordBatchBuilder,
-    as_uniform,
-    encode_uniform_batch,
-    uniform_records_size,
-)
+from shardbroker.protocol.record_batch_builder import RecordBatchBuilder
+from shardbroker.protocol.record_batch_header import BATCH_HEADER_SIZE
+from shardbroker.protocol.uniform_batch import as_uniform, encode_uniform_batch, uniform_records_size
 
 __all__ = ["DeliveryFuture", "LocalClientError", "LocalProducer"]
 

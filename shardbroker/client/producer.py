@@ -5,7 +5,7 @@ same-host shared-memory producer is a different thing. It is Kafka's producer cu
 console tool needs, with Kafka's names and defaults:
 
 - Records are gathered per partition into record batches (magic v2, built by
-  :class:`~shardbroker.protocol.records.RecordBatchBuilder`, compressed with ``compression``);
+  :class:`~shardbroker.protocol.record_batch_builder.RecordBatchBuilder`, compressed with ``compression``);
   a batch is sealed when the next record would take it past ``batch_size`` (Kafka's
   ``batch.size``, 16384). Batches are sent when :meth:`TcpProducer.flush` is called or when the
   pending bytes reach ``max_request_size`` (Kafka's ``max.request.size``, 1 MiB): one Produce
@@ -45,7 +45,8 @@ from shardbroker.client.connection import DEFAULT_TIMEOUT, BrokerUnreachable, Ka
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.compression import CompressionType
 from shardbroker.protocol.errors import ErrorCode
-from shardbroker.protocol.records import RecordBatchBuilder
+from shardbroker.protocol.record_batch_builder import RecordBatchBuilder
+from shardbroker.protocol.record_batch_header import BATCH_HEADER_SIZE
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -63,7 +64,6 @@ DEFAULT_MAX_REQUEST_SIZE = 1024 * 1024
 #: Bytes a record adds to a batch beyond its key, value and headers (length, attributes, deltas,
 #: key/value lengths, header count: at most 5 + 1 + 10 + 5 + 5 + 5 + 5): an upper bound.
 _RECORD_OVERHEAD = 36
-_BATCH_OVERHEAD = 61  # the v2 batch header
 _MASK32 = 0xFFFFFFFF
 #: The retry reason of a batch that waits because an earlier batch of its partition failed.
 _HELD_BACK = KafkaApiError(ErrorCode.NETWORK_EXCEPTION, "an earlier batch of the partition is being retried")
@@ -279,7 +279,7 @@ class TcpProducer:
         size = _RECORD_OVERHEAD + (len(key) if key else 0) + (len(value) if value else 0)
         if headers:
             size += sum(len(k.encode()) + (len(v) if v else 0) + 10 for k, v in headers)
-        if size + _BATCH_OVERHEAD > self.max_request_size:
+        if size + BATCH_HEADER_SIZE > self.max_request_size:
             if on_delivery is not None:
                 error = KafkaApiError(
                     ErrorCode.MESSAGE_TOO_LARGE,

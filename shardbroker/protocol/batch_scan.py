@@ -1,12 +1,6 @@
 """Vectorised scans of concatenated record batches (magic v2): log recovery, ring drains, fetch.
 
-Batch header layout (Kafka's RecordBatch, docs/implementation.html section 5.3.1), big-endian,
-byte offsets from the batch start::
-
-     0 baseOffset int64 | 8 batchLength int32 (bytes after this field) | 12 partitionLeaderEpoch int32
-    16 magic int8 | 17 crc uint32 (CRC-32C of bytes 21..end) | 21 attributes int16
-    23 lastOffsetDelta int32 | 27 baseTimestamp int64 | 35 maxTimestamp int64 | 43 producerId int64
-    51 producerEpoch int16 | 53 baseSequence int32 | 57 recordsCount int32 | 61 records
+The batch header's layout is :mod:`shardbroker.protocol.record_batch_header`.
 
 Why this shape: finding where batches start is a chain (each length says where the next batch
 begins), so it is a Python loop over ``struct.unpack_from`` (~0.35 us per batch). Everything
@@ -15,17 +9,9 @@ of every batch through a sliding-window view (10x faster than ``np.take(axis=0)`
 view, which copies), read through a big-endian structured dtype: a handful of numpy calls
 whatever the batch count. :func:`verify_crcs` is a loop over the hardware CRC-32C.
 
-Measured (``perf/bench_records.py``, one core pinned, medians; two runs, which differ by up to
-40% on this shared VM):
-
-    * scan, 256 MiB of 16 KiB batches: 5.9-7.7 ms = 2.1-2.8 M batches/s (35-45 GB/s);
-    * scan, 1,000,000 batches of 170 B: 0.31-0.44 s = 2.3-3.2 M batches/s (0.4-0.55 GB/s), the
-      walk's worst case (about 3/4 of it is the walk);
-    * recovery (scan + verify_crcs), 1 GiB of 16 KiB..1 MiB batches: 80-132 ms = 8-13 GB/s,
-      against a target of >= 1 GB/s; 256 MiB of 16 KiB batches: 41-64 ms = 4.2-6.5 GB/s (the
-      hardware CRC streams 16 KiB slices from memory at ~9 GB/s here, so the CRC is most of it);
-    * :func:`verify_crcs_numpy` (no ``crc32c`` package) over 16 KiB batches: 0.04-0.07 GB/s,
-      a fallback that works, not one to run recovery on.
+Recovery (scan + ``verify_crcs``) of 1 GiB of 16 KiB..1 MiB batches runs at 8-13 GB/s, the
+hardware CRC most of it; the walk's worst case, 1,000,000 batches of 170 B, 2.3-3.2 M batches/s
+(docs/notes/records.md).
 
 Nothing here opens files: callers pass bytes, an ``mmap`` or a numpy array.
 """
@@ -42,14 +28,15 @@ import numpy.typing as npt
 
 from shardbroker.protocol.crc import crc32c as _crc32c
 from shardbroker.protocol.crc import crc32c_numpy, crc32c_ranges_numpy
+from shardbroker.protocol.record_batch_header import (
+    BATCH_HEADER_SIZE,
+    CRC_START,
+    HEADER_DTYPE,
+    LENGTH_OFFSET,
+    LOG_OVERHEAD,
+)
 
 __all__ = [
-    "BATCH_HEADER_SIZE",
-    "CRC_OFFSET",
-    "CRC_START",
-    "HEADER_DTYPE",
-    "LOG_OVERHEAD",
-    "MIN_BATCH_LENGTH",
     "BatchHeaders",
     "first_invalid",
     "scan_batch_positions",
@@ -60,41 +47,6 @@ __all__ = [
 
 #: Anything exposing bytes through the buffer protocol; ``mmap`` for segment files (only read here).
 ScanBuffer: TypeAlias = bytes | bytearray | memoryview | mmap | npt.NDArray[np.uint8]
-
-#: baseOffset (8) + batchLength (4): the bytes before what batchLength counts (Kafka's LOG_OVERHEAD).
-LOG_OVERHEAD: Final = 12
-#: Bytes before the first record (Kafka's RECORD_BATCH_OVERHEAD).
-BATCH_HEADER_SIZE: Final = 61
-#: Smallest legal batchLength: a header with no records.
-MIN_BATCH_LENGTH: Final = BATCH_HEADER_SIZE - LOG_OVERHEAD
-#: Offset of the stored CRC field, and of the first byte the CRC covers (attributes).
-CRC_OFFSET: Final = 17
-CRC_START: Final = 21
-_LENGTH_OFFSET: Final = 8
-
-#: The 61-byte header as a numpy structured dtype (big-endian fields at their byte offsets).
-HEADER_DTYPE: Final = np.dtype(
-    {
-        "names": [
-            "base_offset",
-            "batch_length",
-            "partition_leader_epoch",
-            "magic",
-            "crc",
-            "attributes",
-            "last_offset_delta",
-            "base_timestamp",
-            "max_timestamp",
-            "producer_id",
-            "producer_epoch",
-            "base_sequence",
-            "records_count",
-        ],
-        "formats": [">i8", ">i4", ">i4", "i1", ">u4", ">i2", ">i4", ">i8", ">i8", ">i8", ">i2", ">i4", ">i4"],
-        "offsets": [0, 8, 12, 16, 17, 21, 23, 27, 35, 43, 51, 53, 57],
-        "itemsize": BATCH_HEADER_SIZE,
-    }
-)
 
 _I64 = npt.NDArray[np.int64]
 _I32 = npt.NDArray[np.int32]
@@ -157,7 +109,7 @@ def scan_batch_positions(buf: ScanBuffer, max_batches: int | None = None) -> tup
     """Walk the length chain: ``(starts, end)`` relative to ``buf``'s start.
 
     Batch ``i`` spans ``starts[i]`` to ``starts[i + 1]`` (or ``end`` for the last one). Stops at
-    a batch whose batchLength is below :data:`MIN_BATCH_LENGTH` (garbage or preallocated zeros)
+    a batch whose batchLength is below ``MIN_BATCH_LENGTH`` (garbage or preallocated zeros)
     or that runs past the end of ``buf`` (a torn tail), or after ``max_batches`` batches.
     ``end`` is where the walk stopped.
     """
@@ -172,7 +124,7 @@ def scan_batch_positions(buf: ScanBuffer, max_batches: int | None = None) -> tup
     # The hot loop of recovery: one unpack_from and one append per batch (~0.35 us).
     if max_batches is None:
         while pos <= limit:
-            size = unpack(buf, pos + _LENGTH_OFFSET)[0] + LOG_OVERHEAD
+            size = unpack(buf, pos + LENGTH_OFFSET)[0] + LOG_OVERHEAD
             if size < BATCH_HEADER_SIZE or pos + size > n:
                 break
             add(pos)
@@ -180,7 +132,7 @@ def scan_batch_positions(buf: ScanBuffer, max_batches: int | None = None) -> tup
     else:
         remaining = max_batches
         while pos <= limit and remaining > 0:
-            size = unpack(buf, pos + _LENGTH_OFFSET)[0] + LOG_OVERHEAD
+            size = unpack(buf, pos + LENGTH_OFFSET)[0] + LOG_OVERHEAD
             if size < BATCH_HEADER_SIZE or pos + size > n:
                 break
             add(pos)

@@ -51,10 +51,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from shardbroker.protocol.codec import Message, Struct, decode
+from shardbroker.protocol.codec import Message, decode
 from shardbroker.protocol.errors import ErrorCode, ProtocolError, RequestHeaderError
 from shardbroker.protocol.headers import decode_request_header, encode_response_parts
 from shardbroker.protocol.messages import REQUESTS, RequestHeader
+from shardbroker.protocol.schema import Struct
 
 __all__ = [
     "DEFAULT_BUFFER_SIZE",

@@ -3,10 +3,11 @@
 
 One class per struct: the message class, and each of its structs nested inside it (as in Kafka's
 ``*Data`` classes), with snake_case attributes, a keyword-only constructor and Kafka's defaults.
-``FIELDS`` is each class's schema table: attribute, type, versions, and where they apply
-nullability, default, tag/taggedVersions, ignorable and a flexibleVersions override, in wire
-order. ``shardbroker.protocol.codec`` compiles these tables into per-version encoders and
-decoders; see there for the design. Field values are not validated on assignment, only on encode.
+``FIELDS`` is each class's schema table (``shardbroker.protocol.schema``): attribute, type,
+versions, and where they apply nullability, default, tag/taggedVersions, ignorable and a
+flexibleVersions override, in wire order. ``shardbroker.protocol.codec_compiler`` compiles these
+tables into per-version encoders and decoders; see there for the design. Field values are not
+validated on assignment, only on encode.
 
 Regenerate with ``python tools/gen_protocol.py`` after updating the specs.
 """
@@ -15,7 +16,8 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from shardbroker.protocol.codec import UNSET, ZERO_UUID, Field, Message, Records, Struct
+from shardbroker.protocol.codec import Message
+from shardbroker.protocol.schema import UNSET, ZERO_UUID, Field, Records, Struct
 
 
 class ProduceRequest(Message):

@@ -3,7 +3,7 @@
 Unsigned varints (LEB128, at most 5 bytes for 32 bits) carry compact lengths and tagged-field
 headers in flexible versions; zig-zag varints/varlongs are the record format's. This module is the
 one home of both: the compiled codec (:mod:`shardbroker.protocol.codec`) and the record batches
-(:mod:`shardbroker.protocol.records`) use these functions and :data:`UVARINT_TABLE`.
+(:mod:`shardbroker.protocol.record_batch` and its builder) use these functions and :data:`UVARINT_TABLE`.
 
 Errors: decoders take ``(buf, pos)``, return ``(value, new_pos)`` and raise only
 :class:`ProtocolError` (CORRUPT_MESSAGE); :mod:`records` turns it into its ``InvalidRecordBatch``

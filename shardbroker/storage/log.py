@@ -38,6 +38,15 @@ from typing import Final, NamedTuple
 
 from shardbroker.config import LogConfig
 from shardbroker.protocol.batch_scan import BatchHeaders
+from shardbroker.protocol.record_batch_header import (
+    BASE_OFFSET_OFFSET,
+    BATCH_HEADER_SIZE,
+    CRC_START,
+    HEADER,
+    LOG_OVERHEAD,
+    NO_TIMESTAMP,
+    PARTITION_LEADER_EPOCH_OFFSET,
+)
 from shardbroker.storage import clean_shutdown
 from shardbroker.storage.abstract_index import CorruptIndexError
 from shardbroker.storage.checkpoint import CheckpointError, fsync_dir, read_checkpoint, write_checkpoint
@@ -66,9 +75,6 @@ from shardbroker.storage.file_names import (
 from shardbroker.storage.group_commit import GroupCommit, SyncObserver
 from shardbroker.storage.log_segment import LogSegment
 from shardbroker.storage.log_validator import (
-    HEADER,
-    HEADER_SIZE,
-    LOG_OVERHEAD,
     Buffer,
     check_single_header,
     crc32c_hw,
@@ -78,7 +84,6 @@ from shardbroker.storage.log_validator import (
     validate_and_assign,
 )
 from shardbroker.storage.producer_state import ProducerStateManager
-from shardbroker.storage.time_index import NO_TIMESTAMP
 
 __all__ = [
     "EARLIEST_TIMESTAMP",
@@ -462,7 +467,7 @@ class PartitionLog:
         if type(data) is bytearray or (type(data) is memoryview and not data.readonly):
             mv = memoryview(data)
             n = mv.nbytes
-            if n >= HEADER_SIZE:
+            if n >= BATCH_HEADER_SIZE:
                 f = HEADER.unpack_from(mv, 0)
                 if f[1] + LOG_OVERHEAD == n and mv.ndim == 1 and mv.itemsize == 1:
                     return self._append_one(mv, n, f, leader_epoch, verify_crc, allow_control)
@@ -552,7 +557,7 @@ class PartitionLog:
             check_single_header(
                 size, magic, attrs, lod, pid, seq, count, cfg.max_message_bytes, allow_control
             )
-            if verify_crc and crc32c_hw(mv[21:]) != crc:
+            if verify_crc and crc32c_hw(mv[CRC_START:]) != crc:
                 raise CorruptRecordError("CRC mismatch in batch at byte 0")
             if size > cfg.segment_bytes:
                 raise RecordBatchTooLargeError(
@@ -577,9 +582,9 @@ class PartitionLog:
                     )
             offset = self._log_end_offset
             last_offset = offset + count - 1
-            pack_offset(mv, 0, offset)
+            pack_offset(mv, BASE_OFFSET_OFFSET, offset)
             if leader_epoch is not None:
-                pack_epoch(mv, 12, leader_epoch)
+                pack_epoch(mv, PARTITION_LEADER_EPOCH_OFFSET, leader_epoch)
             append_time = NO_TIMESTAMP
             if cfg.message_timestamp_type == "LogAppendTime":
                 set_append_time(mv, 0, size, attrs, now)

@@ -1,7 +1,7 @@
 """One segment: a ``.log`` file of record batches plus its offset and time indexes (opens files).
 
 Byte layout of ``NNNNNNNNNNNNNNNNNNNN.log`` (Kafka's FileRecords): record batches (magic v2,
-header layout in shardbroker/protocol/batch_scan.py) back to back from byte 0, nothing else: no
+header layout in shardbroker/protocol/record_batch_header.py) back to back from byte 0, nothing else: no
 file header, no padding. The file name is the base offset; the first batch's baseOffset is at
 least that. The segment's size is the file size (a torn tail is cut off by recovery).
 
@@ -35,13 +35,20 @@ import numpy.typing as npt
 
 from shardbroker.config import LogConfig
 from shardbroker.protocol.batch_scan import BatchHeaders, scan_batches, verify_crcs
-from shardbroker.protocol.records import InvalidRecordBatch, RecordBatch
+from shardbroker.protocol.record_batch import InvalidRecordBatch, RecordBatch
+from shardbroker.protocol.record_batch_header import (
+    HEADER,
+    LAST_OFFSET_DELTA_OFFSET,
+    LOG_OVERHEAD,
+    MAX_TIMESTAMP_OFFSET,
+    NO_TIMESTAMP,
+)
 from shardbroker.storage.abstract_index import CorruptIndexError
 from shardbroker.storage.errors import KafkaStorageError
 from shardbroker.storage.file_names import DELETED_SUFFIX, index_file, log_file, time_index_file
-from shardbroker.storage.log_validator import HEADER, AppendBatches
+from shardbroker.storage.log_validator import AppendBatches
 from shardbroker.storage.offset_index import OffsetIndex
-from shardbroker.storage.time_index import NO_TIMESTAMP, TimeIndex
+from shardbroker.storage.time_index import TimeIndex
 
 __all__ = ["LogSegment", "ScanResult", "batch_checks", "index_entry_slots", "write_fully"]
 
@@ -53,6 +60,8 @@ _IOV_MAX: Final = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
 _unpack_walk = struct.Struct(">qi").unpack_from  # baseOffset, batchLength
 _unpack_lod = struct.Struct(">i").unpack_from
 _unpack_ts = struct.Struct(">q").unpack_from
+#: Header bytes through lastOffsetDelta: what finding a batch's last offset reads.
+_THROUGH_LAST_OFFSET_DELTA = LAST_OFFSET_DELTA_OFFSET + 4
 
 
 def write_fully(fd: int, chunks: list[memoryview], position: int) -> None:
@@ -185,7 +194,7 @@ class LogSegment:
         if self._first_batch_timestamp is None:
             if self.size < HEADER.size:
                 return NO_TIMESTAMP
-            self._first_batch_timestamp = int(_unpack_ts(os.pread(self.fd, 8, 35), 0)[0])
+            self._first_batch_timestamp = int(_unpack_ts(os.pread(self.fd, 8, MAX_TIMESTAMP_OFFSET), 0)[0])
         return self._first_batch_timestamp
 
     def largest_timestamp(self) -> int:
@@ -306,11 +315,11 @@ class LogSegment:
             n = len(chunk)
             while p + header <= n:
                 base, length = _unpack_walk(chunk, p)
-                size = length + 12
+                size = length + LOG_OVERHEAD
                 if size < header:
                     raise KafkaStorageError(f"{self.log_path}: bad batch length at {position + p}")
-                last = base + _unpack_lod(chunk, p + 23)[0]
-                yield position + p, size, base, last, _unpack_ts(chunk, p + 35)[0]
+                last = base + _unpack_lod(chunk, p + LAST_OFFSET_DELTA_OFFSET)[0]
+                yield position + p, size, base, last, _unpack_ts(chunk, p + MAX_TIMESTAMP_OFFSET)[0]
                 p += size
             position += p
 
@@ -325,14 +334,14 @@ class LogSegment:
             chunk = os.pread(fd, min(_WALK_CHUNK, end - pos), pos)
             p = 0
             n = len(chunk)
-            while p + 27 <= n:
+            while p + _THROUGH_LAST_OFFSET_DELTA <= n:
                 base, length = _unpack_walk(chunk, p)
-                last = base + _unpack_lod(chunk, p + 23)[0]
+                last = base + _unpack_lod(chunk, p + LAST_OFFSET_DELTA_OFFSET)[0]
                 if last >= offset:
-                    return pos + p, length + 12, last
-                if length + 12 < header:
+                    return pos + p, length + LOG_OVERHEAD, last
+                if length + LOG_OVERHEAD < header:
                     raise KafkaStorageError(f"{self.log_path}: bad batch length at {pos + p}")
-                p += length + 12
+                p += length + LOG_OVERHEAD
             pos += p
         return None
 
@@ -460,8 +469,11 @@ class LogSegment:
         self.time_index.sanity_check(self.size)
         if self.offset_index.entries:
             off, pos = self.offset_index.entry(self.offset_index.entries - 1)
-            hdr = os.pread(self.fd, 27, pos)
-            if len(hdr) < 27 or _unpack_walk(hdr, 0)[0] + _unpack_lod(hdr, 23)[0] != off:
+            hdr = os.pread(self.fd, _THROUGH_LAST_OFFSET_DELTA, pos)
+            if (
+                len(hdr) < _THROUGH_LAST_OFFSET_DELTA
+                or _unpack_walk(hdr, 0)[0] + _unpack_lod(hdr, LAST_OFFSET_DELTA_OFFSET)[0] != off
+            ):
                 raise CorruptIndexError(f"{self.offset_index.path}: last entry disagrees with the log")
 
     # ---- lifecycle ----

@@ -1,7 +1,7 @@
 """Validate produced record batches and assign their offsets in place (Kafka's LogValidator).
 
-Works on the batch header only (byte layout in shardbroker/protocol/batch_scan.py; the fields
-touched here, big-endian, from the batch start)::
+Works on the batch header only (defined in shardbroker/protocol/record_batch_header.py; the
+fields touched here, big-endian, from the batch start)::
 
      0 baseOffset int64          <- assigned here (not covered by the CRC)
      8 batchLength int32
@@ -33,6 +33,20 @@ from typing import Final, TypeAlias
 
 from crc32c import crc32c as _hw_crc32c
 
+from shardbroker.protocol.record_batch_header import (
+    ATTRIBUTES_OFFSET,
+    BASE_OFFSET_OFFSET,
+    BATCH_HEADER_SIZE,
+    CONTROL_BIT,
+    CRC_OFFSET,
+    CRC_START,
+    HEADER,
+    LOG_OVERHEAD,
+    MAGIC,
+    MAX_TIMESTAMP_OFFSET,
+    PARTITION_LEADER_EPOCH_OFFSET,
+    TIMESTAMP_TYPE_BIT,
+)
 from shardbroker.storage.errors import (
     CorruptRecordError,
     InvalidRecordError,
@@ -47,9 +61,6 @@ from shardbroker.storage.errors import (
 _crc32c = crc32c_hw = _hw_crc32c
 
 __all__ = [
-    "HEADER",
-    "HEADER_SIZE",
-    "LOG_OVERHEAD",
     "AppendBatches",
     "Buffer",
     "crc32c_hw",
@@ -62,13 +73,6 @@ __all__ = [
 
 Buffer: TypeAlias = bytes | bytearray | memoryview
 
-#: The 61-byte v2 header (baseOffset .. recordsCount).
-HEADER: Final = struct.Struct(">qiibIhiqqqhii")
-HEADER_SIZE: Final = 61
-LOG_OVERHEAD: Final = 12
-_CRC_START: Final = 21
-_TIMESTAMP_TYPE_BIT: Final = 0x08
-_CONTROL_BIT: Final = 0x20
 _pack_q = pack_offset = struct.Struct(">q").pack_into
 _pack_i = pack_epoch = struct.Struct(">i").pack_into
 _pack_I = struct.Struct(">I").pack_into
@@ -149,19 +153,19 @@ def header_error(
     allow_control: bool,
 ) -> StorageError | None:
     """What is wrong with a batch header (framing first, like Kafka), or None."""
-    if size < HEADER_SIZE or pos + size > n:
+    if size < BATCH_HEADER_SIZE or pos + size > n:
         return CorruptRecordError(
             f"batch length {size - LOG_OVERHEAD} at byte {pos} runs past the data ({n} bytes)"
         )
-    if magic != 2:
+    if magic != MAGIC:
         return UnsupportedForMessageFormatError(f"magic {magic}: only record batch v2 is stored")
     if size > max_message_bytes:
         return RecordTooLargeError(f"batch of {size} bytes exceeds max.message.bytes {max_message_bytes}")
     if count <= 0 or lod != count - 1:
         return InvalidRecordError(f"lastOffsetDelta {lod} does not match record count {count}")
-    if pid >= 0 and seq < 0 and not attrs & _CONTROL_BIT:  # markers carry the pid, sequence -1
+    if pid >= 0 and seq < 0 and not attrs & CONTROL_BIT:  # markers carry the pid, sequence -1
         return InvalidRecordError(f"invalid sequence number {seq} for producer id {pid}")
-    if attrs & _CONTROL_BIT and not allow_control:
+    if attrs & CONTROL_BIT and not allow_control:
         return InvalidRecordError("control batches may only be written by the coordinator")
     return None
 
@@ -180,12 +184,12 @@ def check_single_header(
     """The header checks of a buffer holding exactly one whole batch (the common produce case):
     one cheap combined test, and :func:`header_error` only to name what failed."""
     if (
-        magic != 2
+        magic != MAGIC
         or size > max_message_bytes
         or count <= 0
         or lod != count - 1
-        or (pid >= 0 and seq < 0 and not attrs & _CONTROL_BIT)
-        or (attrs & _CONTROL_BIT and not allow_control)
+        or (pid >= 0 and seq < 0 and not attrs & CONTROL_BIT)
+        or (attrs & CONTROL_BIT and not allow_control)
     ):
         err = header_error(
             0, size, size, magic, attrs, lod, pid, seq, count, max_message_bytes, allow_control
@@ -213,7 +217,7 @@ def validate_and_assign(
     if type(data) in _BUFFER_TYPES or isinstance(data, bytes | bytearray | memoryview):
         mv = _writable(data)  # type: ignore[arg-type]
         n = mv.nbytes
-        if n >= HEADER_SIZE:
+        if n >= BATCH_HEADER_SIZE:
             f = HEADER.unpack_from(mv, 0)
             if f[1] + LOG_OVERHEAD == n:
                 return _one_batch(
@@ -239,7 +243,7 @@ def validate_and_assign(
         if n == 0:
             raise CorruptRecordError("empty record set")
         while pos < n:
-            if n - pos < HEADER_SIZE:
+            if n - pos < BATCH_HEADER_SIZE:
                 raise CorruptRecordError(f"{n - pos} trailing bytes are not a whole batch header")
             (_, length, _, magic, crc, attrs, lod, _, max_ts, pid, epoch, seq, count) = unpack(mv, pos)
             size = length + LOG_OVERHEAD
@@ -248,7 +252,7 @@ def validate_and_assign(
             )
             if err is not None:
                 raise err
-            if verify_crc and _crc32c(mv[pos + _CRC_START : pos + size]) != crc:
+            if verify_crc and _crc32c(mv[pos + CRC_START : pos + size]) != crc:
                 raise CorruptRecordError(f"CRC mismatch in batch at byte {pos}")
             out.positions.append(rel + pos)
             out.sizes.append(size)
@@ -271,9 +275,9 @@ def validate_and_assign(
         pos = 0
         while pos < n:
             size = out.sizes[i]
-            _pack_q(mv, pos, offset)
+            _pack_q(mv, pos + BASE_OFFSET_OFFSET, offset)
             if leader_epoch is not None:
-                _pack_i(mv, pos + 12, leader_epoch)
+                _pack_i(mv, pos + PARTITION_LEADER_EPOCH_OFFSET, leader_epoch)
             if log_append_time_ms is not None:
                 out.attributes[i] = set_append_time(mv, pos, size, out.attributes[i], log_append_time_ms)
                 out.max_timestamps[i] = log_append_time_ms
@@ -288,10 +292,10 @@ def validate_and_assign(
 
 def set_append_time(mv: memoryview, pos: int, size: int, attrs: int, now_ms: int) -> int:
     """LogAppendTime: timestamp type bit, maxTimestamp = now, and a new CRC (both are under it)."""
-    attrs |= _TIMESTAMP_TYPE_BIT
-    _pack_h(mv, pos + 21, attrs)
-    _pack_q(mv, pos + 35, now_ms)
-    _pack_I(mv, pos + 17, _crc32c(mv[pos + _CRC_START : pos + size]))
+    attrs |= TIMESTAMP_TYPE_BIT
+    _pack_h(mv, pos + ATTRIBUTES_OFFSET, attrs)
+    _pack_q(mv, pos + MAX_TIMESTAMP_OFFSET, now_ms)
+    _pack_I(mv, pos + CRC_OFFSET, _crc32c(mv[pos + CRC_START : pos + size]))
     return attrs
 
 
@@ -311,13 +315,13 @@ def _one_batch(
     (_, length, _, magic, crc, attrs, lod, _, max_ts, pid, epoch, seq, count) = f
     size = length + LOG_OVERHEAD
     check_single_header(size, magic, attrs, lod, pid, seq, count, max_message_bytes, allow_control)
-    if verify_crc and _crc32c(mv[_CRC_START:]) != crc:
+    if verify_crc and _crc32c(mv[CRC_START:]) != crc:
         raise CorruptRecordError("CRC mismatch in batch at byte 0")
     if size > segment_bytes:
         raise RecordBatchTooLargeError(f"append of {size} bytes exceeds segment.bytes {segment_bytes}")
-    _pack_q(mv, 0, offset)
+    _pack_q(mv, BASE_OFFSET_OFFSET, offset)
     if leader_epoch is not None:
-        _pack_i(mv, 12, leader_epoch)
+        _pack_i(mv, PARTITION_LEADER_EPOCH_OFFSET, leader_epoch)
     if log_append_time_ms is not None:
         attrs = set_append_time(mv, 0, size, attrs, log_append_time_ms)
         max_ts = log_append_time_ms

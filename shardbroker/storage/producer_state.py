@@ -2,7 +2,7 @@
 
 Byte layout: none on disk yet. The state is rebuilt on open from the batch headers of the log
 (``producerId`` int64 at 43, ``producerEpoch`` int16 at 51, ``baseSequence`` int32 at 53 of each
-v2 batch header; see shardbroker/protocol/batch_scan.py). Kafka also writes ``NNN.snapshot`` files
+v2 batch header; see shardbroker/protocol/record_batch_header.py). Kafka also writes ``NNN.snapshot`` files
 at each roll so that a restart scans only the segments after the last snapshot; that is left for
 the issue that needs fast restarts of logs with many producers (see the storage README notes).
 

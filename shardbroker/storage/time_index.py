@@ -20,12 +20,10 @@ from typing import ClassVar
 import numpy as np
 import numpy.typing as npt
 
+from shardbroker.protocol.record_batch_header import NO_TIMESTAMP
 from shardbroker.storage.abstract_index import AbstractIndex, CorruptIndexError
 
-__all__ = ["NO_TIMESTAMP", "TimeIndex"]
-
-#: RecordBatch.NO_TIMESTAMP.
-NO_TIMESTAMP = -1
+__all__ = ["TimeIndex"]
 
 _ENTRY_DTYPE = np.dtype([("timestamp", ">i8"), ("relative_offset", ">i4")])
 

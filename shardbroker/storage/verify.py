@@ -1,7 +1,7 @@
 """Offline verification of partition logs: what ``shardbroker dump-log`` and ``shardbroker check``
 report. Opens files read-only; never writes, locks, maps or resizes anything.
 
-No byte layout of its own: it reads the layouts of batch_scan.py (``.log``), offset_index.py,
+No byte layout of its own: it reads the layouts of record_batch_header.py (``.log``), offset_index.py,
 time_index.py and checkpoint.py, with their decoders, and holds them to the rules the broker
 itself keeps (log_segment.py's index rule, log.py's recovery).
 
@@ -51,15 +51,15 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from shardbroker.protocol.batch_scan import (
+from shardbroker.protocol.batch_scan import BatchHeaders, scan_batches, verify_crcs
+from shardbroker.protocol.crc import crc32c
+from shardbroker.protocol.record_batch_header import (
     BATCH_HEADER_SIZE,
     CRC_START,
+    LENGTH_OFFSET,
     LOG_OVERHEAD,
-    BatchHeaders,
-    scan_batches,
-    verify_crcs,
+    NO_TIMESTAMP,
 )
-from shardbroker.protocol.crc import crc32c
 from shardbroker.storage import clean_shutdown
 from shardbroker.storage.abstract_index import IndexEntries
 from shardbroker.storage.checkpoint import CheckpointError, read_checkpoint
@@ -81,7 +81,7 @@ from shardbroker.storage.file_names import (
 )
 from shardbroker.storage.log_segment import batch_checks
 from shardbroker.storage.offset_index import OffsetIndex
-from shardbroker.storage.time_index import NO_TIMESTAMP, TimeIndex
+from shardbroker.storage.time_index import TimeIndex
 
 __all__ = [
     "CHUNK_BYTES",
@@ -271,7 +271,7 @@ def _declared_size(head: memoryview) -> int | None:
     """LOG_OVERHEAD + batchLength of the batch header at the start of ``head`` (None: too short)."""
     if head.nbytes < LOG_OVERHEAD:
         return None
-    return int.from_bytes(head[8:12], "big", signed=True) + LOG_OVERHEAD
+    return int.from_bytes(head[LENGTH_OFFSET : LENGTH_OFFSET + 4], "big", signed=True) + LOG_OVERHEAD
 
 
 def _tail_stop(fd: int, pos: int, size: int, head: memoryview, declared: int | None) -> TailStop:

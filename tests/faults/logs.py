@@ -11,7 +11,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from shardbroker.protocol.records import iter_batches
+from shardbroker.protocol.record_batch import iter_batches
 from shardbroker.storage.log import PartitionLog
 from shardbroker.storage.verify import Severity, partition_dirs, verify_partition
 from tests.integration.kafka_clients import Rec, index_of

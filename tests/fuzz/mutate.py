@@ -22,8 +22,9 @@ import struct
 from collections.abc import Sequence
 from typing import Any, NamedTuple, Protocol, TypeVar
 
-from shardbroker.protocol.codec import Message, Struct, _contains, is_flexible
+from shardbroker.protocol.codec import Message, is_flexible
 from shardbroker.protocol.primitives import decode_uvarint, decode_varint, decode_varlong, encode_uvarint
+from shardbroker.protocol.schema import Struct, in_versions
 
 __all__ = ["Choices", "Slot", "batch_layout", "message_layout", "mutate"]
 
@@ -82,15 +83,15 @@ def _walk(
     cls: type[Struct], version: int, flex: bool, obj: Any, data: bytes, pos: int, out: list[Slot]
 ) -> int:
     for f in cls.FIELDS:
-        if flex and f.tag is not None and _contains(f.tagged, version):
+        if flex and f.tag is not None and in_versions(f.tagged, version):
             continue  # in the tagged section, read from the bytes below
-        if not _contains(f.versions, version):
+        if not in_versions(f.versions, version):
             continue
-        compact = flex and (f.flexible is None or _contains(f.flexible, version))
+        compact = flex and (f.flexible is None or in_versions(f.flexible, version))
         pos = _value(
             f.kind,
             f.struct,
-            _contains(f.nullable, version),
+            in_versions(f.nullable, version),
             getattr(obj, f.attr),
             version,
             flex,
@@ -169,7 +170,7 @@ def _tagged_section(data: bytes, pos: int, out: list[Slot]) -> int:
 
 # -- the layout of a record batch ----------------------------------------------------------------
 
-#: Header fields worth breaking (batch_scan.py has the layout): batchLength, magic, attributes
+#: Header fields worth breaking (record_batch_header.py has the layout): batchLength, magic, attributes
 #: (codec bits), lastOffsetDelta, recordsCount.
 _BATCH_HEADER_SLOTS = ((8, "i32", "batch-length"), (16, "i8", "magic"), (21, "i16", "attributes"),
                        (23, "i32", "last-offset-delta"), (57, "i32", "records-count"))  # fmt: skip

@@ -36,6 +36,7 @@ from typing import Any, cast
 
 from shardbroker.protocol import batch_scan, codec, messages
 from shardbroker.protocol.codec import Message
+from shardbroker.protocol.compression import CompressionType
 from shardbroker.protocol.connection import (
     BadRequest,
     ConnectionClosed,
@@ -43,17 +44,13 @@ from shardbroker.protocol.connection import (
     RequestReceived,
     ServerConnection,
 )
+from shardbroker.protocol.control_records import ControlRecordType, build_control_batch, control_record
 from shardbroker.protocol.crc import crc32c
 from shardbroker.protocol.errors import ProtocolError
 from shardbroker.protocol.headers import encode_request, request_header_version
-from shardbroker.protocol.records import (
-    CompressionType,
-    ControlRecordType,
-    RecordBatch,
-    RecordBatchBuilder,
-    build_control_batch,
-    iter_batches,
-)
+from shardbroker.protocol.record_batch import RecordBatch, iter_batches
+from shardbroker.protocol.record_batch_builder import RecordBatchBuilder
+from shardbroker.protocol.record_batch_header import BATCH_HEADER_SIZE
 from tests.fuzz.mutate import Choices, Slot, batch_layout, message_layout, mutate
 from tests.unit.test_codec_roundtrip import build_sample, flexible
 
@@ -382,7 +379,7 @@ def _record_batch_target() -> Target:
         for _rec in batch.records(max_size=DECOMPRESS_CAP):
             pass
         if batch.is_control:
-            batch.control_record()
+            control_record(batch)
         batch.validate(records=True, produce=produce)
 
     def check(data: bytes, produce: bool) -> None:
@@ -415,7 +412,7 @@ def _batch_scan_target() -> Target:
         sizes = headers.sizes.tolist()
         expected = 0
         for pos, size in zip(positions, sizes, strict=True):
-            if pos != expected or size < batch_scan.BATCH_HEADER_SIZE:
+            if pos != expected or size < BATCH_HEADER_SIZE:
                 raise Finding(
                     target.name, data, f"scan found a batch of {size} bytes at {pos}, expected at {expected}"
                 )

@@ -23,7 +23,8 @@ from shardbroker.protocol import messages as m
 from shardbroker.protocol.codec import Message
 from shardbroker.protocol.errors import ErrorCode
 from shardbroker.protocol.headers import decode_response, encode_request
-from shardbroker.protocol.records import RecordBatchBuilder, iter_batches
+from shardbroker.protocol.record_batch import iter_batches
+from shardbroker.protocol.record_batch_builder import RecordBatchBuilder
 from tests.integration.broker_process import BrokerProcess
 from tests.integration.kafka_clients import create_topic
 

@@ -19,7 +19,7 @@ from shardbroker.client.admin import AdminClient, NewTopic
 from shardbroker.client.connection import BrokerConnection
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode
-from shardbroker.protocol.records import RecordBatchBuilder
+from shardbroker.protocol.record_batch_builder import RecordBatchBuilder
 from tests.integration.broker_process import BrokerProcess, wait_for
 
 pytestmark = pytest.mark.integration

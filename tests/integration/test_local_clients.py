@@ -32,7 +32,7 @@ from shardbroker.ipc.local_attach import LocalBroker
 from shardbroker.ipc.local_directory import worker_socket_address
 from shardbroker.ipc.local_protocol import REQUEST_HEADER
 from shardbroker.protocol.errors import ErrorCode
-from shardbroker.protocol.records import RecordBatchBuilder
+from shardbroker.protocol.record_batch_builder import RecordBatchBuilder
 from tests.integration.broker_process import SHM_DIR, BrokerProcess, wait_for
 from tests.integration.conftest import BrokerFactory
 from tests.integration.kafka_clients import create_topic, end_offsets

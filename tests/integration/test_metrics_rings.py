@@ -16,7 +16,7 @@ from shardbroker.client.connection import BrokerConnection
 from shardbroker.client.local_producer import LocalProducer
 from shardbroker.ipc.local_attach import LocalBroker
 from shardbroker.protocol import messages as m
-from shardbroker.protocol.records import RecordBatchBuilder
+from shardbroker.protocol.record_batch_builder import RecordBatchBuilder
 from tests.integration.broker_process import BrokerProcess
 from tests.integration.kafka_clients import create_topic
 from tests.integration.test_prometheus_live import scrape_text

@@ -27,7 +27,7 @@ from shardbroker.client.admin import AdminClient
 from shardbroker.client.connection import BrokerConnection
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode
-from shardbroker.protocol.records import RecordBatchBuilder
+from shardbroker.protocol.record_batch_builder import RecordBatchBuilder
 from tests.faults.load import GroupLoad
 from tests.faults.logs import check_acked_exactly_once
 from tests.integration.broker_process import REPO, BrokerProcess, wait_for

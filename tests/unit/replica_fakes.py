@@ -13,7 +13,7 @@ from shardbroker.broker.replica_manager import ReplicaManager
 from shardbroker.broker.worker_state import WorkerState
 from shardbroker.config import BrokerConfig
 from shardbroker.metadata.image import BrokerEndpoint, MetadataImage, PartitionImage, TopicImage
-from shardbroker.protocol.records import RecordBatchBuilder
+from shardbroker.protocol.record_batch_builder import RecordBatchBuilder
 
 T = TypeVar("T")
 

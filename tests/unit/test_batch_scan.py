@@ -14,8 +14,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shardbroker.protocol.batch_scan import (
-    BATCH_HEADER_SIZE,
-    LOG_OVERHEAD,
     BatchHeaders,
     first_invalid,
     scan_batch_positions,
@@ -23,7 +21,9 @@ from shardbroker.protocol.batch_scan import (
     verify_crcs,
     verify_crcs_numpy,
 )
-from shardbroker.protocol.records import RecordBatch, RecordBatchBuilder, assign_offsets
+from shardbroker.protocol.record_batch import RecordBatch, assign_offsets
+from shardbroker.protocol.record_batch_builder import RecordBatchBuilder
+from shardbroker.protocol.record_batch_header import BATCH_HEADER_SIZE, LOG_OVERHEAD
 
 with warnings.catch_warnings():
     # kafka-python 3.0 loads its schemas with importlib.resources.read_text (deprecated in 3.11)

@@ -28,7 +28,7 @@ from shardbroker.protocol import messages as m
 from shardbroker.protocol.codec import Message
 from shardbroker.protocol.errors import ErrorCode
 from shardbroker.protocol.headers import decode_response, encode_request
-from shardbroker.protocol.records import RecordBatchBuilder
+from shardbroker.protocol.record_batch_builder import RecordBatchBuilder
 
 State = dict[str, Any]
 

@@ -22,8 +22,9 @@ from shardbroker.client.connection import BrokerUnreachable
 from shardbroker.client.consumer import ConsumerRecord, TcpConsumer, range_assign
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.codec import Message
+from shardbroker.protocol.control_records import ControlRecordType, build_control_batch
 from shardbroker.protocol.errors import ErrorCode
-from shardbroker.protocol.records import ControlRecordType, RecordBatchBuilder, build_control_batch
+from shardbroker.protocol.record_batch_builder import RecordBatchBuilder
 from tests.unit.kafka_fake import FakeBroker, closed_port, coordinator_at, running_fake
 
 F = m.FetchResponse

@@ -16,7 +16,7 @@ from shardbroker.protocol import messages as m
 from shardbroker.protocol.codec import Message
 from shardbroker.protocol.compression import CompressionType
 from shardbroker.protocol.errors import ErrorCode
-from shardbroker.protocol.records import iter_batches
+from shardbroker.protocol.record_batch import iter_batches
 from tests.unit.kafka_fake import FakeBroker, running_fake
 
 R = m.ProduceResponse

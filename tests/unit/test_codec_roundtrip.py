@@ -18,8 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shardbroker.protocol import codec, messages
-from shardbroker.protocol.codec import _NATURAL_SCALARS, NATURAL, Field, Message, Struct, _contains
+from shardbroker.protocol.codec import Message
 from shardbroker.protocol.errors import ErrorCode, ProtocolError
+from shardbroker.protocol.schema import NATURAL, NATURAL_DEFAULTS, Field, Struct, in_versions
 
 ALL_MESSAGES: list[type[Message]] = [
     *messages.REQUESTS.values(),
@@ -45,7 +46,7 @@ def flexible(cls: type[Message], version: int) -> bool:
 
 
 def present(f: Field, version: int, flex: bool) -> bool:
-    return _contains(f.versions, version) or (flex and f.tag is not None and _contains(f.tagged, version))
+    return in_versions(f.versions, version) or (flex and f.tag is not None and in_versions(f.tagged, version))
 
 
 def default_of(f: Field) -> Any:
@@ -56,7 +57,7 @@ def default_of(f: Field) -> Any:
         return f.struct()
     if f.kind.startswith("[]"):
         return []
-    return _NATURAL_SCALARS[f.kind]
+    return NATURAL_DEFAULTS[f.kind]
 
 
 def scalar_sample(kind: str, rnd: random.Random, avoid: Any) -> Any:
@@ -88,7 +89,7 @@ def build_sample(
     for f in cls.FIELDS:
         if not present(f, version, flex):
             continue
-        if nulls and _contains(f.nullable, version):
+        if nulls and in_versions(f.nullable, version):
             setattr(obj, f.attr, None)
             continue
         if f.kind == "struct":
@@ -353,7 +354,7 @@ def field_strategy(f: Field, version: int, flex: bool, depth: int) -> st.SearchS
         base = st.lists(scalar_strategy(f.kind[2:]), max_size=3)
     else:
         base = scalar_strategy(f.kind)
-    if _contains(f.nullable, version):
+    if in_versions(f.nullable, version):
         base = st.none() | base
     return base
 

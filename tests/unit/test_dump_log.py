@@ -15,7 +15,8 @@ import pytest
 from shardbroker.cli.main import main
 from shardbroker.config import LogConfig
 from shardbroker.protocol.compression import CompressionType
-from shardbroker.protocol.records import ControlRecordType, RecordBatchBuilder, build_control_batch
+from shardbroker.protocol.control_records import ControlRecordType, build_control_batch
+from shardbroker.protocol.record_batch_builder import RecordBatchBuilder
 from shardbroker.storage import file_names as fn
 from shardbroker.storage.log import PartitionLog
 from shardbroker.storage.offset_index import OffsetIndex

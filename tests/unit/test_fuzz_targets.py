@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from shardbroker.protocol import codec, messages
 from shardbroker.protocol.errors import ProtocolError
 from shardbroker.protocol.primitives import decode_uvarint, decode_varint, decode_varlong
-from shardbroker.protocol.records import RecordBatchBuilder
+from shardbroker.protocol.record_batch_builder import RecordBatchBuilder
 from tests.fuzz import mutate as mut
 from tests.fuzz.targets import MEMORY_FACTOR, MEMORY_SLACK, Finding, Target, _measured, all_targets
 

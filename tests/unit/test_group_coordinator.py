@@ -16,7 +16,7 @@ from shardbroker.broker.group_coordinator import (
 from shardbroker.broker.group_state import GroupState
 from shardbroker.metadata.image import MetadataImage
 from shardbroker.protocol.errors import ErrorCode
-from shardbroker.protocol.records import iter_batches
+from shardbroker.protocol.record_batch import iter_batches
 from tests.unit.replica_fakes import Harness, image, run, topic
 
 NONE = int(ErrorCode.NONE)

@@ -23,8 +23,9 @@ from shardbroker.config import BrokerConfig
 from shardbroker.control import controller_state
 from shardbroker.metadata.image import BrokerEndpoint, MetadataImage
 from shardbroker.protocol import messages as m
-from shardbroker.protocol.codec import ZERO_UUID, Message, encode
+from shardbroker.protocol.codec import Message, encode
 from shardbroker.protocol.errors import ErrorCode
+from shardbroker.protocol.schema import ZERO_UUID
 
 T = TypeVar("T")
 

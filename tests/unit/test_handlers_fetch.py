@@ -14,7 +14,7 @@ from shardbroker.broker.handlers.fetch import HANDLER, handle_fetch
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.codec import decode, encode_parts
 from shardbroker.protocol.errors import ErrorCode
-from shardbroker.protocol.records import iter_batches
+from shardbroker.protocol.record_batch import iter_batches
 from tests.unit.replica_fakes import Harness, batch, image, run, topic
 
 TID = uuid.UUID(int=42)

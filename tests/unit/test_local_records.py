@@ -1,7 +1,7 @@
-"""The vectorised record codecs of protocol/records.py against the per-record ones: the uniform
-batch encoder builds the same bytes as RecordBatchBuilder for any record count, key size and
-value size; ``record_columns`` decodes many batches at once into the same records, values and
-refusals as ``RecordBatch.records``."""
+"""The vectorised record codecs (protocol/uniform_batch.py, protocol/record_columns.py) against the
+per-record ones: the uniform batch encoder builds the same bytes as RecordBatchBuilder for any
+record count, key size and value size; ``record_columns`` decodes many batches at once into the
+same records, values and refusals as ``RecordBatch.records``."""
 
 from __future__ import annotations
 
@@ -13,20 +13,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shardbroker.protocol.batch_scan import scan_batches
-from shardbroker.protocol.records import (
-    CompressionType,
+from shardbroker.protocol.compression import CompressionType
+from shardbroker.protocol.record_batch import (
     InvalidRecordBatch,
     Record,
     RecordBatch,
-    RecordBatchBuilder,
-    as_uniform,
     assign_offsets,
-    encode_uniform_batch,
-    record_columns,
     set_log_append_time,
     split_batches,
-    uniform_records_size,
 )
+from shardbroker.protocol.record_batch_builder import RecordBatchBuilder
+from shardbroker.protocol.record_columns import record_columns
+from shardbroker.protocol.uniform_batch import as_uniform, encode_uniform_batch, uniform_records_size
 
 
 def reference(values: list[bytes], keys: list[bytes] | None, timestamp: int) -> bytes:

@@ -21,7 +21,7 @@ from shardbroker.protocol.connection import (
 )
 from shardbroker.protocol.errors import ErrorCode, ProtocolError
 from shardbroker.protocol.headers import decode_response, encode_request
-from shardbroker.protocol.records import RecordBatchBuilder
+from shardbroker.protocol.record_batch_builder import RecordBatchBuilder
 
 
 def frame(msg: Message, version: int, correlation_id: int = 1, client_id: str | None = "t") -> bytes:

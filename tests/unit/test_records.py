@@ -22,6 +22,7 @@ from shardbroker.protocol.compression import (
     compress,
     decompress,
 )
+from shardbroker.protocol.control_records import ControlRecordType, build_control_batch, control_record
 from shardbroker.protocol.crc import crc32c, crc32c_python
 from shardbroker.protocol.errors import ErrorCode, ProtocolError
 from shardbroker.protocol.primitives import (
@@ -34,18 +35,16 @@ from shardbroker.protocol.primitives import (
     encode_varlong,
     varint_size,
 )
-from shardbroker.protocol.records import (
-    ControlRecordType,
+from shardbroker.protocol.record_batch import (
     InvalidRecordBatch,
     RecordBatch,
-    RecordBatchBuilder,
-    TimestampType,
     assign_offsets,
-    build_control_batch,
     iter_batches,
     set_log_append_time,
     split_batches,
 )
+from shardbroker.protocol.record_batch_builder import RecordBatchBuilder
+from shardbroker.protocol.record_batch_header import TimestampType
 
 with warnings.catch_warnings():
     # kafka-python 3.0 loads its schemas with importlib.resources.read_text (deprecated in 3.11)
@@ -337,7 +336,7 @@ def test_control_batch(ctype: ControlRecordType) -> None:
     rb.validate()
     assert rb.is_control and rb.is_transactional and rb.base_sequence == -1
     assert rb.producer_id == 9 and rb.producer_epoch == 2 and rb.records_count == 1
-    cr = rb.control_record()
+    cr = control_record(rb)
     assert (cr.type, cr.coordinator_epoch, cr.key_version, cr.value_version) == (ctype, 17, 0, 0)
     (rec,) = list(rb.records())
     assert rec.key is not None and bytes(rec.key) == struct.pack(">hh", 0, ctype)
@@ -350,7 +349,7 @@ def test_control_batch(ctype: ControlRecordType) -> None:
 
 def test_control_record_of_a_data_batch_is_refused() -> None:
     with pytest.raises(InvalidRecordBatch) as info:
-        RecordBatch(FIXTURE).control_record()
+        control_record(RecordBatch(FIXTURE))
     assert info.value.error_code == ErrorCode.INVALID_RECORD
 
 
@@ -603,7 +602,7 @@ def exercise(buf: bytes | bytearray) -> None:
         rb.validate(produce=False)
         _ = (rb.last_sequence, rb.timestamp_type, rb.compression_known, rb.is_crc_valid(), repr(rb))
         if rb.is_control:
-            rb.control_record()
+            control_record(rb)
     except InvalidRecordBatch as exc:
         assert exc.error_code in (
             ErrorCode.CORRUPT_MESSAGE,

@@ -16,7 +16,8 @@ from contextlib import contextmanager
 
 import pytest
 
-from shardbroker.protocol.records import CompressionType, RecordBatch, split_batches
+from shardbroker.protocol.compression import CompressionType
+from shardbroker.protocol.record_batch import RecordBatch, split_batches
 
 confluent_kafka = pytest.importorskip("confluent_kafka")
 

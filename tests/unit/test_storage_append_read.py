@@ -294,7 +294,8 @@ def test_list_offsets_finds_the_exact_record_inside_a_batch(tmp_path: Path) -> N
 
 
 def test_list_offsets_in_compressed_batches(tmp_path: Path) -> None:
-    from shardbroker.protocol.records import CompressionType, RecordBatchBuilder
+    from shardbroker.protocol.compression import CompressionType
+    from shardbroker.protocol.record_batch_builder import RecordBatchBuilder
 
     log = open_log(tmp_path)
     builder = RecordBatchBuilder(compression=CompressionType.GZIP)

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from shardbroker.protocol.record_batch_header import NO_TIMESTAMP
 from shardbroker.storage import file_names as fn
 from shardbroker.storage.abstract_index import CorruptIndexError
 from shardbroker.storage.checkpoint import CheckpointError, read_checkpoint, write_checkpoint
 from shardbroker.storage.offset_index import OffsetIndex
-from shardbroker.storage.time_index import NO_TIMESTAMP, TimeIndex
+from shardbroker.storage.time_index import TimeIndex
 
 
 def test_twenty_digit_names(tmp_path: Path) -> None:

@@ -19,8 +19,8 @@ from shardbroker.broker.dispatch import ApiHandler, RequestContext
 from shardbroker.broker.handlers._common import controller_items, controller_timeout, topic_config_entries
 from shardbroker.metadata.image import TopicImage
 from shardbroker.protocol import messages as m
-from shardbroker.protocol.codec import ZERO_UUID
 from shardbroker.protocol.errors import ErrorCode
+from shardbroker.protocol.schema import ZERO_UUID
 
 __all__ = ["HANDLER"]
 

@@ -13,8 +13,8 @@ from typing import Any
 from shardbroker.broker.dispatch import ApiHandler, RequestContext
 from shardbroker.broker.handlers._common import controller_items, controller_timeout
 from shardbroker.protocol import messages as m
-from shardbroker.protocol.codec import ZERO_UUID
 from shardbroker.protocol.errors import ErrorCode
+from shardbroker.protocol.schema import ZERO_UUID
 
 __all__ = ["HANDLER"]
 

@@ -24,7 +24,8 @@ from shardbroker.broker.dispatch import ApiHandler, RequestContext
 from shardbroker.broker.replica_manager import Partition
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode, ProtocolError
-from shardbroker.protocol.records import RecordBatch
+from shardbroker.protocol.record_batch import RecordBatch
+from shardbroker.protocol.record_batch_header import BATCH_HEADER_SIZE
 from shardbroker.storage.errors import StorageError
 from shardbroker.storage.log import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, MAX_TIMESTAMP
 
@@ -43,7 +44,7 @@ def _refine(p: Partition, found: tuple[int, int], target: int | None) -> tuple[i
     ts, offset = found
     try:
         data = p.log.read(offset, 1, min_one_message=True).read()
-        if len(data) < 61:
+        if len(data) < BATCH_HEADER_SIZE:
             return found
         batch = RecordBatch(data)
         start = p.log.log_start_offset

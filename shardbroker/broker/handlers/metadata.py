@@ -27,8 +27,8 @@ from shardbroker.broker.worker_state import WorkerState
 from shardbroker.metadata.image import MetadataImage, TopicImage
 from shardbroker.metadata.topic_names import validate_topic_name
 from shardbroker.protocol import messages as m
-from shardbroker.protocol.codec import ZERO_UUID
 from shardbroker.protocol.errors import ErrorCode
+from shardbroker.protocol.schema import ZERO_UUID
 
 __all__ = ["HANDLER"]
 
