@@ -7,18 +7,25 @@ Layout of ``<data_dir>/<topic>-<partition>/`` (Kafka's, LogFileUtils.java)::
     00000000000000000000.timeindex  time index (see time_index.py)
     <name>.deleted                  a segment file on its way out (renamed, removed after
                                     file.delete.delay.ms so open readers can finish)
-    <name>.cleaned / <name>.swap    compaction outputs (the later log cleaner)
+    <name>.cleaned / <name>.swap    compaction outputs (Kafka's log cleaner; removed at open)
     <name>.tmp                      a checkpoint being written (write, fsync, rename)
     recovery-point-offset-checkpoint, log-start-offset-checkpoint   see checkpoint.py
-    .kafka_cleanshutdown            clean-shutdown marker (see log.py)
+    leader-epoch-checkpoint         the partition's leader epochs (see leader_epoch_checkpoint.py)
+    partition.metadata              the topic id (see partition_metadata.py)
+    .kafka_cleanshutdown            clean-shutdown marker (see clean_shutdown.py)
+
+A deleted partition's directory is renamed to ``<topic>-<partition>.<32 hex digits>-delete``
+(Kafka's LocalLog.logDeleteDirName) before it is removed, so the name is free at once; such a
+directory is never parsed as a partition directory.
 
 Every other module asks this one for names, so the 20-digit rule and the suffixes live in one
-place (the dump-log tool and the cleaner will parse the same names).
+place (the broker, the dump-log tool and ``shardbroker check`` parse the same names).
 """
 
 from __future__ import annotations
 
 import re
+import uuid
 from pathlib import Path
 from typing import Final
 
@@ -26,15 +33,20 @@ __all__ = [
     "CLEANED_SUFFIX",
     "CLEAN_SHUTDOWN_FILE",
     "DELETED_SUFFIX",
+    "DELETE_DIR_SUFFIX",
     "INDEX_SUFFIX",
+    "LEADER_EPOCH_CHECKPOINT",
     "LOG_START_OFFSET_CHECKPOINT",
     "LOG_SUFFIX",
+    "PARTITION_METADATA_FILE",
     "RECOVERY_POINT_CHECKPOINT",
     "SWAP_SUFFIX",
     "TIME_INDEX_SUFFIX",
     "TMP_SUFFIX",
+    "delete_dir",
     "filename_prefix",
     "index_file",
+    "is_delete_dir",
     "log_file",
     "offset_from_file_name",
     "parse_partition_dir",
@@ -53,6 +65,9 @@ RECOVERY_POINT_CHECKPOINT: Final = "recovery-point-offset-checkpoint"
 LOG_START_OFFSET_CHECKPOINT: Final = "log-start-offset-checkpoint"
 #: Kafka's name (LogLoader.CleanShutdownFile); we keep one per partition directory.
 CLEAN_SHUTDOWN_FILE: Final = ".kafka_cleanshutdown"
+LEADER_EPOCH_CHECKPOINT: Final = "leader-epoch-checkpoint"  # Kafka's LeaderEpochCheckpointFile
+PARTITION_METADATA_FILE: Final = "partition.metadata"  # Kafka's PartitionMetadataFile
+DELETE_DIR_SUFFIX: Final = "-delete"  # Kafka's LocalLog.DeleteDirSuffix
 
 _DIGITS: Final = 20
 _SEGMENT_RE: Final = re.compile(r"^(\d{20})(\.[a-z]+)(\.[a-z]+)?$")
@@ -96,3 +111,14 @@ def parse_partition_dir(name: str) -> tuple[str, int]:
     if m is None:
         raise ValueError(f"not a partition directory name: {name!r}")
     return m.group(1), int(m.group(2))
+
+
+def delete_dir(directory: Path) -> Path:
+    """``<topic>-<partition>.<uuid hex>-delete`` beside ``directory``: the name a deleted
+    partition's directory is renamed to (Kafka's LocalLog.logDeleteDirName)."""
+    return directory.with_name(f"{directory.name}.{uuid.uuid4().hex}{DELETE_DIR_SUFFIX}")
+
+
+def is_delete_dir(name: str) -> bool:
+    """Is ``name`` a directory name made by `delete_dir`?"""
+    return name.endswith(DELETE_DIR_SUFFIX) and "." in name
