@@ -24,8 +24,10 @@ place (the broker, the dump-log tool and ``shardbroker check`` parse the same na
 
 from __future__ import annotations
 
+import os
 import re
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
@@ -36,6 +38,7 @@ __all__ = [
     "DELETE_DIR_SUFFIX",
     "INDEX_SUFFIX",
     "LEADER_EPOCH_CHECKPOINT",
+    "LEFTOVER_SUFFIXES",
     "LOG_START_OFFSET_CHECKPOINT",
     "LOG_SUFFIX",
     "PARTITION_METADATA_FILE",
@@ -43,10 +46,12 @@ __all__ = [
     "SWAP_SUFFIX",
     "TIME_INDEX_SUFFIX",
     "TMP_SUFFIX",
+    "SegmentFiles",
     "delete_dir",
     "filename_prefix",
     "index_file",
     "is_delete_dir",
+    "list_segment_files",
     "log_file",
     "offset_from_file_name",
     "parse_partition_dir",
@@ -61,6 +66,8 @@ DELETED_SUFFIX: Final = ".deleted"
 CLEANED_SUFFIX: Final = ".cleaned"
 SWAP_SUFFIX: Final = ".swap"
 TMP_SUFFIX: Final = ".tmp"
+#: Files an interrupted write, delete or compaction leaves; opening a log removes them.
+LEFTOVER_SUFFIXES: Final = (TMP_SUFFIX, DELETED_SUFFIX, CLEANED_SUFFIX, SWAP_SUFFIX)
 RECOVERY_POINT_CHECKPOINT: Final = "recovery-point-offset-checkpoint"
 LOG_START_OFFSET_CHECKPOINT: Final = "log-start-offset-checkpoint"
 #: Kafka's name (LogLoader.CleanShutdownFile); we keep one per partition directory.
@@ -122,3 +129,45 @@ def delete_dir(directory: Path) -> Path:
 def is_delete_dir(name: str) -> bool:
     """Is ``name`` a directory name made by `delete_dir`?"""
     return name.endswith(DELETE_DIR_SUFFIX) and "." in name
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentFiles:
+    """The segment files of a partition directory, as `list_segment_files` found them."""
+
+    #: Base offsets of the ``.log`` files, ascending.
+    bases: list[int]
+    #: ``(base offset, INDEX_SUFFIX or TIME_INDEX_SUFFIX)`` of every index file.
+    index_files: set[tuple[int, str]]
+    #: Files with a LEFTOVER_SUFFIXES suffix, by name.
+    leftovers: list[Path]
+    #: Index files without their ``.log``, by base offset.
+    orphan_indexes: list[Path]
+
+
+def list_segment_files(directory: Path) -> SegmentFiles:
+    """One listing of ``directory``: what opening the log removes (leftovers, orphan indexes)
+    and the segments it keeps. Other files (checkpoints, the marker) are not listed."""
+    bases: list[int] = []
+    index_files: set[tuple[int, str]] = set()
+    leftovers: list[Path] = []
+    for entry in sorted(os.scandir(directory), key=lambda e: e.name):
+        if entry.name.endswith(LEFTOVER_SUFFIXES):
+            leftovers.append(Path(entry.path))
+            continue
+        parsed = offset_from_file_name(entry.name)
+        if parsed is None or parsed[2]:
+            continue
+        base, kind, _ = parsed
+        if kind == LOG_SUFFIX:
+            bases.append(base)
+        elif kind in (INDEX_SUFFIX, TIME_INDEX_SUFFIX):
+            index_files.add((base, kind))
+    bases.sort()
+    logs = set(bases)
+    orphans = [
+        (index_file if kind == INDEX_SUFFIX else time_index_file)(directory, base)
+        for base, kind in sorted(index_files)
+        if base not in logs
+    ]
+    return SegmentFiles(bases, index_files, leftovers, orphans)

@@ -16,25 +16,16 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 from shardbroker.storage import clean_shutdown
 from shardbroker.storage.file_names import (
-    CLEANED_SUFFIX,
-    DELETED_SUFFIX,
-    INDEX_SUFFIX,
     LOG_START_OFFSET_CHECKPOINT,
-    LOG_SUFFIX,
     RECOVERY_POINT_CHECKPOINT,
-    SWAP_SUFFIX,
-    TIME_INDEX_SUFFIX,
-    TMP_SUFFIX,
-    index_file,
     is_delete_dir,
+    list_segment_files,
     log_file,
-    offset_from_file_name,
     parse_partition_dir,
-    time_index_file,
 )
 from shardbroker.storage.verify.checkpoints import checkpoint_bounds, read_offset_checkpoint
 from shardbroker.storage.verify.indexes import read_segment_indexes, verify_segment_indexes
@@ -49,8 +40,6 @@ from shardbroker.storage.verify.segments import (
 )
 
 __all__ = ["PartitionReport", "deleted_partition_dirs", "partition_dirs", "verify_partition"]
-
-_LEFTOVER_SUFFIXES: Final = (TMP_SUFFIX, DELETED_SUFFIX, CLEANED_SUFFIX, SWAP_SUFFIX)
 
 
 @dataclass(slots=True)
@@ -126,38 +115,21 @@ def verify_partition(
     topic, partition = parse_partition_dir(directory.name)
     report = PartitionReport(directory, topic, partition)
     problems = report.problems
-    bases: list[int] = []
-    index_files: set[tuple[int, str]] = set()
-    for entry in sorted(os.scandir(directory), key=lambda e: e.name):
-        if entry.name.endswith(_LEFTOVER_SUFFIXES):
-            problems.append(
-                Problem(
-                    Severity.NOTE,
-                    "leftover",
-                    Path(entry.path),
-                    "left by an interrupted write or delete; the broker removes it on start",
-                )
-            )
-            continue
-        parsed = offset_from_file_name(entry.name)
-        if parsed is None or parsed[2]:
-            continue
-        if parsed[1] == LOG_SUFFIX:
-            bases.append(parsed[0])
-        elif parsed[1] in (INDEX_SUFFIX, TIME_INDEX_SUFFIX):
-            index_files.add((parsed[0], parsed[1]))
-    bases.sort()
-    for base, kind in sorted(index_files):
-        if base not in bases:
-            path = (index_file if kind == INDEX_SUFFIX else time_index_file)(directory, base)
-            problems.append(
-                Problem(
-                    Severity.NOTE,
-                    "leftover",
-                    path,
-                    "an index without its .log; the broker removes it on start",
-                )
-            )
+    listing = list_segment_files(directory)
+    bases, index_files = listing.bases, listing.index_files
+    problems += [
+        Problem(
+            Severity.NOTE,
+            "leftover",
+            path,
+            "left by an interrupted write or delete; the broker removes it on start",
+        )
+        for path in listing.leftovers
+    ]
+    problems += [
+        Problem(Severity.NOTE, "leftover", path, "an index without its .log; the broker removes it on start")
+        for path in listing.orphan_indexes
+    ]
     key = (topic, partition)
     report.clean_shutdown = clean_shutdown.trusted(directory)
     recovery_point = read_offset_checkpoint(directory / RECOVERY_POINT_CHECKPOINT, key, problems)
