@@ -108,7 +108,7 @@ def deleted_partition_dirs(data_dir: Path) -> list[Problem]:
 def verify_partition(
     directory: Path, *, on_bytes: Callable[[int], None] | None = None, live: bool = False
 ) -> PartitionReport:
-    """Check every segment, index and checkpoint of one partition directory, read-only.
+    """Check every segment, index, checkpoint and partition file of one partition directory, read-only.
 
     ``on_bytes`` is told how many log bytes each segment had (progress). ``live``: a broker is
     running on this data dir, so a file may vanish (retention) while we read."""
