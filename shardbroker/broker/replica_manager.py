@@ -111,7 +111,6 @@ sink.
 from __future__ import annotations
 
 import asyncio
-import base64
 import concurrent.futures
 import contextlib
 import logging
@@ -139,8 +138,11 @@ from shardbroker.protocol.record_batch_header import (
     TRANSACTIONAL_BIT,
 )
 from shardbroker.storage.errors import KafkaStorageError, StorageError
+from shardbroker.storage.file_names import delete_dir, is_delete_dir
+from shardbroker.storage.leader_epoch_checkpoint import read_leader_epochs, write_leader_epochs
 from shardbroker.storage.log import FetchDataInfo, LogAppendInfo, PartitionLog
 from shardbroker.storage.log_segment import LogSegment
+from shardbroker.storage.partition_metadata import read_partition_metadata, write_partition_metadata
 
 if TYPE_CHECKING:
     from shardbroker.supervision.worker import Worker
@@ -165,10 +167,6 @@ MAX_TICK_S: Final = 1.0
 FLUSH_THREADS: Final = 4
 #: Producer ids asked of the controller at a time (Kafka's ProducerIdManager block size is 1000).
 PRODUCER_ID_BLOCK: Final = 1000
-
-PARTITION_METADATA_FILE: Final = "partition.metadata"  # Kafka's PartitionMetadataFile
-LEADER_EPOCH_CHECKPOINT: Final = "leader-epoch-checkpoint"  # Kafka's LeaderEpochCheckpointFile
-DELETE_DIR_SUFFIX: Final = "-delete"  # Kafka's LocalLog.DeleteDirSuffix
 
 _MAX_CODEC: Final = int(CompressionType.ZSTD)  # 5-7 are not codecs
 
@@ -334,63 +332,6 @@ class Partition:
             else:
                 break
         return found
-
-
-# ---------------------------------------------------------------------------------- files
-
-
-def _encode_topic_id(topic_id: uuid.UUID) -> str:
-    """Kafka's Uuid.toString: URL-safe base64 of the 16 bytes, without padding."""
-    return base64.urlsafe_b64encode(topic_id.bytes).decode().rstrip("=")
-
-
-def read_partition_metadata(directory: Path) -> uuid.UUID | None:
-    try:
-        text = (directory / PARTITION_METADATA_FILE).read_text()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "topic_id":
-            raw = value.strip()
-            try:
-                return uuid.UUID(bytes=base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
-            except ValueError:
-                return None
-    return None
-
-
-def _write_text_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")  # storage's open removes a stray .tmp
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def write_partition_metadata(directory: Path, topic_id: uuid.UUID) -> None:
-    _write_text_atomically(
-        directory / PARTITION_METADATA_FILE, f"version: 0\ntopic_id: {_encode_topic_id(topic_id)}\n"
-    )
-
-
-def read_leader_epochs(directory: Path) -> list[tuple[int, int]]:
-    try:
-        lines = (directory / LEADER_EPOCH_CHECKPOINT).read_text().split("\n")
-        count = int(lines[1])
-        out = []
-        for line in lines[2 : 2 + count]:
-            epoch, start = line.split()
-            out.append((int(epoch), int(start)))
-        return out
-    except (OSError, ValueError, IndexError):
-        return []  # unreadable: start a new history at the current epoch
-
-
-def write_leader_epochs(directory: Path, epochs: list[tuple[int, int]]) -> None:
-    body = "".join(f"{e} {s}\n" for e, s in epochs)
-    _write_text_atomically(directory / LEADER_EPOCH_CHECKPOINT, f"0\n{len(epochs)}\n{body}")
 
 
 # ---------------------------------------------------------------------------------- manager
@@ -618,7 +559,7 @@ class ReplicaManager:
             on_disk = read_partition_metadata(directory)
             if on_disk is not None and on_disk != topic.topic_id:
                 # A deleted incarnation of this topic (deleted while this worker was down).
-                stale = directory.with_name(f"{directory.name}.{uuid.uuid4().hex}{DELETE_DIR_SUFFIX}")
+                stale = delete_dir(directory)
                 os.rename(directory, stale)
                 shutil.rmtree(stale, ignore_errors=True)
                 log.info("removed %s: topic id %s, not %s", directory, on_disk, topic.topic_id)
@@ -710,7 +651,7 @@ class ReplicaManager:
 
     def _delete_partition(self, p: Partition) -> None:
         """Rename now (the name is free again), close and remove after file.delete.delay.ms."""
-        target = p.directory.with_name(f"{p.directory.name}.{uuid.uuid4().hex}{DELETE_DIR_SUFFIX}")
+        target = delete_dir(p.directory)
         try:
             os.rename(p.directory, target)
         except OSError as exc:
@@ -744,7 +685,7 @@ class ReplicaManager:
 
     def _remove_stale_delete_dirs(self) -> None:
         for entry in os.scandir(self.data_dir):
-            if entry.is_dir() and entry.name.endswith(DELETE_DIR_SUFFIX) and "." in entry.name:
+            if entry.is_dir() and is_delete_dir(entry.name):
                 shutil.rmtree(entry.path, ignore_errors=True)
 
     # ------------------------------------------------------------------ lookups

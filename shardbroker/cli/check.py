@@ -2,10 +2,11 @@
 (no broker needed), read-only and without taking the data dir's lock, so it is safe on a running
 broker's data dir (what it then reports is a snapshot of files still being written).
 
-What it checks: every ``<topic>-<partition>`` directory with storage/verify.py (each batch's
+What it checks: every ``<topic>-<partition>`` directory with storage/verify/ (each batch's
 length chain, CRC-32C, magic and offsets as recovery checks them, offsets across batches and
 segments, base offsets against file names, every ``.index``/``.timeindex`` entry against the
-log, the recovery-point and log-start-offset checkpoints against the log); and the controller's
+log, the recovery-point and log-start-offset checkpoints against the log, ``partition.metadata``
+and ``leader-epoch-checkpoint``; ``-delete`` directories are noted); and the controller's
 metadata (metadata_log.py): the snapshot and each metadata log frame (length, CRC-32C, JSON),
 that the records replay, and that partition directories and topics agree.
 
@@ -44,7 +45,13 @@ from shardbroker.control.metadata_log import (
 )
 from shardbroker.protocol.crc import crc32c
 from shardbroker.storage.file_names import LOG_SUFFIX, offset_from_file_name, parse_partition_dir
-from shardbroker.storage.verify import PartitionReport, Problem, Severity, partition_dirs, verify_partition
+from shardbroker.storage.verify.partition import (
+    PartitionReport,
+    deleted_partition_dirs,
+    partition_dirs,
+    verify_partition,
+)
+from shardbroker.storage.verify.problems import Problem, Severity
 
 __all__ = ["EXIT_CLEAN", "EXIT_DAMAGED", "EXIT_REPAIRABLE", "EXIT_USAGE", "register"]
 
@@ -347,6 +354,7 @@ def _run(args: argparse.Namespace) -> int:
             [Problem(Severity.DAMAGE, "unreadable", where, f"cannot read: {exc.strerror}")]
         )
     problems += metadata.problems
+    problems += deleted_partition_dirs(data_dir)
     if metadata.state is not None:
         problems += _cross_check(metadata.state, dirs)
     if not args.json:

@@ -12,7 +12,7 @@ Output follows Kafka's DumpLogSegments, so scripts written for it keep working:
   compressed batches decompressed; ``--print-data-log`` adds ``key:`` and ``payload:``.
 - ``.index``: ``offset: O position: P`` per entry; ``.timeindex``: ``timestamp: T offset: O``.
 - ``--verify-index``: every entry of the segment's ``.index`` and ``.timeindex`` is checked
-  against the batches of its ``.log`` (storage/verify.py says what is checked).
+  against the batches of its ``.log`` (storage/verify/indexes.py says what is checked).
 - After each file, every problem found (a batch failing a check the broker's recovery makes, a
   torn tail, records that do not decode, index entries that disagree with the log), one line
   each: ``SEVERITY: FILE: position P, offset O, batch B: what is wrong``.
@@ -23,7 +23,7 @@ Exit codes: 0 every file read and nothing wrong, 1 a problem found (or a file th
 read), 2 bad usage (no such file, a name that is not a segment or index file, bad options).
 Every file named is checked before anything is printed.
 
-Speed: the batch headers come from the vectorised scan of storage/verify.py; printing is a Python
+Speed: the batch headers come from the vectorised scan of storage/verify/segments.py; printing is a Python
 line per batch (and per record with ``--deep-iteration``), so its speed is what a terminal or a
 pipe takes.
 """
@@ -50,15 +50,9 @@ from shardbroker.storage.file_names import (
 )
 from shardbroker.storage.offset_index import OffsetIndex
 from shardbroker.storage.time_index import TimeIndex
-from shardbroker.storage.verify import (
-    LogChunk,
-    Problem,
-    Severity,
-    batch_problems,
-    read_segment_indexes,
-    scan_segment,
-    verify_segment_indexes,
-)
+from shardbroker.storage.verify.indexes import read_segment_indexes, verify_segment_indexes
+from shardbroker.storage.verify.problems import Problem, Severity
+from shardbroker.storage.verify.segments import LogChunk, batch_problems, scan_segment
 
 __all__ = ["register"]
 

@@ -4,15 +4,19 @@ Kafka's storage, in Kafka's vocabulary (storage/.../internals/log/ in apache/kaf
 on-disk format, so a Kafka operator can read the data directory:
 
 - ``log.PartitionLog`` (Kafka's UnifiedLog): append, read, ListOffsets, roll, retention,
-  DeleteRecords, flush (group commit), open with recovery, close with a clean-shutdown marker.
+  DeleteRecords, flush (group commit), close with a clean-shutdown marker.
+- ``log_loader.LogLoader``: opening a log, with recovery when it was not closed cleanly.
+- ``log_segments.LogSegments``: the ordered segments and the lookups over them.
 - ``log_segment.LogSegment``: one ``.log`` file with its ``offset_index.OffsetIndex`` and
   ``time_index.TimeIndex`` (memory-mapped, binary-searched with numpy).
 - ``log_validator``: the checks and in-place offset assignment of appended batches.
 - ``producer_state.ProducerStateManager``: idempotent-producer sequence state.
 - ``group_commit.GroupCommit``: many "make offset X durable" callers share one fdatasync.
-- ``checkpoint``: the recovery-point and log-start-offset checkpoint files.
+- ``checkpoint``: the recovery-point and log-start-offset checkpoint files (and the framing of
+  ``leader_epoch_checkpoint``); ``partition_metadata``: the topic id; ``clean_shutdown``: the marker.
 - ``file_names``: every file name and temporary suffix.
 - ``errors``: typed errors carrying the Kafka error code to answer with.
+- ``verify/``: offline checks of all of the above (``shardbroker check``, ``dump-log``).
 
 Each module's docstring opens with the byte layout it owns. Nothing here uses sockets, asyncio,
 signals or processes; blocking calls (``flush``) are meant for an executor thread.

@@ -1,10 +1,15 @@
-"""Offset checkpoint files, written atomically (opens and writes files).
+"""Checkpoint files, written atomically (opens and writes files).
 
-Format: Kafka's ``OffsetCheckpointFile`` (CheckpointFile.java), UTF-8 text, one item per line::
+Format: Kafka's ``CheckpointFile`` (CheckpointFile.java), UTF-8 text, one item per line: the
+version, the number of entries, then one entry per line. Here the entries of Kafka's
+``OffsetCheckpointFile``::
 
     0                       version
     1                       number of entries
     orders 3 1234           topic, partition, offset (space separated)
+
+The framing (`read_checkpoint_lines`, `write_checkpoint_lines`) is shared with
+leader_epoch_checkpoint.py, whose entries are ``epoch startOffset``.
 
 Kafka keeps one such file per log directory with a line per partition; we keep one per
 partition directory (``recovery-point-offset-checkpoint``, ``log-start-offset-checkpoint``), so a
@@ -23,7 +28,15 @@ from typing import Final
 
 from shardbroker.storage.file_names import TMP_SUFFIX
 
-__all__ = ["CheckpointError", "fsync_dir", "read_checkpoint", "write_atomically", "write_checkpoint"]
+__all__ = [
+    "CheckpointError",
+    "fsync_dir",
+    "read_checkpoint",
+    "read_checkpoint_lines",
+    "write_atomically",
+    "write_checkpoint",
+    "write_checkpoint_lines",
+]
 
 _VERSION: Final = 0
 
@@ -42,8 +55,14 @@ def fsync_dir(directory: Path) -> None:
 
 
 def write_checkpoint(path: Path, entries: dict[tuple[str, int], int]) -> None:
-    lines = [str(_VERSION), str(len(entries))]
-    lines += [f"{topic} {partition} {offset}" for (topic, partition), offset in sorted(entries.items())]
+    write_checkpoint_lines(
+        path, [f"{topic} {partition} {offset}" for (topic, partition), offset in sorted(entries.items())]
+    )
+
+
+def write_checkpoint_lines(path: Path, entries: list[str]) -> None:
+    """Version, count and ``entries``, one per line, written atomically."""
+    lines = [str(_VERSION), str(len(entries)), *entries]
     write_atomically(path, ("\n".join(lines) + "\n").encode())
 
 
@@ -64,24 +83,34 @@ def write_atomically(path: Path, data: bytes) -> None:
 
 def read_checkpoint(path: Path) -> dict[tuple[str, int], int]:
     """Entries of a checkpoint file; ``{}`` if it does not exist; CheckpointError if malformed."""
+    lines = read_checkpoint_lines(path)
+    out: dict[tuple[str, int], int] = {}
+    for line in lines or ():
+        try:
+            topic, partition, offset = line.rsplit(" ", 2)
+            out[(topic, int(partition))] = int(offset)
+        except ValueError as exc:
+            raise CheckpointError(f"{path}: malformed checkpoint: {exc}") from exc
+    return out
+
+
+def read_checkpoint_lines(path: Path) -> list[str] | None:
+    """The entry lines of a checkpoint file (version and count checked); None if it does not
+    exist; CheckpointError if malformed; OSError if it cannot be read."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        return {}
+        return None
     lines = text.splitlines()
     try:
         if int(lines[0]) != _VERSION:
             raise CheckpointError(f"{path}: unsupported checkpoint version {lines[0]!r}")
         count = int(lines[1])
-        body = lines[2 : 2 + count]
-        if len(body) != count:
-            raise CheckpointError(f"{path}: expected {count} entries, found {len(body)}")
-        out: dict[tuple[str, int], int] = {}
-        for line in body:
-            topic, partition, offset = line.rsplit(" ", 2)
-            out[(topic, int(partition))] = int(offset)
-        return out
     except (IndexError, ValueError) as exc:
         if isinstance(exc, CheckpointError):
             raise
         raise CheckpointError(f"{path}: malformed checkpoint: {exc}") from exc
+    body = lines[2 : 2 + count]
+    if len(body) != count:
+        raise CheckpointError(f"{path}: expected {count} entries, found {len(body)}")
+    return body

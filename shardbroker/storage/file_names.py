@@ -7,18 +7,27 @@ Layout of ``<data_dir>/<topic>-<partition>/`` (Kafka's, LogFileUtils.java)::
     00000000000000000000.timeindex  time index (see time_index.py)
     <name>.deleted                  a segment file on its way out (renamed, removed after
                                     file.delete.delay.ms so open readers can finish)
-    <name>.cleaned / <name>.swap    compaction outputs (the later log cleaner)
+    <name>.cleaned / <name>.swap    compaction outputs (Kafka's log cleaner; removed at open)
     <name>.tmp                      a checkpoint being written (write, fsync, rename)
     recovery-point-offset-checkpoint, log-start-offset-checkpoint   see checkpoint.py
-    .kafka_cleanshutdown            clean-shutdown marker (see log.py)
+    leader-epoch-checkpoint         the partition's leader epochs (see leader_epoch_checkpoint.py)
+    partition.metadata              the topic id (see partition_metadata.py)
+    .kafka_cleanshutdown            clean-shutdown marker (see clean_shutdown.py)
+
+A deleted partition's directory is renamed to ``<topic>-<partition>.<32 hex digits>-delete``
+(Kafka's LocalLog.logDeleteDirName) before it is removed, so the name is free at once; such a
+directory is never parsed as a partition directory.
 
 Every other module asks this one for names, so the 20-digit rule and the suffixes live in one
-place (the dump-log tool and the cleaner will parse the same names).
+place (the broker, the dump-log tool and ``shardbroker check`` parse the same names).
 """
 
 from __future__ import annotations
 
+import os
 import re
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
@@ -26,15 +35,23 @@ __all__ = [
     "CLEANED_SUFFIX",
     "CLEAN_SHUTDOWN_FILE",
     "DELETED_SUFFIX",
+    "DELETE_DIR_SUFFIX",
     "INDEX_SUFFIX",
+    "LEADER_EPOCH_CHECKPOINT",
+    "LEFTOVER_SUFFIXES",
     "LOG_START_OFFSET_CHECKPOINT",
     "LOG_SUFFIX",
+    "PARTITION_METADATA_FILE",
     "RECOVERY_POINT_CHECKPOINT",
     "SWAP_SUFFIX",
     "TIME_INDEX_SUFFIX",
     "TMP_SUFFIX",
+    "SegmentFiles",
+    "delete_dir",
     "filename_prefix",
     "index_file",
+    "is_delete_dir",
+    "list_segment_files",
     "log_file",
     "offset_from_file_name",
     "parse_partition_dir",
@@ -49,10 +66,15 @@ DELETED_SUFFIX: Final = ".deleted"
 CLEANED_SUFFIX: Final = ".cleaned"
 SWAP_SUFFIX: Final = ".swap"
 TMP_SUFFIX: Final = ".tmp"
+#: Files an interrupted write, delete or compaction leaves; opening a log removes them.
+LEFTOVER_SUFFIXES: Final = (TMP_SUFFIX, DELETED_SUFFIX, CLEANED_SUFFIX, SWAP_SUFFIX)
 RECOVERY_POINT_CHECKPOINT: Final = "recovery-point-offset-checkpoint"
 LOG_START_OFFSET_CHECKPOINT: Final = "log-start-offset-checkpoint"
 #: Kafka's name (LogLoader.CleanShutdownFile); we keep one per partition directory.
 CLEAN_SHUTDOWN_FILE: Final = ".kafka_cleanshutdown"
+LEADER_EPOCH_CHECKPOINT: Final = "leader-epoch-checkpoint"  # Kafka's LeaderEpochCheckpointFile
+PARTITION_METADATA_FILE: Final = "partition.metadata"  # Kafka's PartitionMetadataFile
+DELETE_DIR_SUFFIX: Final = "-delete"  # Kafka's LocalLog.DeleteDirSuffix
 
 _DIGITS: Final = 20
 _SEGMENT_RE: Final = re.compile(r"^(\d{20})(\.[a-z]+)(\.[a-z]+)?$")
@@ -96,3 +118,56 @@ def parse_partition_dir(name: str) -> tuple[str, int]:
     if m is None:
         raise ValueError(f"not a partition directory name: {name!r}")
     return m.group(1), int(m.group(2))
+
+
+def delete_dir(directory: Path) -> Path:
+    """``<topic>-<partition>.<uuid hex>-delete`` beside ``directory``: the name a deleted
+    partition's directory is renamed to (Kafka's LocalLog.logDeleteDirName)."""
+    return directory.with_name(f"{directory.name}.{uuid.uuid4().hex}{DELETE_DIR_SUFFIX}")
+
+
+def is_delete_dir(name: str) -> bool:
+    """Is ``name`` a directory name made by `delete_dir`?"""
+    return name.endswith(DELETE_DIR_SUFFIX) and "." in name
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentFiles:
+    """The segment files of a partition directory, as `list_segment_files` found them."""
+
+    #: Base offsets of the ``.log`` files, ascending.
+    bases: list[int]
+    #: ``(base offset, INDEX_SUFFIX or TIME_INDEX_SUFFIX)`` of every index file.
+    index_files: set[tuple[int, str]]
+    #: Files with a LEFTOVER_SUFFIXES suffix, by name.
+    leftovers: list[Path]
+    #: Index files without their ``.log``, by base offset.
+    orphan_indexes: list[Path]
+
+
+def list_segment_files(directory: Path) -> SegmentFiles:
+    """One listing of ``directory``: what opening the log removes (leftovers, orphan indexes)
+    and the segments it keeps. Other files (checkpoints, the marker) are not listed."""
+    bases: list[int] = []
+    index_files: set[tuple[int, str]] = set()
+    leftovers: list[Path] = []
+    for entry in sorted(os.scandir(directory), key=lambda e: e.name):
+        if entry.name.endswith(LEFTOVER_SUFFIXES):
+            leftovers.append(Path(entry.path))
+            continue
+        parsed = offset_from_file_name(entry.name)
+        if parsed is None or parsed[2]:
+            continue
+        base, kind, _ = parsed
+        if kind == LOG_SUFFIX:
+            bases.append(base)
+        elif kind in (INDEX_SUFFIX, TIME_INDEX_SUFFIX):
+            index_files.add((base, kind))
+    bases.sort()
+    logs = set(bases)
+    orphans = [
+        (index_file if kind == INDEX_SUFFIX else time_index_file)(directory, base)
+        for base, kind in sorted(index_files)
+        if base not in logs
+    ]
+    return SegmentFiles(bases, index_files, leftovers, orphans)

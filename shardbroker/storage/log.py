@@ -1,21 +1,17 @@
-"""One partition's log: its segments, appends, reads, offsets, rolling, retention, flushing and
-recovery (Kafka's UnifiedLog + LocalLog + LogLoader). Opens, writes and deletes files.
+"""One partition's log: appends, reads, offsets, rolling, retention, flushing, open and close
+(Kafka's UnifiedLog + LocalLog). Opens, writes and deletes files; the directory's layout is in
+file_names.py.
 
-Files of ``<data_dir>/<topic>-<partition>/`` (names in file_names.py)::
+What it owns: appends (validated by log_validator.py, idempotence by producer_state.py), reads
+for fetches, ListOffsets, rolling, retention and DeleteRecords, flushes (group_commit.py), the
+recovery-point and log-start-offset checkpoints (checkpoint.py), and the log's life: open
+(recovery: log_loader.py), close with a clean-shutdown marker (clean_shutdown.py), hand-over to
+another worker, delete. The segment list and its lookups are log_segments.py's.
 
-    NNNNNNNNNNNNNNNNNNNN.log/.index/.timeindex   segments (log_segment.py, offset_index.py, time_index.py)
-    recovery-point-offset-checkpoint             offsets below it were fdatasync'ed (checkpoint.py)
-    log-start-offset-checkpoint                  first offset a reader may see (DeleteRecords, retention)
-    .kafka_cleanshutdown                         written last by close() (clean_shutdown.py), removed by open
-
-Opening (Kafka's LogLoader): leftovers (``.tmp``, ``.deleted``, ``.cleaned``, ``.swap``, index
-files without a ``.log``) are removed. With the clean-shutdown marker, segments are trusted and
-only their indexes get a cheap sanity check. Without it, segments wholly below the segment
-holding the recovery point are trusted the same way, and that segment and all later ones are
-scanned batch by batch (length, magic, CRC-32C, offsets increasing); the log is cut at the first
-bad or torn batch and every later segment is deleted. Any index that is missing, torn or fails
-the sanity check is rebuilt from its segment; the rebuild follows the append rule, so it is
-byte-equal to what appends wrote.
+Invariants: ``log_start_offset <= log_end_offset``; ``recovery_point <= log_end_offset`` and
+every offset below it is durable; the checkpoint files only move forward; an append either
+writes whole batches at the log end or leaves the log unchanged (a partial write it cannot undo
+takes the log offline).
 
 Threads: all methods may be called from any thread; one ``RLock`` guards the segment list and
 offsets. ``flush`` blocks in fdatasync without that lock (group_commit.py), so the broker calls it
@@ -26,7 +22,6 @@ checkpoint writes. Lock order: ``_lock`` before either of the others, never the 
 
 from __future__ import annotations
 
-import bisect
 import os
 import shutil
 import threading
@@ -37,7 +32,6 @@ from pathlib import Path
 from typing import Final, NamedTuple
 
 from shardbroker.config import LogConfig
-from shardbroker.protocol.batch_scan import BatchHeaders
 from shardbroker.protocol.record_batch_header import (
     BASE_OFFSET_OFFSET,
     BATCH_HEADER_SIZE,
@@ -48,8 +42,7 @@ from shardbroker.protocol.record_batch_header import (
     PARTITION_LEADER_EPOCH_OFFSET,
 )
 from shardbroker.storage import clean_shutdown
-from shardbroker.storage.abstract_index import CorruptIndexError
-from shardbroker.storage.checkpoint import CheckpointError, fsync_dir, read_checkpoint, write_checkpoint
+from shardbroker.storage.checkpoint import fsync_dir, write_checkpoint
 from shardbroker.storage.errors import (
     CorruptRecordError,
     KafkaStorageError,
@@ -58,22 +51,14 @@ from shardbroker.storage.errors import (
 )
 from shardbroker.storage.file_names import (
     CLEAN_SHUTDOWN_FILE,
-    CLEANED_SUFFIX,
-    DELETED_SUFFIX,
-    INDEX_SUFFIX,
     LOG_START_OFFSET_CHECKPOINT,
-    LOG_SUFFIX,
     RECOVERY_POINT_CHECKPOINT,
-    SWAP_SUFFIX,
-    TIME_INDEX_SUFFIX,
-    TMP_SUFFIX,
-    index_file,
-    offset_from_file_name,
     parse_partition_dir,
-    time_index_file,
 )
 from shardbroker.storage.group_commit import GroupCommit, SyncObserver
+from shardbroker.storage.log_loader import LogLoader, RecoveryStats
 from shardbroker.storage.log_segment import LogSegment
+from shardbroker.storage.log_segments import LogSegments
 from shardbroker.storage.log_validator import (
     Buffer,
     check_single_header,
@@ -92,7 +77,6 @@ __all__ = [
     "FetchDataInfo",
     "LogAppendInfo",
     "PartitionLog",
-    "RecoveryStats",
 ]
 
 #: ListOffsets special timestamps (Kafka's ListOffsetsRequest).
@@ -149,15 +133,6 @@ class FetchDataInfo:
         return os.pread(self.fd, self.length, self.position) if self.length else b""
 
 
-@dataclass(frozen=True, slots=True)
-class RecoveryStats:
-    clean_shutdown: bool
-    segments_recovered: int
-    bytes_truncated: int
-    segments_deleted: int
-    indexes_rebuilt: int
-
-
 class PartitionLog:
     """The segments of one partition. Create with :meth:`open`."""
 
@@ -178,8 +153,7 @@ class PartitionLog:
         self._lock = threading.RLock()
         self._io_lock = threading.Lock()
         self._checkpoint_lock = threading.Lock()
-        self._segments: list[LogSegment] = []
-        self._bases: list[int] = []
+        self._segments = LogSegments()
         self._log_end_offset = 0
         self._log_start_offset = 0
         self._recovery_point = 0
@@ -214,95 +188,18 @@ class PartitionLog:
         log._load()
         return log
 
-    def _checkpoint_value(self, name: str) -> int:
-        try:
-            entries = read_checkpoint(self.directory / name)
-        except CheckpointError:
-            return 0  # unreadable: recover everything / start from the first segment
-        return entries.get((self.topic, self.partition), 0)
-
     def _load(self) -> None:
-        d = self.directory
-        marker = d / CLEAN_SHUTDOWN_FILE
-        clean = clean_shutdown.trusted(d)
-        bases: list[int] = []
-        index_files: set[tuple[int, str]] = set()
-        for entry in os.scandir(d):
-            name = entry.name
-            if name.endswith((TMP_SUFFIX, DELETED_SUFFIX, CLEANED_SUFFIX, SWAP_SUFFIX)):
-                os.unlink(entry.path)  # interrupted write, delete, or (future) compaction
-                continue
-            parsed = offset_from_file_name(name)
-            if parsed is None or parsed[2]:
-                continue
-            base, kind, _ = parsed
-            if kind == LOG_SUFFIX:
-                bases.append(base)
-            elif kind in (INDEX_SUFFIX, TIME_INDEX_SUFFIX):
-                index_files.add((base, kind))
-        bases.sort()
-        for base, kind in index_files:
-            if (
-                bisect.bisect_left(bases, base) >= len(bases)
-                or bases[bisect.bisect_left(bases, base)] != base
-            ):
-                os.unlink((index_file if kind == INDEX_SUFFIX else time_index_file)(d, base))
-        recovery_point = self._checkpoint_value(RECOVERY_POINT_CHECKPOINT)
-        log_start = self._checkpoint_value(LOG_START_OFFSET_CHECKPOINT)
-        now = self._clock()
-
-        recovered = truncated = deleted = rebuilt = 0
-        # First segment that must be scanned: the one holding the recovery point.
-        first_unflushed = len(bases)
-        if not clean:
-            first_unflushed = max(0, bisect.bisect_right(bases, recovery_point) - 1)
-        segments: list[LogSegment] = []
-        scanned: dict[int, tuple[BatchHeaders, int]] = {}
-        for i, base in enumerate(bases):
-            last = i == len(bases) - 1
-            seg = LogSegment(d, base, self.config, active=False, now_ms=now)
-            result = None
-            if i >= first_unflushed:
-                result = seg.recover(closed=not last)
-                recovered += 1
-                rebuilt += 1
-            else:
-                try:
-                    if (base, INDEX_SUFFIX) not in index_files or (
-                        base,
-                        TIME_INDEX_SUFFIX,
-                    ) not in index_files:
-                        raise CorruptIndexError("index file missing")
-                    seg.sanity_check()
-                    seg.indexes_flushed = True
-                except CorruptIndexError:
-                    # Trusted segments were closed (rolled, or the log closed cleanly).
-                    result = seg.recover(closed=True)
-                    rebuilt += 1
-            segments.append(seg)
-            if result is not None:
-                scanned[base] = (result.headers, result.valid_batches)
-                if result.truncated_bytes:
-                    truncated += result.truncated_bytes
-                    for later in bases[i + 1 :]:  # nothing after a cut survives
-                        LogSegment(d, later, self.config, active=False).delete_files()
-                        deleted += 1
-                    break
-        if not segments:
-            segments.append(LogSegment(d, log_start, self.config, active=True, now_ms=now))
-            self._dir_dirty = True
-        self._segments = segments
-        self._bases = [s.base_offset for s in segments]
-        active = segments[-1]
-        active.make_active()
-        self._log_end_offset = active.read_next_offset()
-        self._log_start_offset = min(max(log_start, segments[0].base_offset), self._log_end_offset)
-        # A clean close leaves recovery point = log end; a hand-over leaves the real one.
-        self._recovery_point = min(recovery_point, self._log_end_offset)
+        loaded = LogLoader(self.directory, self.config, self.topic, self.partition, self._clock()).load()
+        self._segments = LogSegments(loaded.segments)
+        self._dir_dirty = loaded.created
+        self._log_end_offset = loaded.log_end_offset
+        self._log_start_offset = loaded.log_start_offset
+        self._recovery_point = loaded.recovery_point
         self._group.advance(self._recovery_point)
-        self.recovery_stats = RecoveryStats(clean, recovered, truncated, deleted, rebuilt)
-        self.producer_state.rebuild(self._segments, self._log_start_offset, scanned)
-        marker.unlink(missing_ok=True)  # an untrusted one too: it says nothing about later appends
+        self.recovery_stats = loaded.stats
+        self.producer_state.rebuild(loaded.segments, self._log_start_offset, loaded.scanned)
+        # An untrusted marker goes too: it says nothing about later appends.
+        (self.directory / CLEAN_SHUTDOWN_FILE).unlink(missing_ok=True)
         self._write_checkpoints()  # also fsyncs the directory: the marker's removal is durable
 
     def close(self) -> None:
@@ -319,13 +216,11 @@ class PartitionLog:
             except OSError as exc:
                 raise KafkaStorageError(f"closing {self.directory}: {exc}") from exc
             finally:
-                for seg in self._segments:
+                for seg in self._segments.remove_all():
                     seg.close()
                 for _, seg in self._pending_deletes:
                     seg.delete_files()
                 self._pending_deletes.clear()
-                self._segments = []
-                self._bases = []
 
     def hand_over(self) -> list[LogSegment]:
         """Stop using the log and leave its directory to another process of this host (a partition
@@ -338,8 +233,7 @@ class PartitionLog:
         stay valid until the caller closes them (`LogSegment.close`). Raises KafkaStorageError if
         the checkpoints or the marker cannot be written (the next owner then recovers)."""
         with self._lock, self._io_lock:
-            segments = self._segments
-            if not segments:
+            if not self._segments:
                 return []
             try:
                 if self._offline is None:
@@ -348,14 +242,14 @@ class PartitionLog:
                 raise KafkaStorageError(f"handing over {self.directory}: {exc}") from exc
             finally:
                 self._offline = "handed over to another worker"
-                segments = segments + [seg for _, seg in self._pending_deletes]
-                self._segments, self._bases, self._pending_deletes = [], [], []
+                segments = self._segments.remove_all() + [seg for _, seg in self._pending_deletes]
+                self._pending_deletes = []
             return segments
 
     def _close_cleanly(self, *, sync: bool = True) -> None:
-        active = self._segments[-1]
+        active = self._segments.active
         if sync:
-            first_unflushed = self._segment_of(self._recovery_point).base_offset
+            first_unflushed = self._segments.floor(self._recovery_point).base_offset
             for seg in self._segments:
                 if seg.base_offset >= first_unflushed:
                     os.fdatasync(seg.fd)
@@ -393,11 +287,11 @@ class PartitionLog:
     def delete(self) -> None:
         """DeleteTopics: close without a clean-shutdown marker and remove the directory."""
         with self._lock, self._io_lock:
-            for seg in self._segments:
+            for seg in self._segments.remove_all():
                 seg.close()
             for _, seg in self._pending_deletes:
                 seg.close()
-            self._segments, self._bases, self._pending_deletes = [], [], []
+            self._pending_deletes = []
             self._offline = "deleted"
             shutil.rmtree(self.directory, ignore_errors=True)
 
@@ -432,15 +326,11 @@ class PartitionLog:
 
     @property
     def size_in_bytes(self) -> int:
-        return sum(s.size for s in self._segments)
+        return self._segments.size_in_bytes()
 
     @property
     def offline(self) -> bool:
         return self._offline is not None
-
-    def _segment_of(self, offset: int) -> LogSegment:
-        i = bisect.bisect_right(self._bases, offset) - 1
-        return self._segments[max(0, i)]
 
     def _check_online(self) -> None:
         if self._offline is not None:
@@ -492,20 +382,8 @@ class PartitionLog:
             if len(pids) > 1 or pids[0] >= 0:
                 dup = self.producer_state.check(batches)
                 if dup is not None:
-                    first, last = dup
-                    return LogAppendInfo(
-                        first,
-                        last,
-                        append_time,
-                        self._log_start_offset,
-                        NO_TIMESTAMP,
-                        -1,
-                        last - first + 1,
-                        0,
-                        False,
-                        True,
-                    )
-            seg = self._segments[-1]
+                    return self._duplicate(dup, append_time)
+            seg = self._segments.active
             stamps = batches.max_timestamps
             max_ts = stamps[0] if len(stamps) == 1 else max(stamps)
             last_offset = batches.last_offsets[-1]
@@ -546,9 +424,8 @@ class PartitionLog:
         allow_control: bool,
     ) -> LogAppendInfo:
         """:meth:`append` of exactly one batch: the same checks (log_validator's messages), the
-        same index rule (LogSegment._index_batch), fewer Python steps. Measured on a 16 KiB batch
-        without I/O: 7.0 -> 5.5 us per append with the CRC check, 5.8 -> 4.2 us without
-        (perf/bench_storage.py has the resulting ratios to os.write)."""
+        same index rule (LogSegment._index_batch), fewer Python steps: 5.5 us instead of 7.0 per
+        16 KiB append without I/O (docs/notes/storage.md; perf/bench_storage.py keeps the ratios)."""
         (_, _, _, magic, crc, attrs, lod, _, max_ts, pid, epoch, seq, count) = f
         with self._lock:
             if self._offline is not None:
@@ -568,18 +445,7 @@ class PartitionLog:
                 dup = self.producer_state.check_one(pid, epoch, seq, count)
                 if dup is not None:
                     append_time = now if cfg.message_timestamp_type == "LogAppendTime" else NO_TIMESTAMP
-                    return LogAppendInfo(
-                        dup[0],
-                        dup[1],
-                        append_time,
-                        self._log_start_offset,
-                        NO_TIMESTAMP,
-                        -1,
-                        dup[1] - dup[0] + 1,
-                        0,
-                        False,
-                        True,
-                    )
+                    return self._duplicate(dup, append_time)
             offset = self._log_end_offset
             last_offset = offset + count - 1
             pack_offset(mv, BASE_OFFSET_OFFSET, offset)
@@ -589,7 +455,7 @@ class PartitionLog:
             if cfg.message_timestamp_type == "LogAppendTime":
                 set_append_time(mv, 0, size, attrs, now)
                 append_time = max_ts = now
-            seg = self._segments[-1]
+            seg = self._segments.active
             if seg.should_roll(size, max_ts, now, 1) or last_offset - seg.base_offset > _INT_MAX:
                 seg = self._roll_locked(now)
             try:
@@ -613,6 +479,22 @@ class PartitionLog:
                 leo - self._recovery_point >= cfg.flush_messages,
             )
 
+    def _duplicate(self, offsets: tuple[int, int], append_time: int) -> LogAppendInfo:
+        """The answer to an idempotent retry of the batch at ``offsets``: nothing written."""
+        first, last = offsets
+        return LogAppendInfo(
+            first,
+            last,
+            append_time,
+            self._log_start_offset,
+            NO_TIMESTAMP,
+            -1,
+            last - first + 1,
+            0,
+            False,
+            True,
+        )
+
     # ------------------------------------------------------------------ read
 
     def read(self, offset: int, max_bytes: int, *, min_one_message: bool = True) -> FetchDataInfo:
@@ -626,7 +508,7 @@ class PartitionLog:
         with self._lock:
             leo = self._log_end_offset
             if offset == leo:
-                seg = self._segments[-1]
+                seg = self._segments.active
                 return FetchDataInfo(
                     seg.fd, seg.log_path, seg.size, 0, seg.base_offset, offset, self._log_start_offset, leo
                 )
@@ -635,25 +517,9 @@ class PartitionLog:
                     f"offset {offset} outside [{self._log_start_offset}, {leo}] "
                     f"of {self.topic}-{self.partition}"
                 )
-            i = bisect.bisect_right(self._bases, offset) - 1
-            while i < len(self._segments):
-                seg = self._segments[i]
-                found = seg.read(offset, max_bytes, min_one_message)
-                if found is not None:
-                    return FetchDataInfo(
-                        seg.fd,
-                        seg.log_path,
-                        found[0],
-                        found[1],
-                        seg.base_offset,
-                        offset,
-                        self._log_start_offset,
-                        leo,
-                    )
-                i += 1  # offset beyond this segment's batches (a gap): the next segment has it
-            seg = self._segments[-1]
+            seg, position, length = self._segments.read(offset, max_bytes, min_one_message)
             return FetchDataInfo(
-                seg.fd, seg.log_path, seg.size, 0, seg.base_offset, offset, self._log_start_offset, leo
+                seg.fd, seg.log_path, position, length, seg.base_offset, offset, self._log_start_offset, leo
             )
 
     def read_bytes(self, offset: int, max_bytes: int, *, min_one_message: bool = True) -> bytes:
@@ -680,14 +546,9 @@ class PartitionLog:
                 return best.max_timestamp_so_far, max(best.offset_of_max_timestamp, self._log_start_offset)
             if timestamp < 0:
                 raise ValueError(f"unsupported ListOffsets timestamp {timestamp}")
-            for i, seg in enumerate(self._segments):
-                next_base = self._bases[i + 1] if i + 1 < len(self._bases) else self._log_end_offset
-                if next_base <= self._log_start_offset or seg.max_timestamp_so_far < timestamp:
-                    continue
-                found = seg.find_offset_by_timestamp(timestamp, self._log_start_offset)
-                if found is not None:
-                    return found
-            return None
+            return self._segments.find_offset_by_timestamp(
+                timestamp, self._log_start_offset, self._log_end_offset
+            )
 
     # ------------------------------------------------------------------ roll, retention
 
@@ -698,7 +559,7 @@ class PartitionLog:
             return self._roll_locked(self._clock())
 
     def _roll_locked(self, now: int) -> LogSegment:
-        old = self._segments[-1]
+        old = self._segments.active
         if old.size == 0:
             return old
         base = self._log_end_offset
@@ -713,8 +574,7 @@ class PartitionLog:
             seg.size = 0
             seg.offset_index.reset()
             seg.time_index.reset()
-        self._segments.append(seg)
-        self._bases.append(base)
+        self._segments.add(seg)
         self._dir_dirty = True
         return seg
 
@@ -724,41 +584,18 @@ class PartitionLog:
         start offset. Only from the front, never the last batch. Returns how many went."""
         with self._lock:
             now = self._clock()
-            cfg = self.config
-            segs = self._segments
-            deletable = 0
-            # Segments whose every offset is below the log start offset.
-            while deletable < len(segs) - 1 and self._bases[deletable + 1] <= self._log_start_offset:
-                deletable += 1
-            if "delete" in cfg.cleanup_policy:
-                if cfg.retention_ms >= 0:
-                    n = 0
-                    while (
-                        n < len(segs)
-                        and segs[n].size > 0
-                        and now - segs[n].largest_timestamp() > cfg.retention_ms
-                    ):
-                        n += 1
-                    deletable = max(deletable, n)
-                if cfg.retention_bytes >= 0:
-                    excess = self.size_in_bytes - cfg.retention_bytes
-                    n = 0
-                    while n < len(segs) and excess - segs[n].size >= 0 and segs[n].size > 0:
-                        excess -= segs[n].size
-                        n += 1
-                    deletable = max(deletable, n)
+            deletable = self._segments.deletable(self.config, now, self._log_start_offset)
             if deletable == 0:
                 return 0
-            if deletable >= len(segs):
+            if deletable >= len(self._segments):
                 self._roll_locked(now)  # keep an (empty) active segment at the log end
             return self._delete_segments(deletable, now)
 
     def _delete_segments(self, count: int, now: int) -> int:
-        doomed = self._segments[:count]
-        del self._segments[:count]
-        del self._bases[:count]
-        self._log_start_offset = max(self._log_start_offset, self._bases[0])
-        self._recovery_point = max(self._recovery_point, self._bases[0])
+        doomed = self._segments.remove_first(count)
+        first = self._segments.first.base_offset
+        self._log_start_offset = max(self._log_start_offset, first)
+        self._recovery_point = max(self._recovery_point, first)
         self._write_checkpoints()
         for seg in doomed:
             seg.rename_to_deleted()
@@ -809,7 +646,7 @@ class PartitionLog:
         with self._lock:
             if self._log_end_offset <= self._recovery_point:
                 return False
-            if self._segment_of(self._recovery_point) is not self._segments[-1]:
+            if self._segments.floor(self._recovery_point) is not self._segments.active:
                 return True
             return self._clock() - self._last_flush_ms >= self.config.flush_ms
 
@@ -835,7 +672,7 @@ class PartitionLog:
             if not self._segments:
                 raise KafkaStorageError(f"log {self.directory} is closed")
             target = self._log_end_offset
-            start = self._segment_of(self._recovery_point).base_offset
+            start = self._segments.floor(self._recovery_point).base_offset
             segs = [
                 s
                 for s in self._segments
@@ -854,10 +691,10 @@ class PartitionLog:
             except OSError as exc:
                 raise KafkaStorageError(f"fdatasync in {self.directory} failed: {exc}") from exc
             with self._lock:
-                old = self._segment_of(self._recovery_point)
+                old = self._segments.floor(self._recovery_point)
                 self._recovery_point = max(self._recovery_point, target)
                 self._last_flush_ms = self._clock()
-                crossed = self._segment_of(self._recovery_point) is not old
+                crossed = self._segments.floor(self._recovery_point) is not old
             if crossed:  # a rolled segment became durable: checkpoint it, outside the append lock
                 self._write_checkpoints()
 

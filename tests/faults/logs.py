@@ -1,5 +1,5 @@
 """After a fault: verify a stopped broker's data dir offline (``shardbroker check``'s
-storage/verify.py: no damage allowed; a torn tail or an index the next start rebuilds is
+storage/verify/: no damage allowed; a torn tail or an index the next start rebuilds is
 "repairable" and allowed), then open every partition log the way a broker start does (storage
 recovery) and read every record back. Opens and writes files (recovery may cut a torn tail and
 rebuild indexes, exactly as the next start would).
@@ -13,7 +13,8 @@ from pathlib import Path
 
 from shardbroker.protocol.record_batch import iter_batches
 from shardbroker.storage.log import PartitionLog
-from shardbroker.storage.verify import Severity, partition_dirs, verify_partition
+from shardbroker.storage.verify.partition import partition_dirs, verify_partition
+from shardbroker.storage.verify.problems import Severity
 from tests.integration.kafka_clients import Rec, index_of
 
 __all__ = ["check_acked_exactly_once", "read_data_dir"]

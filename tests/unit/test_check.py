@@ -19,7 +19,10 @@ from shardbroker.cli.main import main
 from shardbroker.config import LogConfig
 from shardbroker.control.controller_state import replay
 from shardbroker.control.metadata_log import FRAME, LOCK_FILE, METADATA_DIR, MetadataLog, encode_frame
+from shardbroker.storage import file_names as fn
+from shardbroker.storage.leader_epoch_checkpoint import write_leader_epochs
 from shardbroker.storage.log import PartitionLog
+from shardbroker.storage.partition_metadata import write_partition_metadata
 from tests.unit.storage_batches import Clock, build_batch
 
 CFG = LogConfig(segment_bytes=32 * 1024, index_interval_bytes=512, segment_index_bytes=4096)
@@ -48,6 +51,8 @@ def make_data_dir(root: Path, partitions: int = 2, batches: int = 200) -> Path:
         for i in range(batches):
             log.append(build_batch(1 + i % 3, value_size=90 + i % 50, timestamp=1000 + i))
         log.close()
+        write_partition_metadata(root / f"t-{p}", uuid.UUID(records[0]["id"]))
+        write_leader_epochs(root / f"t-{p}", [(0, 0)])
     return root
 
 
@@ -105,6 +110,46 @@ def test_corrupt_batch_exits_1_naming_file_position_offset_batch(
     assert "recovery would cut the log here" in damage[0]
     assert out.splitlines()[-1] == "result: DAMAGED"
     assert "(1 damaged partitions)" in out
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "finding"),
+    [
+        (
+            fn.PARTITION_METADATA_FILE,
+            "version: 0\ntopic_id: not-a-topic-id\n",
+            "repairable: t-1/partition.metadata: topic_id 'not-a-topic-id' is not a base64 topic id of "
+            "16 bytes; the broker rewrites it with the topic's id when it opens the partition",
+        ),
+        (
+            fn.LEADER_EPOCH_CHECKPOINT,
+            "0\n2\n0 0\n",
+            "repairable: t-1/leader-epoch-checkpoint: {path}: expected 2 entries, found 1; "
+            "the broker starts a new epoch history when it opens the partition",
+        ),
+    ],
+)
+def test_malformed_partition_files_exit_3(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, name: str, text: str, finding: str
+) -> None:
+    root = make_data_dir(tmp_path)
+    (root / "t-1" / name).write_text(text)
+    code, out, _ = run(capsys, str(root))
+    assert code == check.EXIT_REPAIRABLE, out
+    assert lines(out, "repairable") == [finding.format(path=root / "t-1" / name)]
+    assert lines(out, "damage") == []
+
+
+def test_deleted_partition_dir_is_a_note(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    root = make_data_dir(tmp_path)
+    doomed = fn.delete_dir(root / "t-1")
+    os.rename(root / "t-1", doomed)
+    code, out, _ = run(capsys, str(root))
+    assert code == check.EXIT_CLEAN, out
+    assert lines(out, "note") == [
+        f"note: {doomed.name}: a deleted partition's directory; the broker removes it "
+        "(at the latest when it starts)"
+    ]
 
 
 def test_torn_tail_only_exits_3(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

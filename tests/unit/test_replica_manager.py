@@ -6,16 +6,17 @@ import asyncio
 import uuid
 from pathlib import Path
 
-from shardbroker.broker.replica_manager import (
-    LEADER_EPOCH_CHECKPOINT,
-    PARTITION_METADATA_FILE,
-    ReplicaManager,
-    read_leader_epochs,
-    read_partition_metadata,
-)
+from shardbroker.broker.replica_manager import ReplicaManager
 from shardbroker.protocol.errors import ErrorCode
 from shardbroker.storage.checkpoint import read_checkpoint
-from shardbroker.storage.file_names import CLEAN_SHUTDOWN_FILE, RECOVERY_POINT_CHECKPOINT
+from shardbroker.storage.file_names import (
+    CLEAN_SHUTDOWN_FILE,
+    LEADER_EPOCH_CHECKPOINT,
+    PARTITION_METADATA_FILE,
+    RECOVERY_POINT_CHECKPOINT,
+)
+from shardbroker.storage.leader_epoch_checkpoint import read_leader_epochs
+from shardbroker.storage.partition_metadata import read_partition_metadata
 from tests.unit.replica_fakes import Harness, batch, image, run, topic
 
 

@@ -1,4 +1,4 @@
-"""storage/verify.py: what dump-log and check find in partition logs, damaged on purpose byte by byte."""
+"""storage/verify/: what dump-log and check find in partition logs, damaged on purpose byte by byte."""
 
 from __future__ import annotations
 
@@ -15,14 +15,10 @@ from shardbroker.storage.checkpoint import write_checkpoint
 from shardbroker.storage.log import PartitionLog
 from shardbroker.storage.offset_index import OffsetIndex
 from shardbroker.storage.time_index import TimeIndex
-from shardbroker.storage.verify import (
-    MAX_REPORTED,
-    Problem,
-    Severity,
-    scan_segment,
-    verify_offset_index,
-    verify_partition,
-)
+from shardbroker.storage.verify.indexes import verify_offset_index
+from shardbroker.storage.verify.partition import verify_partition
+from shardbroker.storage.verify.problems import MAX_REPORTED, Problem, Severity
+from shardbroker.storage.verify.segments import scan_segment
 from tests.unit.storage_batches import Clock, batch_of_size, build_batch
 
 CFG = LogConfig(segment_bytes=32 * 1024, index_interval_bytes=512, segment_index_bytes=4096)

@@ -1,0 +1,177 @@
+"""Verifying one ``<topic>-<partition>`` directory (`verify_partition`) and walking a data dir
+(`partition_dirs`), read-only; the files' own checks are in the sibling modules.
+
+Order of reads, which makes a consistent picture of files still growing on a live broker: the
+recovery-point checkpoint first, then per segment its indexes before its log, the log-start
+checkpoint last (checkpoints.py says why). Leftovers (``.tmp``, ``.deleted``, ``.cleaned``,
+``.swap``, an index without its ``.log``) are notes: the broker removes them when it starts.
+All of verify_partition on a 1 GiB page-cached partition: 0.87-1.18 s (docs/notes/storage.md).
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shardbroker.storage import clean_shutdown
+from shardbroker.storage.file_names import (
+    LOG_START_OFFSET_CHECKPOINT,
+    RECOVERY_POINT_CHECKPOINT,
+    is_delete_dir,
+    list_segment_files,
+    log_file,
+    parse_partition_dir,
+)
+from shardbroker.storage.verify.checkpoints import checkpoint_bounds, read_offset_checkpoint
+from shardbroker.storage.verify.indexes import read_segment_indexes, verify_segment_indexes
+from shardbroker.storage.verify.partition_files import verify_partition_files
+from shardbroker.storage.verify.problems import Problem, Severity
+from shardbroker.storage.verify.segments import (
+    SegmentScan,
+    batch_problems,
+    log_end_offset,
+    scan_segment,
+    segment_order,
+)
+
+__all__ = ["PartitionReport", "deleted_partition_dirs", "partition_dirs", "verify_partition"]
+
+
+@dataclass(slots=True)
+class PartitionReport:
+    """What :func:`verify_partition` found in one ``<topic>-<partition>`` directory."""
+
+    directory: Path
+    topic: str
+    partition: int
+    segments: int = 0
+    batches: int = 0
+    records: int = 0
+    bytes: int = 0
+    log_start_offset: int | None = None
+    log_end_offset: int | None = None
+    recovery_point: int | None = None
+    clean_shutdown: bool = False
+    problems: list[Problem] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "directory": str(self.directory),
+            "topic": self.topic,
+            "partition": self.partition,
+            "segments": self.segments,
+            "batches": self.batches,
+            "records": self.records,
+            "bytes": self.bytes,
+            "log_start_offset": self.log_start_offset,
+            "log_end_offset": self.log_end_offset,
+            "recovery_point": self.recovery_point,
+            "clean_shutdown": self.clean_shutdown,
+            "problems": [p.to_dict() for p in self.problems],
+        }
+
+
+def partition_dirs(data_dir: Path) -> list[Path]:
+    """The ``<topic>-<partition>`` directories of a data dir, by topic then partition."""
+    found: list[tuple[str, int, Path]] = []
+    for entry in os.scandir(data_dir):
+        if not entry.is_dir(follow_symlinks=False):
+            continue
+        try:
+            topic, partition = parse_partition_dir(entry.name)
+        except ValueError:
+            continue
+        found.append((topic, partition, Path(entry.path)))
+    return [p for _, _, p in sorted(found)]
+
+
+def deleted_partition_dirs(data_dir: Path) -> list[Problem]:
+    """A note per ``<topic>-<partition>.<id>-delete`` directory (file_names.delete_dir): a deleted
+    partition the broker removes after file.delete.delay.ms, or when it starts after a crash."""
+    return [
+        Problem(
+            Severity.NOTE,
+            "leftover",
+            Path(entry.path),
+            "a deleted partition's directory; the broker removes it (at the latest when it starts)",
+        )
+        for entry in sorted(os.scandir(data_dir), key=lambda e: e.name)
+        if entry.is_dir(follow_symlinks=False) and is_delete_dir(entry.name)
+    ]
+
+
+def verify_partition(
+    directory: Path, *, on_bytes: Callable[[int], None] | None = None, live: bool = False
+) -> PartitionReport:
+    """Check every segment, index, checkpoint and partition file of one partition directory, read-only.
+
+    ``on_bytes`` is told how many log bytes each segment had (progress). ``live``: a broker is
+    running on this data dir, so a file may vanish (retention) while we read."""
+    topic, partition = parse_partition_dir(directory.name)
+    report = PartitionReport(directory, topic, partition)
+    problems = report.problems
+    listing = list_segment_files(directory)
+    bases, index_files = listing.bases, listing.index_files
+    problems += [
+        Problem(
+            Severity.NOTE,
+            "leftover",
+            path,
+            "left by an interrupted write or delete; the broker removes it on start",
+        )
+        for path in listing.leftovers
+    ]
+    problems += [
+        Problem(Severity.NOTE, "leftover", path, "an index without its .log; the broker removes it on start")
+        for path in listing.orphan_indexes
+    ]
+    key = (topic, partition)
+    report.clean_shutdown = clean_shutdown.trusted(directory)
+    recovery_point = read_offset_checkpoint(directory / RECOVERY_POINT_CHECKPOINT, key, problems)
+    report.recovery_point = recovery_point
+    first_recovered = len(bases)
+    if not report.clean_shutdown:
+        first_recovered = max(0, bisect.bisect_right(bases, recovery_point or 0) - 1)
+
+    scans: list[SegmentScan] = []
+    for i, base in enumerate(bases):
+        last = i == len(bases) - 1
+        path = log_file(directory, base)
+        try:
+            indexes = read_segment_indexes(directory, base, problems, index_files)
+            scan = scan_segment(path, base)
+        except FileNotFoundError:
+            if not live:
+                raise
+            problems.append(
+                Problem(Severity.NOTE, "vanished", path, "deleted while being checked (retention)")
+            )
+            continue
+        except OSError as exc:
+            problems.append(
+                Problem(Severity.DAMAGE, "unreadable", path, f"cannot read: {exc.strerror or exc}")
+            )
+            continue
+        if on_bytes is not None:
+            on_bytes(scan.size)
+        scans.append(scan)
+        problems += batch_problems(scan, last_segment=last, later_segments=len(bases) - i - 1)
+        problems += verify_segment_indexes(scan, *indexes, closed=not last, recovered=i >= first_recovered)
+    for prev, cur in itertools.pairwise(scans):
+        problems += segment_order(prev, cur)
+
+    report.segments = len(scans)
+    report.batches = sum(len(s.headers) for s in scans)
+    report.records = sum(s.record_count for s in scans)
+    report.bytes = sum(s.size for s in scans)
+    report.log_end_offset = log_end_offset(scans)
+    log_start = read_offset_checkpoint(directory / LOG_START_OFFSET_CHECKPOINT, key, problems)
+    report.log_start_offset = log_start
+    problems += checkpoint_bounds(directory, scans, report.log_end_offset, recovery_point, log_start)
+    problems += verify_partition_files(directory)
+    return report
