@@ -93,6 +93,7 @@ import numpy as np
 from shardbroker.client.admin import AdminClient
 from shardbroker.ipc.local_attach import LocalBroker, LocalClientError, WorkerSession, ring_object
 from shardbroker.ipc.ring import RingReader
+from shardbroker.ipc.ring_names import WAKE_ROLE
 from shardbroker.protocol.batch_scan import LOG_OVERHEAD, BatchHeaders, scan_batches
 from shardbroker.protocol.records import Record, RecordBatch, RecordColumns, record_columns
 from shardbroker.storage.file_names import LOG_SUFFIX, index_file, offset_from_file_name, partition_dir_name
@@ -330,7 +331,7 @@ class LocalConsumer:
 
     def _watch(self, owner: int) -> None:
         """Ask worker ``owner`` to ring a new wake ring after each new high watermark."""
-        ring = self.broker.new_ring("wake", WAKE_RING_CAPACITY)
+        ring = self.broker.new_ring(WAKE_ROLE, WAKE_RING_CAPACITY)
         hello: dict[str, object] = {
             "op": "watch",
             "ring": ring_object(ring),

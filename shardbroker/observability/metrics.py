@@ -110,7 +110,6 @@ from __future__ import annotations
 
 import os
 import platform
-import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -132,6 +131,7 @@ from shardbroker.ipc.counters import CounterTable
 from shardbroker.ipc.group_offsets import OVERFLOW, GroupOffsetTable
 from shardbroker.ipc.procfs import CLOCK_TICKS, stat_fields
 from shardbroker.ipc.ring import RingStats, read_stats
+from shardbroker.ipc.ring_names import Direction, RingRole, parse_ring_name
 from shardbroker.ipc.shm import PREFIX, SHM_DIR, validate_instance
 from shardbroker.metadata.image import TopicImage
 from shardbroker.protocol import messages as m
@@ -460,26 +460,20 @@ class MetricsCollector(Collector):
         yield from (used, cap, frames, sent)
 
 
-#: Object names of the rings that local clients and forwarding workers create (client/,
-#: ipc/local_attach.py ``new_ring``): ``lc<pid>-<n>-<role>``.
-_CLIENT_RING = re.compile(
-    r"lc\d+-\d+-(?:(?P<role>req|ack)-w(?P<worker>\d+)|wake"
-    r"|fwd-w(?P<source>\d+)-to-w(?P<target>\d+)-(?P<direction>req|ack))"
-)
-
-
 def ring_label(name: str) -> str | None:
     """The ``ring`` label of the client or forwarding ring whose object name (the part after
-    ``/shardbroker-<instance>-``) is ``name``; None for any other object."""
-    m = _CLIENT_RING.fullmatch(name)
-    if m is None:
+    ``/shardbroker-<instance>-``) is ``name``; None for any other object (the controller's rings
+    are labelled by their names, from the controller's own mappings)."""
+    ring = parse_ring_name(name)
+    if ring is None:
         return None
-    if m["role"] is not None:
-        return f"local-w{m['worker']}-{'requests' if m['role'] == 'req' else 'acks'}"
-    if m["source"] is not None:
-        pair = f"fwd-w{m['source']}-to-w{m['target']}"
-        return pair if m["direction"] == "req" else f"{pair}-acks"
-    return "local-wake"
+    to_worker = ring.direction is Direction.TO_WORKER
+    if ring.role is RingRole.LOCAL_PRODUCER:
+        return f"local-w{ring.worker}-{'requests' if to_worker else 'acks'}"
+    if ring.role is RingRole.FORWARD:
+        pair = f"fwd-w{ring.source}-to-w{ring.worker}"
+        return pair if to_worker else f"{pair}-acks"
+    return "local-wake" if ring.role is RingRole.LOCAL_WAKE else None
 
 
 class ClientRings:
