@@ -59,8 +59,11 @@ from shardbroker.ipc.local_protocol import (
     pack_request_header,
     request_header_size,
 )
-from shardbroker.ipc.ring import Ring, RingError, RingReader, RingWriter
+from shardbroker.ipc.ring import Ring
+from shardbroker.ipc.ring_layout import RingError
 from shardbroker.ipc.ring_names import Direction, forward_role
+from shardbroker.ipc.ring_reader import RingReader
+from shardbroker.ipc.ring_writer import RingWriter
 from shardbroker.ipc.shm import ShmError
 from shardbroker.protocol.errors import ErrorCode
 

@@ -73,8 +73,11 @@ from shardbroker.ipc.local_protocol import (
     decode_message,
     encode_message,
 )
-from shardbroker.ipc.ring import Ring, RingError, RingReader, RingWriter
+from shardbroker.ipc.ring import Ring
+from shardbroker.ipc.ring_layout import RingError
 from shardbroker.ipc.ring_names import CLIENT_PREFIX, is_client_ring
+from shardbroker.ipc.ring_reader import RingReader
+from shardbroker.ipc.ring_writer import RingWriter
 from shardbroker.ipc.shm import ShmError, instance_name
 from shardbroker.metadata.image import MetadataImage
 from shardbroker.protocol.errors import ErrorCode

@@ -92,8 +92,8 @@ import numpy as np
 
 from shardbroker.client.admin import AdminClient
 from shardbroker.ipc.local_attach import LocalBroker, LocalClientError, WorkerSession, ring_object
-from shardbroker.ipc.ring import RingReader
 from shardbroker.ipc.ring_names import WAKE_ROLE
+from shardbroker.ipc.ring_reader import RingReader
 from shardbroker.protocol.batch_scan import LOG_OVERHEAD, BatchHeaders, scan_batches
 from shardbroker.protocol.records import Record, RecordBatch, RecordColumns, record_columns
 from shardbroker.storage.file_names import LOG_SUFFIX, index_file, offset_from_file_name, partition_dir_name

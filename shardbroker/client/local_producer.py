@@ -81,8 +81,9 @@ from shardbroker.client.connection import KafkaApiError
 from shardbroker.client.producer import RecordMetadata, default_partition
 from shardbroker.ipc.local_attach import LocalBroker, LocalClientError, WorkerSession, ring_object
 from shardbroker.ipc.local_protocol import ACK, pack_request_header, request_header_size
-from shardbroker.ipc.ring import RingReader, RingWriter
 from shardbroker.ipc.ring_names import Direction, producer_role
+from shardbroker.ipc.ring_reader import RingReader
+from shardbroker.ipc.ring_writer import RingWriter
 from shardbroker.protocol.batch_scan import BATCH_HEADER_SIZE
 from shardbroker.protocol.errors import ErrorCode
 from shardbroker.protocol.records import (

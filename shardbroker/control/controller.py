@@ -105,8 +105,9 @@ from shardbroker.ipc.control import (
     encode_control,
 )
 from shardbroker.ipc.local_directory import HighWatermarkRows, HighWatermarkTable, LocalDirectory
-from shardbroker.ipc.ring import Ring, RingWriter
+from shardbroker.ipc.ring import Ring
 from shardbroker.ipc.ring_names import Direction, control_ring
+from shardbroker.ipc.ring_writer import RingWriter
 from shardbroker.metadata.image import BrokerEndpoint, MetadataImage
 from shardbroker.protocol.errors import ErrorCode
 

@@ -130,7 +130,7 @@ from shardbroker.ipc import procfs
 from shardbroker.ipc.counters import CounterTable
 from shardbroker.ipc.group_offsets import OVERFLOW, GroupOffsetTable
 from shardbroker.ipc.procfs import CLOCK_TICKS, stat_fields
-from shardbroker.ipc.ring import RingStats, read_stats
+from shardbroker.ipc.ring_layout import RingStats, read_stats
 from shardbroker.ipc.ring_names import Direction, RingRole, parse_ring_name
 from shardbroker.ipc.shm import PREFIX, SHM_DIR, validate_instance
 from shardbroker.metadata.image import TopicImage

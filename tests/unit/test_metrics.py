@@ -18,7 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from shardbroker.ipc import counters as ctr
 from shardbroker.ipc.counters import CounterTable
-from shardbroker.ipc.ring import Ring, RingStats
+from shardbroker.ipc.ring import Ring
+from shardbroker.ipc.ring_layout import RingStats
 from shardbroker.metadata.image import PartitionImage, TopicImage
 from shardbroker.observability.metrics import (
     ClientRings,
