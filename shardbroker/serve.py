@@ -43,15 +43,11 @@ from shardbroker.ipc.counters import CounterTable
 from shardbroker.ipc.group_offsets import GroupOffsetTable
 from shardbroker.ipc.ring_names import Direction, control_ring
 from shardbroker.metadata.image import TopicImage
-from shardbroker.observability.metrics import (
-    ClientRings,
-    DataDirSource,
-    GroupLagSource,
-    MetricsCollector,
-    RingStat,
-    WorkerProcessSource,
-)
+from shardbroker.observability.group_lag import GroupLagSource
+from shardbroker.observability.metrics import MetricsCollector
 from shardbroker.observability.metrics_http import MetricsServer
+from shardbroker.observability.ring_metrics import ClientRings, RingStat
+from shardbroker.observability.system_metrics import DataDirSource, WorkerProcessSource
 from shardbroker.supervision.heartbeat import HeartbeatTable, SegmentInUse
 from shardbroker.supervision.policy import Phase, Policy
 from shardbroker.supervision.supervisor import Supervisor, SupervisorConfig
