@@ -59,7 +59,8 @@ from shardbroker.config import BrokerConfig
 from shardbroker.ipc import counters as ctr
 from shardbroker.ipc.counters import CounterTable, WorkerCounters
 from shardbroker.metadata.image import PartitionImage, TopicImage
-from shardbroker.observability.metrics import DataDirSource, MetricsCollector, WorkerProcessSource
+from shardbroker.observability.metrics import MetricsCollector
+from shardbroker.observability.system_metrics import DataDirSource, WorkerProcessSource
 from shardbroker.supervision.heartbeat import HeartbeatTable, segment_name
 from shardbroker.supervision.policy import SlotState
 from tests.unit.replica_fakes import FakeChannel, batch, image, topic

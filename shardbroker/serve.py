@@ -36,21 +36,18 @@ from collections.abc import Callable, Iterable
 
 from shardbroker.config import BrokerConfig
 from shardbroker.control.auto_rebalance import AutoRebalancer, PartitionLoad
-from shardbroker.control.controller import Controller, in_ring_name, out_ring_name
+from shardbroker.control.controller import Controller
 from shardbroker.control.metadata_log import DataDirLock, MetadataLogError
 from shardbroker.ipc import shm
 from shardbroker.ipc.counters import CounterTable
 from shardbroker.ipc.group_offsets import GroupOffsetTable
+from shardbroker.ipc.ring_names import Direction, control_ring
 from shardbroker.metadata.image import TopicImage
-from shardbroker.observability.metrics import (
-    ClientRings,
-    DataDirSource,
-    GroupLagSource,
-    MetricsCollector,
-    RingStat,
-    WorkerProcessSource,
-)
+from shardbroker.observability.group_lag import GroupLagSource
+from shardbroker.observability.metrics import MetricsCollector
 from shardbroker.observability.metrics_http import MetricsServer
+from shardbroker.observability.ring_metrics import ClientRings, RingStat
+from shardbroker.observability.system_metrics import DataDirSource, WorkerProcessSource
 from shardbroker.supervision.heartbeat import HeartbeatTable, SegmentInUse
 from shardbroker.supervision.policy import Phase, Policy
 from shardbroker.supervision.supervisor import Supervisor, SupervisorConfig
@@ -260,8 +257,8 @@ def _ring_stats(controller: Controller, client_rings: ClientRings) -> list[RingS
     instance (local clients', forwarding), labelled and summed by ``client_rings``."""
     out: list[RingStat] = []
     for s in controller.slots:
-        out.append((in_ring_name(s.slot), s.in_ring.stats()))
-        out.append((out_ring_name(s.slot), s.out_ring.stats()))
+        out.append((control_ring(s.slot, Direction.TO_WORKER), s.in_ring.stats()))
+        out.append((control_ring(s.slot, Direction.FROM_WORKER), s.out_ring.stats()))
     return out + client_rings()
 
 

@@ -44,7 +44,9 @@ from shardbroker.ipc.control import (
     decode_control,
     encode_control,
 )
-from shardbroker.ipc.ring import Ring, RingReader, RingWriter
+from shardbroker.ipc.ring import Ring
+from shardbroker.ipc.ring_reader import RingReader
+from shardbroker.ipc.ring_writer import RingWriter
 from shardbroker.metadata.image import MetadataImage
 
 if TYPE_CHECKING:

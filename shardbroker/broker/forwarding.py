@@ -59,7 +59,11 @@ from shardbroker.ipc.local_protocol import (
     pack_request_header,
     request_header_size,
 )
-from shardbroker.ipc.ring import Ring, RingError, RingReader, RingWriter
+from shardbroker.ipc.ring import Ring
+from shardbroker.ipc.ring_layout import RingError
+from shardbroker.ipc.ring_names import Direction, forward_role
+from shardbroker.ipc.ring_reader import RingReader
+from shardbroker.ipc.ring_writer import RingWriter
 from shardbroker.ipc.shm import ShmError
 from shardbroker.protocol.errors import ErrorCode
 
@@ -237,14 +241,15 @@ class ProduceForwarder:
 
     async def _attach(self, node: int) -> _Peer:
         loop = asyncio.get_running_loop()
-        role = f"fwd-w{self.node_id}-to-w{node}"
-        requests = client_ring(self.instance, f"{role}-req", REQUEST_RING_CAPACITY)
+        to_owner = forward_role(self.node_id, node, Direction.TO_WORKER)
+        requests = client_ring(self.instance, to_owner, REQUEST_RING_CAPACITY)
         rings = [requests]
         conn = socket.socket(
             socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
         )
         try:
-            rings.append(client_ring(self.instance, f"{role}-ack", ACK_RING_CAPACITY))
+            acks = forward_role(self.node_id, node, Direction.FROM_WORKER)
+            rings.append(client_ring(self.instance, acks, ACK_RING_CAPACITY))
             hello = {"op": "produce", "requests": ring_object(rings[0]), "acks": ring_object(rings[1])}
             async with asyncio.timeout(ATTACH_TIMEOUT_S):
                 await loop.sock_connect(conn, worker_socket_address(self.instance, node))

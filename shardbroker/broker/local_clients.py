@@ -73,7 +73,11 @@ from shardbroker.ipc.local_protocol import (
     decode_message,
     encode_message,
 )
-from shardbroker.ipc.ring import Ring, RingError, RingReader, RingWriter
+from shardbroker.ipc.ring import Ring
+from shardbroker.ipc.ring_layout import RingError
+from shardbroker.ipc.ring_names import CLIENT_PREFIX, is_client_ring
+from shardbroker.ipc.ring_reader import RingReader
+from shardbroker.ipc.ring_writer import RingWriter
 from shardbroker.ipc.shm import ShmError, instance_name
 from shardbroker.metadata.image import MetadataImage
 from shardbroker.protocol.errors import ErrorCode
@@ -93,8 +97,6 @@ MAX_FRAMES_PER_DRAIN: Final = 1024
 DURABLE_TIMEOUT_S: Final = 30.0
 #: Retry interval for acks waiting on a full ack ring.
 ACK_RETRY_S: Final = 0.001
-#: Client ring names start with this (ipc/local_protocol.py).
-CLIENT_RING_PREFIX: Final = "lc"
 _PRODUCE_API_KEY: Final = 0
 _CORRUPT: Final = int(ErrorCode.CORRUPT_MESSAGE)
 _NOT_LEADER: Final = int(ErrorCode.NOT_LEADER_OR_FOLLOWER)
@@ -271,8 +273,8 @@ class LocalClientService:
             self._close(session, unlink=True)
 
     def _ring(self, name: object) -> Ring:
-        if not isinstance(name, str) or not name.startswith(CLIENT_RING_PREFIX):
-            raise LocalProtocolError(f"ring name {name!r} is not a local client's ({CLIENT_RING_PREFIX}...)")
+        if not isinstance(name, str) or not is_client_ring(name):
+            raise LocalProtocolError(f"ring name {name!r} is not a local client's ({CLIENT_PREFIX}...)")
         return Ring.attach(self.instance, name)
 
     def _attach(self, conn: socket.socket, hello: dict[str, object]) -> _Session:

@@ -92,7 +92,8 @@ import numpy as np
 
 from shardbroker.client.admin import AdminClient
 from shardbroker.ipc.local_attach import LocalBroker, LocalClientError, WorkerSession, ring_object
-from shardbroker.ipc.ring import RingReader
+from shardbroker.ipc.ring_names import WAKE_ROLE
+from shardbroker.ipc.ring_reader import RingReader
 from shardbroker.protocol.batch_scan import BatchHeaders, scan_batches
 from shardbroker.protocol.record_batch import Record, RecordBatch
 from shardbroker.protocol.record_batch_header import LENGTH_OFFSET, LOG_OVERHEAD
@@ -333,7 +334,7 @@ class LocalConsumer:
 
     def _watch(self, owner: int) -> None:
         """Ask worker ``owner`` to ring a new wake ring after each new high watermark."""
-        ring = self.broker.new_ring("wake", WAKE_RING_CAPACITY)
+        ring = self.broker.new_ring(WAKE_ROLE, WAKE_RING_CAPACITY)
         hello: dict[str, object] = {
             "op": "watch",
             "ring": ring_object(ring),

@@ -81,7 +81,9 @@ from shardbroker.client.connection import KafkaApiError
 from shardbroker.client.producer import RecordMetadata, default_partition
 from shardbroker.ipc.local_attach import LocalBroker, LocalClientError, WorkerSession, ring_object
 from shardbroker.ipc.local_protocol import ACK, pack_request_header, request_header_size
-from shardbroker.ipc.ring import RingReader, RingWriter
+from shardbroker.ipc.ring_names import Direction, producer_role
+from shardbroker.ipc.ring_reader import RingReader
+from shardbroker.ipc.ring_writer import RingWriter
 from shardbroker.protocol.errors import ErrorCode
 from shardbroker.protocol.record_batch_builder import RecordBatchBuilder
 from shardbroker.protocol.record_batch_header import BATCH_HEADER_SIZE
@@ -506,9 +508,11 @@ class LocalProducer:
                 self._fail_session(s)
                 s = None
         if s is None:
-            requests = self.broker.new_ring(f"req-w{node_id}", self.ring_capacity)
+            requests = self.broker.new_ring(producer_role(node_id, Direction.TO_WORKER), self.ring_capacity)
             try:
-                acks = self.broker.new_ring(f"ack-w{node_id}", self.ack_ring_capacity)
+                acks = self.broker.new_ring(
+                    producer_role(node_id, Direction.FROM_WORKER), self.ack_ring_capacity
+                )
             except BaseException:
                 requests.close()
                 raise

@@ -76,7 +76,9 @@ from shardbroker.ipc.control import (
     encode_control,
 )
 from shardbroker.ipc.local_directory import HighWatermarkRows, HighWatermarkTable, LocalDirectory
-from shardbroker.ipc.ring import Ring, RingWriter
+from shardbroker.ipc.ring import Ring
+from shardbroker.ipc.ring_names import Direction, control_ring
+from shardbroker.ipc.ring_writer import RingWriter
 from shardbroker.metadata.image import BrokerEndpoint, MetadataImage
 from shardbroker.protocol.errors import ErrorCode
 
@@ -88,14 +90,6 @@ IN_RING_CAPACITY: Final = 4 << 20
 OUT_RING_CAPACITY: Final = 1 << 20
 
 Register = Callable[[int, int, Callable[[int], None]], None]
-
-
-def in_ring_name(slot: int) -> str:
-    return f"ctl-w{slot}-in"
-
-
-def out_ring_name(slot: int) -> str:
-    return f"ctl-w{slot}-out"
 
 
 @dataclass
@@ -192,9 +186,11 @@ class Controller:
         self._image_frame = self._encode_image()
         try:
             for i in range(self.workers):
-                in_ring = Ring.create(self.instance, in_ring_name(i), self.in_capacity)
+                in_ring = Ring.create(self.instance, control_ring(i, Direction.TO_WORKER), self.in_capacity)
                 try:
-                    out_ring = Ring.create(self.instance, out_ring_name(i), self.out_capacity)
+                    out_ring = Ring.create(
+                        self.instance, control_ring(i, Direction.FROM_WORKER), self.out_capacity
+                    )
                 except BaseException:
                     in_ring.close()
                     raise

@@ -1,21 +1,8 @@
 """Shared counters: per-partition and per-worker metrics in POSIX shared memory, read by /metrics.
 
-Opens and unlinks a POSIX shared-memory segment (ipc/shm.py's ``SharedSegment``, object name
-``counters``); numpy gives the reader typed views, memoryviews give the writers cheap stores.
-
-Why: DESIGN.md ("Counters") -- workers count, the supervisor reads, no metrics files, no locks on
-the hot path. prometheus-client's multiprocess mode was rejected there (a lock per increment,
-per-pid files, no custom collectors). Here a worker's count is a Python add on the hot path and a
-store into mapped memory once a second (below: why not a shared-memory add per request).
-
-One writer per cell. The supervisor creates the segment before the first fork and never writes
-it again; each worker writes only its own worker block and its own range of partition rows, so
-no two processes ever write one cell, and no cell is shared between two workers' cache lines
-(blocks and ranges are 64-byte aligned). 8-byte aligned stores are atomic on every platform we
-run on: a reader sees old or new values, never torn ones. On x86 (TSO) stores become visible in
-program order, which the label seqlock below relies on; a weakly ordered CPU would need fences.
-
-Layout (native byte order; every section starts on a 64-byte boundary)::
+Opens and unlinks one segment (shm.py's ``SharedSegment``, object name ``counters``); numpy gives
+the reader typed views, memoryviews give the writers cheap stores. Layout (native byte order;
+every section starts on a 64-byte boundary)::
 
     [0, 32)      ipc/shm.py preamble: kind b"CNTR", version 1, owner pid and start time
     [32, 96)     header, 8 x int64: workers, partition rows, rows per worker, N_API, N_ERR,
@@ -33,39 +20,20 @@ Layout (native byte order; every section starts on a 64-byte boundary)::
     counters     int64[rows, 16]    PARTITION_FIELDS (10 used), two 64-byte lines per row
     labels       bytes[rows, 320]   int64 partition, int64 name length, 48 spare, topic (<= 256 B)
 
-Partition rows. Worker w owns rows ``[w * R, (w + 1) * R)``, ``R = rows // workers`` (default
-65,536 rows in total: 32,768 per worker on a 2-core host; each live row costs 456 bytes of
-/dev/shm, untouched pages cost nothing: the segment is 28.9 MiB of address space). A worker
-allocates a row when it opens a partition and frees it when the partition leaves (moved,
-deleted); rows are reused. Past R partitions the worker counts into no row and bumps
-``partition_overflow`` (exported): it never fails. A worker zeroes its block and its rows when it
-starts (`CounterTable.worker`), so a restarted worker's counters restart at zero, which
-Prometheus' ``rate`` treats as a counter reset.
+Invariants: one writer per cell. The supervisor creates the segment before the first fork and
+never writes it again; worker w writes only its block and its rows ``[w * R, (w + 1) * R)``
+(``R = rows // workers``), 64-byte aligned, so no cache line is shared between two workers, and
+aligned 8-byte stores are atomic: a reader sees old or new values, never torn ones. A row is
+labelled under a seqlock (``state`` odd, label written and counters zeroed, a new even generation;
+x86 keeps the stores in order, a weakly ordered CPU would need fences): a reader drops a row whose
+state changed while it read, so a scrape never names one partition's counts with another's. Past
+R partitions a worker counts into no row and bumps ``partition_overflow``: it never fails. A
+starting worker zeroes its block and rows, which Prometheus' ``rate`` reads as a counter reset.
 
-Labels (the side channel that lets the supervisor name a row) use a seqlock: the worker sets
-``state`` odd, writes the label and zeroes the counters, then sets a new even generation; the
-reader caches decoded labels by (row, generation) and drops a row whose state changed while it
-was being read, so a scrape never labels one partition's counts with another's name.
-
-Hot path: accumulate privately, publish each second. Measured on this 2-core VM (Python 3.11,
-timeit, best of 5-7 x 1-2 M, net of the empty loop): a numpy scalar add into the mapped array
-(``a[r, f] += n``) 330 ns; a memoryview (``cast("q")``) item add 63 ns, a store 21 ns; a slot
-attribute add on the Partition about 25 ns. Writing the 5 per-append fields straight into shared
-memory through memoryviews cost +650 ns per ``ReplicaManager.append`` in context (+9.9% of a
-7.1 us append; perf/bench_metrics.py), against a target of 2%. So the append only does 3 slot
-attribute adds (produce_requests, messages_in, bytes_in: 76 ns together, about 1.1% of the
-append; two of them were there before), Fetch 2 (fetch_requests, bytes_out), and dispatch one
-`WorkerCounters.request` (a list add for the histogram bucket found by ``bisect``, a float add
-for the sum; 390-460 ns with its two ``perf_counter`` calls). The worker's housekeeping tick
-(ReplicaManager, every 1 s) publishes: one ``struct.pack_into`` per partition whose request
-counts moved (0.6-1.2 ms per 1,000 changed partitions, 0.12-0.19 ms per 1,000 idle ones) and
-three numpy copies for the request histograms. Log end/start offsets, size, segment count and
-the offline flag are read from the log at publish time (size = size at open or after retention +
-bytes appended), so nothing of them is on the append path. Errors (rare), the connection/long-poll
-gauges and log flush durations (one per fdatasync, from the flush threads) are written to shared
-memory at once. Consequence: a scrape sees counts at most one tick (1 s) old, and a
-worker killed with SIGKILL loses at most its last second of counts (which a restart zeroes
-anyway).
+Why: workers count and the supervisor reads with no metrics files and no lock on the hot path
+(DESIGN.md, "Counters"). Workers accumulate in Python attributes and publish once per 1 s
+housekeeping tick (a scrape sees counts at most 1 s old): writing the per-append fields straight
+into shared memory cost +9.9 % of an append, the private adds 1.1 % (docs/notes/metrics.md).
 """
 
 from __future__ import annotations

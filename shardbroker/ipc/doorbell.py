@@ -20,7 +20,7 @@ Why a named FIFO (``FifoDoorbell``, the default)
       the run-to-run spread, so the fd's event-loop integration decides. Ringing costs one
       ``write(2)`` and waking one ``read(2)`` to drain, a few microseconds next to the wake-up.
 
-A ring rings its peer's doorbell at most once per sleep (see ``ring.py``: the sleeper publishes an
+A ring rings its peer's doorbell at most once per sleep (see ``ring_endpoint.py``: the sleeper publishes an
 odd "sleep epoch" in the ring header, the peer rings once per epoch), so the doorbell is not on
 the per-frame path. Extra rings are harmless: a sleeper always re-checks the ring after waking.
 """

@@ -3,7 +3,7 @@
 Opens and unlinks a POSIX shared-memory segment (ipc/shm.py's ``SharedSegment``, object name
 ``groupoffsets``). Each worker's GroupCoordinator copies its groups' committed offsets here on the
 worker's 1 s publish tick (ReplicaManager.publish_metrics); the supervisor's collector
-(metrics.py, `GroupLagSource`) reads them and subtracts them from the log end offsets of the
+(observability/group_lag.py, `GroupLagSource`) reads them and subtracts them from the log end offsets of the
 counter table's partition rows (ipc/counters.py).
 
 Same rules as counters.py, which this mirrors: the supervisor creates the segment before the

@@ -29,6 +29,7 @@ from shardbroker.ipc.local_directory import (
 )
 from shardbroker.ipc.local_protocol import MAX_MESSAGE, decode_message, encode_message
 from shardbroker.ipc.ring import Ring
+from shardbroker.ipc.ring_names import ClientRole, client_ring_name
 from shardbroker.ipc.shm import ShmError, instance_name
 
 __all__ = ["LocalBroker", "LocalClientError", "WorkerSession", "client_ring", "ring_object"]
@@ -39,11 +40,11 @@ ATTACH_TIMEOUT_S: Final = 10.0
 _ring_ids = itertools.count()
 
 
-def client_ring(instance: str, role: str, capacity: int) -> Ring:
-    """A ring owned by this process, named ``lc<pid>-<n>-<role>`` (ipc/local_protocol.py): the
-    kind of name a worker accepts from a local client (a worker forwarding to another worker is
-    one too: broker/forwarding.py)."""
-    return Ring.create(instance, f"lc{os.getpid()}-{next(_ring_ids)}-{role}", capacity)
+def client_ring(instance: str, role: ClientRole, capacity: int) -> Ring:
+    """A ring owned by this process, named ``lc<pid>-<n>-<role>`` (ipc/ring_names.py): the kind
+    of name a worker accepts from a local client (a worker forwarding to another worker is one
+    too: broker/forwarding.py)."""
+    return Ring.create(instance, client_ring_name(os.getpid(), next(_ring_ids), role), capacity)
 
 
 def ring_object(ring: Ring) -> str:
@@ -134,7 +135,7 @@ class LocalBroker:
                 raise LocalClientError(f"the broker's high-watermark table is missing: {exc}") from None
         return self._high_watermarks
 
-    def new_ring(self, role: str, capacity: int) -> Ring:
+    def new_ring(self, role: ClientRole, capacity: int) -> Ring:
         return client_ring(self.instance, role, capacity)
 
     def attach(self, node_id: int, hello: dict[str, object], rings: list[Ring]) -> WorkerSession:

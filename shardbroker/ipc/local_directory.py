@@ -16,7 +16,7 @@ meets an unknown topic or a moved partition: a 1,000-partition directory decodes
 
 A reader copies the body between two loads of the sequence and retries while it was odd or
 moved, so it never decodes a half-written body; the writer never waits for readers. The same
-x86-64 ordering argument as ring.py (aligned 8-byte loads/stores, TSO) makes "sequence, body,
+x86-64 ordering argument as ring_endpoint.py (aligned 8-byte loads/stores, TSO) makes "sequence, body,
 sequence" ordered on both sides.
 
 ``local-hw`` (``HighWatermarkTable``): one 16-byte row per partition, ``(high watermark, log start

@@ -1,118 +1,38 @@
-"""The /metrics contract (DESIGN.md, "Contracts"): a prometheus-client Collector over shared memory.
+"""The /metrics contract (DESIGN.md, "Contracts"): `MetricsCollector`, a prometheus-client
+Collector that builds the broker's metric families from shared memory at each scrape.
 
-Runs in the supervisor. On each scrape it reads the workers' counters (ipc/counters.py), the
-heartbeat table (supervision/heartbeat.py) and the controller's rings, and builds the metric families on
-a private ``CollectorRegistry``: no global registry (nothing else registers by accident), no
-multiprocess mode (DESIGN.md: a lock per increment, per-pid files, no custom collectors). The
+Runs in the supervisor. Reads the workers' counters (ipc/counters.py), the heartbeat table
+(supervision/heartbeat.py), the rings' headers (ring_metrics.py) and the controller's topics; more
+families come from sources added with ``add_source`` (group_lag.py, system_metrics.py). A private
+``CollectorRegistry`` holds only this collector: no global registry (nothing else registers by
+accident), no multiprocess mode (a lock per increment, per-pid files, no custom collectors). The
 HTTP side is metrics_http.py.
 
-Series (labels in braces; ``worker`` is the Kafka node id):
+Families built here (``worker`` is the Kafka node id):
 
-- ``shardbroker_partition_{messages_in,bytes_in,bytes_out}_total{topic,partition,worker}``
-  (messages_in counts records as the batch headers give them; counters start at 0 when the
-  worker opens the partition),
-  ``shardbroker_partition_{produce,fetch}_requests_total{...}`` (counters),
-  ``shardbroker_partition_log_{end_offset,start_offset,size_bytes,segments}{...}`` (gauges);
-- ``shardbroker_partition_offline{topic,partition}``: one per partition of the controller's
-  metadata, 1 while its owner worker is not serving or its log went offline (a failed
-  fdatasync), Kafka's offline-partition health for a single host (`offline_text`);
-- ``shardbroker_requests_total{api,worker}``, ``shardbroker_request_errors_total{api,worker,error}``
-  (``error`` is the Kafka error name, e.g. CORRUPT_MESSAGE; a partition's error in a Produce or
-  Fetch counts once per partition, a refused frame once, under api="Unknown" when its api key
-  is unreadable), ``shardbroker_request_duration_seconds{api,worker}`` (histogram, 100 us to
-  10 s: from the decoded request to the response object, so a long-poll Fetch includes its wait,
-  as Kafka's TotalTimeMs does);
-- ``shardbroker_worker_up{worker}``, ``shardbroker_worker_restarts_total{worker}``,
-  ``shardbroker_connections{worker}``, ``shardbroker_fetch_waiters{worker}``,
-  ``shardbroker_partition_rows_overflow{worker}`` (partitions past the counter table's capacity:
-  counted, not exported);
-- ``shardbroker_log_flush_duration_seconds{worker}`` (histogram, the same buckets): each
-  fdatasync of a partition's log (storage/group_commit.py times it; one flush may cover many
-  produce requests);
-- ``shardbroker_ring_used_bytes{ring}``, ``shardbroker_ring_capacity_bytes{ring}`` (gauges),
-  ``shardbroker_ring_frames_total{ring}``, ``shardbroker_ring_bytes_total{ring}`` (counters:
-  frames published into the ring, each a batch forwarded or carried or a control message, and
-  the bytes they took, frame headers and padding included: ipc/ring.py's traffic counters), for
-  every ring of the instance (see "Rings" below);
-- ``shardbroker_build_info{version,python}`` (always 1).
+- ``shardbroker_partition_*{topic,partition,worker}``: 5 counters and 4 gauges of the partition
+  rows (counters start at 0 when the worker opens the partition), and
+  ``shardbroker_partition_offline{topic,partition}``, one per partition of the controller's
+  metadata (`offline_text`);
+- ``shardbroker_requests_total``, ``shardbroker_request_errors_total`` (``error``: the Kafka error
+  name; a Produce or Fetch partition's error counts once per partition, an unreadable frame under
+  api="Unknown") and ``shardbroker_request_duration_seconds`` (histogram, 100 us to 10 s, from
+  the decoded request to the response, as Kafka's TotalTimeMs), each ``{api,worker}``;
+  ``shardbroker_log_flush_duration_seconds{worker}`` (each fdatasync of a partition's log);
+- ``shardbroker_worker_up``, ``_worker_restarts_total``, ``_connections``, ``_fetch_waiters``,
+  ``_partition_rows_overflow``, each ``{worker}``; the ring series; ``shardbroker_build_info``.
 
-Rings: the ``ring`` label is low-cardinality and survives client restarts. The controller's
-control rings keep their names, ``ctl-w<i>-in``/``-out`` (read through the controller's own
-mappings). Every other ring is found by `ClientRings`, which lists ``/dev/shm`` for the
-instance's ``lc*`` segments at each scrape and reads their headers read-only
-(``ring.read_stats``; it never creates, attaches a writer to or unlinks anything; a ring that
-vanishes between listing and reading is skipped), and labelled by `ring_label`: a worker S's
-forwarding rings to worker D are ``fwd-w<S>-to-w<D>`` (requests) and ``fwd-w<S>-to-w<D>-acks``;
-local clients' rings are aggregated per worker and role, ``local-w<W>-requests`` and
-``local-w<W>-acks`` (LocalProducers' ring pairs) and ``local-wake`` (LocalConsumers' wake
-rings), summing used, capacity, frames and bytes of the live ones. So at most
-2 + 2 + 2 (W - 1) ``ring`` values per worker plus one, whatever the number of clients: the
-per-client detail DESIGN.md wants opt-in is not exported. A sum over live rings would drop each time a client
-goes away (its ring is unlinked), which ``rate()`` reads as a counter reset and turns into a
-spike; so `ClientRings` keeps, per label, the totals its rings had at the last scrape before
-they went away, and the exported counters are monotonic while the supervisor runs. They
-undercount by what a ring carried after its last scrape, so a client that comes and goes between
-two scrapes is not counted at all (only the rings' owners see every frame; the collector sees
-the rings that exist when it looks). A label whose rings are all gone keeps its
-counters but loses its gauges (nothing is queued, and a 0 capacity would make the fill ratio
-NaN). Scrape cost with 50 client rings: see `ClientRings`.
-
-Sources added by serve.py besides the lag: `WorkerProcessSource` (``process_cpu_seconds_total``,
-``process_resident_memory_bytes``, ``process_virtual_memory_bytes``,
-``process_start_time_seconds``, ``process_open_fds``, each ``{worker}``, and
-``shardbroker_disk_written_bytes_total{worker}``) and `DataDirSource`
-(``shardbroker_data_dir_{size,free}_bytes``).
-
-Cardinality: labels come from bounded sets only (api names from the protocol registry, error
-names from Kafka's codes, topic/partition rows bounded by the table), and only non-zero
-request/error series are exported. Per partition: 10 series (9 row families + offline); per
-(group, partition) with a committed offset: 2; per worker: about 25 plus 19 per API it has
-served (17 buckets, sum, count) and one per (API, error) seen. A deleted topic's series go at
-the next scrape: its owner frees the rows when the metadata image drops the topic, the offline
-series follow the controller's metadata, the lag series need a live row.
-
-Extension point: ``MetricsCollector.add_source(fn)`` registers a callable returning more metric
-families per scrape. serve.py adds `GroupLagSource` that way:
-
-- ``shardbroker_consumergroup_lag{group,topic,partition}`` (gauge): Kafka's lag, the partition's
-  high watermark (log end offset: the offset of the *next* record; control records count) minus
-  the group's committed offset, so a fully consumed partition has lag 0. Committed offsets come
-  from the workers' group coordinators (ipc/group_offsets.py, published on the 1 s tick), log
-  end offsets from the partition rows above. Only groups with committed offsets have series; a
-  deleted group's series disappear with its rows. A partition whose log end offset is unknown
-  (no live row: not open anywhere, past the counter table's capacity, or relabelled during the
-  scrape) is skipped. A committed offset beyond the log end (the log was truncated, or the topic
-  deleted and created again) gives 0, not Kafka's ``kafka-consumer-groups`` negative
-  ``end - committed``: a negative gauge would cancel real lag in ``sum by (group)``, and the
-  consumer has nothing to read there (it gets OFFSET_OUT_OF_RANGE and resets). Behind the log
-  start (DeleteRecords, retention) the lag stays ``end - committed``, as Kafka's tool shows.
-- ``shardbroker_consumergroup_committed_offset{group,topic,partition}`` (gauge, as
-  kafka_exporter's ``kafka_consumergroup_current_offset``: a reset moves it back): the same rows'
-  committed offsets, so its ``rate`` is what a group consumes per second (the broker does not
-  count fetched records: Fetch sends byte ranges of the log without parsing them).
-- ``shardbroker_consumergroup_offsets_overflow{worker}``: committed offsets past the offsets
-  table's capacity (or with a group id longer than 224 bytes): counted, not exported.
-
-Scrape cost (perf/bench_metrics.py, this 2-core VM, 10,000 partitions on 2 workers): with the 8
-families of the first version (7.8 MB of text) 39-62 ms warm, 109-133 ms for the first scrape
-(label strings are built once per row generation and cached); with the segment count, offline
-series, flush histogram and process sources (9.4 MB) 62-182 ms warm and 194-700 ms cold, measured
-while other test suites kept the load average at 5-8 on the 2 cores (so the spread is the
-machine's; the first figures were taken on a quieter one). The first scrape decodes every row's
-label in one batch (`CounterTable.labels_of`: 8x faster than row by row). Through
-``generate_latest`` alone the per-partition families took
-0.9-1.6 s (0.4 s of it building 80,000 Sample tuples), so `MetricsCollector.partition_text`
-writes them itself, in the same text format, after ``generate_latest``'s output for everything
-else. Counts are at most 1 s old (ipc/counters.py: workers publish once per housekeeping tick).
+Invariants: labels come from bounded sets only (api names from the protocol registry, Kafka's
+error names, partition rows bounded by the table); only non-zero request/error series are
+exported; a row relabelled during a scrape is left out of it; counts are at most 1 s old (workers
+publish once per housekeeping tick). Why the per-partition families are written here rather than
+by ``generate_latest``: 90,000 samples cost it ~1 s against 0.05 s (docs/notes/metrics.md).
 """
 
 from __future__ import annotations
 
-import os
 import platform
-import re
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import numpy as np
@@ -127,13 +47,9 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
 from shardbroker.ipc import counters as ctr
-from shardbroker.ipc import procfs
 from shardbroker.ipc.counters import CounterTable
-from shardbroker.ipc.group_offsets import OVERFLOW, GroupOffsetTable
-from shardbroker.ipc.procfs import CLOCK_TICKS, stat_fields
-from shardbroker.ipc.ring import RingStats, read_stats
-from shardbroker.ipc.shm import PREFIX, SHM_DIR, validate_instance
 from shardbroker.metadata.image import TopicImage
+from shardbroker.observability.ring_metrics import RingStat, ring_families
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode
 from shardbroker.supervision.heartbeat import HeartbeatTable
@@ -142,14 +58,9 @@ from shardbroker.supervision.policy import SlotState
 __all__ = [
     "API_NAMES",
     "ERROR_NAMES",
-    "ClientRings",
-    "DataDirSource",
-    "GroupLagSource",
     "MetricsCollector",
-    "RingStat",
-    "WorkerProcessSource",
+    "RowLabels",
     "build_registry",
-    "ring_label",
 ]
 
 #: api key -> "Produce", "Fetch", ... (the protocol registry's names); the counter table's last
@@ -201,8 +112,6 @@ def _escape(value: str) -> str:
 
 T = TypeVar("T")
 
-#: (``ring`` label, the ring's stats or the sum of the stats of the rings with that label)
-RingStat = tuple[str, RingStats]
 Source = Callable[[], Iterable[Metric]]
 
 
@@ -300,7 +209,7 @@ class MetricsCollector(Collector):
         yield from self._requests()
         yield from self._flushes()
         yield from self._workers()
-        yield from self._ring_families()
+        yield from ring_families(self._rings())
         build = GaugeMetricFamily(
             "shardbroker_build_info", "Build of the broker", labels=["version", "python"]
         )
@@ -436,263 +345,6 @@ class MetricsCollector(Collector):
                 [str(w)], buckets=list(zip(_LE, cumulative, strict=True)), sum_value=float(sums[w])
             )
         yield family
-
-    def _ring_families(self) -> Iterator[Metric]:
-        r = ["ring"]
-        summed = "; local-* rings: summed over the live clients"
-        used = GaugeMetricFamily("shardbroker_ring_used_bytes", f"Bytes queued in the ring{summed}", labels=r)
-        cap = GaugeMetricFamily("shardbroker_ring_capacity_bytes", f"Ring data area size{summed}", labels=r)
-        kept = "; local-* and fwd-* rings: summed, keeping the totals of rings gone, so monotonic"
-        frames = CounterMetricFamily(
-            "shardbroker_ring_frames", f"Frames published into the ring{kept}", labels=r
-        )
-        sent = CounterMetricFamily(
-            "shardbroker_ring_bytes",
-            f"Bytes published into the ring, frame headers and padding included{kept}",
-            labels=r,
-        )
-        for name, stats in self._rings():
-            if stats.capacity:  # 0: every ring of an aggregated label is gone
-                used.add_metric([name], float(stats.used_bytes))
-                cap.add_metric([name], float(stats.capacity))
-            frames.add_metric([name], float(stats.frames_published))
-            sent.add_metric([name], float(stats.bytes_published))
-        yield from (used, cap, frames, sent)
-
-
-#: Object names of the rings that local clients and forwarding workers create (client/,
-#: ipc/local_attach.py ``new_ring``): ``lc<pid>-<n>-<role>``.
-_CLIENT_RING = re.compile(
-    r"lc\d+-\d+-(?:(?P<role>req|ack)-w(?P<worker>\d+)|wake"
-    r"|fwd-w(?P<source>\d+)-to-w(?P<target>\d+)-(?P<direction>req|ack))"
-)
-
-
-def ring_label(name: str) -> str | None:
-    """The ``ring`` label of the client or forwarding ring whose object name (the part after
-    ``/shardbroker-<instance>-``) is ``name``; None for any other object."""
-    m = _CLIENT_RING.fullmatch(name)
-    if m is None:
-        return None
-    if m["role"] is not None:
-        return f"local-w{m['worker']}-{'requests' if m['role'] == 'req' else 'acks'}"
-    if m["source"] is not None:
-        pair = f"fwd-w{m['source']}-to-w{m['target']}"
-        return pair if m["direction"] == "req" else f"{pair}-acks"
-    return "local-wake"
-
-
-class ClientRings:
-    """Every ``lc*`` ring of one instance, found in ``/dev/shm`` at each call, as `RingStat`s
-    summed per `ring_label`, with the totals of rings gone kept (module docstring, "Rings").
-
-    Not thread-safe: one scraper at a time (the supervisor's loop).
-
-    Cost per call: a listing of ``/dev/shm`` and, per ring, an open, a one-page read-only mmap, a
-    few loads, munmap and close (``read_stats``: 23 us per ring on an idle core). Measured with 50
-    rings of 5 roles (180 entries in /dev/shm; 3 runs of 200 calls on this shared 2-core VM):
-    1.8-2.7 ms per call (median; p90 2.7-4.4 ms), which took the whole exposition of an otherwise
-    empty 2-worker broker from 0.8-1.3 ms to 2.9-3.2 ms; against the 62-182 ms of a 10,000-partition
-    scrape (module docstring) that is 1-4 %. The mappings are not kept between scrapes: a cached
-    header mapping would keep a closed client's whole ring allocated until the next scrape.
-    """
-
-    def __init__(self, instance: str, shm_dir: Path = SHM_DIR) -> None:
-        self.prefix = f"{PREFIX}-{validate_instance(instance)}-"
-        self.shm_dir = shm_dir
-        #: file name -> (label, bytes, frames) at the last call, for the rings seen then
-        self._last: dict[str, tuple[str, int, int]] = {}
-        #: label -> (bytes, frames) summed over the rings that went away
-        self._gone: dict[str, tuple[int, int]] = {}
-
-    def __call__(self) -> list[RingStat]:
-        seen: dict[str, tuple[str, int, int]] = {}
-        live: dict[str, RingStats] = {}
-        with os.scandir(self.shm_dir) as entries:
-            for entry in entries:
-                name = entry.name
-                if not name.startswith(self.prefix) or "." in name:  # "." : a doorbell FIFO
-                    continue
-                label = ring_label(name[len(self.prefix) :])
-                if label is None:
-                    continue
-                stats = read_stats(entry.path)
-                if stats is None:  # unlinked since listed, or not yet initialised
-                    continue
-                seen[name] = (label, stats.bytes_published, stats.frames_published)
-                acc = live.get(label)
-                live[label] = stats if acc is None else RingStats(*map(sum, zip(acc, stats, strict=True)))
-        for name, (label, sent, frames) in self._last.items():
-            now = seen.get(name)
-            if now is None or now[1] < sent:  # gone (or a new ring under a reused name)
-                gone_sent, gone_frames = self._gone.get(label, (0, 0))
-                self._gone[label] = (gone_sent + sent, gone_frames + frames)
-        self._last = seen
-        out: list[RingStat] = []
-        for label in sorted(live.keys() | self._gone.keys()):
-            used, capacity, sent, frames = live.get(label, RingStats(0, 0, 0, 0))
-            gone_sent, gone_frames = self._gone.get(label, (0, 0))
-            out.append((label, RingStats(used, capacity, sent + gone_sent, frames + gone_frames)))
-        return out
-
-
-class GroupLagSource:
-    """``shardbroker_consumergroup_lag`` (a `MetricsCollector.add_source` source): the committed
-    offsets of ipc/group_offsets.py joined with the log end offsets of the counter table's
-    partition rows (see the module docstring for the rules)."""
-
-    def __init__(self, counters: CounterTable, offsets: GroupOffsetTable) -> None:
-        self.counters = counters
-        self.offsets = offsets
-        self._rows = RowLabels(counters, lambda row, topic, partition: (topic, partition))
-
-    def log_end_offsets(self) -> dict[tuple[str, int], int]:
-        """(topic, partition) -> log end offset, for the partition rows live now."""
-        tps, ends = self._rows.read(ctr.LOG_END_OFFSET)
-        out: dict[tuple[str, int], int] = {}
-        for tp, end in zip(tps, ends.tolist(), strict=True):
-            out[tp] = max(end, out.get(tp, -1))  # a partition moving: two rows, briefly
-        return out
-
-    @staticmethod
-    def lag(end: int, committed: int) -> int:
-        """Kafka's lag (high watermark - committed), 0 when the committed offset is beyond the end."""
-        return max(0, end - committed)
-
-    def __call__(self) -> Iterator[Metric]:
-        rows = self.offsets.snapshot()
-        ends = self.log_end_offsets() if rows else {}
-        lag = GaugeMetricFamily(
-            "shardbroker_consumergroup_lag",
-            "Log end offset (high watermark) minus the group's committed offset",
-            labels=["group", "topic", "partition"],
-        )
-        offsets = GaugeMetricFamily(
-            "shardbroker_consumergroup_committed_offset",
-            "The group's committed offset (its rate: messages consumed per second)",
-            labels=["group", "topic", "partition"],
-        )
-        seen: set[tuple[str, str, int]] = set()
-        for group, topic, partition, committed in rows:
-            end = ends.get((topic, partition))
-            key = (group, topic, partition)
-            if end is None or committed < 0 or key in seen:
-                continue  # end unknown; no offset (-1); a group moving between coordinators
-            seen.add(key)
-            labels = [group, topic, str(partition)]
-            lag.add_metric(labels, float(self.lag(end, committed)))
-            offsets.add_metric(labels, float(committed))
-        yield lag
-        yield offsets
-        overflow = GaugeMetricFamily(
-            "shardbroker_consumergroup_offsets_overflow",
-            "Committed offsets not exported (offsets table full, or group id too long)",
-            labels=["worker"],
-        )
-        misc = self.offsets.misc
-        for w in range(self.offsets.workers):
-            overflow.add_metric([str(w)], float(misc[w, OVERFLOW]))
-        yield overflow
-
-
-class WorkerProcessSource:
-    """``process_*{worker}``: each live worker's CPU, memory, start time and open files, read
-    from ``/proc/<pid>`` at scrape time (Linux; elsewhere nothing), with the names and units of
-    prometheus-client's ProcessCollector plus a ``worker`` label, so dashboards written for
-    Prometheus' conventions work per worker. The supervisor itself is left out: it serves no
-    client traffic, and its numbers under these names would read as a worker's.
-
-    Also ``shardbroker_disk_written_bytes_total{worker}``: ``write_bytes`` of
-    ``/proc/<pid>/io``, what the worker made the kernel send to the storage layer (segments,
-    indexes, checkpoints, compaction; counted when pages are dirtied, so before writeback).
-    Read here rather than counted in storage/ because it sees every write path at no cost to
-    any of them; it resets when a worker restarts, as counters of a new process do.
-
-    Cost: four small reads per worker plus a listdir of ``/proc/<pid>/fd`` (0.1-0.3 ms per worker
-    with a few hundred files open; perf/bench_metrics.py).
-    """
-
-    def __init__(self, heartbeats: Callable[[], HeartbeatTable | None], proc: str = "/proc") -> None:
-        self._heartbeats = heartbeats
-        self._proc = proc
-        self._page = float(os.sysconf("SC_PAGE_SIZE"))
-        self._boot: float | None = None
-
-    def _boot_time(self) -> float:
-        if self._boot is None:
-            with open(f"{self._proc}/stat", "rb") as f:
-                for line in f:
-                    if line.startswith(b"btime "):
-                        self._boot = float(line.split()[1])
-                        break
-                else:
-                    self._boot = 0.0
-        return self._boot
-
-    def pids(self) -> list[tuple[int, int]]:
-        """(slot, pid) of the workers that may be running (not reaped yet)."""
-        table = self._heartbeats()
-        if table is None:
-            return []
-        cells: Any = table.snapshot()
-        return [
-            (slot, int(pid))
-            for slot, (pid, state) in enumerate(
-                zip(cells["pid"].tolist(), cells["state"].tolist(), strict=True)
-            )
-            if pid > 0 and state != SlotState.DEAD
-        ]
-
-    def __call__(self) -> Iterator[Metric]:
-        w = ["worker"]
-        cpu = CounterMetricFamily("process_cpu_seconds", "User and system CPU time", labels=w)
-        rss = GaugeMetricFamily("process_resident_memory_bytes", "Resident memory", labels=w)
-        vms = GaugeMetricFamily("process_virtual_memory_bytes", "Virtual memory", labels=w)
-        start = GaugeMetricFamily(
-            "process_start_time_seconds", "Start time, seconds since the epoch", labels=w
-        )
-        fds = GaugeMetricFamily("process_open_fds", "Open file descriptors", labels=w)
-        written = CounterMetricFamily(
-            "shardbroker_disk_written_bytes", "Bytes the worker sent to the storage layer", labels=w
-        )
-        for slot, pid in self.pids():
-            base = f"{self._proc}/{pid}"
-            try:
-                fields = stat_fields(pid, self._proc)
-                with open(f"{base}/io", "rb") as f:
-                    io = dict(line.split(b": ", 1) for line in f.read().splitlines())
-                open_fds = len(os.listdir(f"{base}/fd"))
-            except (OSError, IndexError, ValueError):
-                continue  # exited meanwhile, or not Linux
-            label = [str(slot)]
-            cpu.add_metric(label, (int(fields[procfs.UTIME]) + int(fields[procfs.STIME])) / CLOCK_TICKS)
-            start.add_metric(label, self._boot_time() + int(fields[procfs.START_TIME]) / CLOCK_TICKS)
-            vms.add_metric(label, float(fields[procfs.VSIZE]))
-            rss.add_metric(label, int(fields[procfs.RSS_PAGES]) * self._page)
-            fds.add_metric(label, float(open_fds))
-            written.add_metric(label, float(io.get(b"write_bytes", b"0")))
-        yield from (cpu, rss, vms, start, fds, written)
-
-
-class DataDirSource:
-    """``shardbroker_data_dir_{size,free}_bytes``: the file system holding the data dir
-    (``statvfs``; free = what an unprivileged process may still use), for the disk-nearly-full
-    alert. One system call per scrape."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-
-    def __call__(self) -> Iterator[Metric]:
-        try:
-            st = os.statvfs(self.data_dir)
-        except OSError:
-            return
-        size = GaugeMetricFamily("shardbroker_data_dir_size_bytes", "Size of the data dir's file system")
-        size.add_metric([], float(st.f_blocks * st.f_frsize))
-        free = GaugeMetricFamily("shardbroker_data_dir_free_bytes", "Bytes still available in the data dir")
-        free.add_metric([], float(st.f_bavail * st.f_frsize))
-        yield size
-        yield free
 
 
 def build_registry(collector: MetricsCollector) -> CollectorRegistry:

@@ -1,4 +1,4 @@
-"""The ring series of a real ``shardbroker serve`` (metrics.py, "Rings"): with LocalProducers
+"""The ring series of a real ``shardbroker serve`` (observability/ring_metrics.py): with LocalProducers
 attached, the control rings and the local clients' rings aggregated per worker and role, frames
 and bytes counted while a producer runs, gauges gone and counters kept (and growing with the
 next client) after it closes, and ``promtool check metrics`` clean on the exposition; with a

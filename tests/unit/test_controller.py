@@ -17,7 +17,7 @@ import pytest
 
 from shardbroker.config import BrokerConfig, LogConfig
 from shardbroker.control import metadata_log
-from shardbroker.control.controller import Controller, in_ring_name, out_ring_name
+from shardbroker.control.controller import Controller
 from shardbroker.control.controller_state import (
     ControllerState,
     OpContext,
@@ -43,6 +43,7 @@ from shardbroker.ipc.control import (
     encode_control,
 )
 from shardbroker.ipc.ring import Ring
+from shardbroker.ipc.ring_names import Direction, control_ring
 
 SHM = Path("/dev/shm")
 
@@ -502,8 +503,8 @@ class FakeWorker:
     """A worker's two ring ends, attached by name, driven synchronously."""
 
     def __init__(self, instance: str, slot: int) -> None:
-        self.in_ring = Ring.attach(instance, in_ring_name(slot))
-        self.out_ring = Ring.attach(instance, out_ring_name(slot))
+        self.in_ring = Ring.attach(instance, control_ring(slot, Direction.TO_WORKER))
+        self.out_ring = Ring.attach(instance, control_ring(slot, Direction.FROM_WORKER))
         self.reader = self.in_ring.reader()
         self.writer = self.out_ring.writer()
 

@@ -17,8 +17,9 @@ from shardbroker.broker.controller_channel import (
     ControllerUnavailable,
 )
 from shardbroker.config import BrokerConfig
-from shardbroker.control.controller import Controller, in_ring_name, out_ring_name
+from shardbroker.control.controller import Controller
 from shardbroker.ipc.ring import Ring
+from shardbroker.ipc.ring_names import Direction, control_ring
 from shardbroker.metadata.image import MetadataImage
 
 SHM = Path("/dev/shm")
@@ -47,8 +48,8 @@ class Harness:
         self.channels: list[ControllerChannel] = []
         for slot in range(workers):
             self.controller.before_spawn(slot)
-            in_ring = Ring.attach(instance, in_ring_name(slot))
-            out_ring = Ring.attach(instance, out_ring_name(slot))
+            in_ring = Ring.attach(instance, control_ring(slot, Direction.TO_WORKER))
+            out_ring = Ring.attach(instance, control_ring(slot, Direction.FROM_WORKER))
             self.rings += [in_ring, out_ring]
             self.channels.append(ControllerChannel(slot, in_ring, out_ring))
 

@@ -1,5 +1,5 @@
 """Consumer group lag: the committed-offsets table (ipc/group_offsets.py), the coordinator's
-publisher, and the supervisor's join with the log end offsets (metrics.GroupLagSource)."""
+publisher, and the supervisor's join with the log end offsets (group_lag.GroupLagSource)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from shardbroker.broker.group_coordinator import CommitItem, GroupCoordinator
 from shardbroker.ipc import group_offsets as go
 from shardbroker.ipc.counters import CounterTable, PartitionRow, WorkerCounters
 from shardbroker.ipc.group_offsets import GroupOffsetTable, WorkerGroupOffsets
-from shardbroker.observability.metrics import GroupLagSource, MetricsCollector
+from shardbroker.observability.group_lag import GroupLagSource
+from shardbroker.observability.metrics import MetricsCollector
 from tests.unit.replica_fakes import run
 
 
@@ -153,7 +154,7 @@ def test_unknown_end_is_skipped(counters: CounterTable, offsets: GroupOffsetTabl
 
 def test_committed_beyond_the_end_is_zero(counters: CounterTable, offsets: GroupOffsetTable) -> None:
     # The log was truncated, or the topic deleted and created again: nothing to read, lag 0
-    # (Kafka's tool would show end - committed < 0; metrics.py says why not here).
+    # (Kafka's tool would show end - committed < 0; group_lag.py says why not here).
     end_offset(counters.worker(0), "t", 0, 10)
     offsets.worker(0).publish([("g", "t", 0, 25)])
     assert lag_of(GroupLagSource(counters, offsets)) == {("g", "t", "0"): 0}

@@ -163,7 +163,7 @@ def test_checker_sees_every_import_form() -> None:
         "from . import codec\nfrom ..ipc import ring\nif TYPE_CHECKING:\n    from x import y\n"
         "def f():\n    import z\n"
     )
-    found = set(imports_of("shardbroker.protocol.records", source, is_package=False))
+    found = set(imports_of("shardbroker.protocol.record_batch", source, is_package=False))
     assert {
         "socket",
         "asyncio",

@@ -1,5 +1,5 @@
-"""metrics.py and metrics_http.py: the exposition of a known set of counters, the ring series,
-and the responder."""
+"""metrics.py, ring_metrics.py, system_metrics.py and metrics_http.py: the exposition of a known
+set of counters, the ring series, the /proc and data dir sources, and the responder."""
 
 from __future__ import annotations
 
@@ -18,16 +18,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from shardbroker.ipc import counters as ctr
 from shardbroker.ipc.counters import CounterTable
-from shardbroker.ipc.ring import Ring, RingStats
+from shardbroker.ipc.ring import Ring
+from shardbroker.ipc.ring_layout import RingStats
 from shardbroker.metadata.image import PartitionImage, TopicImage
-from shardbroker.observability.metrics import (
-    ClientRings,
-    DataDirSource,
-    MetricsCollector,
-    WorkerProcessSource,
-    ring_label,
-)
+from shardbroker.observability.metrics import MetricsCollector
 from shardbroker.observability.metrics_http import MetricsServer, respond
+from shardbroker.observability.ring_metrics import ClientRings, ring_label
+from shardbroker.observability.system_metrics import DataDirSource, WorkerProcessSource
 from shardbroker.supervision.heartbeat import HeartbeatTable, segment_name
 from shardbroker.supervision.policy import SlotState
 

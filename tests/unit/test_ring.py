@@ -19,12 +19,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shardbroker.ipc import shm
-from shardbroker.ipc.ring import (
+from shardbroker.ipc.ring import Ring
+from shardbroker.ipc.ring_layout import (
     FRAME_HEADER,
     HEADER_SIZE,
     PAD,
     RING_KIND,
-    Ring,
     RingCorrupt,
     RingError,
     RingStats,

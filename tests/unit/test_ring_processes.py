@@ -17,9 +17,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from shardbroker.ipc import ring as ring_mod
-from shardbroker.ipc import shm
-from shardbroker.ipc.ring import Ring, frame_size
+from shardbroker.ipc import ring_endpoint, shm
+from shardbroker.ipc.ring import Ring
+from shardbroker.ipc.ring_layout import frame_size
 
 _counter = itertools.count()
 
@@ -39,8 +39,8 @@ def instance() -> Iterator[str]:
 def no_safety_net(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make a lost wake-up visible: without this, a sleeper re-checks every second anyway.
     And sleep at once instead of polling first, for as many sleep/wake cycles as possible."""
-    monkeypatch.setattr(ring_mod, "IDLE_RECHECK_S", 60.0)
-    monkeypatch.setattr(ring_mod, "SPIN_S", 0.0)
+    monkeypatch.setattr(ring_endpoint, "IDLE_RECHECK_S", 60.0)
+    monkeypatch.setattr(ring_endpoint, "SPIN_S", 0.0)
 
 
 class Child:
