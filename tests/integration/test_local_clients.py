@@ -519,6 +519,9 @@ def test_malformed_frames_never_reach_the_log(broker: BrokerProcess) -> None:
         with pytest.raises(KafkaApiError) as err:
             future.result(10)
         assert err.value.error_code == ErrorCode.CORRUPT_MESSAGE
+        # The next batch must go into the same ring, behind the short frame: without this the
+        # producer's liveness check may notice the closed session first and attach anew.
+        session.next_check = float("inf")
         assert session.writer.try_write(b"short")  # not even a header: the session is closed
         later = producer.send_batch(topic, [b"y"], partition=0)  # behind it: never drained
         with pytest.raises(KafkaApiError) as gone:
