@@ -42,8 +42,13 @@ from shardbroker.client.connection import (
     parse_address,
 )
 from shardbroker.protocol import messages as m
+from shardbroker.protocol.consumer_protocol import (
+    ConsumerAssignment,
+    ConsumerSubscription,
+    decode_consumer_assignment,
+    decode_consumer_subscription,
+)
 from shardbroker.protocol.errors import ErrorCode, ProtocolError
-from shardbroker.protocol.primitives import INT16, INT32
 
 __all__ = [
     "EARLIEST",
@@ -54,8 +59,6 @@ __all__ = [
     "BrokerUnreachable",
     "ClusterMetadata",
     "ConfigEntry",
-    "ConsumerAssignment",
-    "ConsumerSubscription",
     "GroupDescription",
     "GroupListing",
     "KafkaApiError",
@@ -64,8 +67,6 @@ __all__ = [
     "PartitionReassignment",
     "TopicInfo",
     "UnsupportedApi",
-    "decode_consumer_assignment",
-    "decode_consumer_subscription",
     "parse_bootstrap",
 ]
 
@@ -193,27 +194,6 @@ class GroupListing:
 
 
 @dataclass(frozen=True)
-class ConsumerSubscription:
-    """ConsumerProtocolSubscription (the metadata a consumer joins with)."""
-
-    version: int
-    topics: list[str]
-    user_data: bytes | None = None
-    owned_partitions: dict[str, list[int]] = field(default_factory=dict)
-    generation_id: int = -1
-    rack_id: str | None = None
-
-
-@dataclass(frozen=True)
-class ConsumerAssignment:
-    """ConsumerProtocolAssignment (what the leader gave a member)."""
-
-    version: int
-    partitions: dict[str, list[int]]
-    user_data: bytes | None = None
-
-
-@dataclass(frozen=True)
 class MemberDescription:
     member_id: str
     group_instance_id: str | None
@@ -244,121 +224,6 @@ class GroupDescription:
     @property
     def exists(self) -> bool:
         return self.state != "Dead"
-
-
-# -- consumer protocol layouts (public: Kafka's ConsumerProtocol*.json, never flexible) -----------
-
-
-class _Reader:
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.pos = 0
-
-    def at_end(self) -> bool:
-        return self.pos >= len(self.data)
-
-    def _need(self, n: int, what: str) -> None:
-        if n < 0 or self.pos + n > len(self.data):
-            raise ProtocolError(f"consumer protocol data breaks off in {what} at byte {self.pos}")
-
-    def int16(self, what: str) -> int:
-        self._need(2, what)
-        value: int = INT16.unpack_from(self.data, self.pos)[0]
-        self.pos += 2
-        return value
-
-    def int32(self, what: str) -> int:
-        self._need(4, what)
-        value: int = INT32.unpack_from(self.data, self.pos)[0]
-        self.pos += 4
-        return value
-
-    def string(self, what: str) -> str | None:
-        n = self.int16(what)
-        if n == -1:
-            return None
-        self._need(n, what)
-        raw = self.data[self.pos : self.pos + n]
-        self.pos += n
-        try:
-            return raw.decode()
-        except UnicodeDecodeError:
-            raise ProtocolError(f"{what} is not UTF-8") from None
-
-    def bytes_(self, what: str) -> bytes | None:
-        n = self.int32(what)
-        if n == -1:
-            return None
-        self._need(n, what)
-        raw = self.data[self.pos : self.pos + n]
-        self.pos += n
-        return raw
-
-    def array(self, what: str, item: Callable[[], T]) -> list[T]:
-        n = self.int32(what)
-        if n == -1:
-            return []
-        if n < 0 or n > len(self.data) - self.pos:  # every item takes at least a byte
-            raise ProtocolError(f"bad count {n} for {what}")
-        return [item() for _ in range(n)]
-
-    def topic_partitions(self, what: str) -> dict[str, list[int]]:
-        out: dict[str, list[int]] = {}
-
-        def one() -> None:
-            topic = self.string(f"{what} topic") or ""
-            out.setdefault(topic, []).extend(self.array(f"{what} partitions", lambda: self.int32(what)))
-
-        self.array(what, one)
-        return out
-
-
-def decode_consumer_subscription(data: bytes) -> ConsumerSubscription:
-    """ConsumerProtocolSubscription v0-v3; fields of later versions are ignored, as Kafka does."""
-    r = _Reader(bytes(data))
-    version = r.int16("subscription version")
-    topics = [t or "" for t in r.array("subscription topics", lambda: r.string("topic"))]
-    user_data = r.bytes_("user data")
-    owned: dict[str, list[int]] = {}
-    generation, rack = -1, None
-    if version >= 1 and not r.at_end():
-        owned = r.topic_partitions("owned partitions")
-    if version >= 2 and not r.at_end():
-        generation = r.int32("generation id")
-    if version >= 3 and not r.at_end():
-        rack = r.string("rack id")
-    return ConsumerSubscription(version, topics, user_data, owned, generation, rack)
-
-
-def decode_consumer_assignment(data: bytes) -> ConsumerAssignment:
-    """ConsumerProtocolAssignment v0-v3 (v1-v3 have the v0 layout)."""
-    if not data:
-        return ConsumerAssignment(0, {})
-    r = _Reader(bytes(data))
-    version = r.int16("assignment version")
-    partitions = r.topic_partitions("assigned partitions")
-    user_data = r.bytes_("user data") if not r.at_end() else None
-    return ConsumerAssignment(version, partitions, user_data)
-
-
-def encode_consumer_assignment(partitions: Mapping[str, Sequence[int]], version: int = 0) -> bytes:
-    """The v0 layout (what the group leader sends in SyncGroup)."""
-    out = [INT16.pack(version), INT32.pack(len(partitions))]
-    for topic, parts in partitions.items():
-        raw = topic.encode()
-        out += [INT16.pack(len(raw)), raw, INT32.pack(len(parts)), *(INT32.pack(p) for p in parts)]
-    out.append(INT32.pack(-1))
-    return b"".join(out)
-
-
-def encode_consumer_subscription(topics: Sequence[str], version: int = 0) -> bytes:
-    """The v0 layout (what a member joins with)."""
-    out = [INT16.pack(version), INT32.pack(len(topics))]
-    for topic in topics:
-        raw = topic.encode()
-        out += [INT16.pack(len(raw)), raw]
-    out.append(INT32.pack(-1))
-    return b"".join(out)
 
 
 # -- the client ------------------------------------------------------------------------------------

@@ -45,13 +45,15 @@ from shardbroker.client.admin import (
     LATEST,
     AdminClient,
     TopicInfo,
+)
+from shardbroker.client.connection import DEFAULT_TIMEOUT, BrokerConnection, BrokerUnreachable, KafkaApiError
+from shardbroker.protocol import messages as m
+from shardbroker.protocol.consumer_protocol import (
     decode_consumer_assignment,
     decode_consumer_subscription,
     encode_consumer_assignment,
     encode_consumer_subscription,
 )
-from shardbroker.client.connection import DEFAULT_TIMEOUT, BrokerConnection, BrokerUnreachable, KafkaApiError
-from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode, ProtocolError
 from shardbroker.protocol.records import iter_batches
 

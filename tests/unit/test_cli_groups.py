@@ -15,11 +15,13 @@ from shardbroker.cli.main import main
 from shardbroker.client.admin import (
     EARLIEST,
     LATEST,
-    encode_consumer_assignment,
-    encode_consumer_subscription,
 )
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.codec import Message
+from shardbroker.protocol.consumer_protocol import (
+    encode_consumer_assignment,
+    encode_consumer_subscription,
+)
 from tests.unit.kafka_fake import FakeBroker, closed_port, coordinator_at, running_fake
 
 EARLIEST_OFFSET = 2

@@ -15,13 +15,15 @@ import pytest
 from shardbroker.client.admin import (
     EARLIEST,
     LATEST,
-    decode_consumer_assignment,
-    decode_consumer_subscription,
 )
 from shardbroker.client.connection import BrokerUnreachable
 from shardbroker.client.consumer import ConsumerRecord, TcpConsumer, range_assign
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.codec import Message
+from shardbroker.protocol.consumer_protocol import (
+    decode_consumer_assignment,
+    decode_consumer_subscription,
+)
 from shardbroker.protocol.errors import ErrorCode
 from shardbroker.protocol.records import ControlRecordType, RecordBatchBuilder, build_control_batch
 from tests.unit.kafka_fake import FakeBroker, closed_port, coordinator_at, running_fake
