@@ -2,7 +2,8 @@
 
 Pure: time is passed in (``now``, milliseconds of any monotonic clock) and waiting requests are
 callbacks, so unit tests drive it with a fake clock. The coordinator (group_coordinator.py) wraps
-callbacks in futures, persists what :class:`Group` reports, and calls :meth:`Group.tick` on a timer.
+callbacks in futures and calls :meth:`Group.tick` on a timer; its GroupMetadataManager
+(group_metadata_manager.py) persists what :class:`Group` reports.
 
 States (Kafka's GroupState)::
 
