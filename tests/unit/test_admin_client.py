@@ -12,17 +12,17 @@ from typing import Any
 
 import pytest
 
-from shardbroker.client.admin import (
-    EARLIEST,
-    LATEST,
-    AdminClient,
+from shardbroker.client.admin import AdminClient
+from shardbroker.client.admin_cluster import parse_bootstrap
+from shardbroker.client.admin_partitions import EARLIEST, LATEST
+from shardbroker.client.admin_topics import NewTopic
+from shardbroker.client.connection import (
+    BrokerConnection,
     BrokerUnreachable,
     KafkaApiError,
-    NewTopic,
     UnsupportedApi,
-    parse_bootstrap,
+    parse_address,
 )
-from shardbroker.client.connection import BrokerConnection, parse_address
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.codec import Message
 from shardbroker.protocol.consumer_protocol import (

@@ -12,10 +12,7 @@ from typing import Any
 import pytest
 
 from shardbroker.cli.main import main
-from shardbroker.client.admin import (
-    EARLIEST,
-    LATEST,
-)
+from shardbroker.client.admin_partitions import EARLIEST, LATEST
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.codec import Message
 from shardbroker.protocol.consumer_protocol import (

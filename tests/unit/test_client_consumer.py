@@ -12,10 +12,7 @@ from typing import Any
 
 import pytest
 
-from shardbroker.client.admin import (
-    EARLIEST,
-    LATEST,
-)
+from shardbroker.client.admin_partitions import EARLIEST, LATEST
 from shardbroker.client.connection import BrokerUnreachable
 from shardbroker.client.consumer import ConsumerRecord, TcpConsumer, range_assign
 from shardbroker.protocol import messages as m
