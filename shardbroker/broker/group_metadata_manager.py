@@ -21,8 +21,8 @@ Compaction: the topic is ``cleanup.policy=compact``, and this manager already ho
 latest record of each live key, so a partition is compacted by appending those records in a fresh
 segment, flushing, and moving the log start to them (DeleteRecords' path). A crash in between
 leaves a harmless replay. It runs once the records written since the last compaction are at least
-as many as the live keys (Kafka's min.cleanable.dirty.ratio 0.5) and at least 1000. Why and the
-load-time measurements: docs/notes/group-coordinator.md.
+as many as the live keys (Kafka's min.cleanable.dirty.ratio 0.5) and at least 1000. Why a snapshot
+rather than a cleaner, and the cost of loading: docs/notes/group-coordinator.md.
 """
 
 from __future__ import annotations
