@@ -94,16 +94,16 @@ import confluent_kafka
 
 from perf import broker_load
 from perf.sizes import pick, quick
-from shardbroker.client.admin import (
-    AdminClient,
+from shardbroker.client.admin import AdminClient
+from shardbroker.loadgen.runner import ensure_topic
+from shardbroker.protocol import messages as m
+from shardbroker.protocol.codec import Message
+from shardbroker.protocol.consumer_protocol import (
     decode_consumer_assignment,
     decode_consumer_subscription,
     encode_consumer_assignment,
     encode_consumer_subscription,
 )
-from shardbroker.loadgen.runner import ensure_topic
-from shardbroker.protocol import messages as m
-from shardbroker.protocol.codec import Message
 from shardbroker.protocol.errors import ErrorCode
 from shardbroker.protocol.headers import decode_response, encode_request
 from tests.integration.broker_process import BrokerProcess

@@ -65,7 +65,8 @@ import numpy as np
 
 from perf.broker_load import running_broker
 from perf.sizes import pick
-from shardbroker.client.admin import AdminClient, NewTopic
+from shardbroker.client.admin import AdminClient
+from shardbroker.client.admin_topics import NewTopic
 from shardbroker.client.local_consumer import LocalConsumer
 from shardbroker.client.local_producer import DEFAULT_BATCH_SIZE, LocalProducer
 from shardbroker.ipc.procfs import cpu_seconds

@@ -34,7 +34,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from perf.broker_load import running_broker
 from perf.sizes import pick
-from shardbroker.client.admin import AdminClient, NewTopic
+from shardbroker.client.admin import AdminClient
+from shardbroker.client.admin_topics import NewTopic
 from shardbroker.client.connection import BrokerConnection
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.record_batch_builder import RecordBatchBuilder

@@ -2,7 +2,8 @@
 
 Pure: time is passed in (``now``, milliseconds of any monotonic clock) and waiting requests are
 callbacks, so unit tests drive it with a fake clock. The coordinator (group_coordinator.py) wraps
-callbacks in futures, persists what :class:`Group` reports, and calls :meth:`Group.tick` on a timer.
+callbacks in futures and calls :meth:`Group.tick` on a timer; its GroupMetadataManager
+(group_metadata_manager.py) persists what :class:`Group` reports.
 
 States (Kafka's GroupState)::
 
@@ -44,7 +45,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
-from shardbroker.protocol.errors import ErrorCode
+from shardbroker.protocol.consumer_protocol import decode_consumer_subscription
+from shardbroker.protocol.errors import ErrorCode, ProtocolError
 
 __all__ = [
     "Group",
@@ -677,29 +679,8 @@ class Group:
             return None
         topics: set[str] = set()
         for m in self.members.values():
-            parsed = parse_subscription(m.metadata(self.protocol_name))
-            if parsed is None:
+            try:
+                topics.update(decode_consumer_subscription(m.metadata(self.protocol_name)).topics)
+            except ProtocolError:
                 return None
-            topics |= parsed
         return topics
-
-
-def parse_subscription(data: bytes) -> set[str] | None:
-    """Topics of a ConsumerProtocolSubscription (version int16, topics array of string, ...)."""
-    if len(data) < 6:
-        return None
-    pos = 2
-    count = int.from_bytes(data[pos : pos + 4], "big", signed=True)
-    pos += 4
-    topics = set()
-    try:
-        for _ in range(max(0, count)):
-            n = int.from_bytes(data[pos : pos + 2], "big", signed=True)
-            pos += 2
-            if n < 0 or pos + n > len(data):
-                return None
-            topics.add(data[pos : pos + n].decode())
-            pos += n
-    except UnicodeDecodeError:
-        return None
-    return topics

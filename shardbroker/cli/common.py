@@ -136,7 +136,7 @@ def connection_options() -> argparse.ArgumentParser:
 
 def admin_client(args: argparse.Namespace) -> AdminClient:
     """An admin client for the parsed connection options."""
-    from shardbroker.client.admin import AdminClient  # the client only for commands that connect
+    from shardbroker.client.admin import AdminClient
 
     return AdminClient(args.bootstrap_server, timeout=args.timeout / 1000.0)
 

@@ -182,7 +182,7 @@ def format_json(rec: ConsumerRecord) -> bytes:
 def start_offset(text: str) -> int:
     """``--offset``: a non-negative offset, ``earliest`` or ``latest`` (as the ListOffsets
     sentinels -2 and -1)."""
-    from shardbroker.client.admin import EARLIEST, LATEST
+    from shardbroker.client.admin_partitions import EARLIEST, LATEST
 
     if text.lower() == "earliest":
         return EARLIEST
@@ -227,7 +227,7 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def _starts(consumer: TcpConsumer, args: argparse.Namespace) -> dict[tuple[str, int], int]:
-    from shardbroker.client.admin import EARLIEST, LATEST
+    from shardbroker.client.admin_partitions import EARLIEST, LATEST
 
     info = consumer.topic(args.topic)
     partitions = [args.partition] if args.partition is not None else sorted(info.partitions)

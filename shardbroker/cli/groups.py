@@ -34,7 +34,8 @@ from shardbroker.cli.common import (
 )
 
 if TYPE_CHECKING:
-    from shardbroker.client.admin import AdminClient, GroupDescription
+    from shardbroker.client.admin import AdminClient
+    from shardbroker.client.admin_groups import GroupDescription
 
 __all__ = ["register"]
 
@@ -111,7 +112,8 @@ def _list(args: argparse.Namespace) -> int:
 
 def _offset_rows(admin: AdminClient, desc: GroupDescription) -> list[dict[str, Any]]:
     """One row per partition the group has committed offsets for or has assigned to a member."""
-    from shardbroker.client.admin import LATEST, KafkaApiError
+    from shardbroker.client.admin_partitions import LATEST
+    from shardbroker.client.connection import KafkaApiError
 
     committed = admin.committed_offsets(desc.group_id)
     owner: dict[tuple[str, int], Any] = {}
@@ -283,7 +285,7 @@ def _describe(args: argparse.Namespace) -> int:
 
 
 def _reset_partitions(admin: AdminClient, args: argparse.Namespace) -> list[tuple[str, int]]:
-    from shardbroker.client.admin import KafkaApiError
+    from shardbroker.client.connection import KafkaApiError
     from shardbroker.protocol.errors import ErrorCode
 
     if args.all_topics:
@@ -313,7 +315,8 @@ def _reset_partitions(admin: AdminClient, args: argparse.Namespace) -> list[tupl
 
 
 def _reset(args: argparse.Namespace) -> int:
-    from shardbroker.client.admin import EARLIEST, LATEST, KafkaApiError
+    from shardbroker.client.admin_partitions import EARLIEST, LATEST
+    from shardbroker.client.connection import KafkaApiError
     from shardbroker.protocol.errors import ErrorCode
 
     with admin_client(args) as admin:

@@ -37,7 +37,8 @@ from shardbroker.cli.common import (
 )
 
 if TYPE_CHECKING:
-    from shardbroker.client.admin import AdminClient, TopicInfo
+    from shardbroker.client.admin import AdminClient
+    from shardbroker.client.admin_cluster import TopicInfo
 
 __all__ = ["register"]
 

@@ -37,7 +37,9 @@ from shardbroker.cli.common import (
 )
 
 if TYPE_CHECKING:
-    from shardbroker.client.admin import AdminClient, ConfigEntry, TopicInfo
+    from shardbroker.client.admin import AdminClient
+    from shardbroker.client.admin_cluster import TopicInfo
+    from shardbroker.client.admin_topics import ConfigEntry
 
 __all__ = ["register", "replication_factor"]
 
@@ -72,7 +74,7 @@ def _configs(pairs: list[tuple[str, str]] | None) -> dict[str, str]:
 
 
 def _create(args: argparse.Namespace) -> int:
-    from shardbroker.client.admin import NewTopic
+    from shardbroker.client.admin_topics import NewTopic
     from shardbroker.protocol.errors import ErrorCode
 
     configs = _configs(args.config)

@@ -44,7 +44,8 @@ MAX_RESPONSE_SIZE = 256 * 1024 * 1024
 _SIZE = struct.Struct(">i")
 
 #: api key -> (lowest, highest) version this client can encode and decode. The request builders in
-#: admin.py handle the layout changes inside these ranges (FindCoordinator v4, OffsetFetch v8).
+#: admin_cluster.py and admin_groups.py handle the layout changes inside these ranges (FindCoordinator v4,
+#: OffsetFetch v8).
 CLIENT_VERSIONS: dict[int, tuple[int, int]] = {
     0: (3, 11),  # Produce (v3+: record batches v2 only, as Kafka 4 requires)
     1: (4, 16),  # Fetch (v4+: isolation level, last stable offset; v13+: topic ids)

@@ -40,18 +40,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple
 from uuid import UUID
 
-from shardbroker.client.admin import (
-    EARLIEST,
-    LATEST,
-    AdminClient,
-    TopicInfo,
+from shardbroker.client.admin import AdminClient
+from shardbroker.client.admin_cluster import TopicInfo
+from shardbroker.client.admin_partitions import EARLIEST, LATEST
+from shardbroker.client.connection import DEFAULT_TIMEOUT, BrokerConnection, BrokerUnreachable, KafkaApiError
+from shardbroker.protocol import messages as m
+from shardbroker.protocol.consumer_protocol import (
     decode_consumer_assignment,
     decode_consumer_subscription,
     encode_consumer_assignment,
     encode_consumer_subscription,
 )
-from shardbroker.client.connection import DEFAULT_TIMEOUT, BrokerConnection, BrokerUnreachable, KafkaApiError
-from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode, ProtocolError
 from shardbroker.protocol.record_batch import iter_batches
 

@@ -1,6 +1,6 @@
 """LocalConsumer: reads one partition on the broker's host straight from its segment files.
 Opens files (read-only mmaps of ``<data_dir>/<topic>-<partition>/*.log``), shared memory and a
-Unix socket (through ipc/local_attach.py); commits offsets over TCP (client/admin.py).
+Unix socket (through ipc/local_attach.py); commits offsets over TCP (client/admin_groups.py).
 
     with LocalConsumer("/var/lib/shardbroker", "orders", 0, group_id="app") as consumer:
         for record in consumer.records(timeout=1.0):      # offset, timestamp, key, value, headers

@@ -40,7 +40,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from shardbroker.client.admin import AdminClient, TopicInfo
+from shardbroker.client.admin import AdminClient
+from shardbroker.client.admin_cluster import TopicInfo
 from shardbroker.client.connection import DEFAULT_TIMEOUT, BrokerUnreachable, KafkaApiError
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.compression import CompressionType

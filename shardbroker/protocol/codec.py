@@ -33,10 +33,12 @@ from shardbroker.protocol.codec_compiler import (
     compiled_encoder,
 )
 from shardbroker.protocol.errors import ErrorCode, ProtocolError
+from shardbroker.protocol.primitives import INT16
 from shardbroker.protocol.schema import Struct
 
 __all__ = [
     "ZERO_COPY_THRESHOLD",
+    "Data",
     "Message",
     "decode",
     "decode_from",
@@ -74,8 +76,35 @@ class Message(Struct):
         return decode(cls, buf, version, allow_trailing=allow_trailing)
 
 
+class Data(Message):
+    """Base of the generated ``data`` messages (ConsumerProtocolSubscription, ...): bytes carried
+    inside other messages, prefixed by their own int16 version (Kafka's
+    ``MessageUtil.toVersionPrefixedBytes``)."""
+
+    __slots__ = ()
+
+    def encode_versioned(self, version: int) -> bytes:
+        """The int16 ``version``, then the message at that version."""
+        return INT16.pack(version) + encode(self, version)
+
+    @classmethod
+    def decode_versioned(cls: type[D], buf: bytes | bytearray | memoryview) -> tuple[D, int]:
+        """Read the version prefix, then the message; return both. As Kafka's
+        ``ConsumerProtocol.deserialize*``: a version newer than ours is read at our newest (later
+        versions only append fields), bytes after the message are ignored, a version below our
+        oldest is refused."""
+        if len(buf) < 2:
+            raise ProtocolError(f"{cls.__qualname__}: {len(buf)} bytes, no int16 version")
+        (version,) = INT16.unpack_from(buf, 0)
+        if version < cls.VALID_VERSIONS[0]:
+            raise ProtocolError(f"{cls.__qualname__}: unsupported version {version}")
+        obj, _ = decode_from(cls, buf, 2, min(version, cls.VALID_VERSIONS[1]))
+        return obj, version
+
+
 S = TypeVar("S", bound=Struct)
 M = TypeVar("M", bound=Message)
+D = TypeVar("D", bound=Data)
 
 
 def is_flexible(cls: type[Message], version: int) -> bool:

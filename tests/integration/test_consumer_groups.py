@@ -411,7 +411,7 @@ def test_committed_offsets_survive_a_broker_restart(broker_factory: BrokerFactor
 
 
 def test_committed_offsets_and_membership_survive_a_coordinator_kill(broker_factory: BrokerFactory) -> None:
-    from shardbroker.broker.group_coordinator import partition_for
+    from shardbroker.broker.group_metadata_manager import partition_for
 
     broker = broker_factory(config=GROUP_CONFIG)
     bootstrap = broker.bootstrap

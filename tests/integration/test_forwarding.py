@@ -15,7 +15,8 @@ import warnings
 
 import pytest
 
-from shardbroker.client.admin import AdminClient, NewTopic
+from shardbroker.client.admin import AdminClient
+from shardbroker.client.admin_topics import NewTopic
 from shardbroker.client.connection import BrokerConnection
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode

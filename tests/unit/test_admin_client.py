@@ -12,25 +12,24 @@ from typing import Any
 
 import pytest
 
-from shardbroker.client.admin import (
-    EARLIEST,
-    LATEST,
-    AdminClient,
+from shardbroker.client.admin import AdminClient
+from shardbroker.client.admin_cluster import parse_bootstrap
+from shardbroker.client.admin_partitions import EARLIEST, LATEST
+from shardbroker.client.admin_topics import NewTopic
+from shardbroker.client.connection import (
+    BrokerConnection,
     BrokerUnreachable,
     KafkaApiError,
-    NewTopic,
     UnsupportedApi,
-    decode_consumer_assignment,
-    decode_consumer_subscription,
-    encode_consumer_assignment,
-    encode_consumer_subscription,
-    parse_bootstrap,
+    parse_address,
 )
-from shardbroker.client.connection import BrokerConnection, parse_address
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.codec import Message
-from shardbroker.protocol.errors import ErrorCode, ProtocolError
-from shardbroker.protocol.primitives import INT16, INT32
+from shardbroker.protocol.consumer_protocol import (
+    encode_consumer_assignment,
+    encode_consumer_subscription,
+)
+from shardbroker.protocol.errors import ErrorCode
 from tests.unit.kafka_fake import FULL_VERSIONS, FakeBroker, closed_port, coordinator_at, running_fake
 
 
@@ -346,49 +345,6 @@ def test_list_groups_and_delete_groups(fake: FakeBroker) -> None:
     assert result["old"] is None
     busy = result["busy"]
     assert busy is not None and busy.error_code == ErrorCode.NON_EMPTY_GROUP
-
-
-# -- consumer protocol layouts ---------------------------------------------------------------------
-
-
-def _s(text: str) -> bytes:
-    return INT16.pack(len(text)) + text.encode()
-
-
-def test_subscription_versions() -> None:
-    v0 = encode_consumer_subscription(["a", "b"])
-    assert decode_consumer_subscription(v0).topics == ["a", "b"]
-    v3 = (
-        INT16.pack(3)
-        + INT32.pack(1)
-        + _s("a")
-        + INT32.pack(2)
-        + b"ud"
-        + INT32.pack(1)
-        + _s("a")
-        + INT32.pack(2)
-        + INT32.pack(0)
-        + INT32.pack(1)
-        + INT32.pack(7)
-        + _s("rack1")
-    )
-    sub = decode_consumer_subscription(v3)
-    assert (sub.version, sub.topics, sub.user_data) == (3, ["a"], b"ud")
-    assert (sub.owned_partitions, sub.generation_id, sub.rack_id) == ({"a": [0, 1]}, 7, "rack1")
-    # A later version's extra fields are ignored, as Kafka does.
-    assert decode_consumer_subscription(INT16.pack(9) + v3[2:] + b"more").topics == ["a"]
-
-
-def test_assignment_layout_and_truncation() -> None:
-    raw = encode_consumer_assignment({"t": [3, 1]}, version=1)
-    got = decode_consumer_assignment(raw)
-    assert (got.version, got.partitions, got.user_data) == (1, {"t": [3, 1]}, None)
-    assert decode_consumer_assignment(b"").partitions == {}
-    for cut in range(1, len(raw) - 4):
-        with pytest.raises(ProtocolError):
-            decode_consumer_assignment(raw[:cut])
-    with pytest.raises(ProtocolError):
-        decode_consumer_assignment(INT16.pack(0) + INT32.pack(2**30))
 
 
 # -- topic calls -----------------------------------------------------------------------------------

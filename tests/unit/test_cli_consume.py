@@ -11,7 +11,7 @@ import pytest
 from shardbroker.cli.common import UsageError
 from shardbroker.cli.consume import OutputFormat, format_json, format_plain, output_format, start_offset
 from shardbroker.cli.main import main
-from shardbroker.client.admin import EARLIEST, LATEST
+from shardbroker.client.admin_partitions import EARLIEST, LATEST
 from shardbroker.client.consumer import ConsumerRecord
 from tests.unit.kafka_fake import closed_port
 

@@ -12,14 +12,13 @@ from typing import Any
 import pytest
 
 from shardbroker.cli.main import main
-from shardbroker.client.admin import (
-    EARLIEST,
-    LATEST,
+from shardbroker.client.admin_partitions import EARLIEST, LATEST
+from shardbroker.protocol import messages as m
+from shardbroker.protocol.codec import Message
+from shardbroker.protocol.consumer_protocol import (
     encode_consumer_assignment,
     encode_consumer_subscription,
 )
-from shardbroker.protocol import messages as m
-from shardbroker.protocol.codec import Message
 from tests.unit.kafka_fake import FakeBroker, closed_port, coordinator_at, running_fake
 
 EARLIEST_OFFSET = 2

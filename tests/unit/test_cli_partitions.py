@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 
 from shardbroker.cli.main import main
-from shardbroker.client.admin import AdminClient, KafkaApiError, PartitionReassignment, UnsupportedApi
+from shardbroker.client.admin import AdminClient
+from shardbroker.client.admin_partitions import PartitionReassignment
+from shardbroker.client.connection import KafkaApiError, UnsupportedApi
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.codec import Message
 from shardbroker.protocol.errors import ErrorCode

@@ -12,16 +12,15 @@ from typing import Any
 
 import pytest
 
-from shardbroker.client.admin import (
-    EARLIEST,
-    LATEST,
-    decode_consumer_assignment,
-    decode_consumer_subscription,
-)
+from shardbroker.client.admin_partitions import EARLIEST, LATEST
 from shardbroker.client.connection import BrokerUnreachable
 from shardbroker.client.consumer import ConsumerRecord, TcpConsumer, range_assign
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.codec import Message
+from shardbroker.protocol.consumer_protocol import (
+    decode_consumer_assignment,
+    decode_consumer_subscription,
+)
 from shardbroker.protocol.control_records import ControlRecordType, build_control_batch
 from shardbroker.protocol.errors import ErrorCode
 from shardbroker.protocol.record_batch_builder import RecordBatchBuilder

@@ -149,3 +149,37 @@ def test_small_spec_generates_working_code(tmp_path: Path) -> None:
     msg = cls(a=1, items=[cls.Item(k="x")], t=5)
     assert codec.decode(cls, codec.encode(msg, 3), 3) == msg
     assert ns["API_NAMES"] == {90: "Test"}
+
+
+def test_data_spec_generates_a_version_prefixed_class(tmp_path: Path) -> None:
+    import json
+
+    from shardbroker.protocol import codec
+    from shardbroker.protocol.errors import ProtocolError
+
+    data = {
+        "type": "data",
+        "name": "TestData",
+        "validVersions": "0-1",
+        "flexibleVersions": "none",
+        "fields": [
+            {"name": "Topics", "type": "[]string", "versions": "0+"},
+            {"name": "Epoch", "type": "int32", "versions": "1+", "default": "-1", "ignorable": True},
+        ],
+    }
+    (tmp_path / "TestData.json").write_text(json.dumps(data))
+    source = gen.generate(tmp_path, fmt=False)
+    assert "class TestData(Data):" in source and "API_KEY" not in source
+    ns: dict[str, Any] = {}
+    exec(compile(source, "generated", "exec"), ns)
+    cls = ns["TestData"]
+    assert issubclass(cls, codec.Data) and cls.VALID_VERSIONS == (0, 1) and cls().epoch == -1
+    raw = cls(topics=["a"], epoch=7).encode_versioned(1)
+    assert raw == bytes.fromhex("00010000000100016100000007")
+    assert cls.decode_versioned(raw) == (cls(topics=["a"], epoch=7), 1)
+    # A newer version is read at the newest known one, its extra bytes ignored; an older one is refused.
+    assert cls.decode_versioned(bytes.fromhex("0005") + raw[2:] + b"new") == (cls(topics=["a"], epoch=7), 5)
+    with pytest.raises(ProtocolError):
+        cls.decode_versioned(bytes.fromhex("ffff") + raw[2:])
+    with pytest.raises(ProtocolError):
+        cls.decode_versioned(b"\x00")

@@ -7,12 +7,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from shardbroker.broker import group_records as gr
-from shardbroker.broker.group_coordinator import (
-    OFFSETS_TOPIC,
-    CommitItem,
-    GroupCoordinator,
-    partition_for,
-)
+from shardbroker.broker.group_coordinator import CommitItem, GroupCoordinator
+from shardbroker.broker.group_metadata_manager import OFFSETS_TOPIC, partition_for
 from shardbroker.broker.group_state import GroupState
 from shardbroker.metadata.image import MetadataImage
 from shardbroker.protocol.errors import ErrorCode
@@ -194,11 +190,11 @@ def test_session_expiry_empties_the_group_and_persists_it(tmp_path: Path) -> Non
             assert gc.heartbeat(group, member, None, generation) == NONE
             clock.t += 2.1
             gc.tick()
-            assert gc.groups[group].state == GroupState.EMPTY
+            assert gc.group_manager.groups[group].state == GroupState.EMPTY
             assert gc.heartbeat(group, member, None, generation) == ErrorCode.UNKNOWN_MEMBER_ID
         async with started(tmp_path, clock=clock) as (_, gc):
-            assert gc.groups[group].state == GroupState.EMPTY
-            assert gc.groups[group].generation_id == 2
+            assert gc.group_manager.groups[group].state == GroupState.EMPTY
+            assert gc.group_manager.groups[group].generation_id == 2
 
     run(scenario())
 
@@ -239,9 +235,9 @@ def test_not_coordinator_and_load_in_progress(tmp_path: Path) -> None:
                 retention_ms=-1,
                 items=[CommitItem("t", 0, 1)],
             )
-            assert here in gc.groups
+            assert here in gc.group_manager.groups
             await h.channel.push(img([1, 1, 0, 1]))
-            assert here not in gc.groups and gc.check(here) == ErrorCode.NOT_COORDINATOR
+            assert here not in gc.group_manager.groups and gc.check(here) == ErrorCode.NOT_COORDINATOR
 
     run(scenario())
 
@@ -287,12 +283,12 @@ def test_delete_group_and_offsets(tmp_path: Path) -> None:
             assert gc.leave(group, [(member, None)]) == (NONE, [NONE])
             code, per = await gc.delete_offsets(group, [("u", [0])])
             assert code == NONE and per[("u", 0)] == NONE
-            assert ("u", 0) not in gc.groups[group].offsets
+            assert ("u", 0) not in gc.group_manager.groups[group].offsets
             assert [g.group_id for g in gc.list_groups()] == [group]
             assert await gc.delete_group(group) == NONE
             assert await gc.delete_group(group) == ErrorCode.GROUP_ID_NOT_FOUND
         async with started(tmp_path) as (_, gc):
-            assert group not in gc.groups
+            assert group not in gc.group_manager.groups
             assert gc.fetch(group, [("t", [0])]) == (NONE, {"t": {0: None}})
 
     run(scenario())
@@ -323,15 +319,15 @@ def test_offsets_of_an_empty_group_expire_after_retention(tmp_path: Path) -> Non
             )
             wall.t += 30
             gc.leave(group, [(member, None)])  # Empty from now on (retention: 1 minute)
-            assert gc.expire_offsets() == 0
+            assert gc.group_manager.expire_offsets() == 0
             wall.t += 31  # the simple group's commit is 61 s old; the group is Empty for 31 s
-            assert gc.expire_offsets() == 1
-            assert simple not in gc.groups and group in gc.groups
+            assert gc.group_manager.expire_offsets() == 1
+            assert simple not in gc.group_manager.groups and group in gc.group_manager.groups
             wall.t += 30
-            assert gc.expire_offsets() == 1
-            assert group not in gc.groups
+            assert gc.group_manager.expire_offsets() == 1
+            assert group not in gc.group_manager.groups
         async with started(tmp_path, wall=wall) as (_, gc):
-            assert not gc.groups
+            assert not gc.group_manager.groups
 
     run(scenario())
 
@@ -361,7 +357,7 @@ def test_compaction_keeps_the_latest_record_of_each_live_key(tmp_path: Path) -> 
             assert await gc.delete_group(gone) == NONE
             before = len(stored_records(tmp_path, 2))
             assert before == 50 * 2 + 1 + 2
-            assert await gc.compact(2)
+            assert await gc.group_manager.compact(2)
             p = h.replicas.get(OFFSETS_TOPIC, 2)
             assert p is not None and p.log.log_start_offset == before
             records = stored_records(tmp_path, 2)
@@ -382,7 +378,7 @@ def test_compaction_keeps_the_latest_record_of_each_live_key(tmp_path: Path) -> 
                 items=[CommitItem("t", 0, 77)],
             )
         async with started(tmp_path) as (_, gc):
-            assert gone not in gc.groups
+            assert gone not in gc.group_manager.groups
             assert gc.fetch(group, None)[0] == NONE
             _, found = gc.fetch(group, None)
             assert {p: o.offset for p, o in found["t"].items() if o is not None} == {0: 77, 1: 149}
@@ -396,7 +392,7 @@ def test_compaction_keeps_group_metadata(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with started(tmp_path) as (_, gc):
             member, generation = await join_one(gc, group)
-            assert await gc.compact(1)
+            assert await gc.group_manager.compact(1)
             (record,) = stored_records(tmp_path, 1)
             assert isinstance(record[1], gr.GroupMetadataValue) and record[1].generation == generation
         async with started(tmp_path) as (_, gc):

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from shardbroker.broker.dispatch import discover
-from shardbroker.broker.group_coordinator import OFFSETS_TOPIC, GroupCoordinator
+from shardbroker.broker.group_coordinator import GroupCoordinator
+from shardbroker.broker.group_metadata_manager import OFFSETS_TOPIC
 from shardbroker.protocol import codec
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode

@@ -7,7 +7,7 @@ import struct
 import pytest
 
 from shardbroker.broker import group_records as gr
-from shardbroker.broker.group_coordinator import java_string_hash, partition_for
+from shardbroker.broker.group_metadata_manager import java_string_hash, partition_for
 
 
 def test_offset_commit_key_bytes() -> None:

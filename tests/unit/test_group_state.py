@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from shardbroker.broker.group_state import Group, GroupState, JoinResult, SyncResult, parse_subscription
+from shardbroker.broker.group_state import Group, GroupState, JoinResult, SyncResult
+from shardbroker.protocol.consumer_protocol import encode_consumer_subscription
 from shardbroker.protocol.errors import ErrorCode
 
 NONE = int(ErrorCode.NONE)
@@ -345,9 +346,17 @@ def test_next_deadline_and_dead_group() -> None:
     )
 
 
-def test_parse_subscription() -> None:
+def test_subscribed_topics() -> None:
     # ConsumerProtocolSubscription v0: version, [topics], user data.
     data = b"\x00\x00" + b"\x00\x00\x00\x02" + b"\x00\x01a" + b"\x00\x02bc" + b"\xff\xff\xff\xff"
-    assert parse_subscription(data) == {"a", "bc"}
-    assert parse_subscription(b"\x00") is None
-    assert parse_subscription(b"\x00\x00\x00\x00\x00\x01\x00\x09ab") is None
+    g = Group("g", 0, initial_rebalance_delay_ms=0)
+    join(g, 0, protocols=[("range", data)])
+    join(g, 1, protocols=[("range", encode_consumer_subscription(["d"]))])
+    assert g.subscribed_topics() == {"a", "bc", "d"}
+    for bad in (b"\x00", b"\x00\x00\x00\x00\x00\x01\x00\x09ab"):
+        g = Group("g", 0, initial_rebalance_delay_ms=0)
+        join(g, 0, protocols=[("range", bad)])
+        assert g.subscribed_topics() is None  # undecodable: Kafka then treats every topic as subscribed
+    g = Group("g", 0, initial_rebalance_delay_ms=0)
+    join(g, 0, protocols=[("range", data)], protocol_type="connect")
+    assert g.subscribed_topics() is None

@@ -24,6 +24,8 @@ import kafka.protocol.consumer as kp_consumer
 import kafka.protocol.metadata as kp_metadata
 import kafka.protocol.producer as kp_producer
 from kafka.protocol.api_message import ApiMessage
+from kafka.protocol.consumer.metadata import ConsumerProtocolAssignment as KAssignment
+from kafka.protocol.consumer.metadata import ConsumerProtocolSubscription as KSubscription
 from kafka.protocol.old import api_versions as old_api_versions
 from kafka.protocol.old import fetch as old_fetch
 from kafka.protocol.old import group as old_group
@@ -31,6 +33,12 @@ from kafka.protocol.old import metadata as old_metadata
 from kafka.protocol.old import produce as old_produce
 
 from shardbroker.protocol import codec, messages
+from shardbroker.protocol.consumer_protocol import (
+    ConsumerAssignment,
+    decode_consumer_assignment,
+    decode_consumer_subscription,
+    encode_consumer_assignment,
+)
 from tests.unit.test_codec_roundtrip import build_sample, flexible
 
 
@@ -233,3 +241,40 @@ def test_old_produce_fetch_join_api_versions() -> None:
     )
     kp = old_produce.ProduceResponse[3].decode(codec.encode(presp, 3))
     assert kp.responses[0][0] == "t" and kp.responses[0][1][0][2] == 10
+
+
+# ---- consumer protocol data (version-prefixed, inside JoinGroup/SyncGroup) -------------------
+
+
+@pytest.mark.parametrize("version", [0, 1, 2, 3])
+def test_subscription_through_kafka_python_and_back(version: int) -> None:
+    owned = [KSubscription.TopicPartition(topic="a", partitions=[0, 1], version=version)] if version else []
+    theirs = KSubscription(
+        version=version,
+        topics=["a", "b"],
+        user_data=b"ud",
+        owned_partitions=owned,
+        generation_id=5,
+        rack_id="r",
+    )
+    raw = bytes(theirs.encode(version=version))
+    sub = decode_consumer_subscription(raw)
+    assert (sub.version, sub.topics, sub.user_data) == (version, ["a", "b"], b"ud")
+    assert sub.owned_partitions == ({"a": [0, 1]} if version >= 1 else {})
+    assert (sub.generation_id, sub.rack_id) == ((5 if version >= 2 else -1), ("r" if version >= 3 else None))
+    msg, got_version = messages.ConsumerProtocolSubscription.decode_versioned(raw)
+    assert got_version == version and msg.encode_versioned(version) == raw
+    back = KSubscription.decode(msg.encode_versioned(version))
+    assert back.topics == ["a", "b"] and bytes(back.user_data) == b"ud"
+
+
+@pytest.mark.parametrize("version", [0, 1, 2, 3])
+def test_assignment_through_kafka_python_and_back(version: int) -> None:
+    ours = encode_consumer_assignment({"t": [3, 1], "u": [0]}, version=version)
+    theirs = KAssignment.decode(ours)
+    assert [(tp.topic, list(tp.partitions)) for tp in theirs.assigned_partitions] == [
+        ("t", [3, 1]),
+        ("u", [0]),
+    ]
+    assert bytes(theirs.encode(version=version)) == ours
+    assert decode_consumer_assignment(ours) == ConsumerAssignment(version, {"t": [3, 1], "u": [0]})

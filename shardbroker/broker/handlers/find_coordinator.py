@@ -1,7 +1,7 @@
 """FindCoordinator (api key 10), v0-v5: which worker coordinates a group.
 
 The coordinator of a group is the leader of its ``__consumer_offsets`` partition (see
-group_coordinator.py: Java's String.hashCode, as Kafka). The topic is created on the first
+group_metadata_manager.py: Java's String.hashCode, as Kafka). The topic is created on the first
 FindCoordinator that finds it missing, as Kafka does; the answer waits for it. v4+ asks for several
 keys at once (``coordinator_keys``) and gets one answer per key.
 

@@ -1,0 +1,522 @@
+"""The groups of one worker's ``__consumer_offsets`` partitions and their log (Kafka's
+GroupMetadataManager): which partition holds a group, loading, writing, offset expiry, compaction.
+
+A group lives in partition ``abs(groupId.hashCode()) % partitions`` of ``__consumer_offsets``
+(Java's ``String.hashCode`` over UTF-16 code units, int32 wrap-around; ``Utils.abs`` maps
+Integer.MIN_VALUE to 0), so tools that compute a group's partition agree with us. Every group of
+a partition this worker leads is in memory (:class:`Group`); what Kafka persists is persisted the
+same way, as records in that partition (Kafka's layouts, group_records.py): offset commits, and
+the group's metadata when the state machine marks it dirty (a generation completed, the group
+became Empty). Records go through the ReplicaManager (files: only through it).
+
+Loading a partition replays it from the log start (Kafka's loadGroupsAndOffsets): a group loaded
+with members is Stable at its stored generation, so heartbeats and commits continue across a
+restart or a kill -9; a partition led elsewhere now is unloaded (its groups are killed).
+
+Offset retention (Kafka 2.1+): offsets of a group with no protocol expire one by one, retention
+after their commit; those of an Empty consumer group all together, retention after it became
+Empty; an explicit OffsetCommit retention wins. A group left with nothing is removed (tombstone).
+
+Compaction: the topic is ``cleanup.policy=compact``, and this manager already holds exactly the
+latest record of each live key, so a partition is compacted by appending those records in a fresh
+segment, flushing, and moving the log start to them (DeleteRecords' path). A crash in between
+leaves a harmless replay. It runs once the records written since the last compaction are at least
+as many as the live keys (Kafka's min.cleanable.dirty.ratio 0.5) and at least 1000. Why a snapshot
+rather than a cleaner, and the cost of loading: docs/notes/group-coordinator.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+from shardbroker.broker import group_records as gr
+from shardbroker.broker.group_state import Group, GroupState, Member, OffsetAndMetadata
+from shardbroker.metadata.image import MetadataImage, TopicImage
+from shardbroker.protocol.errors import ErrorCode, ProtocolError
+from shardbroker.protocol.record_batch import iter_batches
+from shardbroker.protocol.record_batch_builder import RecordBatchBuilder
+from shardbroker.storage.errors import StorageError
+
+if TYPE_CHECKING:
+    from shardbroker.broker.replica_manager import ReplicaManager
+
+__all__ = [
+    "OFFSETS_TOPIC",
+    "GroupMetadataManager",
+    "java_string_hash",
+    "offset_commit_record",
+    "partition_for",
+]
+
+log = logging.getLogger(__name__)
+
+OFFSETS_TOPIC: Final = "__consumer_offsets"
+_NONE: Final = int(ErrorCode.NONE)
+#: Bytes read from the log per step while loading a partition.
+LOAD_CHUNK: Final = 1 << 20
+#: A partition is compacted once the records appended since it was loaded or last compacted are
+#: at least as many as its live keys (Kafka's min.cleanable.dirty.ratio 0.5) and at least this many.
+COMPACT_MIN_RECORDS: Final = 1000
+COMPACTION_CHECK_S: Final = 10.0
+#: Records per batch of a compaction snapshot (well below max.message.bytes for Kafka-sized keys).
+SNAPSHOT_BATCH: Final = 500
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def java_string_hash(s: str) -> int:
+    """Java's ``String.hashCode``: over UTF-16 code units, int32 arithmetic (cached: every
+    request of a group hashes its id)."""
+    h = 0
+    raw = s.encode("utf-16-be")
+    for i in range(0, len(raw), 2):
+        h = (31 * h + ((raw[i] << 8) | raw[i + 1])) & 0xFFFFFFFF
+    return h - (1 << 32) if h >= 1 << 31 else h
+
+
+def partition_for(group_id: str, partitions: int) -> int:
+    """Kafka's ``Utils.abs(groupId.hashCode) % partitions`` (abs(MIN_VALUE) is 0 there)."""
+    h = java_string_hash(group_id)
+    return (0 if h == -(1 << 31) else abs(h)) % partitions
+
+
+def offset_commit_record(
+    group_id: str, topic: str, partition: int, om: OffsetAndMetadata
+) -> tuple[bytes, bytes]:
+    """The ``__consumer_offsets`` record (key, value) of one committed offset."""
+    value = gr.OffsetCommitValue(
+        om.offset, om.metadata, om.commit_timestamp, om.leader_epoch, om.expire_timestamp
+    )
+    return gr.encode_offset_commit_key(group_id, topic, partition), gr.encode_offset_commit_value(value)
+
+
+class GroupMetadataManager:
+    """The groups of the ``__consumer_offsets`` partitions this worker leads, and their records."""
+
+    def __init__(
+        self,
+        node_id: int,
+        channel: Any,
+        replicas: ReplicaManager,
+        *,
+        initial_rebalance_delay_ms: int,
+        num_partitions: int,
+        retention_ms: int,
+        clock: Callable[[], float],
+        wall_clock: Callable[[], float],
+    ) -> None:
+        self.node_id = node_id
+        self.channel = channel
+        self.replicas = replicas
+        self.initial_rebalance_delay_ms = initial_rebalance_delay_ms
+        self.num_partitions = num_partitions
+        self.retention_ms = retention_ms
+        self._clock = clock
+        self._wall = wall_clock
+        self.groups: dict[str, Group] = {}
+        #: __consumer_offsets partitions loaded and served here.
+        self.owned: set[int] = set()
+        #: Wall-clock ms at which each Empty group became Empty (offset retention).
+        self._empty_since: dict[str, int] = {}
+        #: Groups with members or pending members (the only ones with timers).
+        self.active: set[str] = set()
+        #: Records appended to (or read at load from) each partition since its last compaction.
+        self._dirty: dict[int, int] = {}
+
+    def now(self) -> float:
+        return self._clock() * 1000.0
+
+    def wall_ms(self) -> int:
+        return int(self._wall() * 1000)
+
+    def clear(self) -> None:
+        """Kill every group and forget every partition (the worker drains)."""
+        for group in self.groups.values():
+            group.kill()
+        self.groups = {}
+        self.owned = set()
+
+    # ------------------------------------------------------------------ partitions
+
+    def topic(self) -> TopicImage | None:
+        image: MetadataImage = self.channel.image
+        return image.topics.get(OFFSETS_TOPIC)
+
+    def partition_of(self, group_id: str) -> int:
+        topic = self.topic()
+        return partition_for(group_id, len(topic.partitions) if topic else self.num_partitions)
+
+    def _led(self, image: MetadataImage) -> set[int]:
+        topic = image.topics.get(OFFSETS_TOPIC)
+        if topic is None:
+            return set()
+        return {p.partition for p in topic.partitions if p.leader == self.node_id}
+
+    def sync_partitions(self, image: MetadataImage) -> None:
+        """Load the partitions led here now, unload those led elsewhere."""
+        led = self._led(image)
+        for partition in sorted(self.owned - led):
+            self._unload(partition)
+        topic = image.topics.get(OFFSETS_TOPIC)
+        started = time.monotonic()
+        loaded = records = 0
+        for partition in sorted(led - self.owned):
+            if self.replicas.get(OFFSETS_TOPIC, partition) is None:
+                continue  # not open (yet): COORDINATOR_LOAD_IN_PROGRESS until it is
+            assert topic is not None
+            records += self.load(partition, len(topic.partitions))
+            loaded += 1
+        if loaded:
+            log.info(
+                "worker %d: loaded %d %s partitions (%d records, %d groups) in %.3f s",
+                self.node_id,
+                loaded,
+                OFFSETS_TOPIC,
+                records,
+                len(self.groups),
+                time.monotonic() - started,
+            )
+
+    def _unload(self, partition: int) -> None:
+        self.owned.discard(partition)
+        self._dirty.pop(partition, None)
+        for group_id in [g for g in self.groups if self.partition_of(g) == partition]:
+            self.groups.pop(group_id).kill()
+            self._empty_since.pop(group_id, None)
+        log.info("worker %d: unloaded %s-%d (led elsewhere now)", self.node_id, OFFSETS_TOPIC, partition)
+
+    # ------------------------------------------------------------------ loading
+
+    def load(self, partition: int, partitions: int) -> int:
+        """Rebuild the groups of one partition from its log (Kafka's loadGroupsAndOffsets);
+        returns the number of records read."""
+        p = self.replicas.get(OFFSETS_TOPIC, partition)
+        assert p is not None
+        offsets: dict[str, dict[tuple[str, int], OffsetAndMetadata | None]] = {}
+        metadata: dict[str, gr.GroupMetadataValue | None] = {}
+        position = p.log.log_start_offset
+        end = p.log.log_end_offset
+        records = 0
+        while position < end:
+            try:
+                data = p.log.read_bytes(position, LOAD_CHUNK)
+            except StorageError as exc:
+                log.error("loading %s-%d at %d: %s", OFFSETS_TOPIC, partition, position, exc)
+                break
+            advanced = position
+            try:
+                batches = list(iter_batches(data, allow_partial_tail=True))
+            except ProtocolError as exc:
+                log.error("loading %s-%d at %d: %s", OFFSETS_TOPIC, partition, position, exc)
+                break
+            for batch in batches:
+                if batch.next_offset <= position:
+                    continue
+                advanced = batch.next_offset
+                if batch.is_control:
+                    continue
+                try:
+                    recs = list(batch.records())
+                except ProtocolError as exc:
+                    log.error("%s-%d batch at %d: %s", OFFSETS_TOPIC, partition, batch.base_offset, exc)
+                    continue
+                for rec in recs:
+                    if rec.offset < position or rec.key is None:
+                        continue
+                    records += 1
+                    try:
+                        key = gr.decode_key(rec.key)
+                        if key is None:
+                            continue
+                        value = gr.decode_value(key, rec.value)
+                    except gr.RecordFormatError as exc:
+                        log.warning("%s-%d offset %d: %s", OFFSETS_TOPIC, partition, rec.offset, exc)
+                        continue
+                    if isinstance(key, gr.OffsetCommitKey):
+                        assert value is None or isinstance(value, gr.OffsetCommitValue)
+                        offsets.setdefault(key.group, {})[(key.topic, key.partition)] = (
+                            None
+                            if value is None
+                            else OffsetAndMetadata(
+                                value.offset,
+                                value.leader_epoch,
+                                value.metadata,
+                                value.commit_timestamp,
+                                value.expire_timestamp,
+                            )
+                        )
+                    else:
+                        assert value is None or isinstance(value, gr.GroupMetadataValue)
+                        metadata[key.group] = value
+            if advanced <= position:
+                break  # nothing readable further (should not happen: logs end at whole batches)
+            position = advanced
+        now, wall = self.now(), self.wall_ms()
+        for group_id in set(offsets) | set(metadata):
+            if partition_for(group_id, partitions) != partition:
+                continue
+            kept = {tp: o for tp, o in offsets.get(group_id, {}).items() if o is not None}
+            value = metadata.get(group_id)
+            if value is None and not kept:
+                continue
+            group = self.add_group(group_id)
+            group.offsets = kept
+            if value is not None:
+                self._restore(group, value, now)
+                group.persisted = gr.encode_group_metadata_value(value)
+            if group.state == GroupState.EMPTY:
+                ts = value.current_state_timestamp if value is not None else -1
+                self._empty_since[group_id] = ts if ts >= 0 else wall
+            self.after_change(group)
+        self.owned.add(partition)
+        # What compaction would remove: records read beyond one per live key.
+        self._dirty[partition] = max(0, records - sum(1 for _ in self._live_records(partition)))
+        return records
+
+    @staticmethod
+    def _restore(group: Group, value: gr.GroupMetadataValue, now: float) -> None:
+        group.generation_id = value.generation
+        group.protocol_type = value.protocol_type or None
+        group.protocol_name = value.protocol
+        group.leader_id = value.leader
+        for mm in value.members:
+            protocols = [(value.protocol, mm.subscription)] if value.protocol is not None else []
+            member = Member(
+                mm.member_id,
+                mm.group_instance_id,
+                mm.client_id,
+                mm.client_host,
+                mm.rebalance_timeout,
+                mm.session_timeout,
+                value.protocol_type,
+                protocols,
+                assignment=mm.assignment,
+                last_heartbeat=now,
+            )
+            group.members[mm.member_id] = member
+            if mm.group_instance_id is not None:
+                group.static_members[mm.group_instance_id] = mm.member_id
+        if group.members:
+            group.state = GroupState.STABLE
+            if group.leader_id not in group.members:
+                group.leader_id = next(iter(group.members))
+        else:
+            group.state = GroupState.EMPTY
+            group.leader_id = None
+
+    # ------------------------------------------------------------------ writing
+
+    def get_group(self, group_id: str) -> Group | None:
+        return self.groups.get(group_id)
+
+    def add_group(self, group_id: str) -> Group:
+        """A new Empty group, served from now on."""
+        group = self.groups[group_id] = Group(
+            group_id, self.now(), initial_rebalance_delay_ms=self.initial_rebalance_delay_ms
+        )
+        return group
+
+    def append(self, group_id: str, records: Sequence[tuple[bytes, bytes | None]]) -> int:
+        """Append records to the group's partition; the error code (NONE: written)."""
+        return self.append_at(group_id, records)[0]
+
+    def append_at(self, group_id: str, records: Sequence[tuple[bytes, bytes | None]]) -> tuple[int, int]:
+        """``(error code, offset a flush must reach first or -1)`` of appending ``records``."""
+        if not records:
+            return _NONE, -1
+        partition = self.partition_of(group_id)
+        builder = RecordBatchBuilder()
+        now = self.wall_ms()
+        for key, value in records:
+            builder.append(value, key=key, timestamp=now)
+        result = self.replicas.append(OFFSETS_TOPIC, partition, bytearray(builder.build()))
+        self._dirty[partition] = self._dirty.get(partition, 0) + len(records)
+        if result.error_code != _NONE:
+            log.error(
+                "worker %d: appending %d records of group %r: error %d %s",
+                self.node_id,
+                len(records),
+                group_id,
+                result.error_code,
+                result.error_message,
+            )
+            if result.error_code in (
+                int(ErrorCode.NOT_LEADER_OR_FOLLOWER),
+                int(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION),
+            ):
+                return int(ErrorCode.NOT_COORDINATOR), -1
+            return int(ErrorCode.UNKNOWN_SERVER_ERROR), -1
+        return _NONE, result.flush_offset
+
+    async def wait_durable(self, group_id: str, flush_offset: int) -> int:
+        """Wait for the flush the topic's flush policy asked for (as acks=-1), if any."""
+        if flush_offset < 0:
+            return _NONE
+        p = self.replicas.get(OFFSETS_TOPIC, self.partition_of(group_id))
+        if p is None:
+            return int(ErrorCode.NOT_COORDINATOR)
+        return await self.replicas.wait_durable(p, flush_offset, 30.0)
+
+    def _metadata_record(self, group: Group) -> tuple[bytes, bytes | None]:
+        members = []
+        if group.state != GroupState.EMPTY:
+            for m in group.members.values():
+                members.append(
+                    gr.MemberMetadata(
+                        m.member_id,
+                        m.group_instance_id,
+                        m.client_id,
+                        m.client_host,
+                        m.rebalance_timeout_ms,
+                        m.session_timeout_ms,
+                        m.metadata(group.protocol_name),
+                        m.assignment,
+                    )
+                )
+        value = gr.GroupMetadataValue(
+            group.protocol_type or "",
+            group.generation_id,
+            group.protocol_name,
+            group.leader_id,
+            self.wall_ms(),
+            tuple(members),
+        )
+        return gr.encode_group_metadata_key(group.group_id), gr.encode_group_metadata_value(value)
+
+    def after_change(self, group: Group) -> None:
+        """Persist what the state machine says must be, and track when the group became Empty
+        and whether it has timers (members or pending members) for ``tick`` to look at."""
+        if (group.members or group.pending_members) and group.state != GroupState.DEAD:
+            self.active.add(group.group_id)
+        else:
+            self.active.discard(group.group_id)
+        if group.state == GroupState.EMPTY:
+            self._empty_since.setdefault(group.group_id, self.wall_ms())
+        else:
+            self._empty_since.pop(group.group_id, None)
+        if group.dirty and group.state != GroupState.DEAD:
+            group.dirty = False
+            record = self._metadata_record(group)
+            if self.append(group.group_id, [record]) == _NONE:
+                group.persisted = record[1]
+
+    def remove(self, group: Group) -> None:
+        """Forget a deleted or expired group and kill it (its waiting requests are answered)."""
+        if self.groups.get(group.group_id) is group:
+            del self.groups[group.group_id]
+            self._empty_since.pop(group.group_id, None)
+        group.kill()
+
+    # ------------------------------------------------------------------ offset expiry
+
+    def expire_offsets(self, wall_ms: int | None = None) -> int:
+        """Remove expired offsets (and then empty groups); tombstones appended. Returns the count."""
+        now = self.wall_ms() if wall_ms is None else wall_ms
+        removed = 0
+        for group_id, group in list(self.groups.items()):
+            if group.state == GroupState.DEAD:
+                continue
+            expired: list[tuple[str, int]] = []
+            empty_since = self._empty_since.get(group_id)
+            for tp, om in group.offsets.items():
+                if om.expire_timestamp >= 0:
+                    due = om.expire_timestamp <= now
+                elif group.protocol_type is None:
+                    due = om.commit_timestamp + self.retention_ms <= now
+                elif group.state == GroupState.EMPTY and empty_since is not None:
+                    due = max(empty_since, om.commit_timestamp) + self.retention_ms <= now
+                else:
+                    due = False
+                if due:
+                    expired.append(tp)
+            records: list[tuple[bytes, bytes | None]] = [
+                (gr.encode_offset_commit_key(group_id, t, p), None) for t, p in expired
+            ]
+            drop_group = group.state == GroupState.EMPTY and len(expired) == len(group.offsets)
+            if drop_group and group.persisted is not None:
+                records.append((gr.encode_group_metadata_key(group_id), None))
+            if not records and not drop_group:
+                continue
+            if records and self.append(group_id, records) != _NONE:
+                continue
+            for tp in expired:
+                del group.offsets[tp]
+            removed += len(expired)
+            if drop_group:
+                self.remove(group)
+        if removed:
+            log.info("worker %d: expired %d committed offsets", self.node_id, removed)
+        return removed
+
+    # ------------------------------------------------------------------ compaction
+
+    async def compaction_loop(self) -> None:
+        while True:
+            await asyncio.sleep(COMPACTION_CHECK_S)
+            for partition in sorted(self.owned):
+                if self._dirty.get(partition, 0) < COMPACT_MIN_RECORDS:
+                    continue
+                live = sum(1 for _ in self._live_records(partition))
+                if self._dirty.get(partition, 0) >= live:
+                    try:
+                        await self.compact(partition)
+                    except Exception:
+                        log.exception("compacting %s-%d", OFFSETS_TOPIC, partition)
+
+    def _live_records(self, partition: int) -> Iterator[tuple[bytes, bytes | None]]:
+        """The latest record of every live key of ``partition``: what compaction keeps."""
+        for group_id, group in list(self.groups.items()):
+            if group.state == GroupState.DEAD or self.partition_of(group_id) != partition:
+                continue
+            if group.persisted is not None:
+                yield gr.encode_group_metadata_key(group_id), group.persisted
+            for (topic, index), om in group.offsets.items():
+                yield offset_commit_record(group_id, topic, index, om)
+
+    async def compact(self, partition: int) -> bool:
+        """Compact one partition: append the latest record of every live key (a snapshot of what
+        this coordinator holds, which is exactly what replaying the partition gives) in a new
+        segment, make it durable, then move the log start offset to the snapshot (DeleteRecords'
+        path), which deletes every older segment. Superseded records and tombstones are gone; a
+        crash before the log start moves leaves the snapshot as a replay of state already in
+        the log, so loading gives the same groups either way. True if compacted."""
+        p = self.replicas.get(OFFSETS_TOPIC, partition)
+        if p is None or partition not in self.owned:
+            return False
+        live = list(self._live_records(partition))
+        dirty = self._dirty.get(partition, 0)
+        try:
+            p.log.roll()
+            start = p.log.log_end_offset
+            for i in range(0, len(live), SNAPSHOT_BATCH):
+                builder = RecordBatchBuilder()
+                now = self.wall_ms()
+                for key, value in live[i : i + SNAPSHOT_BATCH]:
+                    builder.append(value, key=key, timestamp=now)
+                result = self.replicas.append(OFFSETS_TOPIC, partition, bytearray(builder.build()))
+                if result.error_code != _NONE:
+                    log.error(
+                        "compaction snapshot of %s-%d: error %d", OFFSETS_TOPIC, partition, result.error_code
+                    )
+                    return False
+            await self.replicas.request_flush(p, p.log.log_end_offset)
+            if self.replicas.get(OFFSETS_TOPIC, partition) is not p:
+                return False  # moved or closed meanwhile
+            p.log.delete_records(start)
+        except StorageError as exc:
+            log.error("compacting %s-%d: %s", OFFSETS_TOPIC, partition, exc)
+            return False
+        self._dirty[partition] = max(0, self._dirty.get(partition, 0) - dirty)
+        log.info(
+            "worker %d: compacted %s-%d: %d records before, %d live kept",
+            self.node_id,
+            OFFSETS_TOPIC,
+            partition,
+            dirty,
+            len(live),
+        )
+        return True

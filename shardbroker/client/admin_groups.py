@@ -1,0 +1,260 @@
+"""The admin client's group calls, as Kafka's ``kafka-consumer-groups`` makes them: ListGroups
+(every broker), DescribeGroups (member subscriptions and assignments decoded with the consumer
+protocol, protocol/consumer_protocol.py), OffsetFetch, OffsetCommit (as an admin: generation -1,
+empty member id, accepted only while the group has no members; or as a member, for the consumer)
+and DeleteGroups, each at the group's coordinator."""
+
+from __future__ import annotations
+
+import functools
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from shardbroker.client.admin_cluster import BrokerInfo, ClusterAdmin, TopicPartition
+from shardbroker.client.connection import BrokerConnection, KafkaApiError
+from shardbroker.protocol import messages as m
+from shardbroker.protocol.consumer_protocol import (
+    ConsumerAssignment,
+    ConsumerSubscription,
+    decode_consumer_assignment,
+    decode_consumer_subscription,
+)
+from shardbroker.protocol.errors import ErrorCode, ProtocolError
+
+__all__ = ["GroupAdmin", "GroupDescription", "GroupListing", "MemberDescription"]
+
+
+@dataclass(frozen=True)
+class GroupListing:
+    group_id: str
+    protocol_type: str
+    #: "" when the broker's ListGroups is older than v4 (no state in it)
+    state: str
+    coordinator: int
+
+
+@dataclass(frozen=True)
+class MemberDescription:
+    member_id: str
+    group_instance_id: str | None
+    client_id: str
+    host: str
+    #: decoded for protocol type "consumer", else None (raw bytes below)
+    subscription: ConsumerSubscription | None
+    assignment: ConsumerAssignment | None
+    metadata_bytes: bytes = b""
+    assignment_bytes: bytes = b""
+
+    @property
+    def assigned(self) -> list[TopicPartition]:
+        if self.assignment is None:
+            return []
+        return sorted((t, p) for t, parts in self.assignment.partitions.items() for p in parts)
+
+
+@dataclass(frozen=True)
+class GroupDescription:
+    group_id: str
+    state: str
+    protocol_type: str
+    protocol: str
+    members: list[MemberDescription]
+    coordinator: BrokerInfo
+
+    @property
+    def exists(self) -> bool:
+        return self.state != "Dead"
+
+
+class GroupAdmin(ClusterAdmin):
+    """ListGroups, DescribeGroups, OffsetFetch, OffsetCommit and DeleteGroups."""
+
+    def list_groups(self) -> list[GroupListing]:
+        """Every group of every broker (ListGroups is answered per coordinator)."""
+        brokers = self.metadata([]).brokers
+        groups: dict[str, GroupListing] = {}
+        for node_id in sorted(brokers):
+            conn = self.node(node_id)
+            version = conn.version_for(m.ListGroupsRequest.API_KEY, "ListGroups")
+            response = self._retry("ListGroups", functools.partial(self._checked_list_groups, conn, version))
+            for g in response.groups:
+                state = g.group_state if version >= 4 else ""
+                groups[g.group_id] = GroupListing(g.group_id, g.protocol_type, state, node_id)
+        return sorted(groups.values(), key=lambda g: g.group_id)
+
+    @staticmethod
+    def _checked_list_groups(conn: BrokerConnection, version: int) -> m.ListGroupsResponse:
+        response: m.ListGroupsResponse = conn.send(m.ListGroupsRequest(), version)
+        if response.error_code != ErrorCode.NONE:
+            raise KafkaApiError(response.error_code, f"ListGroups on {conn.address}")
+        return response
+
+    def describe_group(self, group_id: str) -> GroupDescription:
+        """State, protocol and members of one group. A group that does not exist is "Dead"."""
+
+        def call(conn: BrokerConnection) -> GroupDescription:
+            response: m.DescribeGroupsResponse = conn.send(m.DescribeGroupsRequest(groups=[group_id]))
+            if len(response.groups) != 1:
+                raise KafkaApiError(
+                    ErrorCode.UNKNOWN_SERVER_ERROR, f"DescribeGroups answered {len(response.groups)} groups"
+                )
+            g = response.groups[0]
+            if g.error_code == ErrorCode.GROUP_ID_NOT_FOUND:
+                g.group_state = "Dead"
+            elif g.error_code != ErrorCode.NONE:
+                raise KafkaApiError(g.error_code, f"describing group '{group_id}'")
+            consumer = g.protocol_type == "consumer"
+            members = [self._member(mem, consumer) for mem in g.members]
+            info = self._brokers.get(self._node_of(conn), BrokerInfo(-1, conn.host, conn.port))
+            return GroupDescription(
+                g.group_id, g.group_state, g.protocol_type, g.protocol_data, members, info
+            )
+
+        return self._coordinator_call(group_id, call)
+
+    @staticmethod
+    def _member(mem: Any, consumer: bool) -> MemberDescription:
+        subscription = assignment = None
+        if consumer:
+            try:
+                subscription = (
+                    decode_consumer_subscription(mem.member_metadata) if mem.member_metadata else None
+                )
+            except ProtocolError:
+                subscription = None
+            try:
+                assignment = decode_consumer_assignment(mem.member_assignment)
+            except ProtocolError:
+                assignment = None
+        return MemberDescription(
+            mem.member_id,
+            mem.group_instance_id,
+            mem.client_id,
+            mem.client_host,
+            subscription,
+            assignment,
+            bytes(mem.member_metadata),
+            bytes(mem.member_assignment),
+        )
+
+    def committed_offsets(
+        self, group_id: str, partitions: Iterable[TopicPartition] | None = None
+    ) -> dict[TopicPartition, int]:
+        """The group's committed offsets (all of them when ``partitions`` is None); partitions
+        with nothing committed are left out."""
+        wanted: dict[str, list[int]] | None = None
+        if partitions is not None:
+            wanted = defaultdict(list)
+            for t, p in partitions:
+                wanted[t].append(p)
+
+        def call(conn: BrokerConnection) -> dict[TopicPartition, int]:
+            version = conn.version_for(m.OffsetFetchRequest.API_KEY, "OffsetFetch")
+            out: dict[TopicPartition, int] = {}
+            if version >= 8:
+                topics8 = (
+                    None
+                    if wanted is None
+                    else [
+                        m.OffsetFetchRequest.OffsetFetchRequestTopics(name=t, partition_indexes=ps)
+                        for t, ps in wanted.items()
+                    ]
+                )
+                group = m.OffsetFetchRequest.OffsetFetchRequestGroup(group_id=group_id, topics=topics8)
+                response8: m.OffsetFetchResponse = conn.send(m.OffsetFetchRequest(groups=[group]), version)
+                if len(response8.groups) != 1:
+                    raise KafkaApiError(ErrorCode.UNKNOWN_SERVER_ERROR, "OffsetFetch answered no group")
+                code = response8.groups[0].error_code
+                topics_out: list[Any] = response8.groups[0].topics
+            else:
+                topics = (
+                    None
+                    if wanted is None
+                    else [
+                        m.OffsetFetchRequest.OffsetFetchRequestTopic(name=t, partition_indexes=ps)
+                        for t, ps in wanted.items()
+                    ]
+                )
+                response: m.OffsetFetchResponse = conn.send(
+                    m.OffsetFetchRequest(group_id=group_id, topics=topics), version
+                )
+                code, topics_out = response.error_code, response.topics
+            if code != ErrorCode.NONE:
+                raise KafkaApiError(code, f"offsets of group '{group_id}'")
+            for t in topics_out:
+                for p in t.partitions:
+                    if p.error_code not in (ErrorCode.NONE, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION):
+                        raise KafkaApiError(
+                            p.error_code, f"offset of group '{group_id}' for {t.name}-{p.partition_index}"
+                        )
+                    if p.error_code == ErrorCode.NONE and p.committed_offset >= 0:
+                        out[(t.name, p.partition_index)] = p.committed_offset
+            return out
+
+        return self._coordinator_call(group_id, call)
+
+    def commit_offsets(
+        self,
+        group_id: str,
+        offsets: dict[TopicPartition, int],
+        *,
+        generation_id: int = -1,
+        member_id: str = "",
+        group_instance_id: str | None = None,
+    ) -> None:
+        """Commit ``offsets`` for the group: by default as an admin (generation -1, empty member
+        id, as Kafka's tool), which the coordinator accepts only while the group has no members;
+        a consumer passes its generation and member id."""
+        grouped: dict[str, list[tuple[int, int]]] = defaultdict(list)
+        for (t, p), offset in sorted(offsets.items()):
+            grouped[t].append((p, offset))
+        request = m.OffsetCommitRequest(
+            group_id=group_id,
+            generation_id_or_member_epoch=generation_id,
+            member_id=member_id,
+            group_instance_id=group_instance_id,
+            topics=[
+                m.OffsetCommitRequest.OffsetCommitRequestTopic(
+                    name=t,
+                    partitions=[
+                        m.OffsetCommitRequest.OffsetCommitRequestPartition(
+                            partition_index=p, committed_offset=o
+                        )
+                        for p, o in parts
+                    ],
+                )
+                for t, parts in grouped.items()
+            ],
+        )
+
+        def call(conn: BrokerConnection) -> None:
+            response: m.OffsetCommitResponse = conn.send(request)
+            for rt in response.topics:
+                for rp in rt.partitions:
+                    if rp.error_code != ErrorCode.NONE:
+                        raise KafkaApiError(
+                            rp.error_code,
+                            f"committing for group '{group_id}' on {rt.name}-{rp.partition_index}",
+                        )
+
+        self._coordinator_call(group_id, call)
+
+    def delete_groups(self, group_ids: Sequence[str]) -> dict[str, KafkaApiError | None]:
+        """Delete groups (each at its coordinator); per group None or the error it got."""
+        out: dict[str, KafkaApiError | None] = {}
+        for group_id in group_ids:
+
+            def call(conn: BrokerConnection, g: str = group_id) -> None:
+                response: m.DeleteGroupsResponse = conn.send(m.DeleteGroupsRequest(groups_names=[g]))
+                for r in response.results:
+                    if r.group_id == g and r.error_code != ErrorCode.NONE:
+                        raise KafkaApiError(r.error_code, f"deleting group '{g}'")
+
+            try:
+                self._coordinator_call(group_id, call)
+                out[group_id] = None
+            except KafkaApiError as exc:
+                out[group_id] = exc
+        return out
