@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, NamedTuple
 
-from shardbroker.config import LogConfig
+from shardbroker.config.log_config import LogConfig
 from shardbroker.protocol.batch_scan import BatchHeaders
 from shardbroker.storage import clean_shutdown
 from shardbroker.storage.abstract_index import CorruptIndexError

@@ -16,7 +16,7 @@ from shardbroker.broker.controller_channel import (
     ControllerRequestError,
     ControllerUnavailable,
 )
-from shardbroker.config import BrokerConfig
+from shardbroker.config.broker_config import BrokerConfig
 from shardbroker.control.controller import Controller, in_ring_name, out_ring_name
 from shardbroker.ipc.ring import Ring
 from shardbroker.metadata.image import MetadataImage
