@@ -55,7 +55,7 @@ from typing import Any
 from perf.sizes import pick
 from shardbroker.broker import replica_manager as rm
 from shardbroker.broker.replica_manager import ReplicaManager
-from shardbroker.config import BrokerConfig
+from shardbroker.config.broker_config import BrokerConfig
 from shardbroker.ipc import counters as ctr
 from shardbroker.ipc.counters import CounterTable, WorkerCounters
 from shardbroker.metadata.image import PartitionImage, TopicImage

@@ -45,7 +45,7 @@ import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from perf.sizes import pick
-from shardbroker.config import LogConfig
+from shardbroker.config.log_config import LogConfig
 from shardbroker.storage import file_names as fn
 from shardbroker.storage.log import PartitionLog
 from shardbroker.storage.offset_index import OffsetIndex

@@ -57,7 +57,7 @@ import numpy as np
 from perf import peers, report
 from perf.broker_load import CAPACITY_TARGET, CapacityConfig, capacity, running_broker
 from perf.references import REFERENCES
-from shardbroker.config import LogConfig
+from shardbroker.config.log_config import LogConfig
 from shardbroker.loadgen.clients import ConsumerSettings, ProducerSettings
 from shardbroker.loadgen.runner import LoadError, Result, ensure_topic, run_consume, run_e2e, run_produce
 from shardbroker.loadgen.stats import latency_cdf, latency_percentiles

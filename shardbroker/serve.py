@@ -4,8 +4,8 @@ Opens the data dir (lock, metadata log), probes the Kafka ports with a bind, cre
 memory, forks the workers, handles signals (through supervision/supervisor.py).
 
 Start-up, in order, each refusal a one-line message and a non-zero exit before anything forks:
-the config (flags over the TOML file, shardbroker.config), the data dir (created if missing, locked with
-``.lock`` so two brokers never share it, checked writable), the ports (worker i binds
+the config (flags over the TOML file, config/broker_config.py), the data dir (created if
+missing, locked with ``.lock`` so two brokers never share it, checked writable), the ports (worker i binds
 ``listen port + i``: a port already taken fails here rather than as a worker boot failure), the
 leftovers of a crashed run of the same data dir (``shm.reclaim_stale``), then the controller's
 metadata log and rings, the shared counter table (ipc/counters.py) and committed-offsets table
@@ -34,7 +34,8 @@ import socket
 import sys
 from collections.abc import Callable, Iterable
 
-from shardbroker.config import BrokerConfig
+from shardbroker.config.broker_config import BrokerConfig
+from shardbroker.config.broker_properties import AUTO_LEADER_REBALANCE_ENABLE
 from shardbroker.control.auto_rebalance import AutoRebalancer, PartitionLoad
 from shardbroker.control.controller import Controller
 from shardbroker.control.metadata_log import DataDirLock, MetadataLogError
@@ -199,7 +200,7 @@ def serve(
             announce,
         )
 
-        if config.auto_leader_rebalance_enable:
+        if config.get(AUTO_LEADER_REBALANCE_ENABLE):
             supervisor.rebalancer = AutoRebalancer(controller, PartitionLoad(counters))
 
         def heartbeats() -> HeartbeatTable | None:  # None until the supervisor starts

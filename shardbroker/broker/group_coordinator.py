@@ -38,7 +38,17 @@ from shardbroker.broker.group_metadata_manager import (
     partition_for,
 )
 from shardbroker.broker.group_state import Group, GroupState, JoinResult, OffsetAndMetadata, SyncResult
-from shardbroker.config import BrokerConfig
+from shardbroker.config.broker_config import BrokerConfig
+from shardbroker.config.broker_properties import (
+    GROUP_INITIAL_REBALANCE_DELAY_MS,
+    GROUP_MAX_SESSION_TIMEOUT_MS,
+    GROUP_MIN_SESSION_TIMEOUT_MS,
+    OFFSET_METADATA_MAX_BYTES,
+    OFFSETS_RETENTION_CHECK_INTERVAL_MS,
+    OFFSETS_RETENTION_MINUTES,
+    OFFSETS_TOPIC_NUM_PARTITIONS,
+    OFFSETS_TOPIC_SEGMENT_BYTES,
+)
 from shardbroker.ipc.group_offsets import WorkerGroupOffsets
 from shardbroker.metadata.image import MetadataImage
 from shardbroker.protocol.errors import ErrorCode
@@ -70,36 +80,9 @@ def _future_and_callback() -> tuple[asyncio.Future[_T], Callable[[_T], None]]:
     return fut, done
 
 
-#: Kafka's defaults (GroupCoordinatorConfig / OffsetConfig).
-DEFAULTS: Final = {
-    "group.initial.rebalance.delay.ms": 3000,
-    "group.min.session.timeout.ms": 6000,
-    "group.max.session.timeout.ms": 1_800_000,
-    "offsets.topic.num.partitions": 50,
-    "offsets.topic.segment.bytes": 104_857_600,
-    "offsets.retention.minutes": 7 * 24 * 60,
-    "offsets.retention.check.interval.ms": 600_000,
-    "offset.metadata.max.bytes": 4096,
-}
 TICK_S: Final = 0.05
 #: How long a FindCoordinator waits for the controller to create the topic.
 CREATE_TIMEOUT_S: Final = 15.0
-
-
-def _int_prop(config: BrokerConfig, name: str) -> int:
-    raw = config.properties.get(name)
-    default = DEFAULTS[name]
-    if raw is None:
-        return default
-    try:
-        value = int(str(raw).strip())
-    except ValueError:
-        log.warning("ignoring %s=%r: not a number", name, raw)
-        return default
-    if value < 0 or (value == 0 and name != "group.initial.rebalance.delay.ms"):
-        log.warning("ignoring %s=%r: out of range", name, raw)
-        return default
-    return value
 
 
 @dataclass(slots=True)
@@ -139,14 +122,14 @@ class GroupCoordinator:
         self.replicas = replicas
         self._clock = clock
         self._wall = wall_clock
-        self.initial_rebalance_delay_ms = _int_prop(config, "group.initial.rebalance.delay.ms")
-        self.min_session_timeout_ms = _int_prop(config, "group.min.session.timeout.ms")
-        self.max_session_timeout_ms = _int_prop(config, "group.max.session.timeout.ms")
-        self.num_partitions = _int_prop(config, "offsets.topic.num.partitions")
-        self.segment_bytes = _int_prop(config, "offsets.topic.segment.bytes")
-        self.retention_ms = _int_prop(config, "offsets.retention.minutes") * 60_000
-        self.retention_check_s = _int_prop(config, "offsets.retention.check.interval.ms") / 1000
-        self.metadata_max_bytes = _int_prop(config, "offset.metadata.max.bytes")
+        self.initial_rebalance_delay_ms = config.get(GROUP_INITIAL_REBALANCE_DELAY_MS)
+        self.min_session_timeout_ms = config.get(GROUP_MIN_SESSION_TIMEOUT_MS)
+        self.max_session_timeout_ms = config.get(GROUP_MAX_SESSION_TIMEOUT_MS)
+        self.num_partitions = config.get(OFFSETS_TOPIC_NUM_PARTITIONS)
+        self.segment_bytes = config.get(OFFSETS_TOPIC_SEGMENT_BYTES)
+        self.retention_ms = config.get(OFFSETS_RETENTION_MINUTES) * 60_000
+        self.retention_check_s = config.get(OFFSETS_RETENTION_CHECK_INTERVAL_MS) / 1000
+        self.metadata_max_bytes = config.get(OFFSET_METADATA_MAX_BYTES)
         self.group_manager = GroupMetadataManager(
             node_id,
             channel,

@@ -30,6 +30,12 @@ from typing import TYPE_CHECKING
 
 from shardbroker.broker.connection import ConnectionLimits, KafkaConnection
 from shardbroker.broker.dispatch import HandlerRegistry, discover
+from shardbroker.config.broker_properties import (
+    CONNECTIONS_MAX_IDLE_MS,
+    MAX_CONNECTIONS,
+    MAX_CONNECTIONS_PER_IP,
+    SOCKET_REQUEST_MAX_BYTES,
+)
 
 if TYPE_CHECKING:
     from shardbroker.broker.worker_state import WorkerState
@@ -63,10 +69,10 @@ class KafkaListener:
         self.host = host if host is not None else config.listen_host
         self.port = port if port is not None else config.listen_port + state.node_id
         self.limits = limits or ConnectionLimits(
-            max_request_size=config.socket_request_max_bytes,
-            max_idle_ms=config.connections_max_idle_ms,
-            max_connections=config.max_connections,
-            max_connections_per_ip=config.max_connections_per_ip,
+            max_request_size=config.get(SOCKET_REQUEST_MAX_BYTES),
+            max_idle_ms=config.get(CONNECTIONS_MAX_IDLE_MS),
+            max_connections=config.get(MAX_CONNECTIONS),
+            max_connections_per_ip=config.get(MAX_CONNECTIONS_PER_IP),
         )
         self.drain_timeout = drain_timeout
         #: Admitted connections (within the quotas), and how many each client address holds.

@@ -123,7 +123,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
-from shardbroker.config import BrokerConfig, ConfigError, LogConfig
+from shardbroker.config.broker_config import BrokerConfig
+from shardbroker.config.broker_properties import (
+    LOG_FLUSH_OFFSET_CHECKPOINT_INTERVAL_MS,
+    LOG_FLUSH_SCHEDULER_INTERVAL_MS,
+    LOG_RETENTION_CHECK_INTERVAL_MS,
+)
+from shardbroker.config.config_def import ConfigError
+from shardbroker.config.log_config import LogConfig
 from shardbroker.ipc.counters import PartitionRow, WorkerCounters
 from shardbroker.metadata.image import MetadataImage, PartitionImage, TopicImage
 from shardbroker.protocol.compression import CompressionType
@@ -155,13 +162,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Kafka's defaults (LogManager / KafkaConfig).
-RETENTION_CHECK_INTERVAL_MS: Final = 300_000
-CHECKPOINT_INTERVAL_MS: Final = 60_000
-#: Kafka's log.flush.scheduler.interval.ms defaults to Long.MAX_VALUE (flush.ms is then never
-#: acted on); we poll each second, and only partitions whose flush.ms is finite.
-FLUSH_SCHEDULER_INTERVAL_MS: Final = 1_000
-#: Housekeeping tick: the finest of the intervals above that it needs to honour.
+#: Housekeeping tick: the finest of the housekeeping intervals (log.*.interval.ms) it honours.
 MAX_TICK_S: Final = 1.0
 #: Flush threads: fdatasync releases the GIL; group commit merges a partition's concurrent flushes.
 FLUSH_THREADS: Final = 4
@@ -173,18 +174,6 @@ _MAX_CODEC: Final = int(CompressionType.ZSTD)  # 5-7 are not codecs
 _NONE: Final = int(ErrorCode.NONE)
 #: Largest single write of ``append_batches`` (one pwritev; bounds the iovec and the lock hold).
 _MAX_LOT_BYTES: Final = 64 << 20
-
-
-def _prop_ms(props: Any, name: str, default: int) -> int:
-    raw = props.get(name) if props is not None else None
-    if raw is None:
-        return default
-    try:
-        value = int(str(raw).strip())
-    except ValueError:
-        log.warning("ignoring %s=%r: not a number", name, raw)
-        return default
-    return value if value > 0 else default
 
 
 #: Longest a handed-over partition's files stay open here (see "Partition moves" above).
@@ -371,16 +360,9 @@ class ReplicaManager:
         self._pid_lock = asyncio.Lock()
         self._pid_next = self._pid_end = 0
         self._names_by_id: tuple[MetadataImage | None, dict[uuid.UUID, str]] = (None, {})
-        props = config.properties
-        self.retention_check_interval_s = (
-            _prop_ms(props, "log.retention.check.interval.ms", RETENTION_CHECK_INTERVAL_MS) / 1000
-        )
-        self.checkpoint_interval_s = (
-            _prop_ms(props, "log.flush.offset.checkpoint.interval.ms", CHECKPOINT_INTERVAL_MS) / 1000
-        )
-        self.flush_interval_s = (
-            _prop_ms(props, "log.flush.scheduler.interval.ms", FLUSH_SCHEDULER_INTERVAL_MS) / 1000
-        )
+        self.retention_check_interval_s = config.get(LOG_RETENTION_CHECK_INTERVAL_MS) / 1000
+        self.checkpoint_interval_s = config.get(LOG_FLUSH_OFFSET_CHECKPOINT_INTERVAL_MS) / 1000
+        self.flush_interval_s = config.get(LOG_FLUSH_SCHEDULER_INTERVAL_MS) / 1000
         now = clock()
         self._next_retention = now + self.retention_check_interval_s
         self._next_checkpoint = now + self.checkpoint_interval_s

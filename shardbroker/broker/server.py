@@ -32,7 +32,7 @@ from shardbroker.broker.listener import KafkaListener
 from shardbroker.broker.local_clients import LocalClientService
 from shardbroker.broker.replica_manager import ReplicaManager
 from shardbroker.broker.worker_state import WorkerState
-from shardbroker.config import BrokerConfig
+from shardbroker.config.broker_config import BrokerConfig
 from shardbroker.ipc.counters import WorkerCounters
 from shardbroker.ipc.group_offsets import WorkerGroupOffsets
 from shardbroker.ipc.shm import instance_name

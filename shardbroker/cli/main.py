@@ -24,7 +24,9 @@ from shardbroker.cli import partitions as partitions_cli
 from shardbroker.cli import perf as perf_cli
 from shardbroker.cli import produce as produce_cli
 from shardbroker.cli import topics as topics_cli
-from shardbroker.config import BROKER_PROPERTIES, BrokerConfig, ConfigError
+from shardbroker.config.broker_config import BrokerConfig
+from shardbroker.config.broker_properties import BROKER_CONFIGS
+from shardbroker.config.config_def import ConfigError
 
 EXIT_USAGE = 2
 
@@ -50,8 +52,9 @@ def _positive_int(text: str) -> int:
 
 def _config_keys_help() -> str:
     lines = ["config file keys (TOML; Kafka's server.properties names, quoted or dotted):"]
-    column = max(map(len, BROKER_PROPERTIES)) + 2  # a name never runs into its description
-    for name, doc in BROKER_PROPERTIES.items():
+    column = max(map(len, BROKER_CONFIGS)) + 2  # a name never runs into its description
+    for name, key in BROKER_CONFIGS.items():
+        doc = key.doc if key.default is None else f"{key.doc} [{key.default}]"
         lines.append(
             textwrap.fill(
                 doc, width=100, initial_indent=f"  {name:<{column}}", subsequent_indent=" " * (column + 2)

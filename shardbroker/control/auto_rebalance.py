@@ -2,7 +2,7 @@
 start. Runs in the supervisor: reads the shared counter table, asks the controller to
 move. The rule itself (which partition, where, when not to) is rebalance.py's, pure.
 
-Kafka's knobs, with their names and defaults (broker properties, shardbroker.config):
+Kafka's knobs, with their names and defaults (config/broker_properties.py):
 
 - ``auto.leader.rebalance.enable`` (true): Kafka moves leadership back to preferred replicas; on
   one host, where every partition has one replica, balancing means moving partitions between
@@ -32,6 +32,10 @@ import logging
 import time
 from collections.abc import Callable
 
+from shardbroker.config.broker_properties import (
+    LEADER_IMBALANCE_CHECK_INTERVAL_SECONDS,
+    LEADER_IMBALANCE_PER_BROKER_PERCENTAGE,
+)
 from shardbroker.control.controller import Controller
 from shardbroker.control.controller_state import owners_of
 from shardbroker.control.rebalance import PartitionMove, plan_moves
@@ -79,8 +83,8 @@ class AutoRebalancer:
         self.load = load
         self.clock = clock
         config = controller.config
-        self.interval_s = float(config.leader_imbalance_check_interval_seconds)
-        self.percentage = float(config.leader_imbalance_per_broker_percentage)
+        self.interval_s = float(config.get(LEADER_IMBALANCE_CHECK_INTERVAL_SECONDS))
+        self.percentage = float(config.get(LEADER_IMBALANCE_PER_BROKER_PERCENTAGE))
         self._next = clock() + self.interval_s
         self.moves: list[PartitionMove] = []  # every move made, for logs and tests
 

@@ -55,7 +55,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from shardbroker.config import BrokerConfig
+from shardbroker.config.broker_config import BrokerConfig
+from shardbroker.config.broker_properties import (
+    AUTO_LEADER_REBALANCE_ENABLE,
+    LEADER_IMBALANCE_PER_BROKER_PERCENTAGE,
+    NUM_PARTITIONS,
+)
 from shardbroker.control.controller_state import (
     ControllerState,
     OpContext,
@@ -151,7 +156,7 @@ class Controller:
         )
         self.ctx = OpContext(
             workers=self.workers,
-            num_partitions=config.num_partitions,
+            num_partitions=config.get(NUM_PARTITIONS),
             log_defaults=config.log_defaults,
         )
         #: Whether a slot has a live worker; the supervisor wiring sets this.
@@ -181,7 +186,7 @@ class Controller:
                 self.workers,
                 len(moved.records),
             )
-        if self.config.auto_leader_rebalance_enable:
+        if self.config.get(AUTO_LEADER_REBALANCE_ENABLE):
             self._spread()
         self._image_frame = self._encode_image()
         try:
@@ -217,7 +222,7 @@ class Controller:
             {},
             owners,
             self.workers,
-            imbalance_percentage=self.config.leader_imbalance_per_broker_percentage,
+            imbalance_percentage=self.config.get(LEADER_IMBALANCE_PER_BROKER_PERCENTAGE),
             max_moves=len(owners),
         )
         if plan:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, NamedTuple
 
-from shardbroker.config import LogConfig
+from shardbroker.config.log_config import LogConfig
 from shardbroker.protocol.record_batch_header import (
     BASE_OFFSET_OFFSET,
     BATCH_HEADER_SIZE,

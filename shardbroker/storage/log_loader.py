@@ -26,7 +26,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from shardbroker.config import LogConfig
+from shardbroker.config.log_config import LogConfig
 from shardbroker.protocol.batch_scan import BatchHeaders
 from shardbroker.storage import clean_shutdown
 from shardbroker.storage.abstract_index import CorruptIndexError

@@ -33,7 +33,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from shardbroker.config import LogConfig
+from shardbroker.config.log_config import LogConfig
 from shardbroker.protocol.batch_scan import BatchHeaders, scan_batches, verify_crcs
 from shardbroker.protocol.record_batch import InvalidRecordBatch, RecordBatch
 from shardbroker.protocol.record_batch_header import (

@@ -17,7 +17,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterator
 
-from shardbroker.config import LogConfig
+from shardbroker.config.log_config import LogConfig
 from shardbroker.storage.log_segment import LogSegment
 
 __all__ = ["LogSegments"]

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from shardbroker.broker.dispatch import RequestContext
 from shardbroker.broker.replica_manager import ReplicaManager
 from shardbroker.broker.worker_state import WorkerState
-from shardbroker.config import BrokerConfig
+from shardbroker.config.broker_config import BrokerConfig
 from shardbroker.metadata.image import BrokerEndpoint, MetadataImage, PartitionImage, TopicImage
 from shardbroker.protocol.record_batch_builder import RecordBatchBuilder
 

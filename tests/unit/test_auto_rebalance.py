@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from shardbroker.config import BrokerConfig
+from shardbroker.config.broker_config import BrokerConfig
 from shardbroker.control.auto_rebalance import AutoRebalancer, PartitionLoad
 from shardbroker.control.controller_state import ControllerState, OpContext, handle
 from shardbroker.ipc.counters import CounterTable
@@ -41,8 +41,10 @@ def test_partition_load_is_bytes_in_and_out_since_the_last_sample(table: Counter
 
 
 class FakeController:
-    def __init__(self, workers: int, **config: Any) -> None:
-        self.config = BrokerConfig(workers=workers, leader_imbalance_check_interval_seconds=10, **config)
+    def __init__(self, workers: int) -> None:
+        self.config = BrokerConfig(
+            workers=workers, properties={"leader.imbalance.check.interval.seconds": "10"}
+        )
         self.workers = workers
         c = OpContext(workers=workers, new_topic_id=lambda: uuid.UUID(int=1))
         topics = {"topics": [{"name": "t", "num_partitions": 4, "replication_factor": -1, "configs": {}}]}

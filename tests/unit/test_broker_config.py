@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
 
-from shardbroker.config import BROKER_PROPERTIES, BROKER_SYNONYMS, BrokerConfig, ConfigError, LogConfig
+from shardbroker.config.broker_config import BrokerConfig
+from shardbroker.config.broker_properties import (
+    AUTO_CREATE_TOPICS_ENABLE,
+    AUTO_LEADER_REBALANCE_ENABLE,
+    BROKER_CONFIGS,
+    CONNECTIONS_MAX_IDLE_MS,
+    FETCH_MAX_BYTES,
+    GROUP_INITIAL_REBALANCE_DELAY_MS,
+    LEADER_IMBALANCE_CHECK_INTERVAL_SECONDS,
+    LEADER_IMBALANCE_PER_BROKER_PERCENTAGE,
+    NUM_PARTITIONS,
+    SOCKET_REQUEST_MAX_BYTES,
+)
+from shardbroker.config.config_def import ConfigError
+from shardbroker.config.log_config import BROKER_SYNONYMS, LogConfig
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -23,11 +36,12 @@ def test_defaults_are_the_contracts() -> None:
     assert (c.listen_host, c.listen_port) == ("127.0.0.1", 9092)
     assert (c.metrics_host, c.metrics_port) == ("127.0.0.1", 9404)
     assert c.advertised() == "127.0.0.1"
-    assert c.num_partitions == 1 and c.auto_create_topics_enable is True
-    assert c.message_max_bytes == 1048588
-    assert c.socket_request_max_bytes == 104857600
-    assert c.connections_max_idle_ms == 600000
-    assert c.fetch_max_bytes == 57671680
+    assert c.get(NUM_PARTITIONS) == 1 and c.get(AUTO_CREATE_TOPICS_ENABLE) is True
+    assert c.log_defaults.max_message_bytes == 1048588
+    assert c.get(SOCKET_REQUEST_MAX_BYTES) == 104857600
+    assert c.get(CONNECTIONS_MAX_IDLE_MS) == 600000
+    assert c.get(FETCH_MAX_BYTES) == 57671680
+    assert c.get(GROUP_INITIAL_REBALANCE_DELAY_MS) == 3000
     assert c.log_defaults == LogConfig()
     assert dict(c.properties) == {}
 
@@ -51,13 +65,12 @@ def test_toml_quoted_and_dotted_keys_and_value_types(tmp_path: Path) -> None:
     )
     c = BrokerConfig.load(path, {})
     assert c.data_dir == Path("/var/lib/sb")
-    assert c.num_partitions == 3
-    assert c.auto_create_topics_enable is False
+    assert c.get(NUM_PARTITIONS) == 3
+    assert c.get(AUTO_CREATE_TOPICS_ENABLE) is False
     assert (c.listen_host, c.listen_port) == ("127.0.0.2", 9500)
     assert c.advertised() == "broker.example"
     assert c.workers == 2
     assert (c.metrics_host, c.metrics_port) == ("0.0.0.0", 9999)
-    assert c.message_max_bytes == 2000000
     assert c.log_defaults.max_message_bytes == 2000000  # message.max.bytes is max.message.bytes' synonym
     assert c.properties["num.partitions"] == "3"
     assert c.properties["auto.create.topics.enable"] == "false"
@@ -151,7 +164,7 @@ def test_every_broker_synonym_sets_the_log_default() -> None:
     c = BrokerConfig.load(None, {BROKER_SYNONYMS[k]: v for k, v in samples.items()})
     assert c.log_defaults == LogConfig().overrides(samples)
     assert c.log_defaults.explicit == frozenset()  # broker defaults are not topic overrides
-    assert all(name in BROKER_PROPERTIES for name in BROKER_SYNONYMS.values())
+    assert all(name in BROKER_CONFIGS for name in BROKER_SYNONYMS.values())
 
 
 def test_time_unit_synonyms_and_their_precedence() -> None:
@@ -165,35 +178,22 @@ def test_time_unit_synonyms_and_their_precedence() -> None:
     assert rolled.log_defaults.segment_ms == 5
 
 
-def test_every_documented_property_is_accepted() -> None:
-    # --help lists BROKER_PROPERTIES: each must load with a sensible value.
-    values = {
-        "log.dirs": "/tmp/x",
-        "log.dir": "/tmp/x",
-        "listeners": "127.0.0.1:9092",
-        "advertised.listeners": "h",
-        "workers": "1",
-        "metrics.listen": "127.0.0.1:9404",
-        "auto.create.topics.enable": "true",
-        "auto.leader.rebalance.enable": "false",
-        "log.message.timestamp.type": "CreateTime",
-        "log.cleanup.policy": "delete",
-    }
-    for name in BROKER_PROPERTIES:
-        BrokerConfig.load(None, {name: values.get(name, "100000")})
+@pytest.mark.parametrize(
+    ("name", "raw", "fragment"),
+    [
+        ("group.initial.rebalance.delay.ms", "abc", "not a number (must be in [0, 2147483647])"),
+        ("log.retention.check.interval.ms", "-5", "must be in [1, 9223372036854775807]"),
+    ],
+)
+def test_values_the_workers_once_ignored_are_refused(name: str, raw: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        BrokerConfig.load(None, {name: raw})
+    assert name in str(info.value) and fragment in str(info.value)
 
 
-def test_properties_the_workers_read_are_accepted() -> None:
-    """Keys ReplicaManager and GroupCoordinator read from ``config.properties`` must load, or an
-    operator could not set them at all."""
-    root = Path(__file__).resolve().parents[2] / "shardbroker" / "broker"
-    read = set()
-    for module in ("replica_manager.py", "group_coordinator.py"):
-        read |= set(re.findall(r'_(?:prop_ms|int_prop)\(\w+, "([a-z.]+)"', (root / module).read_text()))
-    assert "log.retention.check.interval.ms" in read and "offsets.retention.minutes" in read
-    assert read <= set(BROKER_PROPERTIES)
-    for name in read:
-        BrokerConfig.load(None, {name: "100000"})
+def test_direct_construction_validates_too() -> None:
+    with pytest.raises(ConfigError, match=r"offsets\.retention\.minutes"):
+        BrokerConfig(properties={"offsets.retention.minutes": "0"})
 
 
 def test_rebalance_properties() -> None:
@@ -205,8 +205,9 @@ def test_rebalance_properties() -> None:
             "leader.imbalance.per.broker.percentage": "25",
         },
     )
-    assert not c.auto_leader_rebalance_enable
-    assert (c.leader_imbalance_check_interval_seconds, c.leader_imbalance_per_broker_percentage) == (5, 25)
-    assert BrokerConfig().auto_leader_rebalance_enable  # Kafka's default: on
+    assert not c.get(AUTO_LEADER_REBALANCE_ENABLE)
+    assert c.get(LEADER_IMBALANCE_CHECK_INTERVAL_SECONDS) == 5
+    assert c.get(LEADER_IMBALANCE_PER_BROKER_PERCENTAGE) == 25
+    assert BrokerConfig().get(AUTO_LEADER_REBALANCE_ENABLE)  # Kafka's default: on
     with pytest.raises(ConfigError, match=r"leader\.imbalance\.check\.interval\.seconds"):
         BrokerConfig.load(None, {"leader.imbalance.check.interval.seconds": "0"})

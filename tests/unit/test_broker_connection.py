@@ -23,7 +23,7 @@ from shardbroker.broker.file_region import FileRegion
 from shardbroker.broker.handlers import api_versions
 from shardbroker.broker.listener import KafkaListener
 from shardbroker.broker.worker_state import WorkerState
-from shardbroker.config import BrokerConfig
+from shardbroker.config.broker_config import BrokerConfig
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.codec import Message
 from shardbroker.protocol.errors import ErrorCode
@@ -465,7 +465,9 @@ def test_listener_rebinds_at_once_on_the_same_port(tmp_path: Path) -> None:
 
 def test_listener_defaults_come_from_the_config(tmp_path: Path) -> None:
     config = BrokerConfig(
-        data_dir=tmp_path, listen_port=0, socket_request_max_bytes=1234, connections_max_idle_ms=-1
+        data_dir=tmp_path,
+        listen_port=0,
+        properties={"socket.request.max.bytes": "1234", "connections.max.idle.ms": "-1"},
     )
     state = WorkerState(node_id=0, config=config, channel=cast(Any, None), replicas=cast(Any, None))
 

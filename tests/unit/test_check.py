@@ -16,7 +16,7 @@ import pytest
 
 from shardbroker.cli import check
 from shardbroker.cli.main import main
-from shardbroker.config import LogConfig
+from shardbroker.config.log_config import LogConfig
 from shardbroker.control.controller_state import replay
 from shardbroker.control.metadata_log import FRAME, LOCK_FILE, METADATA_DIR, MetadataLog, encode_frame
 from shardbroker.storage import file_names as fn

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from shardbroker.cli.main import main
-from shardbroker.config import BROKER_PROPERTIES
+from shardbroker.config.broker_properties import BROKER_CONFIGS
 from shardbroker.control.metadata_log import DataDirLock
 from shardbroker.ipc.shm import instance_name
 from tests.ports import free_port_block
@@ -38,8 +38,9 @@ def test_help_documents_flags_and_config_keys(capsys: pytest.CaptureFixture[str]
     out = capsys.readouterr().out
     for text in ("--config", "--data-dir", "--workers", "--listen", "--advertise", "--metrics"):
         assert text in out
-    for key in BROKER_PROPERTIES:  # every key, each set apart from its description
-        assert f"\n  {key} " in out, key
+    for key in BROKER_CONFIGS.values():  # every row, set apart from its description, with its default
+        assert f"\n  {key.name} " in out, key.name
+        assert key.default is None or f"[{key.default}]" in out, key.name
     assert "127.0.0.1:9092" in out and "127.0.0.1:9404" in out and "./shardbroker-data" in out
 
 
@@ -67,6 +68,8 @@ def test_bad_flags_exit_2(
         (["--metrics", "nohost:port"], None, "port is not a number"),
         ([], '"log.retension.ms" = 1\n', "did you mean log.retention.ms?"),
         ([], '"num.partitions" = 0\n', "num.partitions"),
+        ([], '"group.initial.rebalance.delay.ms" = "abc"\n', "group.initial.rebalance.delay.ms"),
+        ([], '"log.retention.check.interval.ms" = "-5"\n', "log.retention.check.interval.ms: must be in [1,"),
         ([], "not toml = =", "not valid TOML"),
     ],
 )
@@ -159,7 +162,7 @@ def serve_for_test(data_dir: str, port: int, out: str) -> None:
     """The subprocess's main: ``serve`` with the Probe instead of the Kafka services."""
     import logging
 
-    from shardbroker.config import BrokerConfig
+    from shardbroker.config.broker_config import BrokerConfig
     from shardbroker.serve import serve
     from shardbroker.supervision.policy import Policy
 

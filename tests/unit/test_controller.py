@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from shardbroker.config import BrokerConfig, LogConfig
+from shardbroker.config.broker_config import BrokerConfig
+from shardbroker.config.log_config import LogConfig
 from shardbroker.control import metadata_log
 from shardbroker.control.controller import Controller
 from shardbroker.control.controller_state import (

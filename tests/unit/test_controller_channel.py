@@ -16,7 +16,7 @@ from shardbroker.broker.controller_channel import (
     ControllerRequestError,
     ControllerUnavailable,
 )
-from shardbroker.config import BrokerConfig
+from shardbroker.config.broker_config import BrokerConfig
 from shardbroker.control.controller import Controller
 from shardbroker.ipc.ring import Ring
 from shardbroker.ipc.ring_names import Direction, control_ring

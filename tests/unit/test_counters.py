@@ -148,7 +148,7 @@ def test_replica_manager_publishes_its_partitions(
     table: CounterTable, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from shardbroker.broker.replica_manager import ReplicaManager
-    from shardbroker.config import BrokerConfig
+    from shardbroker.config.broker_config import BrokerConfig
     from tests.unit.replica_fakes import FakeChannel, batch, image, run, topic
 
     async def scenario() -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from shardbroker.cli.main import main
-from shardbroker.config import LogConfig
+from shardbroker.config.log_config import LogConfig
 from shardbroker.protocol.compression import CompressionType
 from shardbroker.protocol.control_records import ControlRecordType, build_control_batch
 from shardbroker.protocol.record_batch_builder import RecordBatchBuilder

@@ -19,7 +19,9 @@ import pytest
 from shardbroker.broker.controller_channel import ControllerRequestError, ControllerUnavailable
 from shardbroker.broker.dispatch import RequestContext, discover
 from shardbroker.broker.worker_state import WorkerState
-from shardbroker.config import BrokerConfig
+from shardbroker.config.broker_config import BrokerConfig
+from shardbroker.config.broker_properties import BROKER_CONFIGS, NUM_PARTITIONS
+from shardbroker.config.config_def import UpdateMode
 from shardbroker.control import controller_state
 from shardbroker.metadata.image import BrokerEndpoint, MetadataImage
 from shardbroker.protocol import messages as m
@@ -39,7 +41,7 @@ class FakeChannel:
     def __init__(self, config: BrokerConfig) -> None:
         self.state = controller_state.ControllerState()
         self.ctx = controller_state.OpContext(
-            workers=len(BROKERS), num_partitions=config.num_partitions, log_defaults=config.log_defaults
+            workers=len(BROKERS), num_partitions=config.get(NUM_PARTITIONS), log_defaults=config.log_defaults
         )
         self.image = self.state.image("test-cluster", BROKERS)
         self.requests: list[tuple[str, dict[str, Any], float]] = []
@@ -511,6 +513,26 @@ def test_describe_broker_configs(tmp_path: Path, name: str) -> None:
     assert (entries["message.max.bytes"].value, entries["message.max.bytes"].config_source) == ("1048588", 5)
     assert entries["auto.create.topics.enable"].config_type == 1
     assert all(c.read_only for c in result.configs)
+
+
+def test_describe_broker_configs_answers_every_row_of_the_table(tmp_path: Path) -> None:
+    state = make_state(tmp_path, **{"group.initial.rebalance.delay.ms": "0"})
+    req = m.DescribeConfigsRequest(resources=[describe("1", rtype=4)], include_synonyms=True)
+    (result,) = call_sync(state, req, 4).results
+    entries = {c.name: c for c in result.configs}
+    assert set(entries) == set(BROKER_CONFIGS)
+    for name, key in BROKER_CONFIGS.items():
+        entry = entries[name]
+        assert entry.config_type == key.type, name
+        assert entry.read_only == (key.mode is UpdateMode.READ_ONLY), name
+        set_here = name in state.config.properties
+        assert entry.config_source == (4 if set_here else 5), name
+        if key.default is not None or set_here:
+            assert entry.value is not None, f"{name} answers null"
+            key.parse(entry.value)  # a value the row accepts
+    assert entries["group.initial.rebalance.delay.ms"].value == "0"
+    assert entries["offsets.retention.minutes"].value == "10080"
+    assert entries["advertised.listeners"].value == "PLAINTEXT://127.0.0.1:9093"
 
 
 # -- AlterConfigs, IncrementalAlterConfigs -------------------------------------------------------

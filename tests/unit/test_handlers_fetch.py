@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -166,7 +167,7 @@ def test_max_bytes_rules(tmp_path: Path) -> None:
             assert records_of(got[0]) == b""
             assert len(records_of(got[1])) == 2 * size and records_of(got[2]) == b""
             # the broker's fetch.max.bytes caps the request's max_bytes
-            object.__setattr__(h.replicas.config, "fetch_max_bytes", size + 1)
+            h.replicas.config = replace(h.replicas.config, properties={"fetch.max.bytes": str(size + 1)})
             got = parts_of(await handle_fetch(h.ctx(1, 11), request([(0, 0)])))
             data = records_of(got[0])
             assert len(data) == size + 1  # Kafka's sizing: may end inside a batch, which clients drop

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from shardbroker.config import LogConfig
+from shardbroker.config.log_config import LogConfig
 from shardbroker.protocol.crc import crc32c
 from shardbroker.storage.errors import (
     CorruptRecordError,

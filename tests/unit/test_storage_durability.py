@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from shardbroker.config import LogConfig
+from shardbroker.config.log_config import LogConfig
 from shardbroker.storage.errors import KafkaStorageError
 from shardbroker.storage.group_commit import GroupCommit
 from shardbroker.storage.log import PartitionLog

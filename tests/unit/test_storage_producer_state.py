@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from shardbroker.config import LogConfig
+from shardbroker.config.log_config import LogConfig
 from shardbroker.storage.errors import InvalidProducerEpochError, OutOfOrderSequenceError
 from shardbroker.storage.log import PartitionLog
 from tests.unit.storage_batches import Clock, build_batch

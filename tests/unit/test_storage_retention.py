@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from shardbroker.config import LogConfig
+from shardbroker.config.log_config import LogConfig
 from shardbroker.storage import file_names as fn
 from shardbroker.storage.checkpoint import read_checkpoint
 from shardbroker.storage.errors import KafkaStorageError, LogOffsetOutOfRangeError

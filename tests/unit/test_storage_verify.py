@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shardbroker.config import LogConfig
+from shardbroker.config.log_config import LogConfig
 from shardbroker.storage import file_names as fn
 from shardbroker.storage.checkpoint import write_checkpoint
 from shardbroker.storage.log import PartitionLog

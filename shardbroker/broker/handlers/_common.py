@@ -6,13 +6,15 @@ Not a handler module (the leading ``_`` keeps ``dispatch.discover`` from registe
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 from shardbroker.broker.controller_channel import ControllerRequestError, ControllerUnavailable
 from shardbroker.broker.dispatch import RequestContext
-from shardbroker.config import BROKER_PROPERTIES, BROKER_SYNONYMS, BrokerConfig, LogConfig
+from shardbroker.config.broker_config import BrokerConfig
+from shardbroker.config.broker_properties import BROKER_CONFIGS, TOPIC_CONFIG_SYNONYMS
+from shardbroker.config.config_def import UpdateMode
+from shardbroker.config.log_config import TOPIC_CONFIGS
 from shardbroker.metadata.image import TopicImage
 from shardbroker.protocol.errors import ErrorCode
 
@@ -29,35 +31,6 @@ RESOURCE_BROKER: Final = 4
 SOURCE_TOPIC_CONFIG: Final = 1
 SOURCE_STATIC_BROKER_CONFIG: Final = 4
 SOURCE_DEFAULT_CONFIG: Final = 5
-
-# Kafka's ConfigDef.Type as DescribeConfigs v3+ reports it.
-TYPE_BOOLEAN, TYPE_STRING, TYPE_INT, TYPE_LONG, TYPE_LIST = 1, 2, 3, 5, 7
-
-#: Type of each topic config (TopicConfig / LogConfig.java).
-TOPIC_CONFIG_TYPES: Final[Mapping[str, int]] = {
-    "segment.bytes": TYPE_INT,
-    "segment.ms": TYPE_LONG,
-    "segment.index.bytes": TYPE_INT,
-    "index.interval.bytes": TYPE_INT,
-    "retention.ms": TYPE_LONG,
-    "retention.bytes": TYPE_LONG,
-    "flush.messages": TYPE_LONG,
-    "flush.ms": TYPE_LONG,
-    "max.message.bytes": TYPE_INT,
-    "message.timestamp.type": TYPE_STRING,
-    "cleanup.policy": TYPE_LIST,
-    "file.delete.delay.ms": TYPE_LONG,
-}
-
-#: Every broker synonym of a topic config, highest precedence first (KafkaConfig: *.ms before
-#: *.minutes before *.hours).
-TOPIC_CONFIG_SYNONYMS: Final[Mapping[str, tuple[str, ...]]] = {
-    **{topic: (broker,) for topic, broker in BROKER_SYNONYMS.items()},
-    "segment.ms": ("log.roll.ms", "log.roll.hours"),
-    "retention.ms": ("log.retention.ms", "log.retention.minutes", "log.retention.hours"),
-}
-
-_DEFAULT_LOG_PROPERTIES: Final = LogConfig().to_properties()
 
 # Kafka's AclOperation codes; with no authorizer every operation is allowed, so the
 # "authorized operations" bit sets (KIP-430) list every operation that applies to the resource.
@@ -139,18 +112,18 @@ def topic_config_entries(config: BrokerConfig, topic: TopicImage) -> list[Config
         synonyms: list[tuple[str, str | None, int]] = []
         if name in topic.configs:
             synonyms.append((name, topic.configs[name], SOURCE_TOPIC_CONFIG))
-        for broker_name in TOPIC_CONFIG_SYNONYMS.get(name, ()):
+        for broker_name, _ in TOPIC_CONFIG_SYNONYMS[name]:
             if broker_name in props:
                 synonyms.append((broker_name, props[broker_name], SOURCE_STATIC_BROKER_CONFIG))
-        default_name = TOPIC_CONFIG_SYNONYMS.get(name, (name,))[0]
-        synonyms.append((default_name, _DEFAULT_LOG_PROPERTIES.get(name), SOURCE_DEFAULT_CONFIG))
+        default_name = TOPIC_CONFIG_SYNONYMS[name][0][0]
+        synonyms.append((default_name, TOPIC_CONFIGS[name].default, SOURCE_DEFAULT_CONFIG))
         entries.append(
             ConfigEntry(
                 name=name,
                 value=value,
                 source=synonyms[0][2],
                 read_only=False,
-                config_type=TOPIC_CONFIG_TYPES.get(name, TYPE_STRING),
+                config_type=TOPIC_CONFIGS[name].type,
                 synonyms=tuple(synonyms),
             )
         )
@@ -176,51 +149,39 @@ def _valid_overrides(config: BrokerConfig, topic: TopicImage) -> dict[str, str]:
 
 
 def broker_config_entries(config: BrokerConfig, node_id: int) -> list[ConfigEntry]:
-    """The broker's properties (every name ``BROKER_PROPERTIES`` knows), read-only: shardbroker
-    reads them once at start (no dynamic broker configs), so AlterConfigs refuses them."""
+    """Every row of ``BROKER_CONFIGS``: STATIC_BROKER_CONFIG with the operator's text if set,
+    else DEFAULT_CONFIG with the effective value (the row's default, or what the attribute it
+    feeds holds: data directory, listeners, workers, topic defaults); read-only by update mode."""
     props = config.properties
-    log_props = config.log_defaults.to_properties()
     port = config.listen_port + node_id
-    derived: dict[str, str | None] = {
+    effective: dict[str, str] = {
         "log.dirs": str(config.data_dir),
         "log.dir": str(config.data_dir),
         "listeners": f"PLAINTEXT://{config.listen_host}:{config.listen_port}",
         "advertised.listeners": f"PLAINTEXT://{config.advertised()}:{port}",
         "workers": str(config.workers),
         "metrics.listen": f"{config.metrics_host}:{config.metrics_port}",
-        "num.partitions": str(config.num_partitions),
-        "auto.create.topics.enable": "true" if config.auto_create_topics_enable else "false",
-        "message.max.bytes": str(config.message_max_bytes),
-        "socket.request.max.bytes": str(config.socket_request_max_bytes),
-        "connections.max.idle.ms": str(config.connections_max_idle_ms),
-        "fetch.max.bytes": str(config.fetch_max_bytes),
     }
-    for topic_name, names in TOPIC_CONFIG_SYNONYMS.items():
-        derived.setdefault(names[0], log_props.get(topic_name))
+    log_props = config.log_defaults.to_properties()
+    for topic_name, synonyms in TOPIC_CONFIG_SYNONYMS.items():
+        effective[synonyms[0][0]] = log_props[topic_name]
     entries = []
-    for name in sorted(set(BROKER_PROPERTIES) | set(props)):
+    for name in sorted(BROKER_CONFIGS):
+        key = BROKER_CONFIGS[name]
         if name in props:
             value: str | None = props[name]
             source = SOURCE_STATIC_BROKER_CONFIG
         else:
-            value = derived.get(name)
+            value = effective.get(name, key.default)
             source = SOURCE_DEFAULT_CONFIG
         entries.append(
             ConfigEntry(
                 name=name,
                 value=value,
                 source=source,
-                read_only=True,
-                config_type=_broker_type(value),
+                read_only=key.mode is UpdateMode.READ_ONLY,
+                config_type=key.type,
                 synonyms=((name, value, source),),
             )
         )
     return entries
-
-
-def _broker_type(value: str | None) -> int:
-    if value in ("true", "false"):
-        return TYPE_BOOLEAN
-    if value is not None and value.lstrip("-").isdigit():
-        return TYPE_LONG if abs(int(value)) > 2**31 - 1 else TYPE_INT
-    return TYPE_STRING

@@ -7,13 +7,13 @@ Not read-only (AlterConfigs changes them), never sensitive. With ``include_synon
 entry lists its synonyms, highest precedence first, as Kafka does; v3+ adds the config type.
 An unknown topic is UNKNOWN_TOPIC_OR_PARTITION (3); an illegal name INVALID_TOPIC_EXCEPTION (17).
 
-Brokers: the broker's properties (the names shardbroker understands, see
-``config.BROKER_PROPERTIES``), STATIC_BROKER_CONFIG if the operator set them, else DEFAULT_CONFIG,
-all read-only: they are read once at start (no dynamic broker configs; AlterConfigs refuses
-them). The resource name is a node id of this broker (every worker shares one config) or empty
-(Kafka's "cluster default"); anything else is INVALID_REQUEST, as Kafka answers for a broker id
-that is not its own. Other resource types (broker loggers, groups, client metrics) are
-INVALID_REQUEST with a message saying so.
+Brokers: every row of the broker properties' table (``config.broker_properties.BROKER_CONFIGS``),
+STATIC_BROKER_CONFIG if the operator set it, else DEFAULT_CONFIG with its default (never null
+for a row that has one), read-only as the row's update mode says: they are read once at start
+(no dynamic broker configs; AlterConfigs refuses them). The resource name is a node id of this
+broker (every worker shares one config) or empty (Kafka's "cluster default"); anything else is
+INVALID_REQUEST, as Kafka answers for a broker id that is not its own. Other resource types
+(broker loggers, groups, client metrics) are INVALID_REQUEST with a message saying so.
 """
 
 from __future__ import annotations

@@ -38,6 +38,7 @@ from typing import Any
 from shardbroker.broker.dispatch import ApiHandler, RequestContext
 from shardbroker.broker.file_region import FileRegion
 from shardbroker.broker.replica_manager import Partition, ReplicaManager
+from shardbroker.config.broker_properties import FETCH_MAX_BYTES
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode
 from shardbroker.storage.errors import StorageError
@@ -160,7 +161,7 @@ async def handle_fetch(ctx: RequestContext, request: m.FetchRequest) -> m.FetchR
         else:
             responses.append(m.FetchResponse.FetchableTopicResponse(topic=name, partitions=out))
 
-    max_bytes = min(request.max_bytes, replicas.config.fetch_max_bytes)
+    max_bytes = min(request.max_bytes, replicas.config.get(FETCH_MAX_BYTES))
     committed = request.isolation_level == 1
     total, read_error = _read_all(replicas, slots, max_bytes, committed)
     wait_ms = request.max_wait_ms

@@ -24,6 +24,7 @@ import uuid
 from shardbroker.broker.dispatch import ApiHandler, RequestContext
 from shardbroker.broker.handlers._common import CLUSTER_OPERATIONS, TOPIC_OPERATIONS
 from shardbroker.broker.worker_state import WorkerState
+from shardbroker.config.broker_properties import AUTO_CREATE_TOPICS_ENABLE
 from shardbroker.metadata.image import MetadataImage, TopicImage
 from shardbroker.metadata.topic_names import validate_topic_name
 from shardbroker.protocol import messages as m
@@ -122,7 +123,7 @@ async def handle(ctx: RequestContext, request: m.MetadataRequest) -> m.MetadataR
     if wanted is None or (version == 0 and not wanted):
         response.topics = [_topic(image, live, t, version, ops) for t in image.topics.values()]
         return response
-    auto = (version < 4 or request.allow_auto_topic_creation) and state.config.auto_create_topics_enable
+    auto = (version < 4 or request.allow_auto_topic_creation) and state.config.get(AUTO_CREATE_TOPICS_ENABLE)
     by_id = image.topics_by_id if version >= 10 else {}
     out = []
     for want in wanted:

@@ -1,10 +1,13 @@
-"""LogConfig: Kafka's names, defaults, validation and layering."""
+"""Topic configs: the TOPIC_CONFIGS rows and LogConfig (Kafka's names, defaults, validation, layering)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from shardbroker.config import BROKER_SYNONYMS, LOG_CONFIG_NAMES, ConfigError, LogConfig
+from shardbroker.config.config_def import ConfigError
+from shardbroker.config.log_config import BROKER_SYNONYMS, TOPIC_CONFIGS, LogConfig
 
 
 def test_defaults_are_kafkas() -> None:
@@ -38,7 +41,7 @@ def test_from_properties_parses_every_name() -> None:
         "cleanup.policy": "compact, delete",
         "file.delete.delay.ms": "0",
     }
-    assert set(props) == set(LOG_CONFIG_NAMES)
+    assert set(props) == set(TOPIC_CONFIGS)
     c = LogConfig.from_properties(props)
     assert (c.segment_bytes, c.segment_ms, c.segment_index_bytes, c.index_interval_bytes) == (
         1048576,
@@ -96,4 +99,10 @@ def test_field_construction_is_validated_too() -> None:
 
 
 def test_every_topic_config_has_a_broker_synonym() -> None:
-    assert set(BROKER_SYNONYMS) == set(LOG_CONFIG_NAMES)
+    assert set(BROKER_SYNONYMS) == set(TOPIC_CONFIGS)
+
+
+def test_a_field_per_row_defaulted_from_it() -> None:
+    fields = [f.name for f in dataclasses.fields(LogConfig) if f.name != "explicit"]
+    assert fields == [name.replace(".", "_") for name in TOPIC_CONFIGS]
+    assert LogConfig().to_properties() == {name: key.default for name, key in TOPIC_CONFIGS.items()}

@@ -1,0 +1,335 @@
+"""The broker's properties: one table of rows (Kafka's server.properties names, KafkaConfig).
+
+``BROKER_CONFIGS`` holds a row per property shardbroker understands (Kafka's names, plus
+``workers`` and ``metrics.listen`` of its own): type, default, valid range or choices, update
+mode, documentation and the component that reads it. ``serve --help``, docs/configuration.md
+(tools/gen_config_docs.py), ``BrokerConfig``'s validation and DescribeConfigs all read this
+table. A reader asks ``BrokerConfig.get(ROW)`` for the typed value of a row constant below; the
+rows feeding a ``BrokerConfig`` attribute (data directory, listeners, workers, topic defaults)
+are read through that attribute. Every row is read-only: shardbroker reads them once at start.
+
+The topic configs' broker synonyms (``log.segment.bytes`` ...) are rows derived from the topic
+rows (same type, default and validator), then the time-unit synonyms (``log.roll.hours``,
+``log.retention.minutes``/``.hours``); ``TOPIC_CONFIG_SYNONYMS`` lists them per topic config in
+Kafka's precedence. A new property is one ``_D(...)`` row here and a ``config.get(ROW)`` where
+it is read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Final
+
+from shardbroker.config.config_def import (
+    BOOLEAN,
+    INT_MAX,
+    LONG_MAX,
+    ConfigDef,
+    ConfigError,
+    ConfigType,
+    UpdateMode,
+    Validator,
+    between,
+)
+from shardbroker.config.log_config import BROKER_SYNONYMS, TOPIC_CONFIGS
+
+
+def _split_host_port(name: str, raw: str, *, port_required: bool) -> tuple[str, int | None]:
+    """``HOST:PORT``, ``[v6]:PORT`` or (if not required) ``HOST``; ``SCHEME://`` is stripped."""
+    value = raw.strip()
+    if "://" in value:
+        scheme, _, value = value.partition("://")
+        if scheme.upper() != "PLAINTEXT":
+            raise ConfigError(
+                f"Invalid value {raw!r} for configuration {name}: only PLAINTEXT listeners are supported"
+            )
+    if "," in value:
+        raise ConfigError(f"Invalid value {raw!r} for configuration {name}: one listener only")
+    if value.startswith("["):
+        host, sep, rest = value[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ConfigError(f"Invalid value {raw!r} for configuration {name}: expected [IPV6]:PORT")
+        port_text = rest[1:] if rest else None
+    elif value.count(":") == 1:
+        host, _, port_text = value.partition(":")
+    elif ":" not in value:
+        host, port_text = value, None
+    else:
+        raise ConfigError(f"Invalid value {raw!r} for configuration {name}: expected HOST:PORT")
+    if port_text is None:
+        if port_required:
+            raise ConfigError(f"Invalid value {raw!r} for configuration {name}: expected HOST:PORT")
+        if not host:
+            raise ConfigError(f"Invalid value {raw!r} for configuration {name}: empty host")
+        return host, None
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ConfigError(f"Invalid value {raw!r} for configuration {name}: port is not a number") from None
+    if not 0 < port <= 65535:
+        raise ConfigError(f"Invalid value {raw!r} for configuration {name}: port must be in [1, 65535]")
+    # Kafka binds an empty host (PLAINTEXT://:9092) to every interface.
+    return host or "0.0.0.0", port
+
+
+def _host_port(name: str, raw: str) -> tuple[str, int]:
+    host, port = _split_host_port(name, raw, port_required=True)
+    assert port is not None
+    return host, port
+
+
+def _host(name: str, raw: str) -> tuple[str, int | None]:
+    return _split_host_port(name, raw, port_required=False)
+
+
+def _directory(name: str, raw: str) -> Path:
+    parts = [d.strip() for d in raw.split(",") if d.strip()]
+    if len(parts) != 1:
+        raise ConfigError(f"Invalid value {raw!r} for configuration {name}: exactly one directory")
+    return Path(parts[0])
+
+
+#: A PLAINTEXT listener: ``PLAINTEXT://HOST:PORT`` or ``HOST:PORT``.
+HOST_PORT: Final = Validator(_host_port, "[PLAINTEXT://]HOST:PORT, port in [1, 65535]")
+#: An advertised listener: as above, or a bare ``HOST``.
+HOST: Final = Validator(_host, "[PLAINTEXT://]HOST[:PORT]")
+DIRECTORY: Final = Validator(_directory, "one directory")
+
+_GROUPS: Final = "group coordinator (broker/group_coordinator.py)"
+_HOUSEKEEPING: Final = "replica manager (housekeeping)"
+_LISTENER: Final = "listener (broker/listener.py)"
+_REBALANCER: Final = "auto-rebalancer (control/auto_rebalance.py)"
+_SERVE: Final = "serve (every process)"
+_TOPIC_DEFAULTS: Final = "BrokerConfig.log_defaults"
+
+BROKER_CONFIGS: Final = ConfigDef(UpdateMode.READ_ONLY)
+_D = BROKER_CONFIGS.define
+_S, _I, _L, _B = ConfigType.STRING, ConfigType.INT, ConfigType.LONG, ConfigType.BOOLEAN
+
+LOG_DIRS: Final = _D(
+    "log.dirs", _S, "shardbroker-data", DIRECTORY, "the data directory (one; log.dir is accepted too)", _SERVE
+)
+LOG_DIR: Final = _D("log.dir", _S, "shardbroker-data", DIRECTORY, "synonym of log.dirs", _SERVE)
+LISTENERS: Final = _D(
+    "listeners",
+    _S,
+    "PLAINTEXT://127.0.0.1:9092",
+    HOST_PORT,
+    "PLAINTEXT://HOST:PORT or HOST:PORT; worker i listens on PORT+i",
+    _LISTENER,
+)
+ADVERTISED_LISTENERS: Final = _D(
+    "advertised.listeners",
+    _S,
+    None,
+    HOST,
+    "host given to clients in metadata: PLAINTEXT://HOST:PORT, HOST:PORT or HOST [the listen host]",
+    "controller (brokers of the metadata image)",
+)
+WORKERS: Final = _D(
+    "workers", _I, None, between(1, 1024), "worker processes, one per core [cores available]", _SERVE
+)
+METRICS_LISTEN: Final = _D(
+    "metrics.listen",
+    _S,
+    "127.0.0.1:9404",
+    HOST_PORT,
+    "HOST:PORT of the Prometheus /metrics endpoint",
+    "metrics endpoint (observability/)",
+)
+NUM_PARTITIONS: Final = _D(
+    "num.partitions",
+    _I,
+    "1",
+    between(1, INT_MAX),
+    "partitions of an auto-created or -1 topic",
+    "controller (CreateTopics)",
+)
+AUTO_CREATE_TOPICS_ENABLE: Final = _D(
+    "auto.create.topics.enable",
+    _B,
+    "true",
+    BOOLEAN,
+    "create unknown topics on Metadata/Produce",
+    "Metadata handler",
+)
+SOCKET_REQUEST_MAX_BYTES: Final = _D(
+    "socket.request.max.bytes", _I, "104857600", between(1, INT_MAX), "largest request frame", _LISTENER
+)
+CONNECTIONS_MAX_IDLE_MS: Final = _D(
+    "connections.max.idle.ms",
+    _L,
+    "600000",
+    between(-1, LONG_MAX),
+    "close connections idle this long, -1 never",
+    _LISTENER,
+)
+# Kafka's defaults (Int.MaxValue: no limit). Each worker is a Kafka broker (node) with a listener
+# of its own, so the limits apply per worker, as Kafka's apply per broker.
+MAX_CONNECTIONS: Final = _D(
+    "max.connections",
+    _I,
+    str(INT_MAX),
+    between(0, INT_MAX),
+    "connections a worker keeps open; newer ones are closed at once",
+    _LISTENER,
+)
+MAX_CONNECTIONS_PER_IP: Final = _D(
+    "max.connections.per.ip",
+    _I,
+    str(INT_MAX),
+    between(0, INT_MAX),
+    "connections a worker keeps open per client address",
+    _LISTENER,
+)
+FETCH_MAX_BYTES: Final = _D(
+    "fetch.max.bytes",
+    _I,
+    "57671680",
+    between(0, INT_MAX),
+    "most bytes one Fetch response returns",
+    "Fetch handler",
+)
+# Kafka's names and defaults; what they mean on one host is in control/auto_rebalance.py.
+AUTO_LEADER_REBALANCE_ENABLE: Final = _D(
+    "auto.leader.rebalance.enable",
+    _B,
+    "true",
+    BOOLEAN,
+    "move partitions off a busy worker, and onto added workers",
+    "controller, " + _REBALANCER,
+)
+LEADER_IMBALANCE_CHECK_INTERVAL_SECONDS: Final = _D(
+    "leader.imbalance.check.interval.seconds",
+    _L,
+    "300",
+    between(1, INT_MAX),
+    "how often the controller compares the workers' load",
+    _REBALANCER,
+)
+LEADER_IMBALANCE_PER_BROKER_PERCENTAGE: Final = _D(
+    "leader.imbalance.per.broker.percentage",
+    _I,
+    "10",
+    between(0, INT_MAX),
+    "load over the workers' mean that makes partitions move",
+    "controller, " + _REBALANCER,
+)
+GROUP_INITIAL_REBALANCE_DELAY_MS: Final = _D(
+    "group.initial.rebalance.delay.ms",
+    _I,
+    "3000",
+    between(0, INT_MAX),
+    "first rebalance of a new group waits this long for members",
+    _GROUPS,
+)
+GROUP_MIN_SESSION_TIMEOUT_MS: Final = _D(
+    "group.min.session.timeout.ms",
+    _I,
+    "6000",
+    between(1, INT_MAX),
+    "smallest session.timeout.ms a group member may ask for",
+    _GROUPS,
+)
+GROUP_MAX_SESSION_TIMEOUT_MS: Final = _D(
+    "group.max.session.timeout.ms",
+    _I,
+    "1800000",
+    between(1, INT_MAX),
+    "largest session.timeout.ms a group member may ask for",
+    _GROUPS,
+)
+OFFSETS_TOPIC_NUM_PARTITIONS: Final = _D(
+    "offsets.topic.num.partitions",
+    _I,
+    "50",
+    between(1, INT_MAX),
+    "partitions of __consumer_offsets (fixed once created)",
+    _GROUPS,
+)
+OFFSETS_TOPIC_SEGMENT_BYTES: Final = _D(
+    "offsets.topic.segment.bytes",
+    _I,
+    "104857600",
+    between(1, INT_MAX),
+    "segment.bytes of __consumer_offsets",
+    _GROUPS,
+)
+OFFSETS_RETENTION_MINUTES: Final = _D(
+    "offsets.retention.minutes",
+    _I,
+    "10080",
+    between(1, INT_MAX),
+    "committed offsets of an empty group are kept this long",
+    _GROUPS,
+)
+OFFSETS_RETENTION_CHECK_INTERVAL_MS: Final = _D(
+    "offsets.retention.check.interval.ms",
+    _L,
+    "600000",
+    between(1, LONG_MAX),
+    "how often expired offsets are looked for",
+    _GROUPS,
+)
+OFFSET_METADATA_MAX_BYTES: Final = _D(
+    "offset.metadata.max.bytes",
+    _I,
+    "4096",
+    between(0, INT_MAX),
+    "largest metadata string of a committed offset",
+    _GROUPS,
+)
+LOG_RETENTION_CHECK_INTERVAL_MS: Final = _D(
+    "log.retention.check.interval.ms",
+    _L,
+    "300000",
+    between(1, LONG_MAX),
+    "how often segments past retention are deleted",
+    _HOUSEKEEPING,
+)
+LOG_FLUSH_OFFSET_CHECKPOINT_INTERVAL_MS: Final = _D(
+    "log.flush.offset.checkpoint.interval.ms",
+    _I,
+    "60000",
+    between(1, INT_MAX),
+    "how often recovery points are checkpointed",
+    _HOUSEKEEPING,
+)
+# Kafka's default is Long.MAX_VALUE (flush.ms is then never acted on); we poll each second, and
+# only partitions whose flush.ms is finite.
+LOG_FLUSH_SCHEDULER_INTERVAL_MS: Final = _D(
+    "log.flush.scheduler.interval.ms",
+    _L,
+    "1000",
+    between(1, LONG_MAX),
+    "how often logs are checked against flush.ms",
+    _HOUSEKEEPING,
+)
+
+for _topic, _broker in BROKER_SYNONYMS.items():
+    _key = TOPIC_CONFIGS[_topic]
+    _D(
+        _broker,
+        _key.type,
+        _key.default,
+        _key.validator,
+        f"default {_topic} of topics: {_key.doc}",
+        _TOPIC_DEFAULTS,
+    )
+
+_D("log.roll.hours", _I, "168", between(1, INT_MAX), "log.roll.ms in hours", _TOPIC_DEFAULTS)
+_D("log.retention.minutes", _I, None, between(-1, INT_MAX), "log.retention.ms in minutes", _TOPIC_DEFAULTS)
+_D("log.retention.hours", _I, "168", between(-1, INT_MAX), "log.retention.ms in hours", _TOPIC_DEFAULTS)
+
+#: Every broker synonym of each topic config with the factor to the topic config's unit, highest
+#: precedence first (KafkaConfig: ``*.ms`` before ``*.minutes`` before ``*.hours``).
+TOPIC_CONFIG_SYNONYMS: Final[Mapping[str, tuple[tuple[str, int], ...]]] = {
+    **{topic: ((broker, 1),) for topic, broker in BROKER_SYNONYMS.items()},
+    "segment.ms": (("log.roll.ms", 1), ("log.roll.hours", 3_600_000)),
+    "retention.ms": (
+        ("log.retention.ms", 1),
+        ("log.retention.minutes", 60_000),
+        ("log.retention.hours", 3_600_000),
+    ),
+}

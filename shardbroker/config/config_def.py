@@ -1,0 +1,195 @@
+"""Kafka's ConfigDef: a table of properties, one typed row each, and the validators of their values.
+
+A row (``ConfigKey``) says everything about one property: its Kafka name, its type (Kafka's
+ConfigDef.Type, valued as DescribeConfigs v3+ reports it), its default as property text, the
+validator that turns text into the typed value and refuses anything else (its ``valid`` text is
+the range or choices shown in errors, ``serve --help`` and docs/configuration.md), its update
+mode, its documentation and the component that reads it. ``ConfigDef.define`` adds a row and
+returns it: the defining module keeps the row as a constant, and a reader asks for its typed
+value with it (``BrokerConfig.get(NUM_PARTITIONS)``, ``LogConfig.retention_ms``).
+
+Invariants: names are unique in a table; a row's default parses with its own validator (checked
+when the row is defined, so a bad default fails at import). Bad values raise ``ConfigError``
+(Kafka's INVALID_CONFIG, 40) naming the property, the value and what is valid.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Generic, TypeVar
+
+__all__ = [
+    "BOOLEAN",
+    "INT_MAX",
+    "LONG_MAX",
+    "ConfigDef",
+    "ConfigError",
+    "ConfigKey",
+    "ConfigType",
+    "UpdateMode",
+    "Validator",
+    "between",
+    "list_of",
+    "one_of",
+]
+
+LONG_MAX: Final = (1 << 63) - 1
+INT_MAX: Final = (1 << 31) - 1
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """An invalid config name or value (Kafka's InvalidConfigurationException)."""
+
+    error_code: Final = 40  # INVALID_CONFIG
+
+
+class ConfigType(enum.IntEnum):
+    """Kafka's ConfigDef.Type, valued as DescribeConfigsResponse.ConfigType (v3+)."""
+
+    BOOLEAN = 1
+    STRING = 2
+    INT = 3
+    LONG = 5
+    LIST = 7
+
+
+class UpdateMode(enum.Enum):
+    """How a new value takes effect (the "update mode" column of Kafka's documentation).
+
+    Broker properties are read once at start (a restart applies a change; AlterConfigs refuses
+    them, and DescribeConfigs reports them read-only); topic configs change per topic at once
+    through AlterConfigs. Kafka's per-broker and cluster-wide dynamic modes have no row here.
+    """
+
+    READ_ONLY = "read-only"
+    TOPIC = "topic"
+
+
+@dataclass(frozen=True, slots=True)
+class Validator(Generic[T]):
+    """Converts a property's text to its typed value; ``convert(name, raw)`` raises ConfigError."""
+
+    convert: Callable[[str, str], T]
+    #: What is valid, as errors and documentation show it: ``[1, 2147483647]``, ``CreateTime, ...``.
+    valid: str
+
+
+def _refuse(name: str, raw: str, why: str) -> ConfigError:
+    return ConfigError(f"Invalid value {raw!r} for configuration {name}: {why}")
+
+
+def between(lo: int, hi: int) -> Validator[int]:
+    """An integer in ``[lo, hi]`` (Kafka's Range.between)."""
+
+    def convert(name: str, raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise _refuse(name, raw, f"not a number (must be in [{lo}, {hi}])") from None
+        if not lo <= value <= hi:
+            raise ConfigError(f"Invalid value {value} for configuration {name}: must be in [{lo}, {hi}]")
+        return value
+
+    return Validator(convert, f"[{lo}, {hi}]")
+
+
+def _boolean(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value not in ("true", "false"):
+        raise _refuse(name, raw, "expected true or false")
+    return value == "true"
+
+
+BOOLEAN: Final = Validator(_boolean, "true, false")
+
+
+def one_of(*choices: str) -> Validator[str]:
+    """One of ``choices``, exactly (Kafka's ValidString.in)."""
+    valid = ", ".join(choices)
+
+    def convert(name: str, raw: str) -> str:
+        value = raw.strip()
+        if value not in choices:
+            raise _refuse(name, raw, f"must be one of {valid}")
+        return value
+
+    return Validator(convert, valid)
+
+
+def list_of(*choices: str) -> Validator[frozenset[str]]:
+    """A non-empty comma-separated list of ``choices`` (Kafka's ValidList.in)."""
+    valid = " and/or ".join(choices)
+
+    def convert(name: str, raw: str) -> frozenset[str]:
+        parts = frozenset(p.strip() for p in raw.split(",") if p.strip())
+        if not parts or not parts <= set(choices):
+            raise _refuse(name, raw, f"a list of {valid}")
+        return parts
+
+    return Validator(convert, f"a list of {valid}")
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigKey(Generic[T]):
+    """One property: Kafka's ConfigDef.ConfigKey, plus the update mode and who reads it."""
+
+    name: str
+    type: ConfigType
+    #: Kafka's default as property text; None when there is none (the reader derives one).
+    default: str | None
+    validator: Validator[T]
+    mode: UpdateMode
+    doc: str
+    #: The component that reads the typed value (documentation, and a hint for whoever changes it).
+    reader: str
+
+    def __post_init__(self) -> None:
+        if self.default is not None:
+            self.parse(self.default)
+
+    def parse(self, raw: str) -> T:
+        """The typed value of ``raw``, or ConfigError naming this property and what is valid."""
+        return self.validator.convert(self.name, raw)
+
+    def typed_default(self) -> T:
+        """The default's typed value (rows with a default only)."""
+        if self.default is None:
+            raise LookupError(f"{self.name} has no default")
+        return self.parse(self.default)
+
+
+class ConfigDef(Mapping[str, ConfigKey[Any]]):
+    """An ordered table of rows by name, all of one update mode."""
+
+    def __init__(self, mode: UpdateMode) -> None:
+        self.mode = mode
+        self._keys: dict[str, ConfigKey[Any]] = {}
+
+    def define(
+        self,
+        name: str,
+        type: ConfigType,
+        default: str | None,
+        validator: Validator[T],
+        doc: str,
+        reader: str,
+    ) -> ConfigKey[T]:
+        """Add a row and return it (the constant a reader asks for the typed value with)."""
+        if name in self._keys:
+            raise ValueError(f"configuration {name} is defined twice")
+        key = ConfigKey(name, type, default, validator, self.mode, doc, reader)
+        self._keys[name] = key
+        return key
+
+    def __getitem__(self, name: str) -> ConfigKey[Any]:
+        return self._keys[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
