@@ -41,12 +41,7 @@ from shardbroker.protocol.batch_scan import BatchHeaders
 from shardbroker.storage import clean_shutdown
 from shardbroker.storage.abstract_index import CorruptIndexError
 from shardbroker.storage.checkpoint import CheckpointError, fsync_dir, read_checkpoint, write_checkpoint
-from shardbroker.storage.errors import (
-    CorruptRecordError,
-    KafkaStorageError,
-    LogOffsetOutOfRangeError,
-    RecordBatchTooLargeError,
-)
+from shardbroker.storage.errors import KafkaStorageError, LogOffsetOutOfRangeError
 from shardbroker.storage.file_names import (
     CLEAN_SHUTDOWN_FILE,
     CLEANED_SUFFIX,
@@ -70,8 +65,7 @@ from shardbroker.storage.log_validator import (
     HEADER_SIZE,
     LOG_OVERHEAD,
     Buffer,
-    check_single_header,
-    crc32c_hw,
+    check_single_batch,
     pack_epoch,
     pack_offset,
     set_append_time,
@@ -540,24 +534,16 @@ class PartitionLog:
         verify_crc: bool,
         allow_control: bool,
     ) -> LogAppendInfo:
-        """:meth:`append` of exactly one batch: the same checks (log_validator's messages), the
+        """:meth:`append` of exactly one batch: the same checks (log_validator.check_single_batch), the
         same index rule (LogSegment._index_batch), fewer Python steps. Measured on a 16 KiB batch
         without I/O: 7.0 -> 5.5 us per append with the CRC check, 5.8 -> 4.2 us without
         (perf/bench_storage.py has the resulting ratios to os.write)."""
-        (_, _, _, magic, crc, attrs, lod, _, max_ts, pid, epoch, seq, count) = f
+        (_, _, _, _, _, attrs, _, _, max_ts, pid, epoch, seq, count) = f
         with self._lock:
             if self._offline is not None:
                 self._check_online()
             cfg = self.config
-            check_single_header(
-                size, magic, attrs, lod, pid, seq, count, cfg.max_message_bytes, allow_control
-            )
-            if verify_crc and crc32c_hw(mv[21:]) != crc:
-                raise CorruptRecordError("CRC mismatch in batch at byte 0")
-            if size > cfg.segment_bytes:
-                raise RecordBatchTooLargeError(
-                    f"append of {size} bytes exceeds segment.bytes {cfg.segment_bytes}"
-                )
+            check_single_batch(mv, f, cfg.max_message_bytes, cfg.segment_bytes, verify_crc, allow_control)
             now = self._clock()
             if pid >= 0:
                 dup = self.producer_state.check_one(pid, epoch, seq, count)

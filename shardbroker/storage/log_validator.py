@@ -36,15 +36,17 @@ from crc32c import crc32c as _hw_crc32c
 from shardbroker.storage.errors import (
     CorruptRecordError,
     InvalidRecordError,
+    InvalidTxnStateError,
     RecordBatchTooLargeError,
     RecordTooLargeError,
     StorageError,
+    UnsupportedCompressionTypeError,
     UnsupportedForMessageFormatError,
 )
 
 #: The ``crc32c`` package called directly (what shardbroker.protocol.crc.crc32c wraps): the
 #: wrapper's extra Python frame was ~0.3 us per batch on the append path.
-_crc32c = crc32c_hw = _hw_crc32c
+_crc32c = _hw_crc32c
 
 __all__ = [
     "HEADER",
@@ -52,7 +54,8 @@ __all__ = [
     "LOG_OVERHEAD",
     "AppendBatches",
     "Buffer",
-    "crc32c_hw",
+    "check_produce_batch",
+    "check_single_batch",
     "header_error",
     "pack_epoch",
     "pack_offset",
@@ -67,8 +70,13 @@ HEADER: Final = struct.Struct(">qiibIhiqqqhii")
 HEADER_SIZE: Final = 61
 LOG_OVERHEAD: Final = 12
 _CRC_START: Final = 21
+_COMPRESSION_MASK: Final = 0x07
+_MAX_CODEC: Final = 4  # zstd; 5-7 are not codecs
 _TIMESTAMP_TYPE_BIT: Final = 0x08
+_TRANSACTIONAL_BIT: Final = 0x10
 _CONTROL_BIT: Final = 0x20
+#: Attribute bits a Produce batch may not set: codec ids 5-7 (> _MAX_CODEC) or transactional.
+_REFUSED_ATTRIBUTES: Final = _COMPRESSION_MASK | _TRANSACTIONAL_BIT
 _pack_q = pack_offset = struct.Struct(">q").pack_into
 _pack_i = pack_epoch = struct.Struct(">i").pack_into
 _pack_I = struct.Struct(">I").pack_into
@@ -166,19 +174,63 @@ def header_error(
     return None
 
 
-def check_single_header(
-    size: int,
-    magic: int,
-    attrs: int,
-    lod: int,
-    pid: int,
-    seq: int,
-    count: int,
+def check_produce_batch(records: Buffer | None) -> tuple[int, ...]:
+    """Kafka's Produce rules for one partition's records, before the log is touched (so they win
+    over an offline log): exactly one record batch v2 (ProduceRequest v3+), a known codec, not
+    transactional (no transaction support yet). Returns the unpacked header;
+    :func:`validate_and_assign` checks the rest when the log appends. One combined test on the
+    hot path, :func:`_produce_refusal` only to name what failed."""
+    if records is not None:
+        n = len(records)
+        if n >= HEADER_SIZE:
+            f = HEADER.unpack_from(records, 0)
+            if f[3] == 2 and f[1] + LOG_OVERHEAD == n and f[5] & _REFUSED_ATTRIBUTES <= _MAX_CODEC:
+                return f
+    raise _produce_refusal(records)
+
+
+def _produce_refusal(records: Buffer | None) -> StorageError:
+    """What breaks `check_produce_batch`'s rules, in Kafka's order: framing and magic first."""
+    if records is None:
+        return InvalidRecordError("null records")
+    n = len(records)
+    if n < HEADER_SIZE:
+        if n >= 17 and records[16] in (0, 1):
+            return UnsupportedForMessageFormatError(
+                f"message format v{records[16]} is not supported: use record batch v2"
+            )
+        cls = CorruptRecordError if n else InvalidRecordError
+        return cls(f"{n} bytes cannot hold a record batch")
+    (_, length, _, magic, _, attrs, _, _, _, _, _, _, _) = HEADER.unpack_from(records, 0)
+    if magic != 2:
+        if magic in (0, 1):
+            return UnsupportedForMessageFormatError(
+                f"message format v{magic} is not supported: use record batch v2"
+            )
+        return CorruptRecordError(f"invalid magic {magic}")
+    if length + LOG_OVERHEAD != n:
+        if length + LOG_OVERHEAD < n and length >= HEADER_SIZE - LOG_OVERHEAD:
+            return InvalidRecordError("Produce v3+ must carry exactly one record batch per partition")
+        return CorruptRecordError(f"batch declares {length + LOG_OVERHEAD} bytes but {n} were sent")
+    if attrs & _COMPRESSION_MASK > _MAX_CODEC:
+        return UnsupportedCompressionTypeError(f"unknown compression type id {attrs & _COMPRESSION_MASK}")
+    assert attrs & _TRANSACTIONAL_BIT
+    return InvalidTxnStateError("transactions are not supported")
+
+
+def check_single_batch(
+    mv: memoryview,
+    f: tuple[int, ...],
     max_message_bytes: int,
+    segment_bytes: int,
+    verify_crc: bool,
     allow_control: bool,
 ) -> None:
-    """The header checks of a buffer holding exactly one whole batch (the common produce case):
-    one cheap combined test, and :func:`header_error` only to name what failed."""
+    """Every check of a buffer ``mv`` holding exactly one whole batch with header ``f`` (the
+    common produce case): one cheap combined test, :func:`header_error` only to name what
+    failed, then the CRC and ``segment.bytes``."""
+    (_, length, _, magic, crc, attrs, lod, _, _, pid, _, seq, count) = f
+    size = length + LOG_OVERHEAD
     if (
         magic != 2
         or size > max_message_bytes
@@ -192,6 +244,10 @@ def check_single_header(
         )
         assert err is not None
         raise err
+    if verify_crc and _crc32c(mv[_CRC_START:]) != crc:
+        raise CorruptRecordError("CRC mismatch in batch at byte 0")
+    if size > segment_bytes:
+        raise RecordBatchTooLargeError(f"append of {size} bytes exceeds segment.bytes {segment_bytes}")
 
 
 def validate_and_assign(
@@ -308,13 +364,9 @@ def _one_batch(
 ) -> AppendBatches:
     """One buffer holding one batch: the same checks with fewer Python steps (validation of a
     16 KiB batch, CRC included: 4.7 -> 3.1 us)."""
-    (_, length, _, magic, crc, attrs, lod, _, max_ts, pid, epoch, seq, count) = f
+    check_single_batch(mv, f, max_message_bytes, segment_bytes, verify_crc, allow_control)
+    (_, length, _, _, _, attrs, _, _, max_ts, pid, epoch, seq, count) = f
     size = length + LOG_OVERHEAD
-    check_single_header(size, magic, attrs, lod, pid, seq, count, max_message_bytes, allow_control)
-    if verify_crc and _crc32c(mv[_CRC_START:]) != crc:
-        raise CorruptRecordError("CRC mismatch in batch at byte 0")
-    if size > segment_bytes:
-        raise RecordBatchTooLargeError(f"append of {size} bytes exceeds segment.bytes {segment_bytes}")
     _pack_q(mv, 0, offset)
     if leader_epoch is not None:
         _pack_i(mv, 12, leader_epoch)

@@ -184,11 +184,11 @@ def test_every_documented_property_is_accepted() -> None:
 
 
 def test_properties_the_workers_read_are_accepted() -> None:
-    """Keys ReplicaManager and GroupCoordinator read from ``config.properties`` must load, or an
+    """Keys LogManager and GroupCoordinator read from ``config.properties`` must load, or an
     operator could not set them at all."""
     root = Path(__file__).resolve().parents[2] / "shardbroker" / "broker"
     read = set()
-    for module in ("replica_manager.py", "group_coordinator.py"):
+    for module in ("log_manager.py", "group_coordinator.py"):
         read |= set(re.findall(r'_(?:prop_ms|int_prop)\(\w+, "([a-z.]+)"', (root / module).read_text()))
     assert "log.retention.check.interval.ms" in read and "offsets.retention.minutes" in read
     assert read <= set(BROKER_PROPERTIES)

@@ -41,7 +41,8 @@ from typing import Any
 
 from shardbroker.broker.dispatch import ApiHandler, RequestContext
 from shardbroker.broker.file_region import FileRegion
-from shardbroker.broker.replica_manager import Partition, ReplicaManager
+from shardbroker.broker.partition import Partition
+from shardbroker.broker.replica_manager import ReplicaManager
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode
 from shardbroker.storage.errors import StorageError

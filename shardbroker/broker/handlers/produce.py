@@ -31,8 +31,8 @@ from typing import Any
 
 from shardbroker.broker.dispatch import ApiHandler, RequestContext
 from shardbroker.broker.forwarding import ForwardResult
+from shardbroker.broker.leader_append import AppendResult
 from shardbroker.broker.produce_routing import reroute
-from shardbroker.broker.replica_manager import AppendResult
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode
 
@@ -120,7 +120,9 @@ async def handle_produce(ctx: RequestContext, request: m.ProduceRequest) -> m.Pr
     if acks == 0:
         return None
     if waits:
-        codes = await asyncio.gather(*(replicas.wait_durable(p, offset, timeout) for _, p, offset in waits))
+        codes = await asyncio.gather(
+            *(replicas.flusher.wait_durable(p, offset, timeout) for _, p, offset in waits)
+        )
         for (resp, _, _), code in zip(waits, codes, strict=True):
             if code:
                 replicas.counters.error(_API_KEY, code)
