@@ -11,7 +11,8 @@ newer than its last entry; entries beyond the log end (recovery truncated the lo
 Deleting a topic (Kafka's LogManager.asyncDelete): the directory is renamed at once to
 ``<topic>-<partition>.<uuid hex>-delete`` (the name is free for a topic created again), its files
 stay open for ``file.delete.delay.ms`` (a sendfile in progress still reads valid bytes), then are
-closed and removed; leftovers of a crash are removed at start.
+closed and removed; leftovers of a crash are removed at start. Directories of topics deleted
+while every worker was down stay on disk (their next incarnation is not served from them).
 
 Handing over (a partition moves to another worker): its flushes finish, then
 `PartitionLog.hand_over` writes checkpoints and the clean-shutdown marker without an fdatasync

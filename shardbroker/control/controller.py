@@ -41,7 +41,7 @@ Partition moves (AlterPartitionReassignments, ``shardbroker partitions move``, a
 A log must never have two writers, and the old owner must be done with it before the new one
 opens it, so a move is two metadata changes: ``move_partitions`` takes the partition from its
 owner (leader -1; answers per item: controller_state.py), every worker gets that image, and the
-old owner, before acking it, stops appending and hands the log over (replica_manager.py: flushes
+old owner, before acking it, stops appending and hands the log over (log_manager.py: flushes
 finished, checkpoints and the clean-shutdown marker written, no fdatasync). Once the old owner
 acked -- or is dead: a restarted worker boots on an image where nobody leads the partition --
 `_advance_moves` applies ``assign_partitions`` (the new owner, leader epoch + 1), and the asker is
@@ -395,7 +395,7 @@ class Controller:
 
     def _advance_moves(self) -> None:
         """Step two of each move whose old owners have let go: they acked the release image (so
-        they closed the log: replica_manager.py), or they are dead (and a restarted one boots on
+        they closed the log: log_manager.py), or they are dead (and a restarted one boots on
         an image where nobody leads the partition). Only then does the new owner get it: never two
         writers of one log."""
         waiting = []

@@ -1,5 +1,12 @@
 """Validate produced record batches and assign their offsets in place (Kafka's LogValidator).
 
+The one place that refuses a batch. Two layers: `check_produce_batch`, Kafka's Produce rules for
+one partition's records, run by broker/leader_append.py before the log is touched (null or short
+records, magic other than 2, not exactly one batch, codec ids 5-7, the transactional bit); then
+`validate_and_assign` (and `check_single_batch`, its one-batch shortcut) when the log appends:
+framing, magic, ``max.message.bytes``, counts and offset deltas, sequences, control batches,
+CRC-32C and ``segment.bytes``. Each refusal is a StorageError carrying Kafka's error code.
+
 Works on the batch header only (byte layout in shardbroker/protocol/batch_scan.py; the fields
 touched here, big-endian, from the batch start)::
 
@@ -8,21 +15,15 @@ touched here, big-endian, from the batch start)::
     12 partitionLeaderEpoch int32 <- assigned here when the caller gives one (not covered by the CRC)
     16 magic int8                must be 2
     17 crc uint32                CRC-32C of bytes 21..end; recomputed only for LogAppendTime
-    21 attributes int16          bit 3 timestamp type, bit 4 transactional, bit 5 control
+    21 attributes int16          bits 0-2 codec (0-4), 3 timestamp type, 4 transactional, 5 control
     23 lastOffsetDelta int32     must equal recordsCount - 1
     35 maxTimestamp int64        <- set to the append time for LogAppendTime topics
     43 producerId int64 | 51 producerEpoch int16 | 53 baseSequence int32 | 57 recordsCount int32
 
 Every check runs over every batch before anything is patched or written, so a refused append
-leaves the log untouched. Why a Python loop over ``struct.unpack_from`` and not the numpy
-``scan_batches``: measured here on 16 KiB batches, ``scan_batches`` costs 66 us for one batch and
-81 us for 64 (fixed numpy overhead), one ``unpack_from`` of the 61-byte header 0.3 us; a produce
-request usually carries one batch per partition. One buffer holding exactly one batch takes a
-shorter path still (``PartitionLog._append_one``): a whole append without I/O went from 7.0 to
-5.5 us on a 16 KiB batch, CRC included, which is what the 16 KiB append ratio in
-perf/bench_storage.py is made of.
-Records inside batches are not decoded (no per-record checks such as keys on compacted topics:
-that needs the records codec, a later issue).
+leaves the log untouched. A Python loop over ``struct.unpack_from`` rather than the numpy
+``scan_batches``: 0.3 us a header against 66 us for one batch (docs/notes/replica-manager.md).
+Records inside batches are not decoded, so there are no per-record checks.
 """
 
 from __future__ import annotations
@@ -177,7 +178,7 @@ def header_error(
 def check_produce_batch(records: Buffer | None) -> tuple[int, ...]:
     """Kafka's Produce rules for one partition's records, before the log is touched (so they win
     over an offline log): exactly one record batch v2 (ProduceRequest v3+), a known codec, not
-    transactional (no transaction support yet). Returns the unpacked header;
+    transactional (this broker has no transactions). Returns the unpacked header;
     :func:`validate_and_assign` checks the rest when the log appends. One combined test on the
     hot path, :func:`_produce_refusal` only to name what failed."""
     if records is not None:

@@ -30,7 +30,7 @@ Long poll: if the bytes found are fewer than ``min_bytes`` and ``max_wait_ms`` >
 parks one future on every partition it asked for; an append to any of them resolves it (no
 polling), the fetch reads again, and answers when it has ``min_bytes`` or the time is up. Any
 partition error answers at once (as Kafka, which completes a delayed fetch on an error).
-High watermark = last stable offset = log end offset (replica_manager.py explains why);
+High watermark = last stable offset = log end offset (partition.py explains why);
 ``aborted_transactions`` is null (read_uncommitted) or empty (read_committed): no transactions.
 """
 

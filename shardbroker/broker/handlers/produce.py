@@ -7,10 +7,10 @@ answered UNSUPPORTED_FOR_MESSAGE_FORMAT (43) -- the code Kafka uses for a messag
 log cannot take -- rather than CORRUPT_MESSAGE, which would say the bytes were damaged (and
 makes librdkafka retry). A v3+ request carrying magic 0/1 gets 43 too.
 
-Per partition, the answer comes from ``ReplicaManager.append`` (see there for validation,
-idempotence and durability): UNKNOWN_TOPIC_OR_PARTITION (3), NOT_LEADER_OR_FOLLOWER (6, with the
-current leader and its endpoint from v10, so the client re-routes without a Metadata round trip),
-CORRUPT_MESSAGE (2), MESSAGE_TOO_LARGE (10),
+Per partition, the answer comes from ``ReplicaManager.append`` (leader_append.py: validation,
+idempotence; log_flusher.py: durability): UNKNOWN_TOPIC_OR_PARTITION (3),
+NOT_LEADER_OR_FOLLOWER (6, with the current leader and its endpoint from v10, so the client
+re-routes without a Metadata round trip), CORRUPT_MESSAGE (2), MESSAGE_TOO_LARGE (10),
 INVALID_RECORD (87), KAFKA_STORAGE_ERROR (56), and the idempotence errors 45/47/59. acks=0 gets
 no response (None). acks=-1 waits for a flush only when the log's flush policy asks for one
 after this append, bounded by ``timeout_ms`` (REQUEST_TIMED_OUT, 7).
