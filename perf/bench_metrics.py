@@ -8,8 +8,8 @@ Run for real::
 
 Produce path. ``ReplicaManager.append`` of a one-record batch (so the write itself is small and
 counting weighs the most it can), against the same method with its counter statements removed
-(``_append_without_counters``: the method's source minus those lines, compiled in the module's
-namespace, so both run the same code otherwise). The two are timed in alternating rounds of
+(``_without_counters``: leader_append.py's source minus those lines, compiled in a copy of the
+module's namespace, so both run the same code otherwise). The two are timed in alternating rounds of
 ``APPENDS``; reported: the ratio of the best rounds and the median ratio of paired rounds;
 target: < 2% of the append. Dispatch adds one ``WorkerCounters.request`` per request plus two
 ``perf_counter`` calls, timed separately; the 1 s publish tick is timed per 1,000 partitions.
@@ -44,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
+import sys
 import tempfile
 import textwrap
 import time
@@ -53,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from perf.sizes import pick
-from shardbroker.broker import replica_manager as rm
+from shardbroker.broker import leader_append
 from shardbroker.broker.replica_manager import ReplicaManager
 from shardbroker.config.broker_config import BrokerConfig
 from shardbroker.ipc import counters as ctr
@@ -70,24 +71,33 @@ ROUNDS = pick(15, 1)
 SCRAPE_PARTITIONS = pick(10_000, 500)
 
 
-def _without_counters(method: Callable[..., Any], counting: tuple[str, ...]) -> Callable[..., Any]:
-    """``method`` of ReplicaManager minus its counter statements ``counting`` (the baseline)."""
-    source = textwrap.dedent(inspect.getsource(method))
+def _without_counters(
+    fn: Callable[..., Any], counting: tuple[str, ...], **rebound: Callable[..., Any]
+) -> Callable[..., Any]:
+    """``fn`` minus its counter statements ``counting`` (the baseline), compiled in a copy of its
+    module's namespace where the names in ``rebound`` are the baseline's own functions."""
+    source = textwrap.dedent(inspect.getsource(fn))
     lines = [line for line in source.splitlines() if line.strip() not in counting]
-    assert len(lines) == len(source.splitlines()) - len(counting), f"{method.__name__}'s counters changed"
-    namespace: dict[str, Any] = {}
-    exec(compile("\n".join(lines), rm.__file__, "exec"), vars(rm), namespace)
-    fn: Callable[..., Any] = namespace[method.__name__]
-    return fn
+    assert len(lines) == len(source.splitlines()) - len(counting), f"{fn.__name__}'s counters changed"
+    module = sys.modules[fn.__module__]
+    namespace: dict[str, Any] = {**vars(module), **rebound}
+    exec(compile("\n".join(lines), module.__file__ or fn.__module__, "exec"), namespace)
+    bare: Callable[..., Any] = namespace[fn.__name__]
+    return bare
+
+
+_bare_appended = _without_counters(
+    leader_append._appended, ("p.messages_in += info.record_count", "p.bytes_in += size")
+)
+_bare_append_to_leader = _without_counters(
+    leader_append.append_to_leader, ("p.produce_requests += 1",), _appended=_bare_appended
+)
 
 
 class _Bare(ReplicaManager):
     """``append`` and its bookkeeping (``_appended``) without the per-partition counts."""
 
-    append = _without_counters(ReplicaManager.append, ("p.produce_requests += 1",))  # type: ignore[assignment]
-    _appended = _without_counters(  # type: ignore[assignment]
-        ReplicaManager._appended, ("p.messages_in += info.record_count", "p.bytes_in += size")
-    )
+    append = _without_counters(ReplicaManager.append, (), append_to_leader=_bare_append_to_leader)  # type: ignore[assignment]
 
 
 def _time_appends(replicas: ReplicaManager, records: bytearray, n: int) -> float:

@@ -359,7 +359,7 @@ class GroupMetadataManager:
         p = self.replicas.get(OFFSETS_TOPIC, self.partition_of(group_id))
         if p is None:
             return int(ErrorCode.NOT_COORDINATOR)
-        return await self.replicas.wait_durable(p, flush_offset, 30.0)
+        return await self.replicas.flusher.wait_durable(p, flush_offset, 30.0)
 
     def _metadata_record(self, group: Group) -> tuple[bytes, bytes | None]:
         members = []
@@ -503,7 +503,7 @@ class GroupMetadataManager:
                         "compaction snapshot of %s-%d: error %d", OFFSETS_TOPIC, partition, result.error_code
                     )
                     return False
-            await self.replicas.request_flush(p, p.log.log_end_offset)
+            await self.replicas.flusher.request_flush(p, p.log.log_end_offset)
             if self.replicas.get(OFFSETS_TOPIC, partition) is not p:
                 return False  # moved or closed meanwhile
             p.log.delete_records(start)

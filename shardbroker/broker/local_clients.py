@@ -83,7 +83,8 @@ from shardbroker.metadata.image import MetadataImage
 from shardbroker.protocol.errors import ErrorCode
 
 if TYPE_CHECKING:
-    from shardbroker.broker.replica_manager import AppendResult, Partition
+    from shardbroker.broker.leader_append import AppendResult
+    from shardbroker.broker.partition import Partition
     from shardbroker.broker.worker_state import WorkerState
     from shardbroker.supervision.worker import Worker
 
@@ -489,7 +490,7 @@ class LocalClientService:
 
     def _after_flush(self, s: _ProducerSession, p: Partition, offset: int, entries: list[bytes]) -> None:
         async def wait() -> None:
-            code = await self.replicas.wait_durable(p, offset, DURABLE_TIMEOUT_S)
+            code = await self.replicas.flusher.wait_durable(p, offset, DURABLE_TIMEOUT_S)
             if code:
                 self.state.counters.error(_PRODUCE_API_KEY, code)
                 entries[:] = [ACK.pack(ACK.unpack(e)[0], -1, -1, code, 0) for e in entries]

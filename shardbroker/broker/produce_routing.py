@@ -104,7 +104,9 @@ async def _reroute(
         if acked is None:
             p = replicas.get(topic, partition)
             if not r.error_code and r.flush_offset >= 0 and acks == -1 and p is not None:
-                code = await replicas.wait_durable(p, r.flush_offset, max(deadline - loop.time(), 0.0))
+                code = await replicas.flusher.wait_durable(
+                    p, r.flush_offset, max(deadline - loop.time(), 0.0)
+                )
                 return ForwardResult(code, -1 if code else r.base_offset, r.log_append_time)
             return ForwardResult(r.error_code, r.base_offset, r.log_append_time)
         try:

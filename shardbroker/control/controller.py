@@ -30,7 +30,7 @@ ring is refused as POLICY_VIOLATION before anything is written, so no worker is 
 
 Partition moves: a log never has two writers, so a move is two changes. ``move_partitions``
 takes the partition from its owner (leader -1), and the old owner hands the log over before it
-acks (broker/replica_manager.py); once it acked or is dead, `_advance_moves` applies
+acks (broker/log_manager.py); once it acked or is dead, `_advance_moves` applies
 ``assign_partitions`` (the new owner, leader epoch + 1) and the asker is answered when every
 worker applied that. Meanwhile Produce requests wait for the placement and are then appended or
 forwarded (broker/forwarding.py); Fetch answers NOT_LEADER_OR_FOLLOWER. A controller stopped in
@@ -367,7 +367,7 @@ class Controller:
 
     def _advance_moves(self) -> None:
         """Step two of each move whose old owners have let go: they acked the release image (so
-        they closed the log: replica_manager.py), or they are dead (and a restarted one boots on
+        they closed the log: log_manager.py), or they are dead (and a restarted one boots on
         an image where nobody leads the partition). Only then does the new owner get it: never two
         writers of one log."""
         waiting = []

@@ -20,7 +20,7 @@ Request frame (one record batch, little-endian header, 16 bytes)::
     8  i32 partition
     12 u16 topic length   UTF-8 bytes of the topic name follow the header
     14 i8  acks           0: no ack; 1: after the write; -1: also after a flush the topic's
-                          flush policy asks for (acks=all, ReplicaManager.wait_durable)
+                          flush policy asks for (acks=all, LogFlusher.wait_durable)
     15 u8  reserved (0)
     16 topic name, padded with zeros to a multiple of 8
     .. the record batch (magic v2), exactly as it will be stored; base offset 0

@@ -15,12 +15,14 @@ __all__ = [
     "InvalidProducerEpochError",
     "InvalidRecordError",
     "InvalidTimestampError",
+    "InvalidTxnStateError",
     "KafkaStorageError",
     "LogOffsetOutOfRangeError",
     "OutOfOrderSequenceError",
     "RecordBatchTooLargeError",
     "RecordTooLargeError",
     "StorageError",
+    "UnsupportedCompressionTypeError",
     "UnsupportedForMessageFormatError",
 ]
 
@@ -89,11 +91,25 @@ class InvalidProducerEpochError(StorageError):
     error_name = "INVALID_PRODUCER_EPOCH"
 
 
+class InvalidTxnStateError(StorageError):
+    """A transactional batch: this log has no transaction support."""
+
+    error_code = 48
+    error_name = "INVALID_TXN_STATE"
+
+
 class KafkaStorageError(StorageError):
     """The disk failed us (ENOSPC, EIO...): the log is still readable up to its last good batch."""
 
     error_code = 56
     error_name = "KAFKA_STORAGE_ERROR"
+
+
+class UnsupportedCompressionTypeError(StorageError):
+    """Compression codec ids 5-7 (0-4: none, gzip, snappy, lz4, zstd)."""
+
+    error_code = 76
+    error_name = "UNSUPPORTED_COMPRESSION_TYPE"
 
 
 class InvalidRecordError(StorageError):

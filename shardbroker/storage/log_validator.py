@@ -1,5 +1,12 @@
 """Validate produced record batches and assign their offsets in place (Kafka's LogValidator).
 
+The one place that refuses a batch. Two layers: `check_produce_batch`, Kafka's Produce rules for
+one partition's records, run by broker/leader_append.py before the log is touched (null or short
+records, magic other than 2, not exactly one batch, codec ids 5-7, the transactional bit); then
+`validate_and_assign` (and `check_single_batch`, its one-batch shortcut) when the log appends:
+framing, magic, ``max.message.bytes``, counts and offset deltas, sequences, control batches,
+CRC-32C and ``segment.bytes``. Each refusal is a StorageError carrying Kafka's error code.
+
 Works on the batch header only (defined in shardbroker/protocol/record_batch_header.py; the
 fields touched here, big-endian, from the batch start)::
 
@@ -8,21 +15,15 @@ fields touched here, big-endian, from the batch start)::
     12 partitionLeaderEpoch int32 <- assigned here when the caller gives one (not covered by the CRC)
     16 magic int8                must be 2
     17 crc uint32                CRC-32C of bytes 21..end; recomputed only for LogAppendTime
-    21 attributes int16          bit 3 timestamp type, bit 4 transactional, bit 5 control
+    21 attributes int16          bits 0-2 codec (0-4), 3 timestamp type, 4 transactional, 5 control
     23 lastOffsetDelta int32     must equal recordsCount - 1
     35 maxTimestamp int64        <- set to the append time for LogAppendTime topics
     43 producerId int64 | 51 producerEpoch int16 | 53 baseSequence int32 | 57 recordsCount int32
 
 Every check runs over every batch before anything is patched or written, so a refused append
-leaves the log untouched. Why a Python loop over ``struct.unpack_from`` and not the numpy
-``scan_batches``: measured here on 16 KiB batches, ``scan_batches`` costs 66 us for one batch and
-81 us for 64 (fixed numpy overhead), one ``unpack_from`` of the 61-byte header 0.3 us; a produce
-request usually carries one batch per partition. One buffer holding exactly one batch takes a
-shorter path still (``PartitionLog._append_one``): a whole append without I/O went from 7.0 to
-5.5 us on a 16 KiB batch, CRC included, which is what the 16 KiB append ratio in
-perf/bench_storage.py is made of.
-Records inside batches are not decoded (no per-record checks such as keys on compacted topics:
-that needs the records codec, a later issue).
+leaves the log untouched. A Python loop over ``struct.unpack_from`` rather than the numpy
+``scan_batches``: 0.3 us a header against 66 us for one batch (docs/notes/replica-manager.md).
+Records inside batches are not decoded, so there are no per-record checks.
 """
 
 from __future__ import annotations
@@ -33,37 +34,45 @@ from typing import Final, TypeAlias
 
 from crc32c import crc32c as _hw_crc32c
 
+from shardbroker.protocol.compression import CompressionType
 from shardbroker.protocol.record_batch_header import (
     ATTRIBUTES_OFFSET,
     BASE_OFFSET_OFFSET,
     BATCH_HEADER_SIZE,
+    COMPRESSION_MASK,
     CONTROL_BIT,
     CRC_OFFSET,
     CRC_START,
     HEADER,
     LOG_OVERHEAD,
     MAGIC,
+    MAGIC_OFFSET,
     MAX_TIMESTAMP_OFFSET,
+    MIN_BATCH_LENGTH,
     PARTITION_LEADER_EPOCH_OFFSET,
     TIMESTAMP_TYPE_BIT,
+    TRANSACTIONAL_BIT,
 )
 from shardbroker.storage.errors import (
     CorruptRecordError,
     InvalidRecordError,
+    InvalidTxnStateError,
     RecordBatchTooLargeError,
     RecordTooLargeError,
     StorageError,
+    UnsupportedCompressionTypeError,
     UnsupportedForMessageFormatError,
 )
 
 #: The ``crc32c`` package called directly (what shardbroker.protocol.crc.crc32c wraps): the
 #: wrapper's extra Python frame was ~0.3 us per batch on the append path.
-_crc32c = crc32c_hw = _hw_crc32c
+_crc32c = _hw_crc32c
 
 __all__ = [
     "AppendBatches",
     "Buffer",
-    "crc32c_hw",
+    "check_produce_batch",
+    "check_single_batch",
     "header_error",
     "pack_epoch",
     "pack_offset",
@@ -73,6 +82,10 @@ __all__ = [
 
 Buffer: TypeAlias = bytes | bytearray | memoryview
 
+#: zstd; codec ids 5-7 are not codecs.
+_MAX_CODEC: Final = int(CompressionType.ZSTD)
+#: Attribute bits a Produce batch may not set: codec ids 5-7 (> _MAX_CODEC) or transactional.
+_REFUSED_ATTRIBUTES: Final = COMPRESSION_MASK | TRANSACTIONAL_BIT
 _pack_q = pack_offset = struct.Struct(">q").pack_into
 _pack_i = pack_epoch = struct.Struct(">i").pack_into
 _pack_I = struct.Struct(">I").pack_into
@@ -170,19 +183,63 @@ def header_error(
     return None
 
 
-def check_single_header(
-    size: int,
-    magic: int,
-    attrs: int,
-    lod: int,
-    pid: int,
-    seq: int,
-    count: int,
+def check_produce_batch(records: Buffer | None) -> tuple[int, ...]:
+    """Kafka's Produce rules for one partition's records, before the log is touched (so they win
+    over an offline log): exactly one record batch v2 (ProduceRequest v3+), a known codec, not
+    transactional (this broker has no transactions). Returns the unpacked header;
+    :func:`validate_and_assign` checks the rest when the log appends. One combined test on the
+    hot path, :func:`_produce_refusal` only to name what failed."""
+    if records is not None:
+        n = len(records)
+        if n >= BATCH_HEADER_SIZE:
+            f = HEADER.unpack_from(records, 0)
+            if f[3] == MAGIC and f[1] + LOG_OVERHEAD == n and f[5] & _REFUSED_ATTRIBUTES <= _MAX_CODEC:
+                return f
+    raise _produce_refusal(records)
+
+
+def _produce_refusal(records: Buffer | None) -> StorageError:
+    """What breaks `check_produce_batch`'s rules, in Kafka's order: framing and magic first."""
+    if records is None:
+        return InvalidRecordError("null records")
+    n = len(records)
+    if n < BATCH_HEADER_SIZE:
+        if n > MAGIC_OFFSET and records[MAGIC_OFFSET] in (0, 1):
+            return UnsupportedForMessageFormatError(
+                f"message format v{records[MAGIC_OFFSET]} is not supported: use record batch v2"
+            )
+        cls = CorruptRecordError if n else InvalidRecordError
+        return cls(f"{n} bytes cannot hold a record batch")
+    (_, length, _, magic, _, attrs, _, _, _, _, _, _, _) = HEADER.unpack_from(records, 0)
+    if magic != MAGIC:
+        if magic in (0, 1):
+            return UnsupportedForMessageFormatError(
+                f"message format v{magic} is not supported: use record batch v2"
+            )
+        return CorruptRecordError(f"invalid magic {magic}")
+    if length + LOG_OVERHEAD != n:
+        if length + LOG_OVERHEAD < n and length >= MIN_BATCH_LENGTH:
+            return InvalidRecordError("Produce v3+ must carry exactly one record batch per partition")
+        return CorruptRecordError(f"batch declares {length + LOG_OVERHEAD} bytes but {n} were sent")
+    if attrs & COMPRESSION_MASK > _MAX_CODEC:
+        return UnsupportedCompressionTypeError(f"unknown compression type id {attrs & COMPRESSION_MASK}")
+    assert attrs & TRANSACTIONAL_BIT
+    return InvalidTxnStateError("transactions are not supported")
+
+
+def check_single_batch(
+    mv: memoryview,
+    f: tuple[int, ...],
     max_message_bytes: int,
+    segment_bytes: int,
+    verify_crc: bool,
     allow_control: bool,
 ) -> None:
-    """The header checks of a buffer holding exactly one whole batch (the common produce case):
-    one cheap combined test, and :func:`header_error` only to name what failed."""
+    """Every check of a buffer ``mv`` holding exactly one whole batch with header ``f`` (the
+    common produce case): one cheap combined test, :func:`header_error` only to name what
+    failed, then the CRC and ``segment.bytes``."""
+    (_, length, _, magic, crc, attrs, lod, _, _, pid, _, seq, count) = f
+    size = length + LOG_OVERHEAD
     if (
         magic != MAGIC
         or size > max_message_bytes
@@ -196,6 +253,10 @@ def check_single_header(
         )
         assert err is not None
         raise err
+    if verify_crc and _crc32c(mv[CRC_START:]) != crc:
+        raise CorruptRecordError("CRC mismatch in batch at byte 0")
+    if size > segment_bytes:
+        raise RecordBatchTooLargeError(f"append of {size} bytes exceeds segment.bytes {segment_bytes}")
 
 
 def validate_and_assign(
@@ -312,13 +373,9 @@ def _one_batch(
 ) -> AppendBatches:
     """One buffer holding one batch: the same checks with fewer Python steps (validation of a
     16 KiB batch, CRC included: 4.7 -> 3.1 us)."""
-    (_, length, _, magic, crc, attrs, lod, _, max_ts, pid, epoch, seq, count) = f
+    check_single_batch(mv, f, max_message_bytes, segment_bytes, verify_crc, allow_control)
+    (_, length, _, _, _, attrs, _, _, max_ts, pid, epoch, seq, count) = f
     size = length + LOG_OVERHEAD
-    check_single_header(size, magic, attrs, lod, pid, seq, count, max_message_bytes, allow_control)
-    if verify_crc and _crc32c(mv[CRC_START:]) != crc:
-        raise CorruptRecordError("CRC mismatch in batch at byte 0")
-    if size > segment_bytes:
-        raise RecordBatchTooLargeError(f"append of {size} bytes exceeds segment.bytes {segment_bytes}")
     _pack_q(mv, BASE_OFFSET_OFFSET, offset)
     if leader_epoch is not None:
         _pack_i(mv, PARTITION_LEADER_EPOCH_OFFSET, leader_epoch)

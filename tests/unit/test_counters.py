@@ -182,7 +182,7 @@ def test_replica_manager_publishes_its_partitions(
             assert table.flush[0].sum() == 0
             partition = replicas.get("a", 1)
             assert partition is not None
-            await replicas.request_flush(partition, 3)
+            await replicas.flusher.request_flush(partition, 3)
             assert table.flush[0].sum() == partition.log.sync_count == 1 and table.flush_sum[0] > 0
             assert table.flush[1].sum() == 0
             # A failed fdatasync takes the log offline: the row's flag says so at the next tick.
@@ -194,7 +194,7 @@ def test_replica_manager_publishes_its_partitions(
 
             monkeypatch.setattr(os, "fdatasync", failing)
             with pytest.raises(KafkaStorageError):
-                await replicas.request_flush(partition, 4)
+                await replicas.flusher.request_flush(partition, 4)
             monkeypatch.undo()
             assert table.counters[rows["a", 1], ctr.OFFLINE] == 0
             replicas.publish_metrics()

@@ -201,14 +201,14 @@ def test_flush_messages_policy_flushes_in_a_thread(tmp_path: Path) -> None:
             assert r1.flush_offset == -1
             r2 = rm.append("t", 0, batch(1))
             assert r2.flush_offset == 2
-            assert await rm.wait_durable(p, r2.flush_offset, 5.0) == 0
+            assert await rm.flusher.wait_durable(p, r2.flush_offset, 5.0) == 0
             assert p.log.recovery_point >= 2
             # many concurrent waiters share the flushes
             before = p.log.sync_count
             results = []
             for _ in range(20):
                 r = rm.append("t", 0, batch(2))
-                results.append(rm.wait_durable(p, r.flush_offset, 5.0))
+                results.append(rm.flusher.wait_durable(p, r.flush_offset, 5.0))
             assert await asyncio.gather(*results) == [0] * 20
             assert p.log.recovery_point == 42
             assert p.log.sync_count - before <= 3
@@ -242,7 +242,7 @@ def test_retention_runs_on_the_check_interval(tmp_path: Path) -> None:
     async def main() -> None:
         async with Harness(tmp_path, img, props={"log.retention.check.interval.ms": "1000"}) as h:
             rm = h.replicas
-            assert rm.retention_check_interval_s == 1.0
+            assert rm.logs.retention_check_interval_s == 1.0
             p = rm.get("t", 0)
             assert p is not None
             for _ in range(5):
@@ -315,7 +315,7 @@ def test_recovery_point_checkpoints_are_written_when_they_moved(tmp_path: Path) 
             p = rm.get("t", 0)
             assert p is not None
             r = rm.append("t", 0, batch(3))
-            assert await rm.wait_durable(p, r.flush_offset, 5.0) == 0
+            assert await rm.flusher.wait_durable(p, r.flush_offset, 5.0) == 0
             assert read_checkpoint(checkpoint) == {("t", 0): 0}  # flushed, not yet checkpointed
             untouched = (tmp_path / "t-1" / RECOVERY_POINT_CHECKPOINT).stat().st_mtime_ns
             rm.housekeeping(now=rm._clock() + 61)

@@ -34,7 +34,7 @@ async def handle_delete_records(
             else:
                 try:
                     resp.low_watermark = p.log.delete_records(rp.offset)
-                    replicas.refresh_log_gauges(p)
+                    p.refresh_log_gauges()
                 except StorageError as exc:
                     resp.error_code = exc.error_code
             out.append(resp)

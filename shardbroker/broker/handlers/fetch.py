@@ -26,7 +26,7 @@ Long poll: if the bytes found are fewer than ``min_bytes`` and ``max_wait_ms`` >
 parks one future on every partition it asked for; an append to any of them resolves it (no
 polling), the fetch reads again, and answers when it has ``min_bytes`` or the time is up. Any
 partition error answers at once (as Kafka, which completes a delayed fetch on an error).
-High watermark = last stable offset = log end offset (broker/replica_manager.py explains why);
+High watermark = last stable offset = log end offset (broker/partition.py explains why);
 ``aborted_transactions`` is null (read_uncommitted) or empty (read_committed): no transactions.
 """
 
@@ -37,7 +37,8 @@ from typing import Any
 
 from shardbroker.broker.dispatch import ApiHandler, RequestContext
 from shardbroker.broker.file_region import FileRegion
-from shardbroker.broker.replica_manager import Partition, ReplicaManager
+from shardbroker.broker.partition import Partition
+from shardbroker.broker.replica_manager import ReplicaManager
 from shardbroker.config.broker_properties import FETCH_MAX_BYTES
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 
 from shardbroker.broker.dispatch import ApiHandler, RequestContext
-from shardbroker.broker.replica_manager import Partition
+from shardbroker.broker.partition import Partition
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode, ProtocolError
 from shardbroker.protocol.record_batch import RecordBatch

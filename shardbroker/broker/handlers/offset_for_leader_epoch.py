@@ -1,7 +1,7 @@
 """OffsetForLeaderEpoch (api key 23), v0-v4: the end offset of a leader epoch.
 
 Consumers (KIP-320) ask it after a leader change to detect log truncation. Answers come from the
-partition's leader-epoch history (storage/leader_epoch_checkpoint.py, kept by replica_manager.py), as
+partition's leader-epoch history (storage/leader_epoch_checkpoint.py, kept by log_manager.py), as
 Kafka's LeaderEpochFileCache.endOffsetFor: for the current epoch, the log end offset; for an
 older epoch, the start offset of the next epoch in the history (with the largest known epoch
 at or below the requested one); for an epoch newer than any known, -1/-1. A partition's epoch

@@ -7,10 +7,10 @@ answered UNSUPPORTED_FOR_MESSAGE_FORMAT (43) -- the code Kafka uses for a messag
 log cannot take -- rather than CORRUPT_MESSAGE, which would say the bytes were damaged (and
 makes librdkafka retry). A v3+ request carrying magic 0/1 gets 43 too.
 
-Per partition, the answer comes from ``ReplicaManager.append`` (see there for validation,
-idempotence and durability): UNKNOWN_TOPIC_OR_PARTITION (3), NOT_LEADER_OR_FOLLOWER (6, with the
-current leader and its endpoint from v10, so the client re-routes without a Metadata round trip),
-CORRUPT_MESSAGE (2), MESSAGE_TOO_LARGE (10),
+Per partition, the answer comes from ``ReplicaManager.append`` (leader_append.py: validation,
+idempotence; log_flusher.py: durability): UNKNOWN_TOPIC_OR_PARTITION (3),
+NOT_LEADER_OR_FOLLOWER (6, with the current leader and its endpoint from v10, so the client
+re-routes without a Metadata round trip), CORRUPT_MESSAGE (2), MESSAGE_TOO_LARGE (10),
 INVALID_RECORD (87), KAFKA_STORAGE_ERROR (56), and the idempotence errors 45/47/59. acks=0 gets
 no response (None). acks=-1 waits for a flush only when the log's flush policy asks for one
 after this append, bounded by ``timeout_ms`` (REQUEST_TIMED_OUT, 7).
@@ -31,8 +31,8 @@ from typing import Any
 
 from shardbroker.broker.dispatch import ApiHandler, RequestContext
 from shardbroker.broker.forwarding import ForwardResult
+from shardbroker.broker.leader_append import AppendResult
 from shardbroker.broker.produce_routing import reroute
-from shardbroker.broker.replica_manager import AppendResult
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode
 
@@ -120,7 +120,9 @@ async def handle_produce(ctx: RequestContext, request: m.ProduceRequest) -> m.Pr
     if acks == 0:
         return None
     if waits:
-        codes = await asyncio.gather(*(replicas.wait_durable(p, offset, timeout) for _, p, offset in waits))
+        codes = await asyncio.gather(
+            *(replicas.flusher.wait_durable(p, offset, timeout) for _, p, offset in waits)
+        )
         for (resp, _, _), code in zip(waits, codes, strict=True):
             if code:
                 replicas.counters.error(_API_KEY, code)
