@@ -24,10 +24,11 @@ import importlib
 import logging
 import pkgutil
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from shardbroker.broker.session import ConnectionSession
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.codec import Message
 from shardbroker.protocol.errors import ErrorCode
@@ -62,6 +63,8 @@ class RequestContext:
     registry: HandlerRegistry | None = None
     #: "host:port" of the client, for logs.
     peer: str = ""
+    #: The connection's listener, security protocol and principal (broker/session.py).
+    session: ConnectionSession = field(default_factory=ConnectionSession)
 
 
 Handle = Callable[[RequestContext, Any], Awaitable[Message | None]]

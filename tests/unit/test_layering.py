@@ -22,6 +22,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("shardbroker",),
     ("protocol",),  # sans-IO Kafka codec
     ("config",),  # the property tables
+    ("security",),  # principals, SASL mechanisms, SCRAM credentials, ACLs (pure)
     ("storage",),  # one partition's log on disk
     ("metadata",),  # the metadata image every process shares
     ("ipc",),  # shared memory, rings, doorbells, counters, /proc
@@ -36,7 +37,7 @@ LEVEL = {name: level for level, names in enumerate(LAYERS) for name in names}
 
 # Network, process and signal machinery stays out of the pure layers.
 IO_MODULES = {"socket", "asyncio", "signal", "selectors", "subprocess", "multiprocessing", "ssl"}
-NO_IO = ("protocol", "storage", "metadata")
+NO_IO = ("protocol", "storage", "metadata", "security")
 
 
 def module_name(path: Path) -> str:
