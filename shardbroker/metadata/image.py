@@ -22,6 +22,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from shardbroker.security.scram_credential import ScramCredential, ScramMechanism
+
 
 @dataclass(frozen=True, slots=True)
 class BrokerEndpoint:
@@ -62,6 +64,11 @@ class MetadataImage:
     controller_id: int
     brokers: tuple[BrokerEndpoint, ...]
     topics: dict[str, TopicImage]
+    #: SCRAM users: name -> mechanism -> the stored credential (never a password).
+    scram_credentials: dict[str, dict[ScramMechanism, ScramCredential]] = field(default_factory=dict)
+
+    def scram_credential(self, user: str, mechanism: ScramMechanism) -> ScramCredential | None:
+        return self.scram_credentials.get(user, {}).get(mechanism)
 
     @property
     def topics_by_id(self) -> dict[uuid.UUID, TopicImage]:
@@ -107,6 +114,13 @@ def _image_to_dict(image: MetadataImage) -> dict[str, Any]:
             }
             for t in image.topics.values()
         ],
+        "scram": {
+            user: {
+                int(mech): [c.salt.hex(), c.stored_key.hex(), c.server_key.hex(), c.iterations]
+                for mech, c in creds.items()
+            }
+            for user, creds in image.scram_credentials.items()
+        },
     }
 
 
@@ -127,4 +141,17 @@ def _image_from_dict(data: dict[str, Any]) -> MetadataImage:
         controller_id=int(data["controller_id"]),
         brokers=tuple(BrokerEndpoint(int(n), str(h), int(p)) for n, h, p in data["brokers"]),
         topics=topics,
+        scram_credentials={
+            user: {
+                ScramMechanism(int(mech)): ScramCredential(
+                    ScramMechanism(int(mech)),
+                    bytes.fromhex(salt),
+                    bytes.fromhex(stored),
+                    bytes.fromhex(server),
+                    int(iterations),
+                )
+                for mech, (salt, stored, server, iterations) in creds.items()
+            }
+            for user, creds in data.get("scram", {}).items()
+        },
     )

@@ -5,9 +5,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 
 import pytest
 
+from shardbroker.metadata.image import MetadataImage
 from shardbroker.security.principal import ANONYMOUS, KafkaPrincipal
 from shardbroker.security.scram_credential import ScramMechanism, derive_credential
 
@@ -47,3 +49,13 @@ def test_mechanism_names() -> None:
         ScramMechanism.from_mechanism_name("SCRAM-SHA-1")
     fresh = derive_credential(ScramMechanism.SCRAM_SHA_512, b"pw", 4096)
     assert len(fresh.salt) == 32 and fresh != derive_credential(ScramMechanism.SCRAM_SHA_512, b"pw", 4096)
+
+
+def test_image_carries_scram_credentials_through_its_json_form() -> None:
+
+    cred = derive_credential(ScramMechanism.SCRAM_SHA_256, b"pw", 4096, b"salt")
+    image = MetadataImage(1, "c", 0, (), {}, {"alice": {ScramMechanism.SCRAM_SHA_256: cred}})
+    back = MetadataImage.from_dict(json.loads(json.dumps(image.to_dict())))
+    assert back.scram_credential("alice", ScramMechanism.SCRAM_SHA_256) == cred
+    assert back.scram_credential("alice", ScramMechanism.SCRAM_SHA_512) is None
+    assert back.scram_credential("bob", ScramMechanism.SCRAM_SHA_256) is None
