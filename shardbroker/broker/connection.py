@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from shardbroker.broker.dispatch import HandlerRegistry, RequestContext
 from shardbroker.broker.file_region import FileRegion
+from shardbroker.broker.session import ConnectionSession, SecurityProtocol
 from shardbroker.protocol.codec import Message
 from shardbroker.protocol.connection import (
     BadRequest,
@@ -97,6 +98,9 @@ class KafkaConnection(asyncio.BufferedProtocol):
         limits: ConnectionLimits,
         on_lost: Callable[[KafkaConnection], None] | None = None,
         admit: Callable[[KafkaConnection], str | None] | None = None,
+        *,
+        listener: str = "PLAINTEXT",
+        security_protocol: SecurityProtocol = SecurityProtocol.PLAINTEXT,
     ) -> None:
         self.state = state
         self.registry = registry
@@ -116,6 +120,8 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
         self.peer_host = "?"
+        #: Who the peer is (broker/session.py); its host is set once the peer is known.
+        self.session = ConnectionSession.accepted(listener, security_protocol, "")
         self._sock_fd = -1
         self._sendfile = limits.sendfile
         self._tasks: set[asyncio.Task[None]] = set()
@@ -141,6 +147,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.peer = f"{peer[0]}:{peer[1]}"
             self.peer_host = str(peer[0])
+            self.session.client_host = self.peer_host
         if self._admit is not None and self._admit(self) is not None:
             self._closing = True
             transport.close()
@@ -210,6 +217,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
                 worker=self.state,
                 registry=self.registry,
                 peer=self.peer,
+                session=self.session,
             )
             task = asyncio.get_running_loop().create_task(self._serve(event, ctx))
             self._tasks.add(task)

@@ -22,6 +22,7 @@ from shardbroker.broker.dispatch import ApiHandler, HandlerRegistry, RequestCont
 from shardbroker.broker.file_region import FileRegion
 from shardbroker.broker.handlers import api_versions
 from shardbroker.broker.listener import KafkaListener
+from shardbroker.broker.session import SecurityProtocol
 from shardbroker.broker.worker_state import WorkerState
 from shardbroker.config.broker_config import BrokerConfig
 from shardbroker.protocol import messages as m
@@ -29,6 +30,7 @@ from shardbroker.protocol.codec import Message
 from shardbroker.protocol.errors import ErrorCode
 from shardbroker.protocol.headers import decode_response, encode_request
 from shardbroker.protocol.record_batch_builder import RecordBatchBuilder
+from shardbroker.security.principal import ANONYMOUS
 
 State = dict[str, Any]
 
@@ -44,6 +46,7 @@ def make_registry(shared: State) -> HandlerRegistry:
     shared.setdefault("max_running", 0)
 
     async def metadata(ctx: RequestContext, request: m.MetadataRequest) -> Message:
+        shared.setdefault("sessions", []).append(ctx.session)
         shared["running"] += 1
         shared["max_running"] = max(shared["max_running"], shared["running"])
         try:
@@ -194,6 +197,23 @@ def run(coro: Awaitable[None]) -> None:
 
 
 # -- ordering --------------------------------------------------------------------------------
+
+
+def test_every_request_of_a_connection_sees_its_session(tmp_path: Path) -> None:
+    shared: State = {}
+
+    async def scenario() -> None:
+        async with serving(tmp_path, shared) as (_, connect):
+            a, b = await connect(), await connect()
+            for c in (a, b, a):
+                c.writer.write(c.frame(metadata(), 12))
+                await c.read()
+
+    run(scenario())
+    first, second, again = shared["sessions"]
+    assert first is again and first is not second  # one session per connection
+    assert first.listener == "PLAINTEXT" and first.security_protocol is SecurityProtocol.PLAINTEXT
+    assert first.client_host == "127.0.0.1" and first.principal == ANONYMOUS and first.authenticated
 
 
 def test_pipelined_responses_come_back_in_request_order(tmp_path: Path) -> None:
