@@ -114,13 +114,15 @@ def name_value(text: str) -> tuple[str, str]:
     return name, value
 
 
-def connection_options() -> argparse.ArgumentParser:
-    """A parent parser with ``--bootstrap-server`` and ``--timeout`` (``args.timeout`` in ms)."""
+def connection_options(*, bootstrap_default: str | None = DEFAULT_BOOTSTRAP) -> argparse.ArgumentParser:
+    """A parent parser with ``--bootstrap-server`` and ``--timeout`` (``args.timeout`` in ms).
+    ``bootstrap_default=None`` tells whether the flag was given (`admin_client` still connects to
+    ``DEFAULT_BOOTSTRAP`` without it)."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--bootstrap-server",
         type=bootstrap,
-        default=DEFAULT_BOOTSTRAP,
+        default=bootstrap_default,
         metavar="HOST:PORT[,HOST:PORT]",
         help=f"broker(s) to connect to [{DEFAULT_BOOTSTRAP}]",
     )
@@ -138,7 +140,7 @@ def admin_client(args: argparse.Namespace) -> AdminClient:
     """An admin client for the parsed connection options."""
     from shardbroker.client.admin import AdminClient
 
-    return AdminClient(args.bootstrap_server, timeout=args.timeout / 1000.0)
+    return AdminClient(args.bootstrap_server or DEFAULT_BOOTSTRAP, timeout=args.timeout / 1000.0)
 
 
 # -- running ---------------------------------------------------------------------------------------

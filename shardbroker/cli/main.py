@@ -24,6 +24,7 @@ from shardbroker.cli import partitions as partitions_cli
 from shardbroker.cli import perf as perf_cli
 from shardbroker.cli import produce as produce_cli
 from shardbroker.cli import topics as topics_cli
+from shardbroker.cli import users as users_cli
 from shardbroker.config.broker_config import BrokerConfig
 from shardbroker.config.broker_properties import BROKER_CONFIGS
 from shardbroker.config.config_def import ConfigError
@@ -130,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     consume_cli.register(commands)
     groups_cli.register(commands)
     partitions_cli.register(commands)
+    users_cli.register(commands)
     dump_log_cli.register(commands)
     check_cli.register(commands)
     perf_cli.register(commands)

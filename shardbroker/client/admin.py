@@ -5,8 +5,9 @@ operator CLI, the TCP producer and consumer (their view of the cluster) and test
 connections, Metadata, routing to the controller or a group's coordinator, retries):
 :class:`TopicAdmin` (admin_topics.py: CreateTopics, DeleteTopics, DescribeConfigs,
 IncrementalAlterConfigs), :class:`PartitionAdmin` (admin_partitions.py: CreatePartitions,
-ListOffsets, Alter/ListPartitionReassignments) and :class:`GroupAdmin` (admin_groups.py:
-ListGroups, DescribeGroups, OffsetFetch, OffsetCommit, DeleteGroups).
+ListOffsets, Alter/ListPartitionReassignments), :class:`GroupAdmin` (admin_groups.py:
+ListGroups, DescribeGroups, OffsetFetch, OffsetCommit, DeleteGroups), :class:`UserAdmin`
+(admin_users.py: Describe/AlterUserScramCredentials).
 Mixins, not composed objects: callers keep one flat object with Kafka's method set, and the
 families share the connections without forwarding methods.
 """
@@ -16,10 +17,11 @@ from __future__ import annotations
 from shardbroker.client.admin_groups import GroupAdmin
 from shardbroker.client.admin_partitions import PartitionAdmin
 from shardbroker.client.admin_topics import TopicAdmin
+from shardbroker.client.admin_users import UserAdmin
 
 __all__ = ["AdminClient"]
 
 
-class AdminClient(TopicAdmin, PartitionAdmin, GroupAdmin):
+class AdminClient(TopicAdmin, PartitionAdmin, GroupAdmin, UserAdmin):
     """Synchronous admin client. ``timeout`` (seconds) bounds each connect and each response, and
     the total time spent retrying retriable controller and coordinator errors."""

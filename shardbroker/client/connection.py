@@ -70,6 +70,8 @@ CLIENT_VERSIONS: dict[int, tuple[int, int]] = {
     44: (0, 1),  # IncrementalAlterConfigs
     45: (0, 0),  # AlterPartitionReassignments (partition moves)
     46: (0, 0),  # ListPartitionReassignments
+    50: (0, 0),  # DescribeUserScramCredentials
+    51: (0, 0),  # AlterUserScramCredentials
 }
 
 M = TypeVar("M", bound=Message)

@@ -2,9 +2,10 @@
 
 The controller (controller.py) keeps the broker's metadata -- topics, their ids, partition counts,
 configs, which worker leads each partition with which leader epoch, the producer-id high-water
-mark -- as a `ControllerState`. It changes only by applying *records*, small JSON objects that
-are also what the metadata log stores (metadata_log.py), so replaying the log from empty (or from
-a snapshot) rebuilds exactly the live state: ``replay(records) == state`` is a unit test.
+mark, the SCRAM credentials -- as a `ControllerState`. It changes only by applying *records*,
+small JSON objects that are also what the metadata log stores (metadata_log.py), so replaying the
+log from empty (or from a snapshot) rebuilds exactly the live state: ``replay(records) == state``
+is a unit test.
 
 Records (every one carries ``"offset"``, its position in the metadata log; the state's
 ``version`` is the offset of the last record applied, -1 for none, and is the version of the
@@ -15,6 +16,8 @@ Records (every one carries ``"offset"``, its position in the metadata log; the s
     {"type": "delete_topic", "id"}
     {"type": "configs", "id", "configs": {..}}          the topic's whole override set
     {"type": "producer_ids", "next": n}                 ids below n are handed out, forever
+    {"type": "scram_credential", ..} / {"type": "remove_scram_credential", ..}
+        one SCRAM credential set or removed (scram_control.py: salts and derived keys only)
 
 Ops (`handle`) are what workers ask for over their control ring (ipc/control.py): they
 validate each item with Kafka's rules and error codes, emit records for the valid ones and answer
@@ -47,6 +50,14 @@ from typing import Any, Final
 
 from shardbroker.config.config_def import ConfigError
 from shardbroker.config.log_config import LogConfig
+from shardbroker.control.scram_control import (
+    REMOVE_RECORD,
+    UPSERT_RECORD,
+    Credentials,
+    alter_credentials,
+    apply_scram_record,
+    credential_record,
+)
 from shardbroker.metadata.image import BrokerEndpoint, MetadataImage, PartitionImage, TopicImage
 from shardbroker.metadata.topic_names import INTERNAL_TOPICS, validate_topic_name
 from shardbroker.protocol.errors import ErrorCode
@@ -79,6 +90,8 @@ class ControllerState:
     version: int = -1
     topics: Mapping[str, TopicImage] = field(default_factory=dict)
     next_producer_id: int = 0
+    #: user -> mechanism -> SCRAM credential (never a password).
+    scram_credentials: Credentials = field(default_factory=dict)
 
     def image(self, cluster_id: str, brokers: tuple[BrokerEndpoint, ...]) -> MetadataImage:
         return MetadataImage(
@@ -87,6 +100,7 @@ class ControllerState:
             controller_id=0,
             brokers=brokers,
             topics=dict(self.topics),
+            scram_credentials={user: dict(creds) for user, creds in self.scram_credentials.items()},
         )
 
     def topic_by_id(self, topic_id: uuid.UUID) -> TopicImage | None:
@@ -101,6 +115,11 @@ class ControllerState:
             "version": self.version,
             "next_producer_id": self.next_producer_id,
             "topics": [_topic_record(t) for t in self.topics.values()],
+            "scram_credentials": [
+                credential_record(user, credential)
+                for user, creds in self.scram_credentials.items()
+                for credential in creds.values()
+            ],
         }
 
     @staticmethod
@@ -109,7 +128,10 @@ class ControllerState:
         for rec in data["topics"]:
             topic = _topic_from_record(rec)
             topics[topic.name] = topic
-        return ControllerState(int(data["version"]), topics, int(data["next_producer_id"]))
+        scram: Credentials = {}
+        for rec in data.get("scram_credentials", ()):  # absent from snapshots older than SCRAM
+            scram = apply_scram_record(scram, rec)
+        return ControllerState(int(data["version"]), topics, int(data["next_producer_id"]), scram)
 
 
 def _topic_record(topic: TopicImage) -> Record:
@@ -141,6 +163,9 @@ def apply_record(state: ControllerState, record: Mapping[str, Any]) -> Controlle
     if offset != state.version + 1:
         raise ValueError(f"metadata record at offset {offset} does not follow version {state.version}")
     kind = record["type"]
+    if kind in (UPSERT_RECORD, REMOVE_RECORD):
+        scram = apply_scram_record(state.scram_credentials, record)
+        return dataclasses.replace(state, version=offset, scram_credentials=scram)
     topics = dict(state.topics)
     next_pid = state.next_producer_id
     if kind == "topic":
@@ -167,7 +192,7 @@ def apply_record(state: ControllerState, record: Mapping[str, Any]) -> Controlle
         next_pid = nxt
     else:
         raise ValueError(f"unknown metadata record type {kind!r}")
-    return ControllerState(offset, topics, next_pid)
+    return ControllerState(offset, topics, next_pid, state.scram_credentials)
 
 
 def replay(records: Iterable[Mapping[str, Any]], start: ControllerState | None = None) -> ControllerState:
@@ -630,6 +655,16 @@ def _assign_partitions(b: _Builder, args: Mapping[str, Any], ctx: OpContext) -> 
     return {"partitions": out}
 
 
+def _alter_scram_credentials(b: _Builder, args: Mapping[str, Any], ctx: OpContext) -> dict[str, Any]:
+    """AlterUserScramCredentials (scram_control.py): one record per user altered, results per user."""
+    records, results = alter_credentials(
+        b.state.scram_credentials, list(args["deletions"]), list(args["upsertions"])
+    )
+    for record in records:
+        b.add(record)
+    return {"results": results}
+
+
 _OPS: Final[Mapping[str, Callable[[_Builder, Mapping[str, Any], OpContext], dict[str, Any]]]] = {
     "create_topics": _create_topics,
     "delete_topics": _delete_topics,
@@ -638,6 +673,7 @@ _OPS: Final[Mapping[str, Callable[[_Builder, Mapping[str, Any], OpContext], dict
     "allocate_producer_ids": _allocate_producer_ids,
     "move_partitions": _move_partitions,
     "assign_partitions": _assign_partitions,
+    "alter_scram_credentials": _alter_scram_credentials,
 }
 OPS: Final = frozenset(_OPS)
 
