@@ -67,14 +67,16 @@ def credential_record(user: str, credential: ScramCredential) -> dict[str, Any]:
 
 def apply_scram_record(
     credentials: Credentials, record: Mapping[str, Any]
-) -> dict[str, dict[ScramMechanism, ScramCredential]]:
-    """The credentials after one of this module's records (a new mapping; ``credentials`` is left
-    alone). Removing a credential that is not there is a ValueError, as Kafka's replay."""
+) -> dict[str, Mapping[ScramMechanism, ScramCredential]]:
+    """The credentials after one of this module's records: a new outer mapping and a new one for
+    the user (the others are shared: nothing mutates them). Removing a credential that is not
+    there is a ValueError, as Kafka's replay."""
     user = str(record["name"])
     mechanism = ScramMechanism(int(record["mechanism"]))
-    out = {u: dict(c) for u, c in credentials.items()}
+    out = dict(credentials)
+    mine = dict(out.get(user, {}))
     if record["type"] == UPSERT_RECORD:
-        out.setdefault(user, {})[mechanism] = ScramCredential(
+        mine[mechanism] = ScramCredential(
             mechanism,
             bytes.fromhex(record["salt"]),
             bytes.fromhex(record["stored_key"]),
@@ -82,13 +84,14 @@ def apply_scram_record(
             int(record["iterations"]),
         )
     elif record["type"] == REMOVE_RECORD:
-        if mechanism not in out.get(user, {}):
+        if mine.pop(mechanism, None) is None:
             raise ValueError(f"removal of a SCRAM credential that does not exist: {user} {mechanism.name}")
-        del out[user][mechanism]
-        if not out[user]:
-            del out[user]
     else:
         raise ValueError(f"not a SCRAM record: {record['type']!r}")
+    if mine:
+        out[user] = mine
+    else:
+        out.pop(user, None)
     return out
 
 

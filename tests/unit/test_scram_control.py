@@ -119,6 +119,11 @@ def test_replace_and_delete_replay_to_the_same_state() -> None:
     assert results(out2) == [("alice", 0, None), ("bob", 0, None)]
     assert [r["type"] for r in out2.records] == ["remove_scram_credential"] * 2
     assert out2.state.scram_credentials == {}
+    # states are immutable: the earlier ones still hold what they held
+    assert (
+        state.scram_credentials["alice"][SHA256].iterations == 4096 and "bob" not in state.scram_credentials
+    )
+    assert sorted(out.state.scram_credentials) == ["alice", "bob"]
     # the log replays to each state, and snapshots round-trip through JSON
     log = alter(cs.ControllerState(), upsertions=[upsert("alice", 1)]).records + out.records
     assert cs.replay(log) == out.state
