@@ -512,7 +512,8 @@ def test_describe_broker_configs(tmp_path: Path, name: str) -> None:
     assert (entries["num.partitions"].value, entries["num.partitions"].config_source) == ("3", 4)
     assert (entries["message.max.bytes"].value, entries["message.max.bytes"].config_source) == ("1048588", 5)
     assert entries["auto.create.topics.enable"].config_type == 1
-    assert all(c.read_only for c in result.configs)
+    assert all(c.read_only for c in result.configs if BROKER_CONFIGS[c.name].mode is UpdateMode.READ_ONLY)
+    assert not entries["ssl.keystore.location"].read_only  # per-broker: AlterConfigs reloads it
 
 
 def test_describe_broker_configs_answers_every_row_of_the_table(tmp_path: Path) -> None:

@@ -39,7 +39,7 @@ _Synonym = m.DescribeConfigsResponse.DescribeConfigsSynonym
 
 
 def _entry(e: ConfigEntry, version: int, synonyms: bool) -> _Entry:
-    entry = _Entry(name=e.name, value=e.value, read_only=e.read_only, is_sensitive=False)
+    entry = _Entry(name=e.name, value=e.value, read_only=e.read_only, is_sensitive=e.sensitive)
     if version == 0:
         entry.is_default = e.source == SOURCE_DEFAULT_CONFIG
     else:
@@ -77,7 +77,9 @@ def _describe(
                 f"Unexpected broker id {name!r}: this broker's nodes are {sorted(nodes - {''})}"
             )
             return result
-        entries = broker_config_entries(state.config, int(name) if name else state.node_id)
+        entries = broker_config_entries(
+            state.config, int(name) if name else state.node_id, state.image.broker_configs
+        )
     else:
         result.error_code = ErrorCode.INVALID_REQUEST
         result.error_message = (
