@@ -23,7 +23,8 @@ Readiness: one line per listener per worker on stdout, ``shardbroker: node <i> l
 HOST:PORT`` (followed by `` (NAME, PROTOCOL)`` for any listener but PLAINTEXT, ``ready_line``),
 printed once every worker reached READY (its listeners are bound, its partitions are open). No
 address is printed before that, so a script may take the first ``HOST:PORT`` it sees as usable.
-Before forking, every listener's ports are probed and every TLS listener's stores loaded.
+Before forking, every listener's ports are probed and, once the metadata log is open (it keeps
+the dynamic key store settings), every TLS listener's stores are loaded.
 """
 
 from __future__ import annotations
@@ -34,11 +35,12 @@ import functools
 import logging
 import socket
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from shardbroker.broker.tls import TlsConfigError, TlsSettings
 from shardbroker.config.broker_config import BrokerConfig
 from shardbroker.config.broker_properties import AUTO_LEADER_REBALANCE_ENABLE
+from shardbroker.config.config_def import ConfigError
 from shardbroker.config.listeners import Endpoint
 from shardbroker.control.auto_rebalance import AutoRebalancer, PartitionLoad
 from shardbroker.control.controller import Controller
@@ -91,9 +93,14 @@ def check_ports(host: str, first: int, count: int, listener: str = "PLAINTEXT") 
                 raise ServeError(f"cannot listen on {host}:{port}{named}: {exc.strerror or exc}") from None
 
 
-def check_tls(config: BrokerConfig) -> None:
-    """Load every TLS listener's key and trust stores once, so a bad file, password or rule
-    stops the start with its reason instead of failing every worker's boot."""
+def check_tls(config: BrokerConfig, dynamic: Mapping[str, str]) -> None:
+    """Load every TLS listener's key and trust stores once (with the dynamic configs the metadata
+    log keeps), so a bad file, password or rule stops the start with its reason instead of
+    failing every worker's boot."""
+    try:
+        config = config.with_dynamic(dynamic)
+    except ConfigError as exc:
+        raise ServeError(f"dynamic broker configs in the metadata log: {exc}") from None
     for endpoint in config.listeners:
         if endpoint.uses_tls:
             try:
@@ -199,7 +206,6 @@ def serve(
     try:
         for endpoint in config.listeners:
             check_ports(endpoint.host, endpoint.port, config.workers, endpoint.listener)
-        check_tls(config)
         if config.metrics_port:
             _check_metrics_port(config.metrics_host, config.metrics_port)
         report = shm.reclaim_stale(instance)
@@ -212,6 +218,7 @@ def serve(
             raise ServeError(str(exc)) from None
         except OSError as exc:
             raise ServeError(f"cannot open the metadata log in {data_dir}: {exc.strerror or exc}") from None
+        check_tls(config, controller.state.broker_configs)
         counters = CounterTable.create(instance, config.workers)
         group_offsets = GroupOffsetTable.create(instance, config.workers)
         setup = _worker_setup(controller, config, install, counters, group_offsets)

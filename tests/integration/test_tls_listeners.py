@@ -27,7 +27,15 @@ from typing import Any
 
 import confluent_kafka
 import pytest
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
+    ResourceType,
+)
+from cryptography import x509
 
 from tests.integration.broker_process import BrokerProcess, wait_for
 from tests.integration.conftest import BrokerFactory
@@ -300,3 +308,60 @@ def test_bad_client_certificates_are_refused_under_required(
         except (ssl.SSLError, ConnectionResetError):
             pass
     wait_for(lambda: _log_lines(tls_broker, "TLS handshake with") > before, 10, "the refusal's log line")
+
+
+# -- key store reload ------------------------------------------------------------------------------
+
+
+def _served_serial(port: int, ca: TestCA) -> int:
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        client_context(ca).wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der).serial_number
+
+
+def _serial_of(issued: Issued) -> int:
+    return x509.load_pem_x509_certificate(issued.cert.read_bytes()).serial_number
+
+
+def _set_broker_config(broker: BrokerProcess, node: str, name: str, value: str) -> None:
+    admin = AdminClient({"bootstrap.servers": broker.listener_bootstrap("PLAINTEXT")})
+    entry = ConfigEntry(name, value, incremental_operation=AlterConfigOpType.SET)
+    resource = ConfigResource(ResourceType.BROKER, node, incremental_configs=[entry])
+    admin.incremental_alter_configs([resource])[resource].result(timeout=30)
+
+
+def test_key_store_reload_for_new_connections_kept_over_a_restart(
+    broker_factory: BrokerFactory, pki: Pki
+) -> None:
+    broker = broker_factory(
+        config={"ssl.keystore.location": str(pki.server.keystore)}, listeners=("PLAINTEXT", "SSL")
+    )
+    ports = broker.listener_ports("SSL")
+    assert {_served_serial(p, pki.ca) for p in ports} == {_serial_of(pki.server)}
+    rotated = pki.ca.server("rotated")
+    _set_broker_config(broker, "1", "ssl.keystore.location", str(rotated.keystore))
+    # Every worker serves the new certificate to new connections (the image reaches them all).
+    wait_for(
+        lambda: {_served_serial(p, pki.ca) for p in ports} == {_serial_of(rotated)},
+        30,
+        "every worker serving the new certificate",
+    )
+    admin = AdminClient({"bootstrap.servers": broker.listener_bootstrap("PLAINTEXT")})
+    described = admin.describe_configs([ConfigResource(ResourceType.BROKER, "0")])
+    entry = next(iter(described.values())).result(timeout=30)["ssl.keystore.location"]
+    assert (entry.value, entry.source, entry.is_read_only) == (str(rotated.keystore), 2, False)
+    # A key store that does not load is refused with the reason; the rotated one stays.
+    broken = pki.ca.directory / "broken.pem"
+    broken.write_text("not a key store")
+    with pytest.raises(confluent_kafka.KafkaException) as info:
+        _set_broker_config(broker, "0", "ssl.keystore.location", str(broken))
+    assert info.value.args[0].code() == confluent_kafka.KafkaError.INVALID_CONFIG
+    assert "cannot load the key store" in info.value.args[0].str()
+    # The metadata log keeps it: a restart serves the rotated certificate, not the file's.
+    assert broker.stop() == 0
+    broker.start()
+    assert {_served_serial(p, pki.ca) for p in ports} == {_serial_of(rotated)}

@@ -187,8 +187,9 @@ def broker_config_entries(
             found.append((name, dynamic[name], SOURCE_DYNAMIC_BROKER_CONFIG))
         if name in props:
             found.append((name, props[name], SOURCE_STATIC_BROKER_CONFIG))
-        if name in BROKER_CONFIGS:
-            found.append((name, effective.get(name, key.default), SOURCE_DEFAULT_CONFIG))
+        default = effective.get(name, key.default)
+        if name in BROKER_CONFIGS and (default is not None or not found):
+            found.append((name, default, SOURCE_DEFAULT_CONFIG))
         if key.sensitive:
             found = [(n, None, s) for n, _, s in found]
         entries.append(

@@ -8,9 +8,11 @@ entry lists its synonyms, highest precedence first, as Kafka does; v3+ adds the 
 An unknown topic is UNKNOWN_TOPIC_OR_PARTITION (3); an illegal name INVALID_TOPIC_EXCEPTION (17).
 
 Brokers: every row of the broker properties' table (``config.broker_properties.BROKER_CONFIGS``),
+then every listener-prefixed property set (``listener.name.<l>.ssl.*``): DYNAMIC_BROKER_CONFIG
+(2) for a per-broker value set by AlterConfigs (the metadata image's ``broker_configs``), else
 STATIC_BROKER_CONFIG if the operator set it, else DEFAULT_CONFIG with its default (never null
-for a row that has one), read-only as the row's update mode says: they are read once at start
-(no dynamic broker configs; AlterConfigs refuses them). The resource name is a node id of this
+for a row that has one); read-only unless the row is per-broker (the TLS stores); a PASSWORD
+row (keys, passwords) is null with ``is_sensitive``, as Kafka. The resource name is a node id of this
 broker (every worker shares one config) or empty (Kafka's "cluster default"); anything else is
 INVALID_REQUEST, as Kafka answers for a broker id that is not its own. Other resource types
 (broker loggers, groups, client metrics) are INVALID_REQUEST with a message saying so.
