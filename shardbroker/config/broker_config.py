@@ -220,9 +220,10 @@ class BrokerConfig:
     metrics_host: str = _METRICS[0]
     metrics_port: int = _METRICS[1]
     log_defaults: LogConfig = field(default_factory=LogConfig)
-    properties: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    #: Not in the repr: it may hold secrets (ssl.key.password, inline keys).
+    properties: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), repr=False)
     #: Per-broker rows set by AlterConfigs (kept in the metadata log), over ``properties``.
-    dynamic: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    dynamic: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), repr=False)
     _values: Mapping[str, Any] = field(init=False, repr=False, compare=False)
     _listener_values: Mapping[str, Mapping[str, Any]] = field(init=False, repr=False, compare=False)
 

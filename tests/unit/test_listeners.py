@@ -210,3 +210,19 @@ def test_metadata_and_describe_cluster_answer_with_the_request_listener(
     assert sorted(b.port for b in metadata.brokers) == ports
     cluster = _ask(tmp_path, listener, m.DescribeClusterRequest(), 0)
     assert sorted(b.port for b in cluster.brokers) == ports
+
+
+def test_ready_lines_keep_the_plaintext_form_and_name_other_listeners() -> None:
+    from shardbroker.serve import ready_line
+
+    assert ready_line(1, Endpoint("PLAINTEXT", "PLAINTEXT", "127.0.0.1", 9092)) == (
+        "shardbroker: node 1 listening on 127.0.0.1:9093"
+    )
+    assert ready_line(0, Endpoint("CLIENTS", "SASL_SSL", "::1", 9192)) == (
+        "shardbroker: node 0 listening on [::1]:9192 (CLIENTS, SASL_SSL)"
+    )
+
+
+def test_secrets_stay_out_of_the_config_repr() -> None:
+    c = load(**{"ssl.key.password": "hunter2"})
+    assert "hunter2" not in repr(c) and "hunter2" not in repr(c.with_dynamic({"ssl.key.password": "x2"}))
