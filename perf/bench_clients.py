@@ -42,7 +42,7 @@ import json
 import multiprocessing as mp
 import statistics
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import confluent_kafka
@@ -95,8 +95,10 @@ def enqueue_rate(messages: int) -> float:
     return messages / elapsed
 
 
-def end_offsets(bootstrap: str, partitions: Iterable[int]) -> int:
-    consumer = confluent_kafka.Consumer({"bootstrap.servers": bootstrap, "group.id": "perf-watermarks"})
+def end_offsets(bootstrap: str, partitions: Iterable[int], client: Mapping[str, Any] | None = None) -> int:
+    consumer = confluent_kafka.Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "perf-watermarks", **(client or {})}
+    )
     try:
         return sum(
             consumer.get_watermark_offsets(confluent_kafka.TopicPartition(TOPIC, p), timeout=30)[1]
@@ -125,10 +127,13 @@ def delivered_rate(bootstrap: str, messages: int) -> float:
     return messages / elapsed
 
 
-def _consume(bootstrap: str, partitions: list[int], messages: int, go: Any, out: Any) -> None:
+def _consume(
+    bootstrap: str, partitions: list[int], messages: int, go: Any, out: Any, client: Mapping[str, Any]
+) -> None:
     """A consumer process: read ``messages`` from ``partitions``; report (first, last, cpu) times."""
     consumer = confluent_kafka.Consumer(
         {
+            **client,
             "bootstrap.servers": bootstrap,
             "group.id": "perf-unused",  # required by the client; never joined (assign only)
             "enable.auto.commit": False,
@@ -157,14 +162,21 @@ def _consume(bootstrap: str, partitions: list[int], messages: int, go: Any, out:
     out.put((got, first_batch, first, last, cpu))
 
 
-def consume_rate(bootstrap: str, workers: list[int], messages: int, processes: int) -> dict[str, float]:
-    """msgs/s of ``processes`` consumers splitting the partitions, and who used the CPU."""
+def consume_rate(
+    bootstrap: str,
+    workers: list[int],
+    messages: int,
+    processes: int,
+    client: Mapping[str, Any] | None = None,
+) -> dict[str, float]:
+    """msgs/s of ``processes`` consumers splitting the partitions, and who used the CPU.
+    ``client``: more consumer settings (e.g. TLS)."""
     ctx = mp.get_context("spawn")
     go, out = ctx.Event(), ctx.Queue()
     shares = [list(range(PARTITIONS))[i::processes] for i in range(processes)]
-    expected = [end_offsets(bootstrap, share) for share in shares]
+    expected = [end_offsets(bootstrap, share, client) for share in shares]
     procs = [
-        ctx.Process(target=_consume, args=(bootstrap, share, n, go, out), daemon=True)
+        ctx.Process(target=_consume, args=(bootstrap, share, n, go, out, dict(client or {})), daemon=True)
         for share, n in zip(shares, expected, strict=True)
     ]
     for p in procs:

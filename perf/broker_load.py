@@ -67,16 +67,23 @@ class CapacityConfig:
 
 @contextlib.contextmanager
 def running_broker(
-    workers: int, *, config: dict[str, Any] | None = None, name: str = "perf"
+    workers: int,
+    *,
+    config: dict[str, Any] | None = None,
+    name: str = "perf",
+    listeners: tuple[str, ...] = ("PLAINTEXT",),
 ) -> Iterator[BrokerProcess]:
     """A broker on free ports in a temporary data dir (``shardbroker-<name>-*``); drained and
-    removed afterwards. ``config``: broker settings (default: this benchmark's)."""
+    removed afterwards. ``config``: broker settings (default: this benchmark's); ``listeners``:
+    Kafka listener names (tests/integration/broker_process.py)."""
     if config is None:
         config = {"message.max.bytes": 4 * 1024 * 1024, "num.partitions": 4}
     root = Path(tempfile.mkdtemp(prefix=f"shardbroker-{name}-"))
     logs = root / "logs"
     logs.mkdir()
-    broker = BrokerProcess(root / "data", logs, workers=workers, config=config, name=name)
+    broker = BrokerProcess(
+        root / "data", logs, workers=workers, config=config, name=name, listeners=listeners
+    )
     try:
         broker.start()
         yield broker

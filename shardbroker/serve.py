@@ -19,9 +19,12 @@ named after it (``/dev/shm/shardbroker-sb1234abcd-*``), so brokers on different 
 collide, and a restart on the same data dir finds (and reclaims) what a SIGKILLed run left. Two
 brokers on one data dir cannot both get this far: the lock comes first.
 
-Readiness: one line per listener on stdout, ``shardbroker: node <i> listening on HOST:PORT``,
-printed once every worker reached READY (its listener is bound, its partitions are open). No
+Readiness: one line per listener per worker on stdout, ``shardbroker: node <i> listening on
+HOST:PORT`` (followed by `` (NAME, PROTOCOL)`` for any listener but PLAINTEXT, ``ready_line``),
+printed once every worker reached READY (its listeners are bound, its partitions are open). No
 address is printed before that, so a script may take the first ``HOST:PORT`` it sees as usable.
+Before forking, every listener's ports are probed and, once the metadata log is open (it keeps
+the dynamic key store settings), every TLS listener's stores are loaded.
 """
 
 from __future__ import annotations
@@ -32,10 +35,13 @@ import functools
 import logging
 import socket
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
+from shardbroker.broker.tls import TlsConfigError, TlsSettings
 from shardbroker.config.broker_config import BrokerConfig
 from shardbroker.config.broker_properties import AUTO_LEADER_REBALANCE_ENABLE
+from shardbroker.config.config_def import ConfigError
+from shardbroker.config.listeners import Endpoint
 from shardbroker.control.auto_rebalance import AutoRebalancer, PartitionLoad
 from shardbroker.control.controller import Controller
 from shardbroker.control.metadata_log import DataDirLock, MetadataLogError
@@ -68,9 +74,11 @@ class ServeError(Exception):
     """The broker cannot start; the message says why, for the operator."""
 
 
-def check_ports(host: str, first: int, count: int) -> None:
-    """Bind each Kafka port once (SO_REUSEADDR, as the listeners) and let go: a clear message now
-    instead of a worker boot failure later. Racy by nature; the workers' own binds still decide."""
+def check_ports(host: str, first: int, count: int, listener: str = "PLAINTEXT") -> None:
+    """Bind each Kafka port of a listener once (SO_REUSEADDR, as the listeners) and let go: a
+    clear message now instead of a worker boot failure later. Racy by nature; the workers' own
+    binds still decide."""
+    named = "" if listener == "PLAINTEXT" else f", listener {listener}"
     for port in range(first, first + count):
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         with socket.socket(family, socket.SOCK_STREAM) as s:
@@ -80,9 +88,34 @@ def check_ports(host: str, first: int, count: int) -> None:
             except OSError as exc:
                 if exc.errno == errno.EADDRINUSE:
                     raise ServeError(
-                        f"port {port} on {host} is already in use (worker {port - first})"
+                        f"port {port} on {host} is already in use (worker {port - first}{named})"
                     ) from None
-                raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+                raise ServeError(f"cannot listen on {host}:{port}{named}: {exc.strerror or exc}") from None
+
+
+def check_tls(config: BrokerConfig, dynamic: Mapping[str, str]) -> None:
+    """Load every TLS listener's key and trust stores once (with the dynamic configs the metadata
+    log keeps), so a bad file, password or rule stops the start with its reason instead of
+    failing every worker's boot."""
+    try:
+        config = config.with_dynamic(dynamic)
+    except ConfigError as exc:
+        raise ServeError(f"dynamic broker configs in the metadata log: {exc}") from None
+    for endpoint in config.listeners:
+        if endpoint.uses_tls:
+            try:
+                TlsSettings.load(config.for_listener(endpoint.listener))
+            except TlsConfigError as exc:
+                raise ServeError(str(exc)) from None
+
+
+def ready_line(node_id: int, endpoint: Endpoint) -> str:
+    """``shardbroker: node I listening on HOST:PORT``, with `` (NAME, PROTOCOL)`` after it for any
+    listener but the plain ``PLAINTEXT`` one (scripts take the first HOST:PORT they see)."""
+    line = f"shardbroker: node {node_id} listening on {_hostport(endpoint.host, endpoint.port_of(node_id))}"
+    if endpoint.listener == "PLAINTEXT" and endpoint.security_protocol == "PLAINTEXT":
+        return line
+    return f"{line} ({endpoint.listener}, {endpoint.security_protocol})"
 
 
 class BrokerSupervisor(Supervisor):
@@ -171,7 +204,8 @@ def serve(
     counters: CounterTable | None = None
     group_offsets: GroupOffsetTable | None = None
     try:
-        check_ports(config.listen_host, config.listen_port, config.workers)
+        for endpoint in config.listeners:
+            check_ports(endpoint.host, endpoint.port, config.workers, endpoint.listener)
         if config.metrics_port:
             _check_metrics_port(config.metrics_host, config.metrics_port)
         report = shm.reclaim_stale(instance)
@@ -184,14 +218,15 @@ def serve(
             raise ServeError(str(exc)) from None
         except OSError as exc:
             raise ServeError(f"cannot open the metadata log in {data_dir}: {exc.strerror or exc}") from None
+        check_tls(config, controller.state.broker_configs)
         counters = CounterTable.create(instance, config.workers)
         group_offsets = GroupOffsetTable.create(instance, config.workers)
         setup = _worker_setup(controller, config, install, counters, group_offsets)
 
         def announce() -> None:
             for i in range(config.workers):
-                address = _hostport(config.listen_host, config.listen_port + i)
-                say(f"shardbroker: node {i} listening on {address}")
+                for endpoint in config.listeners:
+                    say(ready_line(i, endpoint))
 
         supervisor = BrokerSupervisor(
             SupervisorConfig(instance=instance, workers=config.workers, policy=policy or Policy()),

@@ -16,7 +16,14 @@ Sending: response parts are bytes, or ``FileRegion`` objects (Fetch records stra
 files). A region is sent with ``os.sendfile`` when the transport's write buffer is empty (so
 nothing queued could be overtaken); otherwise, or for what sendfile could not take at once, the
 rest is ``os.pread`` and written through the transport, which keeps the order and applies its
-back-pressure. sendfile is 1.7-2x faster on 1 MiB fetches. Responses finished in the same loop
+back-pressure. sendfile is 1.7-2x faster on 1 MiB fetches. Over TLS (SSL, SASL_SSL listeners)
+sendfile cannot be used, since the bytes must be encrypted on their way: every region is
+``os.pread`` into memory and written through the TLS transport, which encrypts it (one copy more
+than plaintext, plus the cipher). Measured (perf/bench_tls.py: confluent-kafka consuming
+1,000,000 x 100 B, one consumer, PLAINTEXT and SSL listeners of one broker, rounds alternated):
+TLS/plaintext msgs/s 0.59 and 0.98 (medians of two runs on a busy 2-core machine: the Python
+consumer is the limit either way); the workers' CPU for the 100 MB was 0.10 s over TLS against
+0.075 s with sendfile. kTLS is not used. Responses finished in the same loop
 iteration are written together on the next one ("corking", ``_schedule_flush``): the ``send``
 syscall is the largest per-request cost, and corking gains 30-50% on produce.
 
@@ -124,6 +131,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self.session = ConnectionSession.accepted(listener, security_protocol, "")
         self._sock_fd = -1
         self._sendfile = limits.sendfile
+        self._tls = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._backlog: deque[Event] = deque()  # decoded, waiting for a handler slot
         self._flush_pending = False
@@ -156,6 +164,9 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self.conn = ServerConnection(self.limits.max_request_size, supported=self.registry.versions)
         sock = transport.get_extra_info("socket")
         self._sock_fd = sock.fileno() if sock is not None else -1
+        if transport.get_extra_info("ssl_object") is not None:
+            self._tls = True
+            self._sendfile = False  # the socket carries TLS records: file bytes must be encrypted
         self.state.counters.add_connections(1)
 
     def get_buffer(self, sizehint: int) -> memoryview:
@@ -179,10 +190,11 @@ class KafkaConnection(asyncio.BufferedProtocol):
             self._on_event(event)
 
     def eof_received(self) -> bool:
-        # The client half-closed: answer what it sent, then close (keep the transport open).
+        # The client half-closed: answer what it sent, then close (keep the transport open). TLS
+        # has no half-close: its transport closes after the peer's close_notify whatever we say.
         self._eof = True
         self._maybe_finish()
-        return True
+        return not self._tls
 
     def pause_writing(self) -> None:
         self._paused_for_writing = True

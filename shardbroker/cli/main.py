@@ -55,16 +55,21 @@ def _config_keys_help() -> str:
     lines = ["config file keys (TOML; Kafka's server.properties names, quoted or dotted):"]
     column = max(map(len, BROKER_CONFIGS)) + 2  # a name never runs into its description
     for name, key in BROKER_CONFIGS.items():
-        doc = key.doc if key.default is None else f"{key.doc} [{key.default}]"
+        doc = key.doc if key.default is None or key.sensitive else f"{key.doc} [{key.default}]"
         lines.append(
             textwrap.fill(
-                doc, width=100, initial_indent=f"  {name:<{column}}", subsequent_indent=" " * (column + 2)
+                doc,
+                width=100,
+                initial_indent=f"  {name:<{column}}",
+                subsequent_indent=" " * (column + 2),
+                break_long_words=False,
             )
         )
     lines.append("")
     lines.append(
         'example: "log.retention.hours" = 24     "num.partitions" = 3     listeners = "127.0.0.1:9092"'
     )
+    lines.append("the ssl.* keys may be set for one listener as listener.name.<listener in lower case>.ssl.*")
     lines.append("flags override the file. Exit codes: 0 after a drain, 1 could not start, 2 bad usage,")
     lines.append("3 a worker failed to boot.")
     return "\n".join(lines)
@@ -115,12 +120,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--listen",
         metavar="HOST:PORT",
-        help="worker 0's address; worker i uses PORT+i (listeners) [127.0.0.1:9092]",
+        help="worker 0's address, one PLAINTEXT listener, or Kafka's NAME://HOST:PORT,... list; "
+        "worker i uses PORT+i (listeners) [127.0.0.1:9092]",
     )
     serve.add_argument(
         "--advertise",
         metavar="HOST",
-        help="host name given to clients (advertised.listeners) [the listen host]",
+        help="host name given to clients for every listener, or Kafka's NAME://HOST:PORT,... "
+        "(advertised.listeners) [each listener's host]",
     )
     serve.add_argument(
         "--metrics", metavar="HOST:PORT", help="Prometheus /metrics address (metrics.listen) [127.0.0.1:9404]"

@@ -8,17 +8,22 @@ a default is the mistake operators make most with Kafka configs), and every valu
 default, is converted by its row's validator when the config is built, so a bad value stops the
 start with the property's name and its valid range.
 
-Readers ask ``config.get(ROW)`` for a row's typed value; the data directory, listener, workers
-and topic defaults (``log_defaults``, a ``LogConfig`` from the ``log.*`` synonyms with Kafka's
-time-unit fallbacks) are attributes. One data dir and one PLAINTEXT listener: worker i of a
-single host listens on port + i.
+Readers ask ``config.get(ROW)`` for a row's typed value (``find`` for a row without a default,
+None when unset); the data directory, listeners, workers and topic defaults (``log_defaults``, a
+``LogConfig`` from the ``log.*`` synonyms with Kafka's time-unit fallbacks) are attributes. One
+data dir; listeners as config/listeners.py parses and checks them: worker i of a single host
+listens on every listener's port + i. A listener's own settings (Kafka's
+``listener.name.<listener>.<name>`` of a ``per_listener`` row) win over the top-level ones:
+``config.for_listener(NAME).get(ROW)``. ``dynamic`` holds the per-broker rows changed by
+AlterConfigs (from the metadata image): they win over the file, each at its own name, as Kafka's
+DYNAMIC_BROKER_CONFIG over STATIC_BROKER_CONFIG (``with_dynamic``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
-import socket
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,22 +34,36 @@ from typing import Any, Final, TypeVar, cast
 from shardbroker.config.broker_properties import (
     ADVERTISED_LISTENERS,
     BROKER_CONFIGS,
+    LISTENER_SECURITY_PROTOCOL_MAP,
     LISTENERS,
     LOG_DIR,
     LOG_DIRS,
     METRICS_LISTEN,
+    SSL_KEYSTORE_CERTIFICATE_CHAIN,
+    SSL_KEYSTORE_KEY,
+    SSL_KEYSTORE_LOCATION,
+    SSL_TRUSTSTORE_CERTIFICATES,
+    SSL_TRUSTSTORE_LOCATION,
     TOPIC_CONFIG_SYNONYMS,
     WORKERS,
 )
 from shardbroker.config.config_def import ConfigError, ConfigKey
+from shardbroker.config.listeners import (
+    Endpoint,
+    advertised_endpoints,
+    bind_endpoints,
+    check_port_ranges,
+    listener_prefix,
+    split_listener_prefix,
+)
 from shardbroker.config.log_config import LogConfig
 
-__all__ = ["BrokerConfig"]
+__all__ = ["BrokerConfig", "ListenerConfig"]
 
 T = TypeVar("T")
 
 _DATA_DIR: Final = LOG_DIRS.typed_default()
-_LISTEN: Final = LISTENERS.typed_default()
+_LISTENERS: Final = bind_endpoints(LISTENERS.typed_default(), LISTENER_SECURITY_PROTOCOL_MAP.typed_default())
 _METRICS: Final = METRICS_LISTEN.typed_default()
 
 
@@ -76,23 +95,110 @@ def _flatten_toml(table: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
+def _known_key(name: str) -> ConfigKey[Any] | None:
+    """The row of ``name``, or of the property a listener-prefixed ``name`` overrides."""
+    key = BROKER_CONFIGS.get(name)
+    if key is None:
+        split = split_listener_prefix(name)
+        key = BROKER_CONFIGS.get(split[1]) if split is not None else None
+        if key is not None and not key.per_listener:
+            return None
+    return key
+
+
 def _check_known(props: Mapping[str, str], source: str) -> None:
     for name in props:
-        if name not in BROKER_CONFIGS:
+        if _known_key(name) is None:
+            split = split_listener_prefix(name)
+            if split is not None and split[1] in BROKER_CONFIGS:
+                raise ConfigError(
+                    f"Configuration {split[1]!r} cannot be set per listener ({name!r} in {source})"
+                )
             close = difflib.get_close_matches(name, BROKER_CONFIGS, n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise ConfigError(f"Unknown configuration {name!r} in {source}{hint}")
 
 
 def _typed_values(props: Mapping[str, str]) -> dict[str, Any]:
-    """Every row's typed value: the operator's if set, else the default (rows without one left out)."""
+    """Every row's typed value: the operator's if set, else the default (None if it has none)."""
     _check_known(props, "the broker properties")
-    values = {}
+    values: dict[str, Any] = {}
     for name, key in BROKER_CONFIGS.items():
         raw = props.get(name, key.default)
-        if raw is not None:
-            values[name] = key.parse(raw)
+        values[name] = key.parse(raw) if raw is not None else None
     return values
+
+
+def _listener_values(props: Mapping[str, str], listeners: tuple[Endpoint, ...]) -> dict[str, dict[str, Any]]:
+    """The listener-prefixed values, by listener name: each names a listener, in lower case."""
+    by_prefix = {listener_prefix(e.listener): e.listener for e in listeners}
+    out: dict[str, dict[str, Any]] = {e.listener: {} for e in listeners}
+    for name, raw in props.items():
+        split = split_listener_prefix(name)
+        if split is None:
+            continue
+        listener = by_prefix.get(f"listener.name.{split[0]}.")
+        if listener is None:
+            known = ", ".join(sorted(by_prefix)) or "none"
+            lower = f"listener.name.{split[0].lower()}." in by_prefix
+            hint = " (the listener name goes in lower case)" if lower else ""
+            raise ConfigError(
+                f"Configuration {name!r} names no listener of listeners{hint}: prefixes are {known}"
+            )
+        out[listener][split[1]] = BROKER_CONFIGS[split[1]].validator.convert(name, raw)
+    return out
+
+
+def _check_stores(lc: ListenerConfig) -> None:
+    """A TLS listener has one key store (a file, or inline key and chain) and at most one trust
+    store (Kafka's DefaultSslEngineFactory messages, with the listener's name)."""
+    e = lc.endpoint
+    where = f"listener {e.listener} ({e.security_protocol})"
+    location, key, chain = (
+        lc.find(SSL_KEYSTORE_LOCATION),
+        lc.find(SSL_KEYSTORE_KEY),
+        lc.find(SSL_KEYSTORE_CERTIFICATE_CHAIN),
+    )
+    prefix = listener_prefix(e.listener)
+    if key is not None and location is not None:
+        raise ConfigError(f"{where}: both SSL key store location and separate private key are specified")
+    if key is not None and chain is None:
+        raise ConfigError(f"{where}: SSL private key is specified, but certificate chain is not specified")
+    if chain is not None and key is None:
+        raise ConfigError(f"{where}: SSL certificate chain is specified, but private key is not specified")
+    if key is None and location is None:
+        raise ConfigError(
+            f"{where} has no key store: set ssl.keystore.location (or {prefix}ssl.keystore.location), "
+            "or ssl.keystore.key with ssl.keystore.certificate.chain"
+        )
+    if lc.find(SSL_TRUSTSTORE_LOCATION) is not None and lc.find(SSL_TRUSTSTORE_CERTIFICATES) is not None:
+        raise ConfigError(
+            f"{where}: both SSL trust store location and separate trust certificates are specified"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerConfig:
+    """One listener's view of the config: its ``listener.name.<l>.`` values over the top-level ones."""
+
+    endpoint: Endpoint
+    _own: Mapping[str, Any]
+    _top: BrokerConfig
+
+    def is_set(self, key: ConfigKey[Any]) -> bool:
+        """Whether the listener's own prefixed form of ``key`` is set."""
+        return key.name in self._own
+
+    def find(self, key: ConfigKey[T]) -> T | None:
+        if key.name in self._own:
+            return cast(T, self._own[key.name])
+        return self._top.find(key)
+
+    def get(self, key: ConfigKey[T]) -> T:
+        value = self.find(key)
+        if value is None:
+            raise LookupError(f"{key.name} is not set for listener {self.endpoint.listener}")
+        return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,30 +213,60 @@ class BrokerConfig:
 
     data_dir: Path = _DATA_DIR
     workers: int = field(default_factory=_available_cores)
-    listen_host: str = _LISTEN[0]
-    listen_port: int = _LISTEN[1]
-    advertised_host: str | None = None
+    #: Kafka's listeners, each with its security protocol and worker 0's port.
+    listeners: tuple[Endpoint, ...] = _LISTENERS
+    #: What worker 0 advertises per listener (empty: each listener's own address).
+    advertised_listeners: tuple[Endpoint, ...] = ()
     metrics_host: str = _METRICS[0]
     metrics_port: int = _METRICS[1]
     log_defaults: LogConfig = field(default_factory=LogConfig)
-    properties: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    #: Not in the repr: it may hold secrets (ssl.key.password, inline keys).
+    properties: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), repr=False)
+    #: Per-broker rows set by AlterConfigs (kept in the metadata log), over ``properties``.
+    dynamic: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), repr=False)
     _values: Mapping[str, Any] = field(init=False, repr=False, compare=False)
+    _listener_values: Mapping[str, Mapping[str, Any]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_values", _typed_values(self.properties))
+        _check_known(self.dynamic, "the dynamic broker configs")
+        props = {**self.properties, **self.dynamic}
+        object.__setattr__(self, "_values", _typed_values(props))
+        object.__setattr__(self, "_listener_values", _listener_values(props, self.listeners))
+        for endpoint in self.listeners:
+            if endpoint.uses_tls:
+                _check_stores(self.for_listener(endpoint.listener))
 
     def get(self, key: ConfigKey[T]) -> T:
-        """The typed value of a row of ``BROKER_CONFIGS`` (rows without a default are read
-        through the attribute they feed: ``workers``, ``advertised_host``, ``log_defaults``)."""
-        return cast(T, self._values[key.name])
+        """The typed value of a row of ``BROKER_CONFIGS`` that has a default (the others are
+        read with ``find``, or through the attribute they feed: ``workers``, ``log_defaults``)."""
+        value = self._values[key.name]
+        if value is None:
+            raise LookupError(f"{key.name} has no default and is not set")
+        return cast(T, value)
 
-    def advertised(self) -> str:
-        """The host clients are told to connect to (a wildcard bind advertises the host name, as Kafka)."""
-        if self.advertised_host:
-            return self.advertised_host
-        if self.listen_host in ("0.0.0.0", "::", ""):
-            return socket.gethostname()
-        return self.listen_host
+    def find(self, key: ConfigKey[T]) -> T | None:
+        """The typed value of a row, None when it has no default and is not set."""
+        return cast("T | None", self._values[key.name])
+
+    def listener(self, name: str) -> Endpoint:
+        """The listener called ``name`` (KeyError if there is none)."""
+        for endpoint in self.listeners:
+            if endpoint.listener == name:
+                return endpoint
+        raise KeyError(name)
+
+    def for_listener(self, name: str) -> ListenerConfig:
+        """The settings of one listener: its prefixed values over the top-level ones."""
+        return ListenerConfig(self.listener(name), self._listener_values[name], self)
+
+    def advertised(self) -> tuple[Endpoint, ...]:
+        """What worker 0 advertises per listener, in the listeners' order (a wildcard bind
+        advertises the host name, as Kafka)."""
+        return self.advertised_listeners or advertised_endpoints(self.listeners, None)
+
+    def with_dynamic(self, dynamic: Mapping[str, str]) -> BrokerConfig:
+        """This config with ``dynamic`` as its per-broker dynamic values (ConfigError if bad)."""
+        return dataclasses.replace(self, dynamic=MappingProxyType(dict(dynamic)))
 
     @classmethod
     def load(cls, path: Path | None, overrides: Mapping[str, str]) -> BrokerConfig:
@@ -162,17 +298,12 @@ class BrokerConfig:
         kw: dict[str, Any] = {}
         if LOG_DIRS.name in props or LOG_DIR.name in props:
             kw["data_dir"] = values[LOG_DIRS.name if LOG_DIRS.name in props else LOG_DIR.name]
-        kw["listen_host"], kw["listen_port"] = values[LISTENERS.name]
+        listeners = bind_endpoints(values[LISTENERS.name], values[LISTENER_SECURITY_PROTOCOL_MAP.name])
+        kw["listeners"] = listeners
+        kw["advertised_listeners"] = advertised_endpoints(listeners, values[ADVERTISED_LISTENERS.name])
         kw["metrics_host"], kw["metrics_port"] = values[METRICS_LISTEN.name]
-        if ADVERTISED_LISTENERS.name in values:
-            kw["advertised_host"], _ = values[ADVERTISED_LISTENERS.name]
-        port = kw["listen_port"]
         workers = kw["workers"] = values.get(WORKERS.name) or _available_cores()
-        if port + workers - 1 > 65535:
-            raise ConfigError(
-                f"listeners port {port} with {workers} workers needs ports up to {port + workers - 1}"
-                " (worker i listens on port + i): beyond 65535"
-            )
+        check_port_ranges(listeners, workers)
         kw["log_defaults"] = _log_defaults(props, values)
         return cls(**kw, properties=MappingProxyType(dict(props)))
 

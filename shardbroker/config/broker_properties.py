@@ -6,7 +6,9 @@ mode, documentation and the component that reads it. ``serve --help``, docs/conf
 (tools/gen_config_docs.py), ``BrokerConfig``'s validation and DescribeConfigs all read this
 table. A reader asks ``BrokerConfig.get(ROW)`` for the typed value of a row constant below; the
 rows feeding a ``BrokerConfig`` attribute (data directory, listeners, workers, topic defaults)
-are read through that attribute. Every row is read-only: shardbroker reads them once at start.
+are read through that attribute. Rows are read-only (read once at start) but for the TLS stores,
+Kafka's per-broker dynamic rows; ``per_listener`` rows may also be set per listener
+(``listener.name.<listener>.<name>``, config/listeners.py).
 
 The topic configs' broker synonyms (``log.segment.bytes`` ...) are rows derived from the topic
 rows (same type, default and validator), then the time-unit synonyms (``log.roll.hours``,
@@ -31,56 +33,46 @@ from shardbroker.config.config_def import (
     UpdateMode,
     Validator,
     between,
+    list_of,
+    one_of,
+)
+from shardbroker.config.listeners import (
+    ADVERTISED_VALIDATOR,
+    DEFAULT_PROTOCOL_MAP,
+    LISTENERS_VALIDATOR,
+    PROTOCOL_MAP,
 )
 from shardbroker.config.log_config import BROKER_SYNONYMS, TOPIC_CONFIGS
 
 
-def _split_host_port(name: str, raw: str, *, port_required: bool) -> tuple[str, int | None]:
-    """``HOST:PORT``, ``[v6]:PORT`` or (if not required) ``HOST``; ``SCHEME://`` is stripped."""
-    value = raw.strip()
-    if "://" in value:
-        scheme, _, value = value.partition("://")
-        if scheme.upper() != "PLAINTEXT":
-            raise ConfigError(
-                f"Invalid value {raw!r} for configuration {name}: only PLAINTEXT listeners are supported"
-            )
-    if "," in value:
-        raise ConfigError(f"Invalid value {raw!r} for configuration {name}: one listener only")
-    if value.startswith("["):
-        host, sep, rest = value[1:].partition("]")
-        if not sep or (rest and not rest.startswith(":")):
-            raise ConfigError(f"Invalid value {raw!r} for configuration {name}: expected [IPV6]:PORT")
-        port_text = rest[1:] if rest else None
-    elif value.count(":") == 1:
-        host, _, port_text = value.partition(":")
-    elif ":" not in value:
-        host, port_text = value, None
-    else:
-        raise ConfigError(f"Invalid value {raw!r} for configuration {name}: expected HOST:PORT")
-    if port_text is None:
-        if port_required:
-            raise ConfigError(f"Invalid value {raw!r} for configuration {name}: expected HOST:PORT")
-        if not host:
-            raise ConfigError(f"Invalid value {raw!r} for configuration {name}: empty host")
-        return host, None
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise ConfigError(f"Invalid value {raw!r} for configuration {name}: port is not a number") from None
-    if not 0 < port <= 65535:
-        raise ConfigError(f"Invalid value {raw!r} for configuration {name}: port must be in [1, 65535]")
-    # Kafka binds an empty host (PLAINTEXT://:9092) to every interface.
-    return host or "0.0.0.0", port
-
-
 def _host_port(name: str, raw: str) -> tuple[str, int]:
-    host, port = _split_host_port(name, raw, port_required=True)
-    assert port is not None
-    return host, port
+    """``HOST:PORT`` or ``[v6]:PORT`` (``PLAINTEXT://`` accepted and dropped); empty host: any."""
+    value = raw.strip()
+    if value.upper().startswith("PLAINTEXT://"):
+        value = value[len("PLAINTEXT://") :]
+    if "://" in value or "," in value:
+        raise ConfigError(f"Invalid value {raw!r} for configuration {name}: expected HOST:PORT")
+    (address,) = LISTENERS_VALIDATOR.convert(name, value)
+    assert address.port is not None
+    return address.host, address.port
 
 
-def _host(name: str, raw: str) -> tuple[str, int | None]:
-    return _split_host_port(name, raw, port_required=False)
+def _pem_store(name: str, raw: str) -> str:
+    value = raw.strip().upper()
+    if value != "PEM":
+        raise ConfigError(
+            f"Invalid value {raw!r} for configuration {name}: shardbroker reads PEM stores only "
+            "(JKS and PKCS12 are Java's: export the key and certificates to PEM with keytool/openssl)"
+        )
+    return value
+
+
+def _text(name: str, raw: str) -> str:
+    return raw
+
+
+def _names(name: str, raw: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in raw.split(",") if p.strip())
 
 
 def _directory(name: str, raw: str) -> Path:
@@ -90,22 +82,26 @@ def _directory(name: str, raw: str) -> Path:
     return Path(parts[0])
 
 
-#: A PLAINTEXT listener: ``PLAINTEXT://HOST:PORT`` or ``HOST:PORT``.
-HOST_PORT: Final = Validator(_host_port, "[PLAINTEXT://]HOST:PORT, port in [1, 65535]")
-#: An advertised listener: as above, or a bare ``HOST``.
-HOST: Final = Validator(_host, "[PLAINTEXT://]HOST[:PORT]")
+#: ``HOST:PORT`` (metrics.listen).
+HOST_PORT: Final = Validator(_host_port, "HOST:PORT, port in [1, 65535]")
 DIRECTORY: Final = Validator(_directory, "one directory")
+PEM_STORE: Final = Validator(_pem_store, "PEM")
+TEXT: Final = Validator(_text, "text")
+NAMES: Final = Validator(_names, "a comma-separated list")
 
 _GROUPS: Final = "group coordinator (broker/group_coordinator.py)"
 _HOUSEKEEPING: Final = "replica manager (housekeeping)"
 _LISTENER: Final = "listener (broker/listener.py)"
 _REBALANCER: Final = "auto-rebalancer (control/auto_rebalance.py)"
+_TLS: Final = "TLS listeners (broker/tls.py)"
 _SERVE: Final = "serve (every process)"
 _TOPIC_DEFAULTS: Final = "BrokerConfig.log_defaults"
 
 BROKER_CONFIGS: Final = ConfigDef(UpdateMode.READ_ONLY)
 _D = BROKER_CONFIGS.define
 _S, _I, _L, _B = ConfigType.STRING, ConfigType.INT, ConfigType.LONG, ConfigType.BOOLEAN
+_P, _LIST = ConfigType.PASSWORD, ConfigType.LIST
+_PER_BROKER: Final = UpdateMode.PER_BROKER
 
 LOG_DIRS: Final = _D(
     "log.dirs", _S, "shardbroker-data", DIRECTORY, "the data directory (one; log.dir is accepted too)", _SERVE
@@ -115,16 +111,25 @@ LISTENERS: Final = _D(
     "listeners",
     _S,
     "PLAINTEXT://127.0.0.1:9092",
-    HOST_PORT,
-    "PLAINTEXT://HOST:PORT or HOST:PORT; worker i listens on PORT+i",
+    LISTENERS_VALIDATOR,
+    "NAME://HOST:PORT,... (or HOST:PORT, one PLAINTEXT listener); worker i listens on each PORT+i",
+    _LISTENER,
+)
+LISTENER_SECURITY_PROTOCOL_MAP: Final = _D(
+    "listener.security.protocol.map",
+    _S,
+    DEFAULT_PROTOCOL_MAP,
+    PROTOCOL_MAP,
+    "security protocol of each listener name, e.g. CLIENTS:SASL_SSL",
     _LISTENER,
 )
 ADVERTISED_LISTENERS: Final = _D(
     "advertised.listeners",
     _S,
     None,
-    HOST,
-    "host given to clients in metadata: PLAINTEXT://HOST:PORT, HOST:PORT or HOST [the listen host]",
+    ADVERTISED_VALIDATOR,
+    "NAME://HOST:PORT,... given to clients per listener (worker i: PORT+i), or a HOST for all"
+    " [each listener's address]",
     "controller (brokers of the metadata image)",
 )
 WORKERS: Final = _D(
@@ -305,6 +310,128 @@ LOG_FLUSH_SCHEDULER_INTERVAL_MS: Final = _D(
     between(1, LONG_MAX),
     "how often logs are checked against flush.ms",
     _HOUSEKEEPING,
+)
+
+# TLS (Kafka's SslConfigs and BrokerSecurityConfigs names). Every row may be set per listener as
+# listener.name.<listener>.<name>; the stores are reloaded without a restart (AlterConfigs).
+SSL_KEYSTORE_TYPE: Final = _D(
+    "ssl.keystore.type",
+    _S,
+    "PEM",
+    PEM_STORE,
+    "key store format: PEM only (Kafka's default JKS is refused)",
+    _TLS,
+    mode=_PER_BROKER,
+    per_listener=True,
+)
+SSL_KEYSTORE_LOCATION: Final = _D(
+    "ssl.keystore.location",
+    _S,
+    None,
+    TEXT,
+    "PEM file with the private key and the certificate chain of a TLS listener",
+    _TLS,
+    mode=_PER_BROKER,
+    per_listener=True,
+)
+SSL_KEYSTORE_KEY: Final = _D(
+    "ssl.keystore.key",
+    _P,
+    None,
+    TEXT,
+    "the private key in PEM, inline (instead of ssl.keystore.location)",
+    _TLS,
+    mode=_PER_BROKER,
+    per_listener=True,
+)
+SSL_KEYSTORE_CERTIFICATE_CHAIN: Final = _D(
+    "ssl.keystore.certificate.chain",
+    _P,
+    None,
+    TEXT,
+    "the certificate chain in PEM, inline (with ssl.keystore.key)",
+    _TLS,
+    mode=_PER_BROKER,
+    per_listener=True,
+)
+SSL_KEY_PASSWORD: Final = _D(
+    "ssl.key.password",
+    _P,
+    None,
+    TEXT,
+    "password of an encrypted private key",
+    _TLS,
+    mode=_PER_BROKER,
+    per_listener=True,
+)
+SSL_TRUSTSTORE_TYPE: Final = _D(
+    "ssl.truststore.type",
+    _S,
+    "PEM",
+    PEM_STORE,
+    "trust store format: PEM only (Kafka's default JKS is refused)",
+    _TLS,
+    mode=_PER_BROKER,
+    per_listener=True,
+)
+SSL_TRUSTSTORE_LOCATION: Final = _D(
+    "ssl.truststore.location",
+    _S,
+    None,
+    TEXT,
+    "PEM file of the CA certificates client certificates are checked against [the system's]",
+    _TLS,
+    mode=_PER_BROKER,
+    per_listener=True,
+)
+SSL_TRUSTSTORE_CERTIFICATES: Final = _D(
+    "ssl.truststore.certificates",
+    _P,
+    None,
+    TEXT,
+    "the trusted CA certificates in PEM, inline (instead of ssl.truststore.location)",
+    _TLS,
+    mode=_PER_BROKER,
+    per_listener=True,
+)
+SSL_CLIENT_AUTH: Final = _D(
+    "ssl.client.auth",
+    _S,
+    "none",
+    one_of("none", "requested", "required"),
+    "client certificates (mTLS): none, requested or required; on SASL_SSL only its listener.name form",
+    _TLS,
+    mode=_PER_BROKER,
+    per_listener=True,
+)
+SSL_PRINCIPAL_MAPPING_RULES: Final = _D(
+    "ssl.principal.mapping.rules",
+    _S,
+    "DEFAULT",
+    TEXT,
+    "RULE:pattern/replacement/[LU],...,DEFAULT: client certificate subject -> principal name",
+    _TLS,
+    per_listener=True,
+)
+SSL_ENABLED_PROTOCOLS: Final = _D(
+    "ssl.enabled.protocols",
+    _LIST,
+    "TLSv1.2,TLSv1.3",
+    list_of("TLSv1.2", "TLSv1.3"),
+    "TLS versions a TLS listener accepts",
+    _TLS,
+    mode=_PER_BROKER,
+    per_listener=True,
+)
+SSL_CIPHER_SUITES: Final = _D(
+    "ssl.cipher.suites",
+    _LIST,
+    None,
+    NAMES,
+    "TLS 1.2 cipher suites, OpenSSL names (TLS 1.3's are OpenSSL's defaults) [OpenSSL's defaults]",
+    _TLS,
+    mode=_PER_BROKER,
+    per_listener=True,
 )
 
 for _topic, _broker in BROKER_SYNONYMS.items():

@@ -55,17 +55,22 @@ class ConfigType(enum.IntEnum):
     INT = 3
     LONG = 5
     LIST = 7
+    #: A secret (a key, a password): never shown (DescribeConfigs answers null, is_sensitive).
+    PASSWORD = 9
 
 
 class UpdateMode(enum.Enum):
     """How a new value takes effect (the "update mode" column of Kafka's documentation).
 
-    Broker properties are read once at start (a restart applies a change; AlterConfigs refuses
-    them, and DescribeConfigs reports them read-only); topic configs change per topic at once
-    through AlterConfigs. Kafka's per-broker and cluster-wide dynamic modes have no row here.
+    Most broker properties are read once at start (a restart applies a change; AlterConfigs
+    refuses them, and DescribeConfigs reports them read-only); topic configs change per topic at
+    once through AlterConfigs. Per-broker rows (Kafka's "per-broker" mode: the TLS key and trust
+    stores) are also changed by AlterConfigs of a BROKER resource, kept in the metadata log and
+    applied by every worker without a restart. Kafka's cluster-wide mode has no row here.
     """
 
     READ_ONLY = "read-only"
+    PER_BROKER = "per-broker"
     TOPIC = "topic"
 
 
@@ -146,10 +151,18 @@ class ConfigKey(Generic[T]):
     doc: str
     #: The component that reads the typed value (documentation, and a hint for whoever changes it).
     reader: str
+    #: Kafka's listener override: ``listener.name.<listener>.<name>`` wins over ``<name>`` for
+    #: that listener (the ssl.* rows).
+    per_listener: bool = False
 
     def __post_init__(self) -> None:
         if self.default is not None:
             self.parse(self.default)
+
+    @property
+    def sensitive(self) -> bool:
+        """A PASSWORD row: its value is never printed, logged or described."""
+        return self.type is ConfigType.PASSWORD
 
     def parse(self, raw: str) -> T:
         """The typed value of ``raw``, or ConfigError naming this property and what is valid."""
@@ -163,7 +176,7 @@ class ConfigKey(Generic[T]):
 
 
 class ConfigDef(Mapping[str, ConfigKey[Any]]):
-    """An ordered table of rows by name, all of one update mode."""
+    """An ordered table of rows by name, of one update mode unless a row says otherwise."""
 
     def __init__(self, mode: UpdateMode) -> None:
         self.mode = mode
@@ -177,11 +190,14 @@ class ConfigDef(Mapping[str, ConfigKey[Any]]):
         validator: Validator[T],
         doc: str,
         reader: str,
+        *,
+        mode: UpdateMode | None = None,
+        per_listener: bool = False,
     ) -> ConfigKey[T]:
         """Add a row and return it (the constant a reader asks for the typed value with)."""
         if name in self._keys:
             raise ValueError(f"configuration {name} is defined twice")
-        key = ConfigKey(name, type, default, validator, self.mode, doc, reader)
+        key = ConfigKey(name, type, default, validator, mode or self.mode, doc, reader, per_listener)
         self._keys[name] = key
         return key
 

@@ -151,8 +151,9 @@ class Controller:
         self.out_capacity = out_capacity
         self.state = ControllerState()
         self.brokers = tuple(
-            BrokerEndpoint(node_id=i, host=config.advertised(), port=config.listen_port + i)
+            BrokerEndpoint(node_id=i, host=a.host, port=a.port_of(i), listener=a.listener)
             for i in range(self.workers)
+            for a in config.advertised()
         )
         self.ctx = OpContext(
             workers=self.workers,
@@ -438,7 +439,9 @@ class Controller:
         so a worker applying the image already finds its partitions' rows)."""
         if self.directory is None or self._hw_rows is None:
             return
-        b = self.brokers[0]
+        # Local clients commit offsets over TCP with our own plaintext client.
+        plain = [a.listener for a in self.config.advertised() if a.security_protocol == "PLAINTEXT"]
+        b = next((b for b in self.brokers if b.listener in plain[:1]), self.brokers[0])
         bootstrap = f"[{b.host}]:{b.port}" if ":" in b.host else f"{b.host}:{b.port}"
         topics = {
             name: (t.topic_id.hex, tuple(p.leader for p in t.partitions))

@@ -18,6 +18,7 @@ Records (every one carries ``"offset"``, its position in the metadata log; the s
     {"type": "producer_ids", "next": n}                 ids below n are handed out, forever
     {"type": "scram_credential", ..} / {"type": "remove_scram_credential", ..}
         one SCRAM credential set or removed (scram_control.py: salts and derived keys only)
+    {"type": "broker_configs", "configs": {..}}         the per-broker dynamic configs, whole
 
 Ops (`handle`) are what workers ask for over their control ring (ipc/control.py): they
 validate each item with Kafka's rules and error codes, emit records for the valid ones and answer
@@ -49,6 +50,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from shardbroker.config.config_def import ConfigError
+from shardbroker.config.config_ops import apply_config_ops, check_dynamic_broker_configs, is_dynamic_list
 from shardbroker.config.log_config import LogConfig
 from shardbroker.control.scram_control import (
     REMOVE_RECORD,
@@ -92,6 +94,8 @@ class ControllerState:
     next_producer_id: int = 0
     #: user -> mechanism -> SCRAM credential (never a password).
     scram_credentials: Credentials = field(default_factory=dict)
+    #: Per-broker dynamic configs (AlterConfigs of a BROKER resource), applied by every worker.
+    broker_configs: Mapping[str, str] = field(default_factory=dict)
 
     def image(self, cluster_id: str, brokers: tuple[BrokerEndpoint, ...]) -> MetadataImage:
         return MetadataImage(
@@ -101,6 +105,7 @@ class ControllerState:
             brokers=brokers,
             topics=dict(self.topics),
             scram_credentials={user: dict(creds) for user, creds in self.scram_credentials.items()},
+            broker_configs=dict(self.broker_configs),
         )
 
     def topic_by_id(self, topic_id: uuid.UUID) -> TopicImage | None:
@@ -120,6 +125,7 @@ class ControllerState:
                 for user, creds in self.scram_credentials.items()
                 for credential in creds.values()
             ],
+            "broker_configs": dict(self.broker_configs),
         }
 
     @staticmethod
@@ -131,7 +137,13 @@ class ControllerState:
         scram: Credentials = {}
         for rec in data.get("scram_credentials", ()):  # absent from snapshots older than SCRAM
             scram = apply_scram_record(scram, rec)
-        return ControllerState(int(data["version"]), topics, int(data["next_producer_id"]), scram)
+        return ControllerState(
+            int(data["version"]),
+            topics,
+            int(data["next_producer_id"]),
+            scram,
+            {str(k): str(v) for k, v in data.get("broker_configs", {}).items()},
+        )
 
 
 def _topic_record(topic: TopicImage) -> Record:
@@ -168,6 +180,7 @@ def apply_record(state: ControllerState, record: Mapping[str, Any]) -> Controlle
         return dataclasses.replace(state, version=offset, scram_credentials=scram)
     topics = dict(state.topics)
     next_pid = state.next_producer_id
+    broker_configs = state.broker_configs
     if kind == "topic":
         topic = _topic_from_record(record)
         for other in topics.values():
@@ -190,9 +203,11 @@ def apply_record(state: ControllerState, record: Mapping[str, Any]) -> Controlle
         if nxt < next_pid:
             raise ValueError(f"producer id mark going back from {next_pid} to {nxt}")
         next_pid = nxt
+    elif kind == "broker_configs":
+        broker_configs = {str(k): str(v) for k, v in record["configs"].items()}
     else:
         raise ValueError(f"unknown metadata record type {kind!r}")
-    return ControllerState(offset, topics, next_pid, state.scram_credentials)
+    return ControllerState(offset, topics, next_pid, state.scram_credentials, broker_configs)
 
 
 def replay(records: Iterable[Mapping[str, Any]], start: ControllerState | None = None) -> ControllerState:
@@ -505,28 +520,13 @@ LIST_CONFIGS: Final = frozenset({"cleanup.policy"})
 def _alter_one(topic: TopicImage, resource: Mapping[str, Any], ctx: OpContext) -> dict[str, str]:
     """The topic's new override set; raises ConfigError (INVALID_CONFIG) or KeyError."""
     replace = bool(resource.get("replace", False))
-    new = {} if replace else dict(topic.configs)
     effective = ctx.log_defaults.overrides(topic.configs).to_properties()
-    for op in resource["ops"]:
-        name, kind, value = str(op["name"]), str(op.get("op", "set")), op.get("value")
-        if kind == "set":
-            if value is None:
-                raise ConfigError(f"Null value for configuration {name}")
-            new[name] = str(value)
-        elif kind == "delete":
-            new.pop(name, None)
-        elif kind in ("append", "subtract"):
-            if name not in LIST_CONFIGS:
-                raise ConfigError(f"Config value {kind} is not allowed for config key {name}")
-            current = [v for v in new.get(name, effective.get(name, "")).split(",") if v]
-            items = [v.strip() for v in str(value or "").split(",") if v.strip()]
-            if kind == "append":
-                current += [v for v in items if v not in current]
-            else:
-                current = [v for v in current if v not in items]
-            new[name] = ",".join(current)
-        else:
-            raise ConfigError(f"Unknown config operation {kind!r} for {name}")
+    new = apply_config_ops(
+        {} if replace else topic.configs,
+        resource["ops"],
+        is_list=LIST_CONFIGS.__contains__,
+        effective=effective,
+    )
     ctx.log_defaults.overrides(new)  # validates every name and value
     return new
 
@@ -553,6 +553,22 @@ def _alter_configs(b: _Builder, args: Mapping[str, Any], ctx: OpContext) -> dict
         res.update(_ok())
         out.append(res)
     return {"resources": out}
+
+
+def _alter_broker_configs(b: _Builder, args: Mapping[str, Any], ctx: OpContext) -> dict[str, Any]:
+    """The per-broker dynamic configs after ``ops`` (``replace``: AlterConfigs' whole set).
+    The asking worker has checked that the TLS stores load; this checks names and values."""
+    current = {} if args.get("replace") else b.state.broker_configs
+    try:
+        new = apply_config_ops(
+            current, args["ops"], is_list=is_dynamic_list, effective=args.get("effective", {})
+        )
+        check_dynamic_broker_configs(new)
+    except ConfigError as exc:
+        return _error(ErrorCode.INVALID_CONFIG, str(exc))
+    if not args.get("validate_only") and new != dict(b.state.broker_configs):
+        b.add({"type": "broker_configs", "configs": new})
+    return _ok()
 
 
 def _allocate_producer_ids(b: _Builder, args: Mapping[str, Any], ctx: OpContext) -> dict[str, Any]:
@@ -670,6 +686,7 @@ _OPS: Final[Mapping[str, Callable[[_Builder, Mapping[str, Any], OpContext], dict
     "delete_topics": _delete_topics,
     "create_partitions": _create_partitions,
     "alter_configs": _alter_configs,
+    "alter_broker_configs": _alter_broker_configs,
     "allocate_producer_ids": _allocate_producer_ids,
     "move_partitions": _move_partitions,
     "assign_partitions": _assign_partitions,

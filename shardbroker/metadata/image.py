@@ -27,11 +27,13 @@ from shardbroker.security.scram_credential import ScramCredential, ScramMechanis
 
 @dataclass(frozen=True, slots=True)
 class BrokerEndpoint:
-    """One worker as clients see it: Kafka node id, advertised host, port."""
+    """One worker on one listener as clients see it: Kafka node id, advertised host, port (a
+    worker has one per listener; clients are answered with their own listener's)."""
 
     node_id: int
     host: str
     port: int
+    listener: str = "PLAINTEXT"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +68,9 @@ class MetadataImage:
     topics: dict[str, TopicImage]
     #: SCRAM users: name -> mechanism -> the stored credential (never a password).
     scram_credentials: dict[str, dict[ScramMechanism, ScramCredential]] = field(default_factory=dict)
+    #: Per-broker dynamic configs set by AlterConfigs (ssl.* key stores), by Kafka name; every
+    #: worker applies them over its static config.
+    broker_configs: dict[str, str] = field(default_factory=dict)
 
     def scram_credential(self, user: str, mechanism: ScramMechanism) -> ScramCredential | None:
         return self.scram_credentials.get(user, {}).get(mechanism)
@@ -74,11 +79,16 @@ class MetadataImage:
     def topics_by_id(self) -> dict[uuid.UUID, TopicImage]:
         return {topic.topic_id: topic for topic in self.topics.values()}
 
-    def broker(self, node_id: int) -> BrokerEndpoint | None:
+    def broker(self, node_id: int, listener: str = "PLAINTEXT") -> BrokerEndpoint | None:
+        """Worker ``node_id``'s endpoint on ``listener`` (None: no such worker)."""
         for endpoint in self.brokers:
-            if endpoint.node_id == node_id:
+            if endpoint.node_id == node_id and endpoint.listener == listener:
                 return endpoint
         return None
+
+    def brokers_on(self, listener: str) -> list[BrokerEndpoint]:
+        """Every worker's endpoint on ``listener``, by node id (what Metadata answers on it)."""
+        return [b for b in self.brokers if b.listener == listener]
 
     def partitions_led_by(self, node_id: int) -> list[tuple[TopicImage, PartitionImage]]:
         """Every partition this worker owns: what it must open, serve and write."""
@@ -103,7 +113,7 @@ def _image_to_dict(image: MetadataImage) -> dict[str, Any]:
         "version": image.version,
         "cluster_id": image.cluster_id,
         "controller_id": image.controller_id,
-        "brokers": [[b.node_id, b.host, b.port] for b in image.brokers],
+        "brokers": [[b.node_id, b.host, b.port, b.listener] for b in image.brokers],
         "topics": [
             {
                 "name": t.name,
@@ -121,6 +131,7 @@ def _image_to_dict(image: MetadataImage) -> dict[str, Any]:
             }
             for user, creds in image.scram_credentials.items()
         },
+        "broker_configs": image.broker_configs,
     }
 
 
@@ -139,7 +150,7 @@ def _image_from_dict(data: dict[str, Any]) -> MetadataImage:
         version=int(data["version"]),
         cluster_id=str(data["cluster_id"]),
         controller_id=int(data["controller_id"]),
-        brokers=tuple(BrokerEndpoint(int(n), str(h), int(p)) for n, h, p in data["brokers"]),
+        brokers=tuple(BrokerEndpoint(int(n), str(h), int(p), str(ln)) for n, h, p, ln in data["brokers"]),
         topics=topics,
         scram_credentials={
             user: {
@@ -154,4 +165,5 @@ def _image_from_dict(data: dict[str, Any]) -> MetadataImage:
             }
             for user, creds in data.get("scram", {}).items()
         },
+        broker_configs={str(k): str(v) for k, v in data.get("broker_configs", {}).items()},
     )

@@ -6,7 +6,8 @@ What it relies on (DESIGN.md, "Contracts" and "Process model"):
 
 - ``shardbroker serve --data-dir DIR --workers N --listen HOST:PORT --metrics HOST:PORT
   [--config FILE]`` runs in the foreground and prints one line per listener when ready; worker
-  ``i`` listens on ``PORT + i``. Readiness here = N distinct ``HOST:PORT`` strings for the Kafka
+  ``i`` listens on ``PORT + i`` (``--listen NAME://HOST:PORT,...`` for several listeners, each on
+  its own block of ports). Readiness here = N distinct ``HOST:PORT`` strings for the Kafka
   ports seen on stdout (or stderr: where a logger writes is not part of the contract), *and* a TCP
   connect to each of them succeeding, before a deadline. The process dying first fails at once,
   with its output.
@@ -32,7 +33,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -169,14 +170,19 @@ class BrokerProcess:
         base_port: int | None = None,
         extra_args: Iterable[str] = (),
         name: str = "broker",
+        listeners: Sequence[str] = ("PLAINTEXT",),
     ) -> None:
         self.data_dir = data_dir
         self.log_dir = log_dir
         self.workers = workers
         self.config = dict(config or {})
         self.host = host
-        self.base_port = base_port if base_port is not None else free_port_block(workers + 1, host)
-        self.metrics_port = self.base_port + workers
+        #: Listener names (Kafka's): the first one's ports are ``ports``; each gets a block of
+        #: ``workers`` ports after the previous one's (protocols: ``listener.security.protocol.map``).
+        self.listeners = tuple(listeners)
+        blocks = workers * len(self.listeners)
+        self.base_port = base_port if base_port is not None else free_port_block(blocks + 1, host)
+        self.metrics_port = self.base_port + blocks
         self.extra_args = list(extra_args)
         self.name = name
         self.proc: subprocess.Popen[bytes] | None = None
@@ -193,11 +199,27 @@ class BrokerProcess:
 
     @property
     def ports(self) -> list[int]:
-        return [self.base_port + i for i in range(self.workers)]
+        return self.listener_ports(self.listeners[0])
 
     @property
     def bootstrap(self) -> str:
         return f"{self.host}:{self.base_port}"
+
+    def listener_ports(self, name: str) -> list[int]:
+        """Each worker's port on listener ``name``."""
+        first = self.base_port + self.listeners.index(name) * self.workers
+        return [first + i for i in range(self.workers)]
+
+    def listener_bootstrap(self, name: str) -> str:
+        return f"{self.host}:{self.listener_ports(name)[0]}"
+
+    def all_ports(self) -> list[int]:
+        return [port for name in self.listeners for port in self.listener_ports(name)]
+
+    def _listen_value(self) -> str:
+        if self.listeners == ("PLAINTEXT",):
+            return f"{self.host}:{self.base_port}"
+        return ",".join(f"{name}://{self.host}:{self.listener_ports(name)[0]}" for name in self.listeners)
 
     def command(self) -> list[str]:
         override = os.environ.get("SHARDBROKER_SERVE_CMD")
@@ -210,7 +232,7 @@ class BrokerProcess:
             "--workers",
             str(self.workers),
             "--listen",
-            f"{self.host}:{self.base_port}",
+            self._listen_value(),
             "--advertise",
             self.host,
             "--metrics",
@@ -260,7 +282,7 @@ class BrokerProcess:
 
     def announced_ports(self) -> set[int]:
         """Kafka ports of this broker that its output (since the last start) has named."""
-        wanted = set(self.ports)
+        wanted = set(self.all_ports())
         return {int(m.group(2)) for m in ADDRESS_RE.finditer(self._new_output())} & wanted
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
@@ -272,12 +294,14 @@ class BrokerProcess:
                 raise AssertionError(
                     f"shardbroker serve exited with {code} before it was ready\n{self.output()}"
                 )
-            if self.announced_ports() == set(self.ports) and all(self._probe(p) for p in self.ports):
+            if self.announced_ports() == set(self.all_ports()) and all(
+                self._probe(p) for p in self.all_ports()
+            ):
                 break
             if time.monotonic() > deadline:
                 raise AssertionError(
                     f"shardbroker serve not ready after {timeout:.0f} s (announced "
-                    f"{sorted(self.announced_ports())} of {self.ports})\n{self.output()}"
+                    f"{sorted(self.announced_ports())} of {self.all_ports()})\n{self.output()}"
                 )
             time.sleep(0.05)
         self.worker_pids()  # remember them, and the shm instance, while everything runs

@@ -43,6 +43,7 @@ def _brokers(label: str) -> Iterator[BrokerFactory]:
         defaults: bool = True,
         start: bool = True,
         extra_args: tuple[str, ...] = (),
+        listeners: tuple[str, ...] = ("PLAINTEXT",),
     ) -> BrokerProcess:
         name = f"broker{len(started)}"
         merged = {**(DEFAULT_CONFIG if defaults else {}), **(config or {})}
@@ -55,6 +56,7 @@ def _brokers(label: str) -> Iterator[BrokerFactory]:
             config=merged,
             extra_args=extra_args,
             name=name,
+            listeners=listeners,
         )
         started.append(broker)
         if start:

@@ -20,6 +20,7 @@ from shardbroker.config.broker_properties import (
     SOCKET_REQUEST_MAX_BYTES,
 )
 from shardbroker.config.config_def import ConfigError
+from shardbroker.config.listeners import Endpoint
 from shardbroker.config.log_config import BROKER_SYNONYMS, LogConfig
 
 
@@ -33,9 +34,9 @@ def test_defaults_are_the_contracts() -> None:
     c = BrokerConfig()
     assert c.data_dir == Path("shardbroker-data")
     assert c.workers >= 1
-    assert (c.listen_host, c.listen_port) == ("127.0.0.1", 9092)
+    assert c.listeners == (Endpoint("PLAINTEXT", "PLAINTEXT", "127.0.0.1", 9092),)
     assert (c.metrics_host, c.metrics_port) == ("127.0.0.1", 9404)
-    assert c.advertised() == "127.0.0.1"
+    assert c.advertised() == c.listeners
     assert c.get(NUM_PARTITIONS) == 1 and c.get(AUTO_CREATE_TOPICS_ENABLE) is True
     assert c.log_defaults.max_message_bytes == 1048588
     assert c.get(SOCKET_REQUEST_MAX_BYTES) == 104857600
@@ -48,7 +49,7 @@ def test_defaults_are_the_contracts() -> None:
 
 def test_load_without_anything_equals_defaults() -> None:
     c = BrokerConfig.load(None, {})
-    assert c.listen_port == 9092 and c.log_defaults == LogConfig() and c.properties == {}
+    assert c.listeners[0].port == 9092 and c.log_defaults == LogConfig() and c.properties == {}
 
 
 def test_toml_quoted_and_dotted_keys_and_value_types(tmp_path: Path) -> None:
@@ -67,8 +68,8 @@ def test_toml_quoted_and_dotted_keys_and_value_types(tmp_path: Path) -> None:
     assert c.data_dir == Path("/var/lib/sb")
     assert c.get(NUM_PARTITIONS) == 3
     assert c.get(AUTO_CREATE_TOPICS_ENABLE) is False
-    assert (c.listen_host, c.listen_port) == ("127.0.0.2", 9500)
-    assert c.advertised() == "broker.example"
+    assert (c.listeners[0].host, c.listeners[0].port) == ("127.0.0.2", 9500)
+    assert c.advertised()[0].host == "broker.example"
     assert c.workers == 2
     assert (c.metrics_host, c.metrics_port) == ("0.0.0.0", 9999)
     assert c.log_defaults.max_message_bytes == 2000000  # message.max.bytes is max.message.bytes' synonym
@@ -79,7 +80,7 @@ def test_toml_quoted_and_dotted_keys_and_value_types(tmp_path: Path) -> None:
 def test_flags_override_the_file(tmp_path: Path) -> None:
     path = write(tmp_path, '"listeners" = "127.0.0.1:9000"\nworkers = 4\n"log.dirs" = "a"\n')
     c = BrokerConfig.load(path, {"listeners": "127.0.0.1:9100", "log.dirs": "b"})
-    assert c.listen_port == 9100 and c.workers == 4 and c.data_dir == Path("b")
+    assert c.listeners[0].port == 9100 and c.workers == 4 and c.data_dir == Path("b")
     assert c.properties["listeners"] == "127.0.0.1:9100"
 
 
@@ -94,13 +95,14 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
 )
 def test_listener_forms(raw: str, expected: tuple[str, int]) -> None:
     c = BrokerConfig.load(None, {"listeners": raw, "workers": "1"})
-    assert (c.listen_host, c.listen_port) == expected
+    assert (c.listeners[0].listener, c.listeners[0].host, c.listeners[0].port) == ("PLAINTEXT", *expected)
 
 
 def test_wildcard_listener_advertises_a_host_name() -> None:
     c = BrokerConfig.load(None, {"listeners": ":9092", "workers": "1"})
-    assert c.advertised() not in ("", "0.0.0.0")
-    assert BrokerConfig.load(None, {"listeners": ":9092", "advertised.listeners": "h"}).advertised() == "h"
+    assert c.advertised()[0].host not in ("", "0.0.0.0")
+    short = BrokerConfig.load(None, {"listeners": ":9092", "advertised.listeners": "h"})
+    assert (short.advertised()[0].host, short.advertised()[0].port) == ("h", 9092)
 
 
 @pytest.mark.parametrize(
@@ -109,8 +111,8 @@ def test_wildcard_listener_advertises_a_host_name() -> None:
         ({"listeners": "127.0.0.1"}, "HOST:PORT"),
         ({"listeners": "127.0.0.1:notaport"}, "port is not a number"),
         ({"listeners": "127.0.0.1:70000"}, "[1, 65535]"),
-        ({"listeners": "SSL://127.0.0.1:9093"}, "PLAINTEXT"),
-        ({"listeners": "PLAINTEXT://a:1,PLAINTEXT://b:2"}, "one listener"),
+        ({"listeners": "CLIENTS://127.0.0.1:9093"}, "No security protocol defined for listener CLIENTS"),
+        ({"listeners": "PLAINTEXT://a:1,plaintext://b:2"}, "each listener must have a different name"),
         ({"metrics.listen": "9404"}, "metrics.listen"),
         ({"workers": "0"}, "workers"),
         ({"workers": "two"}, "not a number"),

@@ -25,6 +25,7 @@ from shardbroker.broker.listener import KafkaListener
 from shardbroker.broker.session import SecurityProtocol
 from shardbroker.broker.worker_state import WorkerState
 from shardbroker.config.broker_config import BrokerConfig
+from shardbroker.config.listeners import Endpoint
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.codec import Message
 from shardbroker.protocol.errors import ErrorCode
@@ -329,7 +330,7 @@ def test_handler_crash_without_error_field_closes_after_earlier_responses(tmp_pa
             d = await connect()
             await d.send(metadata("x"), 12)
             assert (await d.read())[1].topics[0].name == "x"
-            assert listener._server is not None and listener._server.is_serving()
+            assert all(d.server is not None and d.server.is_serving() for d in listener.doors)
 
     run(scenario())
 
@@ -486,7 +487,7 @@ def test_listener_rebinds_at_once_on_the_same_port(tmp_path: Path) -> None:
 def test_listener_defaults_come_from_the_config(tmp_path: Path) -> None:
     config = BrokerConfig(
         data_dir=tmp_path,
-        listen_port=0,
+        listeners=(Endpoint("PLAINTEXT", "PLAINTEXT", "127.0.0.1", 0),),
         properties={"socket.request.max.bytes": "1234", "connections.max.idle.ms": "-1"},
     )
     state = WorkerState(node_id=0, config=config, channel=cast(Any, None), replicas=cast(Any, None))

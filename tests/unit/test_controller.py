@@ -524,7 +524,14 @@ class FakeWorker:
 def test_controller_pushes_images_and_answers_after_every_live_worker_acked(
     tmp_path: Path, instance: str
 ) -> None:
-    config = BrokerConfig(data_dir=tmp_path, workers=2, listen_port=19000, advertised_host="adv")
+    config = BrokerConfig.from_properties(
+        {
+            "log.dirs": str(tmp_path),
+            "workers": "2",
+            "listeners": "127.0.0.1:19000",
+            "advertised.listeners": "adv",
+        }
+    )
     controller = Controller(config, instance, in_capacity=1 << 16, out_capacity=1 << 16)
     controller.open()
     live = {0: True, 1: True}
@@ -540,7 +547,7 @@ def test_controller_pushes_images_and_answers_after_every_live_worker_acked(
         for w in workers:
             (push,) = w.receive()
             assert isinstance(push, MetadataPush) and push.image["version"] == -1
-            assert push.image["brokers"] == [[0, "adv", 19000], [1, "adv", 19001]]
+            assert push.image["brokers"] == [[0, "adv", 19000, "PLAINTEXT"], [1, "adv", 19001, "PLAINTEXT"]]
             w.send(MetadataApplied(-1))
         w0, w1 = workers
         w0.send(ControlRequest(7, "create_topics", {"topics": [create("a", 2)]}))

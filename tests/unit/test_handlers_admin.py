@@ -18,6 +18,7 @@ import pytest
 
 from shardbroker.broker.controller_channel import ControllerRequestError, ControllerUnavailable
 from shardbroker.broker.dispatch import RequestContext, discover
+from shardbroker.broker.session import ConnectionSession
 from shardbroker.broker.worker_state import WorkerState
 from shardbroker.config.broker_config import BrokerConfig
 from shardbroker.config.broker_properties import BROKER_CONFIGS, NUM_PARTITIONS
@@ -79,8 +80,11 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
 
-async def call(state: WorkerState, request: Message, version: int) -> Any:
-    """Dispatch like a connection does, and check the response encodes at that version."""
+async def call(
+    state: WorkerState, request: Message, version: int, session: ConnectionSession | None = None
+) -> Any:
+    """Dispatch like a connection does (on ``session``'s listener if given), and check the
+    response encodes at that version."""
     ctx = RequestContext(
         api_key=request.API_KEY,
         api_version=version,
@@ -88,6 +92,7 @@ async def call(state: WorkerState, request: Message, version: int) -> Any:
         client_id="test",
         worker=state,
         registry=REGISTRY,
+        session=session or ConnectionSession(),
     )
     response = await REGISTRY.dispatch(ctx, request)
     assert response is not None
@@ -512,7 +517,8 @@ def test_describe_broker_configs(tmp_path: Path, name: str) -> None:
     assert (entries["num.partitions"].value, entries["num.partitions"].config_source) == ("3", 4)
     assert (entries["message.max.bytes"].value, entries["message.max.bytes"].config_source) == ("1048588", 5)
     assert entries["auto.create.topics.enable"].config_type == 1
-    assert all(c.read_only for c in result.configs)
+    assert all(c.read_only for c in result.configs if BROKER_CONFIGS[c.name].mode is UpdateMode.READ_ONLY)
+    assert not entries["ssl.keystore.location"].read_only  # per-broker: AlterConfigs reloads it
 
 
 def test_describe_broker_configs_answers_every_row_of_the_table(tmp_path: Path) -> None:
@@ -582,7 +588,7 @@ def test_alter_configs_validate_only(tmp_path: Path) -> None:
         (alter("a", **{"retention.ms": "soon"}), ErrorCode.INVALID_CONFIG),
         (alter("a", **{"no.such": "1"}), ErrorCode.INVALID_CONFIG),
         (alter("a", **{"retention.ms": None}), ErrorCode.INVALID_REQUEST),
-        (alter("0", rtype=4, **{"num.partitions": "3"}), ErrorCode.INVALID_REQUEST),
+        (alter("0", rtype=4, **{"num.partitions": "3"}), ErrorCode.INVALID_CONFIG),  # read-only, as Kafka
         (alter("x", rtype=8, **{"root": "DEBUG"}), ErrorCode.INVALID_REQUEST),
     ],
 )
@@ -607,7 +613,8 @@ def test_broker_refusal_message_is_clear(tmp_path: Path) -> None:
     state = make_state(tmp_path)
     req = m.IncrementalAlterConfigsRequest(resources=[incremental("0", ("num.partitions", 0, "3"), rtype=4)])
     (r,) = call_sync(state, req, 1).responses
-    assert r.error_code == ErrorCode.INVALID_REQUEST and "restart" in r.error_message
+    assert r.error_code == ErrorCode.INVALID_CONFIG and "restart" in r.error_message
+    assert "Cannot update these configs dynamically: num.partitions" in r.error_message
 
 
 @pytest.mark.parametrize("version", range(0, 2))

@@ -2,10 +2,20 @@
 
 Topic resources go to the controller's ``alter_configs`` op, which validates names and values
 (INVALID_CONFIG 40 with LogConfig's message) and answers UNKNOWN_TOPIC_OR_PARTITION (3) for an
-unknown topic. Broker resources are refused with INVALID_REQUEST (42) and a message: shardbroker's
-broker configs are static (read at start; DescribeConfigs reports them read-only), which is the
-answer Kafka gives for a broker config that cannot be updated dynamically. Other resource types
-are INVALID_REQUEST too. A resource listed twice is INVALID_REQUEST (Kafka: "Duplicate resource").
+unknown topic. Other resource types are INVALID_REQUEST. A resource listed twice is
+INVALID_REQUEST (Kafka: "Duplicate resource").
+
+Broker resources (Kafka's dynamic broker configs): only the per-broker rows, the TLS key and
+trust stores and their ``listener.name.<l>.`` forms, change without a restart; any other name is
+INVALID_CONFIG "Cannot update these configs dynamically", and the cluster default (an empty
+resource name) is INVALID_CONFIG "Cannot update these configs at default cluster level, broker id
+must be specified", as Kafka answers. The resource name is any worker's node id, and the change
+applies to every worker: they share one host and one set of listeners (Kafka would change that
+broker only; a deviation). This worker first builds the resulting config and loads every TLS
+listener's stores from it: a key store that does not load is INVALID_CONFIG with the reason and
+nothing changes; then the controller's ``alter_broker_configs`` op records the whole new set in
+the metadata log (kept over restarts), and every worker's listener reloads its TLS context for
+new connections when the image arrives. ``validate_only`` stops after the checks.
 """
 
 from __future__ import annotations
@@ -14,8 +24,17 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from shardbroker.broker.controller_channel import ControllerRequestError, ControllerUnavailable
 from shardbroker.broker.dispatch import RequestContext
 from shardbroker.broker.handlers._common import RESOURCE_BROKER, RESOURCE_TOPIC, controller_items
+from shardbroker.broker.tls import TlsConfigError, TlsSettings
+from shardbroker.config.config_def import ConfigError
+from shardbroker.config.config_ops import (
+    apply_config_ops,
+    check_dynamic_broker_configs,
+    dynamic_broker_key,
+    is_dynamic_list,
+)
 from shardbroker.protocol.errors import ErrorCode
 
 _R = TypeVar("_R")
@@ -24,12 +43,6 @@ _R = TypeVar("_R")
 class _Resource(Protocol):
     resource_type: int
     resource_name: str
-
-
-BROKER_REFUSAL = (
-    "Broker configs cannot be altered: shardbroker reads them at start (see DescribeConfigs: "
-    "read-only); change the config file or flags and restart"
-)
 
 
 @dataclass(slots=True)
@@ -62,7 +75,8 @@ async def alter(
         if refusal is None and keys.count(key) > 1:
             refusal = ErrorCode.INVALID_REQUEST, f"Duplicate resource {change.resource_name!r} in the request"
         if refusal is None and change.resource_type == RESOURCE_BROKER:
-            refusal = ErrorCode.INVALID_REQUEST, BROKER_REFUSAL
+            outcomes.append(await _alter_broker(ctx, change, replace=replace, validate_only=validate_only))
+            continue
         if refusal is None and change.resource_type != RESOURCE_TOPIC:
             refusal = (
                 ErrorCode.INVALID_REQUEST,
@@ -87,6 +101,60 @@ async def alter(
             )
         out.append(outcome)
     return out
+
+
+async def _alter_broker(
+    ctx: RequestContext, change: Change, *, replace: bool, validate_only: bool
+) -> Outcome:
+    state = ctx.worker
+    name = change.resource_name
+
+    def outcome(code: ErrorCode, message: str | None = None) -> Outcome:
+        return Outcome(change.resource_type, name, int(code), message)
+
+    names = [str(op["name"]) for op in change.ops]
+    if not name:
+        if not names:
+            return outcome(ErrorCode.NONE)
+        return outcome(
+            ErrorCode.INVALID_CONFIG,
+            "Cannot update these configs at default cluster level, broker id must be specified: "
+            + ", ".join(sorted(names)),
+        )
+    nodes = {str(b.node_id) for b in state.image.brokers} | {str(state.node_id)}
+    if name not in nodes:
+        return outcome(
+            ErrorCode.INVALID_REQUEST,
+            f"Unexpected broker id {name!r}: this broker's nodes are {sorted(nodes)}",
+        )
+    config = state.config
+    effective = {
+        n: config.properties.get(n) or (key.default or "")
+        for n in names
+        if (key := dynamic_broker_key(n)) is not None
+    }
+    try:
+        new = apply_config_ops(
+            {} if replace else state.image.broker_configs,
+            change.ops,
+            is_list=is_dynamic_list,
+            effective=effective,
+        )
+        check_dynamic_broker_configs(new)
+        candidate = config.with_dynamic(new)
+        for endpoint in candidate.listeners:
+            if endpoint.uses_tls:
+                TlsSettings.load(candidate.for_listener(endpoint.listener))
+    except (ConfigError, TlsConfigError) as exc:
+        return outcome(ErrorCode.INVALID_CONFIG, str(exc))
+    args = {"ops": change.ops, "replace": replace, "validate_only": validate_only, "effective": effective}
+    try:
+        await state.channel.request("alter_broker_configs", args, timeout=30.0)
+    except ControllerUnavailable as exc:
+        return outcome(ErrorCode.REQUEST_TIMED_OUT, str(exc))
+    except ControllerRequestError as exc:
+        return outcome(ErrorCode(exc.error_code), str(exc))
+    return outcome(ErrorCode.NONE)
 
 
 def responses(make: Callable[..., _R], outcomes: Iterable[Outcome]) -> list[_R]:

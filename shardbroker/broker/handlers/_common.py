@@ -6,6 +6,7 @@ Not a handler module (the leading ``_`` keeps ``dispatch.discover`` from registe
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -14,6 +15,7 @@ from shardbroker.broker.dispatch import RequestContext
 from shardbroker.config.broker_config import BrokerConfig
 from shardbroker.config.broker_properties import BROKER_CONFIGS, TOPIC_CONFIG_SYNONYMS
 from shardbroker.config.config_def import UpdateMode
+from shardbroker.config.listeners import split_listener_prefix
 from shardbroker.config.log_config import TOPIC_CONFIGS
 from shardbroker.metadata.image import TopicImage
 from shardbroker.protocol.errors import ErrorCode
@@ -29,6 +31,7 @@ RESOURCE_BROKER: Final = 4
 
 # DescribeConfigsResponse ConfigSource (Kafka's DescribeConfigsResponse.ConfigSource).
 SOURCE_TOPIC_CONFIG: Final = 1
+SOURCE_DYNAMIC_BROKER_CONFIG: Final = 2
 SOURCE_STATIC_BROKER_CONFIG: Final = 4
 SOURCE_DEFAULT_CONFIG: Final = 5
 
@@ -99,6 +102,8 @@ class ConfigEntry:
     config_type: int
     #: (name, value, source), highest precedence first, the entry's own source included.
     synonyms: tuple[tuple[str, str | None, int], ...]
+    #: A PASSWORD row: described with a null value and is_sensitive.
+    sensitive: bool = False
 
 
 def topic_config_entries(config: BrokerConfig, topic: TopicImage) -> list[ConfigEntry]:
@@ -148,40 +153,58 @@ def _valid_overrides(config: BrokerConfig, topic: TopicImage) -> dict[str, str]:
         return good
 
 
-def broker_config_entries(config: BrokerConfig, node_id: int) -> list[ConfigEntry]:
-    """Every row of ``BROKER_CONFIGS``: STATIC_BROKER_CONFIG with the operator's text if set,
-    else DEFAULT_CONFIG with the effective value (the row's default, or what the attribute it
-    feeds holds: data directory, listeners, workers, topic defaults); read-only by update mode."""
+def broker_config_entries(
+    config: BrokerConfig, node_id: int, dynamic: Mapping[str, str] | None = None
+) -> list[ConfigEntry]:
+    """Every row of ``BROKER_CONFIGS``, then every listener-prefixed property set: DYNAMIC_BROKER_CONFIG
+    for a per-broker value set by AlterConfigs (``dynamic``), else STATIC_BROKER_CONFIG with the
+    operator's text if set, else DEFAULT_CONFIG with the effective value (the row's default, or
+    what the attribute it feeds holds: data directory, listeners, workers, topic defaults);
+    read-only by update mode; a PASSWORD row's value is null (``sensitive``), as Kafka's."""
     props = config.properties
-    port = config.listen_port + node_id
+    dynamic = dynamic or {}
+    advertised = ",".join(
+        f"{a.listener}://{_hostport(a.host, a.port_of(node_id))}" for a in config.advertised()
+    )
     effective: dict[str, str] = {
         "log.dirs": str(config.data_dir),
         "log.dir": str(config.data_dir),
-        "listeners": f"PLAINTEXT://{config.listen_host}:{config.listen_port}",
-        "advertised.listeners": f"PLAINTEXT://{config.advertised()}:{port}",
+        "listeners": ",".join(f"{e.listener}://{_hostport(e.host, e.port)}" for e in config.listeners),
+        "advertised.listeners": advertised,
         "workers": str(config.workers),
         "metrics.listen": f"{config.metrics_host}:{config.metrics_port}",
     }
     log_props = config.log_defaults.to_properties()
     for topic_name, synonyms in TOPIC_CONFIG_SYNONYMS.items():
         effective[synonyms[0][0]] = log_props[topic_name]
+    prefixed = sorted(n for n in {*props, *dynamic} if n not in BROKER_CONFIGS)
     entries = []
-    for name in sorted(BROKER_CONFIGS):
-        key = BROKER_CONFIGS[name]
+    for name in [*sorted(BROKER_CONFIGS), *prefixed]:
+        split = split_listener_prefix(name)
+        key = BROKER_CONFIGS[split[1] if split is not None and name not in BROKER_CONFIGS else name]
+        found: list[tuple[str, str | None, int]] = []
+        if name in dynamic:
+            found.append((name, dynamic[name], SOURCE_DYNAMIC_BROKER_CONFIG))
         if name in props:
-            value: str | None = props[name]
-            source = SOURCE_STATIC_BROKER_CONFIG
-        else:
-            value = effective.get(name, key.default)
-            source = SOURCE_DEFAULT_CONFIG
+            found.append((name, props[name], SOURCE_STATIC_BROKER_CONFIG))
+        default = effective.get(name, key.default)
+        if name in BROKER_CONFIGS and (default is not None or not found):
+            found.append((name, default, SOURCE_DEFAULT_CONFIG))
+        if key.sensitive:
+            found = [(n, None, s) for n, _, s in found]
         entries.append(
             ConfigEntry(
                 name=name,
-                value=value,
-                source=source,
+                value=found[0][1],
+                source=found[0][2],
                 read_only=key.mode is UpdateMode.READ_ONLY,
                 config_type=key.type,
-                synonyms=((name, value, source),),
+                synonyms=tuple(found),
+                sensitive=key.sensitive,
             )
         )
     return entries
+
+
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -1,6 +1,7 @@
 """DescribeCluster (api key 60), v0-v1: cluster id, controller id and the workers as brokers.
 
-Brokers are the workers (node id, advertised host, port + i), as in Metadata. v1's endpoint type
+Brokers are the workers (node id, advertised host, port + i) on the request's listener, as in
+Metadata. v1's endpoint type
 (KIP-919): 1 (brokers) is answered; 2 (controllers) is MISMATCHED_ENDPOINT_TYPE (114) -- our
 controller has no Kafka endpoint, as a broker answers in Kafka; anything else is
 UNSUPPORTED_ENDPOINT_TYPE (115). With no authorizer, the authorized operations asked for are all
@@ -43,7 +44,7 @@ async def handle(ctx: RequestContext, request: m.DescribeClusterRequest) -> m.De
             m.DescribeClusterResponse.DescribeClusterBroker(
                 broker_id=b.node_id, host=b.host, port=b.port, rack=None
             )
-            for b in image.brokers
+            for b in image.brokers_on(ctx.session.listener)
         ],
     )
     if request.include_cluster_authorized_operations:

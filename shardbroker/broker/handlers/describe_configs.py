@@ -8,9 +8,11 @@ entry lists its synonyms, highest precedence first, as Kafka does; v3+ adds the 
 An unknown topic is UNKNOWN_TOPIC_OR_PARTITION (3); an illegal name INVALID_TOPIC_EXCEPTION (17).
 
 Brokers: every row of the broker properties' table (``config.broker_properties.BROKER_CONFIGS``),
+then every listener-prefixed property set (``listener.name.<l>.ssl.*``): DYNAMIC_BROKER_CONFIG
+(2) for a per-broker value set by AlterConfigs (the metadata image's ``broker_configs``), else
 STATIC_BROKER_CONFIG if the operator set it, else DEFAULT_CONFIG with its default (never null
-for a row that has one), read-only as the row's update mode says: they are read once at start
-(no dynamic broker configs; AlterConfigs refuses them). The resource name is a node id of this
+for a row that has one); read-only unless the row is per-broker (the TLS stores); a PASSWORD
+row (keys, passwords) is null with ``is_sensitive``, as Kafka. The resource name is a node id of this
 broker (every worker shares one config) or empty (Kafka's "cluster default"); anything else is
 INVALID_REQUEST, as Kafka answers for a broker id that is not its own. Other resource types
 (broker loggers, groups, client metrics) are INVALID_REQUEST with a message saying so.
@@ -39,7 +41,7 @@ _Synonym = m.DescribeConfigsResponse.DescribeConfigsSynonym
 
 
 def _entry(e: ConfigEntry, version: int, synonyms: bool) -> _Entry:
-    entry = _Entry(name=e.name, value=e.value, read_only=e.read_only, is_sensitive=False)
+    entry = _Entry(name=e.name, value=e.value, read_only=e.read_only, is_sensitive=e.sensitive)
     if version == 0:
         entry.is_default = e.source == SOURCE_DEFAULT_CONFIG
     else:
@@ -77,7 +79,9 @@ def _describe(
                 f"Unexpected broker id {name!r}: this broker's nodes are {sorted(nodes - {''})}"
             )
             return result
-        entries = broker_config_entries(state.config, int(name) if name else state.node_id)
+        entries = broker_config_entries(
+            state.config, int(name) if name else state.node_id, state.image.broker_configs
+        )
     else:
         result.error_code = ErrorCode.INVALID_REQUEST
         result.error_message = (

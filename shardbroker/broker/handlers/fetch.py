@@ -192,7 +192,7 @@ async def handle_fetch(ctx: RequestContext, request: m.FetchRequest) -> m.FetchR
         image = replicas.image
         response.node_endpoints = [
             m.FetchResponse.NodeEndpoint(node_id=b.node_id, host=b.host, port=b.port)
-            for b in (image.broker(n) for n in sorted(leaders))
+            for b in (image.broker(n, ctx.session.listener) for n in sorted(leaders))
             if b is not None
         ]
     return response

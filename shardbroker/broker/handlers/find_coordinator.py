@@ -3,7 +3,8 @@
 The coordinator of a group is the leader of its ``__consumer_offsets`` partition (see
 group_metadata_manager.py: Java's String.hashCode, as Kafka). The topic is created on the first
 FindCoordinator that finds it missing, as Kafka does; the answer waits for it. v4+ asks for several
-keys at once (``coordinator_keys``) and gets one answer per key.
+keys at once (``coordinator_keys``) and gets one answer per key. The coordinator's address is its
+endpoint on the listener the request came in on, as Kafka answers.
 
 Key types: 0 (group) only. 1 (transaction) is answered COORDINATOR_NOT_AVAILABLE with the
 message "transactions are not supported": shardbroker has no transaction coordinator yet.
@@ -47,7 +48,7 @@ async def _find(ctx: RequestContext, key: str, key_type: int) -> _C:
     node = -1
     if code == 0:
         code, node = groups.coordinator_of(key)
-    endpoint = ctx.worker.image.broker(node) if code == 0 else None
+    endpoint = ctx.worker.image.broker(node, ctx.session.listener) if code == 0 else None
     if endpoint is None:
         out.error_code = code or NOT_AVAILABLE
         out.error_message = ErrorCode(out.error_code).name

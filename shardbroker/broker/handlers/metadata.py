@@ -1,6 +1,8 @@
 """Metadata (api key 3), v0-v12: the whole broker as this worker's metadata image describes it.
 
-Brokers are the workers (node id = worker index, advertised host, ``port + i``); each partition is
+Brokers are the workers (node id = worker index, advertised host, ``port + i``) on the listener
+the request came in on (``ctx.session.listener``: a client is told the addresses of the listener
+it uses, as Kafka answers with the request's listener name); each partition is
 led by its owning worker, whose leader epoch the image carries; replicas = ISR = [leader] (one
 copy per partition on a single host), offline replicas none. Topic ids from v10; lookups by id
 (v12, name null) answer UNKNOWN_TOPIC_ID (100) for ids the image does not have, as Kafka.
@@ -110,10 +112,11 @@ async def handle(ctx: RequestContext, request: m.MetadataRequest) -> m.MetadataR
     version = ctx.api_version
     state = ctx.worker
     image = state.image
-    live = {b.node_id for b in image.brokers}
+    brokers = image.brokers_on(ctx.session.listener)
+    live = {b.node_id for b in brokers}
     ops = version >= 8 and request.include_topic_authorized_operations
     response = m.MetadataResponse(
-        brokers=[_Broker(node_id=b.node_id, host=b.host, port=b.port, rack=None) for b in image.brokers],
+        brokers=[_Broker(node_id=b.node_id, host=b.host, port=b.port, rack=None) for b in brokers],
         cluster_id=image.cluster_id if version >= 2 else None,
         controller_id=image.controller_id if version >= 1 else -1,
     )

@@ -140,7 +140,7 @@ def _endpoints(ctx: RequestContext, nodes: set[int]) -> list[m.ProduceResponse.N
     image = ctx.worker.replicas.image
     out = []
     for node in sorted(nodes):
-        b = image.broker(node)
+        b = image.broker(node, ctx.session.listener)
         if b is not None:
             out.append(m.ProduceResponse.NodeEndpoint(node_id=b.node_id, host=b.host, port=b.port))
     return out
