@@ -17,6 +17,7 @@ single host listens on port + i.
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import socket
 import tomllib
@@ -33,6 +34,8 @@ from shardbroker.config.broker_properties import (
     LOG_DIR,
     LOG_DIRS,
     METRICS_LISTEN,
+    SASL_LISTENER_ROWS,
+    TABLE_ROWS,
     TOPIC_CONFIG_SYNONYMS,
     WORKERS,
 )
@@ -63,7 +66,9 @@ def _flatten_toml(table: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     out: dict[str, str] = {}
     for key, value in table.items():
         name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
+        if isinstance(value, Mapping) and _listener_row(name) in TABLE_ROWS:
+            out[name] = json.dumps(value)  # a table-valued row (sasl.plain.users) keeps its table
+        elif isinstance(value, Mapping):
             out.update(_flatten_toml(value, f"{name}."))
         elif isinstance(value, bool):
             out[name] = "true" if value else "false"
@@ -76,8 +81,24 @@ def _flatten_toml(table: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
+#: Kafka's listener prefix: ``listener.name.<listener in lower case>.<property>``.
+LISTENER_PREFIX: Final = "listener.name."
+
+
+def _listener_row(name: str) -> str:
+    """The property that ``name`` sets: itself, or what a listener-prefixed name overrides."""
+    if name.startswith(LISTENER_PREFIX):
+        _, _, rest = name[len(LISTENER_PREFIX) :].partition(".")
+        return rest
+    return name
+
+
 def _check_known(props: Mapping[str, str], source: str) -> None:
     for name in props:
+        row = _listener_row(name)
+        if name != row and row in SASL_LISTENER_ROWS:
+            BROKER_CONFIGS[row].validator.convert(name, props[name])  # checked now, read per listener
+            continue
         if name not in BROKER_CONFIGS:
             close = difflib.get_close_matches(name, BROKER_CONFIGS, n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
@@ -123,6 +144,12 @@ class BrokerConfig:
         """The typed value of a row of ``BROKER_CONFIGS`` (rows without a default are read
         through the attribute they feed: ``workers``, ``advertised_host``, ``log_defaults``)."""
         return cast(T, self._values[key.name])
+
+    def listener_value(self, key: ConfigKey[T], listener: str) -> T | None:
+        """A per-listener row's value for ``listener``: Kafka's ``listener.name.<listener>.<name>``
+        if set, else the row's own (None: neither set nor defaulted)."""
+        raw = self.properties.get(f"{LISTENER_PREFIX}{listener.lower()}.{key.name}")
+        return key.parse(raw) if raw is not None else cast("T | None", self._values.get(key.name))
 
     def advertised(self) -> str:
         """The host clients are told to connect to (a wildcard bind advertises the host name, as Kafka)."""

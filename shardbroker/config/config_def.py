@@ -55,6 +55,8 @@ class ConfigType(enum.IntEnum):
     INT = 3
     LONG = 5
     LIST = 7
+    #: A secret (a key, a password): never shown (DescribeConfigs answers null, is_sensitive).
+    PASSWORD = 9
 
 
 class UpdateMode(enum.Enum):

@@ -17,7 +17,7 @@ from typing import Any, cast
 
 import pytest
 
-from shardbroker.broker.connection import ConnectionLimits
+from shardbroker.broker.connection import ConnectionLimits, KafkaConnection
 from shardbroker.broker.dispatch import ApiHandler, HandlerRegistry, RequestContext
 from shardbroker.broker.file_region import FileRegion
 from shardbroker.broker.handlers import api_versions
@@ -149,15 +149,41 @@ class Client:
         self.writer.close()
 
 
+class _ListenerOf(KafkaListener):
+    """A listener whose connections come in on a listener of the given security protocol."""
+
+    protocol = SecurityProtocol.PLAINTEXT
+
+    def _new_connection(self) -> KafkaConnection:
+        return KafkaConnection(
+            self.state,
+            self.registry,
+            self.limits,
+            on_lost=self._lost,
+            admit=self._admit,
+            listener=self.protocol.value,
+            security_protocol=self.protocol,
+        )
+
+
 @asynccontextmanager
 async def serving(
-    tmp_path: Path, shared: State | None = None, **limits: Any
+    tmp_path: Path,
+    shared: State | None = None,
+    *,
+    config: BrokerConfig | None = None,
+    registry: HandlerRegistry | None = None,
+    channel: Any = None,
+    protocol: SecurityProtocol = SecurityProtocol.PLAINTEXT,
+    **limits: Any,
 ) -> AsyncIterator[tuple[KafkaListener, Callable[[], Awaitable[Client]]]]:
-    config = BrokerConfig(data_dir=tmp_path)
-    state = WorkerState(node_id=0, config=config, channel=cast(Any, None), replicas=cast(Any, None))
-    listener = KafkaListener(
+    """A listener on a free loopback port (its connections on a ``protocol`` listener) and a
+    way to connect clients to it; ``registry`` defaults to the stand-in handlers."""
+    config = config or BrokerConfig(data_dir=tmp_path)
+    state = WorkerState(node_id=0, config=config, channel=cast(Any, channel), replicas=cast(Any, None))
+    listener = type("Listener", (_ListenerOf,), {"protocol": protocol})(
         state,
-        make_registry(shared if shared is not None else {}),
+        registry or make_registry(shared if shared is not None else {}),
         host="127.0.0.1",
         port=0,
         limits=ConnectionLimits(**limits),

@@ -13,7 +13,7 @@ from shardbroker.broker.controller_channel import ControllerRequestError, Contro
 from shardbroker.broker.dispatch import RequestContext
 from shardbroker.config.broker_config import BrokerConfig
 from shardbroker.config.broker_properties import BROKER_CONFIGS, TOPIC_CONFIG_SYNONYMS
-from shardbroker.config.config_def import UpdateMode
+from shardbroker.config.config_def import ConfigType, UpdateMode
 from shardbroker.config.log_config import TOPIC_CONFIGS
 from shardbroker.metadata.image import TopicImage
 from shardbroker.protocol.errors import ErrorCode
@@ -174,6 +174,8 @@ def broker_config_entries(config: BrokerConfig, node_id: int) -> list[ConfigEntr
         else:
             value = effective.get(name, key.default)
             source = SOURCE_DEFAULT_CONFIG
+        if key.type is ConfigType.PASSWORD:
+            value = None  # a secret: Kafka answers null (is_sensitive)
         entries.append(
             ConfigEntry(
                 name=name,

@@ -27,6 +27,7 @@ from shardbroker.broker.handlers._common import (
     broker_config_entries,
     topic_config_entries,
 )
+from shardbroker.config.config_def import ConfigType
 from shardbroker.metadata.topic_names import validate_topic_name
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode
@@ -39,7 +40,8 @@ _Synonym = m.DescribeConfigsResponse.DescribeConfigsSynonym
 
 
 def _entry(e: ConfigEntry, version: int, synonyms: bool) -> _Entry:
-    entry = _Entry(name=e.name, value=e.value, read_only=e.read_only, is_sensitive=False)
+    sensitive = e.config_type == ConfigType.PASSWORD
+    entry = _Entry(name=e.name, value=e.value, read_only=e.read_only, is_sensitive=sensitive)
     if version == 0:
         entry.is_default = e.source == SOURCE_DEFAULT_CONFIG
     else:
