@@ -407,3 +407,15 @@ def test_a_bad_user_table_is_refused_without_echoing_it(tmp_path: Path) -> None:
         BrokerConfig.from_properties({"listener.name.x.connections.max.reauth.ms": "-1"})
     with pytest.raises(ConfigError, match="Unknown configuration"):
         BrokerConfig.from_properties({"listener.name.x.log.dirs": "/tmp"})
+
+
+def test_describe_configs_never_shows_the_plain_passwords() -> None:
+    from shardbroker.broker.handlers._common import broker_config_entries
+    from shardbroker.broker.handlers.describe_configs import _entry
+
+    config = BrokerConfig.from_properties({"sasl.plain.users": json.dumps({"alice": "alice-secret"})})
+    (users,) = [e for e in broker_config_entries(config, 0) if e.name == "sasl.plain.users"]
+    assert users.value is None and all(v is None for _, v, _ in users.synonyms)
+    described = _entry(users, 3, synonyms=True)
+    assert described.is_sensitive and described.value is None
+    assert "alice-secret" not in repr(described)
