@@ -12,7 +12,7 @@ listener-prefixed JAAS configuration does. Enabling PLAIN without any user is re
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final, TypeVar
 
@@ -28,7 +28,7 @@ from shardbroker.config.broker_properties import (
 )
 from shardbroker.config.config_def import ConfigError, ConfigKey
 
-__all__ = ["SUPPORTED_MECHANISMS", "SaslListenerConfig", "sasl_listener_config"]
+__all__ = ["SUPPORTED_MECHANISMS", "SaslListenerConfig", "check_sasl_listeners", "sasl_listener_config"]
 
 T = TypeVar("T")
 
@@ -79,3 +79,11 @@ def _get(config: BrokerConfig, key: ConfigKey[T], listener: str) -> T:
     value = config.listener_value(key, listener)
     assert value is not None, f"{key.name} has a default"
     return value
+
+
+def check_sasl_listeners(config: BrokerConfig, listeners: Iterable[tuple[str, str]]) -> None:
+    """At start: every (listener name, security protocol) with SASL must have settings we can
+    serve (ConfigError naming the property otherwise)."""
+    for listener, protocol in listeners:
+        if protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
+            sasl_listener_config(config, listener)

@@ -301,7 +301,7 @@ def test_api_versions_is_honest_and_wide(raw: BrokerProcess) -> None:
     step = {0: "Produce", 1: "Fetch", 2: "ListOffsets", 3: "Metadata", 18: "ApiVersions", 19: "CreateTopics",
             20: "DeleteTopics", 21: "DeleteRecords", 22: "InitProducerId", 23: "OffsetForLeaderEpoch",
             32: "DescribeConfigs", 33: "AlterConfigs", 37: "CreatePartitions", 44: "IncrementalAlterConfigs",
-            60: "DescribeCluster"}  # fmt: skip
+            60: "DescribeCluster", 17: "SaslHandshake", 36: "SaslAuthenticate"}  # fmt: skip
     missing = [name for key, name in step.items() if key not in ranges]
     assert not missing, f"not advertised: {missing}"
     for key, (lo, hi) in ranges.items():

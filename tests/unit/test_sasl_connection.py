@@ -24,7 +24,7 @@ from shardbroker.broker.handlers import metadata as metadata_handler
 from shardbroker.broker.session import SecurityProtocol
 from shardbroker.config.broker_config import BrokerConfig
 from shardbroker.config.config_def import ConfigError
-from shardbroker.config.sasl import sasl_listener_config
+from shardbroker.config.sasl import check_sasl_listeners, sasl_listener_config
 from shardbroker.metadata.image import MetadataImage
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.codec import Message
@@ -376,6 +376,10 @@ def test_sasl_listener_refuses_gssapi_by_default_and_plain_without_users(tmp_pat
         sasl_listener_config(BrokerConfig(data_dir=tmp_path), "SASL_SSL")
     with pytest.raises(ConfigError, match="PLAIN but has no users"):
         sasl_listener_config(BrokerConfig.from_properties({"sasl.enabled.mechanisms": "PLAIN"}), "SASL_SSL")
+    config = BrokerConfig.from_properties({"listener.name.sasl.sasl.enabled.mechanisms": "OAUTHBEARER"})
+    check_sasl_listeners(config, [("PLAINTEXT", "PLAINTEXT"), ("SASL", "SASL_SSL"), ("TLS", "SSL")])
+    with pytest.raises(ConfigError, match="listener OTHER enables GSSAPI"):
+        check_sasl_listeners(config, [("SASL", "SASL_SSL"), ("OTHER", "SASL_PLAINTEXT")])
 
 
 def test_listener_overrides_win_and_a_listener_table_replaces_the_global_one(tmp_path: Path) -> None:
