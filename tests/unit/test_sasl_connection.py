@@ -423,3 +423,21 @@ def test_describe_configs_never_shows_the_plain_passwords() -> None:
     described = _entry(users, 3, synonyms=True)
     assert described.is_sensitive and described.value is None
     assert "alice-secret" not in repr(described)
+
+
+def test_server_connection_raw_sasl_frames_are_tokens_answered_in_order() -> None:
+    from shardbroker.protocol.connection import RequestReceived, SaslTokenReceived, ServerConnection
+
+    conn = ServerConnection()
+    conn.raw_sasl = True
+    (first, second) = conn.receive_data(b"\x00\x00\x00\x03abc\x00\x00\x00\x00")
+    assert isinstance(first, SaslTokenReceived) and isinstance(second, SaslTokenReceived)
+    assert (first.token, second.token) == (b"abc", b"")
+    conn.respond_token(second, None)  # a failure: nothing, then close
+    assert conn.data_to_send() == []  # the first token is not answered yet
+    conn.respond_token(first, b"xyz")
+    assert conn.data_to_send() == [b"\x00\x00\x00\x03xyz"] and conn.must_close
+    plain = ServerConnection()
+    frame = Client(*cast(Any, (None, None))).frame(metadata(), 12)
+    (event,) = plain.receive_data(frame)
+    assert isinstance(event, RequestReceived)
