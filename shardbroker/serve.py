@@ -55,6 +55,10 @@ from shardbroker.observability.metrics import MetricsCollector
 from shardbroker.observability.metrics_http import MetricsServer
 from shardbroker.observability.ring_metrics import ClientRings, RingStat
 from shardbroker.observability.system_metrics import DataDirSource, WorkerProcessSource
+
+# Imported before the workers are forked: its stand-in SCRAM salt key is then the same in every
+# worker (an unknown user's salt must not differ from one worker to the next).
+from shardbroker.security import sasl_scram  # noqa: F401
 from shardbroker.supervision.heartbeat import HeartbeatTable, SegmentInUse
 from shardbroker.supervision.policy import Phase, Policy
 from shardbroker.supervision.supervisor import Supervisor, SupervisorConfig

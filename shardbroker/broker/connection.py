@@ -34,6 +34,16 @@ transport's write buffer is over its high-water mark (``pause_writing``); it res
 back under. A connection with no request in flight and no input for ``connections.max.idle.ms``
 is closed by the listener's sweeper (Kafka's default: 10 minutes). The receive buffer is 256 KiB:
 1 MiB helps small pipelined requests but costs 4x the memory per connection.
+
+SASL listeners: until the session's SaslAuthenticator (security/sasl_authenticator.py) is
+complete, only ApiVersions, SaslHandshake and SaslAuthenticate pass (``_gate``); anything else
+closes the connection as Kafka does, with a log line, counted as an ILLEGAL_SASL_STATE error.
+Frames are limited to ``sasl.server.max.receive.size`` (512 KiB) until then. After SaslHandshake
+v0 the frames are raw SASL tokens (``raw_sasl``: Kafka's legacy framing). Once the KIP-368
+session lifetime has passed, the next request that is not a re-authentication closes the
+connection. An unauthenticated connection is closed ``connections.max.idle.ms`` after it was
+accepted, however active (Kafka has no handshake timeout of its own; its idle timeout alone
+would let a client that sends a byte now and then hold a connection unauthenticated forever).
 Measurements: docs/notes/connection.md.
 """
 
@@ -50,18 +60,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from shardbroker.broker import sasl_exchange
 from shardbroker.broker.dispatch import HandlerRegistry, RequestContext
 from shardbroker.broker.file_region import FileRegion
 from shardbroker.broker.session import ConnectionSession, SecurityProtocol
+from shardbroker.config.broker_properties import SASL_SERVER_MAX_RECEIVE_SIZE
 from shardbroker.protocol.codec import Message
 from shardbroker.protocol.connection import (
     BadRequest,
     ConnectionClosed,
     Event,
     RequestReceived,
+    SaslTokenReceived,
     ServerConnection,
 )
 from shardbroker.protocol.errors import ErrorCode, ProtocolError
+from shardbroker.protocol.messages import REQUESTS
+from shardbroker.security.sasl_authenticator import SASL_AUTHENTICATE, SASL_HANDSHAKE, Gate, SaslState
 
 if TYPE_CHECKING:
     from shardbroker.broker.worker_state import WorkerState
@@ -71,6 +86,7 @@ __all__ = ["ConnectionLimits", "KafkaConnection"]
 log = logging.getLogger(__name__)
 
 _UNKNOWN_SERVER_ERROR = int(ErrorCode.UNKNOWN_SERVER_ERROR)
+_ILLEGAL_SASL_STATE = int(ErrorCode.ILLEGAL_SASL_STATE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +160,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self._idle = asyncio.Event()  # set while nothing is in flight
         self._idle.set()
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._sasl_deadline: asyncio.TimerHandle | None = None
 
     # -- asyncio.BufferedProtocol ------------------------------------------------------------
 
@@ -168,6 +185,12 @@ class KafkaConnection(asyncio.BufferedProtocol):
             self._tls = True
             self._sendfile = False  # the socket carries TLS records: file bytes must be encrypted
         self.state.counters.add_connections(1)
+        if self.session.sasl is not None:
+            self._sasl_settled()
+            if self.limits.max_idle_ms > 0:
+                self._sasl_deadline = asyncio.get_running_loop().call_later(
+                    self.limits.max_idle_ms / 1000, self._sasl_timed_out
+                )
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self.conn.get_buffer(sizehint)
@@ -206,6 +229,8 @@ class KafkaConnection(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
+        if self._sasl_deadline is not None:
+            self._sasl_deadline.cancel()
         if self.admitted:
             self.state.counters.add_connections(-1)
         for task in list(self._tasks):
@@ -219,6 +244,8 @@ class KafkaConnection(asyncio.BufferedProtocol):
     # -- requests ----------------------------------------------------------------------------
 
     def _on_event(self, event: Event) -> None:
+        if isinstance(event, RequestReceived | BadRequest) and not self._gate(event):
+            return
         if isinstance(event, RequestReceived):
             self._idle.clear()
             ctx = RequestContext(
@@ -253,12 +280,102 @@ class KafkaConnection(asyncio.BufferedProtocol):
                 log.exception("worker %d: cannot encode the answer to a bad request", self.state.node_id)
                 self.conn.respond(event, None, close_after=True)
             self._flush()
+        elif isinstance(event, SaslTokenReceived):
+            self._idle.clear()
+            task = asyncio.get_running_loop().create_task(self._serve_token(event))
+            self._tasks.add(task)
+            task.add_done_callback(self._task_done)
         elif isinstance(event, ConnectionClosed):
             self.state.counters.error(-1, int(event.error_code))  # api unknown: a broken frame
             log.warning(
                 "worker %d: closing connection from %s: %s", self.state.node_id, self.peer, event.reason
             )
             self._flush()
+            self.close()
+
+    # -- SASL --------------------------------------------------------------------------------
+
+    def _gate(self, event: RequestReceived | BadRequest) -> bool:
+        """Whether the SASL state lets ``event`` be served; if not, it is refused here (see the
+        module docstring): closed, or answered ILLEGAL_SASL_STATE and closed."""
+        sasl = self.session.sasl
+        if sasl is None:
+            return True
+        now = time.monotonic()
+        if isinstance(event, RequestReceived):
+            gate = sasl.gate(event.api_key, now)
+        else:
+            gate = sasl.gate_bad_request(event.api_key, now)
+        if gate is Gate.SERVE:
+            return True
+        cls = REQUESTS.get(event.api_key)
+        api = cls.API_NAME if cls is not None else f"api key {event.api_key}"
+        self.state.counters.error(event.api_key, _ILLEGAL_SASL_STATE)
+        log.info(
+            "worker %d: closing connection from %s on %s: %s",
+            self.state.node_id,
+            self.peer,
+            self.session.listener,
+            "SASL session expired" if gate is Gate.EXPIRED else f"{api} during SASL state {sasl.state.value}",
+        )
+        self.conn.release(event)
+        response = None
+        if gate is Gate.ILLEGAL_STATE and isinstance(event, RequestReceived):
+            message = f"Unexpected Kafka request of type {api} during SASL authentication."
+            response = self.registry.error_response(
+                event.api_key, event.api_version, event.request, ErrorCode.ILLEGAL_SASL_STATE, message
+            )
+        try:
+            self.conn.respond(event, response, close_after=True)
+        except ProtocolError:
+            self.conn.respond(event, None, close_after=True)
+        self._flush()
+        return False
+
+    async def _serve_token(self, event: SaslTokenReceived) -> None:
+        """A raw SASL token (legacy framing): answered raw; a failure closes without an answer."""
+        try:
+            result = await sasl_exchange.authenticate(self.state, self.session, event.token, None)
+        except Exception:
+            log.exception("worker %d: SASL token from %s failed", self.state.node_id, self.peer)
+            self.conn.respond_token(event, None)
+            self._schedule_flush()
+            return
+        if self._closing:
+            return
+        if result.close:
+            self.conn.respond_token(event, None)
+        else:
+            self.conn.respond_token(event, result.auth_bytes)
+        self._sasl_settled()
+        self._schedule_flush()
+
+    def _sasl_settled(self) -> None:
+        """Follow the SASL state: raw frames during a legacy exchange, the SASL frame limit until
+        authenticated, and no more handshake deadline once authenticated."""
+        sasl = self.session.sasl
+        assert sasl is not None
+        self.conn.raw_sasl = sasl.legacy and sasl.state is SaslState.AUTHENTICATE
+        if sasl.state is SaslState.COMPLETE:
+            self.conn.max_request_size = self.limits.max_request_size
+            if self._sasl_deadline is not None:
+                self._sasl_deadline.cancel()
+                self._sasl_deadline = None
+        else:
+            sasl_max = self.state.config.get(SASL_SERVER_MAX_RECEIVE_SIZE)
+            self.conn.max_request_size = min(self.limits.max_request_size, sasl_max)
+
+    def _sasl_timed_out(self) -> None:
+        self._sasl_deadline = None
+        sasl = self.session.sasl
+        if sasl is not None and sasl.principal is None and not self._closing:
+            log.info(
+                "worker %d: closing connection from %s on %s: not authenticated after %d ms",
+                self.state.node_id,
+                self.peer,
+                self.session.listener,
+                self.limits.max_idle_ms,
+            )
             self.close()
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
@@ -278,12 +395,18 @@ class KafkaConnection(asyncio.BufferedProtocol):
             return
         finally:
             self.conn.release(event)  # the handler is done with the records views
+        close = False
+        sasl = self.session.sasl
+        if sasl is not None and event.api_key in (SASL_HANDSHAKE, SASL_AUTHENTICATE):
+            close = sasl.state is SaslState.FAILED  # answered, then closed (Kafka)
+            if not self._closing:
+                self._sasl_settled()
         # Counted before the response is encoded and written: duration = handler time. Top-level
         # errors here; per-partition ones are counted by the Produce and Fetch handlers.
         self.state.counters.request(
             event.api_key, time.perf_counter() - started, getattr(response, "error_code", 0)
         )
-        self._respond_or_close(event, response)
+        self._respond_or_close(event, response, close=close)
 
     def _respond_or_close(
         self, event: RequestReceived, response: Message | None, close: bool = False

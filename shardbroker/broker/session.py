@@ -15,6 +15,7 @@ import enum
 from dataclasses import dataclass, field
 
 from shardbroker.security.principal import ANONYMOUS, KafkaPrincipal
+from shardbroker.security.sasl_authenticator import SaslAuthenticator
 
 __all__ = ["ConnectionSession", "SecurityProtocol"]
 
@@ -50,8 +51,11 @@ class ConnectionSession:
     sasl_mechanism: str | None = None
     #: Monotonic time at which the SASL session expires (KIP-368); None: never.
     session_expiry: float | None = None
+    #: The SASL exchange's state on a SASL listener (which requests pass, re-authentication).
+    sasl: SaslAuthenticator | None = None
 
     @classmethod
     def accepted(cls, listener: str, protocol: SecurityProtocol, client_host: str) -> ConnectionSession:
         """A fresh connection: anonymous, and not yet authenticated on a SASL listener."""
-        return cls(listener, protocol, client_host, ANONYMOUS, authenticated=not protocol.uses_sasl)
+        sasl = SaslAuthenticator() if protocol.uses_sasl else None
+        return cls(listener, protocol, client_host, ANONYMOUS, authenticated=sasl is None, sasl=sasl)

@@ -28,6 +28,7 @@ from shardbroker.cli import users as users_cli
 from shardbroker.config.broker_config import BrokerConfig
 from shardbroker.config.broker_properties import BROKER_CONFIGS
 from shardbroker.config.config_def import ConfigError
+from shardbroker.config.sasl import check_sasl_listeners
 
 EXIT_USAGE = 2
 
@@ -83,6 +84,7 @@ def _serve(args: argparse.Namespace) -> int:
     }
     try:
         config = BrokerConfig.load(args.config, overrides)
+        check_sasl_listeners(config, [(e.listener, e.security_protocol) for e in config.listeners])
     except ConfigError as exc:
         print(f"shardbroker serve: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import os
 import tomllib
 from collections.abc import Mapping
@@ -44,6 +45,7 @@ from shardbroker.config.broker_properties import (
     SSL_KEYSTORE_LOCATION,
     SSL_TRUSTSTORE_CERTIFICATES,
     SSL_TRUSTSTORE_LOCATION,
+    TABLE_ROWS,
     TOPIC_CONFIG_SYNONYMS,
     WORKERS,
 )
@@ -82,7 +84,10 @@ def _flatten_toml(table: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     out: dict[str, str] = {}
     for key, value in table.items():
         name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
+        split = split_listener_prefix(name)
+        if isinstance(value, Mapping) and (split[1] if split else name) in TABLE_ROWS:
+            out[name] = json.dumps(value)  # a table-valued row (sasl.plain.users) keeps its table
+        elif isinstance(value, Mapping):
             out.update(_flatten_toml(value, f"{name}."))
         elif isinstance(value, bool):
             out[name] = "true" if value else "false"
@@ -267,6 +272,11 @@ class BrokerConfig:
     def with_dynamic(self, dynamic: Mapping[str, str]) -> BrokerConfig:
         """This config with ``dynamic`` as its per-broker dynamic values (ConfigError if bad)."""
         return dataclasses.replace(self, dynamic=MappingProxyType(dict(dynamic)))
+
+    def listener_value(self, key: ConfigKey[T], listener: str) -> T | None:
+        """A per-listener row's value for ``listener``: Kafka's ``listener.name.<listener>.<name>``
+        if set, else the row's own (None: neither set nor defaulted)."""
+        return self.for_listener(listener).find(key)
 
     @classmethod
     def load(cls, path: Path | None, overrides: Mapping[str, str]) -> BrokerConfig:

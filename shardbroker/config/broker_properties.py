@@ -19,6 +19,7 @@ it is read.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
@@ -88,6 +89,40 @@ DIRECTORY: Final = Validator(_directory, "one directory")
 PEM_STORE: Final = Validator(_pem_store, "PEM")
 TEXT: Final = Validator(_text, "text")
 NAMES: Final = Validator(_names, "a comma-separated list")
+
+
+def _non_empty_names(name: str, raw: str) -> tuple[str, ...]:
+    parts = tuple(dict.fromkeys(p.strip() for p in raw.split(",") if p.strip()))
+    if not parts:
+        raise ConfigError(f"Invalid value {raw!r} for configuration {name}: an empty list")
+    return parts
+
+
+def _user_table(name: str, raw: str) -> Mapping[str, str]:
+    # The TOML table arrives as JSON text (BrokerConfig's reader joins every other table into
+    # dotted names); the message never repeats the value, which holds passwords.
+    try:
+        table = json.loads(raw)
+    except ValueError:
+        table = None
+    if not isinstance(table, dict) or not all(
+        isinstance(k, str) and k and isinstance(v, str) and v for k, v in table.items()
+    ):
+        raise ConfigError(f"Invalid value for configuration {name}: a table of user names and passwords")
+    return table
+
+
+def _non_blank(name: str, raw: str) -> str:
+    if not raw.strip():
+        raise ConfigError(f"Invalid value {raw!r} for configuration {name}: must not be blank")
+    return raw.strip()
+
+
+#: A non-empty comma-separated list of names, in order, without repeats.
+NON_EMPTY_NAMES: Final = Validator(_non_empty_names, "a non-empty comma-separated list")
+NON_BLANK: Final = Validator(_non_blank, "a non-blank name")
+#: A TOML table of user name = "password".
+USER_TABLE: Final = Validator(_user_table, 'a TOML table: user = "password"')
 
 _GROUPS: Final = "group coordinator (broker/group_coordinator.py)"
 _HOUSEKEEPING: Final = "replica manager (housekeeping)"
@@ -311,6 +346,92 @@ LOG_FLUSH_SCHEDULER_INTERVAL_MS: Final = _D(
     "how often logs are checked against flush.ms",
     _HOUSEKEEPING,
 )
+# SASL (broker/handlers/sasl_handshake.py, sasl_authenticate.py; config/sasl.py reads them per
+# listener). Kafka's names and defaults, but PLAIN's users and OAUTHBEARER's unsecured validator
+# options, which Kafka takes from JAAS (Java-only), are properties of their own.
+_SASL: Final = "SASL handlers (config/sasl.py)"
+SASL_ENABLED_MECHANISMS: Final = _D(
+    "sasl.enabled.mechanisms",
+    _LIST,
+    "GSSAPI",
+    NON_EMPTY_NAMES,
+    "SASL mechanisms of SASL listeners: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER (GSSAPI,"
+    " Kafka's default, is not supported: a SASL listener that enables it does not start)",
+    _SASL,
+    per_listener=True,
+)
+CONNECTIONS_MAX_REAUTH_MS: Final = _D(
+    "connections.max.reauth.ms",
+    _L,
+    "0",
+    between(0, LONG_MAX),
+    "SASL session lifetime before the client must re-authenticate (KIP-368), 0 no limit",
+    _SASL,
+    per_listener=True,
+)
+SASL_SERVER_MAX_RECEIVE_SIZE: Final = _D(
+    "sasl.server.max.receive.size",
+    _I,
+    "524288",
+    between(1, INT_MAX),
+    "largest request frame before a SASL connection is authenticated",
+    _SASL,
+)
+CONNECTION_FAILED_AUTHENTICATION_DELAY_MS: Final = _D(
+    "connection.failed.authentication.delay.ms",
+    _I,
+    "100",
+    between(0, INT_MAX),
+    "delay of the answer (and close) after a failed authentication",
+    _SASL,
+)
+SASL_PLAIN_USERS: Final = _D(
+    "sasl.plain.users",
+    _P,
+    None,
+    USER_TABLE,
+    'PLAIN users: a TOML table [sasl.plain.users] alice = "password" (Kafka\'s JAAS user_<name>)',
+    _SASL,
+    per_listener=True,
+)
+OAUTHBEARER_PRINCIPAL_CLAIM_NAME: Final = _D(
+    "sasl.oauthbearer.unsecured.validator.principal.claim.name",
+    _S,
+    "sub",
+    NON_BLANK,
+    "claim holding the principal of an unsecured OAUTHBEARER token (unsecuredValidatorPrincipalClaimName)",
+    _SASL,
+    per_listener=True,
+)
+OAUTHBEARER_SCOPE_CLAIM_NAME: Final = _D(
+    "sasl.oauthbearer.unsecured.validator.scope.claim.name",
+    _S,
+    "scope",
+    NON_BLANK,
+    "claim holding the scope of an unsecured OAUTHBEARER token (unsecuredValidatorScopeClaimName)",
+    _SASL,
+    per_listener=True,
+)
+OAUTHBEARER_REQUIRED_SCOPE: Final = _D(
+    "sasl.oauthbearer.unsecured.validator.required.scope",
+    _S,
+    "",
+    Validator(lambda name, raw: tuple(raw.split()), "space-separated scope values"),
+    "scope values an unsecured OAUTHBEARER token must hold (unsecuredValidatorRequiredScope)",
+    _SASL,
+    per_listener=True,
+)
+OAUTHBEARER_ALLOWABLE_CLOCK_SKEW_MS: Final = _D(
+    "sasl.oauthbearer.unsecured.validator.allowable.clock.skew.ms",
+    _I,
+    "0",
+    between(0, INT_MAX),
+    "clock skew allowed when checking exp and iat (unsecuredValidatorAllowableClockSkewMs)",
+    _SASL,
+    per_listener=True,
+)
+#: Rows whose value is a TOML table (kept as JSON text).
+TABLE_ROWS: Final = frozenset({SASL_PLAIN_USERS.name})
 
 # TLS (Kafka's SslConfigs and BrokerSecurityConfigs names). Every row may be set per listener as
 # listener.name.<listener>.<name>; the stores are reloaded without a restart (AlterConfigs).

@@ -13,6 +13,10 @@ which is exactly ``asyncio.BufferedProtocol``'s contract). Either way it returns
 - :class:`ConnectionClosed`: the peer broke the framing (negative or oversized size prefix, a
   body that does not decode; bytes after a complete body are ignored, as Kafka does): the
   connection cannot be trusted any more and must be closed. No event follows it.
+- :class:`SaslTokenReceived`: while ``raw_sasl`` is set (after a SaslHandshake v0, Kafka's legacy
+  SASL framing), each frame is a bare SASL token, not a request; it is answered with
+  :meth:`respond_token`, a size-prefixed token. The caller sets and clears ``raw_sasl``; clients
+  wait for each answer before sending on, so no request is read as a token or the reverse.
 
 Frames: a 4-byte big-endian size, then the frame. A size above ``max_request_size`` (Kafka's
 ``socket.request.max.bytes``, default 104857600) is refused as soon as the prefix is read, before
@@ -64,6 +68,7 @@ __all__ = [
     "ConnectionClosed",
     "Event",
     "RequestReceived",
+    "SaslTokenReceived",
     "ServerConnection",
 ]
 
@@ -137,7 +142,15 @@ class ConnectionClosed:
     error_code: ErrorCode = ErrorCode.CORRUPT_MESSAGE
 
 
-Event = RequestReceived | BadRequest | ConnectionClosed
+@dataclass(eq=False, slots=True)
+class SaslTokenReceived:
+    """A raw SASL token frame (legacy framing, ``ServerConnection.raw_sasl``)."""
+
+    token: bytes
+    seq: int = field(repr=False)
+
+
+Event = RequestReceived | BadRequest | ConnectionClosed | SaslTokenReceived
 
 
 # -- the receive buffer ------------------------------------------------------------------------
@@ -220,6 +233,8 @@ class ServerConnection:
         self._responses: deque[Any] = deque()  # slots seq _first_unsent.., parts / None / _CLOSE
         #: Set once a ``close_after`` response has been handed out by data_to_send().
         self.must_close = False
+        #: Frames are raw SASL tokens (Kafka's legacy framing after SaslHandshake v0).
+        self.raw_sasl = False
 
     # -- receiving ---------------------------------------------------------------------------
 
@@ -316,9 +331,22 @@ class ServerConnection:
             parts = encode_response_parts(event.correlation_id, event.api_key, v, response)
             if close_after:
                 parts = [*parts, _CLOSE]
-        index = event.seq - self._first_unsent
+        self._file(event.seq, parts)
+
+    def respond_token(
+        self, event: SaslTokenReceived, token: bytes | None, *, close_after: bool = False
+    ) -> None:
+        """Answer a raw SASL token with a size-prefixed ``token`` (None: nothing, then close)."""
+        if token is None:
+            self._file(event.seq, _CLOSE)
+        else:
+            parts: list[Any] = [_SIZE.pack(len(token)) + token]
+            self._file(event.seq, [*parts, _CLOSE] if close_after else parts)
+
+    def _file(self, seq: int, parts: Any) -> None:
+        index = seq - self._first_unsent
         if not 0 <= index < len(self._responses) or self._responses[index] is not _PENDING:
-            raise ValueError(f"request {event.seq} already answered")
+            raise ValueError(f"request {seq} already answered")
         self._responses[index] = parts
 
     def data_to_send(self) -> list[Any]:
@@ -347,6 +375,9 @@ class ServerConnection:
 
     def _parse(self, buf: _Buffer, frame: memoryview) -> Event:
         seq = self._next_seq
+        if self.raw_sasl:
+            self._expect(seq)
+            return SaslTokenReceived(bytes(frame), seq)
         try:
             header, offset = decode_request_header(frame)
         except RequestHeaderError as exc:

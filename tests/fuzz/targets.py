@@ -20,7 +20,11 @@ checks the property; a violation raises :class:`Finding` carrying the input, so 
   ``buffer_updated``, leases released at random moments) it produces exactly the events of a
   one-shot feed, and nothing follows a ``ConnectionClosed``;
 - the batch scans: ``scan_batches``'s positions are contiguous whole batches, the hardware and
-  numpy CRC checks agree, and ``iter_batches`` agrees with the scan.
+  numpy CRC checks agree, and ``iter_batches`` agrees with the scan;
+- the SASL mechanisms' message parsers (PLAIN, SCRAM client-first and client-final,
+  OAUTHBEARER's initial response and its token): each message gets a challenge (bytes) or the
+  mechanism's typed failure (``SaslAuthenticationFailed``), nothing else, within the memory bound;
+  a mutated SCRAM client-final never completes the exchange.
 
 Decoders run once on valid seeds before measuring (``warm_up``), so compiling a (class, version)
 decoder is not counted as the case's memory.
@@ -28,6 +32,9 @@ decoder is not counted as the case's memory.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import random
 import tracemalloc
 from collections.abc import Callable, Iterator, Sequence
@@ -51,6 +58,11 @@ from shardbroker.protocol.headers import encode_request, request_header_version
 from shardbroker.protocol.record_batch import RecordBatch, iter_batches
 from shardbroker.protocol.record_batch_builder import RecordBatchBuilder
 from shardbroker.protocol.record_batch_header import BATCH_HEADER_SIZE
+from shardbroker.security.sasl import SaslAuthenticationFailed, SaslServer
+from shardbroker.security.sasl_oauthbearer import OAuthBearerSaslServer, UnsecuredValidatorOptions
+from shardbroker.security.sasl_plain import PlainSaslServer
+from shardbroker.security.sasl_scram import ScramSaslServer
+from shardbroker.security.scram_credential import ScramMechanism, derive_credential
 from tests.fuzz.mutate import Choices, Slot, batch_layout, message_layout, mutate
 from tests.unit.test_codec_roundtrip import build_sample, flexible
 
@@ -463,10 +475,106 @@ def _batch_scan_target() -> Target:
     return target
 
 
+# -- SASL mechanisms ------------------------------------------------------------------------------
+
+_SCRAM_USER = derive_credential(ScramMechanism.SCRAM_SHA_256, b"pencil", 4096, b"fuzz-salt")
+_SCRAM_NONCE = "server-nonce"
+_SCRAM_FIRST = b"n,,n=user,r=client-nonce"
+
+
+def _scram_server() -> ScramSaslServer:
+    return ScramSaslServer(
+        ScramMechanism.SCRAM_SHA_256, {"user": _SCRAM_USER}.get, nonce=lambda: _SCRAM_NONCE
+    )
+
+
+def _scram_final() -> bytes:
+    """A valid client-final for ``_SCRAM_FIRST`` (password "pencil")."""
+    server = _scram_server()
+    server_first = server.evaluate_response(_SCRAM_FIRST)
+    without_proof = b"c=biws,r=client-nonce" + _SCRAM_NONCE.encode()
+    auth = b"n=user,r=client-nonce," + server_first + b"," + without_proof
+    salted = hashlib.pbkdf2_hmac("sha256", b"pencil", b"fuzz-salt", 4096)
+    client_key = hmac.digest(salted, b"Client Key", "sha256")
+    signature = hmac.digest(hashlib.sha256(client_key).digest(), auth, "sha256")
+    proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))
+    final = without_proof + b",p=" + base64.b64encode(proof)
+    server.evaluate_response(final)
+    assert server.complete
+    return final
+
+
+def _jws(claims: bytes) -> bytes:
+    def part(raw: bytes) -> bytes:
+        return base64.urlsafe_b64encode(raw).rstrip(b"=")
+
+    return part(b'{"alg":"none"}') + b"." + part(claims) + b"."
+
+
+def _sasl_target(
+    name: str, seeds: list[bytes], new_server: Callable[[], SaslServer], final: bool = False
+) -> Target:
+    """Messages to a fresh ``new_server()``; ``final``: to one that has taken a valid SCRAM first."""
+
+    def step(data: bytes) -> None:
+        server = new_server()
+        if final:
+            server.evaluate_response(_SCRAM_FIRST)
+        try:
+            server.evaluate_response(data)
+        except SaslAuthenticationFailed:
+            return
+        if final and data not in seeds and server.complete:
+            raise Finding(target.name, data, "a mutated client-final completed the exchange")
+
+    def case(ch: Choices) -> None:
+        seed = ch.choice(seeds)
+        data = mutate(seed, (), ch) if ch.randint(0, 5) else seed
+        _measured(target, data, 0, lambda: step(data))
+
+    def replay(data: bytes) -> None:
+        _measured(target, data, 0, lambda: step(data))
+
+    def warm_up() -> None:
+        for seed in seeds:
+            step(seed)
+
+    target = Target(name, case, replay, warm_up)
+    return target
+
+
+def _sasl_targets() -> Iterator[Target]:
+    yield _sasl_target(
+        "sasl:plain",
+        [b"\x00alice\x00secret", b"alice\x00alice\x00secret", b"\x00bob\x00x"],
+        lambda: PlainSaslServer({"alice": "secret"}),
+    )
+    yield _sasl_target(
+        "sasl:scram-client-first",
+        [_SCRAM_FIRST, b"n,a=user,n=us=2Cer,r=abc,tokenauth=false", b"n,,m=x,n=user,r=abc,ext=v"],
+        _scram_server,
+    )
+    yield _sasl_target("sasl:scram-client-final", [_scram_final()], _scram_server, final=True)
+    now_ms = 1_700_000_000_000
+    token = _jws(b'{"sub":"alice","exp":1700000060,"iat":1699999999.5,"scope":["a","b"]}')
+    yield _sasl_target(
+        "sasl:oauthbearer",
+        [
+            b"n,,\x01auth=Bearer " + token + b"\x01\x01",
+            b"n,a=alice,\x01auth=Bearer " + token + b"\x01key=value\x01\x01",
+            b"n,,\x01auth=Bearer " + _jws(b'{"sub":"a","exp":[1,{"x":[[[]]]}],"scope":"s"}') + b"\x01\x01",
+            b"\x01",
+        ],
+        lambda: OAuthBearerSaslServer(UnsecuredValidatorOptions(required_scope=("a",)), lambda: now_ms),
+    )
+
+
 def all_targets() -> Iterator[Target]:
-    """Every request API (all versions), then the frame reader, record batches and scans."""
+    """Every request API (all versions), then the frame reader, record batches and scans, and
+    the SASL mechanisms' parsers."""
     for cls in messages.REQUESTS.values():
         yield _request_target(cls)
     yield _frame_reader_target()
     yield _record_batch_target()
     yield _batch_scan_target()
+    yield from _sasl_targets()

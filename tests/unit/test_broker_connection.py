@@ -8,6 +8,7 @@ delay, Fetch that answers with a FileRegion of a temp file.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -152,13 +153,25 @@ class Client:
 
 @asynccontextmanager
 async def serving(
-    tmp_path: Path, shared: State | None = None, **limits: Any
+    tmp_path: Path,
+    shared: State | None = None,
+    *,
+    config: BrokerConfig | None = None,
+    registry: HandlerRegistry | None = None,
+    channel: Any = None,
+    protocol: SecurityProtocol = SecurityProtocol.PLAINTEXT,
+    **limits: Any,
 ) -> AsyncIterator[tuple[KafkaListener, Callable[[], Awaitable[Client]]]]:
-    config = BrokerConfig(data_dir=tmp_path)
-    state = WorkerState(node_id=0, config=config, channel=cast(Any, None), replicas=cast(Any, None))
+    """A listener on a free loopback port (its connections on a ``protocol`` listener) and a
+    way to connect clients to it; ``registry`` defaults to the stand-in handlers."""
+    config = dataclasses.replace(
+        config or BrokerConfig(data_dir=tmp_path),
+        listeners=(Endpoint(protocol.value, protocol.value, "127.0.0.1", 9092),),  # bound on port 0
+    )
+    state = WorkerState(node_id=0, config=config, channel=cast(Any, channel), replicas=cast(Any, None))
     listener = KafkaListener(
         state,
-        make_registry(shared if shared is not None else {}),
+        registry or make_registry(shared if shared is not None else {}),
         host="127.0.0.1",
         port=0,
         limits=ConnectionLimits(**limits),

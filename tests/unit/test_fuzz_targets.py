@@ -61,6 +61,10 @@ TARGET_NAMES = [f"request:{cls.API_NAME}" for cls in messages.REQUESTS.values()]
     "frame-reader",
     "record-batch",
     "batch-scan",
+    "sasl:plain",
+    "sasl:scram-client-first",
+    "sasl:scram-client-final",
+    "sasl:oauthbearer",
 ]
 
 

@@ -138,6 +138,7 @@ def test_secret_rows_are_password_type_without_a_default() -> None:
         "ssl.keystore.certificate.chain",
         "ssl.key.password",
         "ssl.truststore.certificates",
+        "sasl.plain.users",
     }
     assert all(
         BROKER_CONFIGS[n].type is ConfigType.PASSWORD and BROKER_CONFIGS[n].default is None for n in secrets
