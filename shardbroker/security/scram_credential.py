@@ -14,7 +14,7 @@ import enum
 import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 __all__ = [
@@ -59,9 +59,10 @@ class ScramMechanism(enum.IntEnum):
 @dataclass(frozen=True, slots=True)
 class ScramCredential:
     mechanism: ScramMechanism
-    salt: bytes
-    stored_key: bytes
-    server_key: bytes
+    #: Kept out of reprs (logs, tracebacks), as Kafka prints ``[hidden]``.
+    salt: bytes = field(repr=False)
+    stored_key: bytes = field(repr=False)
+    server_key: bytes = field(repr=False)
     iterations: int
 
 

@@ -59,3 +59,9 @@ def test_image_carries_scram_credentials_through_its_json_form() -> None:
     assert back.scram_credential("alice", ScramMechanism.SCRAM_SHA_256) == cred
     assert back.scram_credential("alice", ScramMechanism.SCRAM_SHA_512) is None
     assert back.scram_credential("bob", ScramMechanism.SCRAM_SHA_256) is None
+
+
+def test_credential_repr_hides_the_keys() -> None:
+    cred = derive_credential(ScramMechanism.SCRAM_SHA_256, b"pw", 4096, b"salty")
+    assert "salty" not in repr(cred) and cred.stored_key.hex() not in repr(cred)
+    assert "SCRAM_SHA_256" in repr(cred) and "4096" in repr(cred)
