@@ -108,20 +108,23 @@ def end_offsets(bootstrap: str, partitions: Iterable[int], client: Mapping[str, 
         consumer.close()
 
 
-def delivered_rate(bootstrap: str, messages: int) -> float:
+def delivered_rate(bootstrap: str, messages: int, client: Mapping[str, Any] | None = None) -> float:
+    """Delivered msgs/s; ``client``: extra producer settings (security), also used to read offsets."""
     failed = 0
 
     def on_delivery(err: Any, _msg: Any) -> None:
         nonlocal failed
         failed += err is not None
 
-    before = end_offsets(bootstrap, range(PARTITIONS))
-    producer = _producer(bootstrap, messages, on_delivery=on_delivery, **{"delivery.report.only.error": True})
+    before = end_offsets(bootstrap, range(PARTITIONS), client)
+    producer = _producer(
+        bootstrap, messages, on_delivery=on_delivery, **{"delivery.report.only.error": True, **(client or {})}
+    )
     started = time.perf_counter()
     _produce_loop(producer, TOPIC, messages, b"x" * VALUE_SIZE)
     left = producer.flush(300)
     elapsed = time.perf_counter() - started
-    appended = end_offsets(bootstrap, range(PARTITIONS)) - before
+    appended = end_offsets(bootstrap, range(PARTITIONS), client) - before
     if left or failed or appended != messages:
         raise RuntimeError(f"produce: {appended} appended, {failed} failed, {left} left of {messages}")
     return messages / elapsed

@@ -135,7 +135,7 @@ def test_scram_admin_over_tls_describes_users_and_metadata_names_the_listener(
             **sasl_ssl_settings("confluent", ca, "SCRAM-SHA-512", "auditor", PASSWORD),
         }
     )
-    described = admin.describe_user_scram_credentials(["auditor"])
+    described: dict[str, Any] = admin.describe_user_scram_credentials(["auditor"])  # type: ignore[assignment]
     info = described["auditor"].result(timeout=TIMEOUT)
     assert [(c.mechanism, c.iterations) for c in info.scram_credential_infos] == [
         (ScramMechanism.SCRAM_SHA_512, 4096)
