@@ -12,9 +12,17 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from shardbroker.broker.security_audit import SecurityAudit
 from shardbroker.config.broker_config import BrokerConfig
+from shardbroker.config.broker_properties import (
+    ALLOW_EVERYONE_IF_NO_ACL_FOUND,
+    AUTHORIZER_CLASS_NAME,
+    SUPER_USERS,
+)
 from shardbroker.ipc.counters import WorkerCounters
 from shardbroker.metadata.image import MetadataImage
+from shardbroker.security.acl import AclBinding
+from shardbroker.security.authorizer import StandardAuthorizer
 
 if TYPE_CHECKING:
     from shardbroker.broker.controller_channel import ControllerChannel
@@ -42,10 +50,35 @@ class WorkerState:
     #: Passes Produce batches of partitions led elsewhere to their owner (None: answer
     #: NOT_LEADER_OR_FOLLOWER instead, as in tests without shared memory).
     forwarder: ProduceForwarder | None = None
+    #: Authorization denials (and their rate-limited log lines).
+    audit: SecurityAudit = field(default_factory=SecurityAudit)
+    _authorizing: bool = field(default=False, init=False, repr=False)
+    _authorizer: StandardAuthorizer | None = field(default=None, init=False, repr=False)
+    _authorizer_acls: tuple[AclBinding, ...] | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._authorizing = bool(self.config.get(AUTHORIZER_CLASS_NAME))
 
     @property
     def image(self) -> MetadataImage:
         return self.channel.image
+
+    @property
+    def authorizer(self) -> StandardAuthorizer | None:
+        """The authorizer of the newest image's ACLs; None without ``authorizer.class.name``.
+
+        Rebuilt when a new image brings different ACLs (the test is identity first, so a request
+        pays one ``is`` while the image stays the same)."""
+        if not self._authorizing:
+            return None
+        acls = self.image.acls
+        if acls is not self._authorizer_acls:
+            if self._authorizer is None or acls != self._authorizer_acls:
+                super_users: frozenset[str] = self.config.get(SUPER_USERS)
+                allow_if_no_acl = self.config.get(ALLOW_EVERYONE_IF_NO_ACL_FOUND)
+                self._authorizer = StandardAuthorizer(acls, super_users, allow_if_no_acl)
+            self._authorizer_acls = acls
+        return self._authorizer
 
     def start_background(self, key: str, coro: Coroutine[Any, Any, Any]) -> bool:
         """Run ``coro`` unless work under ``key`` is still running; False if it was (coro closed)."""

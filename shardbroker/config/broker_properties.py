@@ -118,6 +118,39 @@ def _non_blank(name: str, raw: str) -> str:
     return raw.strip()
 
 
+def _authorizer(name: str, raw: str) -> str:
+    value = raw.strip()
+    if value and value not in AUTHORIZER_CLASS_NAMES:
+        raise ConfigError(
+            f"Invalid value {raw!r} for configuration {name}: shardbroker's authorizer is Kafka's "
+            f"StandardAuthorizer ({', '.join(AUTHORIZER_CLASS_NAMES)}), or empty for none"
+        )
+    return value
+
+
+def _principals(name: str, raw: str) -> frozenset[str]:
+    out = set()
+    for part in raw.split(";"):
+        text = part.strip()
+        if not text:
+            continue
+        principal_type, sep, principal_name = text.partition(":")
+        if not sep or not principal_type or not principal_name:
+            raise ConfigError(
+                f"Invalid value {raw!r} for configuration {name}: {text!r} is not a principal Type:name"
+            )
+        out.add(text)
+    return frozenset(out)
+
+
+#: Kafka's StandardAuthorizer, and the ZooKeeper-era AclAuthorizer accepted as its old name.
+AUTHORIZER_CLASS_NAMES: Final = (
+    "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+    "kafka.security.authorizer.AclAuthorizer",
+)
+AUTHORIZER: Final = Validator(_authorizer, "empty, or " + " or ".join(AUTHORIZER_CLASS_NAMES))
+#: Semicolon-separated principals (``User:alice;User:bob``), as Kafka's ``super.users``.
+PRINCIPALS: Final = Validator(_principals, "Type:name;Type:name...")
 #: A non-empty comma-separated list of names, in order, without repeats.
 NON_EMPTY_NAMES: Final = Validator(_non_empty_names, "a non-empty comma-separated list")
 NON_BLANK: Final = Validator(_non_blank, "a non-blank name")
@@ -129,6 +162,7 @@ _HOUSEKEEPING: Final = "replica manager (housekeeping)"
 _LISTENER: Final = "listener (broker/listener.py)"
 _REBALANCER: Final = "auto-rebalancer (control/auto_rebalance.py)"
 _TLS: Final = "TLS listeners (broker/tls.py)"
+_AUTHORIZER: Final = "authorizer (broker/auth_helper.py)"
 _SERVE: Final = "serve (every process)"
 _TOPIC_DEFAULTS: Final = "BrokerConfig.log_defaults"
 
@@ -553,6 +587,31 @@ SSL_CIPHER_SUITES: Final = _D(
     _TLS,
     mode=_PER_BROKER,
     per_listener=True,
+)
+AUTHORIZER_CLASS_NAME: Final = _D(
+    "authorizer.class.name",
+    _S,
+    "",
+    AUTHORIZER,
+    "ACL authorization: Kafka's StandardAuthorizer by its class name; empty: none (every client may"
+    " do everything)",
+    _AUTHORIZER,
+)
+SUPER_USERS: Final = _D(
+    "super.users",
+    _LIST,
+    "",
+    PRINCIPALS,
+    "principals the authorizer allows everything, semicolon-separated (User:admin;User:CN=ops)",
+    _AUTHORIZER,
+)
+ALLOW_EVERYONE_IF_NO_ACL_FOUND: Final = _D(
+    "allow.everyone.if.no.acl.found",
+    _B,
+    "false",
+    BOOLEAN,
+    "with an authorizer: allow every principal on a resource no ACL applies to",
+    _AUTHORIZER,
 )
 
 for _topic, _broker in BROKER_SYNONYMS.items():

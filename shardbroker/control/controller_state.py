@@ -19,6 +19,8 @@ Records (every one carries ``"offset"``, its position in the metadata log; the s
     {"type": "scram_credential", ..} / {"type": "remove_scram_credential", ..}
         one SCRAM credential set or removed (scram_control.py: salts and derived keys only)
     {"type": "broker_configs", "configs": {..}}         the per-broker dynamic configs, whole
+    {"type": "acl", "id", ..} / {"type": "remove_acl", "id"}
+        one ACL binding added or removed (acl_control.py)
 
 Ops (`handle`) are what workers ask for over their control ring (ipc/control.py): they
 validate each item with Kafka's rules and error codes, emit records for the valid ones and answer
@@ -52,6 +54,8 @@ from typing import Any, Final
 from shardbroker.config.config_def import ConfigError
 from shardbroker.config.config_ops import apply_config_ops, check_dynamic_broker_configs, is_dynamic_list
 from shardbroker.config.log_config import LogConfig
+from shardbroker.control import acl_control
+from shardbroker.control.acl_control import Acls, apply_acl_record, create_acls, delete_acls
 from shardbroker.control.scram_control import (
     REMOVE_RECORD,
     UPSERT_RECORD,
@@ -63,6 +67,7 @@ from shardbroker.control.scram_control import (
 from shardbroker.metadata.image import BrokerEndpoint, MetadataImage, PartitionImage, TopicImage
 from shardbroker.metadata.topic_names import INTERNAL_TOPICS, validate_topic_name
 from shardbroker.protocol.errors import ErrorCode
+from shardbroker.security.acl import AclBinding, AclBindingFilter
 
 __all__ = [
     "ControllerState",
@@ -96,6 +101,8 @@ class ControllerState:
     scram_credentials: Credentials = field(default_factory=dict)
     #: Per-broker dynamic configs (AlterConfigs of a BROKER resource), applied by every worker.
     broker_configs: Mapping[str, str] = field(default_factory=dict)
+    #: ACL id -> binding, in creation order.
+    acls: Acls = field(default_factory=dict)
 
     def image(self, cluster_id: str, brokers: tuple[BrokerEndpoint, ...]) -> MetadataImage:
         return MetadataImage(
@@ -106,6 +113,7 @@ class ControllerState:
             topics=dict(self.topics),
             scram_credentials={user: dict(creds) for user, creds in self.scram_credentials.items()},
             broker_configs=dict(self.broker_configs),
+            acls=tuple(self.acls.values()),
         )
 
     def topic_by_id(self, topic_id: uuid.UUID) -> TopicImage | None:
@@ -126,6 +134,10 @@ class ControllerState:
                 for credential in creds.values()
             ],
             "broker_configs": dict(self.broker_configs),
+            "acls": [
+                {"type": acl_control.ADD_RECORD, "id": acl_id, **binding.to_record()}
+                for acl_id, binding in self.acls.items()
+            ],
         }
 
     @staticmethod
@@ -137,12 +149,16 @@ class ControllerState:
         scram: Credentials = {}
         for rec in data.get("scram_credentials", ()):  # absent from snapshots older than SCRAM
             scram = apply_scram_record(scram, rec)
+        acls: Acls = {}
+        for rec in data.get("acls", ()):  # absent from snapshots older than ACLs
+            acls = apply_acl_record(acls, rec)
         return ControllerState(
             int(data["version"]),
             topics,
             int(data["next_producer_id"]),
             scram,
             {str(k): str(v) for k, v in data.get("broker_configs", {}).items()},
+            acls,
         )
 
 
@@ -178,6 +194,8 @@ def apply_record(state: ControllerState, record: Mapping[str, Any]) -> Controlle
     if kind in (UPSERT_RECORD, REMOVE_RECORD):
         scram = apply_scram_record(state.scram_credentials, record)
         return dataclasses.replace(state, version=offset, scram_credentials=scram)
+    if kind in (acl_control.ADD_RECORD, acl_control.REMOVE_RECORD):
+        return dataclasses.replace(state, version=offset, acls=apply_acl_record(state.acls, record))
     topics = dict(state.topics)
     next_pid = state.next_producer_id
     broker_configs = state.broker_configs
@@ -207,7 +225,7 @@ def apply_record(state: ControllerState, record: Mapping[str, Any]) -> Controlle
         broker_configs = {str(k): str(v) for k, v in record["configs"].items()}
     else:
         raise ValueError(f"unknown metadata record type {kind!r}")
-    return ControllerState(offset, topics, next_pid, state.scram_credentials, broker_configs)
+    return ControllerState(offset, topics, next_pid, state.scram_credentials, broker_configs, state.acls)
 
 
 def replay(records: Iterable[Mapping[str, Any]], start: ControllerState | None = None) -> ControllerState:
@@ -228,6 +246,7 @@ class OpContext:
     num_partitions: int = 1
     log_defaults: LogConfig = field(default_factory=LogConfig)
     new_topic_id: Callable[[], uuid.UUID] = uuid.uuid4
+    new_acl_id: Callable[[], uuid.UUID] = uuid.uuid4
 
 
 @dataclass(frozen=True, slots=True)
@@ -681,6 +700,24 @@ def _alter_scram_credentials(b: _Builder, args: Mapping[str, Any], ctx: OpContex
     return {"results": results}
 
 
+def _create_acls(b: _Builder, args: Mapping[str, Any], ctx: OpContext) -> dict[str, Any]:
+    """CreateAcls (acl_control.py): one record per new binding, one result per creation."""
+    creations = [AclBinding.from_record(dict(c)) for c in args["creations"]]
+    records, results = create_acls(b.state.acls, creations, ctx.new_acl_id)
+    for record in records:
+        b.add(record)
+    return {"results": results}
+
+
+def _delete_acls(b: _Builder, args: Mapping[str, Any], ctx: OpContext) -> dict[str, Any]:
+    """DeleteAcls (acl_control.py): one record per binding removed, one result per filter."""
+    filters = [AclBindingFilter.from_record(dict(f)) for f in args["filters"]]
+    records, results = delete_acls(b.state.acls, filters)
+    for record in records:
+        b.add(record)
+    return {"results": results}
+
+
 _OPS: Final[Mapping[str, Callable[[_Builder, Mapping[str, Any], OpContext], dict[str, Any]]]] = {
     "create_topics": _create_topics,
     "delete_topics": _delete_topics,
@@ -691,6 +728,8 @@ _OPS: Final[Mapping[str, Callable[[_Builder, Mapping[str, Any], OpContext], dict
     "move_partitions": _move_partitions,
     "assign_partitions": _assign_partitions,
     "alter_scram_credentials": _alter_scram_credentials,
+    "create_acls": _create_acls,
+    "delete_acls": _delete_acls,
 }
 OPS: Final = frozenset(_OPS)
 

@@ -22,6 +22,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from shardbroker.security.acl import AclBinding
 from shardbroker.security.scram_credential import ScramCredential, ScramMechanism
 
 
@@ -71,6 +72,8 @@ class MetadataImage:
     #: Per-broker dynamic configs set by AlterConfigs (ssl.* key stores), by Kafka name; every
     #: worker applies them over its static config.
     broker_configs: dict[str, str] = field(default_factory=dict)
+    #: The ACL bindings in force, in creation order (CreateAcls; enforced when an authorizer is set).
+    acls: tuple[AclBinding, ...] = ()
 
     def scram_credential(self, user: str, mechanism: ScramMechanism) -> ScramCredential | None:
         return self.scram_credentials.get(user, {}).get(mechanism)
@@ -132,6 +135,7 @@ def _image_to_dict(image: MetadataImage) -> dict[str, Any]:
             for user, creds in image.scram_credentials.items()
         },
         "broker_configs": image.broker_configs,
+        "acls": [b.to_record() for b in image.acls],
     }
 
 
@@ -166,4 +170,5 @@ def _image_from_dict(data: dict[str, Any]) -> MetadataImage:
             for user, creds in data.get("scram", {}).items()
         },
         broker_configs={str(k): str(v) for k, v in data.get("broker_configs", {}).items()},
+        acls=tuple(AclBinding.from_record(r) for r in data.get("acls", ())),
     )

@@ -1,0 +1,82 @@
+"""The checks handlers make before acting: Kafka's AuthHelper over the worker's authorizer.
+
+Every handler asks here, with the request's ``RequestContext``, whether the connection's
+principal (``ctx.session.principal``, from its host ``ctx.session.client_host``) may do an
+operation on a resource, exactly where KafkaApis asks, and answers Kafka's error when not
+(TOPIC_/GROUP_/CLUSTER_/TRANSACTIONAL_ID_AUTHORIZATION_FAILED). Without
+``authorizer.class.name`` the worker has no authorizer and every check allows at the cost of one
+attribute test, which is Kafka's behaviour without an authorizer.
+
+A denial is recorded in the worker's audit trail (broker/security_audit.py) unless the caller
+says the denial is expected (``log_if_denied=False``: Metadata filtering the topic list, as
+Kafka's ``logIfDenied = false``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from shardbroker.broker.dispatch import RequestContext
+from shardbroker.protocol import messages as m
+from shardbroker.security.acl import CLUSTER_NAME, AclOperation, ResourceType
+
+__all__ = ["authorize", "authorize_by_resource_type", "authorize_cluster", "filter_authorized"]
+
+
+def authorize(
+    ctx: RequestContext,
+    operation: AclOperation,
+    resource_type: ResourceType,
+    name: str,
+    *,
+    log_if_denied: bool = True,
+) -> bool:
+    """May this request's principal do ``operation`` on the resource?"""
+    authorizer = ctx.worker.authorizer
+    if authorizer is None:
+        return True
+    session = ctx.session
+    if authorizer.authorize(session.principal, session.client_host, operation, resource_type, name):
+        return True
+    if log_if_denied:
+        _denied(ctx, operation, resource_type, name)
+    return False
+
+
+def authorize_cluster(ctx: RequestContext, operation: AclOperation) -> bool:
+    """``operation`` on the CLUSTER resource (``kafka-cluster``)."""
+    return authorize(ctx, operation, ResourceType.CLUSTER, CLUSTER_NAME)
+
+
+def filter_authorized(
+    ctx: RequestContext,
+    operation: AclOperation,
+    resource_type: ResourceType,
+    names: Iterable[str],
+    *,
+    log_if_denied: bool = True,
+) -> set[str]:
+    """The names (once each) on which ``operation`` is allowed."""
+    unique = set(names)
+    if ctx.worker.authorizer is None:
+        return unique
+    return {n for n in unique if authorize(ctx, operation, resource_type, n, log_if_denied=log_if_denied)}
+
+
+def authorize_by_resource_type(
+    ctx: RequestContext, operation: AclOperation, resource_type: ResourceType
+) -> bool:
+    """May the principal do ``operation`` on some resource of the type (Kafka's
+    ``authorizeByResourceType``)? Not audited: its callers fall back to another check."""
+    authorizer = ctx.worker.authorizer
+    if authorizer is None:
+        return True
+    principal, host = ctx.session.principal, ctx.session.client_host
+    return authorizer.authorize_by_resource_type(principal, host, operation, resource_type)
+
+
+def _denied(ctx: RequestContext, operation: AclOperation, resource_type: ResourceType, name: str) -> None:
+    request = m.REQUESTS.get(ctx.api_key)
+    api = request.API_NAME if request is not None else str(ctx.api_key)
+    session = ctx.session
+    ctx.worker.audit.denied(str(session.principal), session.client_host, operation, resource_type, name, api)
