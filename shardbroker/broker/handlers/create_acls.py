@@ -40,7 +40,8 @@ async def handle(ctx: RequestContext, request: m.CreateAclsRequest) -> m.CreateA
     if ctx.worker.authorizer is None:
         return error_response(request, ctx.api_version, ErrorCode.SECURITY_DISABLED, NO_AUTHORIZER)
     if not authorize_cluster(ctx, AclOperation.ALTER):
-        return error_response(request, ctx.api_version, ErrorCode.CLUSTER_AUTHORIZATION_FAILED, CLUSTER_DENIED)
+        code = ErrorCode.CLUSTER_AUTHORIZATION_FAILED
+        return error_response(request, ctx.api_version, code, CLUSTER_DENIED)
     creations = [creation_record(c) for c in request.creations]
     answers = await controller_items(
         ctx, "create_acls", {"creations": creations}, "results", len(creations), controller_timeout(0)

@@ -57,7 +57,8 @@ async def handle(ctx: RequestContext, request: m.DeleteAclsRequest) -> m.DeleteA
     if ctx.worker.authorizer is None:
         return error_response(request, ctx.api_version, ErrorCode.SECURITY_DISABLED, NO_AUTHORIZER)
     if not authorize_cluster(ctx, AclOperation.ALTER):
-        return error_response(request, ctx.api_version, ErrorCode.CLUSTER_AUTHORIZATION_FAILED, CLUSTER_DENIED)
+        code = ErrorCode.CLUSTER_AUTHORIZATION_FAILED
+        return error_response(request, ctx.api_version, code, CLUSTER_DENIED)
     filters = [_filter_record(f) for f in request.filters]
     answers = await controller_items(
         ctx, "delete_acls", {"filters": filters}, "results", len(filters), controller_timeout(0)

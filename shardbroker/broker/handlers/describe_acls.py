@@ -68,7 +68,8 @@ async def handle(ctx: RequestContext, request: m.DescribeAclsRequest) -> m.Descr
     if authorizer is None:
         return error_response(request, ctx.api_version, ErrorCode.SECURITY_DISABLED, NO_AUTHORIZER)
     if not authorize_cluster(ctx, AclOperation.DESCRIBE):
-        return error_response(request, ctx.api_version, ErrorCode.CLUSTER_AUTHORIZATION_FAILED, CLUSTER_DENIED)
+        code = ErrorCode.CLUSTER_AUTHORIZATION_FAILED
+        return error_response(request, ctx.api_version, code, CLUSTER_DENIED)
     wanted = acl_filter(request)
     refused = filter_error(wanted)
     if refused is not None:
