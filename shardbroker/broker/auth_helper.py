@@ -14,13 +14,43 @@ Kafka's ``logIfDenied = false``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Final
 
 from shardbroker.broker.dispatch import RequestContext
 from shardbroker.protocol import messages as m
 from shardbroker.security.acl import CLUSTER_NAME, AclOperation, ResourceType
 
-__all__ = ["authorize", "authorize_by_resource_type", "authorize_cluster", "filter_authorized"]
+__all__ = [
+    "NOT_REQUESTED",
+    "SUPPORTED_OPERATIONS",
+    "authorize",
+    "authorize_by_resource_type",
+    "authorize_cluster",
+    "authorized_operations",
+    "filter_authorized",
+]
+
+#: The ``*_authorized_operations`` value when the client did not ask for them (Kafka's
+#: Int.MinValue).
+NOT_REQUESTED: Final = -(2**31)
+
+_O = AclOperation
+#: The operations each resource type supports (Kafka's AclEntry.supportedOperations): what
+#: ``authorized_operations`` reports on.
+SUPPORTED_OPERATIONS: Final[Mapping[ResourceType, tuple[AclOperation, ...]]] = {
+    ResourceType.TOPIC: (
+        _O.READ, _O.WRITE, _O.CREATE, _O.DESCRIBE, _O.DELETE, _O.ALTER, _O.DESCRIBE_CONFIGS, _O.ALTER_CONFIGS
+    ),
+    ResourceType.GROUP: (_O.READ, _O.DESCRIBE, _O.DELETE, _O.DESCRIBE_CONFIGS, _O.ALTER_CONFIGS),
+    ResourceType.CLUSTER: (
+        _O.CREATE, _O.CLUSTER_ACTION, _O.DESCRIBE_CONFIGS, _O.ALTER_CONFIGS, _O.IDEMPOTENT_WRITE, _O.ALTER,
+        _O.DESCRIBE,
+    ),
+    ResourceType.TRANSACTIONAL_ID: (_O.DESCRIBE, _O.WRITE, _O.TWO_PHASE_COMMIT),
+    ResourceType.DELEGATION_TOKEN: (_O.DESCRIBE,),
+    ResourceType.USER: (_O.CREATE_TOKENS, _O.DESCRIBE_TOKENS),
+}  # fmt: skip
 
 
 def authorize(
@@ -73,6 +103,17 @@ def authorize_by_resource_type(
         return True
     principal, host = ctx.session.principal, ctx.session.client_host
     return authorizer.authorize_by_resource_type(principal, host, operation, resource_type)
+
+
+def authorized_operations(ctx: RequestContext, resource_type: ResourceType, name: str) -> int:
+    """The 32-bit field of the operations the principal may do on the resource (bit = operation
+    code), as Metadata, DescribeGroups and DescribeCluster answer when asked; every supported
+    operation without an authorizer, as Kafka. Not audited (a report, not a refusal)."""
+    bits = 0
+    for operation in SUPPORTED_OPERATIONS[resource_type]:
+        if authorize(ctx, operation, resource_type, name, log_if_denied=False):
+            bits |= 1 << operation
+    return bits
 
 
 def _denied(ctx: RequestContext, operation: AclOperation, resource_type: ResourceType, name: str) -> None:
