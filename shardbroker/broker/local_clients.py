@@ -9,6 +9,19 @@ the worker append what whole frames are still in the request ring (a frame is vi
 committed whole: ring.py), then unmap and unlink the client's rings and FIFOs. A client that died
 mid-frame therefore leaves nothing in the log and nothing in /dev/shm.
 
+The door (security/local_peer.py, ipc/local_access.py): before a hello is acted on, the peer's
+SO_PEERCRED/SO_PEERGROUPS credentials must be the broker's user or a member of
+``local.clients.allowed.group``; a refused peer is told why and logged, and no ring is mapped.
+An admitted client is ``User:<OS user>`` from host ``localhost`` and, with an authorizer, meets
+Kafka's checks: WRITE on the topic for every drained partition's batches (refused batches are
+acked TOPIC_AUTHORIZATION_FAILED, as TCP Produce answers), READ on the topic (and on the
+consumer's group) at every watch, re-checked on each new image: a watch an ACL change denies is
+withdrawn with the reason. A sibling worker forwarding Produce (same user, same parent) is not
+checked again: its handler did. Checked per drain and partition rather than per image change:
+one memoised decision, 0.34 us measured (0.16 us without an authorizer), so ~0.0002 us a record
+in 256 KiB batches against the workers' 0.14 us; ``perf.bench_local --authorizer-cost`` (1 M
+records, 5 alternating runs, shared VM at load ~1): ratio with/without 0.84 (0.69-1.10), noise.
+
 Draining a producer's request ring (``_drain``, called from the loop by ``RingReader.watch``
 whenever frames wait): every waiting frame in one pass -- up to ``MAX_FRAMES_PER_DRAIN`` -- is
 parsed (a 16-byte header each), grouped by partition in arrival order, and each partition's

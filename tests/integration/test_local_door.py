@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from shardbroker.client.admin import AdminClient
 from shardbroker.client.connection import KafkaApiError
 from shardbroker.client.local_consumer import LocalConsumer
 from shardbroker.client.local_producer import LocalClientError, LocalProducer
@@ -28,6 +29,7 @@ from shardbroker.protocol.errors import ErrorCode
 from tests.integration.broker_process import BrokerProcess, wait_for
 from tests.integration.conftest import BrokerFactory
 from tests.integration.kafka_clients import create_topic
+from tests.integration.test_forwarding import batch, not_owner, produce
 
 STANDARD_AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
 ME = pwd.getpwuid(os.geteuid()).pw_name
@@ -213,3 +215,19 @@ def test_a_local_client_error_without_a_code_stays_a_local_client_error(
     broker = broker_factory(workers=1, config=authorizing())
     with pytest.raises(LocalClientError, match="UNKNOWN_TOPIC_OR_PARTITION"):
         LocalConsumer(str(broker.data_dir), "missing", 0)
+
+
+def test_a_forwarding_worker_is_not_checked_as_the_brokers_user(broker_factory: BrokerFactory) -> None:
+    """A Produce sent to the worker that does not own the partition is forwarded through the
+    owner's local door: the sibling worker passes without an ACL for the broker's OS user (the
+    TCP handler checked the client's principal), so the client gets its offset."""
+    broker = broker_factory(workers=2, config=authorizing())
+    create_topic(broker.bootstrap, "fwd", 1)
+    with AdminClient(broker.bootstrap) as admin:
+        conn, _ = not_owner(broker, admin, "fwd")
+        with conn:
+            answer = produce(conn, "fwd", 0, batch(b"a", b"b"))
+    assert (answer.error_code, answer.base_offset) == (0, 0)
+    with pytest.raises(KafkaApiError) as local:  # while the broker's user itself has no WRITE
+        produce_one(broker.data_dir, "fwd")
+    assert local.value.error_code == ErrorCode.TOPIC_AUTHORIZATION_FAILED
