@@ -5,6 +5,7 @@ children (the tests run as root; those that need another uid skip otherwise)."""
 
 from __future__ import annotations
 
+import grp
 import json
 import os
 import pwd
@@ -170,12 +171,13 @@ def test_another_uid_is_refused_at_the_handshake(broker_factory: BrokerFactory) 
 
 
 @needs_root
+@pytest.mark.skipif(GROUP not in {g.gr_name for g in grp.getgrall()}, reason=f"no group {GROUP} here")
 def test_a_member_of_the_allowed_group_attaches_as_its_own_principal(broker_factory: BrokerFactory) -> None:
     config = authorizing(**{"local.clients.allowed.group": GROUP, "super.users": f"User:ANONYMOUS;User:{ME}"})
     broker = broker_factory(workers=1, config=config)
     create_topic(broker.bootstrap, "shared", 1)
     instance = instance_name(broker.data_dir.absolute())
-    gid = 100
+    gid = grp.getgrnam(GROUP).gr_gid
     directory = SHM_DIR / shm_name(instance, DIRECTORY_NAME).lstrip("/")
     st = directory.stat()
     assert (stat.S_IMODE(st.st_mode), st.st_gid) == (0o640, gid)
