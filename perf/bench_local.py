@@ -46,6 +46,11 @@ alternated in one broker run: 3.98 against 8.42 M/s, client/local_consumer.py. A
 5-7, with a Python delivery callback per TCP record, gave local 1.88 M/s against TCP 0.13 M/s:
 the callback, not the broker, bounded that baseline.)
 
+``--authorizer-cost``: the price of the local door's ACL checks (broker/local_clients.py): the
+local produce and the columns consume on two brokers in one run, one without an authorizer and
+one with ``StandardAuthorizer`` (the OS user a super user, so every check is a memoised allow),
+alternated ``--runs`` times; prints the rates and the ratio authorizer/none.
+
 Targets: local produce >= 3 M msgs/s (met) and >= 3x TCP (met: 14.9x); consume >= 5 M msgs/s
 (met with every record decoded: 8.05 M/s, 0.12 us of CPU a record, most of it the column decode;
 Record objects, at ~1.4-2 us each in Python, stay far below).
@@ -54,6 +59,8 @@ Record objects, at ~1.4-2 us each in Python, stay far below).
 from __future__ import annotations
 
 import argparse
+import os
+import pwd
 import statistics
 import time
 from collections.abc import Callable
@@ -274,6 +281,40 @@ def run(
     return results
 
 
+def authorizer_cost(records: int, chunk: int, runs: int, say: Callable[[str], None]) -> list[float]:
+    """Local produce rate with the authorizer over the rate without, per run (module docstring)."""
+    plain = {"num.partitions": PARTITIONS, "message.max.bytes": 4 << 20}
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    secured = {
+        **plain,
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "super.users": f"User:ANONYMOUS;User:{me}",
+    }
+    ratios = []
+    with (
+        running_broker(2, config=plain, name="noacl") as none,
+        running_broker(2, config=secured, name="acl") as acl,
+    ):
+        for broker in (none, acl):
+            with AdminClient(broker.bootstrap) as admin:
+                admin.create_topics([NewTopic(f"t{i}", PARTITIONS, 1) for i in range(runs)])
+        time.sleep(0.5)
+        for i in range(runs):
+            rates = {}
+            for label, broker in (("none", none), ("authorizer", acl)):
+                produced = local_produce(broker, f"t{i}", records, chunk)[0]
+                columns = consume_batches(broker, f"t{i}", records + PARTITIONS, columns=True)[0]
+                rates[label] = (produced, columns)
+            ratio = rates["authorizer"][0] / rates["none"][0]
+            ratios.append(ratio)
+            say(
+                f"run {i + 1}: local produce {rates['none'][0] / 1e6:.2f} M/s without an authorizer, "
+                f"{rates['authorizer'][0] / 1e6:.2f} M/s with (ratio {ratio:.3f}); columns consume "
+                f"{rates['none'][1] / 1e6:.2f} / {rates['authorizer'][1] / 1e6:.2f} M/s"
+            )
+    return ratios
+
+
 def summary(results: list[RunResult]) -> str:
     def fmt(values: list[float], scale: float = 1e6) -> str:
         return (
@@ -309,7 +350,14 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=100_000, help="records per send_batch call")
     parser.add_argument("--decode", type=int, default=200_000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--authorizer-cost", action="store_true", help="local door ACL checks: with/without")
     args = parser.parse_args()
+    if args.authorizer_cost:
+        ratios = authorizer_cost(args.records, args.chunk, args.runs, print)
+        print(
+            f"ratio authorizer/none    {statistics.median(ratios):.3f} ({min(ratios):.3f}-{max(ratios):.3f})"
+        )
+        return
     results = run(args.records, args.tcp_records, args.chunk, args.decode, args.runs, print)
     print(summary(results))
 

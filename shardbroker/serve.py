@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from shardbroker.broker.tls import TlsConfigError, TlsSettings
 from shardbroker.config.broker_config import BrokerConfig
-from shardbroker.config.broker_properties import AUTO_LEADER_REBALANCE_ENABLE
+from shardbroker.config.broker_properties import AUTO_LEADER_REBALANCE_ENABLE, LOCAL_CLIENTS_ALLOWED_GROUP
 from shardbroker.config.config_def import ConfigError
 from shardbroker.config.listeners import Endpoint
 from shardbroker.control.auto_rebalance import AutoRebalancer, PartitionLoad
@@ -48,6 +48,7 @@ from shardbroker.control.metadata_log import DataDirLock, MetadataLogError
 from shardbroker.ipc import shm
 from shardbroker.ipc.counters import CounterTable
 from shardbroker.ipc.group_offsets import GroupOffsetTable
+from shardbroker.ipc.local_access import LocalAccessError, allowed_group, check_broker_in_group
 from shardbroker.ipc.ring_names import Direction, control_ring
 from shardbroker.metadata.image import TopicImage
 from shardbroker.observability.group_lag import GroupLagSource
@@ -212,6 +213,7 @@ def serve(
             check_ports(endpoint.host, endpoint.port, config.workers, endpoint.listener)
         if config.metrics_port:
             _check_metrics_port(config.metrics_host, config.metrics_port)
+        _check_local_group(config)
         report = shm.reclaim_stale(instance)
         if report.reclaimed:
             log.info("reclaimed %d shared-memory objects of a previous run", len(report.reclaimed))
@@ -274,6 +276,16 @@ def serve(
 
 def _hostport(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _check_local_group(config: BrokerConfig) -> None:
+    """``local.clients.allowed.group`` names a group that exists and the broker's user is in."""
+    try:
+        group = allowed_group(config.get(LOCAL_CLIENTS_ALLOWED_GROUP))
+        if group is not None:
+            check_broker_in_group(group)
+    except LocalAccessError as exc:
+        raise ServeError(str(exc)) from None
 
 
 def _check_metrics_port(host: str, port: int) -> None:

@@ -9,6 +9,19 @@ the worker append what whole frames are still in the request ring (a frame is vi
 committed whole: ring.py), then unmap and unlink the client's rings and FIFOs. A client that died
 mid-frame therefore leaves nothing in the log and nothing in /dev/shm.
 
+The door (security/local_peer.py, ipc/local_access.py): before a hello is acted on, the peer's
+SO_PEERCRED/SO_PEERGROUPS credentials must be the broker's user or a member of
+``local.clients.allowed.group``; a refused peer is told why and logged, and no ring is mapped.
+An admitted client is ``User:<OS user>`` from host ``localhost`` and, with an authorizer, meets
+Kafka's checks: WRITE on the topic for every drained partition's batches (refused batches are
+acked TOPIC_AUTHORIZATION_FAILED, as TCP Produce answers), READ on the topic (and on the
+consumer's group) at every watch, re-checked on each new image: a watch an ACL change denies is
+withdrawn with the reason. A sibling worker forwarding Produce (same user, same parent) is not
+checked again: its handler did. Checked per drain and partition rather than per image change:
+one memoised decision, 0.34 us measured (0.16 us without an authorizer), so ~0.0002 us a record
+in 256 KiB batches against the workers' 0.14 us; ``perf.bench_local --authorizer-cost`` (1 M
+records, 5 alternating runs, shared VM at load ~1): ratio with/without 0.84 (0.69-1.10), noise.
+
 Draining a producer's request ring (``_drain``, called from the loop by ``RingReader.watch``
 whenever frames wait): every waiting frame in one pass -- up to ``MAX_FRAMES_PER_DRAIN`` -- is
 parsed (a 16-byte header each), grouped by partition in arrival order, and each partition's
@@ -55,6 +68,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
@@ -63,6 +77,8 @@ import posix_ipc  # type: ignore[import-not-found,unused-ignore]
 
 from shardbroker.broker.forwarding import ForwardResult
 from shardbroker.broker.produce_routing import reroute
+from shardbroker.config.broker_properties import LOCAL_CLIENTS_ALLOWED_GROUP
+from shardbroker.ipc.local_access import allowed_group, is_sibling, peer_credentials, user_name
 from shardbroker.ipc.local_directory import HighWatermarkTable, LocalDirectory, worker_socket_address
 from shardbroker.ipc.local_protocol import (
     ACK,
@@ -81,6 +97,9 @@ from shardbroker.ipc.ring_writer import RingWriter
 from shardbroker.ipc.shm import ShmError, instance_name
 from shardbroker.metadata.image import MetadataImage
 from shardbroker.protocol.errors import ErrorCode
+from shardbroker.security.acl import AclOperation, ResourceType
+from shardbroker.security.local_peer import LOCAL_HOST, LocalDoorPolicy, local_principal, peer_refusal
+from shardbroker.security.principal import KafkaPrincipal
 
 if TYPE_CHECKING:
     from shardbroker.broker.leader_append import AppendResult
@@ -100,18 +119,32 @@ DURABLE_TIMEOUT_S: Final = 30.0
 ACK_RETRY_S: Final = 0.001
 _PRODUCE_API_KEY: Final = 0
 _CORRUPT: Final = int(ErrorCode.CORRUPT_MESSAGE)
+_TOPIC_DENIED: Final = int(ErrorCode.TOPIC_AUTHORIZATION_FAILED)
+_GROUP_DENIED: Final = int(ErrorCode.GROUP_AUTHORIZATION_FAILED)
+_READ, _WRITE = AclOperation.READ, AclOperation.WRITE
+_TOPIC, _GROUP = ResourceType.TOPIC, ResourceType.GROUP
 _NOT_LEADER: Final = int(ErrorCode.NOT_LEADER_OR_FOLLOWER)
 
 PartitionKey = tuple[str, int]
 
 
 def _unlink(ring: Ring) -> None:
-    """Remove a dead client's ring name and FIFOs (it created them; it cannot any more)."""
-    with contextlib.suppress(posix_ipc.ExistentialError):
+    """Remove a dead client's ring name and FIFOs (it created them; it cannot any more). Another
+    user's (a member of local.clients.allowed.group) cannot be removed by a non-root broker in
+    sticky /dev/shm: left to that user (``ls /dev/shm/shardbroker-*`` shows them)."""
+    with contextlib.suppress(posix_ipc.ExistentialError, posix_ipc.PermissionsError):
         posix_ipc.unlink_shared_memory(ring.name)
     for path in ring.segment.fifos:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(FileNotFoundError, PermissionError):
             path.unlink()
+
+
+class _Refused(Exception):
+    """An attach an ACL does not allow: the refusal's text and Kafka error code."""
+
+    def __init__(self, message: str, error_code: int) -> None:
+        super().__init__(message)
+        self.error_code = error_code
 
 
 class _Session:
@@ -121,6 +154,9 @@ class _Session:
         self.conn = conn
         self.rings: list[Ring] = []
         self.closed = False
+        #: Whose ACLs apply (the peer's OS user); None for a sibling worker forwarding Produce
+        #: batches its handler already authorized.
+        self.principal: KafkaPrincipal | None = None
 
 
 class _ProducerSession(_Session):
@@ -137,11 +173,13 @@ class _ProducerSession(_Session):
 
 
 class _WatchSession(_Session):
-    def __init__(self, conn: socket.socket, ring: Ring, key: PartitionKey) -> None:
+    def __init__(self, conn: socket.socket, ring: Ring, key: PartitionKey, group: str | None) -> None:
         super().__init__(conn)
         self.rings = [ring]
         self.writer: RingWriter = ring.writer()
         self.key = key
+        #: The consumer's group.id, if it has one (READ on the group is checked too).
+        self.group = group
 
 
 class LocalClientService:
@@ -163,12 +201,18 @@ class LocalClientService:
         self._listener: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._durable: set[asyncio.Task[None]] = set()
+        self.policy = LocalDoorPolicy(os.geteuid(), user_name(os.geteuid()) or str(os.geteuid()))
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self, worker: Worker) -> None:
         self._loop = asyncio.get_running_loop()
         self.instance = instance_name(self.state.config.data_dir.absolute())
+        group = allowed_group(self.state.config.get(LOCAL_CLIENTS_ALLOWED_GROUP))  # checked by serve
+        if group is not None:
+            self.policy = LocalDoorPolicy(
+                self.policy.broker_uid, self.policy.broker_user, group.gr_gid, group.gr_name
+            )
         self.directory = LocalDirectory.attach(self.instance)
         self.high_watermarks = HighWatermarkTable.attach(self.instance)
         self._load_rows()
@@ -226,9 +270,21 @@ class LocalClientService:
     async def _on_image(self, old: MetadataImage, new: MetadataImage) -> None:
         # The controller publishes the directory before it pushes the image (controller.py).
         self._load_rows()
+        authorizing = self.state.authorizer is not None
         for key, watchers in list(self.watchers.items()):
             if key not in self.rows:  # the partition went away (deleted, or led elsewhere)
                 for w in list(watchers):
+                    self._close(w, unlink=False)
+                continue
+            for w in list(watchers) if authorizing else ():
+                try:
+                    self._authorize_watch(w.principal, key[0], w.group)
+                except _Refused as exc:  # an ACL changed: the consumer is told, then detached
+                    log.info("worker %d: local consumer %s detached: %s", self.node_id, w.principal, exc)
+                    with contextlib.suppress(OSError):
+                        w.conn.send(
+                            encode_message({"ok": False, "error": str(exc), "error_code": exc.error_code})
+                        )
                     self._close(w, unlink=False)
 
     # ------------------------------------------------------------------ attach
@@ -258,13 +314,28 @@ class LocalClientService:
             conn.close()
             return
         try:
-            session = self._attach(conn, decode_message(raw))
+            peer = peer_credentials(conn)
+        except OSError as exc:
+            log.warning("worker %d: local client refused: no peer credentials: %s", self.node_id, exc)
+            conn.close()
+            return
+        refusal = peer_refusal(peer, self.policy)
+        if refusal is not None:
+            log.warning("worker %d: local client pid %d refused: %s", self.node_id, peer.pid, refusal)
+            self._refuse(conn, {"ok": False, "error": f"may not attach: {refusal}"})
+            return
+        principal = None if is_sibling(peer) else local_principal(peer.uid, peer.user)
+        try:
+            session = self._attach(conn, decode_message(raw), principal)
+            session.principal = principal
+        except _Refused as exc:
+            log.info("worker %d: local client pid %d refused: %s", self.node_id, peer.pid, exc)
+            self._refuse(conn, {"ok": False, "error": str(exc), "error_code": exc.error_code})
+            return
         except (LocalProtocolError, ShmError, RingError, ValueError, KeyError, TypeError) as exc:
             log.info("worker %d: local client refused: %s", self.node_id, exc)
             self.state.counters.error(_PRODUCE_API_KEY, int(ErrorCode.INVALID_REQUEST))
-            with contextlib.suppress(OSError):
-                conn.send(encode_message({"ok": False, "error": str(exc)}))
-            conn.close()
+            self._refuse(conn, {"ok": False, "error": str(exc)})
             return
         self.sessions.add(session)
         self._loop.add_reader(conn.fileno(), self._on_conn, session)
@@ -273,12 +344,44 @@ class LocalClientService:
         except OSError:
             self._close(session, unlink=True)
 
+    @staticmethod
+    def _refuse(conn: socket.socket, answer: dict[str, object]) -> None:
+        with contextlib.suppress(OSError):
+            conn.send(encode_message(answer))
+        conn.close()
+
+    def _allowed(
+        self,
+        principal: KafkaPrincipal | None,
+        operation: AclOperation,
+        resource: ResourceType,
+        name: str,
+        api: str,
+    ) -> bool:
+        """May a local client's principal do this (None: a sibling worker, checked at its door)?"""
+        authorizer = self.state.authorizer
+        if principal is None or authorizer is None:
+            return True
+        if authorizer.authorize(principal, LOCAL_HOST, operation, resource, name):
+            return True
+        self.state.audit.denied(str(principal), LOCAL_HOST, operation, resource, name, api)
+        return False
+
+    def _authorize_watch(self, principal: KafkaPrincipal | None, topic: str, group: str | None) -> None:
+        """A LocalConsumer's checks, as Kafka's for a consumer: READ on its group, READ on the topic."""
+        if group is not None and not self._allowed(principal, _READ, _GROUP, group, "LocalConsume"):
+            raise _Refused(f"{principal} may not READ group {group!r}", _GROUP_DENIED)
+        if not self._allowed(principal, _READ, _TOPIC, topic, "LocalConsume"):
+            raise _Refused(f"{principal} may not READ topic {topic!r}", _TOPIC_DENIED)
+
     def _ring(self, name: object) -> Ring:
         if not isinstance(name, str) or not is_client_ring(name):
             raise LocalProtocolError(f"ring name {name!r} is not a local client's ({CLIENT_PREFIX}...)")
         return Ring.attach(self.instance, name)
 
-    def _attach(self, conn: socket.socket, hello: dict[str, object]) -> _Session:
+    def _attach(
+        self, conn: socket.socket, hello: dict[str, object], principal: KafkaPrincipal | None
+    ) -> _Session:
         op = hello.get("op")
         if op == "produce":
             requests = self._ring(hello["requests"])
@@ -291,9 +394,12 @@ class LocalClientService:
             self._watch(s)
             return s
         if op == "watch":
-            topic, partition = hello["topic"], hello["partition"]
+            topic, partition, group = hello["topic"], hello["partition"], hello.get("group")
             if not isinstance(topic, str) or not isinstance(partition, int):
                 raise LocalProtocolError("watch needs a topic name and a partition number")
+            if group is not None and not isinstance(group, str):
+                raise LocalProtocolError("a watch's group must be a group id")
+            self._authorize_watch(principal, topic, group)
             key = (topic, partition)
             p = self.replicas.get(topic, partition)
             if p is None or key not in self.rows:
@@ -301,7 +407,7 @@ class LocalClientService:
                 raise LocalProtocolError(
                     f"{code.name}: worker {self.node_id} does not serve {topic}-{partition}"
                 )
-            w = _WatchSession(conn, self._ring(hello["ring"]), key)
+            w = _WatchSession(conn, self._ring(hello["ring"]), key, group)
             self.watchers.setdefault(key, []).append(w)
             self._notified.pop(key, None)
             self._publish(key, p)
@@ -401,6 +507,12 @@ class LocalClientService:
             groups.setdefault((topic, partition), []).append((batch_id, ack, f[start:]))
         durable: list[tuple[Partition, int, list[bytes]]] = []
         for key, items in groups.items():
+            if not self._allowed(s.principal, _WRITE, _TOPIC, key[0], "LocalProduce"):
+                for batch_id, ack, _ in items:  # as TCP Produce: each batch of the topic refused
+                    self.state.counters.error(_PRODUCE_API_KEY, _TOPIC_DENIED)
+                    if ack != 0:
+                        out.append(ACK.pack(batch_id, -1, -1, _TOPIC_DENIED, 0))
+                continue
             if key in s.rerouting or (
                 self.replicas.get(*key) is None and self.replicas.not_here_error(*key) == _NOT_LEADER
             ):

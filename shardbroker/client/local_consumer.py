@@ -51,6 +51,17 @@ timestamps, key and value positions and lengths in the segment mapping, headers)
 vectorised pass over all those batches (``protocol.record_columns.record_columns``): what a reader that
 wants line rate takes. ``records()`` builds Record objects from those columns.
 
+Access (broker/local_clients.py): the owner worker admits only the broker's OS user or a member
+of ``local.clients.allowed.group``, and with an authorizer checks READ on the topic (and on the
+group, given a ``group_id``) as ``User:<OS user>`` at every watch; when an ACL change denies it
+later, it withdraws the watch with the reason, which the next poll raises (one non-blocking
+``recv`` a poll: 1.1 us measured, for up to 4 MiB of records) as the TCP consumer would:
+``KafkaApiError`` TOPIC_/GROUP_AUTHORIZATION_FAILED. Commits go over TCP (below), checked there
+as that connection's principal.
+This binds the client library, not the process: a process of the broker's user can read the
+segment files whatever the ACLs say. A group member cannot read them at all (the data dir is
+0700): the consumer says so at construction.
+
 Consumer groups: ``commit`` sends OffsetCommit through the normal coordinator (AdminClient over
 TCP to worker 0's address from the directory), as an admin commit (generation -1), which Kafka's
 coordinator accepts only while the group has no active members.
@@ -91,6 +102,7 @@ from typing import Final, Literal
 import numpy as np
 
 from shardbroker.client.admin import AdminClient
+from shardbroker.client.connection import KafkaApiError
 from shardbroker.ipc.local_attach import LocalBroker, LocalClientError, WorkerSession, ring_object
 from shardbroker.ipc.ring_names import WAKE_ROLE
 from shardbroker.ipc.ring_reader import RingReader
@@ -117,6 +129,13 @@ UNWATCHED_POLL_S: Final = 0.01
 
 class OffsetOutOfRange(LocalClientError):
     """The position is outside the log (below its start after retention, or past its end)."""
+
+
+def _kafka_error(exc: LocalClientError) -> Exception:
+    """A worker's refusal with a Kafka error code (an ACL) as the TCP consumer raises it."""
+    if exc.error_code is None:
+        return exc
+    return KafkaApiError(exc.error_code, str(exc).split(": ", 1)[-1])
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +218,7 @@ class LocalConsumer:
             if self.row < 0:
                 raise LocalClientError(f"{topic}-{partition} has no high-watermark row (too many partitions)")
             self.directory = self.broker.data_dir / partition_dir_name(topic, partition)
+            self._check_readable()
             if owner >= 0:  # else the partition is between two owners: watched once it has one
                 self._watch(owner)
             self._hw = self.broker.high_watermarks
@@ -278,6 +298,7 @@ class LocalConsumer:
     def _poll(self, timeout: float, max_bytes: int) -> _Read | None:
         deadline = time.monotonic() + timeout
         while True:
+            self._session_gone()  # raises once an ACL change withdrew the watch (module docstring)
             if self.wake is not None:
                 self.wake.read_batch(64)  # forget wake-ups: the watermark itself is read next
             got = self._read(self.high_watermark, max_bytes)
@@ -341,9 +362,24 @@ class LocalConsumer:
             "topic": self.topic,
             "partition": self.partition,
         }
-        session = self.broker.attach(owner, hello, [ring])  # closes the ring if refused
+        if self.group_id is not None:
+            hello["group"] = self.group_id
+        try:
+            session = self.broker.attach(owner, hello, [ring])  # closes the ring if refused
+        except LocalClientError as exc:
+            raise _kafka_error(exc) from None
         self._unwatch()
         self.session, self.wake = session, ring.reader()
+
+    def _session_gone(self) -> bool:
+        """True when there is no watch or its worker let go of it; KafkaApiError when the worker
+        withdrew it for an ACL (one non-blocking ``recv``)."""
+        if self.session is None:
+            return True
+        try:
+            return self.session.worker_gone()
+        except LocalClientError as exc:
+            raise _kafka_error(exc) from None
 
     def _unwatch(self) -> None:
         if self.session is not None:
@@ -355,7 +391,7 @@ class LocalConsumer:
         owns the partition, or it died), or now and then in any case, read the directory and
         watch the partition's owner there (see the module docstring)."""
         session = self.session
-        gone = session is None or session.worker_gone()
+        gone = self._session_gone()
         now = time.monotonic()
         if not gone and now < self._next_owner_check:
             return
@@ -378,6 +414,18 @@ class LocalConsumer:
             # The directory names the new owner a moment before it takes the partition: retried.
 
     # ------------------------------------------------------------------ segments
+
+    def _check_readable(self) -> None:
+        try:
+            os.listdir(self.directory)
+        except PermissionError:
+            raise LocalClientError(
+                f"uid {os.geteuid()} cannot read {self.directory}: a LocalConsumer reads the segment "
+                "files itself, so it runs as the broker's user (members of local.clients.allowed.group "
+                "may use LocalProducer)"
+            ) from None
+        except FileNotFoundError:
+            pass  # not created yet: _bases says so when it is read
 
     def _bases(self) -> list[int]:
         try:

@@ -613,6 +613,15 @@ ALLOW_EVERYONE_IF_NO_ACL_FOUND: Final = _D(
     "with an authorizer: allow every principal on a resource no ACL applies to",
     _AUTHORIZER,
 )
+LOCAL_CLIENTS_ALLOWED_GROUP: Final = _D(
+    "local.clients.allowed.group",
+    _S,
+    "",
+    TEXT,
+    "OS group whose members may attach LocalProducers/LocalConsumers besides the broker's own user"
+    " (shardbroker's own; no Kafka equivalent); empty: only the broker's user",
+    "local clients (broker/local_clients.py)",
+)
 
 for _topic, _broker in BROKER_SYNONYMS.items():
     _key = TOPIC_CONFIGS[_topic]

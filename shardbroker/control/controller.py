@@ -59,6 +59,7 @@ from shardbroker.config.broker_config import BrokerConfig
 from shardbroker.config.broker_properties import (
     AUTO_LEADER_REBALANCE_ENABLE,
     LEADER_IMBALANCE_PER_BROKER_PERCENTAGE,
+    LOCAL_CLIENTS_ALLOWED_GROUP,
     NUM_PARTITIONS,
 )
 from shardbroker.control.controller_state import (
@@ -80,6 +81,7 @@ from shardbroker.ipc.control import (
     decode_control,
     encode_control,
 )
+from shardbroker.ipc.local_access import DIRECTORY_GROUP_MODE, allowed_group, share_with_group, shm_path
 from shardbroker.ipc.local_directory import HighWatermarkRows, HighWatermarkTable, LocalDirectory
 from shardbroker.ipc.ring import Ring
 from shardbroker.ipc.ring_names import Direction, control_ring
@@ -203,6 +205,10 @@ class Controller:
                 self.slots.append(_Slot(i, in_ring, out_ring))
             self.directory = LocalDirectory.create(self.instance)
             self.high_watermarks = HighWatermarkTable.create(self.instance)
+            group = allowed_group(self.config.get(LOCAL_CLIENTS_ALLOWED_GROUP))
+            if group is not None:  # its members' LocalProducers/Consumers read both (local_access.py)
+                shared = (self.directory.segment.name, self.high_watermarks.segment.name)
+                share_with_group(map(shm_path, shared), group.gr_gid, DIRECTORY_GROUP_MODE)
             self._hw_rows = HighWatermarkRows(self.high_watermarks.rows)
             self._publish_directory()
         except BaseException:

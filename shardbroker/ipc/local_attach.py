@@ -8,6 +8,13 @@ and Unix sockets (one per session). Used by ``client/local_producer.py`` and
 A client names the broker by its data dir, as an operator does: the shared-memory instance is
 derived from it exactly as ``shardbroker serve`` derives it (``shm.instance_name``), so no
 address or port is needed and a client can only reach the broker that owns that directory.
+
+Who may attach (the worker checks the peer's credentials, security/local_peer.py): the broker's
+user, or a member of ``local.clients.allowed.group``, whose rings are then shared with that group
+(``local_access.ring_group``). The broker's directory and high watermarks are mapped read-only.
+A refusal's text names the reason; one with a Kafka error code (an ACL:
+TOPIC_AUTHORIZATION_FAILED...) carries it in ``LocalClientError.error_code``, also when the
+worker withdraws a session after an ACL change (``WorkerSession.worker_gone``).
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import socket
 from pathlib import Path
 from typing import Final
 
+from shardbroker.ipc.local_access import RING_GROUP_MODE, ring_group, share_with_group, shm_path
 from shardbroker.ipc.local_directory import (
     DirectoryBody,
     DirectoryError,
@@ -30,7 +38,8 @@ from shardbroker.ipc.local_directory import (
 from shardbroker.ipc.local_protocol import MAX_MESSAGE, decode_message, encode_message
 from shardbroker.ipc.ring import Ring
 from shardbroker.ipc.ring_names import ClientRole, client_ring_name
-from shardbroker.ipc.shm import ShmError, instance_name
+from shardbroker.ipc.shm import ShmAccessError, ShmError, instance_name
+from shardbroker.protocol.errors import ErrorCode
 
 __all__ = ["LocalBroker", "LocalClientError", "WorkerSession", "client_ring", "ring_object"]
 
@@ -40,11 +49,20 @@ ATTACH_TIMEOUT_S: Final = 10.0
 _ring_ids = itertools.count()
 
 
-def client_ring(instance: str, role: ClientRole, capacity: int) -> Ring:
+def client_ring(instance: str, role: ClientRole, capacity: int, group: int | None = None) -> Ring:
     """A ring owned by this process, named ``lc<pid>-<n>-<role>`` (ipc/ring_names.py): the kind
     of name a worker accepts from a local client (a worker forwarding to another worker is one
-    too: broker/forwarding.py)."""
-    return Ring.create(instance, client_ring_name(os.getpid(), next(_ring_ids), role), capacity)
+    too: broker/forwarding.py). ``group``: share it (segment and doorbells) with that group, 0660."""
+    ring = Ring.create(instance, client_ring_name(os.getpid(), next(_ring_ids), role), capacity)
+    if group is not None:
+        try:
+            share_with_group((shm_path(ring.name), *ring.segment.fifos), group, RING_GROUP_MODE)
+        except OSError as exc:
+            ring.close()
+            raise LocalClientError(
+                f"cannot share a ring with group {group} (local.clients.allowed.group): {exc.strerror or exc}"
+            ) from None
+    return ring
 
 
 def ring_object(ring: Ring) -> str:
@@ -53,7 +71,24 @@ def ring_object(ring: Ring) -> str:
 
 
 class LocalClientError(Exception):
-    """The local client cannot do what was asked; the message says why."""
+    """The local client cannot do what was asked; the message says why. ``error_code``: the Kafka
+    error code of a worker's refusal that has one (an ACL: TOPIC_AUTHORIZATION_FAILED...)."""
+
+    def __init__(self, message: str, error_code: int | None = None) -> None:
+        super().__init__(message)
+        self.error_code = error_code
+
+
+def _refusal(node_id: int, reply: dict[str, object]) -> LocalClientError:
+    why = f"worker {node_id} refused: {reply.get('error', reply)}"
+    code = reply.get("error_code")
+    if not isinstance(code, int):
+        return LocalClientError(why)
+    try:
+        name = ErrorCode(code).name
+    except ValueError:
+        name = f"ERROR_{code}"
+    return LocalClientError(f"{name}: {why}", code)
 
 
 class WorkerSession:
@@ -68,13 +103,21 @@ class WorkerSession:
         self.node_id = node_id
 
     def worker_gone(self) -> bool:
-        """True once the worker closed the connection (it drained or died)."""
+        """True once the worker closed the connection (it drained or died); LocalClientError
+        when it withdrew the session with a reason (an ACL no longer allows it)."""
         try:
-            return self.conn.recv(1, socket.MSG_DONTWAIT | socket.MSG_PEEK) == b""
+            raw = self.conn.recv(MAX_MESSAGE, socket.MSG_DONTWAIT)
         except BlockingIOError:
             return False
         except OSError:
             return True
+        if raw:
+            try:
+                reply = decode_message(raw)
+            except ValueError:
+                return True
+            raise _refusal(self.node_id, reply)
+        return True
 
     def close(self) -> None:
         self.conn.close()
@@ -90,13 +133,21 @@ class LocalBroker:
         self.data_dir = Path(data_dir).absolute()
         self.instance = instance_name(self.data_dir)
         try:
-            self.directory = LocalDirectory.attach(self.instance)
+            self.directory = LocalDirectory.attach(self.instance, writable=False)
+        except ShmAccessError:
+            raise LocalClientError(
+                f"uid {os.geteuid()} may not open the shared directory of the broker serving "
+                f"{self.data_dir}: only the broker's user or a member of its local.clients.allowed.group "
+                "may attach"
+            ) from None
         except ShmError:
             raise LocalClientError(
                 f"no broker serves {self.data_dir} on this host (no shared directory for instance "
                 f"{self.instance}): start `shardbroker serve --data-dir {self.data_dir}` first"
             ) from None
         self._high_watermarks: HighWatermarkTable | None = None
+        #: The group this client's rings are shared with (None: 0600, local_access.ring_group).
+        self.ring_group = ring_group(shm_path(self.directory.segment.name))
         self.body: DirectoryBody = self.read()
 
     def read(self) -> DirectoryBody:
@@ -130,13 +181,13 @@ class LocalBroker:
     def high_watermarks(self) -> HighWatermarkTable:
         if self._high_watermarks is None:
             try:
-                self._high_watermarks = HighWatermarkTable.attach(self.instance)
+                self._high_watermarks = HighWatermarkTable.attach(self.instance, writable=False)
             except ShmError as exc:
                 raise LocalClientError(f"the broker's high-watermark table is missing: {exc}") from None
         return self._high_watermarks
 
     def new_ring(self, role: ClientRole, capacity: int) -> Ring:
-        return client_ring(self.instance, role, capacity)
+        return client_ring(self.instance, role, capacity, self.ring_group)
 
     def attach(self, node_id: int, hello: dict[str, object], rings: list[Ring]) -> WorkerSession:
         """Connect to worker ``node_id`` and hand it ``rings`` (closed on failure)."""
@@ -152,7 +203,7 @@ class LocalBroker:
                     f"cannot attach to worker {node_id} of {self.data_dir}: {exc}"
                 ) from None
             if reply.get("ok") is not True:
-                raise LocalClientError(f"worker {node_id} refused: {reply.get('error', reply)}")
+                raise _refusal(node_id, reply)
             conn.setblocking(False)
         except BaseException:
             conn.close()

@@ -174,8 +174,10 @@ class LocalDirectory:
         return d
 
     @classmethod
-    def attach(cls, instance: str) -> LocalDirectory:
-        return cls(SharedSegment.attach(shm_name(instance, DIRECTORY_NAME), DIRECTORY_KIND, LAYOUT_VERSION))
+    def attach(cls, instance: str, *, writable: bool = True) -> LocalDirectory:
+        """Map the directory; clients map it read-only (``writable=False``)."""
+        name = shm_name(instance, DIRECTORY_NAME)
+        return cls(SharedSegment.attach(name, DIRECTORY_KIND, LAYOUT_VERSION, writable=writable))
 
     def publish(self, body: DirectoryBody) -> None:
         """Replace the body (the controller only; one writer). ValueError when it does not fit."""
@@ -231,9 +233,10 @@ class HighWatermarkTable:
         return cls(seg)
 
     @classmethod
-    def attach(cls, instance: str) -> HighWatermarkTable:
+    def attach(cls, instance: str, *, writable: bool = True) -> HighWatermarkTable:
+        """Map the table; the owner workers write it, clients map it read-only."""
         name = shm_name(instance, HIGH_WATERMARKS_NAME)
-        return cls(SharedSegment.attach(name, HIGH_WATERMARKS_KIND, LAYOUT_VERSION))
+        return cls(SharedSegment.attach(name, HIGH_WATERMARKS_KIND, LAYOUT_VERSION, writable=writable))
 
     def publish(self, row: int, high_watermark: int, log_start_offset: int) -> None:
         """The owner worker, after an append (or retention): two aligned 8-byte stores."""

@@ -66,6 +66,10 @@ class ShmError(Exception):
     """A shared-memory object cannot be created, attached or recognised."""
 
 
+class ShmAccessError(ShmError):
+    """A shared-memory object exists but its mode does not let this process open it."""
+
+
 def instance_name(data_dir: Path) -> str:
     """``sb`` + 8 hex digits of the SHA-256 of the resolved data dir: the one naming rule by which
     the broker and its local clients find the same shared memory."""
@@ -186,13 +190,26 @@ class SharedSegment:
         return seg
 
     @classmethod
-    def attach(cls, name: str, kind: int, version: int, fifo_suffixes: tuple[str, ...] = ()) -> SharedSegment:
+    def attach(
+        cls,
+        name: str,
+        kind: int,
+        version: int,
+        fifo_suffixes: tuple[str, ...] = (),
+        *,
+        writable: bool = True,
+    ) -> SharedSegment:
+        """Map ``name``; ``writable=False`` opens and maps it read-only (a reader that must not,
+        or may not, write: local clients and the broker's shared directory)."""
         try:
-            shm = posix_ipc.SharedMemory(name)
+            shm = posix_ipc.SharedMemory(name, read_only=not writable)
         except posix_ipc.ExistentialError as exc:
             raise ShmError(f"{name} does not exist") from exc
+        except posix_ipc.PermissionsError as exc:
+            raise ShmAccessError(f"{name}: permission denied") from exc
         try:
-            mm = mmap.mmap(shm.fd, shm.size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
+            mm = mmap.mmap(shm.fd, shm.size, mmap.MAP_SHARED, prot)
         finally:
             shm.close_fd()
         pre = Preamble.unpack(mm)
@@ -264,14 +281,22 @@ def reclaim_stale(instance: str, now: float | None = None) -> ReclaimReport:
                 head = f.read(PREAMBLE_SIZE)
         except FileNotFoundError:
             continue
+        except PermissionError:  # another user's (a local client's, 0600): not ours to judge
+            report.live.append(path.name)
+            continue
         pre = Preamble.unpack(head)
         if pre is None:
             stale = now - st.st_mtime > UNINITIALISED_GRACE_S
         else:
             stale = not owner_alive(pre.owner_pid, pre.owner_start)
         if stale:
-            with contextlib.suppress(posix_ipc.ExistentialError):
+            try:
                 posix_ipc.unlink_shared_memory("/" + path.name)
+            except posix_ipc.ExistentialError:
+                pass
+            except posix_ipc.PermissionsError:  # another user's in sticky /dev/shm: left to it
+                report.live.append(path.name)
+                continue
             report.reclaimed.append(path.name)
         else:
             report.live.append(path.name)
@@ -279,7 +304,11 @@ def reclaim_stale(instance: str, now: float | None = None) -> ReclaimReport:
         if "." not in path.name:
             continue
         if not (SHM_DIR / path.name.split(".", 1)[0]).exists():
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 path.unlink()
+            except FileNotFoundError:
+                pass
+            except PermissionError:
+                continue
             report.reclaimed.append(path.name)
     return report
