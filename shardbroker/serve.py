@@ -4,8 +4,9 @@ Opens the data dir (lock, metadata log), probes the Kafka ports with a bind, cre
 memory, forks the workers, handles signals (through supervision/supervisor.py).
 
 Start-up, in order, each refusal a one-line message and a non-zero exit before anything forks:
-the config (flags over the TOML file, config/broker_config.py), the data dir (created if
-missing, locked with ``.lock`` so two brokers never share it, checked writable), the ports (worker i binds
+the config (flags over the TOML file, config/broker_config.py), the data dir (created 0700 if
+missing, locked with ``.lock`` so two brokers never share it, checked writable; a warning names
+what of it group or others may access: storage/file_modes.py), the ports (worker i binds
 ``listen port + i``: a port already taken fails here rather than as a worker boot failure), the
 leftovers of a crashed run of the same data dir (``shm.reclaim_stale``), then the controller's
 metadata log and rings, the shared counter table (ipc/counters.py) and committed-offsets table
@@ -36,6 +37,7 @@ import logging
 import socket
 import sys
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 
 from shardbroker.broker.tls import TlsConfigError, TlsSettings
 from shardbroker.config.broker_config import BrokerConfig
@@ -59,6 +61,7 @@ from shardbroker.observability.system_metrics import DataDirSource, WorkerProces
 # Imported before the workers are forked: its stand-in SCRAM salt key is then the same in every
 # worker (an unknown user's salt must not differ from one worker to the next).
 from shardbroker.security import sasl_scram  # noqa: F401
+from shardbroker.storage.file_modes import loose_paths
 from shardbroker.supervision.heartbeat import HeartbeatTable, SegmentInUse
 from shardbroker.supervision.policy import Phase, Policy
 from shardbroker.supervision.supervisor import Supervisor, SupervisorConfig
@@ -111,6 +114,23 @@ def check_tls(config: BrokerConfig, dynamic: Mapping[str, str]) -> None:
                 TlsSettings.load(config.for_listener(endpoint.listener))
             except TlsConfigError as exc:
                 raise ServeError(str(exc)) from None
+
+
+def warn_loose_modes(data_dir: Path, shown: int = 5) -> None:
+    """One warning naming what of the data dir group or others may access (storage/file_modes.py:
+    shardbroker creates 0600/0700 and, as Kafka, changes no existing mode)."""
+    loose = loose_paths(data_dir)
+    if loose:
+        more = f" and {len(loose) - shown} more" if len(loose) > shown else ""
+        log.warning(
+            "data dir %s: %d files and directories are open to group or others (%s%s); shardbroker "
+            "creates its own 0600/0700 but changes no existing mode: `chmod -R go-rwx %s` tightens them",
+            data_dir,
+            len(loose),
+            ", ".join(str(p) for p in loose[:shown]),
+            more,
+            data_dir,
+        )
 
 
 def ready_line(node_id: int, endpoint: Endpoint) -> str:
@@ -208,6 +228,7 @@ def serve(
     counters: CounterTable | None = None
     group_offsets: GroupOffsetTable | None = None
     try:
+        warn_loose_modes(data_dir)
         for endpoint in config.listeners:
             check_ports(endpoint.host, endpoint.port, config.workers, endpoint.listener)
         if config.metrics_port:
