@@ -25,7 +25,8 @@ HOST:PORT`` (followed by `` (NAME, PROTOCOL)`` for any listener but PLAINTEXT, `
 printed once every worker reached READY (its listeners are bound, its partitions are open). No
 address is printed before that, so a script may take the first ``HOST:PORT`` it sees as usable.
 Before forking, every listener's ports are probed and, once the metadata log is open (it keeps
-the dynamic key store settings), every TLS listener's stores are loaded.
+the dynamic key store settings), every TLS listener's stores are loaded, then /metrics' TLS
+context and basic-auth table (observability/metrics_security.py).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from shardbroker.metadata.image import TopicImage
 from shardbroker.observability.group_lag import GroupLagSource
 from shardbroker.observability.metrics import MetricsCollector
 from shardbroker.observability.metrics_http import MetricsServer
+from shardbroker.observability.metrics_security import MetricsSecurity
 from shardbroker.observability.ring_metrics import ClientRings, RingStat
 from shardbroker.observability.system_metrics import DataDirSource, WorkerProcessSource
 
@@ -244,6 +246,10 @@ def serve(
         except OSError as exc:
             raise ServeError(f"cannot open the metadata log in {data_dir}: {exc.strerror or exc}") from None
         check_tls(config, controller.state.broker_configs)
+        try:
+            metrics_security = MetricsSecurity.load(config)
+        except ValueError as exc:  # TlsConfigError, MetricsSecurityError
+            raise ServeError(str(exc)) from None
         counters = CounterTable.create(instance, config.workers)
         group_offsets = GroupOffsetTable.create(instance, config.workers)
         setup = _worker_setup(controller, config, install, counters, group_offsets)
@@ -275,7 +281,13 @@ def serve(
         collector.add_source(GroupLagSource(counters, group_offsets))
         collector.add_source(WorkerProcessSource(heartbeats))
         collector.add_source(DataDirSource(data_dir))
-        supervisor.metrics = MetricsServer(config.metrics_host, config.metrics_port, collector.exposition)
+        supervisor.metrics = MetricsServer(
+            config.metrics_host,
+            config.metrics_port,
+            collector.exposition,
+            tls=metrics_security.tls,
+            auth=metrics_security.auth,
+        )
         try:
             code = supervisor.run()
         except SegmentInUse as exc:
