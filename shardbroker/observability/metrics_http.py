@@ -210,6 +210,8 @@ class MetricsServer:
             self._register(sock, selectors.EVENT_READ, functools.partial(self._on_io, conn))
 
     def _on_io(self, conn: _Conn, mask: int) -> None:
+        if conn.sock.fileno() < 0:  # dropped by an earlier callback of the same select()
+            return
         if conn.outbox:
             self._send(conn)
         elif conn.stage is _Stage.SNIFF:

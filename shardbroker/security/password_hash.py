@@ -23,7 +23,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Final
 
-__all__ = ["DEFAULT_ITERATIONS", "MIN_ITERATIONS", "SCHEME", "PasswordHash"]
+__all__ = ["DEFAULT_ITERATIONS", "MAX_ITERATIONS", "MIN_ITERATIONS", "SCHEME", "PasswordHash"]
 
 SCHEME: Final = "pbkdf2_sha256"
 DEFAULT_ITERATIONS: Final = 600_000
