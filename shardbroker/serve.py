@@ -4,8 +4,9 @@ Opens the data dir (lock, metadata log), probes the Kafka ports with a bind, cre
 memory, forks the workers, handles signals (through supervision/supervisor.py).
 
 Start-up, in order, each refusal a one-line message and a non-zero exit before anything forks:
-the config (flags over the TOML file, config/broker_config.py), the data dir (created if
-missing, locked with ``.lock`` so two brokers never share it, checked writable), the ports (worker i binds
+the config (flags over the TOML file, config/broker_config.py), the data dir (created 0700 if
+missing, locked with ``.lock`` so two brokers never share it, checked writable; a warning names
+what of it group or others may access: storage/file_modes.py), the ports (worker i binds
 ``listen port + i``: a port already taken fails here rather than as a worker boot failure), the
 leftovers of a crashed run of the same data dir (``shm.reclaim_stale``), then the controller's
 metadata log and rings, the shared counter table (ipc/counters.py) and committed-offsets table
@@ -24,7 +25,8 @@ HOST:PORT`` (followed by `` (NAME, PROTOCOL)`` for any listener but PLAINTEXT, `
 printed once every worker reached READY (its listeners are bound, its partitions are open). No
 address is printed before that, so a script may take the first ``HOST:PORT`` it sees as usable.
 Before forking, every listener's ports are probed and, once the metadata log is open (it keeps
-the dynamic key store settings), every TLS listener's stores are loaded.
+the dynamic key store settings), every TLS listener's stores are loaded, then /metrics' TLS
+context and basic-auth table (observability/metrics_security.py).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import logging
 import socket
 import sys
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 
 from shardbroker.broker.tls import TlsConfigError, TlsSettings
 from shardbroker.config.broker_config import BrokerConfig
@@ -54,12 +57,14 @@ from shardbroker.metadata.image import TopicImage
 from shardbroker.observability.group_lag import GroupLagSource
 from shardbroker.observability.metrics import MetricsCollector
 from shardbroker.observability.metrics_http import MetricsServer
+from shardbroker.observability.metrics_security import MetricsSecurity
 from shardbroker.observability.ring_metrics import ClientRings, RingStat
 from shardbroker.observability.system_metrics import DataDirSource, WorkerProcessSource
 
 # Imported before the workers are forked: its stand-in SCRAM salt key is then the same in every
 # worker (an unknown user's salt must not differ from one worker to the next).
 from shardbroker.security import sasl_scram  # noqa: F401
+from shardbroker.storage.file_modes import loose_paths
 from shardbroker.supervision.heartbeat import HeartbeatTable, SegmentInUse
 from shardbroker.supervision.policy import Phase, Policy
 from shardbroker.supervision.supervisor import Supervisor, SupervisorConfig
@@ -112,6 +117,23 @@ def check_tls(config: BrokerConfig, dynamic: Mapping[str, str]) -> None:
                 TlsSettings.load(config.for_listener(endpoint.listener))
             except TlsConfigError as exc:
                 raise ServeError(str(exc)) from None
+
+
+def warn_loose_modes(data_dir: Path, shown: int = 5) -> None:
+    """One warning naming what of the data dir group or others may access (storage/file_modes.py:
+    shardbroker creates 0600/0700 and, as Kafka, changes no existing mode)."""
+    loose = loose_paths(data_dir)
+    if loose:
+        more = f" and {len(loose) - shown} more" if len(loose) > shown else ""
+        log.warning(
+            "data dir %s: %d files and directories are open to group or others (%s%s); shardbroker "
+            "creates its own 0600/0700 but changes no existing mode: `chmod -R go-rwx %s` tightens them",
+            data_dir,
+            len(loose),
+            ", ".join(str(p) for p in loose[:shown]),
+            more,
+            data_dir,
+        )
 
 
 def ready_line(node_id: int, endpoint: Endpoint) -> str:
@@ -209,6 +231,7 @@ def serve(
     counters: CounterTable | None = None
     group_offsets: GroupOffsetTable | None = None
     try:
+        warn_loose_modes(data_dir)
         for endpoint in config.listeners:
             check_ports(endpoint.host, endpoint.port, config.workers, endpoint.listener)
         if config.metrics_port:
@@ -225,6 +248,10 @@ def serve(
         except OSError as exc:
             raise ServeError(f"cannot open the metadata log in {data_dir}: {exc.strerror or exc}") from None
         check_tls(config, controller.state.broker_configs)
+        try:
+            metrics_security = MetricsSecurity.load(config)
+        except ValueError as exc:  # TlsConfigError, MetricsSecurityError
+            raise ServeError(str(exc)) from None
         counters = CounterTable.create(instance, config.workers)
         group_offsets = GroupOffsetTable.create(instance, config.workers)
         setup = _worker_setup(controller, config, install, counters, group_offsets)
@@ -256,7 +283,13 @@ def serve(
         collector.add_source(GroupLagSource(counters, group_offsets))
         collector.add_source(WorkerProcessSource(heartbeats))
         collector.add_source(DataDirSource(data_dir))
-        supervisor.metrics = MetricsServer(config.metrics_host, config.metrics_port, collector.exposition)
+        supervisor.metrics = MetricsServer(
+            config.metrics_host,
+            config.metrics_port,
+            collector.exposition,
+            tls=metrics_security.tls,
+            auth=metrics_security.auth,
+        )
         try:
             code = supervisor.run()
         except SegmentInUse as exc:

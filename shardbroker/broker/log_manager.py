@@ -48,6 +48,7 @@ from shardbroker.config.config_def import ConfigError
 from shardbroker.config.log_config import LogConfig
 from shardbroker.metadata.image import PartitionImage, TopicImage
 from shardbroker.storage.errors import StorageError
+from shardbroker.storage.file_modes import make_dirs
 from shardbroker.storage.file_names import delete_dir, is_delete_dir
 from shardbroker.storage.group_commit import SyncObserver
 from shardbroker.storage.leader_epoch_checkpoint import read_leader_epochs, write_leader_epochs
@@ -108,7 +109,7 @@ class LogManager:
 
     def startup(self) -> None:
         """Create ``data_dir`` and remove the ``-delete`` directories a crash left behind."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.data_dir)
         for entry in os.scandir(self.data_dir):
             if entry.is_dir() and is_delete_dir(entry.name):
                 shutil.rmtree(entry.path, ignore_errors=True)

@@ -20,6 +20,7 @@ from shardbroker.cli import check as check_cli
 from shardbroker.cli import consume as consume_cli
 from shardbroker.cli import dump_log as dump_log_cli
 from shardbroker.cli import groups as groups_cli
+from shardbroker.cli import metrics_password as metrics_password_cli
 from shardbroker.cli import partitions as partitions_cli
 from shardbroker.cli import perf as perf_cli
 from shardbroker.cli import produce as produce_cli
@@ -141,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     groups_cli.register(commands)
     partitions_cli.register(commands)
     users_cli.register(commands)
+    metrics_password_cli.register(commands)
     dump_log_cli.register(commands)
     check_cli.register(commands)
     perf_cli.register(commands)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,7 +51,7 @@ from shardbroker.security.scram_credential import MAX_ITERATIONS, ScramMechanism
 if TYPE_CHECKING:
     from shardbroker.client.admin_users import ScramUpsertion
 
-__all__ = ["register"]
+__all__ = ["read_password", "register", "run_interruptible"]
 
 MECHANISMS = tuple(m.mechanism_name for m in ScramMechanism)
 MIN_ITERATIONS = min(m.min_iterations for m in ScramMechanism)
@@ -205,12 +206,17 @@ def _delete(args: argparse.Namespace) -> int:
 # -- registration ----------------------------------------------------------------------------------
 
 
-def _run(args: argparse.Namespace) -> int:
+def run_interruptible(label: str, action: Callable[[], int]) -> int:
+    """``run_reporting``, and Ctrl-C at the password prompt exits 130 without a traceback."""
     try:
-        return run_reporting(f"users {args.users_command}", lambda: int(args.action(args)))
+        return run_reporting(label, action)
     except KeyboardInterrupt:
         print(file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _run(args: argparse.Namespace) -> int:
+    return run_interruptible(f"users {args.users_command}", lambda: int(args.action(args)))
 
 
 def register(commands: Any) -> None:

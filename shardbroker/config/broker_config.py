@@ -40,11 +40,6 @@ from shardbroker.config.broker_properties import (
     LOG_DIR,
     LOG_DIRS,
     METRICS_LISTEN,
-    SSL_KEYSTORE_CERTIFICATE_CHAIN,
-    SSL_KEYSTORE_KEY,
-    SSL_KEYSTORE_LOCATION,
-    SSL_TRUSTSTORE_CERTIFICATES,
-    SSL_TRUSTSTORE_LOCATION,
     TABLE_ROWS,
     TOPIC_CONFIG_SYNONYMS,
     WORKERS,
@@ -59,6 +54,7 @@ from shardbroker.config.listeners import (
     split_listener_prefix,
 )
 from shardbroker.config.log_config import LogConfig
+from shardbroker.config.ssl_context import LISTENER_SSL, METRICS_SSL, check_stores
 
 __all__ = ["BrokerConfig", "ListenerConfig"]
 
@@ -154,31 +150,22 @@ def _listener_values(props: Mapping[str, str], listeners: tuple[Endpoint, ...]) 
     return out
 
 
-def _check_stores(lc: ListenerConfig) -> None:
-    """A TLS listener has one key store (a file, or inline key and chain) and at most one trust
-    store (Kafka's DefaultSslEngineFactory messages, with the listener's name)."""
-    e = lc.endpoint
-    where = f"listener {e.listener} ({e.security_protocol})"
-    location, key, chain = (
-        lc.find(SSL_KEYSTORE_LOCATION),
-        lc.find(SSL_KEYSTORE_KEY),
-        lc.find(SSL_KEYSTORE_CERTIFICATE_CHAIN),
+def _check_metrics_tls(config: BrokerConfig, props: Mapping[str, str]) -> None:
+    """/metrics speaks TLS when it has a key store; its other TLS settings without one would be
+    ignored, so they are refused (unless set to their defaults, which change nothing)."""
+    if any(config.find(key) is not None for key in (METRICS_SSL.keystore_location, METRICS_SSL.keystore_key)):
+        check_stores(config, METRICS_SSL, "/metrics")
+        return
+    stray = sorted(
+        key.name
+        for key in METRICS_SSL.rows()
+        if key.name in props and (key.default is None or config.find(key) != key.typed_default())
     )
-    prefix = listener_prefix(e.listener)
-    if key is not None and location is not None:
-        raise ConfigError(f"{where}: both SSL key store location and separate private key are specified")
-    if key is not None and chain is None:
-        raise ConfigError(f"{where}: SSL private key is specified, but certificate chain is not specified")
-    if chain is not None and key is None:
-        raise ConfigError(f"{where}: SSL certificate chain is specified, but private key is not specified")
-    if key is None and location is None:
+    if stray:
         raise ConfigError(
-            f"{where} has no key store: set ssl.keystore.location (or {prefix}ssl.keystore.location), "
-            "or ssl.keystore.key with ssl.keystore.certificate.chain"
-        )
-    if lc.find(SSL_TRUSTSTORE_LOCATION) is not None and lc.find(SSL_TRUSTSTORE_CERTIFICATES) is not None:
-        raise ConfigError(
-            f"{where}: both SSL trust store location and separate trust certificates are specified"
+            f"{', '.join(stray)} set, but /metrics has no key store: set "
+            f"{METRICS_SSL.keystore_location.name} (or {METRICS_SSL.keystore_key.name} with "
+            f"{METRICS_SSL.keystore_certificate_chain.name}) to serve /metrics over TLS"
         )
 
 
@@ -239,7 +226,10 @@ class BrokerConfig:
         object.__setattr__(self, "_listener_values", _listener_values(props, self.listeners))
         for endpoint in self.listeners:
             if endpoint.uses_tls:
-                _check_stores(self.for_listener(endpoint.listener))
+                where = f"listener {endpoint.listener} ({endpoint.security_protocol})"
+                hint = f" (or {listener_prefix(endpoint.listener)}{LISTENER_SSL.keystore_location.name})"
+                check_stores(self.for_listener(endpoint.listener), LISTENER_SSL, where, hint)
+        _check_metrics_tls(self, props)
 
     def get(self, key: ConfigKey[T]) -> T:
         """The typed value of a row of ``BROKER_CONFIGS`` that has a default (the others are

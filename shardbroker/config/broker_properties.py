@@ -1,7 +1,7 @@
 """The broker's properties: one table of rows (Kafka's server.properties names, KafkaConfig).
 
 ``BROKER_CONFIGS`` holds a row per property shardbroker understands (Kafka's names, plus
-``workers`` and ``metrics.listen`` of its own): type, default, valid range or choices, update
+``workers`` and the ``metrics.*`` rows of its own): type, default, valid range or choices, update
 mode, documentation and the component that reads it. ``serve --help``, docs/configuration.md
 (tools/gen_config_docs.py), ``BrokerConfig``'s validation and DescribeConfigs all read this
 table. A reader asks ``BrokerConfig.get(ROW)`` for the typed value of a row constant below; the
@@ -20,9 +20,9 @@ it is read.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 from shardbroker.config.config_def import (
     BOOLEAN,
@@ -30,6 +30,7 @@ from shardbroker.config.config_def import (
     LONG_MAX,
     ConfigDef,
     ConfigError,
+    ConfigKey,
     ConfigType,
     UpdateMode,
     Validator,
@@ -44,6 +45,8 @@ from shardbroker.config.listeners import (
     PROTOCOL_MAP,
 )
 from shardbroker.config.log_config import BROKER_SYNONYMS, TOPIC_CONFIGS
+
+T = TypeVar("T")
 
 
 def _host_port(name: str, raw: str) -> tuple[str, int]:
@@ -98,18 +101,21 @@ def _non_empty_names(name: str, raw: str) -> tuple[str, ...]:
     return parts
 
 
-def _user_table(name: str, raw: str) -> Mapping[str, str]:
-    # The TOML table arrives as JSON text (BrokerConfig's reader joins every other table into
-    # dotted names); the message never repeats the value, which holds passwords.
-    try:
-        table = json.loads(raw)
-    except ValueError:
-        table = None
-    if not isinstance(table, dict) or not all(
-        isinstance(k, str) and k and isinstance(v, str) and v for k, v in table.items()
-    ):
-        raise ConfigError(f"Invalid value for configuration {name}: a table of user names and passwords")
-    return table
+def _string_table(values: str) -> Callable[[str, str], Mapping[str, str]]:
+    def convert(name: str, raw: str) -> Mapping[str, str]:
+        # The TOML table arrives as JSON text (BrokerConfig's reader joins every other table into
+        # dotted names); the message never repeats the value, which holds secrets.
+        try:
+            table = json.loads(raw)
+        except ValueError:
+            table = None
+        if not isinstance(table, dict) or not all(
+            isinstance(k, str) and k and isinstance(v, str) and v for k, v in table.items()
+        ):
+            raise ConfigError(f"Invalid value for configuration {name}: a table of user names and {values}")
+        return table
+
+    return convert
 
 
 def _non_blank(name: str, raw: str) -> str:
@@ -155,7 +161,9 @@ PRINCIPALS: Final = Validator(_principals, "Type:name;Type:name...")
 NON_EMPTY_NAMES: Final = Validator(_non_empty_names, "a non-empty comma-separated list")
 NON_BLANK: Final = Validator(_non_blank, "a non-blank name")
 #: A TOML table of user name = "password".
-USER_TABLE: Final = Validator(_user_table, 'a TOML table: user = "password"')
+USER_TABLE: Final = Validator(_string_table("passwords"), 'a TOML table: user = "password"')
+#: A TOML table of user name = "password hash" (security/password_hash.py checks the hashes).
+HASH_TABLE: Final = Validator(_string_table("password hashes"), 'a TOML table: user = "pbkdf2_sha256$..."')
 
 _GROUPS: Final = "group coordinator (broker/group_coordinator.py)"
 _HOUSEKEEPING: Final = "replica manager (housekeeping)"
@@ -464,9 +472,6 @@ OAUTHBEARER_ALLOWABLE_CLOCK_SKEW_MS: Final = _D(
     _SASL,
     per_listener=True,
 )
-#: Rows whose value is a TOML table (kept as JSON text).
-TABLE_ROWS: Final = frozenset({SASL_PLAIN_USERS.name})
-
 # TLS (Kafka's SslConfigs and BrokerSecurityConfigs names). Every row may be set per listener as
 # listener.name.<listener>.<name>; the stores are reloaded without a restart (AlterConfigs).
 SSL_KEYSTORE_TYPE: Final = _D(
@@ -622,6 +627,61 @@ LOCAL_CLIENTS_ALLOWED_GROUP: Final = _D(
     " (shardbroker's own; no Kafka equivalent); empty: only the broker's user",
     "local clients (broker/local_clients.py)",
 )
+
+# /metrics (observability/metrics_security.py): optional TLS and HTTP basic auth, off by default,
+# read once at start. Kafka has no such endpoint: the TLS rows are the listener rows' twins under
+# ``metrics.`` (same type, default and validator; config/ssl_context.py reads both families).
+_METRICS_DOOR: Final = "metrics endpoint (observability/metrics_security.py)"
+
+
+def _metrics_twin(row: ConfigKey[T], doc: str) -> ConfigKey[T]:
+    return _D(f"metrics.{row.name}", row.type, row.default, row.validator, doc, _METRICS_DOOR)
+
+
+METRICS_SSL_KEYSTORE_LOCATION: Final = _metrics_twin(
+    SSL_KEYSTORE_LOCATION,
+    "PEM file with the private key and certificate chain of /metrics: when set (or the inline key),"
+    " /metrics speaks HTTPS only [plain HTTP]",
+)
+METRICS_SSL_KEYSTORE_KEY: Final = _metrics_twin(
+    SSL_KEYSTORE_KEY, "the private key of /metrics in PEM, inline (instead of metrics.ssl.keystore.location)"
+)
+METRICS_SSL_KEYSTORE_CERTIFICATE_CHAIN: Final = _metrics_twin(
+    SSL_KEYSTORE_CERTIFICATE_CHAIN,
+    "the certificate chain of /metrics in PEM, inline (with metrics.ssl.keystore.key)",
+)
+METRICS_SSL_KEY_PASSWORD: Final = _metrics_twin(
+    SSL_KEY_PASSWORD, "password of the encrypted private key of /metrics"
+)
+METRICS_SSL_TRUSTSTORE_LOCATION: Final = _metrics_twin(
+    SSL_TRUSTSTORE_LOCATION,
+    "PEM file of the CA certificates /metrics checks client certificates against [the system's]",
+)
+METRICS_SSL_TRUSTSTORE_CERTIFICATES: Final = _metrics_twin(
+    SSL_TRUSTSTORE_CERTIFICATES,
+    "the CA certificates /metrics trusts in PEM, inline (instead of metrics.ssl.truststore.location)",
+)
+METRICS_SSL_CLIENT_AUTH: Final = _metrics_twin(
+    SSL_CLIENT_AUTH,
+    "client certificates on /metrics (mTLS): none, requested or required; any certificate the trust"
+    " store accepts may scrape",
+)
+METRICS_SSL_ENABLED_PROTOCOLS: Final = _metrics_twin(SSL_ENABLED_PROTOCOLS, "TLS versions /metrics accepts")
+METRICS_SSL_CIPHER_SUITES: Final = _metrics_twin(
+    SSL_CIPHER_SUITES, "TLS 1.2 cipher suites of /metrics, OpenSSL names [OpenSSL's defaults]"
+)
+METRICS_BASIC_AUTH_USERS: Final = _D(
+    "metrics.basic.auth.users",
+    _P,
+    None,
+    HASH_TABLE,
+    "HTTP basic auth on /metrics: a TOML table [metrics.basic.auth.users] prometheus ="
+    ' "pbkdf2_sha256$..." of password hashes (`shardbroker metrics-password NAME` makes one); needs'
+    " metrics.ssl.* unless metrics.listen is a loopback address [no authentication]",
+    _METRICS_DOOR,
+)
+#: Rows whose value is a TOML table (kept as JSON text).
+TABLE_ROWS: Final = frozenset({SASL_PLAIN_USERS.name, METRICS_BASIC_AUTH_USERS.name})
 
 for _topic, _broker in BROKER_SYNONYMS.items():
     _key = TOPIC_CONFIGS[_topic]

@@ -51,6 +51,7 @@ from typing import Any, Final
 from shardbroker.control.controller_state import ControllerState, apply_record
 from shardbroker.protocol.crc import crc32c
 from shardbroker.storage.checkpoint import write_atomically
+from shardbroker.storage.file_modes import FILE_MODE, make_dirs
 
 log = logging.getLogger(__name__)
 
@@ -142,11 +143,11 @@ class DataDirLock:
         if self.data_dir.exists() and not self.data_dir.is_dir():
             raise MetadataLogError(f"data dir {self.data_dir} is not a directory")
         try:
-            self.data_dir.mkdir(parents=True, exist_ok=True)
+            make_dirs(self.data_dir)
         except OSError as exc:
             raise MetadataLogError(f"cannot create data dir {self.data_dir}: {exc.strerror or exc}") from None
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
         except OSError as exc:
             raise MetadataLogError(
                 f"data dir {self.data_dir} is not writable ({exc.strerror or exc}): "
@@ -159,7 +160,7 @@ class DataDirLock:
             # The lock file is writable; is the rest of the dir (a read-only bind mount of the
             # dir with an existing .lock would pass the open above)?
             probe = self.data_dir / f".write-probe-{os.getpid()}"
-            probe.write_bytes(b"")
+            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE))
             probe.unlink()
         except OSError as exc:
             os.close(fd)
@@ -234,7 +235,7 @@ class MetadataLog:
 
     def open(self) -> ControllerState:
         """Read (or create) the cluster id, load the snapshot, replay the log, cut a torn tail."""
-        self.dir.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.dir)
         self.cluster_id = self._cluster_id()
         state = ControllerState()
         if self.snapshot_path.exists():
@@ -251,7 +252,7 @@ class MetadataLog:
             if int(record.get("offset", -1)) <= state.version:
                 continue  # already in the snapshot (a crash between snapshot and log reset)
             state = apply_record(state, record)
-        self._fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        self._fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
         if valid < len(data):
             self.dropped_bytes = len(data) - valid
             log.warning(

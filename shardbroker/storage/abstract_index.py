@@ -26,6 +26,8 @@ from typing import ClassVar, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from shardbroker.storage.file_modes import FILE_MODE
+
 __all__ = ["AbstractIndex", "CorruptIndexError", "IndexEntries"]
 
 
@@ -58,7 +60,7 @@ class AbstractIndex:
         self.base_offset = base_offset
         self._max_size = max(self.entry_size, max_index_size - max_index_size % self.entry_size)
         self._max_entries = self._max_size // self.entry_size
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
         self._mmap: mmap.mmap | None = None
         self._length = 0
         length = os.fstat(self._fd).st_size

@@ -26,6 +26,7 @@ import os
 from pathlib import Path
 from typing import Final
 
+from shardbroker.storage.file_modes import FILE_MODE
 from shardbroker.storage.file_names import TMP_SUFFIX
 
 __all__ = [
@@ -69,7 +70,7 @@ def write_checkpoint_lines(path: Path, entries: list[str]) -> None:
 def write_atomically(path: Path, data: bytes) -> None:
     """Write ``<name>.tmp``, fsync it, rename over ``path``, fsync the directory."""
     tmp = path.with_name(path.name + TMP_SUFFIX)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
     try:
         view = memoryview(data)
         while view:

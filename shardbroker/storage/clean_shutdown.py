@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Final
 
 from shardbroker.storage.checkpoint import fsync_dir
+from shardbroker.storage.file_modes import FILE_MODE
 from shardbroker.storage.file_names import CLEAN_SHUTDOWN_FILE
 
 __all__ = ["trusted", "write_marker"]
@@ -35,10 +36,14 @@ def _boot_id() -> bytes | None:
 
 def write_marker(directory: Path, *, synced: bool) -> None:
     """Write the marker last, durably: empty after a full sync, ``handover <boot id>`` without one."""
-    with open(directory / CLEAN_SHUTDOWN_FILE, "wb") as f:
+    path = directory / CLEAN_SHUTDOWN_FILE
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+    try:
         if not synced:
-            f.write(_HANDOVER + (_boot_id() or b"unknown"))
-        os.fsync(f.fileno())
+            os.write(fd, _HANDOVER + (_boot_id() or b"unknown"))  # a few dozen bytes: one write
+        os.fsync(fd)
+    finally:
+        os.close(fd)
     fsync_dir(directory)
 
 

@@ -43,6 +43,7 @@ from shardbroker.protocol.record_batch_header import (
 from shardbroker.storage import clean_shutdown
 from shardbroker.storage.checkpoint import fsync_dir, write_checkpoint
 from shardbroker.storage.errors import KafkaStorageError, LogOffsetOutOfRangeError
+from shardbroker.storage.file_modes import make_dirs
 from shardbroker.storage.file_names import (
     CLEAN_SHUTDOWN_FILE,
     LOG_START_OFFSET_CHECKPOINT,
@@ -176,7 +177,7 @@ class PartitionLog:
         directory = Path(directory)
         if topic is None or partition is None:
             topic, partition = parse_partition_dir(directory.name)
-        directory.mkdir(parents=True, exist_ok=True)
+        make_dirs(directory)
         log = cls(directory, config or LogConfig(), topic, partition, clock, on_flush)
         log._load()
         return log

@@ -45,6 +45,7 @@ from shardbroker.protocol.record_batch_header import (
 )
 from shardbroker.storage.abstract_index import CorruptIndexError
 from shardbroker.storage.errors import KafkaStorageError
+from shardbroker.storage.file_modes import FILE_MODE
 from shardbroker.storage.file_names import DELETED_SUFFIX, index_file, log_file, time_index_file
 from shardbroker.storage.log_validator import AppendBatches
 from shardbroker.storage.offset_index import OffsetIndex
@@ -167,7 +168,7 @@ class LogSegment:
         self.base_offset = base_offset
         self.config = config
         self.log_path = log_file(directory, base_offset, file_suffix)
-        self.fd = os.open(self.log_path, os.O_RDWR | os.O_CREAT, 0o644)
+        self.fd = os.open(self.log_path, os.O_RDWR | os.O_CREAT, FILE_MODE)
         self.size = os.fstat(self.fd).st_size
         self.offset_index = OffsetIndex(
             index_file(directory, base_offset, file_suffix), base_offset, config.segment_index_bytes, active

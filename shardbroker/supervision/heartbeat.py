@@ -228,7 +228,7 @@ class HeartbeatTable:
         reclaim_stale(name)
         size = HEADER_BYTES + CELL_BYTES * slots
         try:
-            shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, size=size)
+            shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=0o600, size=size)
         except posix_ipc.ExistentialError as exc:
             raise SegmentInUse(f"shared memory {name} was created by another process just now") from exc
         try:

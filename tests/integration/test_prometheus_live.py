@@ -58,9 +58,11 @@ GROUP_CONFIG = {"group.initial.rebalance.delay.ms": 100, "group.min.session.time
 
 
 class Prometheus:
-    """``prometheus`` scraping one target each second, on a free port, data in a temp dir."""
+    """``prometheus`` scraping one target each second, on a free port, data in a temp dir.
+    ``jobs``: more scrape jobs, each a JSON object (YAML flow style), e.g. with ``scheme``,
+    ``tls_config`` and ``basic_auth``."""
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, jobs: tuple[dict[str, Any], ...] = ()) -> None:
         exe = shutil.which("prometheus")
         assert exe is not None, "prometheus not found: apt-get install prometheus"
         self.dir = Path(tempfile.mkdtemp(prefix="shardbroker-prom-"))
@@ -72,6 +74,7 @@ class Prometheus:
             f"rule_files: [{json.dumps(str(GRAFANA / 'prometheus' / 'alerts.yml'))}]\n"
             "scrape_configs:\n"
             f"  - job_name: shardbroker\n    static_configs: [{{targets: [{json.dumps(target)}]}}]\n"
+            + "".join(f"  - {json.dumps(job)}\n" for job in jobs)
         )
         self.log = (self.dir / "prometheus.log").open("wb")
         self.proc = subprocess.Popen(

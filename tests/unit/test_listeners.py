@@ -139,6 +139,11 @@ def test_secret_rows_are_password_type_without_a_default() -> None:
         "ssl.key.password",
         "ssl.truststore.certificates",
         "sasl.plain.users",
+        "metrics.ssl.keystore.key",
+        "metrics.ssl.keystore.certificate.chain",
+        "metrics.ssl.key.password",
+        "metrics.ssl.truststore.certificates",
+        "metrics.basic.auth.users",
     }
     assert all(
         BROKER_CONFIGS[n].type is ConfigType.PASSWORD and BROKER_CONFIGS[n].default is None for n in secrets
