@@ -223,7 +223,7 @@ def serve(
         except OSError as exc:
             raise ServeError(f"cannot open the metadata log in {data_dir}: {exc.strerror or exc}") from None
         check_tls(config, controller.state.broker_configs)
-        counters = CounterTable.create(instance, config.workers)
+        counters = CounterTable.create(instance, config.workers, listeners=len(config.listeners))
         group_offsets = GroupOffsetTable.create(instance, config.workers)
         setup = _worker_setup(controller, config, install, counters, group_offsets)
 
@@ -250,6 +250,7 @@ def serve(
             heartbeats,
             functools.partial(_ring_stats, controller, ClientRings(instance)),
             functools.partial(_topics, controller),
+            [e.listener for e in config.listeners],
         )
         collector.add_source(GroupLagSource(counters, group_offsets))
         collector.add_source(WorkerProcessSource(heartbeats))
