@@ -252,7 +252,7 @@ def serve(
             metrics_security = MetricsSecurity.load(config)
         except ValueError as exc:  # TlsConfigError, MetricsSecurityError
             raise ServeError(str(exc)) from None
-        counters = CounterTable.create(instance, config.workers)
+        counters = CounterTable.create(instance, config.workers, listeners=len(config.listeners))
         group_offsets = GroupOffsetTable.create(instance, config.workers)
         setup = _worker_setup(controller, config, install, counters, group_offsets)
 
@@ -279,6 +279,7 @@ def serve(
             heartbeats,
             functools.partial(_ring_stats, controller, ClientRings(instance)),
             functools.partial(_topics, controller),
+            [e.listener for e in config.listeners],
         )
         collector.add_source(GroupLagSource(counters, group_offsets))
         collector.add_source(WorkerProcessSource(heartbeats))

@@ -37,7 +37,8 @@ is closed by the listener's sweeper (Kafka's default: 10 minutes). The receive b
 
 SASL listeners: until the session's SaslAuthenticator (security/sasl_authenticator.py) is
 complete, only ApiVersions, SaslHandshake and SaslAuthenticate pass (``_gate``); anything else
-closes the connection as Kafka does, with a log line, counted as an ILLEGAL_SASL_STATE error.
+closes the connection as Kafka does, counted as an ILLEGAL_SASL_STATE error and, as Kafka's
+IllegalSaslStateException, as a failed authentication (the audit trail's rate-limited log line).
 Frames are limited to ``sasl.server.max.receive.size`` (512 KiB) until then. After SaslHandshake
 v0 the frames are raw SASL tokens (``raw_sasl``: Kafka's legacy framing). Once the KIP-368
 session lifetime has passed, the next request that is not a re-authentication closes the
@@ -311,13 +312,20 @@ class KafkaConnection(asyncio.BufferedProtocol):
         cls = REQUESTS.get(event.api_key)
         api = cls.API_NAME if cls is not None else f"api key {event.api_key}"
         self.state.counters.error(event.api_key, _ILLEGAL_SASL_STATE)
-        log.info(
-            "worker %d: closing connection from %s on %s: %s",
-            self.state.node_id,
-            self.peer,
-            self.session.listener,
-            "SASL session expired" if gate is Gate.EXPIRED else f"{api} during SASL state {sasl.state.value}",
-        )
+        why = f"{api} during SASL state {sasl.state.value}"
+        if gate is Gate.EXPIRED:
+            why = "SASL session expired"
+        if gate is not Gate.EXPIRED and sasl.state not in (SaslState.COMPLETE, SaslState.FAILED):
+            # Mid-authentication (a failed exchange was counted when it failed).
+            self._authentication_failed(why)
+        else:
+            log.info(
+                "worker %d: closing connection from %s on %s: %s",
+                self.state.node_id,
+                self.peer,
+                self.session.listener,
+                why,
+            )
         self.conn.release(event)
         response = None
         if gate is Gate.ILLEGAL_STATE and isinstance(event, RequestReceived):
@@ -369,14 +377,21 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self._sasl_deadline = None
         sasl = self.session.sasl
         if sasl is not None and sasl.principal is None and not self._closing:
-            log.info(
-                "worker %d: closing connection from %s on %s: not authenticated after %d ms",
-                self.state.node_id,
-                self.peer,
-                self.session.listener,
-                self.limits.max_idle_ms,
-            )
+            self._authentication_failed(f"not authenticated after {self.limits.max_idle_ms} ms: closed")
             self.close()
+
+    def _authentication_failed(self, reason: str) -> None:
+        sasl = self.session.sasl
+        assert sasl is not None
+        session = self.session
+        self.state.audit.authentication(
+            session.listener,
+            session.client_host,
+            sasl.mechanism,
+            False,
+            reason=reason,
+            reauthentication=sasl.reauthenticating,
+        )
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)

@@ -16,8 +16,12 @@ stops accepting, lets every connection finish its requests in flight (bounded by
 TLS (SSL, SASL_SSL listeners): the context comes from broker/tls.py. The TCP connection is
 accepted plain and upgraded with ``loop.start_tls`` (handshake bounded by
 ``HANDSHAKE_TIMEOUT``), so that a failed handshake -- a plaintext client on a TLS port, an
-untrusted or expired client certificate, a timeout -- is one log line with the peer and the
-reason, and the socket is closed (asyncio's own server-side TLS drops those silently). A
+untrusted or expired client certificate, a timeout -- is a failed authentication of mechanism
+``SSL`` in the audit trail (counted, and logged rate-limited with the peer and the reason), and
+the socket is closed (asyncio's own server-side TLS drops those silently). A peer that leaves
+mid-handshake (a port probe) is not an authentication: a debug line, as Kafka's IOException. A
+handshake that succeeds on an SSL listener is a successful ``SSL`` authentication (the principal
+from the client certificate, or ANONYMOUS); on SASL_SSL the SASL exchange that follows counts. A
 ``_TlsGate`` holds the bytes that arrive with the end of the handshake until the
 ``KafkaConnection`` is made. An SSL connection's principal is its client certificate's
 (``TlsSettings.principal``), set before its first request. The key store is reloadable: when
@@ -51,6 +55,7 @@ from typing import TYPE_CHECKING
 
 from shardbroker.broker.connection import ConnectionLimits, KafkaConnection
 from shardbroker.broker.dispatch import HandlerRegistry, discover
+from shardbroker.broker.security_audit import SSL_MECHANISM
 from shardbroker.broker.session import SecurityProtocol
 from shardbroker.broker.tls import TlsConfigError, TlsSettings
 from shardbroker.config.broker_config import BrokerConfig
@@ -152,8 +157,6 @@ class KafkaListener:
         self._per_host: dict[str, int] = {}
         #: Connections closed at once for a quota, since start.
         self.refused = 0
-        #: TLS handshakes that failed, since start.
-        self.handshake_failures = 0
         self._refusal_logged_at = float("-inf")
         self._sweeper: asyncio.Task[None] | None = None
         self._handshakes: set[asyncio.Task[None]] = set()
@@ -279,25 +282,27 @@ class KafkaListener:
         settings = door.tls
         assert settings is not None
         peer = transport.get_extra_info("peername")
-        where = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else "?"
+        host = str(peer[0]) if isinstance(peer, tuple) and len(peer) >= 2 else "?"
         gate = _TlsGate()
         loop = asyncio.get_running_loop()
+        audit = self.state.audit
+        listener = door.endpoint.listener
         try:
             tls = await loop.start_tls(
                 transport, gate, settings.context, server_side=True, ssl_handshake_timeout=HANDSHAKE_TIMEOUT
             )
-        except (OSError, TimeoutError, ssl.SSLError) as exc:
-            self.handshake_failures += 1
-            reason = (
-                exc.reason if isinstance(exc, ssl.SSLError) and exc.reason else str(exc) or type(exc).__name__
-            )
-            log.info(
-                "worker %d: TLS handshake with %s on listener %s failed: %s",
-                self.state.node_id,
-                where,
-                door.endpoint.listener,
-                reason,
-            )
+        except ssl.SSLError as exc:
+            reason = f"TLS handshake: {exc.reason or exc}"
+            audit.authentication(listener, host, SSL_MECHANISM, False, reason=reason)
+            transport.abort()
+            return
+        except (TimeoutError, ConnectionAbortedError):  # asyncio's handshake timeout aborts
+            reason = f"TLS handshake not finished within {HANDSHAKE_TIMEOUT:.0f} s"
+            audit.authentication(listener, host, SSL_MECHANISM, False, reason=reason)
+            transport.abort()
+            return
+        except OSError as exc:  # the peer left mid-handshake
+            log.debug("worker %d: TLS handshake with %s on %s: %s", self.state.node_id, host, listener, exc)
             transport.abort()
             return
         if tls is None or gate.lost:  # the peer left as the handshake ended
@@ -308,16 +313,11 @@ class KafkaListener:
             try:
                 conn.session.principal = settings.principal(tls.get_extra_info("ssl_object"))
             except ValueError as exc:
-                self.handshake_failures += 1
-                log.info(
-                    "worker %d: client certificate of %s on listener %s refused: %s",
-                    self.state.node_id,
-                    where,
-                    door.endpoint.listener,
-                    exc,
-                )
+                reason = f"client certificate: {exc}"
+                audit.authentication(listener, host, SSL_MECHANISM, False, reason=reason)
                 tls.abort()
                 return
+            audit.authentication(listener, host, SSL_MECHANISM, True)
         conn.connection_made(tls)
         if not conn.admitted:
             return

@@ -6,8 +6,12 @@ Shared by the SaslHandshake and SaslAuthenticate handlers and by the connection,
 tokens (SaslHandshake v0's legacy framing) through ``authenticate`` too. SCRAM credentials are
 read from the current image at client-first, so a user deleted by AlterUserScramCredentials fails
 its next (re-)authentication. A failed authentication is answered after
-``connection.failed.authentication.delay.ms`` (Kafka's brake on password guessing), and logged
-with its reason, never with a password or token.
+``connection.failed.authentication.delay.ms`` (Kafka's brake on password guessing). Every outcome
+goes to the worker's audit trail (broker/security_audit.py): a completed exchange counts as a
+success, one that ends the connection (a refused handshake, a failed or out-of-place token) as a
+failure, logged rate-limited with its reason, never with a password or token. Re-authentications
+(KIP-368) count as authentications: Kafka counts them apart (``successful-reauthentication``),
+here the log line says "re-authentication" and the count is the same family.
 """
 
 from __future__ import annotations
@@ -73,7 +77,16 @@ def handshake(
     result = sasl.handshake(mechanism, version, settings.enabled_mechanisms, _mechanisms(worker, settings))
     if result.error is ErrorCode.NONE:
         session.sasl_mechanism = mechanism
-    else:
+    elif result.close:
+        worker.audit.authentication(
+            session.listener,
+            session.client_host,
+            mechanism,
+            False,
+            reason=f"SaslHandshake v{version} refused ({result.error.name}): mechanism {mechanism[:64]!r}",
+            reauthentication=sasl.reauthenticating,
+        )
+    else:  # a handshake on an authenticated connection that cannot re-authenticate: answered
         log.info(
             "worker %d: SaslHandshake v%d from %s on %s refused (%s): mechanism %r",
             worker.node_id,
@@ -94,7 +107,9 @@ async def authenticate(
     assert sasl is not None
     settings = sasl_listener_config(worker.config, session.listener)
     result = sasl.authenticate(token, version, time.monotonic(), _wall_ms(), settings.max_reauth_ms)
+    audit = worker.audit
     if result.principal is not None:
+        audit.authentication(session.listener, session.client_host, sasl.mechanism, True)
         session.principal = result.principal
         session.authenticated = True
         session.session_expiry = sasl.session_expiry
@@ -106,16 +121,17 @@ async def authenticate(
             sasl.mechanism,
             result.session_lifetime_ms,
         )
-    elif result.error is ErrorCode.SASL_AUTHENTICATION_FAILED:
-        log.info(
-            "worker %d: SASL %s %s from %s on %s failed: %s",
-            worker.node_id,
-            sasl.mechanism,
-            "re-authentication" if sasl.reauthenticating else "authentication",
-            session.client_host,
+    elif result.close:
+        audit.authentication(
             session.listener,
-            result.failure_reason,
+            session.client_host,
+            sasl.mechanism,
+            False,
+            user=result.user,
+            reason=result.failure_reason or result.error_message or result.error.name,
+            reauthentication=sasl.reauthenticating,
         )
+    if result.error is ErrorCode.SASL_AUTHENTICATION_FAILED:
         delay_ms = worker.config.get(CONNECTION_FAILED_AUTHENTICATION_DELAY_MS)
         if delay_ms > 0:
             await asyncio.sleep(delay_ms / 1000)

@@ -50,13 +50,15 @@ class WorkerState:
     #: Passes Produce batches of partitions led elsewhere to their owner (None: answer
     #: NOT_LEADER_OR_FOLLOWER instead, as in tests without shared memory).
     forwarder: ProduceForwarder | None = None
-    #: Authorization denials (and their rate-limited log lines).
-    audit: SecurityAudit = field(default_factory=SecurityAudit)
+    #: Authentication outcomes and authorization denials: counted in ``counters``, logged
+    #: rate-limited (broker/security_audit.py).
+    audit: SecurityAudit = field(init=False, repr=False)
     _authorizing: bool = field(default=False, init=False, repr=False)
     _authorizer: StandardAuthorizer | None = field(default=None, init=False, repr=False)
     _authorizer_acls: tuple[AclBinding, ...] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        self.audit = SecurityAudit(self.counters, [e.listener for e in self.config.listeners])
         self._authorizing = bool(self.config.get(AUTHORIZER_CLASS_NAME))
 
     @property

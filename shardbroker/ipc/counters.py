@@ -4,9 +4,10 @@ Opens and unlinks one segment (shm.py's ``SharedSegment``, object name ``counter
 the reader typed views, memoryviews give the writers cheap stores. Layout (native byte order;
 every section starts on a 64-byte boundary)::
 
-    [0, 32)      ipc/shm.py preamble: kind b"CNTR", version 1, owner pid and start time
+    [0, 32)      ipc/shm.py preamble: kind b"CNTR", version 3, owner pid and start time
     [32, 96)     header, 8 x int64: workers, partition rows, rows per worker, N_API, N_ERR,
-                 N_BUCKETS, 0, 0
+                 N_BUCKETS, listeners, security dimensions (N_MECHANISMS, N_OPERATIONS,
+                 N_RESOURCE_TYPES packed in bytes 2, 1, 0)
     worker blocks, one per worker w (WORKER_BLOCK bytes each):
       misc       int64[8]       connections, fetch_waiters, partition_overflow, rows_in_use, 4 spare
       requests   int64[N_API]                 indexed by Kafka api key
@@ -19,21 +20,31 @@ every section starts on a 64-byte boundary)::
     state        int64[rows]        0 free, odd: being (re)labelled, even > 0: live (generation)
     counters     int64[rows, 16]    PARTITION_FIELDS (10 used), two 64-byte lines per row
     labels       bytes[rows, 320]   int64 partition, int64 name length, 48 spare, topic (<= 256 B)
+    security blocks, one per worker w (security_block(listeners) bytes each):
+      denied     int64[N_OPERATIONS, N_RESOURCE_TYPES]   authorization denials, by Kafka's
+                                                          AclOperation and ResourceType codes
+      auth       int64[listeners, N_MECHANISMS, 2]       authentications by listener (the
+                                                          config's order), MECHANISMS, [success,
+                                                          failure]
 
 Invariants: one writer per cell. The supervisor creates the segment before the first fork and
-never writes it again; worker w writes only its block and its rows ``[w * R, (w + 1) * R)``
-(``R = rows // workers``), 64-byte aligned, so no cache line is shared between two workers, and
-aligned 8-byte stores are atomic: a reader sees old or new values, never torn ones. A row is
-labelled under a seqlock (``state`` odd, label written and counters zeroed, a new even generation;
-x86 keeps the stores in order, a weakly ordered CPU would need fences): a reader drops a row whose
-state changed while it read, so a scrape never names one partition's counts with another's. Past
-R partitions a worker counts into no row and bumps ``partition_overflow``: it never fails. A
-starting worker zeroes its block and rows, which Prometheus' ``rate`` reads as a counter reset.
+never writes it again; worker w writes only its block, its rows ``[w * R, (w + 1) * R)``
+(``R = rows // workers``) and its security block, 64-byte aligned, so no cache line is shared
+between two workers, and aligned 8-byte stores are atomic: a reader sees old or new values,
+never torn ones. A row is labelled under a seqlock (``state`` odd, label written and counters
+zeroed, a new even generation; x86 keeps the stores in order, a weakly ordered CPU would need
+fences): a reader drops a row whose state changed while it read, so a scrape never names one
+partition's counts with another's. Past R partitions a worker counts into no row and bumps
+``partition_overflow``: it never fails. A starting worker zeroes its blocks and rows, which
+Prometheus' ``rate`` reads as a counter reset.
 
 Why: workers count and the supervisor reads with no metrics files and no lock on the hot path
 (DESIGN.md, "Counters"). Workers accumulate in Python attributes and publish once per 1 s
 housekeeping tick (a scrape sees counts at most 1 s old): writing the per-append fields straight
 into shared memory cost +9.9 % of an append, the private adds 1.1 % (docs/notes/metrics.md).
+Security events (an authentication, a denial) are rare next to appends and are written at once,
+like the errors. The security section has one cell per listener of the config (known before the
+fork), so a label set is bounded by the config, never by what clients send.
 """
 
 from __future__ import annotations
@@ -42,6 +53,7 @@ import bisect
 import mmap
 import struct
 import threading
+from dataclasses import dataclass
 from typing import Any, Final
 
 import numpy as np
@@ -59,6 +71,7 @@ from shardbroker.ipc.table import (
 
 __all__ = [
     "BUCKETS",
+    "MECHANISMS",
     "N_API",
     "N_ERR",
     "PARTITION_FIELDS",
@@ -69,7 +82,7 @@ __all__ = [
 ]
 
 COUNTERS_KIND: Final = int.from_bytes(b"CNTR", "little")
-COUNTERS_VERSION: Final = 2
+COUNTERS_VERSION: Final = 3
 OBJECT_NAME: Final = "counters"
 
 #: Total partition rows (all workers), split evenly between workers.
@@ -83,6 +96,20 @@ BUCKETS: Final[tuple[float, ...]] = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
 N_BUCKETS: Final = len(BUCKETS)
+
+#: The ``mechanism`` of an authentication: the SASL mechanisms served, ``SSL`` for a TLS
+#: handshake (and the client certificate's principal), ``UNKNOWN`` when no mechanism was agreed
+#: (an unsupported one such as GSSAPI, a request before SaslHandshake).
+MECHANISMS: Final = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "SSL", "UNKNOWN")
+N_MECHANISMS: Final = len(MECHANISMS)
+UNKNOWN_MECHANISM: Final = N_MECHANISMS - 1
+#: Kafka's AclOperation codes are 0..15 and ResourceType codes 0..7 (security/acl.py).
+N_OPERATIONS: Final = 16
+N_RESOURCE_TYPES: Final = 8
+_SECURITY_DIMS: Final = N_MECHANISMS << 16 | N_OPERATIONS << 8 | N_RESOURCE_TYPES
+_DENIED_BYTES: Final = aligned(8 * N_OPERATIONS * N_RESOURCE_TYPES)
+#: Room for listeners in `WorkerCounters.private` (nobody reads private counters).
+PRIVATE_LISTENERS: Final = 16
 
 PARTITION_FIELDS: Final = (
     "messages_in",
@@ -132,14 +159,22 @@ _FLUSH_SUM_AT: Final = _FLUSH_AT + 8 * (N_BUCKETS + 1)
 WORKER_BLOCK: Final = aligned(_FLUSH_SUM_AT + 8)
 
 
+def security_block(listeners: int) -> int:
+    """Bytes of one worker's security block: denials, then authentications per listener."""
+    return _DENIED_BYTES + aligned(8 * listeners * N_MECHANISMS * 2)
+
+
 def error_index(code: int) -> int:
     """The errors column of a Kafka error code (the last one for codes out of range)."""
     i = code + 1
     return i if 0 <= i < N_ERR - 1 else N_ERR - 1
 
 
+@dataclass(frozen=True)
 class _Layout(TableLayout):
     BLOCK = WORKER_BLOCK
+
+    listeners: int = 1
 
     @property
     def counters_at(self) -> int:
@@ -150,8 +185,12 @@ class _Layout(TableLayout):
         return self.counters_at + ROW_BYTES * self.rows
 
     @property
+    def security_at(self) -> int:
+        return aligned(self.labels_at + LABEL_BYTES * self.rows)
+
+    @property
     def size(self) -> int:
-        return self.labels_at + LABEL_BYTES * self.rows
+        return self.security_at + security_block(self.listeners) * self.workers
 
 
 class CounterTable:
@@ -161,14 +200,15 @@ class CounterTable:
     def __init__(self, segment: SharedSegment) -> None:
         self.segment = segment
         mm = segment.mmap
-        workers, rows, _, n_api, n_err, n_buckets = read_header(segment)[:6]
-        if (n_api, n_err, n_buckets) != (N_API, N_ERR, N_BUCKETS) or workers < 1:
+        workers, rows, _, n_api, n_err, n_buckets, listeners, dims = read_header(segment)
+        if (n_api, n_err, n_buckets, dims) != (N_API, N_ERR, N_BUCKETS, _SECURITY_DIMS) or workers < 1:
             raise ValueError(f"{segment.name}: counters layout does not match this build")
-        self.layout = _Layout(workers, rows)
+        self.layout = _Layout(workers, rows, listeners)
         lay = self.layout
         self.workers = workers
         self.rows = rows
         self.rows_per_worker = lay.rows_per_worker
+        self.listeners = listeners
         at = lay.blocks_at
         self.misc: npt.NDArray[np.int64] = _view(mm, np.int64, (workers, 8), at, WORKER_BLOCK)
         self.requests: npt.NDArray[np.int64] = _view(
@@ -198,14 +238,28 @@ class CounterTable:
         self.labels: npt.NDArray[np.uint8] = np.ndarray(
             (rows, LABEL_BYTES), dtype=np.uint8, buffer=mm, offset=lay.labels_at
         )
+        sec = security_block(listeners)
+        #: [worker, AclOperation code, ResourceType code]
+        self.denied: npt.NDArray[np.int64] = _view(
+            mm, np.int64, (workers, N_OPERATIONS, N_RESOURCE_TYPES), lay.security_at, sec
+        )
+        #: [worker, listener, mechanism, 0 success / 1 failure]
+        self.authentications: npt.NDArray[np.int64] = _view(
+            mm, np.int64, (workers, listeners, N_MECHANISMS, 2), lay.security_at + _DENIED_BYTES, sec
+        )
 
     @classmethod
-    def create(cls, instance: str, workers: int, rows: int = DEFAULT_PARTITION_ROWS) -> CounterTable:
-        """Create ``/shardbroker-<instance>-counters`` (the caller reclaimed stale segments)."""
-        if workers < 1 or rows < workers:
-            raise ValueError(f"need workers >= 1 and rows >= workers, got {workers}, {rows}")
-        lay = _Layout(workers, rows)
-        header = [workers, rows, lay.rows_per_worker, N_API, N_ERR, N_BUCKETS]
+    def create(
+        cls, instance: str, workers: int, rows: int = DEFAULT_PARTITION_ROWS, listeners: int = 1
+    ) -> CounterTable:
+        """Create ``/shardbroker-<instance>-counters`` (the caller reclaimed stale segments) with
+        authentication cells for ``listeners`` listeners (the config's, in its order)."""
+        if workers < 1 or rows < workers or listeners < 1:
+            raise ValueError(
+                f"need workers >= 1, rows >= workers and listeners >= 1, got {workers}, {rows}, {listeners}"
+            )
+        lay = _Layout(workers, rows, listeners)
+        header = [workers, rows, lay.rows_per_worker, N_API, N_ERR, N_BUCKETS, listeners, _SECURITY_DIMS]
         return cls(create_segment(instance, OBJECT_NAME, lay.size, COUNTERS_KIND, COUNTERS_VERSION, header))
 
     @classmethod
@@ -258,6 +312,8 @@ class CounterTable:
                 "state",
                 "counters",
                 "labels",
+                "denied",
+                "authentications",
             ),
         )
 
@@ -317,10 +373,20 @@ class WorkerCounters:
         mv[start:stop] = bytes(stop - start)
         self._free: list[int] = list(reversed(rows))  # pop() hands out the lowest row first
         self._gen = 0
+        sec = security_block(layout.listeners)
+        at = layout.security_at + sec * slot
+        mv[at : at + sec] = bytes(sec)
+        self._denied = mv[at : at + 8 * N_OPERATIONS * N_RESOURCE_TYPES].cast("q")
+        auth_at = at + _DENIED_BYTES
+        self._auth = mv[auth_at : auth_at + 8 * layout.listeners * N_MECHANISMS * 2].cast("q")
+        #: Listeners with authentication cells (``listener`` of `authentication` is below it).
+        self.listeners = layout.listeners
 
     @classmethod
-    def private(cls, workers: int = 1, rows: int = 1024, slot: int = 0) -> WorkerCounters:
-        lay = _Layout(workers, rows)
+    def private(
+        cls, workers: int = 1, rows: int = 1024, slot: int = 0, listeners: int = PRIVATE_LISTENERS
+    ) -> WorkerCounters:
+        lay = _Layout(workers, rows, listeners)
         return cls(bytearray(lay.size), lay, slot)
 
     # -- requests (dispatch) ------------------------------------------------------------------
@@ -345,6 +411,17 @@ class WorkerCounters:
         self._hist_np[:] = self.hist
         self._hsum_np[:] = self.hist_sum
         self._requests_np[:] = self._hist_np.reshape(N_API, N_BUCKETS + 1).sum(axis=1)
+
+    # -- security (rare: written at once, from the event loop) ---------------------------------
+
+    def authentication(self, listener: int, mechanism: int, success: bool) -> None:
+        """One authentication outcome: ``listener`` (the config's index), ``mechanism`` (the
+        index in `MECHANISMS`)."""
+        self._auth[(listener * N_MECHANISMS + mechanism) * 2 + (0 if success else 1)] += 1
+
+    def denied(self, operation: int, resource_type: int) -> None:
+        """One authorization denial, by Kafka's AclOperation and ResourceType codes."""
+        self._denied[operation * N_RESOURCE_TYPES + resource_type] += 1
 
     # -- log flushes (from the flush threads: written at once, under a lock) -------------------
 

@@ -20,7 +20,14 @@ Families built here (``worker`` is the Kafka node id):
   the decoded request to the response, as Kafka's TotalTimeMs), each ``{api,worker}``;
   ``shardbroker_log_flush_duration_seconds{worker}`` (each fdatasync of a partition's log);
 - ``shardbroker_worker_up``, ``_worker_restarts_total``, ``_connections``, ``_fetch_waiters``,
-  ``_partition_rows_overflow``, each ``{worker}``; the ring series; ``shardbroker_build_info``.
+  ``_partition_rows_overflow``, each ``{worker}``; the ring series; ``shardbroker_build_info``;
+- ``shardbroker_authentication_total{listener,mechanism,result,worker}`` (result success or
+  failure; mechanism PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER, SSL or UNKNOWN) and
+  ``shardbroker_authorization_denied_total{operation,resource_type,worker}`` (Kafka's names), from
+  broker/security_audit.py. Per worker, as every per-worker counter: a restarted worker starts
+  its series at 0, which ``rate`` reads as a reset; summed over workers, one worker's reset would
+  look like a drop of the total and ``rate`` would count the survivors' whole totals again (a
+  false failure burst on the alert).
 
 Invariants: labels come from bounded sets only (api names from the protocol registry, Kafka's
 error names, partition rows bounded by the table); only non-zero request/error series are
@@ -32,7 +39,7 @@ by ``generate_latest``: 90,000 samples cost it ~1 s against 0.05 s (docs/notes/m
 from __future__ import annotations
 
 import platform
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
 import numpy as np
@@ -52,6 +59,7 @@ from shardbroker.metadata.image import TopicImage
 from shardbroker.observability.ring_metrics import RingStat, ring_families
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode
+from shardbroker.security.acl import AclOperation, ResourceType
 from shardbroker.supervision.heartbeat import HeartbeatTable
 from shardbroker.supervision.policy import SlotState
 
@@ -84,6 +92,17 @@ def _error_names() -> list[str]:
 
 #: errors column -> Kafka error name.
 ERROR_NAMES: list[str] = _error_names()
+
+
+def _code_names(codes: type[AclOperation] | type[ResourceType], n: int) -> list[str]:
+    names = {int(e): e.name for e in codes}
+    return [names.get(c, str(c)) for c in range(n)]
+
+
+#: AclOperation / ResourceType code -> Kafka's name (a code this build does not know: its number).
+OPERATION_NAMES: list[str] = _code_names(AclOperation, ctr.N_OPERATIONS)
+RESOURCE_TYPE_NAMES: list[str] = _code_names(ResourceType, ctr.N_RESOURCE_TYPES)
+_RESULTS = ("success", "failure")
 _LE: list[str] = [*(floatToGoString(b) for b in ctr.BUCKETS), "+Inf"]  # type: ignore[no-untyped-call]
 
 #: (field, name, help, type) of the per-partition families (written by `partition_text`).
@@ -180,8 +199,13 @@ class MetricsCollector(Collector):
         heartbeats: Callable[[], HeartbeatTable | None] = lambda: None,
         rings: Callable[[], Iterable[RingStat]] = lambda: (),
         topics: Callable[[], Iterable[TopicImage]] = lambda: (),
+        listeners: Sequence[str] = (),
     ) -> None:
+        """``listeners``: the config's listener names, in order (the authentication cells')."""
         self.table = counters
+        self._listeners = [
+            listeners[i] if i < len(listeners) else f"listener{i}" for i in range(counters.listeners)
+        ]
         self._heartbeats = heartbeats
         self._rings = rings
         self._topics = topics
@@ -209,6 +233,7 @@ class MetricsCollector(Collector):
         yield from self._requests()
         yield from self._flushes()
         yield from self._workers()
+        yield from self._security()
         yield from ring_families(self._rings())
         build = GaugeMetricFamily(
             "shardbroker_build_info", "Build of the broker", labels=["version", "python"]
@@ -344,6 +369,27 @@ class MetricsCollector(Collector):
             family.add_metric(
                 [str(w)], buckets=list(zip(_LE, cumulative, strict=True)), sum_value=float(sums[w])
             )
+        yield family
+
+    def _security(self) -> Iterator[Metric]:
+        auth, denied = self.table.authentications.copy(), self.table.denied.copy()
+        family = CounterMetricFamily(
+            "shardbroker_authentication",
+            "Authentications (SASL exchanges, TLS handshakes) by listener, mechanism and outcome",
+            labels=["listener", "mechanism", "result", "worker"],
+        )
+        for w, lis, mech, res in zip(*(a.tolist() for a in np.nonzero(auth)), strict=True):
+            labels = [self._listeners[lis], ctr.MECHANISMS[mech], _RESULTS[res], str(w)]
+            family.add_metric(labels, float(auth[w, lis, mech, res]))
+        yield family
+        family = CounterMetricFamily(
+            "shardbroker_authorization_denied",
+            "Requests' authorization checks denied, by ACL operation and resource type",
+            labels=["operation", "resource_type", "worker"],
+        )
+        for w, op, rt in zip(*(a.tolist() for a in np.nonzero(denied)), strict=True):
+            labels = [OPERATION_NAMES[op], RESOURCE_TYPE_NAMES[rt], str(w)]
+            family.add_metric(labels, float(denied[w, op, rt]))
         yield family
 
 

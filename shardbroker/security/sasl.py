@@ -61,6 +61,9 @@ class SaslServer(abc.ABC):
         self.complete = False
         #: The authenticated user's name, once ``complete``.
         self.authorization_id = ""
+        #: The user name the client gave, as soon as it is read (not verified: for the audit log
+        #: of a failure); "" until then.
+        self.user = ""
         #: Wall-clock ms at which the credential stops being valid (OAUTHBEARER's ``exp``), which
         #: caps the session's lifetime (KIP-368); None: the credential does not expire.
         self.credential_expiry_ms: int | None = None

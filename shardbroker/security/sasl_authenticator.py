@@ -90,6 +90,8 @@ class AuthenticateResult:
     principal: KafkaPrincipal | None = None
     #: Why it failed, for the broker's log (never a secret).
     failure_reason: str | None = None
+    #: The user name the client gave, when it failed ("" if it gave none; unverified).
+    user: str = ""
 
 
 class SaslAuthenticator:
@@ -231,12 +233,16 @@ class SaslAuthenticator:
 
     def _fail(self, reason: str, client_message: str | None) -> AuthenticateResult:
         self.state = SaslState.FAILED
-        self._server = None
+        server, self._server = self._server, None
+        if server is not None:
+            user = server.user
+        else:  # a re-authentication that changed the mechanism: who it was
+            user = self.principal.name if self.principal is not None else ""
         what = "re-authentication" if self.reauthenticating else "authentication"
         message = client_message or (
             f"Authentication failed during {what} due to invalid credentials"
             f" with SASL mechanism {self.mechanism}"
         )
         return AuthenticateResult(
-            ErrorCode.SASL_AUTHENTICATION_FAILED, message, close=True, failure_reason=reason
+            ErrorCode.SASL_AUTHENTICATION_FAILED, message, close=True, failure_reason=reason, user=user
         )

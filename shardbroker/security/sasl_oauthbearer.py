@@ -198,6 +198,7 @@ class OAuthBearerSaslServer(SaslServer):
         except IllegalToken as exc:
             self._error, self._error_reason = _json_error(exc), exc.reason
             return self._error.encode("utf-8")
+        self.user = token.principal_name
         authzid = match.group("authzid")
         if authzid and authzid != token.principal_name:
             raise SaslAuthenticationFailed(

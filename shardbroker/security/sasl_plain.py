@@ -42,6 +42,7 @@ class PlainSaslServer(SaslServer):
             count = len(tokens)
             raise SaslAuthenticationFailed(f"Invalid SASL/PLAIN response: expected 3 tokens, got {count}")
         authzid, username, password = tokens
+        self.user = username
         if not username:
             raise SaslAuthenticationFailed("no user name", "Authentication failed: username not specified")
         if not password:

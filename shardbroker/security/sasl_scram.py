@@ -121,6 +121,7 @@ class ScramSaslServer(SaslServer):
         if extensions.get(_TOKEN_AUTH, "").lower() == "true":
             raise SaslAuthenticationFailed("SCRAM delegation token authentication is not supported")
         username = unescape_saslname(match.group("saslname"))
+        self.user = username
         credential = self._credentials(username)
         self._known = credential is not None and credential.mechanism is self.mechanism
         if credential is None or not self._known:

@@ -121,14 +121,16 @@ def test_plain_http_and_garbage_are_refused_and_the_broker_keeps_serving(
     status, text = curl(broker, ca, scheme="http")
     assert status == 400 and "use https://" in text
     for garbage in (b"\x16\x03\x01\x02\x00" + bytes(range(256)) * 4, b"\x00" * 100, b""):
-        with socket.create_connection((broker.host, broker.metrics_port), timeout=5) as s:
-            # The server may close (and reset) before our shutdown or read: ENOTCONN, EPIPE,
-            # ECONNRESET are all a refusal here.
-            with contextlib.suppress(OSError):
-                s.sendall(garbage)
-                s.shutdown(socket.SHUT_WR)
-                while s.recv(65536):
-                    pass
+        # The server may close (and reset) before our shutdown or read: ENOTCONN, EPIPE,
+        # ECONNRESET are all a refusal here.
+        with (
+            socket.create_connection((broker.host, broker.metrics_port), timeout=5) as s,
+            contextlib.suppress(OSError),
+        ):
+            s.sendall(garbage)
+            s.shutdown(socket.SHUT_WR)
+            while s.recv(65536):
+                pass
     assert broker.proc is not None and broker.proc.poll() is None
     assert curl(broker, ca, "-u", f"{USER}:{PASSWORD}")[0] == 200
 

@@ -7,7 +7,8 @@ certificates come from a CA made by the test (tests/integration/tls.py). Each of
 confluent-kafka, kafka-python, aiokafka and kcat creates a topic, produces, and consumes in a
 group over SSL and over mTLS; Metadata answers each listener with its own ports; plaintext on a
 TLS port, TLS on a plaintext port, and untrusted, expired or missing client certificates are
-refused with a closed connection and one log line, the workers unharmed. A second broker shows
+refused with a closed connection, counted in ``shardbroker_authentication_total`` and logged
+(rate-limited), the workers unharmed. A second broker shows
 the key store reloaded by IncrementalAlterConfigs for new connections, kept over a restart, and
 a bad key store refused with INVALID_CONFIG.
 """
@@ -39,6 +40,7 @@ from cryptography import x509
 
 from tests.integration.broker_process import BrokerProcess, wait_for
 from tests.integration.conftest import BrokerFactory
+from tests.integration.test_metrics_endpoint import scrape, values
 from tests.integration.tls import Issued, TestCA, client_context, client_settings
 
 with warnings.catch_warnings():  # kafka-python 3.0 uses importlib.resources APIs 3.11 deprecates
@@ -241,6 +243,12 @@ def _log_lines(broker: BrokerProcess, fragment: str) -> int:
     return broker.output(tail=100_000).count(fragment)
 
 
+def _tls_failures(broker: BrokerProcess, listener: str) -> float:
+    """Failed TLS authentications on ``listener`` so far (the broker's /metrics, all workers)."""
+    found = values(scrape(broker), "shardbroker_authentication_total", listener=listener, mechanism="SSL")
+    return sum(v for labels, v in found if labels["result"] == "failure")
+
+
 @pytest.fixture
 def unharmed(tls_broker: BrokerProcess, pki: Pki) -> Iterator[None]:
     """The workers neither restarted nor stopped serving TLS clients."""
@@ -275,13 +283,13 @@ def _closed_without_answer(sock: socket.socket) -> bool:
 def test_plaintext_on_a_tls_port_and_tls_on_a_plaintext_port_are_refused(
     tls_broker: BrokerProcess, pki: Pki, unharmed: None
 ) -> None:
-    before = _log_lines(tls_broker, "TLS handshake with")
+    before = _tls_failures(tls_broker, "SSL")
     with socket.create_connection(("127.0.0.1", tls_broker.listener_ports("SSL")[0])) as plain:
         plain.sendall(_api_versions_frame())
         assert _closed_without_answer(plain)
-    wait_for(
-        lambda: _log_lines(tls_broker, "TLS handshake with") > before, 10, "the handshake failure's log line"
-    )
+    wait_for(lambda: _tls_failures(tls_broker, "SSL") > before, 10, "the handshake failure counted")
+    line = "Failed authentication with 127.0.0.1 on listener SSL (SSL): TLS handshake:"
+    assert line in tls_broker.output(tail=100_000)
     before_plain = _log_lines(tls_broker, "closing connection from")
     port = tls_broker.listener_ports("PLAINTEXT")[1]
     with socket.create_connection(("127.0.0.1", port)) as raw, pytest.raises(OSError):  # SSLError too
@@ -296,7 +304,7 @@ def test_bad_client_certificates_are_refused_under_required(
     tls_broker: BrokerProcess, pki: Pki, unharmed: None, who: str
 ) -> None:
     cert: Issued | None = {"stranger": pki.stranger, "expired": pki.expired, "nobody": None}[who]
-    before = _log_lines(tls_broker, "TLS handshake with")
+    before = _tls_failures(tls_broker, "MTLS")
     context = client_context(pki.ca, cert)
     with socket.create_connection(("127.0.0.1", tls_broker.listener_ports("MTLS")[0])) as raw:
         try:
@@ -307,7 +315,10 @@ def test_bad_client_certificates_are_refused_under_required(
                 assert _closed_without_answer(tls)
         except (ssl.SSLError, ConnectionResetError):
             pass
-    wait_for(lambda: _log_lines(tls_broker, "TLS handshake with") > before, 10, "the refusal's log line")
+    # Counted each time; logged once a minute per (listener, host): broker/security_audit.py.
+    wait_for(lambda: _tls_failures(tls_broker, "MTLS") > before, 10, "the refusal counted")
+    line = "Failed authentication with 127.0.0.1 on listener MTLS (SSL): TLS handshake:"
+    assert line in tls_broker.output(tail=100_000)
 
 
 # -- key store reload ------------------------------------------------------------------------------

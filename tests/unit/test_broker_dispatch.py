@@ -211,17 +211,18 @@ def test_other_bad_requests() -> None:
 
 
 def test_unserved_api_through_the_connection() -> None:
-    """DescribeAcls (no handler) at a spec version: BadRequest, answered with its top-level error."""
+    """DescribeDelegationToken (no handler) at a spec version: BadRequest, answered with its
+    top-level error."""
     registry = discover()
     conn = ServerConnection(supported=registry.versions)
     from shardbroker.protocol.headers import decode_response, encode_request
 
-    header = m.RequestHeader(request_api_key=29, request_api_version=1, correlation_id=3, client_id="c")
-    (event,) = conn.receive_data(encode_request(header, m.DescribeAclsRequest()))
+    header = m.RequestHeader(request_api_key=41, request_api_version=1, correlation_id=3, client_id="c")
+    (event,) = conn.receive_data(encode_request(header, m.DescribeDelegationTokenRequest()))
     assert isinstance(event, BadRequest) and not isinstance(event, RequestReceived)
     response, version = registry.bad_request_response(event)
     assert response is not None
     conn.respond(event, response, version=version)
     (data,) = conn.data_to_send()
-    h, r = decode_response(data[4:], 29, 1)
+    h, r = decode_response(data[4:], 41, 1)
     assert h.correlation_id == 3 and r.error_code == ErrorCode.UNSUPPORTED_VERSION  # type: ignore[attr-defined]

@@ -110,6 +110,40 @@ def test_a_restarted_worker_starts_from_zero(table: CounterTable) -> None:
     assert table.counters[0, ctr.MESSAGES_IN] == 0
 
 
+def test_security_cells() -> None:
+    t = CounterTable.create(f"t{uuid.uuid4().hex[:12]}", workers=2, rows=8, listeners=3)
+    try:
+        assert t.listeners == 3 and t.authentications.shape == (2, 3, ctr.N_MECHANISMS, 2)
+        assert t.denied.shape == (2, ctr.N_OPERATIONS, ctr.N_RESOURCE_TYPES)
+        # Each worker's security block starts on its own cache line, after every other section.
+        assert ctr.security_block(3) % 64 == 0 and t.layout.security_at % 64 == 0
+        assert t.layout.security_at >= t.layout.labels_at + ctr.LABEL_BYTES * t.rows
+        assert t.layout.size == t.layout.security_at + 2 * ctr.security_block(3) <= len(t.segment.mmap)
+        w0, w1 = t.worker(0), t.worker(1)
+        w1.authentication(2, ctr.MECHANISMS.index("SSL"), False)
+        w1.authentication(2, ctr.MECHANISMS.index("SSL"), True)
+        w1.authentication(0, 0, True)
+        w0.denied(4, 2)  # WRITE on TOPIC
+        w1.denied(15, 7)  # the last cell
+        assert t.authentications[1, 2, ctr.MECHANISMS.index("SSL")].tolist() == [1, 1]
+        assert t.authentications[1, 0, 0, 0] == 1 and t.authentications[0].sum() == 0
+        assert t.denied[0, 4, 2] == 1 and t.denied[1, 15, 7] == 1 and t.denied.sum() == 2
+        assert t.requests.sum() == 0 and t.state.sum() == 0  # nothing spilled into another section
+        with pytest.raises(IndexError):
+            w0.authentication(3, 0, True)  # no fourth listener
+        other = CounterTable.attach(t.name.split("-")[1])
+        try:
+            assert other.listeners == 3 and other.denied[1, 15, 7] == 1
+        finally:
+            other.close()
+        t.worker(1)  # a restarted worker starts from zero
+        assert t.authentications[1].sum() == 0 and t.denied[1].sum() == 0 and t.denied[0, 4, 2] == 1
+    finally:
+        t.close()
+    with pytest.raises(ValueError, match="listeners >= 1"):
+        CounterTable.create(f"t{uuid.uuid4().hex[:12]}", workers=1, listeners=0)
+
+
 def test_worker_out_of_range(table: CounterTable) -> None:
     with pytest.raises(IndexError):
         table.worker(2)

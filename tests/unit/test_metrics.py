@@ -16,15 +16,17 @@ import pytest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 
+from shardbroker.broker.security_audit import SecurityAudit
 from shardbroker.ipc import counters as ctr
 from shardbroker.ipc.counters import CounterTable
 from shardbroker.ipc.ring import Ring
 from shardbroker.ipc.ring_layout import RingStats
 from shardbroker.metadata.image import PartitionImage, TopicImage
-from shardbroker.observability.metrics import MetricsCollector
+from shardbroker.observability.metrics import OPERATION_NAMES, RESOURCE_TYPE_NAMES, MetricsCollector
 from shardbroker.observability.metrics_http import MetricsServer, respond
 from shardbroker.observability.ring_metrics import ClientRings, ring_label
 from shardbroker.observability.system_metrics import DataDirSource, WorkerProcessSource
+from shardbroker.security.acl import AclOperation, ResourceType
 from shardbroker.supervision.heartbeat import HeartbeatTable, segment_name
 from shardbroker.supervision.policy import SlotState
 
@@ -136,6 +138,53 @@ def test_request_series_and_histogram(table: CounterTable) -> None:
     assert s[key("shardbroker_connections", worker="0")] == 3
     assert s[key("shardbroker_fetch_waiters", worker="1")] == 1
     assert s[key("shardbroker_partition_rows_overflow", worker="0")] == 0
+
+
+def test_security_series(instance: str) -> None:
+    t = CounterTable.create(instance, workers=2, rows=4, listeners=2)
+    try:
+        listeners = ["PLAINTEXT", "SASL_SSL"]
+        w0, w1 = t.worker(0), t.worker(1)
+        # Through the audit trail, as the workers write them.
+        a0, a1 = SecurityAudit(w0, listeners), SecurityAudit(w1, listeners)
+        for _ in range(3):
+            a0.authentication("SASL_SSL", "h", "SCRAM-SHA-512", False, user="eve", reason="wrong password")
+        a1.authentication("SASL_SSL", "h", "SCRAM-SHA-512", False, user="eve", reason="wrong password")
+        a1.authentication("SASL_SSL", "h", "SCRAM-SHA-512", True)
+        a1.authentication("SASL_SSL", "h", "GSSAPI", False, reason="unsupported mechanism")
+        a0.denied("User:eve", "h", AclOperation.WRITE, ResourceType.TOPIC, "t", "Produce")
+        a1.denied("User:eve", "h", AclOperation.DESCRIBE, ResourceType.GROUP, "g", "OffsetFetch")
+        a1.denied("User:eve", "h", AclOperation.DESCRIBE, ResourceType.GROUP, "g", "OffsetFetch")
+        text, s = scrape(MetricsCollector(t, listeners=listeners))
+        auth = "shardbroker_authentication_total"
+        sasl = {"listener": "SASL_SSL", "mechanism": "SCRAM-SHA-512"}
+        assert s[key(auth, result="failure", worker="0", **sasl)] == 3
+        assert s[key(auth, result="failure", worker="1", **sasl)] == 1
+        assert s[key(auth, result="success", worker="1", **sasl)] == 1
+        unknown = key(auth, listener="SASL_SSL", mechanism="UNKNOWN", result="failure", worker="1")
+        assert s[unknown] == 1
+        assert len([k for k in s if k[0] == auth]) == 4  # zeros left out
+        denied = "shardbroker_authorization_denied_total"
+        assert s[key(denied, operation="WRITE", resource_type="TOPIC", worker="0")] == 1
+        assert s[key(denied, operation="DESCRIBE", resource_type="GROUP", worker="1")] == 2
+        assert len([k for k in s if k[0] == denied]) == 2
+        assert "# TYPE shardbroker_authentication_total counter" in text
+        assert "# TYPE shardbroker_authorization_denied_total counter" in text
+        # A user name never becomes a label value.
+        assert "eve" not in text
+        # Without the config's names, a listener is named by its index.
+        _, s = scrape(MetricsCollector(t))
+        by_index = {"listener": "listener1", "mechanism": "SCRAM-SHA-512"}
+        assert s[key(auth, result="success", worker="1", **by_index)] == 1
+    finally:
+        t.close()
+
+
+def test_operation_and_resource_type_names() -> None:
+    assert OPERATION_NAMES[AclOperation.IDEMPOTENT_WRITE] == "IDEMPOTENT_WRITE"
+    assert RESOURCE_TYPE_NAMES[ResourceType.TRANSACTIONAL_ID] == "TRANSACTIONAL_ID"
+    assert len(OPERATION_NAMES) == ctr.N_OPERATIONS == max(AclOperation) + 1
+    assert len(RESOURCE_TYPE_NAMES) == ctr.N_RESOURCE_TYPES == max(ResourceType) + 1
 
 
 def test_workers_rings_build_and_sources(table: CounterTable, heartbeats: HeartbeatTable) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import struct
 import time
 import warnings
@@ -25,6 +26,7 @@ from shardbroker.broker.session import SecurityProtocol
 from shardbroker.config.broker_config import BrokerConfig
 from shardbroker.config.config_def import ConfigError
 from shardbroker.config.sasl import check_sasl_listeners, sasl_listener_config
+from shardbroker.ipc import counters as ctr
 from shardbroker.metadata.image import MetadataImage
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.codec import Message
@@ -79,7 +81,8 @@ async def serving(
     )
     async with harness(
         tmp_path, config=config, registry=registry, channel=shared.channel, protocol=protocol, **limits
-    ) as (_, connect):
+    ) as (listener, connect):
+        shared.worker = listener.state
         yield shared, connect
 
 
@@ -356,6 +359,58 @@ def test_oauthbearer_token_expiry_is_the_session_lifetime_and_bad_tokens_end_wit
             assert await bad.closed()
 
     run(scenario())
+
+
+def authentications(shared: SimpleNamespace) -> dict[tuple[str, str], int]:
+    """The worker's non-zero authentication cells of its one listener: (mechanism, result) -> n."""
+    cells = shared.worker.counters._auth
+    out = {}
+    for i, mechanism in enumerate(ctr.MECHANISMS):
+        for j, result in enumerate(("success", "failure")):
+            if cells[i * 2 + j]:
+                out[(mechanism, result)] = cells[i * 2 + j]
+    return out
+
+
+def test_every_outcome_is_in_the_audit_trail(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "shardbroker.authentication")
+
+    async def scenario() -> None:
+        async with serving(tmp_path, max_idle_ms=300) as (shared, connect):
+            await plain(await connect())
+            await scram(await connect(), "carol", "carol-secret")
+            for password in ("guess1", "guess2"):  # counted twice, logged once (same key)
+                c = await connect()
+                await plain(c, "bob", password)
+                assert await c.closed()
+            c = await connect()
+            await handshake(c, "GSSAPI")
+            assert await c.closed()
+            c = await connect()
+            await c.send(metadata(), 12)  # a PLAINTEXT client on a SASL port
+            assert await c.closed()
+            c = await connect()
+            await handshake(c)
+            assert await c.closed(timeout=3)  # never authenticated within connections.max.idle.ms
+            assert authentications(shared) == {
+                ("PLAIN", "success"): 1,
+                ("SCRAM-SHA-256", "success"): 1,
+                ("PLAIN", "failure"): 3,
+                ("UNKNOWN", "failure"): 2,
+            }
+
+    run(scenario())
+    lines = [r.getMessage() for r in caplog.records if r.name == "shardbroker.authentication"]
+    assert lines == [
+        "Failed authentication with 127.0.0.1 on listener SASL_PLAINTEXT (PLAIN, user 'bob'): "
+        "wrong password 'bob'",
+        "Failed authentication with 127.0.0.1 on listener SASL_PLAINTEXT (UNKNOWN): "
+        "SaslHandshake v1 refused (UNSUPPORTED_SASL_MECHANISM): mechanism 'GSSAPI'",
+        # The Metadata before a handshake has the GSSAPI attempt's key: counted, not logged.
+        "Failed authentication with 127.0.0.1 on listener SASL_PLAINTEXT (PLAIN): "
+        "not authenticated after 300 ms: closed",
+    ]
+    assert not any("secret" in line or "guess" in line for line in lines)
 
 
 def test_sasl_apis_on_a_plaintext_listener_are_an_illegal_state(tmp_path: Path) -> None:

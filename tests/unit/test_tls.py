@@ -4,10 +4,12 @@ principal, and a worker's listener serving TLS and mTLS connections (in process,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime
 import ssl
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -23,6 +25,7 @@ from shardbroker.broker.tls import TlsConfigError, TlsSettings
 from shardbroker.broker.worker_state import WorkerState
 from shardbroker.config.broker_config import BrokerConfig, ListenerConfig
 from shardbroker.config.listeners import Endpoint
+from shardbroker.ipc import counters as ctr
 from shardbroker.metadata.image import MetadataImage
 from shardbroker.protocol import messages as m
 from shardbroker.security.principal import ANONYMOUS, KafkaPrincipal
@@ -309,6 +312,68 @@ def test_listener_serves_tls_and_mtls_with_principals_and_reloads_its_key_store(
             assert (await clients[1].read())[1].topics[0].name == "u"
             for client in [*clients, reloaded]:
                 client.close()
+        finally:
+            await listener.drain()
+
+    asyncio.run(scenario())
+
+
+def test_listener_counts_tls_outcomes_and_not_port_probes(ca: TestCA, tmp_path: Path) -> None:
+    stranger = TestCA(tmp_path / "other", "Other CA").client("Mallory")
+    config = BrokerConfig(
+        listeners=(Endpoint("SSL", "SSL", "127.0.0.1", 0), Endpoint("MTLS", "SSL", "127.0.0.1", 0)),
+        properties={
+            "ssl.keystore.location": str(ca.server("s").keystore),
+            "listener.name.mtls.ssl.client.auth": "required",
+            "listener.name.mtls.ssl.truststore.location": str(ca.pem),
+        },
+    )
+    channel = cast(Any, _Channel(MetadataImage(0, "c", 0, (), {})))
+    state = WorkerState(node_id=0, config=config, channel=channel, replicas=cast(Any, None))
+    ssl_cell = ctr.MECHANISMS.index("SSL")
+
+    def counted(listener: int) -> list[int]:
+        at = (listener * ctr.N_MECHANISMS + ssl_cell) * 2
+        return list(state.counters._auth[at : at + 2])  # [success, failure]
+
+    async def scenario() -> None:
+        listener = KafkaListener(state, make_registry({}), drain_timeout=2.0)
+        await listener.start()
+        ports = listener.bound_ports()
+
+        async def closed(reader: asyncio.StreamReader) -> bool:
+            try:
+                return await asyncio.wait_for(reader.read(), 5) == b""
+            except (ConnectionResetError, ssl.SSLError):
+                return True
+
+        try:
+            alice = client_context(ca, ca.client("A"))
+            ok = [
+                await asyncio.open_connection("127.0.0.1", ports["SSL"], ssl=client_context(ca)),
+                await asyncio.open_connection("127.0.0.1", ports["MTLS"], ssl=alice),
+            ]
+            reader, writer = await asyncio.open_connection("127.0.0.1", ports["SSL"])  # plaintext on TLS
+            writer.write(b"\x00\x00\x00\x10" + b"\x00" * 16)
+            assert await closed(reader)
+            writer.close()
+            reader, writer = await asyncio.open_connection("127.0.0.1", ports["MTLS"])  # a port probe
+            writer.close()
+            with contextlib.suppress(ConnectionResetError, ssl.SSLError):
+                reader, writer = await asyncio.open_connection(
+                    "127.0.0.1", ports["MTLS"], ssl=client_context(ca, stranger)
+                )
+                writer.write(b"\x00\x00\x00\x01x")
+                assert await closed(reader)
+                writer.close()
+            for _ in range(100):
+                if counted(0) == [1, 1] and counted(1) == [1, 1]:
+                    break
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.1)  # the probe's handshake ended too
+            assert (counted(0), counted(1)) == ([1, 1], [1, 1])
+            for _, w in ok:
+                w.close()
         finally:
             await listener.drain()
 
