@@ -118,8 +118,11 @@ def _upsertion(args: argparse.Namespace) -> ScramUpsertion:
 
 
 def _add(args: argparse.Namespace) -> int:
-    if args.data_dir is not None and args.bootstrap_server is not None:
-        raise UsageError("--data-dir writes into a stopped broker's data dir: it takes no --bootstrap-server")
+    if args.data_dir is not None and (args.bootstrap_server is not None or args.command_config is not None):
+        raise UsageError(
+            "--data-dir writes into a stopped broker's data dir: "
+            "it takes no --bootstrap-server or --command-config"
+        )
     upsertion = _upsertion(args)
     what = f"{args.mechanism.mechanism_name} credential of user '{args.name}' ({args.iterations} iterations)"
     if args.data_dir is not None:
@@ -229,7 +232,7 @@ def register(commands: Any) -> None:
 
     p_add = sub.add_parser(
         "add",
-        parents=[connection_options(bootstrap_default=None)],
+        parents=[connection_options(bootstrap_default=None, command_config=True)],
         allow_abbrev=False,  # no `--password X` taken for --password-file: passwords are never flags
         help="create or replace a user's credential",
         description=(
@@ -260,7 +263,7 @@ def register(commands: Any) -> None:
     )
     p_add.set_defaults(run=_run, action=_add)
 
-    common = connection_options()
+    common = connection_options(command_config=True)
     p_list = sub.add_parser(
         "list",
         parents=[common],
