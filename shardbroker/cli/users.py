@@ -15,6 +15,10 @@ the same checks as the controller, and appends the credential to DIR's metadata 
 the data dir when it is new. Unlike ``kafka-storage format``, it also works on a data dir that
 already holds topics (e.g. to restore an admin user of a stopped broker).
 
+Against a secured listener, ``--command-config FILE`` gives Kafka's client properties
+(``security.protocol``, ``sasl.mechanism``, ``sasl.jaas.config``, ``ssl.truststore.location``...:
+client/client_security.py), as ``kafka-configs --command-config``.
+
 ``list [NAME...]`` prints each user's mechanisms and iteration counts (never salts or keys),
 ``--format json`` for scripts; ``delete NAME --mechanism M`` removes one credential.
 
