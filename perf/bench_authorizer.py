@@ -27,6 +27,15 @@ Run::
     msgs/s, which the client and the neighbours' load decide as much as the broker. Each ratio
     is taken within one round (arms in a rotated order); the median and the range over rounds
     are reported.
+
+Measured here (2 shared cores, main + the Produce/Metadata checks of the authz-data branch,
+9 rounds of 2,000,000 messages): a decision costs ~0.2 µs on a memo hit whatever the number
+of bindings, 0.4 / 5.3 / 33 µs on a miss with 0 / 1,000 / 10,000; produce with 1,000 ACLs /
+no ACLs 1.07 msgs/s (0.78-1.47), 0.97 broker CPU per message (0.73-2.03); / no authorizer
+0.91 (0.69-1.55) and 0.90 (0.73-2.10). The spreads are the neighbours' load: the producer
+loop, not the broker, sets the pace (the workers are mostly idle), and py-spy sampled no
+frame in the authorizer or auth_helper among the workers' 149 busy samples of a 3,000,000
+message run with the 1,000 ACLs.
 """
 
 from __future__ import annotations
