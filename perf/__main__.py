@@ -16,6 +16,7 @@ COMMANDS = {
     "check": ("perf.report:check_main", "compare a report's ratios with the committed baseline"),
     "compare": ("perf.report:compare_main", "two reports side by side"),
     "plot": ("perf.plot:main", "draw a report as PNG charts"),
+    "authz": ("perf.bench_authorizer:main", "produce with 1,000 ACLs vs none, and authorizer decisions"),
     "soak": ("perf.soak:main", "mixed load and faults, then every acknowledged record checked"),
 }
 

@@ -5,7 +5,8 @@ Exit codes, the same for every client command: 0 done; 1 a runtime error (broker
 unknown topic or group, a Kafka error, a record that could not be produced: the message names
 the Kafka error, e.g. ``UNKNOWN_TOPIC_OR_PARTITION``); 2 bad usage (argparse's); 130 stopped by
 SIGINT/SIGTERM (the shell's 128 + SIGINT). The connection options are Kafka's tools' own
-``--bootstrap-server HOST:PORT[,HOST:PORT]`` (default ``127.0.0.1:9092``) and ``--timeout MS``.
+``--bootstrap-server HOST:PORT[,HOST:PORT]`` (default ``127.0.0.1:9092``) and ``--timeout MS``,
+and for the admin commands that take it ``--command-config FILE`` (TLS and SASL settings).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -114,11 +116,22 @@ def name_value(text: str) -> tuple[str, str]:
     return name, value
 
 
-def connection_options(*, bootstrap_default: str | None = DEFAULT_BOOTSTRAP) -> argparse.ArgumentParser:
-    """A parent parser with ``--bootstrap-server`` and ``--timeout`` (``args.timeout`` in ms).
-    ``bootstrap_default=None`` tells whether the flag was given (`admin_client` still connects to
-    ``DEFAULT_BOOTSTRAP`` without it)."""
+def connection_options(
+    *, bootstrap_default: str | None = DEFAULT_BOOTSTRAP, command_config: bool = False
+) -> argparse.ArgumentParser:
+    """A parent parser with ``--bootstrap-server`` and ``--timeout`` (``args.timeout`` in ms), and
+    with ``command_config`` Kafka's ``--command-config FILE`` (client security settings for
+    `admin_client`: client/client_security.py). ``bootstrap_default=None`` tells whether the flag
+    was given (`admin_client` still connects to ``DEFAULT_BOOTSTRAP`` without it)."""
     common = argparse.ArgumentParser(add_help=False)
+    if command_config:
+        common.add_argument(
+            "--command-config",
+            type=Path,
+            metavar="FILE",
+            help="Kafka client properties: security.protocol, sasl.mechanism, sasl.jaas.config, "
+            "ssl.truststore.location, ssl.keystore.location... [PLAINTEXT]",
+        )
     common.add_argument(
         "--bootstrap-server",
         type=bootstrap,
@@ -139,8 +152,18 @@ def connection_options(*, bootstrap_default: str | None = DEFAULT_BOOTSTRAP) -> 
 def admin_client(args: argparse.Namespace) -> AdminClient:
     """An admin client for the parsed connection options."""
     from shardbroker.client.admin import AdminClient
+    from shardbroker.client.client_security import ClientSecurity
 
-    return AdminClient(args.bootstrap_server or DEFAULT_BOOTSTRAP, timeout=args.timeout / 1000.0)
+    security = None
+    config_file: Path | None = getattr(args, "command_config", None)
+    if config_file is not None:
+        try:
+            security = ClientSecurity.from_file(config_file)
+        except ValueError as exc:
+            raise UsageError(f"--command-config {exc}") from None
+    return AdminClient(
+        args.bootstrap_server or DEFAULT_BOOTSTRAP, timeout=args.timeout / 1000.0, security=security
+    )
 
 
 # -- running ---------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import textwrap
 from pathlib import Path
 
 from shardbroker import __version__
+from shardbroker.cli import acls as acls_cli
 from shardbroker.cli import check as check_cli
 from shardbroker.cli import consume as consume_cli
 from shardbroker.cli import dump_log as dump_log_cli
@@ -142,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     groups_cli.register(commands)
     partitions_cli.register(commands)
     users_cli.register(commands)
+    acls_cli.register(commands)
     metrics_password_cli.register(commands)
     dump_log_cli.register(commands)
     check_cli.register(commands)

@@ -15,6 +15,10 @@ the same checks as the controller, and appends the credential to DIR's metadata 
 the data dir when it is new. Unlike ``kafka-storage format``, it also works on a data dir that
 already holds topics (e.g. to restore an admin user of a stopped broker).
 
+Against a secured listener, ``--command-config FILE`` gives Kafka's client properties
+(``security.protocol``, ``sasl.mechanism``, ``sasl.jaas.config``, ``ssl.truststore.location``...:
+client/client_security.py), as ``kafka-configs --command-config``.
+
 ``list [NAME...]`` prints each user's mechanisms and iteration counts (never salts or keys),
 ``--format json`` for scripts; ``delete NAME --mechanism M`` removes one credential.
 
@@ -119,8 +123,11 @@ def _upsertion(args: argparse.Namespace) -> ScramUpsertion:
 
 
 def _add(args: argparse.Namespace) -> int:
-    if args.data_dir is not None and args.bootstrap_server is not None:
-        raise UsageError("--data-dir writes into a stopped broker's data dir: it takes no --bootstrap-server")
+    if args.data_dir is not None and (args.bootstrap_server is not None or args.command_config is not None):
+        raise UsageError(
+            "--data-dir writes into a stopped broker's data dir: "
+            "it takes no --bootstrap-server or --command-config"
+        )
     upsertion = _upsertion(args)
     what = f"{args.mechanism.mechanism_name} credential of user '{args.name}' ({args.iterations} iterations)"
     if args.data_dir is not None:
@@ -235,7 +242,7 @@ def register(commands: Any) -> None:
 
     p_add = sub.add_parser(
         "add",
-        parents=[connection_options(bootstrap_default=None)],
+        parents=[connection_options(bootstrap_default=None, command_config=True)],
         allow_abbrev=False,  # no `--password X` taken for --password-file: passwords are never flags
         help="create or replace a user's credential",
         description=(
@@ -266,7 +273,7 @@ def register(commands: Any) -> None:
     )
     p_add.set_defaults(run=_run, action=_add)
 
-    common = connection_options()
+    common = connection_options(command_config=True)
     p_list = sub.add_parser(
         "list",
         parents=[common],

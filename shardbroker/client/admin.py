@@ -7,13 +7,15 @@ connections, Metadata, routing to the controller or a group's coordinator, retri
 IncrementalAlterConfigs), :class:`PartitionAdmin` (admin_partitions.py: CreatePartitions,
 ListOffsets, Alter/ListPartitionReassignments), :class:`GroupAdmin` (admin_groups.py:
 ListGroups, DescribeGroups, OffsetFetch, OffsetCommit, DeleteGroups), :class:`UserAdmin`
-(admin_users.py: Describe/AlterUserScramCredentials).
+(admin_users.py: Describe/AlterUserScramCredentials), :class:`AclAdmin` (admin_acls.py:
+Create/Describe/DeleteAcls).
 Mixins, not composed objects: callers keep one flat object with Kafka's method set, and the
 families share the connections without forwarding methods.
 """
 
 from __future__ import annotations
 
+from shardbroker.client.admin_acls import AclAdmin
 from shardbroker.client.admin_groups import GroupAdmin
 from shardbroker.client.admin_partitions import PartitionAdmin
 from shardbroker.client.admin_topics import TopicAdmin
@@ -22,6 +24,7 @@ from shardbroker.client.admin_users import UserAdmin
 __all__ = ["AdminClient"]
 
 
-class AdminClient(TopicAdmin, PartitionAdmin, GroupAdmin, UserAdmin):
+class AdminClient(TopicAdmin, PartitionAdmin, GroupAdmin, UserAdmin, AclAdmin):
     """Synchronous admin client. ``timeout`` (seconds) bounds each connect and each response, and
-    the total time spent retrying retriable controller and coordinator errors."""
+    the total time spent retrying retriable controller and coordinator errors; ``security``
+    (client/client_security.py) makes every connection use TLS and/or SASL."""

@@ -10,6 +10,8 @@ COORDINATOR_LOAD_IN_PROGRESS are retried with a fresh FindCoordinator until the 
 timeout). The API families (admin_topics.py, admin_partitions.py, admin_groups.py) build on it;
 admin.py mixes them into :class:`~shardbroker.client.admin.AdminClient`.
 
+Every connection uses the client's ``security`` settings (TLS, SASL: client/client_security.py).
+
 Errors: :class:`BrokerUnreachable` names the address; :class:`KafkaApiError` carries the Kafka
 error code and says what failed. Not thread-safe; one request in flight per connection.
 """
@@ -19,7 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 from uuid import UUID
 
 from shardbroker.client.connection import (
@@ -33,6 +35,9 @@ from shardbroker.client.connection import (
 )
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode
+
+if TYPE_CHECKING:
+    from shardbroker.client.client_security import ClientSecurity
 
 __all__ = [
     "BrokerInfo",
@@ -102,11 +107,17 @@ class ClusterAdmin:
     retrying retriable controller and coordinator errors."""
 
     def __init__(
-        self, bootstrap: str, *, timeout: float = DEFAULT_TIMEOUT, client_id: str = "shardbroker-admin"
+        self,
+        bootstrap: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        client_id: str = "shardbroker-admin",
+        security: ClientSecurity | None = None,
     ) -> None:
         self.bootstrap = parse_bootstrap(bootstrap)
         self.timeout = timeout
         self.client_id = client_id
+        self.security = security
         self._bootstrap_conn: BrokerConnection | None = None
         self._nodes: dict[int, BrokerConnection] = {}
         self._brokers: dict[int, BrokerInfo] = {}
@@ -128,7 +139,9 @@ class ClusterAdmin:
     # -- connections ---------------------------------------------------------------------------
 
     def _new_conn(self, host: str, port: int) -> BrokerConnection:
-        return BrokerConnection(host, port, timeout=self.timeout, client_id=self.client_id)
+        return BrokerConnection(
+            host, port, timeout=self.timeout, client_id=self.client_id, security=self.security
+        )
 
     def _any_conn(self) -> BrokerConnection:
         """A connection to some broker: the bootstrap one, else the first address that answers."""

@@ -1,7 +1,12 @@
 """One blocking TCP connection to one Kafka broker, speaking our sans-IO codec. Opens sockets.
 
 Deliberately simple (a CLI and test client, not a hot path): a plain blocking socket with a
-timeout on every connect, send and receive, one request in flight at a time, no threads. The
+timeout on every connect, send and receive, one request in flight at a time, no threads. With
+:class:`~shardbroker.client.client_security.ClientSecurity` it speaks TLS (``ssl`` on the blocking
+socket) and authenticates with SASL as Kafka's clients do: ApiVersions, SaslHandshake v1, then
+SaslAuthenticate round trips (client/sasl_client.py) before any other request. It does not
+re-authenticate (KIP-368): a session the broker limits with ``connections.max.reauth.ms`` ends
+when it expires, and the next request reconnects. The
 connection negotiates API versions once (ApiVersions), then :meth:`BrokerConnection.send` picks,
 for each request, the highest version both this client (``CLIENT_VERSIONS``) and the broker
 support. Requests the broker may hold on purpose (Fetch's ``max_wait_ms``, JoinGroup's rebalance)
@@ -17,14 +22,26 @@ from __future__ import annotations
 
 import itertools
 import socket
+import ssl
 import struct
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from shardbroker import __version__
 from shardbroker.protocol.codec import Message, decode
 from shardbroker.protocol.errors import ErrorCode, ProtocolError
 from shardbroker.protocol.headers import decode_response, encode_request
-from shardbroker.protocol.messages import ApiVersionsRequest, ApiVersionsResponse, RequestHeader
+from shardbroker.protocol.messages import (
+    ApiVersionsRequest,
+    ApiVersionsResponse,
+    RequestHeader,
+    SaslAuthenticateRequest,
+    SaslAuthenticateResponse,
+    SaslHandshakeRequest,
+    SaslHandshakeResponse,
+)
+
+if TYPE_CHECKING:
+    from shardbroker.client.client_security import ClientSecurity
 
 __all__ = [
     "CLIENT_VERSIONS",
@@ -60,11 +77,16 @@ CLIENT_VERSIONS: dict[int, tuple[int, int]] = {
     14: (0, 5),  # SyncGroup
     15: (0, 5),  # DescribeGroups
     16: (0, 5),  # ListGroups
+    17: (1, 1),  # SaslHandshake (v1: the tokens travel in SaslAuthenticate frames)
     18: (0, 4),  # ApiVersions
     19: (1, 7),  # CreateTopics (v1+: validate_only, error messages)
     20: (1, 6),  # DeleteTopics (v6: topics as name/id structs)
     22: (0, 4),  # InitProducerId (idempotent producers)
+    29: (1, 3),  # DescribeAcls (v1+: resource pattern types)
+    30: (1, 3),  # CreateAcls
+    31: (1, 3),  # DeleteAcls
     32: (1, 4),  # DescribeConfigs (v1+: config source per entry)
+    36: (0, 2),  # SaslAuthenticate
     37: (0, 3),  # CreatePartitions
     42: (0, 2),  # DeleteGroups
     44: (0, 1),  # IncrementalAlterConfigs
@@ -153,13 +175,20 @@ class BrokerConnection:
     """A blocking connection to one broker. ``connect()`` opens it and negotiates versions."""
 
     def __init__(
-        self, host: str, port: int, *, timeout: float = DEFAULT_TIMEOUT, client_id: str = "shardbroker-admin"
+        self,
+        host: str,
+        port: int,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        client_id: str = "shardbroker-admin",
+        security: ClientSecurity | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.address = format_address(host, port)
         self.timeout = timeout
         self.client_id = client_id
+        self.security = security
         self.sock: socket.socket | None = None
         #: The broker's ApiVersions answer: api key -> (min, max).
         self.broker_versions: dict[int, tuple[int, int]] = {}
@@ -178,7 +207,11 @@ class BrokerConnection:
             raise BrokerUnreachable(self.address, exc.strerror or str(exc)) from None
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
+            if self.security is not None and self.security.tls:
+                self._start_tls(self.security)
             self._negotiate()
+            if self.security is not None and self.security.sasl:
+                self._authenticate(self.security)
         except BaseException:
             self.close()
             raise
@@ -194,6 +227,56 @@ class BrokerConnection:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # -- security -------------------------------------------------------------------------------
+
+    def _start_tls(self, security: ClientSecurity) -> None:
+        assert self.sock is not None
+        try:
+            context = security.ssl_context()
+        except ValueError as exc:
+            raise AdminClientError(str(exc)) from None
+        try:
+            self.sock = context.wrap_socket(self.sock, server_hostname=self.host)
+        except TimeoutError:
+            raise BrokerUnreachable(
+                self.address, f"TLS handshake timed out after {self.timeout:g} s"
+            ) from None
+        except ssl.SSLError as exc:
+            raise BrokerUnreachable(self.address, f"TLS handshake failed: {exc.reason or exc}") from None
+        except OSError as exc:
+            raise BrokerUnreachable(self.address, f"TLS handshake: {exc.strerror or exc}") from None
+
+    def _authenticate(self, security: ClientSecurity) -> None:
+        """SaslHandshake v1 and the SaslAuthenticate round trips; a refusal is the broker's error
+        (UNSUPPORTED_SASL_MECHANISM with the enabled list, SASL_AUTHENTICATION_FAILED...)."""
+        from shardbroker.client.sasl_client import SaslClientError, sasl_client
+
+        assert security.sasl_mechanism and security.username is not None and security.password is not None
+        mechanism = security.sasl_mechanism
+        handshake: SaslHandshakeResponse = self.send(
+            SaslHandshakeRequest(mechanism=mechanism), self.version_for(SaslHandshakeRequest.API_KEY)
+        )
+        if handshake.error_code != ErrorCode.NONE:
+            enabled = ", ".join(handshake.mechanisms) or "none"
+            raise KafkaApiError(
+                handshake.error_code, f"SASL mechanism {mechanism} at {self.address} (enabled: {enabled})"
+            )
+        client = sasl_client(mechanism, security.username, security.password)
+        version = self.version_for(SaslAuthenticateRequest.API_KEY, "SaslAuthenticate")
+        try:
+            token = client.evaluate(b"")
+            while not client.complete:
+                answer: SaslAuthenticateResponse = self.send(
+                    SaslAuthenticateRequest(auth_bytes=token), version
+                )
+                if answer.error_code != ErrorCode.NONE:
+                    what = f"{mechanism} as '{security.username}' at {self.address}"
+                    detail = f": {answer.error_message}" if answer.error_message else ""
+                    raise KafkaApiError(answer.error_code, what + detail)
+                token = client.evaluate(answer.auth_bytes)
+        except SaslClientError as exc:
+            raise KafkaApiError(ErrorCode.SASL_AUTHENTICATION_FAILED, f"{self.address}: {exc}") from None
 
     # -- versions -------------------------------------------------------------------------------
 

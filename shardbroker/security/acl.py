@@ -58,13 +58,14 @@ class _Coded(enum.IntEnum):
 
     @classmethod
     def parse(cls, text: str) -> Self:
-        """By name, case-insensitive (``kafka-acls --operation Read``); ValueError names the choices."""
-        key = text.strip().upper().replace("-", "_")
-        try:
-            return cls[key]
-        except KeyError:
-            choices = ", ".join(m.name for m in cls if m.name not in ("UNKNOWN", "ANY", "MATCH"))
-            raise ValueError(f"unknown {cls.__name__} {text!r}: one of {choices}") from None
+        """By name, case-insensitive, in Kafka's forms (``kafka-acls --operation ClusterAction``,
+        ``CLUSTER_ACTION``, ``cluster-action``); ValueError names the choices."""
+        key = "".join(c for c in text if c not in "-_ \t").upper()
+        for member in cls:
+            if member.name.replace("_", "") == key:
+                return member
+        choices = ", ".join(m.name for m in cls if m.name not in ("UNKNOWN", "ANY", "MATCH"))
+        raise ValueError(f"unknown {cls.__name__} {text!r}: one of {choices}")
 
 
 class ResourceType(_Coded):

@@ -17,7 +17,10 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import confluent_kafka
@@ -30,7 +33,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     UserScramCredentialUpsertion,
 )
 
-from tests.integration.broker_process import BrokerProcess
+from tests.integration.broker_process import REPO, BrokerProcess
 from tests.integration.conftest import BrokerFactory
 from tests.integration.test_tls_listeners import round_trip
 from tests.integration.tls import TestCA, client_settings
@@ -180,3 +183,46 @@ def test_deleted_scram_user_fails_reauthentication(broker: BrokerProcess, ca: Te
         with contextlib.suppress(confluent_kafka.KafkaException):
             admin.list_topics(timeout=1)
         admin.poll(0.2)
+
+
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-512", "PLAIN"])
+def test_our_admin_client_over_tls_with_sasl(
+    broker: BrokerProcess, ca: TestCA, tmp_path: Path, mechanism: str
+) -> None:
+    """``shardbroker users`` with ``--command-config`` (Kafka's client properties): our client's
+    TLS (the test CA as truststore, the host name checked) and SASL, creating a SCRAM user that
+    then authenticates; a truststore that does not hold the CA fails the TLS handshake."""
+    user, password = ("gina", PASSWORD) if mechanism != "PLAIN" else ("kcat", PLAIN_USERS["kcat"])
+    if mechanism != "PLAIN":
+        _upsert(broker, user, mechanism)
+    module = "scram.ScramLoginModule" if mechanism != "PLAIN" else "plain.PlainLoginModule"
+    config = tmp_path / "client.properties"
+    config.write_text(
+        "security.protocol=SASL_SSL\n"
+        f"sasl.mechanism={mechanism}\n"
+        f'sasl.jaas.config=org.apache.kafka.common.security.{module} required username="{user}" '
+        f'password="{password}";\n'
+        "ssl.truststore.type=PEM\n"
+        f"ssl.truststore.location={ca.pem}\n"
+    )
+    password_file = tmp_path / "password"
+    password_file.write_text("hank-secret\n")
+
+    def users(*argv: str, settings: Path = config) -> subprocess.CompletedProcess[str]:
+        bootstrap = broker.listener_bootstrap("SASL_SSL").replace("127.0.0.1", "localhost")
+        return subprocess.run(
+            [sys.executable, "-m", "shardbroker", "users", *argv, "--bootstrap-server", bootstrap,
+             "--command-config", str(settings)],
+            capture_output=True, text=True, timeout=TIMEOUT, cwd=REPO,
+        )  # fmt: skip
+
+    added = users("add", "hank", "--mechanism", "SCRAM-SHA-256", "--password-file", str(password_file))
+    assert added.returncode == 0, added.stderr
+    listed = users("list", "hank")
+    assert listed.returncode == 0, listed.stderr
+    assert "SCRAM-SHA-256" in listed.stdout
+    other = TestCA(tmp_path / "other")
+    untrusted = tmp_path / "untrusted.properties"
+    untrusted.write_text(config.read_text().replace(str(ca.pem), str(other.pem)))
+    refused = users("list", settings=untrusted)
+    assert refused.returncode == 1 and "TLS handshake failed" in refused.stderr

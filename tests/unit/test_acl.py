@@ -90,5 +90,9 @@ def test_filter_match_semantics() -> None:
 def test_parse_names() -> None:
     assert AclOperation.parse("idempotent-write") is OP.IDEMPOTENT_WRITE
     assert ResourceType.parse("Topic") is ResourceType.TOPIC
+    # kafka-acls' CamelCase names (SecurityUtils.operation), any case
+    assert AclOperation.parse("ClusterAction") is OP.CLUSTER_ACTION
+    assert AclOperation.parse("describeconfigs") is OP.DESCRIBE_CONFIGS
+    assert ResourceType.parse("TransactionalId") is ResourceType.TRANSACTIONAL_ID
     with pytest.raises(ValueError, match="one of"):
         AclOperation.parse("jump")
