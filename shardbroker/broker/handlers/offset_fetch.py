@@ -99,21 +99,10 @@ async def handle_offset_fetch(ctx: RequestContext, request: m.OffsetFetchRequest
     if wanted is None and version < 2:
         wanted = []
     code, found, denied = _lookup(ctx, request.group_id, wanted)
-    per_partition = code if version < 2 else 0
-    topics_out = []
     if code == 0:
         topics_out = _topics(R.OffsetFetchResponseTopic, R.OffsetFetchResponsePartition, found, denied)
-    elif wanted:
-        topics_out = [
-            R.OffsetFetchResponseTopic(
-                name=name,
-                partitions=[
-                    _partition(R.OffsetFetchResponsePartition, i, None, per_partition) for i in parts
-                ],
-            )
-            for name, parts in wanted
-        ]
-    return R(topics=topics_out, error_code=code if version >= 2 else 0)
+        return R(topics=topics_out, error_code=0)
+    return offset_fetch_error_response(request, version, ErrorCode(code), "")
 
 
 def offset_fetch_error_response(
