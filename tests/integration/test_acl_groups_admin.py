@@ -92,9 +92,14 @@ def filled_topic(broker: AclBroker, count: int = 4) -> str:
     return topic
 
 
-def may_consume(user: str, topic: str) -> list[Any]:
-    """What Kafka requires to consume ``topic`` besides the group: READ on it (implies DESCRIBE)."""
-    return [allow(user, AclOperation.READ, TOPIC, topic)]
+def may_consume(user: str, topic: str, groups: str) -> list[Any]:
+    """What Kafka requires to consume ``topic``, except READ on the group: READ on the topic
+    (implies DESCRIBE, for Metadata and ListOffsets) and DESCRIBE on the groups prefixed ``groups``
+    (FindCoordinator), so that JoinGroup is the call refused."""
+    return [
+        allow(user, AclOperation.READ, TOPIC, topic),
+        allow(user, AclOperation.DESCRIBE, GROUP, groups, PREFIXED),
+    ]
 
 
 # -- joining a group -------------------------------------------------------------------------------
@@ -129,7 +134,7 @@ def confluent_consume(broker: AclBroker, user: str, group: str, topic: str, want
 
 def test_confluent_group_needs_read_on_the_group_prefixed_and_deny_wins(broker: AclBroker) -> None:
     topic = filled_topic(broker)
-    grant(broker, *may_consume("alice", topic))
+    grant(broker, *may_consume("alice", topic, "team-"))
     group = unique("team")
     with pytest.raises(KafkaException) as refused:
         confluent_consume(broker, "alice", group, topic, 4)
@@ -147,7 +152,7 @@ def test_confluent_group_needs_read_on_the_group_prefixed_and_deny_wins(broker: 
 
 def test_kafka_python_group_needs_read_on_the_group(broker: AclBroker) -> None:
     topic = filled_topic(broker)
-    grant(broker, *may_consume("bob", topic))
+    grant(broker, *may_consume("bob", topic, "kp-"))
 
     def consume(group: str) -> list[bytes]:
         consumer = kafka.KafkaConsumer(
@@ -176,7 +181,7 @@ def test_kafka_python_group_needs_read_on_the_group(broker: AclBroker) -> None:
 
 def test_aiokafka_group_consumer_needs_read_on_the_group(broker: AclBroker) -> None:
     topic = filled_topic(broker)
-    grant(broker, *may_consume("eve", topic))
+    grant(broker, *may_consume("eve", topic, "aio-"))
 
     async def consume(group: str) -> list[bytes]:
         consumer = aiokafka.AIOKafkaConsumer(
@@ -229,6 +234,7 @@ def test_offsets_commit_and_fetch_as_kafka(broker: AclBroker) -> None:
         return {tp.topic: (tp.offset, _code(tp.error)) for tp in result}
 
     group_denied, topic_denied = KafkaError.GROUP_AUTHORIZATION_FAILED, KafkaError.TOPIC_AUTHORIZATION_FAILED
+    grant(broker, allow("alice", AclOperation.DESCRIBE, GROUP, group))  # FindCoordinator's; not READ
     assert commit(admin, 3, readable, hidden) == {readable: group_denied, hidden: group_denied}
     grant(
         broker,
