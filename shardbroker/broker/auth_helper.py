@@ -19,9 +19,11 @@ from typing import Final
 
 from shardbroker.broker.dispatch import RequestContext
 from shardbroker.protocol import messages as m
+from shardbroker.protocol.errors import ErrorCode
 from shardbroker.security.acl import CLUSTER_NAME, AclOperation, ResourceType
 
 __all__ = [
+    "DENIED",
     "NOT_REQUESTED",
     "SUPPORTED_OPERATIONS",
     "authorize",
@@ -121,3 +123,20 @@ def _denied(ctx: RequestContext, operation: AclOperation, resource_type: Resourc
     api = request.API_NAME if request is not None else str(ctx.api_key)
     session = ctx.session
     ctx.worker.audit.denied(str(session.principal), session.client_host, operation, resource_type, name, api)
+
+
+#: Kafka's error for an operation refused on a resource of each type (AclEntry.authorizationError)
+#: and its default message (Errors.X.message(): librdkafka ignores some errors without one).
+DENIED: Final[Mapping[ResourceType, tuple[ErrorCode, str]]] = {
+    ResourceType.TOPIC: (ErrorCode.TOPIC_AUTHORIZATION_FAILED, "Topic authorization failed."),
+    ResourceType.GROUP: (ErrorCode.GROUP_AUTHORIZATION_FAILED, "Group authorization failed."),
+    ResourceType.CLUSTER: (ErrorCode.CLUSTER_AUTHORIZATION_FAILED, "Cluster authorization failed."),
+    ResourceType.TRANSACTIONAL_ID: (
+        ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+        "Transactional Id authorization failed.",
+    ),
+    ResourceType.DELEGATION_TOKEN: (
+        ErrorCode.DELEGATION_TOKEN_AUTHORIZATION_FAILED,
+        "Delegation Token authorization failed.",
+    ),
+}

@@ -16,6 +16,10 @@ listener's stores from it: a key store that does not load is INVALID_CONFIG with
 nothing changes; then the controller's ``alter_broker_configs`` op records the whole new set in
 the metadata log (kept over restarts), and every worker's listener reloads its TLS context for
 new connections when the image arrives. ``validate_only`` stops after the checks.
+
+Authorization, as Kafka, after the request's own checks (duplicates, null values) and before
+anything else: ALTER_CONFIGS on the CLUSTER for a broker resource (CLUSTER_AUTHORIZATION_FAILED),
+on the topic for a topic (TOPIC_AUTHORIZATION_FAILED, before its existence is checked).
 """
 
 from __future__ import annotations
@@ -26,7 +30,12 @@ from typing import Any, Protocol, TypeVar
 
 from shardbroker.broker.controller_channel import ControllerRequestError, ControllerUnavailable
 from shardbroker.broker.dispatch import RequestContext
-from shardbroker.broker.handlers._common import RESOURCE_BROKER, RESOURCE_TOPIC, controller_items
+from shardbroker.broker.handlers._common import (
+    RESOURCE_BROKER,
+    RESOURCE_TOPIC,
+    config_refusal,
+    controller_items,
+)
 from shardbroker.broker.tls import TlsConfigError, TlsSettings
 from shardbroker.config.config_def import ConfigError
 from shardbroker.config.config_ops import (
@@ -36,6 +45,7 @@ from shardbroker.config.config_ops import (
     is_dynamic_list,
 )
 from shardbroker.protocol.errors import ErrorCode
+from shardbroker.security.acl import AclOperation
 
 _R = TypeVar("_R")
 
@@ -74,6 +84,8 @@ async def alter(
         refusal = change.refusal
         if refusal is None and keys.count(key) > 1:
             refusal = ErrorCode.INVALID_REQUEST, f"Duplicate resource {change.resource_name!r} in the request"
+        if refusal is None:
+            refusal = config_refusal(ctx, AclOperation.ALTER_CONFIGS, *key)
         if refusal is None and change.resource_type == RESOURCE_BROKER:
             outcomes.append(await _alter_broker(ctx, change, replace=replace, validate_only=validate_only))
             continue

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from shardbroker.broker.auth_helper import DENIED, authorize
 from shardbroker.broker.controller_channel import ControllerRequestError, ControllerUnavailable
 from shardbroker.broker.dispatch import RequestContext
 from shardbroker.config.broker_config import BrokerConfig
@@ -19,6 +20,7 @@ from shardbroker.config.listeners import split_listener_prefix
 from shardbroker.config.log_config import TOPIC_CONFIGS
 from shardbroker.metadata.image import TopicImage
 from shardbroker.protocol.errors import ErrorCode
+from shardbroker.security.acl import CLUSTER_NAME, AclOperation, ResourceType
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,15 @@ DEFAULT_CONTROLLER_TIMEOUT = 30.0
 # Kafka's ConfigResource.Type (resource_type in DescribeConfigs/AlterConfigs).
 RESOURCE_TOPIC: Final = 2
 RESOURCE_BROKER: Final = 4
+#: The ACL resource that guards each config resource type (KafkaApis / ControllerApis): brokers,
+#: broker loggers (8) and client metrics (16) the CLUSTER, topics and groups (32) themselves.
+_CONFIG_ACL_RESOURCE: Final = {
+    RESOURCE_TOPIC: ResourceType.TOPIC,
+    RESOURCE_BROKER: ResourceType.CLUSTER,
+    8: ResourceType.CLUSTER,
+    16: ResourceType.CLUSTER,
+    32: ResourceType.GROUP,
+}
 
 # DescribeConfigsResponse ConfigSource (Kafka's DescribeConfigsResponse.ConfigSource).
 SOURCE_TOPIC_CONFIG: Final = 1
@@ -54,8 +65,20 @@ CLUSTER_OPERATIONS: Final = sum(
         _IDEMPOTENT_WRITE,
     )
 )
-#: What Kafka answers when the client did not ask for authorized operations.
-OPERATIONS_NOT_REQUESTED: Final = -(2**31)
+
+
+def config_refusal(
+    ctx: RequestContext, operation: AclOperation, resource_type: int, name: str
+) -> tuple[ErrorCode, str] | None:
+    """Kafka's check of one config resource: ``operation`` (DESCRIBE_CONFIGS or ALTER_CONFIGS) on
+    the ACL resource that guards it; Kafka's error and message when refused, else None (also for
+    a type no ACL resource guards: the handler refuses it as INVALID_REQUEST)."""
+    acl_type = _CONFIG_ACL_RESOURCE.get(resource_type)
+    if acl_type is None:
+        return None
+    if authorize(ctx, operation, acl_type, CLUSTER_NAME if acl_type == ResourceType.CLUSTER else name):
+        return None
+    return DENIED[acl_type]
 
 
 def controller_timeout(timeout_ms: int) -> float:

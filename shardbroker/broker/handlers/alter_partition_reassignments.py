@@ -10,17 +10,20 @@ new placement: after it, Metadata shows the new leader.
 Per partition: INVALID_REPLICA_ASSIGNMENT (39) for a replica list that is not exactly one existing
 node, or a partition of an internal topic; UNKNOWN_TOPIC_OR_PARTITION (3); REASSIGNMENT_IN_PROGRESS
 (60) for a partition already moving; NO_REASSIGNMENT_IN_PROGRESS (85) for a cancel (null replicas)
-when none runs. A move to the current owner succeeds and changes nothing.
+when none runs. A move to the current owner succeeds and changes nothing. Without ALTER on the
+CLUSTER: CLUSTER_AUTHORIZATION_FAILED at the top and for every partition (Kafka's error answer).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from shardbroker.broker.auth_helper import DENIED, authorize_cluster
 from shardbroker.broker.dispatch import ApiHandler, RequestContext
 from shardbroker.broker.handlers._common import controller_items, controller_timeout
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode
+from shardbroker.security.acl import AclOperation, ResourceType
 
 __all__ = ["HANDLER"]
 
@@ -38,6 +41,8 @@ def _refusal(replicas: list[int] | None) -> str | None:
 
 
 async def handle(ctx: RequestContext, request: m.AlterPartitionReassignmentsRequest) -> _Resp:
+    if not authorize_cluster(ctx, AclOperation.ALTER):
+        return error_response(request, ctx.api_version, *DENIED[ResourceType.CLUSTER])
     asked: list[dict[str, Any]] = []
     answers: dict[tuple[str, int], dict[str, Any]] = {}
     for topic in request.topics:
@@ -85,7 +90,24 @@ def _result(index: int, answer: dict[str, Any]) -> _PartitionResult:
 def error_response(
     request: m.AlterPartitionReassignmentsRequest, version: int, code: ErrorCode, message: str
 ) -> _Resp:
-    return _Resp(error_code=int(code), error_message=message, responses=[])
+    """Kafka's AlterPartitionReassignmentsRequest.getErrorResponse: the error at the top and for
+    every partition asked."""
+    return _Resp(
+        error_code=int(code),
+        error_message=message,
+        responses=[
+            _Resp.ReassignableTopicResponse(
+                name=t.name,
+                partitions=[
+                    _PartitionResult(
+                        partition_index=p.partition_index, error_code=int(code), error_message=message
+                    )
+                    for p in t.partitions
+                ],
+            )
+            for t in request.topics
+        ],
+    )
 
 
 HANDLER = ApiHandler(api_key=45, min_version=0, max_version=0, handle=handle, error_response=error_response)

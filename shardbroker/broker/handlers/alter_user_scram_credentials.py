@@ -7,17 +7,20 @@ derives StoredKey and ServerKey from it and stores those, with the salt and iter
 user named in the request, each user all or nothing; the answer comes once every worker applied
 the change, so a SCRAM login on any worker sees it. The salted password crosses only the
 worker's control ring to the controller (shared memory of the broker's own user), as Kafka's
-brokers forward it to theirs; it is never logged nor stored.
+brokers forward it to theirs; it is never logged nor stored. Without ALTER on the CLUSTER every
+user is CLUSTER_AUTHORIZATION_FAILED and nothing reaches the controller.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from shardbroker.broker.auth_helper import DENIED, authorize_cluster
 from shardbroker.broker.dispatch import ApiHandler, RequestContext
 from shardbroker.broker.handlers._common import controller_items, controller_timeout
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode
+from shardbroker.security.acl import AclOperation, ResourceType
 
 __all__ = ["HANDLER", "controller_args"]
 
@@ -51,6 +54,8 @@ def controller_args(request: m.AlterUserScramCredentialsRequest) -> dict[str, An
 async def handle(
     ctx: RequestContext, request: m.AlterUserScramCredentialsRequest
 ) -> m.AlterUserScramCredentialsResponse:
+    if not authorize_cluster(ctx, AclOperation.ALTER):
+        return error_response(request, ctx.api_version, *DENIED[ResourceType.CLUSTER])
     users = _users(request)
     args = controller_args(request)
     answers = await controller_items(

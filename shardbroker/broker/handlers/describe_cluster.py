@@ -4,16 +4,18 @@ Brokers are the workers (node id, advertised host, port + i) on the request's li
 Metadata. v1's endpoint type
 (KIP-919): 1 (brokers) is answered; 2 (controllers) is MISMATCHED_ENDPOINT_TYPE (114) -- our
 controller has no Kafka endpoint, as a broker answers in Kafka; anything else is
-UNSUPPORTED_ENDPOINT_TYPE (115). With no authorizer, the authorized operations asked for are all
-cluster operations.
+UNSUPPORTED_ENDPOINT_TYPE (115). The authorized operations asked for are, as Kafka, those the
+principal may do on the CLUSTER if it may DESCRIBE it, else none (0); every cluster operation
+without an authorizer.
 """
 
 from __future__ import annotations
 
+from shardbroker.broker.auth_helper import authorize_cluster, authorized_operations
 from shardbroker.broker.dispatch import ApiHandler, RequestContext
-from shardbroker.broker.handlers._common import CLUSTER_OPERATIONS
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode
+from shardbroker.security.acl import CLUSTER_NAME, AclOperation, ResourceType
 
 __all__ = ["HANDLER"]
 
@@ -48,7 +50,11 @@ async def handle(ctx: RequestContext, request: m.DescribeClusterRequest) -> m.De
         ],
     )
     if request.include_cluster_authorized_operations:
-        response.cluster_authorized_operations = CLUSTER_OPERATIONS
+        response.cluster_authorized_operations = (
+            authorized_operations(ctx, ResourceType.CLUSTER, CLUSTER_NAME)
+            if authorize_cluster(ctx, AclOperation.DESCRIBE)
+            else 0
+        )
     return response
 
 

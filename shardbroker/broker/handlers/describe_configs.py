@@ -16,6 +16,11 @@ row (keys, passwords) is null with ``is_sensitive``, as Kafka. The resource name
 broker (every worker shares one config) or empty (Kafka's "cluster default"); anything else is
 INVALID_REQUEST, as Kafka answers for a broker id that is not its own. Other resource types
 (broker loggers, groups, client metrics) are INVALID_REQUEST with a message saying so.
+
+Authorization first, as KafkaApis: DESCRIBE_CONFIGS on the CLUSTER for broker (and broker logger,
+client metrics) resources, else CLUSTER_AUTHORIZATION_FAILED; on the topic for a topic, else
+TOPIC_AUTHORIZATION_FAILED (before its existence is checked); on the group for a group. The
+answer keeps the request's order (Kafka lists the refused resources last).
 """
 
 from __future__ import annotations
@@ -27,11 +32,13 @@ from shardbroker.broker.handlers._common import (
     SOURCE_DEFAULT_CONFIG,
     ConfigEntry,
     broker_config_entries,
+    config_refusal,
     topic_config_entries,
 )
 from shardbroker.metadata.topic_names import validate_topic_name
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode
+from shardbroker.security.acl import AclOperation
 
 __all__ = ["HANDLER"]
 
@@ -60,6 +67,10 @@ def _describe(
     state = ctx.worker
     result = _Result(resource_type=resource.resource_type, resource_name=resource.resource_name)
     name = resource.resource_name
+    refusal = config_refusal(ctx, AclOperation.DESCRIBE_CONFIGS, resource.resource_type, name)
+    if refusal is not None:
+        result.error_code, result.error_message = refusal
+        return result
     if resource.resource_type == RESOURCE_TOPIC:
         topic = state.image.topics.get(name)
         if topic is None:

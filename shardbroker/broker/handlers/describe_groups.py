@@ -1,33 +1,36 @@
 """DescribeGroups (api key 15), v0-v5: state, protocol and members of groups this worker
 coordinates. As Kafka: member metadata and assignments only in state Stable; a group that does
 not exist is described as "Dead" with no error (GROUP_ID_NOT_FOUND is v6+, not served);
-NOT_COORDINATOR / COORDINATOR_LOAD_IN_PROGRESS per group otherwise."""
+NOT_COORDINATOR / COORDINATOR_LOAD_IN_PROGRESS per group otherwise. A group the principal may not
+DESCRIBE is GROUP_AUTHORIZATION_FAILED; v3+ ``include_authorized_operations`` answers, for each
+group described without error, the operations the principal may do on it (auth_helper)."""
 
 from __future__ import annotations
 
+from shardbroker.broker.auth_helper import NOT_REQUESTED, authorize, authorized_operations
 from shardbroker.broker.dispatch import ApiHandler, RequestContext
 from shardbroker.broker.group_state import GroupState
-from shardbroker.broker.handlers._common import OPERATIONS_NOT_REQUESTED
-from shardbroker.broker.handlers._groups import NOT_AVAILABLE, coordinator
+from shardbroker.broker.handlers._groups import GROUP_DENIED, NOT_AVAILABLE, coordinator
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode
+from shardbroker.security.acl import AclOperation, ResourceType
 
 __all__ = ["HANDLER"]
 
 D = m.DescribeGroupsResponse.DescribedGroup
 DM = m.DescribeGroupsResponse.DescribedGroupMember
-#: Kafka's AclOperation codes that apply to a group: READ 3, DELETE 6, DESCRIBE 8.
-GROUP_OPERATIONS = (1 << 3) | (1 << 6) | (1 << 8)
 
 
 def _describe(ctx: RequestContext, group_id: str, with_ops: bool) -> D:
+    if not authorize(ctx, AclOperation.DESCRIBE, ResourceType.GROUP, group_id):
+        return D(error_code=GROUP_DENIED, group_id=group_id)
     groups = coordinator(ctx)
-    ops = GROUP_OPERATIONS if with_ops else OPERATIONS_NOT_REQUESTED
     if groups is None:
-        return D(error_code=NOT_AVAILABLE, group_id=group_id, authorized_operations=ops)
+        return D(error_code=NOT_AVAILABLE, group_id=group_id)
     code, group = groups.describe(group_id)
     if code != 0:
-        return D(error_code=code, group_id=group_id, authorized_operations=ops)
+        return D(error_code=code, group_id=group_id)
+    ops = authorized_operations(ctx, ResourceType.GROUP, group_id) if with_ops else NOT_REQUESTED
     if group is None or group.state == GroupState.DEAD:
         return D(group_id=group_id, group_state="Dead", authorized_operations=ops)
     stable = group.state == GroupState.STABLE

@@ -4,16 +4,20 @@ iteration counts, from the worker's metadata image (as Kafka's brokers answer fr
 Kafka's ScramImage.describe: a null or empty user list describes every user with a credential;
 a user named twice is DUPLICATE_RESOURCE (92), a named user without credentials
 RESOURCE_NOT_FOUND (91), each with Kafka's message. Salts and keys are never sent. Results come
-in the order of the request (every user: by name), mechanisms by wire value.
+in the order of the request (every user: by name), mechanisms by wire value. Without DESCRIBE on
+the CLUSTER: CLUSTER_AUTHORIZATION_FAILED at the top and in one result per user named (Kafka's
+error answer, whose results carry no user name).
 """
 
 from __future__ import annotations
 
 from collections import Counter
 
+from shardbroker.broker.auth_helper import DENIED, authorize_cluster
 from shardbroker.broker.dispatch import ApiHandler, RequestContext
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode
+from shardbroker.security.acl import AclOperation, ResourceType
 
 __all__ = ["HANDLER"]
 
@@ -24,6 +28,8 @@ _Result = _Response.DescribeUserScramCredentialsResult
 async def handle(
     ctx: RequestContext, request: m.DescribeUserScramCredentialsRequest
 ) -> m.DescribeUserScramCredentialsResponse:
+    if not authorize_cluster(ctx, AclOperation.DESCRIBE):
+        return error_response(request, ctx.api_version, *DENIED[ResourceType.CLUSTER])
     credentials = ctx.worker.image.scram_credentials
     names = [u.name for u in request.users] if request.users else sorted(credentials)
     counts = Counter(names)
@@ -58,4 +64,17 @@ async def handle(
     return _Response(error_code=0, error_message=None, results=results)
 
 
-HANDLER = ApiHandler(api_key=50, min_version=0, max_version=0, handle=handle)
+def error_response(
+    request: m.DescribeUserScramCredentialsRequest, version: int, code: ErrorCode, message: str
+) -> _Response:
+    return _Response(
+        error_code=code,
+        error_message=message,
+        results=[
+            _Result(user="", error_code=code, error_message=message, credential_infos=[])
+            for _ in request.users or []
+        ],
+    )
+
+
+HANDLER = ApiHandler(api_key=50, min_version=0, max_version=0, handle=handle, error_response=error_response)

@@ -4,13 +4,20 @@ The request parks until the group's join phase ends (every member rejoined, the 
 timeout, or ``group.initial.rebalance.delay.ms`` for a new group: group_state.py). v4+ first
 joins get MEMBER_ID_REQUIRED with the member id to use. The leader's answer lists every member's
 metadata for the selected protocol, relayed as the members sent it (client-side assignors).
+Without READ on the group: GROUP_AUTHORIZATION_FAILED with no member id, as Kafka.
 """
 
 from __future__ import annotations
 
 from shardbroker.broker.dispatch import ApiHandler, RequestContext
 from shardbroker.broker.group_state import JoinResult
-from shardbroker.broker.handlers._groups import NOT_AVAILABLE, client_host, coordinator
+from shardbroker.broker.handlers._groups import (
+    GROUP_DENIED,
+    NOT_AVAILABLE,
+    client_host,
+    coordinator,
+    may_read_group,
+)
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode
 
@@ -34,6 +41,8 @@ def _response(result: JoinResult, version: int) -> m.JoinGroupResponse:
 
 async def handle_join_group(ctx: RequestContext, request: m.JoinGroupRequest) -> m.JoinGroupResponse:
     version = ctx.api_version
+    if not may_read_group(ctx, request.group_id):
+        return _response(JoinResult(GROUP_DENIED), version)
     groups = coordinator(ctx)
     if groups is None:
         return _response(JoinResult(NOT_AVAILABLE, member_id=request.member_id), version)

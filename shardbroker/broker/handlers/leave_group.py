@@ -2,13 +2,14 @@
 group.instance.id), and the group rebalances without them at once.
 
 v0-v2 name one member and the answer's error is that member's; v3+ answer per member, with the
-top-level error only for the group as a whole (NOT_COORDINATOR, ...).
+top-level error only for the group as a whole (NOT_COORDINATOR, ...; GROUP_AUTHORIZATION_FAILED
+without READ on the group, with no member answers, as Kafka).
 """
 
 from __future__ import annotations
 
 from shardbroker.broker.dispatch import ApiHandler, RequestContext
-from shardbroker.broker.handlers._groups import NOT_AVAILABLE, coordinator
+from shardbroker.broker.handlers._groups import GROUP_DENIED, NOT_AVAILABLE, coordinator, may_read_group
 from shardbroker.protocol import messages as m
 
 __all__ = ["HANDLER"]
@@ -16,6 +17,8 @@ __all__ = ["HANDLER"]
 
 async def handle_leave_group(ctx: RequestContext, request: m.LeaveGroupRequest) -> m.LeaveGroupResponse:
     version = ctx.api_version
+    if not may_read_group(ctx, request.group_id):
+        return m.LeaveGroupResponse(error_code=GROUP_DENIED)
     if version >= 3:
         members = [(mi.member_id, mi.group_instance_id) for mi in request.members]
     else:

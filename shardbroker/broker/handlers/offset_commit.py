@@ -9,15 +9,22 @@ admin/standalone commit, allowed only when the group has no members. A topic-par
 broker does not know gets UNKNOWN_TOPIC_OR_PARTITION; a metadata string over
 ``offset.metadata.max.bytes`` gets OFFSET_METADATA_TOO_LARGE. v1's per-partition commit
 timestamp and v2-v4's ``retention_time_ms`` are stored (OffsetCommitValue v1 for the latter).
+
+Authorization as KafkaApis: without READ on the group every partition is
+GROUP_AUTHORIZATION_FAILED; then each topic without READ has its partitions
+TOPIC_AUTHORIZATION_FAILED (checked before existence: an unknown topic one may not read is
+refused, not reported unknown).
 """
 
 from __future__ import annotations
 
+from shardbroker.broker.auth_helper import filter_authorized
 from shardbroker.broker.dispatch import ApiHandler, RequestContext
 from shardbroker.broker.group_coordinator import CommitItem
-from shardbroker.broker.handlers._groups import NOT_AVAILABLE, coordinator
+from shardbroker.broker.handlers._groups import NOT_AVAILABLE, coordinator, may_read_group
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode
+from shardbroker.security.acl import AclOperation, ResourceType
 
 __all__ = ["HANDLER"]
 
@@ -27,13 +34,19 @@ _T = m.OffsetCommitResponse.OffsetCommitResponseTopic
 
 async def handle_offset_commit(ctx: RequestContext, request: m.OffsetCommitRequest) -> m.OffsetCommitResponse:
     version = ctx.api_version
+    if not may_read_group(ctx, request.group_id):
+        return offset_commit_error_response(request, version, ErrorCode.GROUP_AUTHORIZATION_FAILED, "")
     groups = coordinator(ctx)
     image = ctx.worker.image
+    readable = filter_authorized(ctx, AclOperation.READ, ResourceType.TOPIC, (t.name for t in request.topics))
     codes: dict[tuple[str, int], int] = {}
     items: list[CommitItem] = []
     for t in request.topics:
         topic = image.topics.get(t.name)
         for p in t.partitions:
+            if t.name not in readable:
+                codes[(t.name, p.partition_index)] = int(ErrorCode.TOPIC_AUTHORIZATION_FAILED)
+                continue
             if topic is None or topic.partition(p.partition_index) is None:
                 codes[(t.name, p.partition_index)] = int(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
                 continue

@@ -6,6 +6,10 @@ answer); ``topics`` null (v2+) asks for every offset of the group. Group-level e
 in each partition's for v0-v1, as Kafka. ``require_stable`` (v7+) has nothing to wait for: no
 transactional offsets. v9's member id / epoch only apply to the new consumer protocol (KIP-848),
 which shardbroker does not serve: they are not checked.
+
+Authorization as KafkaApis: DESCRIBE on the group (GROUP_AUTHORIZATION_FAILED as a group-level
+error); named topics without DESCRIBE answer TOPIC_AUTHORIZATION_FAILED for their partitions
+(after the others), and when all offsets are asked for, those topics are silently left out.
 """
 
 from __future__ import annotations
@@ -13,24 +17,37 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from shardbroker.broker.auth_helper import authorize, filter_authorized
 from shardbroker.broker.dispatch import ApiHandler, RequestContext
 from shardbroker.broker.group_state import OffsetAndMetadata
-from shardbroker.broker.handlers._groups import NOT_AVAILABLE, coordinator
+from shardbroker.broker.handlers._groups import GROUP_DENIED, NOT_AVAILABLE, coordinator
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode
+from shardbroker.security.acl import AclOperation, ResourceType
 
 __all__ = ["HANDLER"]
 
 R = m.OffsetFetchResponse
+_TOPIC_DENIED = int(ErrorCode.TOPIC_AUTHORIZATION_FAILED)
+Wanted = Sequence[tuple[str, Sequence[int]]]
 
 
 def _lookup(
-    ctx: RequestContext, group_id: str, topics: Sequence[tuple[str, Sequence[int]]] | None
-) -> tuple[int, dict[str, dict[int, OffsetAndMetadata | None]]]:
+    ctx: RequestContext, group_id: str, topics: Wanted | None
+) -> tuple[int, dict[str, dict[int, OffsetAndMetadata | None]], Wanted]:
+    """``(group error, the offsets one may see, the named topics one may not describe)``."""
+    if not authorize(ctx, AclOperation.DESCRIBE, ResourceType.GROUP, group_id):
+        return GROUP_DENIED, {}, []
     groups = coordinator(ctx)
     if groups is None:
-        return NOT_AVAILABLE, {}
-    return groups.fetch(group_id, topics)
+        return NOT_AVAILABLE, {}, []
+    if topics is None:
+        code, found = groups.fetch(group_id, None)
+        visible = filter_authorized(ctx, AclOperation.DESCRIBE, ResourceType.TOPIC, found)
+        return code, {name: parts for name, parts in found.items() if name in visible}, []
+    described = filter_authorized(ctx, AclOperation.DESCRIBE, ResourceType.TOPIC, (n for n, _ in topics))
+    code, found = groups.fetch(group_id, [t for t in topics if t[0] in described])
+    return code, found, [t for t in topics if t[0] not in described] if code == 0 else []
 
 
 def _partition(cls: Any, index: int, om: OffsetAndMetadata | None, code: int) -> Any:
@@ -52,54 +69,40 @@ def _partition(cls: Any, index: int, om: OffsetAndMetadata | None, code: int) ->
     )
 
 
+def _topics(
+    topic_cls: Any, partition_cls: Any, found: dict[str, dict[int, OffsetAndMetadata | None]], denied: Wanted
+) -> list[Any]:
+    """The answer's topics (``*_cls``: the v0-v7 or the v8+ structs): the offsets found, then the
+    named topics one may not describe."""
+    out = [
+        topic_cls(name=name, partitions=[_partition(partition_cls, i, om, 0) for i, om in parts.items()])
+        for name, parts in found.items()
+    ]
+    out += [
+        topic_cls(name=name, partitions=[_partition(partition_cls, i, None, _TOPIC_DENIED) for i in indexes])
+        for name, indexes in denied
+    ]
+    return out
+
+
 async def handle_offset_fetch(ctx: RequestContext, request: m.OffsetFetchRequest) -> m.OffsetFetchResponse:
     version = ctx.api_version
     if version >= 8:
         out_groups = []
         for g in request.groups:
             wanted = None if g.topics is None else [(t.name, t.partition_indexes) for t in g.topics]
-            code, found = _lookup(ctx, g.group_id, wanted)
-            topics = []
-            if code == 0:
-                for name, parts in found.items():
-                    topics.append(
-                        R.OffsetFetchResponseTopics(
-                            name=name,
-                            partitions=[
-                                _partition(R.OffsetFetchResponsePartitions, i, om, 0)
-                                for i, om in parts.items()
-                            ],
-                        )
-                    )
+            code, found, denied = _lookup(ctx, g.group_id, wanted)
+            topics = _topics(R.OffsetFetchResponseTopics, R.OffsetFetchResponsePartitions, found, denied)
             out_groups.append(R.OffsetFetchResponseGroup(group_id=g.group_id, topics=topics, error_code=code))
         return R(groups=out_groups)
     wanted = None if request.topics is None else [(t.name, t.partition_indexes) for t in request.topics]
     if wanted is None and version < 2:
         wanted = []
-    code, found = _lookup(ctx, request.group_id, wanted)
-    per_partition = code if version < 2 else 0
-    topics_out = []
+    code, found, denied = _lookup(ctx, request.group_id, wanted)
     if code == 0:
-        for name, parts in found.items():
-            topics_out.append(
-                R.OffsetFetchResponseTopic(
-                    name=name,
-                    partitions=[
-                        _partition(R.OffsetFetchResponsePartition, i, om, 0) for i, om in parts.items()
-                    ],
-                )
-            )
-    elif wanted:
-        topics_out = [
-            R.OffsetFetchResponseTopic(
-                name=name,
-                partitions=[
-                    _partition(R.OffsetFetchResponsePartition, i, None, per_partition) for i in parts
-                ],
-            )
-            for name, parts in wanted
-        ]
-    return R(topics=topics_out, error_code=code if version >= 2 else 0)
+        topics_out = _topics(R.OffsetFetchResponseTopic, R.OffsetFetchResponsePartition, found, denied)
+        return R(topics=topics_out, error_code=0)
+    return offset_fetch_error_response(request, version, ErrorCode(code), "")
 
 
 def offset_fetch_error_response(
