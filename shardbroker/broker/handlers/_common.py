@@ -6,10 +6,12 @@ Not a handler module (the leading ``_`` keeps ``dispatch.discover`` from registe
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from shardbroker.broker.auth_helper import filter_authorized
 from shardbroker.broker.controller_channel import ControllerRequestError, ControllerUnavailable
 from shardbroker.broker.dispatch import RequestContext
 from shardbroker.config.broker_config import BrokerConfig
@@ -19,6 +21,7 @@ from shardbroker.config.listeners import split_listener_prefix
 from shardbroker.config.log_config import TOPIC_CONFIGS
 from shardbroker.metadata.image import TopicImage
 from shardbroker.protocol.errors import ErrorCode
+from shardbroker.security.acl import AclOperation, ResourceType
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +59,14 @@ CLUSTER_OPERATIONS: Final = sum(
 )
 #: What Kafka answers when the client did not ask for authorized operations.
 OPERATIONS_NOT_REQUESTED: Final = -(2**31)
+
+
+def topics_allowed(ctx: RequestContext, operation: AclOperation, names: list[str]) -> set[str]:
+    """The topic names of a CreateTopics/CreatePartitions request the principal may act on: those
+    with ``operation`` on the TOPIC, plus every name listed twice (the controller refuses those as
+    duplicates, INVALID_REQUEST, whatever the ACLs, as Kafka's ControllerApis)."""
+    twice = {n for n, count in Counter(names).items() if count > 1}
+    return twice | filter_authorized(ctx, operation, ResourceType.TOPIC, set(names) - twice)
 
 
 def controller_timeout(timeout_ms: int) -> float:
