@@ -181,6 +181,11 @@ def test_produce_transactional_records_need_write_on_the_transactional_id(
             code = ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
             assert codes(resp, "responses", "partition_responses") == {"t": [code], "u": [code]}
             assert all(p.error_message for t in resp.responses for p in t.partition_responses)
+            # acks=0: nothing answered, nothing appended
+            assert (
+                await handle_produce(d.ctx(0, 9), produce("t", acks=0, records=transactional_batch())) is None
+            )
+            assert d.hwm("t") == 0
 
     run(main())
 
@@ -480,6 +485,8 @@ def test_metadata_authorized_operations_are_the_principals(state: WorkerState) -
     grant(state, allow(Op.ALTER, T.CLUSTER, CLUSTER_NAME))
     response = ask(state, req, 10)
     assert response.cluster_authorized_operations == (1 << Op.ALTER) | (1 << Op.DESCRIBE)
+    grant(state, deny(Op.DESCRIBE, T.CLUSTER, CLUSTER_NAME))  # ALTER is left, but no DESCRIBE: 0
+    assert ask(state, req, 10).cluster_authorized_operations == 0
     # not asked: Kafka's Int.MinValue
     plain = ask(state, m.MetadataRequest(topics=None), 10)
     assert plain.cluster_authorized_operations == plain.topics[0].topic_authorized_operations == NOT_REQUESTED
