@@ -174,8 +174,7 @@ def clean_acls(broker: AclBroker) -> None:
 def new_topic(broker: AclBroker, prefix: str = "acl", partitions: int = 2) -> str:
     """A new topic, created by the super user."""
     topic = f"{prefix}-{uuid.uuid4().hex[:8]}"
-    futures = admin_client(broker).create_topics(
-        [NewTopic(topic, num_partitions=partitions, replication_factor=1)]
-    )
+    admin = admin_client(broker)  # referenced until the future is done: its handle serves it
+    futures = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
     futures[topic].result(timeout=TIMEOUT)
     return topic
