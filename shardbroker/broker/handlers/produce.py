@@ -27,7 +27,10 @@ batches are transactional needs WRITE on its TRANSACTIONAL_ID (else every partit
 TRANSACTIONAL_ID_AUTHORIZATION_FAILED, 53); each topic needs WRITE on the TOPIC, checked before
 its existence (TOPIC_AUTHORIZATION_FAILED, 29, for its partitions, also for a topic that does not
 exist). With acks=0 a refused batch is dropped without an answer (Kafka also closes the
-connection then; we do not). Without an authorizer the cost is one attribute test per request.
+connection then; we do not). Without an authorizer the cost is one attribute test per request
+(A/B in one process: 0.98-1.02 of the handler's speed before, noise); with one, a memoised
+check per topic (~0.4 us) and a look at each partition's first batch header (~0.1 us): a
+4-topic request runs the handler at ~0.88 of its speed without an authorizer, 1,000 ACLs or 2.
 """
 
 from __future__ import annotations
