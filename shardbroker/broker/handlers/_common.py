@@ -1,4 +1,4 @@
-"""Helpers shared by the control-plane handlers: controller calls, config descriptions, ACL bits.
+"""Helpers shared by the control-plane handlers: controller calls, config descriptions, ACL checks.
 
 Not a handler module (the leading ``_`` keeps ``dispatch.discover`` from registering it).
 """
@@ -6,11 +6,12 @@ Not a handler module (the leading ``_`` keeps ``dispatch.discover`` from registe
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from shardbroker.broker.auth_helper import DENIED, authorize
+from shardbroker.broker.auth_helper import DENIED, authorize, filter_authorized
 from shardbroker.broker.controller_channel import ControllerRequestError, ControllerUnavailable
 from shardbroker.broker.dispatch import RequestContext
 from shardbroker.config.broker_config import BrokerConfig
@@ -46,26 +47,6 @@ SOURCE_DYNAMIC_BROKER_CONFIG: Final = 2
 SOURCE_STATIC_BROKER_CONFIG: Final = 4
 SOURCE_DEFAULT_CONFIG: Final = 5
 
-# Kafka's AclOperation codes; with no authorizer every operation is allowed, so the
-# "authorized operations" bit sets (KIP-430) list every operation that applies to the resource.
-_READ, _WRITE, _CREATE, _DELETE, _ALTER, _DESCRIBE = 3, 4, 5, 6, 7, 8
-_CLUSTER_ACTION, _DESCRIBE_CONFIGS, _ALTER_CONFIGS, _IDEMPOTENT_WRITE = 9, 10, 11, 12
-TOPIC_OPERATIONS: Final = sum(
-    1 << op for op in (_READ, _WRITE, _CREATE, _DELETE, _ALTER, _DESCRIBE, _DESCRIBE_CONFIGS, _ALTER_CONFIGS)
-)
-CLUSTER_OPERATIONS: Final = sum(
-    1 << op
-    for op in (
-        _CREATE,
-        _ALTER,
-        _DESCRIBE,
-        _CLUSTER_ACTION,
-        _DESCRIBE_CONFIGS,
-        _ALTER_CONFIGS,
-        _IDEMPOTENT_WRITE,
-    )
-)
-
 
 def config_refusal(
     ctx: RequestContext, operation: AclOperation, resource_type: int, name: str
@@ -79,6 +60,14 @@ def config_refusal(
     if authorize(ctx, operation, acl_type, CLUSTER_NAME if acl_type == ResourceType.CLUSTER else name):
         return None
     return DENIED[acl_type]
+
+
+def topics_allowed(ctx: RequestContext, operation: AclOperation, names: list[str]) -> set[str]:
+    """The topic names of a CreateTopics/CreatePartitions request the principal may act on: those
+    with ``operation`` on the TOPIC, plus every name listed twice (the controller refuses those as
+    duplicates, INVALID_REQUEST, whatever the ACLs, as Kafka's ControllerApis)."""
+    twice = {n for n, count in Counter(names).items() if count > 1}
+    return twice | filter_authorized(ctx, operation, ResourceType.TOPIC, set(names) - twice)
 
 
 def controller_timeout(timeout_ms: int) -> float:

@@ -4,6 +4,9 @@ The controller places the new partitions (least-loaded worker first) and answers
 worker has opened them; INVALID_PARTITIONS (37) when the count does not grow,
 UNKNOWN_TOPIC_OR_PARTITION (3) for an unknown topic, INVALID_REQUEST (42) for a topic listed twice.
 Explicit assignments are refused with INVALID_REPLICA_ASSIGNMENT (39): placement is the broker's.
+
+Authorization, as KRaft's ControllerApis.createPartitions, before any other check: ALTER on each
+TOPIC, else TOPIC_AUTHORIZATION_FAILED (29); a topic listed twice stays INVALID_REQUEST.
 """
 
 from __future__ import annotations
@@ -11,9 +14,10 @@ from __future__ import annotations
 from typing import Any
 
 from shardbroker.broker.dispatch import ApiHandler, RequestContext
-from shardbroker.broker.handlers._common import controller_items, controller_timeout
+from shardbroker.broker.handlers._common import controller_items, controller_timeout, topics_allowed
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode
+from shardbroker.security.acl import AclOperation
 
 __all__ = ["HANDLER"]
 
@@ -23,7 +27,13 @@ _Result = m.CreatePartitionsResponse.CreatePartitionsTopicResult
 async def handle(ctx: RequestContext, request: m.CreatePartitionsRequest) -> m.CreatePartitionsResponse:
     asked: list[dict[str, Any]] = []
     results: list[_Result | None] = []
+    alterable = topics_allowed(ctx, AclOperation.ALTER, [t.name for t in request.topics])
     for topic in request.topics:
+        if topic.name not in alterable:
+            results.append(
+                _Result(name=topic.name, error_code=ErrorCode.TOPIC_AUTHORIZATION_FAILED, error_message=None)
+            )
+            continue
         if topic.assignments:
             results.append(
                 _Result(

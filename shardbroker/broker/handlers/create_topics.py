@@ -8,6 +8,12 @@ every worker applied the new metadata, so a Metadata request to any worker right
 topic. v5+ results carry the partition count, replication factor 1 and the topic's configs with
 their sources (what DescribeConfigs would say); v7+ the topic id. ``timeout_ms`` bounds the wait
 for the controller (REQUEST_TIMED_OUT 7 after it; the creation may still happen, as with Kafka).
+
+Authorization, as KRaft's ControllerApis.createTopics, before any other check: CREATE on the
+CLUSTER allows every topic, else CREATE on each TOPIC (TOPIC_AUTHORIZATION_FAILED 29, "Authorization
+failed."); a topic listed twice stays INVALID_REQUEST. A created topic's partition count,
+replication factor and configs are answered only with DESCRIBE_CONFIGS on it, else its
+``topic_config_error_code`` is 29.
 """
 
 from __future__ import annotations
@@ -15,17 +21,40 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from shardbroker.broker.auth_helper import authorize, filter_authorized
 from shardbroker.broker.dispatch import ApiHandler, RequestContext
-from shardbroker.broker.handlers._common import controller_items, controller_timeout, topic_config_entries
+from shardbroker.broker.handlers._common import (
+    controller_items,
+    controller_timeout,
+    topic_config_entries,
+    topics_allowed,
+)
 from shardbroker.metadata.image import TopicImage
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode
 from shardbroker.protocol.schema import ZERO_UUID
+from shardbroker.security.acl import CLUSTER_NAME, AclOperation, ResourceType
 
 __all__ = ["HANDLER"]
 
 _Result = m.CreateTopicsResponse.CreatableTopicResult
 _Config = m.CreateTopicsResponse.CreatableTopicConfigs
+
+
+_DENIED = (ErrorCode.TOPIC_AUTHORIZATION_FAILED, "Authorization failed.")
+
+
+def _authorized(ctx: RequestContext, request: m.CreateTopicsRequest) -> tuple[set[str], set[str]]:
+    """(the names that may be created, those whose configs may be described)."""
+    names = [t.name for t in request.topics]
+    if authorize(ctx, AclOperation.CREATE, ResourceType.CLUSTER, CLUSTER_NAME, log_if_denied=False):
+        creatable = set(names)
+    else:
+        creatable = topics_allowed(ctx, AclOperation.CREATE, names)
+    describable = filter_authorized(
+        ctx, AclOperation.DESCRIBE_CONFIGS, ResourceType.TOPIC, names, log_if_denied=False
+    )
+    return creatable, describable
 
 
 def _refusal(topic: m.CreateTopicsRequest.CreatableTopic) -> tuple[ErrorCode, str] | None:
@@ -45,8 +74,9 @@ async def handle(ctx: RequestContext, request: m.CreateTopicsRequest) -> m.Creat
     version = ctx.api_version
     results: list[_Result | None] = []
     asked: list[dict[str, Any]] = []
+    creatable, describable = _authorized(ctx, request)
     for topic in request.topics:
-        refusal = _refusal(topic)
+        refusal = _refusal(topic) if topic.name in creatable else _DENIED
         if refusal is not None:
             results.append(_Result(name=topic.name, error_code=refusal[0], error_message=refusal[1]))
             continue
@@ -68,7 +98,7 @@ async def handle(ctx: RequestContext, request: m.CreateTopicsRequest) -> m.Creat
     out = []
     for topic, result in zip(request.topics, results, strict=True):
         if result is None:
-            result = _from_answer(ctx, topic, next(answers), version)
+            result = _from_answer(ctx, topic, next(answers), version, topic.name in describable)
         if version < 1:
             result.error_message = None
         out.append(result)
@@ -76,7 +106,11 @@ async def handle(ctx: RequestContext, request: m.CreateTopicsRequest) -> m.Creat
 
 
 def _from_answer(
-    ctx: RequestContext, topic: m.CreateTopicsRequest.CreatableTopic, answer: dict[str, Any], version: int
+    ctx: RequestContext,
+    topic: m.CreateTopicsRequest.CreatableTopic,
+    answer: dict[str, Any],
+    version: int,
+    describable: bool,
 ) -> _Result:
     code = int(answer.get("error_code", 0))
     result = _Result(name=topic.name, error_code=code, error_message=answer.get("error_message"))
@@ -85,7 +119,9 @@ def _from_answer(
     raw_id = answer.get("topic_id")
     if version >= 7 and raw_id:
         result.topic_id = uuid.UUID(str(raw_id))
-    if version >= 5:
+    if version >= 5 and not describable:
+        result.topic_config_error_code = ErrorCode.TOPIC_AUTHORIZATION_FAILED
+    elif version >= 5:
         result.num_partitions = int(answer.get("num_partitions", topic.num_partitions))
         result.replication_factor = 1
         created = ctx.worker.image.topics.get(topic.name)

@@ -3,6 +3,11 @@
 The controller deletes and answers once every worker has closed and removed the partitions;
 UNKNOWN_TOPIC_OR_PARTITION (3) for an unknown name, UNKNOWN_TOPIC_ID (100) for an unknown id.
 A v6 item with neither a name nor an id is INVALID_REQUEST. v6 results name the topic and its id.
+
+Authorization, as KRaft's ControllerApis.deleteTopics: DELETE on the CLUSTER allows every topic,
+else DELETE on each TOPIC (TOPIC_AUTHORIZATION_FAILED, 29, checked before the topic's existence).
+An id is resolved first (unknown: UNKNOWN_TOPIC_ID, ids are not secret); a refused id's result
+names its topic only with DESCRIBE on it. Results stay in request order (Kafka shuffles them).
 """
 
 from __future__ import annotations
@@ -10,11 +15,13 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from shardbroker.broker.auth_helper import authorize, filter_authorized
 from shardbroker.broker.dispatch import ApiHandler, RequestContext
 from shardbroker.broker.handlers._common import controller_items, controller_timeout
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode
 from shardbroker.protocol.schema import ZERO_UUID
+from shardbroker.security.acl import CLUSTER_NAME, AclOperation, ResourceType
 
 __all__ = ["HANDLER"]
 
@@ -32,6 +39,7 @@ async def handle(ctx: RequestContext, request: m.DeleteTopicsRequest) -> m.Delet
     wanted = _wanted(request, version)
     asked: list[dict[str, Any]] = []
     results: list[_Result | None] = []
+    refused = _refused(ctx, wanted)
     for name, topic_id in wanted:
         if name is None and topic_id == ZERO_UUID:
             results.append(
@@ -41,6 +49,10 @@ async def handle(ctx: RequestContext, request: m.DeleteTopicsRequest) -> m.Delet
                     error_message="neither a topic name nor a topic id",
                 )
             )
+            continue
+        denial = refused.get((name, topic_id))
+        if denial is not None:
+            results.append(denial)
             continue
         results.append(None)
         asked.append({"name": name, "topic_id": str(topic_id) if topic_id != ZERO_UUID else None})
@@ -61,6 +73,33 @@ async def handle(ctx: RequestContext, request: m.DeleteTopicsRequest) -> m.Delet
             )
         out.append(_for_version(result, version, name))
     return m.DeleteTopicsResponse(responses=out)
+
+
+def _refused(
+    ctx: RequestContext, wanted: list[tuple[str | None, uuid.UUID]]
+) -> dict[tuple[str | None, uuid.UUID], _Result]:
+    """The results of the items the principal may not delete, by item."""
+    if authorize(ctx, AclOperation.DELETE, ResourceType.CLUSTER, CLUSTER_NAME, log_if_denied=False):
+        return {}
+    by_id = ctx.worker.image.topics_by_id
+    named: dict[tuple[str | None, uuid.UUID], str] = {}
+    for name, topic_id in wanted:
+        if name is not None:
+            named[name, topic_id] = name
+        elif topic_id in by_id:  # an unknown id is left to the controller: UNKNOWN_TOPIC_ID
+            named[name, topic_id] = by_id[topic_id].name
+    describable = filter_authorized(ctx, AclOperation.DESCRIBE, ResourceType.TOPIC, named.values())
+    deletable = filter_authorized(ctx, AclOperation.DELETE, ResourceType.TOPIC, named.values())
+    return {
+        (name, topic_id): _Result(
+            name=topic if name is not None or topic in describable else None,
+            topic_id=topic_id,
+            error_code=ErrorCode.TOPIC_AUTHORIZATION_FAILED,
+            error_message="Topic authorization failed.",
+        )
+        for (name, topic_id), topic in named.items()
+        if topic not in deletable
+    }
 
 
 def _for_version(result: _Result, version: int, asked_name: str | None) -> _Result:

@@ -9,14 +9,20 @@ endpoint on the listener the request came in on, as Kafka answers.
 Key types: 0 (group) only. 1 (transaction) is answered COORDINATOR_NOT_AVAILABLE with the
 message "transactions are not supported": shardbroker has no transaction coordinator yet.
 Other key types get INVALID_REQUEST.
+
+Authorization, as KafkaApis.getCoordinator, per key before anything else: a group key needs
+DESCRIBE on the GROUP (GROUP_AUTHORIZATION_FAILED, 30), a transaction key DESCRIBE on the
+TRANSACTIONAL_ID (TRANSACTIONAL_ID_AUTHORIZATION_FAILED, 53).
 """
 
 from __future__ import annotations
 
+from shardbroker.broker.auth_helper import authorize
 from shardbroker.broker.dispatch import ApiHandler, RequestContext
 from shardbroker.broker.handlers._groups import NOT_AVAILABLE, coordinator
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode
+from shardbroker.security.acl import AclOperation, ResourceType
 
 __all__ = ["HANDLER"]
 
@@ -25,9 +31,23 @@ KEY_TRANSACTION = 1
 
 _C = m.FindCoordinatorResponse.Coordinator
 
+#: Per key type: the resource DESCRIBE is checked on, and the error (with Kafka's message) if not.
+_CHECKS = {
+    KEY_GROUP: (ResourceType.GROUP, ErrorCode.GROUP_AUTHORIZATION_FAILED, "Group authorization failed."),
+    KEY_TRANSACTION: (
+        ResourceType.TRANSACTIONAL_ID,
+        ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+        "Transactional Id authorization failed.",
+    ),
+}
+
 
 async def _find(ctx: RequestContext, key: str, key_type: int) -> _C:
     out = _C(key=key, node_id=-1, host="", port=-1, error_code=0, error_message=None)
+    check = _CHECKS.get(key_type)
+    if check is not None and not authorize(ctx, AclOperation.DESCRIBE, check[0], key):
+        out.error_code, out.error_message = int(check[1]), check[2]
+        return out
     if key_type == KEY_TRANSACTION:
         out.error_code = NOT_AVAILABLE
         out.error_message = "transactions are not supported by shardbroker (no transaction coordinator)"

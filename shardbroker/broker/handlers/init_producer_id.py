@@ -16,15 +16,24 @@ COORDINATOR_NOT_AVAILABLE is retriable (the client would retry until its timeout
 timeout), and TRANSACTIONAL_ID_AUTHORIZATION_FAILED would blame ACLs that do not exist. A
 controller that cannot be reached for a new block answers COORDINATOR_NOT_AVAILABLE (15,
 retriable), as Kafka does while its producer id manager has no block.
+
+Authorization, as KafkaApis.handleInitProducerIdRequest, before anything else: a transactional
+id needs WRITE on the TRANSACTIONAL_ID (else TRANSACTIONAL_ID_AUTHORIZATION_FAILED, 53); an
+idempotent producer needs IDEMPOTENT_WRITE on the CLUSTER or WRITE on at least one TOPIC
+(``authorize_by_resource_type``), else CLUSTER_AUTHORIZATION_FAILED (31). An empty
+``transactional_id`` is taken as none (idempotent), as before authorization existed; Kafka
+answers it INVALID_REQUEST after the TRANSACTIONAL_ID check.
 """
 
 from __future__ import annotations
 
 import logging
 
+from shardbroker.broker.auth_helper import authorize, authorize_by_resource_type, authorize_cluster
 from shardbroker.broker.dispatch import ApiHandler, RequestContext
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode
+from shardbroker.security.acl import AclOperation, ResourceType
 
 __all__ = ["HANDLER", "handle_init_producer_id"]
 
@@ -37,10 +46,9 @@ MAX_EPOCH = 32766
 async def handle_init_producer_id(
     ctx: RequestContext, request: m.InitProducerIdRequest
 ) -> m.InitProducerIdResponse:
-    if request.transactional_id:
-        return m.InitProducerIdResponse(
-            error_code=int(ErrorCode.UNSUPPORTED_VERSION), producer_id=-1, producer_epoch=-1
-        )
+    refusal = _refusal(ctx, request.transactional_id)
+    if refusal is not None:
+        return m.InitProducerIdResponse(error_code=int(refusal), producer_id=-1, producer_epoch=-1)
     pid, epoch = request.producer_id, request.producer_epoch
     if ctx.api_version >= 3 and pid >= 0 and 0 <= epoch < MAX_EPOCH:
         return m.InitProducerIdResponse(producer_id=pid, producer_epoch=epoch + 1)
@@ -52,6 +60,18 @@ async def handle_init_producer_id(
             error_code=int(ErrorCode.COORDINATOR_NOT_AVAILABLE), producer_id=-1, producer_epoch=-1
         )
     return m.InitProducerIdResponse(producer_id=new_pid, producer_epoch=0)
+
+
+def _refusal(ctx: RequestContext, transactional_id: str | None) -> ErrorCode | None:
+    if transactional_id:
+        if not authorize(ctx, AclOperation.WRITE, ResourceType.TRANSACTIONAL_ID, transactional_id):
+            return ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+        return ErrorCode.UNSUPPORTED_VERSION
+    if authorize_cluster(ctx, AclOperation.IDEMPOTENT_WRITE) or authorize_by_resource_type(
+        ctx, AclOperation.WRITE, ResourceType.TOPIC
+    ):
+        return None
+    return ErrorCode.CLUSTER_AUTHORIZATION_FAILED
 
 
 HANDLER = ApiHandler(

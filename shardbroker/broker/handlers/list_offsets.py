@@ -14,18 +14,23 @@ record. This is per-record work, but on one batch of a rarely used API, never on
 v0 (``old_style_offsets``) is answered with at most one offset (Kafka could list segment base
 offsets up to ``max_num_offsets``; clients of v0 read the first). ``leader_epoch`` (v4+) is the
 epoch of the returned offset from the partition's leader-epoch history.
+
+Authorization, as KafkaApis: DESCRIBE on each TOPIC, else TOPIC_AUTHORIZATION_FAILED (29) for its
+partitions, before their existence is looked at.
 """
 
 from __future__ import annotations
 
 import logging
 
+from shardbroker.broker.auth_helper import filter_authorized
 from shardbroker.broker.dispatch import ApiHandler, RequestContext
 from shardbroker.broker.partition import Partition
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode, ProtocolError
 from shardbroker.protocol.record_batch import RecordBatch
 from shardbroker.protocol.record_batch_header import BATCH_HEADER_SIZE
+from shardbroker.security.acl import AclOperation, ResourceType
 from shardbroker.storage.errors import StorageError
 from shardbroker.storage.log import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, MAX_TIMESTAMP
 
@@ -75,6 +80,9 @@ def find_offset(p: Partition, timestamp: int) -> tuple[int, int] | None:
 async def handle_list_offsets(ctx: RequestContext, request: m.ListOffsetsRequest) -> m.ListOffsetsResponse:
     version = ctx.api_version
     replicas = ctx.worker.replicas
+    allowed = filter_authorized(
+        ctx, AclOperation.DESCRIBE, ResourceType.TOPIC, (t.name for t in request.topics)
+    )
     topics = []
     for t in request.topics:
         out = []
@@ -82,7 +90,9 @@ async def handle_list_offsets(ctx: RequestContext, request: m.ListOffsetsRequest
             index = rp.partition_index
             resp = _R(partition_index=index)
             p = replicas.get(t.name, index)
-            if p is None:
+            if t.name not in allowed:
+                resp.error_code = ErrorCode.TOPIC_AUTHORIZATION_FAILED
+            elif p is None:
                 resp.error_code = replicas.not_here_error(t.name, index)
             elif version >= 4 and (code := p.check_leader_epoch(rp.current_leader_epoch)):
                 resp.error_code = code

@@ -16,6 +16,14 @@ either, and a Metadata request must not block behind the controller.
 
 Topic list semantics: null (v1+) or, in v0, an empty list means every topic; an empty list in
 v1+ means none (clients use it to learn the brokers only).
+
+Authorization, as KafkaApis.handleTopicMetadataRequest: every topic is listed only with DESCRIBE
+on it (unaudited: hiding is expected); a named topic without DESCRIBE is TOPIC_AUTHORIZATION_FAILED
+(29) with no partitions, whether it exists or not (by id: with its id and a null name; an unknown
+id is UNKNOWN_TOPIC_ID first); a missing topic that would be auto-created needs CREATE on the
+CLUSTER or on the TOPIC, else 29. Authorized operations (v8+, when asked) are the principal's:
+per topic for the topics it may describe; for the cluster (v8-v10) only with DESCRIBE on the
+CLUSTER, else 0.
 """
 
 from __future__ import annotations
@@ -23,15 +31,21 @@ from __future__ import annotations
 import logging
 import uuid
 
+from shardbroker.broker.auth_helper import (
+    authorize,
+    authorize_cluster,
+    authorized_operations,
+    filter_authorized,
+)
 from shardbroker.broker.dispatch import ApiHandler, RequestContext
-from shardbroker.broker.handlers._common import CLUSTER_OPERATIONS, TOPIC_OPERATIONS
 from shardbroker.broker.worker_state import WorkerState
 from shardbroker.config.broker_properties import AUTO_CREATE_TOPICS_ENABLE
 from shardbroker.metadata.image import MetadataImage, TopicImage
-from shardbroker.metadata.topic_names import validate_topic_name
+from shardbroker.metadata.topic_names import INTERNAL_TOPICS, validate_topic_name
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode
 from shardbroker.protocol.schema import ZERO_UUID
+from shardbroker.security.acl import CLUSTER_NAME, AclOperation, ResourceType
 
 __all__ = ["HANDLER"]
 
@@ -42,7 +56,7 @@ _Partition = m.MetadataResponse.MetadataResponsePartition
 _Broker = m.MetadataResponse.MetadataResponseBroker
 
 
-def _topic(image: MetadataImage, live: set[int], topic: TopicImage, version: int, ops: bool) -> _Topic:
+def _topic(image: MetadataImage, live: set[int], topic: TopicImage, version: int) -> _Topic:
     partitions = []
     for p in topic.partitions:
         if p.leader in live:
@@ -74,7 +88,6 @@ def _topic(image: MetadataImage, live: set[int], topic: TopicImage, version: int
         topic_id=topic.topic_id if version >= 10 else ZERO_UUID,
         is_internal=topic.is_internal if version >= 1 else False,
         partitions=partitions,
-        topic_authorized_operations=TOPIC_OPERATIONS if ops else -(2**31),
     )
 
 
@@ -110,37 +123,70 @@ async def _auto_create(state: WorkerState, name: str) -> None:
 
 async def handle(ctx: RequestContext, request: m.MetadataRequest) -> m.MetadataResponse:
     version = ctx.api_version
-    state = ctx.worker
-    image = state.image
+    image = ctx.worker.image
     brokers = image.brokers_on(ctx.session.listener)
     live = {b.node_id for b in brokers}
-    ops = version >= 8 and request.include_topic_authorized_operations
     response = m.MetadataResponse(
         brokers=[_Broker(node_id=b.node_id, host=b.host, port=b.port, rack=None) for b in brokers],
         cluster_id=image.cluster_id if version >= 2 else None,
         controller_id=image.controller_id if version >= 1 else -1,
     )
     if 8 <= version <= 10 and request.include_cluster_authorized_operations:
-        response.cluster_authorized_operations = CLUSTER_OPERATIONS
+        response.cluster_authorized_operations = (
+            authorized_operations(ctx, ResourceType.CLUSTER, CLUSTER_NAME)
+            if authorize_cluster(ctx, AclOperation.DESCRIBE)
+            else 0
+        )
     wanted = request.topics
     if wanted is None or (version == 0 and not wanted):
-        response.topics = [_topic(image, live, t, version, ops) for t in image.topics.values()]
-        return response
+        visible = filter_authorized(
+            ctx, AclOperation.DESCRIBE, ResourceType.TOPIC, image.topics, log_if_denied=False
+        )
+        described = [
+            (_topic(image, live, t, version), t.name) for t in image.topics.values() if t.name in visible
+        ]
+        response.topics = [t for t, _ in described]
+    else:
+        response.topics, described = _named(ctx, request, image, live)
+    if version >= 8 and request.include_topic_authorized_operations:
+        for t, name in described:
+            t.topic_authorized_operations = authorized_operations(ctx, ResourceType.TOPIC, name)
+    return response
+
+
+def _named(
+    ctx: RequestContext, request: m.MetadataRequest, image: MetadataImage, live: set[int]
+) -> tuple[list[_Topic], list[tuple[_Topic, str]]]:
+    """The answers to the topics asked for, and those of them the principal may describe (with
+    their names)."""
+    version = ctx.api_version
+    state = ctx.worker
     auto = (version < 4 or request.allow_auto_topic_creation) and state.config.get(AUTO_CREATE_TOPICS_ENABLE)
     by_id = image.topics_by_id if version >= 10 else {}
-    out = []
-    for want in wanted:
+    out: list[_Topic] = []
+    described: list[tuple[_Topic, str]] = []
+    for want in request.topics or ():
         name = want.name
         if name is None:
             found = by_id.get(want.topic_id)
             if found is None:
                 out.append(_error_topic(None, ErrorCode.UNKNOWN_TOPIC_ID, version, want.topic_id))
+            elif not authorize(ctx, AclOperation.DESCRIBE, ResourceType.TOPIC, found.name):
+                out.append(_error_topic(None, ErrorCode.TOPIC_AUTHORIZATION_FAILED, version, want.topic_id))
             else:
-                out.append(_topic(image, live, found, version, ops))
+                out.append(_topic(image, live, found, version))
+                described.append((out[-1], found.name))
+            continue
+        if not authorize(ctx, AclOperation.DESCRIBE, ResourceType.TOPIC, name):
+            out.append(_error_topic(name, ErrorCode.TOPIC_AUTHORIZATION_FAILED, version))
             continue
         topic = image.topics.get(name)
         if topic is not None:
-            out.append(_topic(image, live, topic, version, ops))
+            out.append(_topic(image, live, topic, version))
+        elif auto and not _may_create(ctx, name):
+            out.append(_error_topic(name, ErrorCode.TOPIC_AUTHORIZATION_FAILED, version))
+            out[-1].is_internal = name in INTERNAL_TOPICS
+            continue
         elif validate_topic_name(name) is not None:
             out.append(_error_topic(name, ErrorCode.INVALID_TOPIC_EXCEPTION, version))
         elif auto:
@@ -148,8 +194,16 @@ async def handle(ctx: RequestContext, request: m.MetadataRequest) -> m.MetadataR
             out.append(_error_topic(name, ErrorCode.LEADER_NOT_AVAILABLE, version))
         else:
             out.append(_error_topic(name, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, version))
-    response.topics = out
-    return response
+        described.append((out[-1], name))
+    return out, described
+
+
+def _may_create(ctx: RequestContext, name: str) -> bool:
+    """May the principal have the missing topic ``name`` auto-created (CREATE on the CLUSTER, or
+    on the TOPIC)?"""
+    return authorize(
+        ctx, AclOperation.CREATE, ResourceType.CLUSTER, CLUSTER_NAME, log_if_denied=False
+    ) or authorize(ctx, AclOperation.CREATE, ResourceType.TOPIC, name)
 
 
 def error_response(

@@ -9,13 +9,19 @@ grows each time it moves between workers (control/controller.py, "Partition move
 reassigned at start. ``current_leader_epoch`` (v2+) is fenced as Kafka does:
 FENCED_LEADER_EPOCH (74) if older, UNKNOWN_LEADER_EPOCH (75) if newer than the partition's.
 ``replica_id`` (v3+) is not used: there are no follower replicas.
+
+Authorization, as KafkaApis: CLUSTER_ACTION on the CLUSTER (a follower's right) allows every
+topic; otherwise DESCRIBE on each TOPIC (KIP-320's consumers), else TOPIC_AUTHORIZATION_FAILED
+(29) for its partitions.
 """
 
 from __future__ import annotations
 
+from shardbroker.broker.auth_helper import authorize, filter_authorized
 from shardbroker.broker.dispatch import ApiHandler, RequestContext
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode
+from shardbroker.security.acl import CLUSTER_NAME, AclOperation, ResourceType
 
 __all__ = ["HANDLER", "handle_offset_for_leader_epoch"]
 
@@ -27,13 +33,20 @@ async def handle_offset_for_leader_epoch(
 ) -> m.OffsetForLeaderEpochResponse:
     version = ctx.api_version
     replicas = ctx.worker.replicas
+    names = [t.topic for t in request.topics]
+    if authorize(ctx, AclOperation.CLUSTER_ACTION, ResourceType.CLUSTER, CLUSTER_NAME, log_if_denied=False):
+        allowed = set(names)
+    else:
+        allowed = filter_authorized(ctx, AclOperation.DESCRIBE, ResourceType.TOPIC, names)
     topics = []
     for t in request.topics:
         out = []
         for rp in t.partitions:
             resp = _R(partition=rp.partition)
             p = replicas.get(t.topic, rp.partition)
-            if p is None:
+            if t.topic not in allowed:
+                resp.error_code = ErrorCode.TOPIC_AUTHORIZATION_FAILED
+            elif p is None:
                 resp.error_code = replicas.not_here_error(t.topic, rp.partition)
             elif version >= 2 and (code := p.check_leader_epoch(rp.current_leader_epoch)):
                 resp.error_code = code

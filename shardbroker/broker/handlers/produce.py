@@ -21,6 +21,16 @@ the owner's answer, concurrently with the other partitions' forwards; one that n
 move between its two steps) waits for its new placement, within ``timeout_ms``
 (broker/produce_routing.py, ``reroute``). NOT_LEADER_OR_FOLLOWER remains for when the owner cannot be
 reached or the placement does not come in time.
+
+Authorization (with ``authorizer.class.name``), as KafkaApis.handleProduceRequest: a request whose
+batches are transactional needs WRITE on its TRANSACTIONAL_ID (else every partition is
+TRANSACTIONAL_ID_AUTHORIZATION_FAILED, 53); each topic needs WRITE on the TOPIC, checked before
+its existence (TOPIC_AUTHORIZATION_FAILED, 29, for its partitions, also for a topic that does not
+exist). With acks=0 a refused batch is dropped without an answer (Kafka also closes the
+connection then; we do not). Without an authorizer the cost is one attribute test per request
+(A/B in one process: 0.98-1.02 of the handler's speed before, noise); with one, a memoised
+check per topic (~0.4 us) and a look at each partition's first batch header (~0.1 us): a
+4-topic request runs the handler at ~0.88 of its speed without an authorizer, 1,000 ACLs or 2.
 """
 
 from __future__ import annotations
@@ -29,12 +39,15 @@ import asyncio
 from collections.abc import Awaitable
 from typing import Any
 
+from shardbroker.broker.auth_helper import authorize
 from shardbroker.broker.dispatch import ApiHandler, RequestContext
 from shardbroker.broker.forwarding import ForwardResult
 from shardbroker.broker.leader_append import AppendResult
 from shardbroker.broker.produce_routing import reroute
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode
+from shardbroker.protocol.record_batch_header import ATTRIBUTES_OFFSET, MAGIC, MAGIC_OFFSET, TRANSACTIONAL_BIT
+from shardbroker.security.acl import AclOperation, ResourceType
 
 __all__ = ["HANDLER", "handle_produce"]
 
@@ -44,6 +57,7 @@ _PPR = m.ProduceResponse.PartitionProduceResponse
 _NOT_LEADER = int(ErrorCode.NOT_LEADER_OR_FOLLOWER)
 _API_KEY = m.ProduceRequest.API_KEY
 _QUEUED = AppendResult(_NOT_LEADER)
+_TOPIC_DENIED = int(ErrorCode.TOPIC_AUTHORIZATION_FAILED)
 _OLD_FORMAT = AppendResult(
     int(ErrorCode.UNSUPPORTED_FOR_MESSAGE_FORMAT),
     error_message="Produce v0-2 (message format v0/v1) is not supported: use Produce v3+ with record batches",
@@ -62,8 +76,26 @@ async def handle_produce(ctx: RequestContext, request: m.ProduceRequest) -> m.Pr
     timeout = max(request.timeout_ms, 0) / 1000
     leaders: set[int] = set()
     responses = []
+    authorizer = ctx.worker.authorizer
+    if authorizer is not None and _transactional(request) and not _transaction_allowed(ctx, request):
+        if acks == 0:
+            return None
+        return produce_error_response(
+            request,
+            version,
+            ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+            "Transactional Id authorization failed.",
+        )
     for topic in request.topic_data:
         name = topic.name
+        if authorizer is not None and not authorize(ctx, AclOperation.WRITE, ResourceType.TOPIC, name):
+            denied = [
+                _PPR(index=pd.index, error_code=_TOPIC_DENIED, base_offset=-1) for pd in topic.partition_data
+            ]
+            for _ in denied:
+                replicas.counters.error(_API_KEY, _TOPIC_DENIED)
+            responses.append(m.ProduceResponse.TopicProduceResponse(name=name, partition_responses=denied))
+            continue
         out = []
         for pd in topic.partition_data:
             if version >= 3 and forwarder is not None and forwarder.busy(name, pd.index):
@@ -134,6 +166,27 @@ async def handle_produce(ctx: RequestContext, request: m.ProduceRequest) -> m.Pr
     if leaders:
         response.node_endpoints = _endpoints(ctx, leaders)
     return response
+
+
+def _transactional(request: m.ProduceRequest) -> bool:
+    """Does the first batch of any partition have the transactional bit (Kafka's
+    ``RequestUtils.hasTransactionalRecords``)?"""
+    for topic in request.topic_data:
+        for pd in topic.partition_data:
+            r = pd.records
+            if (
+                isinstance(r, _BUFFERS)
+                and len(r) > ATTRIBUTES_OFFSET + 1
+                and r[MAGIC_OFFSET] == MAGIC
+                and r[ATTRIBUTES_OFFSET + 1] & TRANSACTIONAL_BIT
+            ):
+                return True
+    return False
+
+
+def _transaction_allowed(ctx: RequestContext, request: m.ProduceRequest) -> bool:
+    tid = request.transactional_id
+    return tid is not None and authorize(ctx, AclOperation.WRITE, ResourceType.TRANSACTIONAL_ID, tid)
 
 
 def _endpoints(ctx: RequestContext, nodes: set[int]) -> list[m.ProduceResponse.NodeEndpoint]:
