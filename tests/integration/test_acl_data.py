@@ -119,7 +119,10 @@ def produce(broker: AclBroker, client: str, user: str, topic: str, idempotent: b
     assert client == "kcat"
     settings = (f"enable.idempotence={str(idempotent).lower()}",)
     done = kcat(broker, user, ["-P", "-t", topic], settings, "".join(f"{v.decode()}\n" for v in sent))
-    return None if done.returncode == 0 else error_name(done.stderr)
+    # kcat may exit 0 after librdkafka's fatal error (idempotence refused) when nothing was queued
+    # yet: the FATAL line is the answer then.
+    failed = done.returncode != 0 or "|FATAL|" in done.stderr
+    return error_name(done.stderr) if failed else None
 
 
 def _confluent_produce(
@@ -130,16 +133,18 @@ def _confluent_produce(
 
     def delivered(err: confluent_kafka.KafkaError | None, _msg: object) -> None:
         if err is not None:
-            failures.append(err.name())
+            failures.append(str(err))
 
     try:
         for value in sent:
             producer.produce(topic, value, on_delivery=delivered)
         left = producer.flush(TIMEOUT)
-    except confluent_kafka.KafkaException as exc:  # a fatal error (idempotence) raises here
-        return str(exc.args[0].name())
+    except (confluent_kafka.KafkaException, SystemError) as exc:
+        # A fatal error (idempotence refused) raises here; confluent-kafka sometimes surfaces it
+        # as a SystemError chained to the KafkaException.
+        return error_name(f"{exc} {exc.__cause__ or ''} {exc.__context__ or ''}")
     assert left == 0, f"{left} messages not delivered in {TIMEOUT} s"
-    return failures[0] if failures else None
+    return error_name(failures[0]) if failures else None
 
 
 async def _aiokafka_produce(
