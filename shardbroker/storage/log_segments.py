@@ -53,6 +53,15 @@ class LogSegments:
         i = bisect.bisect_right(self._bases, offset) - 1
         return self._segments[max(0, i)]
 
+    def from_offset(self, offset: int) -> list[LogSegment]:
+        """The segment holding ``offset`` (as :meth:`floor`) and every later one."""
+        return self._segments[max(0, bisect.bisect_right(self._bases, offset) - 1) :]
+
+    def next_base(self, base_offset: int) -> int | None:
+        """The base offset of the segment after the one based at ``base_offset`` (None: last)."""
+        i = bisect.bisect_right(self._bases, base_offset)
+        return self._bases[i] if i < len(self._bases) else None
+
     def add(self, segment: LogSegment) -> None:
         """A new active segment, based above every other."""
         self._segments.append(segment)
