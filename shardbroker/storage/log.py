@@ -58,7 +58,6 @@ from shardbroker.storage.log_loader import LogLoader, RecoveryStats
 from shardbroker.storage.log_segment import LogSegment
 from shardbroker.storage.log_segments import LogSegments
 from shardbroker.storage.log_validator import (
-    AppendBatches,
     Buffer,
     check_single_batch,
     pack_epoch,
@@ -66,7 +65,7 @@ from shardbroker.storage.log_validator import (
     set_append_time,
     validate_and_assign,
 )
-from shardbroker.storage.producer_state import Marker, ProducerStateManager, read_marker
+from shardbroker.storage.producer_state import ProducerStateManager, read_markers
 from shardbroker.storage.transaction_index import AbortedTxn
 
 __all__ = [
@@ -345,13 +344,7 @@ class PartitionLog:
         scanning the ``.txnindex`` of the segment holding ``start_offset`` and the later ones
         until an entry's LSO reaches the bound: Fetch's ``aborted_transactions``."""
         with self._lock:
-            found: list[tuple[int, int]] = []
-            for seg in self._segments.from_offset(start_offset):
-                txns, complete = seg.txn_index.collect_aborted_txns(start_offset, upper_bound_offset)
-                found += [(t.producer_id, t.first_offset) for t in txns]
-                if complete:
-                    break
-            return found
+            return self._segments.collect_aborted_transactions(start_offset, upper_bound_offset)
 
     def aborted_transactions(self, info: FetchDataInfo) -> list[tuple[int, int]]:
         """The aborted transactions a read_committed Fetch returns with ``info`` (Kafka's
@@ -360,15 +353,12 @@ class PartitionLog:
         else the log end offset (an upper bound: a few more entries do no harm, the consumer
         only drops batches of the producers named)."""
         with self._lock:
-            upper = None
-            seg = self._segments.floor(info.segment_base_offset)
-            if seg.base_offset == info.segment_base_offset:
-                upper = seg.offset_index.fetch_upper_bound_offset(info.position + info.length)
-            if upper is None:
-                upper = self._segments.next_base(info.segment_base_offset)
-            if upper is None:
-                upper = self._log_end_offset
-            return self.collect_aborted_transactions(info.fetch_offset, upper)
+            upper = self._segments.fetch_upper_bound_offset(
+                info.segment_base_offset, info.position + info.length
+            )
+            return self._segments.collect_aborted_transactions(
+                info.fetch_offset, self._log_end_offset if upper is None else upper
+            )
 
     @property
     def recovery_point(self) -> int:
@@ -442,7 +432,7 @@ class PartitionLog:
             )
             pids = batches.producer_ids
             if len(pids) > 1 or pids[0] >= 0:
-                markers = self._markers(batches) if allow_control else None
+                markers = read_markers(batches) if allow_control else None
                 dup = self.producer_state.check(batches, markers, transaction_version)
                 if dup is not None:
                     return self._duplicate(dup, append_time)
@@ -535,20 +525,6 @@ class PartitionLog:
                 size,
                 leo - self._recovery_point >= cfg.flush_messages,
             )
-
-    @staticmethod
-    def _markers(batches: AppendBatches) -> dict[int, Marker] | None:
-        """The marker of each control batch of an append, by batch number (None: no marker)."""
-        found: dict[int, Marker] = {}
-        for i, attrs in enumerate(batches.attributes):
-            if attrs & CONTROL_BIT:
-                pos = batches.positions[i]
-                for chunk in batches.chunks:  # positions run on across the append's chunks
-                    if pos < chunk.nbytes:
-                        found[i] = read_marker(chunk[pos : pos + batches.sizes[i]])
-                        break
-                    pos -= chunk.nbytes
-        return found or None
 
     def _index_aborted(self, seg: LogSegment, aborted: list[AbortedTxn]) -> None:
         """The ``.txnindex`` entries of the aborts an append's markers made. The markers are written

@@ -16,8 +16,8 @@ older one of the last five batches is no longer recognised as a duplicate.
 Files are written to ``.tmp`` and renamed, without an fsync: a snapshot that did not reach the
 disk is missing or fails its CRC after a host crash, and the loader then falls back to an older
 one or to the log; a CRC-valid snapshot is the deterministic state at its offset whatever was
-synced. Encoding and decoding go through one numpy structured array, not a Python call per
-producer (10,000 producers: see producer_state.py's measurement).
+synced. Encoding and decoding go through one numpy structured array, not a struct call per
+field (opening from a snapshot of 10,000 producers: 74 ms, producer_state.py's measurement).
 """
 
 from __future__ import annotations
