@@ -102,7 +102,8 @@ class Partition:
 
     @property
     def last_stable_offset(self) -> int:
-        return self.log.log_end_offset
+        """Kafka's LSO (storage/log.py): below the first undecided transaction."""
+        return self.log.last_stable_offset
 
     @property
     def log_start_offset(self) -> int:

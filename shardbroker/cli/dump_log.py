@@ -11,8 +11,15 @@ Output follows Kafka's DumpLogSegments, so scripts written for it keep working:
   keySize, valueSize, sequence, headerKeys; a transaction marker's type and coordinator epoch),
   compressed batches decompressed; ``--print-data-log`` adds ``key:`` and ``payload:``.
 - ``.index``: ``offset: O position: P`` per entry; ``.timeindex``: ``timestamp: T offset: O``.
+- ``.txnindex``: ``version: V producerId: P firstOffset: F lastOffset: L lastStableOffset: S`` per
+  aborted transaction; ``.snapshot`` (producer state): ``producerId: P producerEpoch: E
+  coordinatorEpoch: C currentTxnFirstOffset: F lastTimestamp: T`` and, when the producer has a
+  batch, ``firstSequence: lastSequence: lastOffset: offsetDelta: timestamp:`` (Kafka's lines;
+  ``currentTxnFirstOffset`` is -1 for none where Kafka prints an empty OptionalLong).
 - ``--verify-index``: every entry of the segment's ``.index`` and ``.timeindex`` is checked
-  against the batches of its ``.log`` (storage/verify/indexes.py says what is checked).
+  against the batches of its ``.log`` (storage/verify/indexes.py says what is checked); a
+  ``.txnindex`` against the ABORT markers of the partition's log, replayed up to that segment
+  (storage/verify/transactions.py).
 - After each file, every problem found (a batch failing a check the broker's recovery makes, a
   torn tail, records that do not decode, index entries that disagree with the log), one line
   each: ``SEVERITY: FILE: position P, offset O, batch B: what is wrong``.
@@ -44,22 +51,27 @@ from shardbroker.protocol.record_batch_header import NO_SEQUENCE, TimestampType
 from shardbroker.storage.file_names import (
     INDEX_SUFFIX,
     LOG_SUFFIX,
+    SNAPSHOT_SUFFIX,
     TIME_INDEX_SUFFIX,
+    TXN_INDEX_SUFFIX,
+    list_segment_files,
     log_file,
     offset_from_file_name,
 )
 from shardbroker.storage.offset_index import OffsetIndex
+from shardbroker.storage.producer_snapshot import CorruptSnapshotError, read_snapshot
 from shardbroker.storage.time_index import TimeIndex
 from shardbroker.storage.verify.indexes import read_segment_indexes, verify_segment_indexes
 from shardbroker.storage.verify.problems import Problem, Severity
 from shardbroker.storage.verify.segments import LogChunk, batch_problems, scan_segment
+from shardbroker.storage.verify.transactions import read_txn_index, verify_snapshots, verify_txn_indexes
 
 __all__ = ["register"]
 
 EXIT_OK: Final = 0
 EXIT_PROBLEMS: Final = 1
 EXIT_USAGE: Final = 2
-_KINDS: Final = (LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX)
+_KINDS: Final = (LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX, SNAPSHOT_SUFFIX)
 _TIMESTAMP_NAMES: Final = {
     TimestampType.CREATE_TIME: "CreateTime",
     TimestampType.LOG_APPEND_TIME: "LogAppendTime",
@@ -271,6 +283,78 @@ def _dump_index(path: Path, base: int, kind: str, args: argparse.Namespace, out:
             out.problem(p)
 
 
+# ---- transactions ---------------------------------------------------------------------------------
+
+
+def _txn_line(f: dict[str, Any]) -> str:
+    return (
+        f"version: {f['version']} producerId: {f['producer_id']} firstOffset: {f['first_offset']} "
+        f"lastOffset: {f['last_offset']} lastStableOffset: {f['last_stable_offset']}"
+    )
+
+
+def _dump_txn_index(path: Path, base: int, args: argparse.Namespace, out: _Out) -> None:
+    txns, _ = read_txn_index(path)
+    out.emit("file", {"file": str(path), "kind": "txnindex"}, lambda f: f"Dumping {path}")
+    for t in txns:
+        f = {
+            "version": t.version,
+            "producer_id": t.producer_id,
+            "first_offset": t.first_offset,
+            "last_offset": t.last_offset,
+            "last_stable_offset": t.last_stable_offset,
+        }
+        out.emit("aborted_txn", f, _txn_line)
+    if not args.verify_index:
+        return
+    d = path.parent
+    bases = [b for b in list_segment_files(d).bases if b <= base]
+    if base not in bases:
+        out.problem(Problem(Severity.DAMAGE, "log-missing", path, f"no {log_file(d, base).name} beside it"))
+        return
+    scans = [scan_segment(log_file(d, b), b) for b in bases]
+    for p in verify_txn_indexes(d, scans, bases[0], recovered_from=1 << 63):
+        if p.path == path:
+            out.problem(p)
+
+
+def _snapshot_line(f: dict[str, Any]) -> str:
+    line = (
+        f"producerId: {f['producer_id']} producerEpoch: {f['producer_epoch']} "
+        f"coordinatorEpoch: {f['coordinator_epoch']} currentTxnFirstOffset: {f['current_txn_first_offset']} "
+        f"lastTimestamp: {f['last_timestamp']}"
+    )
+    if f["last_offset"] < 0:
+        return line
+    return (
+        f"{line} firstSequence: {f['first_sequence']} lastSequence: {f['last_sequence']} "
+        f"lastOffset: {f['last_offset']} offsetDelta: {f['offset_delta']} timestamp: {f['last_timestamp']}"
+    )
+
+
+def _dump_snapshot(path: Path, base: int, out: _Out) -> None:
+    out.emit("file", {"file": str(path), "kind": "snapshot"}, lambda f: f"Dumping {path}")
+    try:
+        entries = read_snapshot(path)
+    except CorruptSnapshotError:
+        for p in verify_snapshots(path.parent, [base]):
+            out.problem(p)
+        return
+    for e in entries:
+        f = {
+            "producer_id": e.producer_id,
+            "producer_epoch": e.epoch,
+            "coordinator_epoch": e.coordinator_epoch,
+            "current_txn_first_offset": e.current_txn_first_offset,
+            "last_timestamp": e.timestamp,
+            "first_sequence": (e.last_sequence - e.offset_delta) % (1 << 31) if e.last_sequence >= 0 else -1,
+            "last_sequence": e.last_sequence,
+            "last_offset": e.last_offset,
+            "offset_delta": e.offset_delta,
+        }
+        out.emit("producer", f, _snapshot_line)
+
+
 # ---- command --------------------------------------------------------------------------------------
 
 
@@ -321,6 +405,10 @@ def _run(args: argparse.Namespace) -> int:
         try:
             if kind == LOG_SUFFIX:
                 _dump_log(path, base, args, out)
+            elif kind == TXN_INDEX_SUFFIX:
+                _dump_txn_index(path, base, args, out)
+            elif kind == SNAPSHOT_SUFFIX:
+                _dump_snapshot(path, base, out)
             else:
                 _dump_index(path, base, kind, args, out)
         except BrokenPipeError:  # the reader went away (| head): stop quietly
@@ -337,16 +425,21 @@ def register(commands: Any) -> None:
     """Add ``dump-log`` to the ``shardbroker`` sub-commands (``commands`` is argparse's subparsers)."""
     p = commands.add_parser(
         "dump-log",
-        help="decode segment (.log) and index (.index, .timeindex) files",
+        help="decode segment (.log), index (.index, .timeindex, .txnindex) and .snapshot files",
         description=(
             "Decode segment and index files like Kafka's kafka-dump-log: one line per batch (offsets, "
             "position, timestamp, size, codec, CRC and whether it is valid, producer fields), or per "
-            "index entry. Reads the files only; safe on a running broker's files. Exit codes: 0 nothing "
-            "wrong, 1 a problem found (listed after the file's dump), 2 bad usage."
+            "index entry, aborted transaction or producer. Reads the files only; safe on a running "
+            "broker's files. Exit codes: 0 nothing wrong, 1 a problem found (listed after the file's "
+            "dump), 2 bad usage."
         ),
     )
     p.add_argument(
-        "files", nargs="*", type=Path, metavar="FILE", help="NNNNNNNNNNNNNNNNNNNN.log/.index/.timeindex"
+        "files",
+        nargs="*",
+        type=Path,
+        metavar="FILE",
+        help="NNNNNNNNNNNNNNNNNNNN.log/.index/.timeindex/.txnindex/.snapshot",
     )
     p.add_argument(
         "--files",
@@ -367,7 +460,10 @@ def register(commands: Any) -> None:
     p.add_argument(
         "--verify-index",
         action="store_true",
-        help="check the segment's .index and .timeindex entries against its .log",
+        help=(
+            "check the segment's .index and .timeindex entries against its .log, "
+            "a .txnindex against the log's ABORT markers"
+        ),
     )
     p.add_argument(
         "--json", action="store_true", help="print JSON Lines (one object per line, with a type field)"

@@ -4,13 +4,16 @@ Kafka's storage, in Kafka's vocabulary (storage/.../internals/log/ in apache/kaf
 on-disk format, so a Kafka operator can read the data directory:
 
 - ``log.PartitionLog`` (Kafka's UnifiedLog): append, read, ListOffsets, roll, retention,
-  DeleteRecords, flush (group commit), close with a clean-shutdown marker.
+  DeleteRecords, flush (group commit), close with a clean-shutdown marker; the last stable
+  offset and the aborted transactions a read_committed fetch needs.
 - ``log_loader.LogLoader``: opening a log, with recovery when it was not closed cleanly.
 - ``log_segments.LogSegments``: the ordered segments and the lookups over them.
 - ``log_segment.LogSegment``: one ``.log`` file with its ``offset_index.OffsetIndex`` and
-  ``time_index.TimeIndex`` (memory-mapped, binary-searched with numpy).
+  ``time_index.TimeIndex`` (memory-mapped, binary-searched with numpy) and its
+  ``transaction_index.TransactionIndex`` (the aborted transactions whose marker it holds).
 - ``log_validator``: the checks and in-place offset assignment of appended batches.
-- ``producer_state.ProducerStateManager``: idempotent-producer sequence state.
+- ``producer_state.ProducerStateManager``: idempotent-producer sequences and the transactions
+  open in the partition; ``producer_snapshot``: its ``.snapshot`` files (Kafka's format).
 - ``group_commit.GroupCommit``: many "make offset X durable" callers share one fdatasync.
 - ``checkpoint``: the recovery-point and log-start-offset checkpoint files (and the framing of
   ``leader_epoch_checkpoint``); ``partition_metadata``: the topic id; ``clean_shutdown``: the marker.

@@ -22,6 +22,7 @@ __all__ = [
     "RecordBatchTooLargeError",
     "RecordTooLargeError",
     "StorageError",
+    "TransactionCoordinatorFencedError",
     "UnsupportedCompressionTypeError",
     "UnsupportedForMessageFormatError",
 ]
@@ -92,10 +93,18 @@ class InvalidProducerEpochError(StorageError):
 
 
 class InvalidTxnStateError(StorageError):
-    """A transactional batch: this log has no transaction support."""
+    """A non-transactional batch from a producer with a transaction open in this partition (Kafka's
+    ProducerAppendInfo), or a transactional Produce while the broker serves no transactions."""
 
     error_code = 48
     error_name = "INVALID_TXN_STATE"
+
+
+class TransactionCoordinatorFencedError(StorageError):
+    """A transaction marker from a coordinator epoch older than one this producer already had."""
+
+    error_code = 52
+    error_name = "TRANSACTION_COORDINATOR_FENCED"
 
 
 class KafkaStorageError(StorageError):

@@ -5,6 +5,9 @@ Layout of ``<data_dir>/<topic>-<partition>/`` (Kafka's, LogFileUtils.java)::
     00000000000000000000.log        record batches, named by the segment's base offset (20 digits)
     00000000000000000000.index      offset index (see offset_index.py)
     00000000000000000000.timeindex  time index (see time_index.py)
+    00000000000000000000.txnindex   aborted transactions whose ABORT marker is in that segment
+                                    (see transaction_index.py); created with the first entry
+    00000000000000000000.snapshot   producer state at that offset (see producer_snapshot.py)
     <name>.deleted                  a segment file on its way out (renamed, removed after
                                     file.delete.delay.ms so open readers can finish)
     <name>.cleaned / <name>.swap    compaction outputs (Kafka's log cleaner; removed at open)
@@ -43,9 +46,11 @@ __all__ = [
     "LOG_SUFFIX",
     "PARTITION_METADATA_FILE",
     "RECOVERY_POINT_CHECKPOINT",
+    "SNAPSHOT_SUFFIX",
     "SWAP_SUFFIX",
     "TIME_INDEX_SUFFIX",
     "TMP_SUFFIX",
+    "TXN_INDEX_SUFFIX",
     "SegmentFiles",
     "delete_dir",
     "filename_prefix",
@@ -56,12 +61,18 @@ __all__ = [
     "offset_from_file_name",
     "parse_partition_dir",
     "partition_dir_name",
+    "producer_snapshot_file",
     "time_index_file",
+    "txn_index_file",
 ]
 
 LOG_SUFFIX: Final = ".log"
 INDEX_SUFFIX: Final = ".index"
 TIME_INDEX_SUFFIX: Final = ".timeindex"
+TXN_INDEX_SUFFIX: Final = ".txnindex"  # Kafka's LogFileUtils.TXN_INDEX_FILE_SUFFIX
+SNAPSHOT_SUFFIX: Final = ".snapshot"  # Kafka's LogFileUtils.PRODUCER_SNAPSHOT_FILE_SUFFIX
+#: The per-segment index files: removed with their segment, orphans removed on open.
+_INDEX_SUFFIXES: Final = (INDEX_SUFFIX, TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX)
 DELETED_SUFFIX: Final = ".deleted"
 CLEANED_SUFFIX: Final = ".cleaned"
 SWAP_SUFFIX: Final = ".swap"
@@ -98,6 +109,14 @@ def index_file(directory: Path, offset: int, suffix: str = "") -> Path:
 
 def time_index_file(directory: Path, offset: int, suffix: str = "") -> Path:
     return directory / (filename_prefix(offset) + TIME_INDEX_SUFFIX + suffix)
+
+
+def txn_index_file(directory: Path, offset: int, suffix: str = "") -> Path:
+    return directory / (filename_prefix(offset) + TXN_INDEX_SUFFIX + suffix)
+
+
+def producer_snapshot_file(directory: Path, offset: int, suffix: str = "") -> Path:
+    return directory / (filename_prefix(offset) + SNAPSHOT_SUFFIX + suffix)
 
 
 def offset_from_file_name(name: str) -> tuple[int, str, str] | None:
@@ -137,20 +156,23 @@ class SegmentFiles:
 
     #: Base offsets of the ``.log`` files, ascending.
     bases: list[int]
-    #: ``(base offset, INDEX_SUFFIX or TIME_INDEX_SUFFIX)`` of every index file.
+    #: ``(base offset, INDEX_SUFFIX, TIME_INDEX_SUFFIX or TXN_INDEX_SUFFIX)`` of every index file.
     index_files: set[tuple[int, str]]
     #: Files with a LEFTOVER_SUFFIXES suffix, by name.
     leftovers: list[Path]
     #: Index files without their ``.log``, by base offset.
     orphan_indexes: list[Path]
+    #: Offsets of the producer state snapshots, ascending.
+    snapshots: list[int]
 
 
 def list_segment_files(directory: Path) -> SegmentFiles:
     """One listing of ``directory``: what opening the log removes (leftovers, orphan indexes)
-    and the segments it keeps. Other files (checkpoints, the marker) are not listed."""
+    and the segments and snapshots it keeps. Other files (checkpoints, the marker) are not listed."""
     bases: list[int] = []
     index_files: set[tuple[int, str]] = set()
     leftovers: list[Path] = []
+    snapshots: list[int] = []
     for entry in sorted(os.scandir(directory), key=lambda e: e.name):
         if entry.name.endswith(LEFTOVER_SUFFIXES):
             leftovers.append(Path(entry.path))
@@ -161,13 +183,13 @@ def list_segment_files(directory: Path) -> SegmentFiles:
         base, kind, _ = parsed
         if kind == LOG_SUFFIX:
             bases.append(base)
-        elif kind in (INDEX_SUFFIX, TIME_INDEX_SUFFIX):
+        elif kind in _INDEX_SUFFIXES:
             index_files.add((base, kind))
+        elif kind == SNAPSHOT_SUFFIX:
+            snapshots.append(base)
     bases.sort()
     logs = set(bases)
     orphans = [
-        (index_file if kind == INDEX_SUFFIX else time_index_file)(directory, base)
-        for base, kind in sorted(index_files)
-        if base not in logs
+        directory / (filename_prefix(base) + kind) for base, kind in sorted(index_files) if base not in logs
     ]
-    return SegmentFiles(bases, index_files, leftovers, orphans)
+    return SegmentFiles(bases, index_files, leftovers, orphans, sorted(snapshots))

@@ -2,8 +2,10 @@
 (Kafka's UnifiedLog + LocalLog). Opens, writes and deletes files; the directory's layout is in
 file_names.py.
 
-What it owns: appends (validated by log_validator.py, idempotence by producer_state.py), reads
-for fetches, ListOffsets, rolling, retention and DeleteRecords, flushes (group_commit.py), the
+What it owns: appends (validated by log_validator.py, idempotence and transactions by
+producer_state.py), the last stable offset and the aborted-transaction index of each segment
+(transaction_index.py) that read_committed fetches need, reads for fetches, ListOffsets,
+rolling, retention and DeleteRecords, flushes (group_commit.py), the
 recovery-point and log-start-offset checkpoints (checkpoint.py), and the log's life: open
 (recovery: log_loader.py), close with a clean-shutdown marker (clean_shutdown.py), hand-over to
 another worker, delete. The segment list and its lookups are log_segments.py's.
@@ -35,10 +37,12 @@ from shardbroker.config.log_config import LogConfig
 from shardbroker.protocol.record_batch_header import (
     BASE_OFFSET_OFFSET,
     BATCH_HEADER_SIZE,
+    CONTROL_BIT,
     HEADER,
     LOG_OVERHEAD,
     NO_TIMESTAMP,
     PARTITION_LEADER_EPOCH_OFFSET,
+    TRANSACTIONAL_BIT,
 )
 from shardbroker.storage import clean_shutdown
 from shardbroker.storage.checkpoint import fsync_dir, write_checkpoint
@@ -62,7 +66,8 @@ from shardbroker.storage.log_validator import (
     set_append_time,
     validate_and_assign,
 )
-from shardbroker.storage.producer_state import ProducerStateManager
+from shardbroker.storage.producer_state import ProducerStateManager, read_markers
+from shardbroker.storage.transaction_index import AbortedTxn
 
 __all__ = [
     "EARLIEST_TIMESTAMP",
@@ -79,6 +84,8 @@ EARLIEST_TIMESTAMP: Final = -2
 MAX_TIMESTAMP: Final = -3
 EARLIEST_LOCAL_TIMESTAMP: Final = -4
 _INT_MAX: Final = 0x7FFFFFFF
+#: A batch with either bit set goes through the general append path (producer_state.check).
+_TXN: Final = TRANSACTIONAL_BIT | CONTROL_BIT
 
 
 def _now_ms() -> int:
@@ -156,7 +163,7 @@ class PartitionLog:
         self._offline: str | None = None
         self._pending_deletes: list[tuple[int, LogSegment]] = []
         self._group = GroupCommit(self._prepare_flush, on_sync=on_flush)
-        self.producer_state = ProducerStateManager()
+        self.producer_state = ProducerStateManager(directory)
         self.recovery_stats = RecoveryStats(True, 0, 0, 0, 0)
 
     # ------------------------------------------------------------------ open / close
@@ -191,7 +198,9 @@ class PartitionLog:
         self._recovery_point = loaded.recovery_point
         self._group.advance(self._recovery_point)
         self.recovery_stats = loaded.stats
-        self.producer_state.rebuild(loaded.segments, self._log_start_offset, loaded.scanned)
+        self.producer_state.rebuild(
+            loaded.segments, self._log_start_offset, self._log_end_offset, loaded.snapshots, loaded.scanned
+        )
         # An untrusted marker goes too: it says nothing about later appends.
         (self.directory / CLEAN_SHUTDOWN_FILE).unlink(missing_ok=True)
         self._write_checkpoints()  # also fsyncs the directory: the marker's removal is durable
@@ -252,9 +261,12 @@ class PartitionLog:
         if sync:  # a hand-over's indexes need no sync: if the host crashes, its marker is not
             # trusted and recovery rebuilds every index from the recovery point on
             for seg in self._segments:
+                seg.txn_index.flush()
                 if seg is active or not seg.indexes_flushed:
                     seg.offset_index.flush()
                     seg.time_index.flush()
+        # The producer state at the log end: the next open (or owner) replays nothing.
+        self.producer_state.take_snapshot(self._log_end_offset)
         self._write_checkpoints()
         clean_shutdown.write_marker(self.directory, synced=sync)
 
@@ -307,6 +319,49 @@ class PartitionLog:
         return self._log_start_offset
 
     @property
+    def high_watermark(self) -> int:
+        """One replica: every appended offset is committed, so the high watermark is the log end
+        offset (as broker/partition.py says too)."""
+        return self._log_end_offset
+
+    @property
+    def last_stable_offset(self) -> int:
+        """Kafka's LSO: every transaction below it is decided. ``min(first offset of the earliest
+        open transaction, high watermark)``, that first offset raised to the log start offset
+        when retention or DeleteRecords removed it (Kafka's maybeIncrementFirstUnstableOffset).
+        Derived on each call from the producer state, so appends, markers, retention,
+        DeleteRecords and recovery all move it."""
+        with self._lock:
+            first = self.producer_state.first_undecided_offset
+            hw = self._log_end_offset
+            return hw if first < 0 else min(max(first, self._log_start_offset), hw)
+
+    def collect_aborted_transactions(
+        self, start_offset: int, upper_bound_offset: int
+    ) -> list[tuple[int, int]]:
+        """``(producer_id, first_offset)`` of every aborted transaction overlapping
+        ``[start_offset, upper_bound_offset)`` (Kafka's collectAbortedTransactions: entries whose
+        marker is at or after ``start_offset`` and whose first offset is below the bound),
+        scanning the ``.txnindex`` of the segment holding ``start_offset`` and the later ones
+        until an entry's LSO reaches the bound: Fetch's ``aborted_transactions``."""
+        with self._lock:
+            return self._segments.collect_aborted_transactions(start_offset, upper_bound_offset)
+
+    def aborted_transactions(self, info: FetchDataInfo) -> list[tuple[int, int]]:
+        """The aborted transactions a read_committed Fetch returns with ``info`` (Kafka's
+        LocalLog.addAbortedTransactions): :meth:`collect_aborted_transactions` from the fetch
+        offset to the first offset index entry past the range, else the next segment's base,
+        else the log end offset (an upper bound: a few more entries do no harm, the consumer
+        only drops batches of the producers named)."""
+        with self._lock:
+            upper = self._segments.fetch_upper_bound_offset(
+                info.segment_base_offset, info.position + info.length
+            )
+            return self._segments.collect_aborted_transactions(
+                info.fetch_offset, self._log_end_offset if upper is None else upper
+            )
+
+    @property
     def recovery_point(self) -> int:
         return self._recovery_point
 
@@ -339,13 +394,16 @@ class PartitionLog:
         leader_epoch: int | None = None,
         verify_crc: bool = True,
         allow_control: bool = False,
+        transaction_version: int = 0,
     ) -> LogAppendInfo:
         """Validate, assign offsets in place, write in one system call, index.
 
         ``data``: one buffer of whole batches, or several (written with one pwritev). Writable
         buffers (a memoryview of the receive buffer) are patched in place; read-only ones are
         copied first. Raises a StorageError subclass carrying the Kafka error code; on any
-        error the log is unchanged.
+        error the log is unchanged. ``allow_control``: the transaction coordinator's markers
+        (control batches), checked with the rules of ``transaction_version`` (2: KIP-890's epoch
+        bump on every marker); an ABORT of an open transaction adds a ``.txnindex`` entry.
         """
         # Hot path (every produce): one batch in one writable buffer goes through _append_one.
         if type(data) is bytearray or (type(data) is memoryview and not data.readonly):
@@ -353,7 +411,8 @@ class PartitionLog:
             n = mv.nbytes
             if n >= BATCH_HEADER_SIZE:
                 f = HEADER.unpack_from(mv, 0)
-                if f[1] + LOG_OVERHEAD == n and mv.ndim == 1 and mv.itemsize == 1:
+                # Transactional batches and markers take the general path: one bit test here.
+                if f[1] + LOG_OVERHEAD == n and mv.ndim == 1 and mv.itemsize == 1 and not f[5] & _TXN:
                     return self._append_one(mv, n, f, leader_epoch, verify_crc, allow_control)
         # Hot path (every produce): measured per-append costs are in perf/bench_storage.py.
         with self._lock:
@@ -374,7 +433,8 @@ class PartitionLog:
             )
             pids = batches.producer_ids
             if len(pids) > 1 or pids[0] >= 0:
-                dup = self.producer_state.check(batches)
+                markers = read_markers(batches) if allow_control else None
+                dup = self.producer_state.check(batches, markers, transaction_version)
                 if dup is not None:
                     return self._duplicate(dup, append_time)
             seg = self._segments.active
@@ -394,7 +454,9 @@ class PartitionLog:
                 raise
             self._log_end_offset = leo = last_offset + 1
             if len(pids) > 1 or pids[0] >= 0:
-                self.producer_state.update(batches)
+                aborted = self.producer_state.update(batches)
+                if aborted:
+                    self._index_aborted(seg, aborted)
             first_offset = batches.base_offsets[0]
             return LogAppendInfo(
                 first_offset,
@@ -452,7 +514,7 @@ class PartitionLog:
                 raise
             self._log_end_offset = leo = last_offset + 1
             if pid >= 0:
-                self.producer_state.update_one(pid, epoch, seq, count, offset, last_offset)
+                self.producer_state.update_one(pid, epoch, seq, count, offset, last_offset, max_ts)
             return LogAppendInfo(
                 offset,
                 last_offset,
@@ -464,6 +526,16 @@ class PartitionLog:
                 size,
                 leo - self._recovery_point >= cfg.flush_messages,
             )
+
+    def _index_aborted(self, seg: LogSegment, aborted: list[AbortedTxn]) -> None:
+        """The ``.txnindex`` entries of the aborts an append's markers made. The markers are written
+        already: an index that cannot follow takes the log offline (recovery rebuilds it)."""
+        try:
+            for txn in aborted:
+                seg.txn_index.append(txn)
+        except OSError as exc:
+            self._offline = f"writing {seg.txn_index.path}: {exc}"
+            raise KafkaStorageError(self._offline) from exc
 
     def _duplicate(self, offsets: tuple[int, int], append_time: int) -> LogAppendInfo:
         """The answer to an idempotent retry of the batch at ``offsets``: nothing written."""
@@ -483,17 +555,21 @@ class PartitionLog:
 
     # ------------------------------------------------------------------ read
 
-    def read(self, offset: int, max_bytes: int, *, min_one_message: bool = True) -> FetchDataInfo:
+    def read(
+        self, offset: int, max_bytes: int, *, min_one_message: bool = True, max_offset: int | None = None
+    ) -> FetchDataInfo:
         """The file range starting at the batch that holds ``offset``.
 
         Kafka's semantics: bytes from one segment only; ``min(rest of segment, max(max_bytes,
         size of that first batch))`` when ``min_one_message``, so at least one whole batch and
         possibly a partial last one. ``offset`` == log end offset: empty. Outside [log start,
-        log end]: LogOffsetOutOfRangeError (OFFSET_OUT_OF_RANGE).
+        log end]: LogOffsetOutOfRangeError (OFFSET_OUT_OF_RANGE). ``max_offset`` (a
+        read_committed Fetch passes :attr:`last_stable_offset`): nothing from the batch holding
+        it on, and empty when ``offset`` is at or past it (Kafka's maxOffsetMetadata).
         """
         with self._lock:
             leo = self._log_end_offset
-            if offset == leo:
+            if offset == leo or (max_offset is not None and max_offset <= offset <= leo):
                 seg = self._segments.active
                 return FetchDataInfo(
                     seg.fd, seg.log_path, seg.size, 0, seg.base_offset, offset, self._log_start_offset, leo
@@ -504,6 +580,10 @@ class PartitionLog:
                     f"of {self.topic}-{self.partition}"
                 )
             seg, position, length = self._segments.read(offset, max_bytes, min_one_message)
+            if max_offset is not None and max_offset < leo and self._segments.floor(max_offset) is seg:
+                found = seg.translate_offset(max_offset, position)
+                if found is not None:
+                    length = min(length, found[0] - position)
             return FetchDataInfo(
                 seg.fd, seg.log_path, position, length, seg.base_offset, offset, self._log_start_offset, leo
             )
@@ -550,6 +630,9 @@ class PartitionLog:
             return old
         base = self._log_end_offset
         try:
+            # Kafka's roll: the producer state at the new base, so recovery of the new segment
+            # (the active one, after a crash) replays from here.
+            self.producer_state.take_snapshot(base)
             seg = LogSegment(self.directory, base, self.config, active=True, now_ms=now)
         except OSError as exc:  # e.g. ENOSPC or EMFILE: the old segment stays active
             raise KafkaStorageError(f"rolling a segment at {base} in {self.directory}: {exc}") from exc
@@ -560,6 +643,7 @@ class PartitionLog:
             seg.size = 0
             seg.offset_index.reset()
             seg.time_index.reset()
+            seg.txn_index.reset()
         self._segments.add(seg)
         self._dir_dirty = True
         return seg
@@ -588,6 +672,7 @@ class PartitionLog:
             self._pending_deletes.append((now + self.config.file_delete_delay_ms, seg))
         self._dir_dirty = True
         self.producer_state.remove_below(self._log_start_offset)
+        self.producer_state.delete_snapshots_below(first)
         self.remove_deleted_segments()
         return count
 

@@ -11,7 +11,9 @@ What it owns: the decisions of an open, returned as a `LoadedLog` for PartitionL
 - The log is cut at the first bad or torn batch and every later segment is deleted: nothing
   after a cut survives, so offsets stay dense and the log end offset is where recovery stopped.
 - Any index that is missing, torn or fails the sanity check is rebuilt from its segment; the
-  rebuild follows the append rule, so it is byte-equal to what appends wrote.
+  rebuild follows the append rule, so it is byte-equal to what appends wrote. A rebuilt
+  segment's ``.txnindex`` is emptied here and refilled by the producer-state replay
+  (producer_state.py), which also picks the snapshot to start from.
 - An unreadable checkpoint reads as 0: recover everything, start from the first segment.
 
 Invariants of the result: at least one segment (an empty one at the log start offset for a new
@@ -66,6 +68,8 @@ class LoadedLog:
     scanned: dict[int, tuple[BatchHeaders, int]]
     #: A segment file was created: the directory needs an fsync.
     created: bool
+    #: Offsets of the producer state snapshot files (producer_state.py chooses and prunes).
+    snapshots: list[int]
 
 
 class LogLoader:
@@ -148,4 +152,5 @@ class LogLoader:
             stats=RecoveryStats(clean, recovered, truncated, deleted, rebuilt),
             scanned=scanned,
             created=created,
+            snapshots=listing.snapshots,
         )

@@ -1,4 +1,5 @@
-"""One segment: a ``.log`` file of record batches plus its offset and time indexes (opens files).
+"""One segment: a ``.log`` file of record batches plus its offset, time and transaction indexes
+(opens files).
 
 Byte layout of ``NNNNNNNNNNNNNNNNNNNN.log`` (Kafka's FileRecords): record batches (magic v2,
 header layout in shardbroker/protocol/record_batch_header.py) back to back from byte 0, nothing else: no
@@ -12,6 +13,10 @@ index.interval.bytes``; the time index then gets ``(largest maxTimestamp so far,
 the batch that carried it)`` if that timestamp is new. When the segment stops being active
 (roll, or close of the log), the time index gets that pair once more, so the last entry of an
 inactive segment holds its largest timestamp. Hence a rebuilt index equals the original.
+
+The ``.txnindex`` (transaction_index.py) is not derived from this segment alone (an aborted
+transaction may start in an earlier one): :meth:`recover` empties it and the producer-state replay
+that follows refills it (Kafka's LogSegment.recover, which replays producer state as it scans).
 
 Writes are positional (``pwrite``/``pwritev`` at the known end), so a failed or partial write is
 undone with ``ftruncate`` to the old size and never leaves a gap or a torn batch behind.
@@ -46,10 +51,17 @@ from shardbroker.protocol.record_batch_header import (
 from shardbroker.storage.abstract_index import CorruptIndexError
 from shardbroker.storage.errors import KafkaStorageError
 from shardbroker.storage.file_modes import FILE_MODE
-from shardbroker.storage.file_names import DELETED_SUFFIX, index_file, log_file, time_index_file
+from shardbroker.storage.file_names import (
+    DELETED_SUFFIX,
+    index_file,
+    log_file,
+    time_index_file,
+    txn_index_file,
+)
 from shardbroker.storage.log_validator import AppendBatches
 from shardbroker.storage.offset_index import OffsetIndex
 from shardbroker.storage.time_index import TimeIndex
+from shardbroker.storage.transaction_index import TransactionIndex
 
 __all__ = ["LogSegment", "ScanResult", "batch_checks", "index_entry_slots", "write_fully"]
 
@@ -152,7 +164,7 @@ class ScanResult:
 
 
 class LogSegment:
-    """A ``.log`` file and its two indexes. Not thread-safe: PartitionLog serialises access."""
+    """A ``.log`` file and its three indexes. Not thread-safe: PartitionLog serialises access."""
 
     def __init__(
         self,
@@ -179,6 +191,7 @@ class LogSegment:
             config.segment_index_bytes,
             active,
         )
+        self.txn_index = TransactionIndex(txn_index_file(directory, base_offset, file_suffix), base_offset)
         self.created_ms = int(time.time() * 1000) if now_ms is None else now_ms
         self.active = active
         self.max_timestamp_so_far, self.offset_of_max_timestamp = self.time_index.last_entry()
@@ -429,6 +442,7 @@ class LogSegment:
         self.time_index.make_writable()
         self.offset_index.reset()
         self.time_index.reset()
+        self.txn_index.reset()  # the producer-state replay refills it
         self.max_timestamp_so_far, self.offset_of_max_timestamp = NO_TIMESTAMP, self.base_offset
         if n == 0:
             self.bytes_since_last_index_entry = 0
@@ -468,6 +482,7 @@ class LogSegment:
         last offset-index entry must point at a batch whose last offset it names."""
         self.offset_index.sanity_check(self.size)
         self.time_index.sanity_check(self.size)
+        self.txn_index.sanity_check()
         if self.offset_index.entries:
             off, pos = self.offset_index.entry(self.offset_index.entries - 1)
             hdr = os.pread(self.fd, _THROUGH_LAST_OFFSET_DELTA, pos)
@@ -500,6 +515,7 @@ class LogSegment:
         """fdatasync the log; the indexes too once the segment is inactive (they are then trusted
         on restart; the active segment's are always rebuilt by recovery)."""
         os.fdatasync(self.fd)
+        self.txn_index.flush()  # written when a marker lands: durable with the marker, like the log
         if not self.active and not self.indexes_flushed:
             self.offset_index.flush()
             self.time_index.flush()
@@ -516,12 +532,14 @@ class LogSegment:
         self.size = pos
         self.offset_index.truncate_to(offset)
         self.time_index.truncate_to(offset)
+        self.txn_index.truncate_to(offset)
         self._first_batch_timestamp = None
         return removed
 
     def close(self) -> None:
         self.offset_index.close()
         self.time_index.close()
+        self.txn_index.close()
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
@@ -531,13 +549,13 @@ class LogSegment:
         for path in (self.log_path,):
             os.rename(path, Path(str(path) + DELETED_SUFFIX))
         self.log_path = Path(str(self.log_path) + DELETED_SUFFIX)
-        for idx in (self.offset_index, self.time_index):
+        for idx in (self.offset_index, self.time_index, self.txn_index):
             idx.rename_to(Path(str(idx.path) + DELETED_SUFFIX))
 
     def delete_files(self) -> None:
         """Step two: close and unlink."""
         self.close()
-        for path in (self.log_path, self.offset_index.path, self.time_index.path):
+        for path in (self.log_path, self.offset_index.path, self.time_index.path, self.txn_index.path):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
 

@@ -53,6 +53,39 @@ class LogSegments:
         i = bisect.bisect_right(self._bases, offset) - 1
         return self._segments[max(0, i)]
 
+    def from_offset(self, offset: int) -> list[LogSegment]:
+        """The segment holding ``offset`` (as :meth:`floor`) and every later one."""
+        return self._segments[max(0, bisect.bisect_right(self._bases, offset) - 1) :]
+
+    def next_base(self, base_offset: int) -> int | None:
+        """The base offset of the segment after the one based at ``base_offset`` (None: last)."""
+        i = bisect.bisect_right(self._bases, base_offset)
+        return self._bases[i] if i < len(self._bases) else None
+
+    def collect_aborted_transactions(
+        self, start_offset: int, upper_bound_offset: int
+    ) -> list[tuple[int, int]]:
+        """``(producer_id, first_offset)`` of the aborted transactions overlapping ``[start_offset,
+        upper_bound_offset)``, from the ``.txnindex`` of the segment holding ``start_offset`` on,
+        until an entry's LSO reaches the bound (Kafka's LocalLog.collectAbortedTransactions)."""
+        found: list[tuple[int, int]] = []
+        for seg in self.from_offset(start_offset):
+            txns, complete = seg.txn_index.collect_aborted_txns(start_offset, upper_bound_offset)
+            found += [(t.producer_id, t.first_offset) for t in txns]
+            if complete:
+                break
+        return found
+
+    def fetch_upper_bound_offset(self, base_offset: int, end_position: int) -> int | None:
+        """An offset above every offset of a read of the segment based at ``base_offset`` ending at
+        ``end_position``: its offset index's first entry from there, else the next segment's base
+        (None: the log end offset). Kafka's LocalLog.addAbortedTransactions bound."""
+        seg = self.floor(base_offset)
+        upper = None
+        if seg.base_offset == base_offset:
+            upper = seg.offset_index.fetch_upper_bound_offset(end_position)
+        return self.next_base(base_offset) if upper is None else upper
+
     def add(self, segment: LogSegment) -> None:
         """A new active segment, based above every other."""
         self._segments.append(segment)

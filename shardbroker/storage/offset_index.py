@@ -83,6 +83,19 @@ class OffsetIndex(AbstractIndex):
             return self.base_offset, 0
         return self.entry(slot)
 
+    def fetch_upper_bound_offset(self, position: int) -> int | None:
+        """Kafka's fetchUpperBoundOffset: the offset of the first entry at or after ``position``
+        (None if none). Its batch starts at or after ``position``, so every offset of a fetch
+        ending there is below it: the upper bound for the fetch's aborted transactions."""
+        lo, hi = 0, self._entries
+        while lo < hi:  # positions increase with offsets: a binary search on the value
+            mid = (lo + hi) // 2
+            if self._entry_at(mid)[1] < position:
+                lo = mid + 1
+            else:
+                hi = mid
+        return None if lo == self._entries else self.entry(lo)[0]
+
     def truncate_to(self, offset: int) -> None:
         """Remove entries with offset >= ``offset`` (Kafka's truncateTo)."""
         n = int(

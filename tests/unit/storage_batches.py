@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 
+from shardbroker.protocol.control_records import ControlRecordType, build_control_batch
 from shardbroker.protocol.crc import crc32c
 
 
@@ -97,3 +98,32 @@ def batch_offsets(data: bytes) -> list[tuple[int, int]]:
         out.append((base, base + lod))
         pos += 12 + length
     return out
+
+
+def txn_batch(n: int, seq: int, *, pid: int = 42, epoch: int = 0, value_size: int = 10) -> bytearray:
+    """A transactional data batch of ``n`` records (attributes bit 4)."""
+    return build_batch(
+        n, producer_id=pid, producer_epoch=epoch, base_sequence=seq, attributes=0x10, value_size=value_size
+    )
+
+
+def marker(
+    abort: bool,
+    *,
+    pid: int = 42,
+    epoch: int = 0,
+    coordinator_epoch: int = 0,
+    timestamp: int = 1_700_000_000_000,
+) -> bytearray:
+    """A COMMIT or ABORT transaction marker, as the coordinator writes it (at ``build_batch``'s
+    default timestamp, so that a marker does not roll a segment by segment.ms)."""
+    kind = ControlRecordType.ABORT if abort else ControlRecordType.COMMIT
+    return bytearray(
+        build_control_batch(
+            kind,
+            producer_id=pid,
+            producer_epoch=epoch,
+            coordinator_epoch=coordinator_epoch,
+            timestamp=timestamp,
+        )
+    )

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from shardbroker.config.log_config import LogConfig
+from shardbroker.protocol.control_records import ControlRecordType, build_control_batch
 from shardbroker.protocol.crc import crc32c
 from shardbroker.storage.errors import (
     CorruptRecordError,
@@ -129,9 +130,15 @@ def test_bad_batches_are_refused_before_any_byte_is_written(
 def test_a_transaction_marker_from_the_coordinator_is_accepted(tmp_path: Path) -> None:
     """Markers carry the producer id and epoch with base sequence -1 (Kafka's EndTransactionMarker)."""
     log = open_log(tmp_path)
-    marker = build_batch(1, producer_id=5, producer_epoch=0, base_sequence=-1, attributes=0x30)
+    marker = bytearray(
+        build_control_batch(ControlRecordType.COMMIT, producer_id=5, producer_epoch=0, coordinator_epoch=0)
+    )
     with pytest.raises(InvalidRecordError):
         log.append(bytearray(marker))  # from a client: refused
+    not_a_marker = build_batch(1, producer_id=5, producer_epoch=0, base_sequence=-1, attributes=0x30)
+    with pytest.raises(InvalidRecordError):
+        log.append(not_a_marker, allow_control=True)  # a control batch must carry a marker record
+    assert log.log_end_offset == 0
     assert log.append(marker, allow_control=True).first_offset == 0
     log.close()
 

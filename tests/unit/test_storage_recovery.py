@@ -203,6 +203,7 @@ def test_leftover_files_are_cleaned_up(tmp_path: Path) -> None:
     d = tmp_path / "t-0"
     log = PartitionLog.open(d, CFG)
     fill(log, 10)
+    leo = log.log_end_offset
     log.close()
     for name in [
         "00000000000000000005.log.deleted",
@@ -219,6 +220,7 @@ def test_leftover_files_are_cleaned_up(tmp_path: Path) -> None:
             "00000000000000000000.log",
             "00000000000000000000.index",
             "00000000000000000000.timeindex",
+            fn.producer_snapshot_file(d, leo).name,  # written at close: the next open replays nothing
             fn.RECOVERY_POINT_CHECKPOINT,
             fn.LOG_START_OFFSET_CHECKPOINT,
         ]

@@ -38,6 +38,7 @@ from shardbroker.storage.verify.segments import (
     scan_segment,
     segment_order,
 )
+from shardbroker.storage.verify.transactions import verify_snapshots, verify_txn_indexes
 
 __all__ = ["PartitionReport", "deleted_partition_dirs", "partition_dirs", "verify_partition"]
 
@@ -173,5 +174,9 @@ def verify_partition(
     log_start = read_offset_checkpoint(directory / LOG_START_OFFSET_CHECKPOINT, key, problems)
     report.log_start_offset = log_start
     problems += checkpoint_bounds(directory, scans, report.log_end_offset, recovery_point, log_start)
+    start = log_start if log_start is not None else (scans[0].base_offset if scans else 0)
+    recovered_from = bases[first_recovered] if first_recovered < len(bases) else 1 << 63
+    problems += verify_txn_indexes(directory, scans, start, recovered_from, live=live)
+    problems += verify_snapshots(directory, listing.snapshots)
     problems += verify_partition_files(directory)
     return report
