@@ -113,8 +113,10 @@ class _TlsGate(asyncio.BufferedProtocol):
         self.pending += self._buffer[:nbytes]
 
     def eof_received(self) -> bool:
+        # TLS has no half-close: the transport closes whatever is returned (True only earns
+        # asyncio's "returning true from eof_received() has no effect when using ssl" warning).
         self.eof = True
-        return True
+        return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True

@@ -393,7 +393,7 @@ def _reset(args: argparse.Namespace) -> int:
 
 def register(commands: Any) -> None:
     """Add ``groups`` to the ``shardbroker`` sub-commands (``commands`` is argparse's subparsers)."""
-    common = connection_options()
+    common = connection_options(command_config=True)
     groups = commands.add_parser(
         "groups",
         help="list, describe and reset consumer groups",

@@ -160,7 +160,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def register(commands: Any) -> None:
     """Add ``partitions`` to the ``shardbroker`` sub-commands (``commands`` is argparse's subparsers)."""
-    common = connection_options()
+    common = connection_options(command_config=True)
     partitions = commands.add_parser(
         "partitions",
         help="where partitions live, and live moves between workers",

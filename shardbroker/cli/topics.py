@@ -241,7 +241,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def register(commands: Any) -> None:
     """Add ``topics`` to the ``shardbroker`` sub-commands (``commands`` is argparse's subparsers)."""
-    common = connection_options()
+    common = connection_options(command_config=True)
     topics = commands.add_parser(
         "topics",
         help="create, list, describe, delete and alter topics",
