@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -115,26 +115,23 @@ def admin_client(broker: AclBroker, user: str | None = "admin") -> AdminClient:
     return AdminClient(confluent_config(broker, user))
 
 
-def allow(
-    user: str,
-    operation: AclOperation,
-    resource_type: ResourceType = ResourceType.TOPIC,
-    name: str = "*",
-    pattern: ResourcePatternType = ResourcePatternType.LITERAL,
-    host: str = "*",
-) -> AclBinding:
-    return AclBinding(resource_type, name, pattern, f"User:{user}", host, operation, AclPermissionType.ALLOW)
+def _binding(permission: AclPermissionType) -> Callable[..., AclBinding]:
+    def make(
+        user: str,
+        operation: AclOperation,
+        resource_type: ResourceType = ResourceType.TOPIC,
+        name: str = "*",
+        pattern: ResourcePatternType = ResourcePatternType.LITERAL,
+        host: str = "*",
+    ) -> AclBinding:
+        return AclBinding(resource_type, name, pattern, f"User:{user}", host, operation, permission)
+
+    return make
 
 
-def deny(
-    user: str,
-    operation: AclOperation,
-    resource_type: ResourceType = ResourceType.TOPIC,
-    name: str = "*",
-    pattern: ResourcePatternType = ResourcePatternType.LITERAL,
-    host: str = "*",
-) -> AclBinding:
-    return AclBinding(resource_type, name, pattern, f"User:{user}", host, operation, AclPermissionType.DENY)
+#: ``allow(user, operation, resource_type=TOPIC, name="*", pattern=LITERAL, host="*")``
+allow = _binding(AclPermissionType.ALLOW)
+deny = _binding(AclPermissionType.DENY)
 
 
 def grant(broker: AclBroker, *bindings: AclBinding) -> None:

@@ -37,6 +37,7 @@ import aiokafka.admin
 __all__ = [
     "CLIENTS",
     "Rec",
+    "aiokafka_values",
     "check_partition_logs",
     "consume",
     "create_topic",
@@ -424,6 +425,21 @@ async def consume_aiokafka(bootstrap: str, topic: str, ends: Mapping[int, int]) 
     finally:
         await consumer.stop()
     return out
+
+
+async def aiokafka_values(consumer: aiokafka.AIOKafkaConsumer, count: int, timeout: float) -> set[bytes]:
+    """Start ``consumer`` (subscribed, in a group), read until ``count`` distinct values or
+    ``timeout`` seconds, stop it: the values read."""
+    await consumer.start()
+    got: set[bytes] = set()
+    try:
+        deadline = time.monotonic() + timeout
+        while len(got) < count and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=1000)).values():
+                got.update(r.value for r in records)
+    finally:
+        await consumer.stop()
+    return got
 
 
 def consume_kcat(bootstrap: str, topic: str, ends: Mapping[int, int]) -> list[Rec]:

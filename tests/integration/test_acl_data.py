@@ -42,6 +42,7 @@ from tests.integration.acl_broker import (
     new_topic,
     python_config,
 )
+from tests.integration.kafka_clients import aiokafka_values
 
 with warnings.catch_warnings():  # kafka-python 3.0 uses importlib.resources APIs 3.11 deprecates
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -216,16 +217,7 @@ def _confluent_consume(broker: AclBroker, user: str, topic: str, group: str) -> 
 async def _aiokafka_consume(broker: AclBroker, user: str, topic: str, group: str) -> set[bytes]:
     sec = python_config(broker, user)
     consumer = aiokafka.AIOKafkaConsumer(topic, group_id=group, auto_offset_reset="earliest", **sec)
-    await consumer.start()
-    got: set[bytes] = set()
-    try:
-        deadline = time.monotonic() + TIMEOUT
-        while len(got) < COUNT and time.monotonic() < deadline:
-            for records in (await consumer.getmany(timeout_ms=1000)).values():
-                got.update(r.value for r in records)
-    finally:
-        await consumer.stop()
-    return got
+    return await aiokafka_values(consumer, COUNT, TIMEOUT)
 
 
 def kcat(

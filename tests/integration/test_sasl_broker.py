@@ -24,6 +24,7 @@ import pytest
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from tests.integration.broker_process import BrokerProcess
+from tests.integration.kafka_clients import aiokafka_values
 
 with warnings.catch_warnings():  # kafka-python 3.0 uses importlib.resources APIs 3.11 deprecates
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -199,16 +200,7 @@ async def _aiokafka_roundtrip(
     consumer = aiokafka.AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap, group_id=group, auto_offset_reset="earliest", **sec
     )
-    await consumer.start()
-    got: set[bytes] = set()
-    try:
-        deadline = time.monotonic() + TIMEOUT
-        while len(got) < COUNT and time.monotonic() < deadline:
-            for records in (await consumer.getmany(timeout_ms=1000)).values():
-                got.update(r.value for r in records)
-    finally:
-        await consumer.stop()
-    return got
+    return await aiokafka_values(consumer, COUNT, TIMEOUT)
 
 
 CLIENTS = ["confluent", "kafka-python", "aiokafka", "kcat"]
