@@ -27,6 +27,16 @@ from shardbroker.ipc.local_directory import DIRECTORY_NAME, worker_socket_addres
 from shardbroker.ipc.local_protocol import MAX_MESSAGE, decode_message, encode_message
 from shardbroker.ipc.shm import SHM_DIR, instance_name, shm_name
 from shardbroker.protocol.errors import ErrorCode
+from shardbroker.security.acl import (
+    AccessControlEntry,
+    AclBinding,
+    AclBindingFilter,
+    AclOperation,
+    AclPermissionType,
+    PatternType,
+    ResourcePattern,
+    ResourceType,
+)
 from tests.integration.broker_process import BrokerProcess, wait_for
 from tests.integration.conftest import BrokerFactory
 from tests.integration.kafka_clients import create_topic
@@ -233,3 +243,52 @@ def test_a_forwarding_worker_is_not_checked_as_the_brokers_user(broker_factory: 
     with pytest.raises(KafkaApiError) as local:  # while the broker's user itself has no WRITE
         produce_one(broker.data_dir, "fwd")
     assert local.value.error_code == ErrorCode.TOPIC_AUTHORIZATION_FAILED
+
+
+def test_acls_created_and_deleted_while_local_clients_are_attached(broker_factory: BrokerFactory) -> None:
+    """CreateAcls lets an attached LocalProducer in from its next batch; DeleteAcls shuts it out
+    again and withdraws an attached LocalConsumer with the reason."""
+    broker = broker_factory(workers=1, config=authorizing())
+    create_topic(broker.bootstrap, "moving", 1)
+    principal = f"User:{ME}"
+    write, read = (
+        AclBinding(
+            ResourcePattern(ResourceType.TOPIC, "moving", PatternType.LITERAL),
+            AccessControlEntry(principal, "*", op, AclPermissionType.ALLOW),
+        )
+        for op in (AclOperation.WRITE, AclOperation.READ)
+    )
+    with AdminClient(broker.bootstrap) as admin, LocalProducer(str(broker.data_dir), timeout=20) as producer:
+
+        def send() -> int:
+            (future,) = producer.send_batch("moving", [b"v"], partition=0)
+            producer.flush(20)
+            return future.result()
+
+        with pytest.raises(KafkaApiError) as refused:
+            send()
+        assert refused.value.error_code == ErrorCode.TOPIC_AUTHORIZATION_FAILED
+        assert admin.create_acls([write, read]) == {write: None, read: None}
+        assert send() == 0  # the same attached producer, allowed from its next batch
+        consumer = LocalConsumer(str(broker.data_dir), "moving", 0)
+        try:
+            assert [bytes(r.value or b"") for r in consumer.records(timeout=5)] == [b"v"]
+            removed = admin.delete_acls(
+                [AclBindingFilter(principal=principal, resource_type=ResourceType.TOPIC)]
+            )
+            assert sorted(next(iter(removed.values())), key=str) == sorted([write, read], key=str)
+            with pytest.raises(KafkaApiError) as refused:
+                send()
+            assert refused.value.error_code == ErrorCode.TOPIC_AUTHORIZATION_FAILED
+
+            def withdrawn() -> KafkaApiError | None:
+                try:
+                    list(consumer.records(timeout=0.2))
+                except KafkaApiError as exc:
+                    return exc
+                return None
+
+            error = wait_for(withdrawn, 10, "the attached consumer's withdrawal")
+            assert error.error_code == ErrorCode.TOPIC_AUTHORIZATION_FAILED
+        finally:
+            consumer.close()
