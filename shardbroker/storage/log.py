@@ -165,6 +165,10 @@ class PartitionLog:
         self._group = GroupCommit(self._prepare_flush, on_sync=on_flush)
         self.producer_state = ProducerStateManager(directory)
         self.recovery_stats = RecoveryStats(True, 0, 0, 0, 0)
+        #: Called after an append that wrote transaction markers, still under the log's lock on
+        #: the appending thread: the last stable offset may have moved (the broker wakes the
+        #: read_committed fetches parked on the partition, whoever appended the markers).
+        self.on_markers: Callable[[], None] | None = None
 
     # ------------------------------------------------------------------ open / close
 
@@ -457,6 +461,8 @@ class PartitionLog:
                 aborted = self.producer_state.update(batches)
                 if aborted:
                     self._index_aborted(seg, aborted)
+                if markers and self.on_markers is not None:
+                    self.on_markers()
             first_offset = batches.base_offsets[0]
             return LogAppendInfo(
                 first_offset,
