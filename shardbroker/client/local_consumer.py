@@ -379,7 +379,7 @@ class LocalConsumer:
             assert self._segment is not None  # _read returned batches of it
             upper = int(h.last_offsets[got.stop - 1]) + 1
             aborted = self._aborted.collect(self._segment.base_offset, self._bases, got.position, upper)
-        keep = visible_batches(got.view, h, got.first, got.stop, aborted)
+        keep = visible_batches(h, got.first, got.stop, aborted)
         if keep is None:
             return got
         return _Read(got.view, take_batches(h, keep), 0, len(keep), got.position)

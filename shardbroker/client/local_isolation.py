@@ -2,11 +2,18 @@
 
 Control batches (transaction markers) are never returned, whatever the isolation level, as a
 Kafka consumer never returns control records. With ``read_committed`` the reads stop at the last
-stable offset (client/local_consumer.py) and the batches of aborted transactions are dropped,
-exactly as Kafka's consumer does with a Fetch response's ``aborted_transactions`` (its
-CompletedFetch): walking the batches in offset order, an aborted transaction ``(producer id,
-first offset)`` marks its producer as aborting once a batch reaches its first offset, a
-transactional batch of an aborting producer is dropped, and that producer's ABORT marker ends it.
+stable offset (client/local_consumer.py) and the batches of aborted transactions are dropped:
+the batches Kafka's consumer drops with a Fetch response's ``aborted_transactions`` (its
+CompletedFetch walks the batches in order: an aborted ``(producer id, first offset)`` marks the
+producer as aborting from that offset until its ABORT marker). The index entries name the
+marker's offset too, so the same rule is one vectorised test instead of a walk: a transactional
+batch is dropped when an entry of its producer has ``first offset <= base offset < marker
+offset`` (one transaction per producer at a time: that is the aborted transaction's span).
+On a 4 MiB poll of 100 B records in transactions of 1,000, 10 % aborted (perf/bench_readcommitted.py's
+log): 14 us for the test against 96 us for the walk in Python (the same batches kept), next to
+~2 ms of record decoding; reading the index 10 us, the subset of headers 8 us. A LocalConsumer
+read_committed delivers 0.95 of read_uncommitted's records/s over that log (7 alternating rounds
+of 2,000,000 records, ``poll_columns``), draining it in the same time.
 
 Where the aborted transactions come from: the partition's ``.txnindex`` files
 (storage/transaction_index.py, written by the broker when an ABORT marker lands, so before the
@@ -30,8 +37,6 @@ import numpy as np
 import numpy.typing as npt
 
 from shardbroker.protocol.batch_scan import BatchHeaders
-from shardbroker.protocol.control_records import ControlRecordType, control_record
-from shardbroker.protocol.record_batch import RecordBatch
 from shardbroker.protocol.record_batch_header import CONTROL_BIT, TRANSACTIONAL_BIT
 from shardbroker.storage.file_names import txn_index_file
 from shardbroker.storage.transaction_index import ENTRY_SIZE, collect_aborted, decode_entries
@@ -83,68 +88,54 @@ class AbortedTransactions:
 
     def collect(
         self, base: int, later: Callable[[], list[int]], start: int, upper: int
-    ) -> list[tuple[int, int]]:
-        """``(producer_id, first_offset)`` of the aborted transactions overlapping ``[start,
-        upper)``, in first-offset order (Kafka's collectAbortedTransactions): from the segment
-        ``base`` holding ``start``, then, until the search is complete, the ones ``later()``
-        lists (all segment bases: a directory listing, only when needed)."""
+    ) -> list[tuple[int, int, int]]:
+        """``(producer_id, first_offset, marker offset)`` of the aborted transactions overlapping
+        ``[start, upper)`` (Kafka's collectAbortedTransactions): from the segment ``base``
+        holding ``start``, then, until the search is complete, the ones ``later()`` lists (all
+        segment bases: a directory listing, only when needed)."""
         for old in [b for b in self._cache if b < base]:
             del self._cache[old]  # deleted by retention, or read past
         hits, done = collect_aborted(self.entries(base), start, upper)
-        found = list(zip(hits["producer_id"].tolist(), hits["first_offset"].tolist(), strict=True))
+        found = _triples(hits)
         if not done:
             for b in later():
                 if b <= base:
                     continue
                 hits, done = collect_aborted(self.entries(b), start, upper)
-                found += zip(hits["producer_id"].tolist(), hits["first_offset"].tolist(), strict=True)
+                found += _triples(hits)
                 if done:
                     break
-        found.sort(key=lambda t: t[1])
         return found
 
 
-def _is_abort(view: memoryview, at: int, size: int) -> bool:
-    return control_record(RecordBatch(view[at : at + size])).type == ControlRecordType.ABORT
+def _triples(hits: npt.NDArray[np.void]) -> list[tuple[int, int, int]]:
+    return list(
+        zip(
+            hits["producer_id"].tolist(),
+            hits["first_offset"].tolist(),
+            hits["last_offset"].tolist(),
+            strict=True,
+        )
+    )
 
 
 def visible_batches(
-    view: memoryview,
-    headers: BatchHeaders,
-    first: int,
-    stop: int,
-    aborted: list[tuple[int, int]] | None,
+    headers: BatchHeaders, first: int, stop: int, aborted: list[tuple[int, int, int]] | None
 ) -> npt.NDArray[np.int64] | None:
     """The indices among ``headers[first:stop]`` a consumer returns, None when it returns them
     all. ``aborted``: None for read_uncommitted (only control batches are left out), else the
     aborted transactions overlapping the range (`AbortedTransactions.collect`)."""
     attrs = headers.attributes[first:stop]
-    special = np.flatnonzero(attrs & (CONTROL_BIT if aborted is None else _TXN_OR_CONTROL)) + first
-    if not special.size:
+    drop = (attrs & CONTROL_BIT) != 0
+    if aborted:
+        data = (attrs & _TXN_OR_CONTROL) == TRANSACTIONAL_BIT
+        pids = headers.producer_ids[first:stop]
+        bases = headers.base_offsets[first:stop]
+        for pid, first_offset, marker_offset in aborted:
+            drop |= data & (pids == pid) & (bases >= first_offset) & (bases < marker_offset)
+    if not drop.any():
         return None
-    drop: list[int] = []
-    if aborted is None:
-        drop = special.tolist()
-    else:
-        pids = headers.producer_ids
-        lasts = headers.last_offsets
-        aborting: set[int] = set()
-        next_txn = 0
-        for i in special.tolist():
-            pid = int(pids[i])
-            last = int(lasts[i])
-            while next_txn < len(aborted) and aborted[next_txn][1] <= last:
-                aborting.add(aborted[next_txn][0])
-                next_txn += 1
-            if int(headers.attributes[i]) & CONTROL_BIT:
-                drop.append(i)
-                at = int(headers.positions[i] - headers.base_position)
-                if pid in aborting and _is_abort(view, at, int(headers.sizes[i])):
-                    aborting.discard(pid)
-            elif pid in aborting:
-                drop.append(i)
-    keep = np.arange(first, stop, dtype=np.int64)
-    return keep[~np.isin(keep, drop)]
+    return np.flatnonzero(~drop) + first
 
 
 def take_batches(headers: BatchHeaders, indices: npt.NDArray[np.int64]) -> BatchHeaders:

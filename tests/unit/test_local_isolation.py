@@ -51,22 +51,27 @@ def test_read_committed_keeps_committed_and_plain_batches_only(tmp_path: Path) -
     workload(log)
     view = segment_view(log)
     h = scan_batches(view)
-    # The aborted transactions as the broker lists them for a read_committed Fetch of it all.
-    aborted = log.collect_aborted_transactions(0, log.last_stable_offset)
-    assert aborted == [(2, 3), (3, 12)]
-    keep = visible_batches(view, h, 0, len(h), aborted)
+    # The aborted transactions read from the index: what the broker lists for a read_committed
+    # Fetch of it all, with the markers' offsets.
+    reader = AbortedTransactions(log.directory)
+    aborted = reader.collect(0, lambda: [0], 0, log.last_stable_offset)
+    assert [(pid, first) for pid, first, _ in aborted] == log.collect_aborted_transactions(0, 14)
+    assert aborted == [(2, 3, 8), (3, 12, 13)]
+    # Kept: what Kafka's consumer keeps (plain batches, committed transactions: pid 2's second
+    # transaction too, after its abort), never a marker.
+    keep = visible_batches(h, 0, len(h), aborted)
     assert keep is not None
     assert h.base_offsets[keep].tolist() == [0, 1, 5, 9, 10]
     # From the middle (a new poll), with the index's answer for that range.
-    aborted = AbortedTransactions(log.directory).collect(0, lambda: [0], 7, 14)
-    assert aborted == [(2, 3), (3, 12)]  # pid 2's abort ends at 8, inside [7, 14)
-    keep = visible_batches(view, h, 5, len(h), aborted)  # batches from offset 7 on
+    aborted = reader.collect(0, lambda: [0], 7, 14)
+    assert aborted == [(2, 3, 8), (3, 12, 13)]  # pid 2's abort ends at 8, inside [7, 14)
+    keep = visible_batches(h, 5, len(h), aborted)  # batches from offset 7 on
     assert keep is not None and h.base_offsets[keep].tolist() == [9, 10]
     # read_uncommitted: every data batch, no marker.
-    keep = visible_batches(view, h, 0, len(h), None)
+    keep = visible_batches(h, 0, len(h), None)
     assert keep is not None and h.base_offsets[keep].tolist() == [0, 1, 3, 5, 7, 9, 10, 12]
     # The records of the kept batches decode from the subset of headers.
-    sub = take_batches(h, visible_batches(view, h, 0, len(h), aborted))  # type: ignore[arg-type]
+    sub = take_batches(h, visible_batches(h, 0, len(h), aborted))  # type: ignore[arg-type]
     cols = record_columns(view, sub, 0, len(sub))
     assert cols.offsets.tolist() == [0, 1, 2, 5, 9, 10]
     assert bytes(cols.value(0) or b"") == b"p0"
@@ -79,8 +84,8 @@ def test_nothing_to_leave_out_costs_no_copy(tmp_path: Path) -> None:
     log.append(build_batch(2))
     view = segment_view(log)
     h = scan_batches(view)
-    assert visible_batches(view, h, 0, len(h), []) is None
-    assert visible_batches(view, h, 0, len(h), None) is None
+    assert visible_batches(h, 0, len(h), []) is None
+    assert visible_batches(h, 0, len(h), None) is None
     log.close()
 
 
@@ -114,8 +119,8 @@ def test_index_reader_follows_growth_rewrites_and_later_segments(tmp_path: Path)
         listed.append(1)
         return [0, 20]
 
-    assert reader.collect(0, later, 10, 20) == [(4, 15)] and listed == [1]
-    assert reader.collect(0, later, 0, 6) == [(7, 0)] and listed == [1]  # complete in segment 0
+    assert reader.collect(0, later, 10, 20) == [(4, 15, 25)] and listed == [1]
+    assert reader.collect(0, later, 0, 6) == [(7, 0, 5)] and listed == [1]  # complete in segment 0
 
 
 def test_take_batches_keeps_positions(tmp_path: Path) -> None:
