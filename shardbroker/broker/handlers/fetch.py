@@ -28,9 +28,11 @@ both levels, the high watermark its log end offset (broker/partition.py). READ_C
 the batch holding it on; still a sendfile range, only shorter), and ``aborted_transactions``
 lists ``(producer_id, first_offset)`` of the aborted transactions overlapping the range returned,
 with Kafka's upper bound (``PartitionLog.aborted_transactions``), an empty list when nothing is
-returned; READ_UNCOMMITTED answers null there, as Kafka. The cost of READ_UNCOMMITTED: reading
-the LSO, one lock and one dict look-up per partition (perf/bench_readcommitted.py measures the
-handler).
+returned; READ_UNCOMMITTED answers null there, as Kafka. Measured in-process on one partition
+(``python -m perf readcommitted``'s handler figure, best of 3 runs each): READ_UNCOMMITTED 7.41 us
+a request before, 7.66 after (the LSO: a lock and a dict test per partition); READ_COMMITTED
+8.9 us over a log without transactions, 17.5 us with an aborted transaction in range (reading
+its ``.txnindex``).
 
 Long poll: if the bytes found are fewer than ``min_bytes`` and ``max_wait_ms`` > 0, the request
 parks one future on every partition it asked for; an append to any of them resolves it (no
