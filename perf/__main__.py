@@ -18,6 +18,10 @@ COMMANDS = {
     "plot": ("perf.plot:main", "draw a report as PNG charts"),
     "authz": ("perf.bench_authorizer:main", "produce with 1,000 ACLs vs none, and authorizer decisions"),
     "soak": ("perf.soak:main", "mixed load and faults, then every acknowledged record checked"),
+    "readcommitted": (
+        "perf.bench_readcommitted:main",
+        "read_committed vs read_uncommitted consume over 10 % aborted data; Fetch handler cost",
+    ),
 }
 
 

@@ -55,7 +55,8 @@ is not drained until they are out, so a client that stops reading acks stops its
 dropped. The client, in turn, blocks on its full request ring (client/local_producer.py).
 
 High watermarks (for LocalConsumer): after every append to a partition that has a row in the
-``local-hw`` table (ipc/local_directory.py) the worker stores the new high watermark there and,
+``local-hw`` table (ipc/local_directory.py) the worker stores the new high watermark and last
+stable offset there (transaction markers are appends too: they move both) and,
 if consumers watch the partition, writes an 8-byte wake-up frame into each one's wake ring
 (whose sleep protocol rings the consumer's doorbell only when it sleeps). Local appends publish
 right after their write; TCP appends are seen through the partition's fetch-waiter hook (a
@@ -648,8 +649,9 @@ class LocalClientService:
         row = self.rows.get(key)
         if row is None or self.high_watermarks is None:
             return
-        hw = p.high_watermark
-        self.high_watermarks.publish(row, hw, p.log_start_offset)
+        plog = p.log
+        hw = plog.log_end_offset
+        self.high_watermarks.publish(row, hw, plog.log_start_offset, plog.last_stable_offset)
         watchers = self.watchers.get(key)
         if watchers and self._notified.get(key) != hw:
             self._notified[key] = hw

@@ -6,8 +6,10 @@ log_manager.py, the fetches parked on it (an append wakes them all), its flush s
 (log_flusher.py) and its counters. Answers as Kafka's Partition and LeaderEpochFileCache: the
 fencing of a client's ``current_leader_epoch``, OffsetForLeaderEpoch and the epoch of an offset.
 
-Single replica: an append is committed once it is written, so the high watermark and the last
-stable offset (no transactions) are the log end offset.
+Single replica: an append is committed once it is written, so the high watermark is the log end
+offset; the last stable offset is the log's (below the first undecided transaction). Parked
+fetches wake on every append, and on every append of transaction markers whoever makes it (the
+log's ``on_markers`` hook): a marker moves the LSO, which a read_committed fetch waits for.
 
 Counters are plain attributes, counted on every append and fetch (76 ns per append together) and
 copied to the shared counter table once a second by ReplicaManager.publish_metrics
@@ -91,6 +93,7 @@ class Partition:
         #: (produce_requests, fetch_requests) last published; None: publish at the next tick.
         self.published: tuple[int, int] | None = None
         self.metrics = PartitionRow(-1)
+        plog.on_markers = self._on_markers
 
     def __repr__(self) -> str:
         return f"Partition({self.topic}-{self.index}, epoch {self.leader_epoch})"
@@ -123,6 +126,12 @@ class Partition:
             for fut in waiters:
                 if not fut.done():
                     fut.set_result(None)
+
+    def _on_markers(self) -> None:
+        """Markers landed: the LSO may have moved. Wake the parked fetches and publish the
+        counters (the LSO gauge) at the next tick."""
+        self.published = None
+        self.wake()
 
     def check_leader_epoch(self, current_leader_epoch: int) -> int:
         """Kafka's fencing of a client's ``current_leader_epoch`` (-1: not checked)."""

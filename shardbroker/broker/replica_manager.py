@@ -239,6 +239,7 @@ class ReplicaManager:
             p.fetch_requests,
             plog.segment_count,
             plog.offline,
+            plog.last_stable_offset,
         )
 
     # ------------------------------------------------------------------ lookups
@@ -291,12 +292,16 @@ class ReplicaManager:
 
     # ------------------------------------------------------------------ read
 
-    def read(self, p: Partition, offset: int, max_bytes: int, min_one_message: bool) -> FetchDataInfo:
-        """The file range to send (raises LogOffsetOutOfRangeError, KafkaStorageError)."""
-        return p.log.read(offset, max_bytes, min_one_message=min_one_message)
+    def read(
+        self, p: Partition, offset: int, max_bytes: int, min_one_message: bool, max_offset: int | None = None
+    ) -> FetchDataInfo:
+        """The file range to send, below ``max_offset`` if given (a read_committed fetch passes
+        the LSO); raises LogOffsetOutOfRangeError, KafkaStorageError."""
+        return p.log.read(offset, max_bytes, min_one_message=min_one_message, max_offset=max_offset)
 
     async def wait_for_data(self, partitions: Iterable[Partition], timeout: float) -> bool:
-        """Park until an append to any of ``partitions`` (True) or ``timeout`` seconds (False)."""
+        """Park until an append to any of ``partitions``, markers included (True: the caller reads
+        again, up to the LSO for read_committed), or ``timeout`` seconds (False)."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         parked = list(partitions)

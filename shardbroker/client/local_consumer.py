@@ -8,12 +8,16 @@ Unix socket (through ipc/local_attach.py); commits offsets over TCP (client/admi
         columns = consumer.poll_columns(timeout=1.0)      # or: numpy columns of every record read
         consumer.commit()                                 # the position, to the group coordinator
 
-What it reads and how far. The owner worker stores the partition's high watermark in the
-broker's ``local-hw`` table after every append (broker/local_clients.py); the consumer reads whole
-batches below it from a read-only mmap of the segment file, exactly the bytes Fetch would send
-(the log holds batches as produced, with the broker's offsets). It never takes the data dir's
-lock and never writes there. Bytes past the high watermark (an append in progress) are never
-looked at.
+What it reads and how far. The owner worker stores the partition's high watermark and last
+stable offset in the broker's ``local-hw`` table after every append (broker/local_clients.py);
+the consumer reads whole batches below the high watermark (``isolation_level="read_uncommitted"``,
+Kafka's default) or below the LSO (``"read_committed"``, Kafka's consumer property and values)
+from a read-only mmap of the segment file, exactly the bytes Fetch would send (the log holds
+batches as produced, with the broker's offsets). It never takes the data dir's lock and never
+writes there. Bytes past the high watermark (an append in progress) are never looked at. As a
+Kafka consumer, it never returns control batches (transaction markers), and read_committed drops
+the batches of aborted transactions, found in the partition's ``.txnindex`` files
+(client/local_isolation.py); ``offset="latest"`` is the LSO there, as Kafka's ListOffsets.
 
 Finding an offset: the segment is the one with the largest base offset at or below it (file
 names); inside it, the offset index (``OffsetIndex.read_entries``: read without mapping or
@@ -103,12 +107,13 @@ import numpy as np
 
 from shardbroker.client.admin import AdminClient
 from shardbroker.client.connection import KafkaApiError
+from shardbroker.client.local_isolation import AbortedTransactions, take_batches, visible_batches
 from shardbroker.ipc.local_attach import LocalBroker, LocalClientError, WorkerSession, ring_object
 from shardbroker.ipc.ring_names import WAKE_ROLE
 from shardbroker.ipc.ring_reader import RingReader
 from shardbroker.protocol.batch_scan import BatchHeaders, scan_batches
 from shardbroker.protocol.record_batch import Record, RecordBatch
-from shardbroker.protocol.record_batch_header import LENGTH_OFFSET, LOG_OVERHEAD
+from shardbroker.protocol.record_batch_header import LENGTH_OFFSET, LOG_OVERHEAD, TRANSACTIONAL_BIT
 from shardbroker.protocol.record_columns import RecordColumns, record_columns
 from shardbroker.storage.file_names import LOG_SUFFIX, index_file, offset_from_file_name, partition_dir_name
 from shardbroker.storage.offset_index import OffsetIndex
@@ -204,7 +209,13 @@ class LocalConsumer:
         offset: int | Literal["earliest", "latest"] = "earliest",
         auto_offset_reset: Literal["earliest", "none"] = "earliest",
         group_id: str | None = None,
+        isolation_level: Literal["read_uncommitted", "read_committed"] = "read_uncommitted",
     ) -> None:
+        if isolation_level not in ("read_uncommitted", "read_committed"):
+            raise ValueError(
+                f"isolation_level must be 'read_uncommitted' or 'read_committed', not {isolation_level!r}"
+            )
+        self.isolation_level = isolation_level
         self.topic = topic
         self.partition = partition
         self.group_id = group_id
@@ -222,6 +233,8 @@ class LocalConsumer:
             if owner >= 0:  # else the partition is between two owners: watched once it has one
                 self._watch(owner)
             self._hw = self.broker.high_watermarks
+            committed = isolation_level == "read_committed"
+            self._aborted = AbortedTransactions(self.directory) if committed else None
         except BaseException:
             self.broker.close()
             raise
@@ -231,7 +244,7 @@ class LocalConsumer:
         if offset == "earliest":
             self.position = self.log_start_offset
         elif offset == "latest":
-            self.position = self.high_watermark
+            self.position = self.last_fetchable_offset
         else:
             self.position = offset
         self._closed = False
@@ -244,6 +257,16 @@ class LocalConsumer:
         return self._hw.high_watermark(self.row)
 
     @property
+    def last_stable_offset(self) -> int:
+        """Kafka's LSO, as the owner published it: below the first undecided transaction."""
+        return self._hw.last_stable_offset(self.row)
+
+    @property
+    def last_fetchable_offset(self) -> int:
+        """Where reading stops: the LSO for read_committed, else the high watermark."""
+        return self.last_stable_offset if self._aborted is not None else self.high_watermark
+
+    @property
     def log_start_offset(self) -> int:
         return self._hw.log_start_offset(self.row)
 
@@ -254,8 +277,9 @@ class LocalConsumer:
     # ------------------------------------------------------------------ reading
 
     def poll_batches(self, timeout: float = 0.0) -> list[RawBatch]:
-        """The whole batches from the position up to the high watermark (at most
-        ``MAX_POLL_BYTES`` of them), waiting up to ``timeout`` for the first; [] if none."""
+        """The whole batches from the position up to the last fetchable offset (at most
+        ``MAX_POLL_BYTES`` of them, less the markers and aborted batches left out), waiting up to
+        ``timeout`` for the first; [] if none."""
         got = self._poll(timeout, MAX_POLL_BYTES)
         if got is None:
             return []
@@ -274,7 +298,7 @@ class LocalConsumer:
         return [RawBatch(base, last, n, ts, view[p : p + size]) for base, last, n, ts, p, size in zipped]
 
     def poll_columns(self, timeout: float = 0.0, max_bytes: int = COLUMNS_POLL_BYTES) -> RecordColumns | None:
-        """Every record from the position on, in the whole batches up to the high watermark (at
+        """Every record from the position on, in the whole batches up to the last fetchable offset (at
         most ``max_bytes`` of them, and at least one batch), decoded into one set of numpy
         columns (``protocol.record_columns.record_columns``; records of a batch before the position
         left out, so it may be empty), waiting up to ``timeout`` for the first; None if none."""
@@ -301,9 +325,13 @@ class LocalConsumer:
             self._session_gone()  # raises once an ACL change withdrew the watch (module docstring)
             if self.wake is not None:
                 self.wake.read_batch(64)  # forget wake-ups: the watermark itself is read next
-            got = self._read(self.high_watermark, max_bytes)
+            hw = self.high_watermark
+            got = self._read(self.last_stable_offset if self._aborted is not None else hw, hw, max_bytes)
             if got is not None:
-                return got
+                got = self._visible(got)
+                if got.stop > got.first:
+                    return got
+                continue  # all left out (markers, aborted data): read on at once
             self._follow_owner()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -313,9 +341,11 @@ class LocalConsumer:
             else:
                 self.wake.wait(min(remaining, OWNER_CHECK_INTERVAL_S))
 
-    def _read(self, hw: int, max_bytes: int) -> _Read | None:
+    def _read(self, limit: int, hw: int, max_bytes: int) -> _Read | None:
+        """Whole batches from the position, all below ``limit`` (the last fetchable offset); None
+        when the position did not move."""
         pos = self.position
-        if pos >= hw:
+        if pos >= limit:
             if pos > hw and hw >= 0:
                 self._out_of_range(f"position {pos} is past the high watermark {hw}")
             return None
@@ -326,22 +356,33 @@ class LocalConsumer:
         start = self._file_position
         if start >= len(view):
             if self._next_segment(seg):
-                return self._read(hw, max_bytes)
+                return self._read(limit, hw, max_bytes)
             return None
         scanned = view[start : start + max(max_bytes, self._batch_size(view, start))]
         headers = scan_batches(scanned, base_position=start)
         if not len(headers):
             return None
-        keep = int(np.searchsorted(headers.base_offsets, hw, side="left"))  # whole batches below hw
+        lasts = headers.last_offsets
+        keep = int(np.searchsorted(lasts, limit, side="left"))  # whole batches below the limit
         if not keep:
             return None
-        lasts = headers.last_offsets
         first = int(np.searchsorted(lasts[:keep], pos, side="left"))  # skip batches before pos
         self._file_position = int(headers.positions[keep - 1] + headers.sizes[keep - 1])
         self.position = max(pos, int(lasts[keep - 1]) + 1)
-        if first == keep:
-            return None
         return _Read(scanned, headers, first, keep, pos)
+
+    def _visible(self, got: _Read) -> _Read:
+        """``got`` without what a Kafka consumer leaves out (client/local_isolation.py)."""
+        aborted = None
+        h = got.headers
+        if self._aborted is not None and (h.attributes[got.first : got.stop] & TRANSACTIONAL_BIT).any():
+            assert self._segment is not None  # _read returned batches of it
+            upper = int(h.last_offsets[got.stop - 1]) + 1
+            aborted = self._aborted.collect(self._segment.base_offset, self._bases, got.position, upper)
+        keep = visible_batches(h, got.first, got.stop, aborted)
+        if keep is None:
+            return got
+        return _Read(got.view, take_batches(h, keep), 0, len(keep), got.position)
 
     @staticmethod
     def _batch_size(view: memoryview, position: int) -> int:

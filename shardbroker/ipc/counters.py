@@ -18,7 +18,7 @@ every section starts on a 64-byte boundary)::
       flush      int64[N_BUCKETS + 1]         log flush (fdatasync) durations, per bucket
       flush_sum  float64                      seconds
     state        int64[rows]        0 free, odd: being (re)labelled, even > 0: live (generation)
-    counters     int64[rows, 16]    PARTITION_FIELDS (10 used), two 64-byte lines per row
+    counters     int64[rows, 16]    PARTITION_FIELDS (11 used), two 64-byte lines per row
     labels       bytes[rows, 320]   int64 partition, int64 name length, 48 spare, topic (<= 256 B)
     security blocks, one per worker w (security_block(listeners) bytes each):
       denied     int64[N_OPERATIONS, N_RESOURCE_TYPES]   authorization denials, by Kafka's
@@ -122,6 +122,7 @@ PARTITION_FIELDS: Final = (
     "fetch_requests",
     "segment_count",
     "offline",
+    "last_stable_offset",
 )
 MESSAGES_IN: Final = 0
 BYTES_IN: Final = 1
@@ -134,6 +135,8 @@ FETCH_REQUESTS: Final = 7
 SEGMENT_COUNT: Final = 8
 #: 1 while the partition's log is offline (a failed fdatasync: storage/group_commit.py).
 OFFLINE: Final = 9
+#: Kafka's LSO: below the first undecided transaction (the log end offset without transactions).
+LAST_STABLE_OFFSET: Final = 10
 #: int64 words per row: the fields rounded up to whole 64-byte lines.
 ROW_WORDS: Final = aligned(8 * len(PARTITION_FIELDS)) // 8
 ROW_BYTES: Final = 8 * ROW_WORDS
@@ -479,8 +482,10 @@ class WorkerCounters:
         fetch_requests: int,
         segment_count: int = 1,
         offline: bool = False,
+        last_stable_offset: int | None = None,
     ) -> None:
-        """Write a partition's row (in `PARTITION_FIELDS` order) in one store per field."""
+        """Write a partition's row (in `PARTITION_FIELDS` order) in one store per field
+        (``last_stable_offset`` None: the log end offset, a partition without transactions)."""
         if prow.row >= 0:
             _ROW.pack_into(
                 self._mv,
@@ -495,6 +500,7 @@ class WorkerCounters:
                 fetch_requests,
                 segment_count,
                 offline,
+                log_end_offset if last_stable_offset is None else last_stable_offset,
             )
 
     def close_partition(self, prow: PartitionRow) -> None:

@@ -19,14 +19,15 @@ moved, so it never decodes a half-written body; the writer never waits for reade
 x86-64 ordering argument as ring_endpoint.py (aligned 8-byte loads/stores, TSO) makes "sequence, body,
 sequence" ordered on both sides.
 
-``local-hw`` (``HighWatermarkTable``): one 16-byte row per partition, ``(high watermark, log start
-offset)`` as int64, written by the partition's owner worker after *every* append (TCP or local)
-and read by local consumers, which never read past the high watermark. The controller assigns
+``local-hw`` (``HighWatermarkTable``): one 24-byte row per partition, ``(high watermark, log start
+offset, last stable offset)`` as int64, written by the partition's owner worker after *every*
+append (TCP or local, transaction markers included) and read by local consumers, which never read
+past the high watermark (read_uncommitted) or the LSO (read_committed). The controller assigns
 rows (in the directory) from a counter that never goes back within a run, so a row never changes
-partitions under a reader: a topic deleted and created again gets new rows. 65,536 rows (1 MiB)
+partitions under a reader: a topic deleted and created again gets new rows. 65,536 rows (1.5 MiB)
 by default; partitions beyond have row -1 and no local consumer (the directory says so).
 Each value is one aligned 8-byte store (``memoryview.cast("q")``), so a reader sees the old or
-the new watermark, never a torn one.
+the new watermark, never a torn one; each is stored after the data below it is written.
 
 Worker sockets. A local client attaches to a worker over a Unix ``SOCK_SEQPACKET`` socket in the
 abstract namespace, ``\\0shardbroker-<instance>-local-w<i>`` (``worker_socket_address``): no file to
@@ -61,6 +62,9 @@ HIGH_WATERMARKS_NAME: Final = "local-hw"
 DIRECTORY_KIND: Final = 0x5249444C  # b"LDIR" read as a little-endian u32
 HIGH_WATERMARKS_KIND: Final = 0x5757484C  # b"LHWW"
 LAYOUT_VERSION: Final = 1
+#: 2: rows carry the last stable offset (issue 16).
+HIGH_WATERMARKS_LAYOUT: Final = 2
+_ROW_WORDS: Final = 3
 #: 1 MiB of JSON: ~60 bytes per partition, so ~15,000 partitions.
 DIRECTORY_CAPACITY: Final = 1 << 20
 HIGH_WATERMARK_ROWS: Final = 1 << 16
@@ -214,21 +218,21 @@ class LocalDirectory:
 
 
 class HighWatermarkTable:
-    """The ``local-hw`` segment: ``(high watermark, log start offset)`` per row."""
+    """The ``local-hw`` segment: ``(high watermark, log start offset, last stable offset)`` per row."""
 
     def __init__(self, segment: SharedSegment) -> None:
         self.segment = segment
         self._mv = memoryview(segment.mmap)
         self._q = self._mv[_BODY_AT:].cast("q")
-        self.rows = len(self._q) // 2
+        self.rows = len(self._q) // _ROW_WORDS
 
     @classmethod
     def create(cls, instance: str, rows: int = HIGH_WATERMARK_ROWS) -> HighWatermarkTable:
         seg = SharedSegment.create(
             shm_name(instance, HIGH_WATERMARKS_NAME),
-            _BODY_AT + 16 * rows,
+            _BODY_AT + 8 * _ROW_WORDS * rows,
             HIGH_WATERMARKS_KIND,
-            LAYOUT_VERSION,
+            HIGH_WATERMARKS_LAYOUT,
         )
         return cls(seg)
 
@@ -236,19 +240,26 @@ class HighWatermarkTable:
     def attach(cls, instance: str, *, writable: bool = True) -> HighWatermarkTable:
         """Map the table; the owner workers write it, clients map it read-only."""
         name = shm_name(instance, HIGH_WATERMARKS_NAME)
-        return cls(SharedSegment.attach(name, HIGH_WATERMARKS_KIND, LAYOUT_VERSION, writable=writable))
+        return cls(
+            SharedSegment.attach(name, HIGH_WATERMARKS_KIND, HIGH_WATERMARKS_LAYOUT, writable=writable)
+        )
 
-    def publish(self, row: int, high_watermark: int, log_start_offset: int) -> None:
-        """The owner worker, after an append (or retention): two aligned 8-byte stores."""
+    def publish(self, row: int, high_watermark: int, log_start_offset: int, last_stable_offset: int) -> None:
+        """The owner worker, after an append (or retention): three aligned 8-byte stores."""
         q = self._q
-        q[2 * row + 1] = log_start_offset
-        q[2 * row] = high_watermark
+        at = _ROW_WORDS * row
+        q[at + 1] = log_start_offset
+        q[at + 2] = last_stable_offset
+        q[at] = high_watermark
 
     def high_watermark(self, row: int) -> int:
-        return self._q[2 * row]
+        return self._q[_ROW_WORDS * row]
 
     def log_start_offset(self, row: int) -> int:
-        return self._q[2 * row + 1]
+        return self._q[_ROW_WORDS * row + 1]
+
+    def last_stable_offset(self, row: int) -> int:
+        return self._q[_ROW_WORDS * row + 2]
 
     def close(self) -> None:
         self._q.release()

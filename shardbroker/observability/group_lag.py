@@ -2,7 +2,10 @@
 
 - ``shardbroker_consumergroup_lag{group,topic,partition}`` (gauge): Kafka's lag, the partition's
   high watermark (log end offset: the offset of the *next* record; control records count) minus
-  the group's committed offset, so a fully consumed partition has lag 0;
+  the group's committed offset, so a fully consumed partition has lag 0; the high watermark
+  whatever the group's isolation level, as Kafka's kafka-consumer-groups (a read_committed group
+  stuck behind an open transaction shows the lag; ``shardbroker_partition_last_stable_offset``
+  says why);
 - ``shardbroker_consumergroup_committed_offset{group,topic,partition}`` (gauge, as
   kafka_exporter's ``kafka_consumergroup_current_offset``: a reset moves it back), whose ``rate``
   is what a group consumes per second (the broker does not count fetched records: Fetch sends

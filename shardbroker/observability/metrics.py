@@ -10,7 +10,7 @@ HTTP side is metrics_http.py.
 
 Families built here (``worker`` is the Kafka node id):
 
-- ``shardbroker_partition_*{topic,partition,worker}``: 5 counters and 4 gauges of the partition
+- ``shardbroker_partition_*{topic,partition,worker}``: 5 counters and 5 gauges of the partition
   rows (counters start at 0 when the worker opens the partition), and
   ``shardbroker_partition_offline{topic,partition}``, one per partition of the controller's
   metadata (`offline_text`);
@@ -121,6 +121,12 @@ _PARTITION_FAMILIES: list[tuple[int, str, str, str]] = [
     (ctr.LOG_START_OFFSET, "shardbroker_partition_log_start_offset", "First offset kept", "gauge"),
     (ctr.LOG_SIZE_BYTES, "shardbroker_partition_log_size_bytes", "Bytes in the segment files", "gauge"),
     (ctr.SEGMENT_COUNT, "shardbroker_partition_log_segments", "Segment files", "gauge"),
+    (
+        ctr.LAST_STABLE_OFFSET,
+        "shardbroker_partition_last_stable_offset",
+        "Offset below the first undecided transaction (read_committed reads stop there)",
+        "gauge",
+    ),
 ]
 _OFFLINE = "shardbroker_partition_offline"
 

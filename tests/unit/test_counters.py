@@ -211,6 +211,7 @@ def test_replica_manager_publishes_its_partitions(
                 "fetch_requests": 0,
                 "segment_count": 1,
                 "offline": 0,
+                "last_stable_offset": 3,
             }
             # Flushes are timed into the worker's flush histogram as they finish (no tick).
             assert table.flush[0].sum() == 0

@@ -95,9 +95,10 @@ def test_high_watermarks(instance: str) -> None:
     other = HighWatermarkTable.attach(instance)
     try:
         assert other.rows == 4
-        table.publish(3, 42, 7)
-        assert (other.high_watermark(3), other.log_start_offset(3)) == (42, 7)
-        assert other.high_watermark(2) == 0
+        table.publish(3, 42, 7, 40)
+        row = (other.high_watermark(3), other.log_start_offset(3), other.last_stable_offset(3))
+        assert row == (42, 7, 40)
+        assert other.high_watermark(2) == other.last_stable_offset(2) == 0
     finally:
         other.close()
         table.close()

@@ -69,7 +69,7 @@ def key(name: str, **labels: str) -> tuple[str, frozenset[tuple[str, str]]]:
 def fill(table: CounterTable) -> None:
     w0, w1 = table.worker(0), table.worker(1)
     a = w0.open_partition("orders", 0)
-    w0.publish_partition(a, 10, 1000, 500, 10, 2, 1200, 3, 4, segment_count=3)
+    w0.publish_partition(a, 10, 1000, 500, 10, 2, 1200, 3, 4, segment_count=3, last_stable_offset=6)
     b = w1.open_partition("orders", 1)
     w1.publish_partition(b, 7, 0, 0, 7, 0, 0, 1, 0)
     broken = w0.open_partition("orders", 2)
@@ -108,6 +108,8 @@ def test_partition_series(table: CounterTable) -> None:
     assert s[key("shardbroker_partition_fetch_requests_total", **p0)] == 4
     assert s[key("shardbroker_partition_log_segments", **p0)] == 3
     assert s[key("shardbroker_partition_log_segments", **p1)] == 1
+    assert s[key("shardbroker_partition_last_stable_offset", **p0)] == 6
+    assert s[key("shardbroker_partition_last_stable_offset", **p1)] == 7  # no transactions: the end
     # A freed row is not exported.
     assert not any(dict(labels).get("topic") == "old" for _, labels in s)
 

@@ -22,12 +22,24 @@ sends with ``sendfile`` (no copy through Python); the log keeps those files open
 The handler costs 18 us per single-partition request; a fetch reads 440-650 MB/s per worker
 (docs/notes/fetch.md).
 
+Isolation (KIP-98), per request (no sessions): ``last_stable_offset`` is the partition's LSO at
+both levels, the high watermark its log end offset (broker/partition.py). READ_COMMITTED
+(``isolation_level`` 1) reads stop at the LSO (``PartitionLog.read(max_offset=)``: nothing from
+the batch holding it on; still a sendfile range, only shorter), and ``aborted_transactions``
+lists ``(producer_id, first_offset)`` of the aborted transactions overlapping the range returned,
+with Kafka's upper bound (``PartitionLog.aborted_transactions``), an empty list when nothing is
+returned; READ_UNCOMMITTED answers null there, as Kafka. Measured in-process on one partition
+(``python -m perf readcommitted``'s handler figure, best of 3 runs each): READ_UNCOMMITTED 7.41 us
+a request before, 7.66 after (the LSO: a lock and a dict test per partition); READ_COMMITTED
+8.9 us over a log without transactions, 17.5 us with an aborted transaction in range (reading
+its ``.txnindex``).
+
 Long poll: if the bytes found are fewer than ``min_bytes`` and ``max_wait_ms`` > 0, the request
 parks one future on every partition it asked for; an append to any of them resolves it (no
-polling), the fetch reads again, and answers when it has ``min_bytes`` or the time is up. Any
+polling), and so do transaction markers however they are appended (the log's ``on_markers``
+hook: a marker moves the LSO); the fetch reads again (read_committed: below the LSO only, as
+Kafka's DelayedFetch counts), and answers when it has ``min_bytes`` or the time is up. Any
 partition error answers at once (as Kafka, which completes a delayed fetch on an error).
-High watermark = last stable offset = log end offset (broker/partition.py explains why);
-``aborted_transactions`` is null (read_uncommitted) or empty (read_committed): no transactions.
 
 Authorization (with ``authorizer.class.name``), as KafkaApis.handleFetchRequest: a consumer needs
 READ on each TOPIC (TOPIC_AUTHORIZATION_FAILED, 29, per partition; an unknown topic id stays
@@ -54,10 +66,12 @@ from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode
 from shardbroker.security.acl import AclOperation, ResourceType
 from shardbroker.storage.errors import StorageError
+from shardbroker.storage.log import FetchDataInfo, PartitionLog
 
 __all__ = ["HANDLER", "handle_fetch"]
 
 _PD = m.FetchResponse.PartitionData
+_ABORTED = m.FetchResponse.AbortedTransaction
 _UNKNOWN_TOPIC = int(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
 _UNKNOWN_TOPIC_ID = int(ErrorCode.UNKNOWN_TOPIC_ID)
 _NOT_LEADER = int(ErrorCode.NOT_LEADER_OR_FOLLOWER)
@@ -90,10 +104,16 @@ def _error(index: int, code: int) -> Any:
     )
 
 
+def _aborted(plog: PartitionLog, info: FetchDataInfo) -> list[Any]:
+    """``aborted_transactions`` of a read_committed range (Kafka's bounds: PartitionLog)."""
+    return [_ABORTED(producer_id=pid, first_offset=first) for pid, first in plog.aborted_transactions(info)]
+
+
 def _read_all(
     replicas: ReplicaManager, slots: list[_Slot], max_bytes: int, committed: bool
 ) -> tuple[int, bool]:
-    """Fill every slot's response; ``(bytes found, any error)``."""
+    """Fill every slot's response; ``(bytes found, any error)``. read_committed: each read
+    stops at the partition's LSO, so only bytes below it count towards ``min_bytes``."""
     total = 0
     error = False
     read = replicas.read
@@ -101,7 +121,9 @@ def _read_all(
         resp = slot.response
         p = slot.partition
         plog = p.log
+        lso = plog.last_stable_offset
         limit = min(slot.max_bytes, max_bytes - total)
+        aborted: list[Any] | None = [] if committed else None
         try:
             if limit <= 0 and total > 0:
                 length = 0
@@ -109,10 +131,12 @@ def _read_all(
                 # Always ask for a whole first batch: when this is not the first partition with
                 # data and that batch is over the limit, send nothing rather than a useless
                 # fragment of it (Kafka would send the fragment; clients drop it).
-                info = read(p, slot.fetch_offset, max(limit, 0), True)
+                info = read(p, slot.fetch_offset, max(limit, 0), True, lso if committed else None)
                 length = info.length
                 if length > limit and total > 0:
                     length = 0
+                if committed and length:
+                    aborted = _aborted(plog, info)
         except StorageError as exc:
             resp.error_code = exc.error_code
             resp.records = _EMPTY
@@ -121,11 +145,10 @@ def _read_all(
         else:
             resp.error_code = 0
             resp.records = FileRegion(info.fd, info.position, length) if length else _EMPTY
-        leo = plog.log_end_offset
-        resp.high_watermark = leo
-        resp.last_stable_offset = leo
+        resp.high_watermark = plog.log_end_offset
+        resp.last_stable_offset = lso
         resp.log_start_offset = plog.log_start_offset
-        resp.aborted_transactions = [] if committed else None
+        resp.aborted_transactions = aborted
         total += length
     return total, error
 

@@ -1,7 +1,8 @@
 """ListOffsets (api key 2), v0-v10: earliest, latest, max timestamp, and by timestamp.
 
-Special timestamps (Kafka's ListOffsetsRequest): -1 latest (the high watermark, = the log end
-offset here, = the last stable offset for read_committed), -2 earliest (the log start offset),
+Special timestamps (Kafka's ListOffsetsRequest): -1 latest (the last fetchable offset: the high
+watermark, = the log end offset here, or the last stable offset for READ_COMMITTED), -2 earliest
+(the log start offset, whatever the isolation),
 -3 the record with the largest timestamp (v7+, KIP-734), -4 earliest local (= earliest: no
 tiered storage), -5 latest tiered (v9+: nothing is tiered, so offset -1 as Kafka answers with
 remote storage off).
@@ -10,6 +11,9 @@ By timestamp: the log's time index finds the first *batch* whose max timestamp i
 the batch is then read (one pread of one batch) and its records decoded to find the first
 *record* at or after the target, as Kafka returns. The same refinement gives -3 its exact
 record. This is per-record work, but on one batch of a rarely used API, never on produce/fetch.
+As Kafka's Partition.fetchOffsetForTimestamp, an offset found by timestamp (or -3) at or past the
+last fetchable offset is not answered (offset -1): a READ_COMMITTED consumer (``isolation_level``
+1, v2+, ``replica_id`` -1) is never sent to an offset of an undecided transaction or later.
 
 v0 (``old_style_offsets``) is answered with at most one offset (Kafka could list segment base
 offsets up to ``max_num_offsets``; clients of v0 read the first). ``leader_epoch`` (v4+) is the
@@ -62,19 +66,22 @@ def _refine(p: Partition, found: tuple[int, int], target: int | None) -> tuple[i
     return found
 
 
-def find_offset(p: Partition, timestamp: int) -> tuple[int, int] | None:
-    """``(timestamp, offset)`` for a ListOffsets timestamp, None if no record qualifies."""
+def find_offset(p: Partition, timestamp: int, committed: bool = False) -> tuple[int, int] | None:
+    """``(timestamp, offset)`` for a ListOffsets timestamp, None if no record qualifies.
+    ``committed`` (READ_COMMITTED): the last fetchable offset is the LSO, not the high watermark."""
     plog = p.log
-    if timestamp == LATEST_TIMESTAMP:
-        return -1, plog.log_end_offset
     if timestamp in (EARLIEST_TIMESTAMP, EARLIEST_LOCAL_TIMESTAMP):
         return -1, plog.log_start_offset
+    fetchable = plog.last_stable_offset if committed else plog.log_end_offset
+    if timestamp == LATEST_TIMESTAMP:
+        return -1, fetchable
     if timestamp == LATEST_TIERED_TIMESTAMP or timestamp < MAX_TIMESTAMP:
         return None
     found = plog.fetch_offset_by_timestamp(timestamp)
     if found is None:
         return None
-    return _refine(p, found, None if timestamp == MAX_TIMESTAMP else timestamp)
+    found = _refine(p, found, None if timestamp == MAX_TIMESTAMP else timestamp)
+    return found if found[1] < fetchable else None
 
 
 async def handle_list_offsets(ctx: RequestContext, request: m.ListOffsetsRequest) -> m.ListOffsetsResponse:
@@ -99,7 +106,8 @@ async def handle_list_offsets(ctx: RequestContext, request: m.ListOffsetsRequest
             elif version == 0 and rp.timestamp < EARLIEST_TIMESTAMP:
                 resp.error_code = int(ErrorCode.INVALID_REQUEST)
             else:
-                found = find_offset(p, rp.timestamp)
+                committed = version >= 2 and request.isolation_level == 1 and request.replica_id == -1
+                found = find_offset(p, rp.timestamp, committed)
                 if version == 0:
                     resp.old_style_offsets = [] if found is None else [found[1]]
                 elif found is not None:
