@@ -31,7 +31,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine
+import time
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Final
 
 from shardbroker.broker.group_coordinator import ensure_internal_topic
@@ -93,6 +94,8 @@ class TransactionCoordinator:
         channel: Any,
         replicas: ReplicaManager,
         markers: MarkerWriter,
+        *,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.node_id = node_id
         self.channel = channel
@@ -109,6 +112,7 @@ class TransactionCoordinator:
             self.replicas,
             num_partitions=self.num_partitions,
             expiration_ms=config.get(TRANSACTIONAL_ID_EXPIRATION_MS),
+            wall_clock=wall_clock,
         )
         self._tasks: set[asyncio.Task[Any]] = set()
         self._create_lock = asyncio.Lock()
