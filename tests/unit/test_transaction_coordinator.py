@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from shardbroker.broker.forwarding import ForwardResult
@@ -18,16 +19,18 @@ from shardbroker.broker.handlers.end_txn import handle_end_txn
 from shardbroker.broker.handlers.find_coordinator import handle_find_coordinator
 from shardbroker.broker.handlers.init_producer_id import handle_init_producer_id
 from shardbroker.broker.handlers.write_txn_markers import handle_write_txn_markers
+from shardbroker.broker.local_clients import LocalClientService
 from shardbroker.broker.transaction_coordinator import TransactionCoordinator
 from shardbroker.broker.transaction_log import decode_transaction_log_key, decode_transaction_log_value
 from shardbroker.broker.transaction_metadata import TransactionState
 from shardbroker.broker.transaction_state_manager import TRANSACTION_STATE_TOPIC
-from shardbroker.broker.txn_markers import MarkerWriter
-from shardbroker.ipc.local_protocol import FLAG_TXN_MARKER
+from shardbroker.broker.txn_markers import MarkerWriter, TxnMarker
+from shardbroker.ipc.local_protocol import ACK, FLAG_TXN_MARKER
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode
 from shardbroker.protocol.record_batch import iter_batches
 from shardbroker.protocol.record_batch_builder import RecordBatchBuilder
+from shardbroker.security.principal import KafkaPrincipal
 from tests.unit.replica_fakes import Harness, image, run, topic
 from tests.unit.test_authz_data import ALICE, AUTHORIZER, Op, Recorder, T, allow
 
@@ -496,5 +499,30 @@ def test_authorization(tmp_path: Path) -> None:
             assert control_batches(h, "t", 0) == []
             assert ("CLUSTER_ACTION", "CLUSTER", "kafka-cluster") in h.state.audit.seen  # type: ignore[attr-defined]
             await coord.drain()
+
+    run(main())
+
+
+# ---------------------------------------------------------------- markers through the rings (owner side)
+
+
+def test_a_forwarded_marker_is_appended_only_for_a_sibling_worker(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with Harness(tmp_path, txn_image(), props=PROPS) as h:
+            svc = LocalClientService(h.state)
+            assert h.replicas.append("t", 0, txn_batch(5, 0)).error_code == NONE
+            marker = TxnMarker(5, 0, 0, commit=True).batch()
+            out: list[bytes] = []
+            durable: list[Any] = []
+            local_app = SimpleNamespace(principal=KafkaPrincipal.user("bob"), rerouting={})
+            svc._marker(local_app, ("t", 0), (1, -1, marker), out, durable)  # type: ignore[arg-type]
+            assert ACK.unpack(out[-1])[3] == ErrorCode.CLUSTER_AUTHORIZATION_FAILED
+            assert control_batches(h, "t", 0) == []
+            sibling = SimpleNamespace(principal=None, rerouting={})
+            svc._marker(sibling, ("r", 0), (2, -1, marker), out, durable)  # type: ignore[arg-type]
+            assert ACK.unpack(out[-1])[3] == ErrorCode.NOT_LEADER_OR_FOLLOWER  # not led here
+            svc._marker(sibling, ("t", 0), (3, -1, marker), out, durable)  # type: ignore[arg-type]
+            assert ACK.unpack(out[-1])[:4] == (3, 2, -1, NONE)
+            assert control_batches(h, "t", 0) == [(5, 0, COMMIT_KEY)]
 
     run(main())
