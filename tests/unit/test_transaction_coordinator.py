@@ -11,6 +11,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from shardbroker.broker.dispatch import discover
 from shardbroker.broker.forwarding import ForwardResult
 from shardbroker.broker.group_metadata_manager import replay_records
 from shardbroker.broker.handlers.add_offsets_to_txn import handle_add_offsets_to_txn
@@ -526,3 +527,9 @@ def test_a_forwarded_marker_is_appended_only_for_a_sibling_worker(tmp_path: Path
             assert control_batches(h, "t", 0) == [(5, 0, COMMIT_KEY)]
 
     run(main())
+
+
+def test_advertised_ranges() -> None:
+    versions = discover().versions
+    # EndTxn v5 would tell clients this broker bumps the epoch at every commit (KIP-890 part 2)
+    assert [versions[k] for k in (22, 24, 25, 26, 27)] == [(0, 5), (0, 5), (0, 4), (0, 4), (0, 1)]
