@@ -21,6 +21,10 @@ import confluent_kafka
 import pytest
 from confluent_kafka.admin import AdminClient
 
+from shardbroker.client.connection import KafkaApiError
+from shardbroker.client.local_producer import LocalProducer
+from shardbroker.protocol.errors import ErrorCode
+from shardbroker.protocol.record_batch_builder import RecordBatchBuilder
 from tests.integration.broker_process import BrokerProcess
 from tests.integration.kafka_clients import IO_TIMEOUT, consume_confluent, create_topic, kafka
 
@@ -210,3 +214,16 @@ def test_kafka_python_and_aiokafka_transactional_producers(broker: BrokerProcess
     asyncio.run(aio())
     assert [m[0] for m in markers(broker, "txn-clients", 0)] == ["COMMIT", "ABORT", "COMMIT"]
     assert values(broker, "txn-clients", 0) == [b"kafka-python", b"kafka-python-aborted", b"aiokafka"]
+
+
+def test_a_local_producer_cannot_open_a_transaction(broker: BrokerProcess) -> None:
+    create_topic(broker.bootstrap, "txn-local", 1)
+    builder = RecordBatchBuilder(producer_id=77, producer_epoch=0, base_sequence=0, is_transactional=True)
+    builder.append(b"no coordinator would ever end this")
+    with LocalProducer(str(broker.data_dir)) as producer:
+        refused = producer._write_bytes("txn-local", 0, 1, builder.build())
+        with pytest.raises(KafkaApiError) as raised:
+            refused.result(IO_TIMEOUT)
+        assert raised.value.error_code == ErrorCode.INVALID_TXN_STATE
+        (plain,) = producer.send_batch("txn-local", [b"plain"], partition=0)
+        assert plain.result(IO_TIMEOUT) == 0  # nothing was written before
