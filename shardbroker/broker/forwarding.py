@@ -173,9 +173,11 @@ class ProduceForwarder:
         batch: bytes | bytearray | memoryview,
         acks: int,
         timeout: float,
+        flags: int = 0,
     ) -> asyncio.Future[ForwardResult] | ForwardResult:
         """Commit one Produce partition's batch (``acks`` 1 or -1) to worker ``node``'s request
-        ring; the future of its ack, or the error if it could not be sent (never raises)."""
+        ring; the future of its ack, or the error if it could not be sent (never raises).
+        ``flags``: the frame's flags (ipc/local_protocol.py: a transaction marker)."""
         try:
             peer = self.peers.get(node) or await self._peer(node)
         except (OSError, ShmError, RingError, ValueError, TimeoutError) as exc:
@@ -190,9 +192,12 @@ class ProduceForwarder:
         fut: asyncio.Future[ForwardResult] = self._loop.create_future()
         peer.pending[batch_id] = fut
         try:
-            if not (peer.queued == 0 and self._try_write(peer, size, batch_id, partition, name, acks, batch)):
+            if not (
+                peer.queued == 0
+                and self._try_write(peer, size, batch_id, partition, name, acks, batch, flags)
+            ):
                 frame = memoryview(bytearray(size))  # copied now: the request's buffer may be reused
-                start = pack_request_header(frame, batch_id, partition, name, acks)
+                start = pack_request_header(frame, batch_id, partition, name, acks, flags)
                 frame[start:] = batch
                 peer.queued += 1
                 try:
@@ -217,11 +222,12 @@ class ProduceForwarder:
         name: bytes,
         acks: int,
         batch: bytes | bytearray | memoryview,
+        flags: int,
     ) -> bool:
         view = peer.writer.try_reserve(size)
         if view is None:
             return False
-        start = pack_request_header(view, batch_id, partition, name, acks)
+        start = pack_request_header(view, batch_id, partition, name, acks, flags)
         view[start:] = batch
         peer.writer.commit()
         return True

@@ -61,6 +61,7 @@ __all__ = [
     "CommitItem",
     "GroupCoordinator",
     "GroupOverview",
+    "ensure_internal_topic",
 ]
 
 log = logging.getLogger(__name__)
@@ -80,9 +81,53 @@ def _future_and_callback() -> tuple[asyncio.Future[_T], Callable[[_T], None]]:
     return fut, done
 
 
-TICK_S: Final = 0.05
 #: How long a FindCoordinator waits for the controller to create the topic.
 CREATE_TIMEOUT_S: Final = 15.0
+
+
+async def ensure_internal_topic(
+    channel: Any,
+    node_id: int,
+    name: str,
+    partitions: int,
+    segment_bytes: int,
+    lock: asyncio.Lock,
+) -> int:
+    """Create a coordinator's internal topic (``cleanup.policy=compact``, replication factor 1:
+    each partition has one replica, its worker) unless the image has it; NONE once it exists
+    (the controller answers after every worker opened the partitions), else
+    COORDINATOR_NOT_AVAILABLE. ``__consumer_offsets`` here, ``__transaction_state``
+    (transaction_coordinator.py) too. ``lock``: one creation at a time per coordinator."""
+    if name in channel.image.topics:
+        return _NONE
+    async with lock:
+        if name in channel.image.topics:
+            return _NONE
+        args = {
+            "topics": [
+                {
+                    "name": name,
+                    "num_partitions": partitions,
+                    "replication_factor": -1,
+                    "configs": {"cleanup.policy": "compact", "segment.bytes": str(segment_bytes)},
+                }
+            ]
+        }
+        try:
+            result = await channel.request("create_topics", args, timeout=CREATE_TIMEOUT_S)
+        except Exception as exc:
+            log.warning("worker %d: creating %s: %s", node_id, name, exc)
+            return int(ErrorCode.COORDINATOR_NOT_AVAILABLE)
+        items = result.get("topics") or [{}]
+        code = int(items[0].get("error_code", result.get("error_code", 0)) or 0)
+        if code not in (_NONE, int(ErrorCode.TOPIC_ALREADY_EXISTS)):
+            log.warning("worker %d: creating %s: %r", node_id, name, items[0])
+            return int(ErrorCode.COORDINATOR_NOT_AVAILABLE)
+        log.info("worker %d: created %s", node_id, name)
+        return _NONE if name in channel.image.topics else int(ErrorCode.COORDINATOR_NOT_AVAILABLE)
+
+
+TICK_S: Final = 0.05
 
 
 @dataclass(slots=True)
@@ -218,34 +263,14 @@ class GroupCoordinator:
 
     async def ensure_topic(self) -> int:
         """Create ``__consumer_offsets`` if it does not exist; NONE once it does."""
-        if self.group_manager.topic() is not None:
-            return _NONE
-        async with self._create_lock:
-            if self.group_manager.topic() is not None:
-                return _NONE
-            args = {
-                "topics": [
-                    {
-                        "name": OFFSETS_TOPIC,
-                        "num_partitions": self.num_partitions,
-                        "replication_factor": -1,
-                        "configs": {"cleanup.policy": "compact", "segment.bytes": str(self.segment_bytes)},
-                    }
-                ]
-            }
-            try:
-                result = await self.channel.request("create_topics", args, timeout=CREATE_TIMEOUT_S)
-            except Exception as exc:
-                log.warning("worker %d: creating %s: %s", self.node_id, OFFSETS_TOPIC, exc)
-                return int(ErrorCode.COORDINATOR_NOT_AVAILABLE)
-            items = result.get("topics") or [{}]
-            code = int(items[0].get("error_code", result.get("error_code", 0)) or 0)
-            if code not in (_NONE, int(ErrorCode.TOPIC_ALREADY_EXISTS)):
-                log.warning("worker %d: creating %s: %r", self.node_id, OFFSETS_TOPIC, items[0])
-                return int(ErrorCode.COORDINATOR_NOT_AVAILABLE)
-            log.info("worker %d: created %s", self.node_id, OFFSETS_TOPIC)
-            created = self.group_manager.topic() is not None
-            return _NONE if created else int(ErrorCode.COORDINATOR_NOT_AVAILABLE)
+        return await ensure_internal_topic(
+            self.channel,
+            self.node_id,
+            OFFSETS_TOPIC,
+            self.num_partitions,
+            self.segment_bytes,
+            self._create_lock,
+        )
 
     # ------------------------------------------------------------------ membership APIs
 

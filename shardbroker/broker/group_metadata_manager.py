@@ -44,6 +44,7 @@ from shardbroker.storage.errors import StorageError
 
 if TYPE_CHECKING:
     from shardbroker.broker.replica_manager import ReplicaManager
+    from shardbroker.storage.log import PartitionLog
 
 __all__ = [
     "OFFSETS_TOPIC",
@@ -51,6 +52,7 @@ __all__ = [
     "java_string_hash",
     "offset_commit_record",
     "partition_for",
+    "replay_records",
 ]
 
 log = logging.getLogger(__name__)
@@ -92,6 +94,40 @@ def offset_commit_record(
         om.offset, om.metadata, om.commit_timestamp, om.leader_epoch, om.expire_timestamp
     )
     return gr.encode_offset_commit_key(group_id, topic, partition), gr.encode_offset_commit_value(value)
+
+
+def replay_records(plog: PartitionLog, label: str) -> Iterator[tuple[int, memoryview, memoryview | None]]:
+    """``(offset, key, value)`` of every keyed record of an internal topic's partition, from its
+    log start to its end, skipping control batches (markers); read errors end the replay with a
+    log line (``__consumer_offsets`` here, ``__transaction_state`` in
+    transaction_state_manager.py)."""
+    position = plog.log_start_offset
+    end = plog.log_end_offset
+    while position < end:
+        try:
+            data = plog.read_bytes(position, LOAD_CHUNK)
+            batches = list(iter_batches(data, allow_partial_tail=True))
+        except (StorageError, ProtocolError) as exc:
+            log.error("loading %s at %d: %s", label, position, exc)
+            return
+        advanced = position
+        for batch in batches:
+            if batch.next_offset <= position:
+                continue
+            advanced = batch.next_offset
+            if batch.is_control:
+                continue
+            try:
+                recs = list(batch.records())
+            except ProtocolError as exc:
+                log.error("%s batch at %d: %s", label, batch.base_offset, exc)
+                continue
+            for rec in recs:
+                if rec.offset >= position and rec.key is not None:
+                    yield rec.offset, rec.key, rec.value
+        if advanced <= position:
+            return  # nothing readable further (should not happen: logs end at whole batches)
+        position = advanced
 
 
 class GroupMetadataManager:
@@ -198,63 +234,33 @@ class GroupMetadataManager:
         assert p is not None
         offsets: dict[str, dict[tuple[str, int], OffsetAndMetadata | None]] = {}
         metadata: dict[str, gr.GroupMetadataValue | None] = {}
-        position = p.log.log_start_offset
-        end = p.log.log_end_offset
         records = 0
-        while position < end:
+        for offset, raw_key, raw_value in replay_records(p.log, f"{OFFSETS_TOPIC}-{partition}"):
+            records += 1
             try:
-                data = p.log.read_bytes(position, LOAD_CHUNK)
-            except StorageError as exc:
-                log.error("loading %s-%d at %d: %s", OFFSETS_TOPIC, partition, position, exc)
-                break
-            advanced = position
-            try:
-                batches = list(iter_batches(data, allow_partial_tail=True))
-            except ProtocolError as exc:
-                log.error("loading %s-%d at %d: %s", OFFSETS_TOPIC, partition, position, exc)
-                break
-            for batch in batches:
-                if batch.next_offset <= position:
+                key = gr.decode_key(raw_key)
+                if key is None:
                     continue
-                advanced = batch.next_offset
-                if batch.is_control:
-                    continue
-                try:
-                    recs = list(batch.records())
-                except ProtocolError as exc:
-                    log.error("%s-%d batch at %d: %s", OFFSETS_TOPIC, partition, batch.base_offset, exc)
-                    continue
-                for rec in recs:
-                    if rec.offset < position or rec.key is None:
-                        continue
-                    records += 1
-                    try:
-                        key = gr.decode_key(rec.key)
-                        if key is None:
-                            continue
-                        value = gr.decode_value(key, rec.value)
-                    except gr.RecordFormatError as exc:
-                        log.warning("%s-%d offset %d: %s", OFFSETS_TOPIC, partition, rec.offset, exc)
-                        continue
-                    if isinstance(key, gr.OffsetCommitKey):
-                        assert value is None or isinstance(value, gr.OffsetCommitValue)
-                        offsets.setdefault(key.group, {})[(key.topic, key.partition)] = (
-                            None
-                            if value is None
-                            else OffsetAndMetadata(
-                                value.offset,
-                                value.leader_epoch,
-                                value.metadata,
-                                value.commit_timestamp,
-                                value.expire_timestamp,
-                            )
-                        )
-                    else:
-                        assert value is None or isinstance(value, gr.GroupMetadataValue)
-                        metadata[key.group] = value
-            if advanced <= position:
-                break  # nothing readable further (should not happen: logs end at whole batches)
-            position = advanced
+                value = gr.decode_value(key, raw_value)
+            except gr.RecordFormatError as exc:
+                log.warning("%s-%d offset %d: %s", OFFSETS_TOPIC, partition, offset, exc)
+                continue
+            if isinstance(key, gr.OffsetCommitKey):
+                assert value is None or isinstance(value, gr.OffsetCommitValue)
+                offsets.setdefault(key.group, {})[(key.topic, key.partition)] = (
+                    None
+                    if value is None
+                    else OffsetAndMetadata(
+                        value.offset,
+                        value.leader_epoch,
+                        value.metadata,
+                        value.commit_timestamp,
+                        value.expire_timestamp,
+                    )
+                )
+            else:
+                assert value is None or isinstance(value, gr.GroupMetadataValue)
+                metadata[key.group] = value
         now, wall = self.now(), self.wall_ms()
         for group_id in set(offsets) | set(metadata):
             if partition_for(group_id, partitions) != partition:

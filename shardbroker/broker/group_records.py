@@ -43,12 +43,14 @@ __all__ = [
     "OffsetCommitKey",
     "OffsetCommitValue",
     "RecordFormatError",
+    "RecordReader",
     "decode_key",
     "decode_value",
     "encode_group_metadata_key",
     "encode_group_metadata_value",
     "encode_offset_commit_key",
     "encode_offset_commit_value",
+    "encode_string",
 ]
 
 OFFSET_COMMIT_KEY_VERSION: Final = 1
@@ -107,7 +109,8 @@ class GroupMetadataValue:
 # ---------------------------------------------------------------------------------- writing
 
 
-def _str(value: str | None) -> bytes:
+def encode_string(value: str | None) -> bytes:
+    """A classic (non-flexible) string: int16 length + UTF-8, -1 for null."""
     if value is None:
         return _I16.pack(-1)
     raw = value.encode()
@@ -123,11 +126,16 @@ def _bytes(value: bytes | None) -> bytes:
 
 
 def encode_offset_commit_key(group: str, topic: str, partition: int) -> bytes:
-    return _I16.pack(OFFSET_COMMIT_KEY_VERSION) + _str(group) + _str(topic) + _I32.pack(partition)
+    return (
+        _I16.pack(OFFSET_COMMIT_KEY_VERSION)
+        + encode_string(group)
+        + encode_string(topic)
+        + _I32.pack(partition)
+    )
 
 
 def encode_group_metadata_key(group: str) -> bytes:
-    return _I16.pack(GROUP_METADATA_KEY_VERSION) + _str(group)
+    return _I16.pack(GROUP_METADATA_KEY_VERSION) + encode_string(group)
 
 
 def encode_offset_commit_value(value: OffsetCommitValue) -> bytes:
@@ -136,7 +144,7 @@ def encode_offset_commit_value(value: OffsetCommitValue) -> bytes:
             (
                 _I16.pack(1),
                 _I64.pack(value.offset),
-                _str(value.metadata if value.metadata is not None else ""),
+                encode_string(value.metadata if value.metadata is not None else ""),
                 _I64.pack(value.commit_timestamp),
                 _I64.pack(value.expire_timestamp),
             )
@@ -146,7 +154,7 @@ def encode_offset_commit_value(value: OffsetCommitValue) -> bytes:
             _I16.pack(3),
             _I64.pack(value.offset),
             _I32.pack(value.leader_epoch),
-            _str(value.metadata if value.metadata is not None else ""),
+            encode_string(value.metadata if value.metadata is not None else ""),
             _I64.pack(value.commit_timestamp),
         )
     )
@@ -155,19 +163,19 @@ def encode_offset_commit_value(value: OffsetCommitValue) -> bytes:
 def encode_group_metadata_value(value: GroupMetadataValue) -> bytes:
     parts = [
         _I16.pack(3),
-        _str(value.protocol_type),
+        encode_string(value.protocol_type),
         _I32.pack(value.generation),
-        _str(value.protocol),
-        _str(value.leader),
+        encode_string(value.protocol),
+        encode_string(value.leader),
         _I64.pack(value.current_state_timestamp),
         _I32.pack(len(value.members)),
     ]
     for mm in value.members:
         parts += [
-            _str(mm.member_id),
-            _str(mm.group_instance_id),
-            _str(mm.client_id),
-            _str(mm.client_host),
+            encode_string(mm.member_id),
+            encode_string(mm.group_instance_id),
+            encode_string(mm.client_id),
+            encode_string(mm.client_host),
             _I32.pack(mm.rebalance_timeout),
             _I32.pack(mm.session_timeout),
             _bytes(mm.subscription),
@@ -179,7 +187,10 @@ def encode_group_metadata_value(value: GroupMetadataValue) -> bytes:
 # ---------------------------------------------------------------------------------- reading
 
 
-class _Reader:
+class RecordReader:
+    """Reads Kafka's message-spec layouts (also the transaction log's, transaction_log.py):
+    classic (int16/int32 lengths) or flexible (uvarint lengths + 1, tagged fields)."""
+
     __slots__ = ("buf", "flexible", "pos")
 
     def __init__(self, buf: bytes | memoryview, pos: int = 0, flexible: bool = False) -> None:
@@ -193,6 +204,9 @@ class _Reader:
         out = self.buf[self.pos : self.pos + n]
         self.pos += n
         return out
+
+    def i8(self) -> int:
+        return int.from_bytes(self._take(1), "big", signed=True)
 
     def i16(self) -> int:
         value: int = _I16.unpack(self._take(2))[0]
@@ -236,17 +250,23 @@ class _Reader:
         return self._uvarint() - 1 if self.flexible else self.i32()
 
     def skip_tags(self) -> None:
+        self.tagged_fields()
+
+    def tagged_fields(self) -> dict[int, bytes]:
+        """A flexible struct's tagged fields (tag -> raw bytes); none in a classic layout."""
         if not self.flexible:
-            return
+            return {}
+        fields = {}
         for _ in range(self._uvarint()):
-            self._uvarint()
-            self._take(self._uvarint())
+            tag = self._uvarint()
+            fields[tag] = self._take(self._uvarint())
+        return fields
 
 
 def decode_key(key: bytes | memoryview) -> OffsetCommitKey | GroupMetadataKey | None:
     """The key of a ``__consumer_offsets`` record; None for a record type we do not keep
     (Kafka's newer consumer-group records, versions 3+)."""
-    r = _Reader(key)
+    r = RecordReader(key)
     version = r.i16()
     if version in (0, 1):
         return OffsetCommitKey(r.req_string(), r.req_string(), r.i32())
@@ -263,14 +283,14 @@ def decode_value(
     """The value for ``key``; None for a tombstone."""
     if value is None:
         return None
-    r = _Reader(value)
+    r = RecordReader(value)
     version = r.i16()
     if isinstance(key, OffsetCommitKey):
         return _offset_value(r, version)
     return _group_value(r, version)
 
 
-def _offset_value(r: _Reader, version: int) -> OffsetCommitValue:
+def _offset_value(r: RecordReader, version: int) -> OffsetCommitValue:
     if not 0 <= version <= 4:
         raise RecordFormatError(f"OffsetCommitValue version {version}")
     r.flexible = version >= 4
@@ -283,7 +303,7 @@ def _offset_value(r: _Reader, version: int) -> OffsetCommitValue:
     return OffsetCommitValue(offset, metadata, commit_ts, epoch, expire_ts)
 
 
-def _group_value(r: _Reader, version: int) -> GroupMetadataValue:
+def _group_value(r: RecordReader, version: int) -> GroupMetadataValue:
     if not 0 <= version <= 4:
         raise RecordFormatError(f"GroupMetadataValue version {version}")
     r.flexible = version >= 4

@@ -30,7 +30,7 @@ from shardbroker.storage.errors import StorageError
 from shardbroker.storage.log import LogAppendInfo
 from shardbroker.storage.log_validator import check_produce_batch
 
-__all__ = ["AppendResult", "append_batches_to_leader", "append_to_leader"]
+__all__ = ["AppendResult", "append_batches_to_leader", "append_marker_to_leader", "append_to_leader"]
 
 _NONE: Final = int(ErrorCode.NONE)
 #: Largest single write of ``append_batches_to_leader`` (one pwritev; bounds the iovec and the
@@ -67,6 +67,20 @@ def append_to_leader(p: Partition, records: Any, flusher: LogFlusher) -> AppendR
     if info.duplicate:
         return AppendResult(_NONE, info.first_offset, info.log_append_time, info.log_start_offset)
     flush_offset = _appended(p, info, len(records), flusher)
+    return AppendResult(
+        _NONE, info.first_offset, info.log_append_time, info.log_start_offset, None, flush_offset
+    )
+
+
+def append_marker_to_leader(p: Partition, batch: bytes | bytearray, flusher: LogFlusher) -> AppendResult:
+    """Append a transaction marker (a control batch the transaction coordinator built:
+    broker/txn_markers.py), with the log's marker rules of transactions v1 (producer epoch not
+    older, coordinator epoch not older). Never a duplicate: markers carry no sequence."""
+    try:
+        info = p.log.append(bytearray(batch), leader_epoch=p.leader_epoch, allow_control=True)
+    except StorageError as exc:
+        return AppendResult(exc.error_code, error_message=str(exc))
+    flush_offset = _appended(p, info, len(batch), flusher)
     return AppendResult(
         _NONE, info.first_offset, info.log_append_time, info.log_start_offset, None, flush_offset
     )

@@ -17,10 +17,12 @@ Kafka's checks: WRITE on the topic for every drained partition's batches (refuse
 acked TOPIC_AUTHORIZATION_FAILED, as TCP Produce answers), READ on the topic (and on the
 consumer's group) at every watch, re-checked on each new image: a watch an ACL change denies is
 withdrawn with the reason. A sibling worker forwarding Produce (same user, same parent) is not
-checked again: its handler did. Checked per drain and partition rather than per image change:
-one memoised decision, 0.34 us measured (0.16 us without an authorizer), so ~0.0002 us a record
-in 256 KiB batches against the workers' 0.14 us; ``perf.bench_local --authorizer-cost`` (1 M
-records, 5 alternating runs, shared VM at load ~1): ratio with/without 0.84 (0.69-1.10), noise.
+checked again: its handler did; it alone may send transaction markers (``_marker``) and
+transactional batches (a local producer has no transactional id: INVALID_TXN_STATE). Checked
+per drain and partition rather than per image change: one memoised decision, 0.34 us measured
+(0.16 us without an authorizer), so ~0.0002 us a record in 256 KiB batches against the
+workers' 0.14 us; ``perf.bench_local --authorizer-cost`` (1 M records, 5 alternating runs,
+shared VM at load ~1): ratio with/without 0.84 (0.69-1.10), noise.
 
 Draining a producer's request ring (``_drain``, called from the loop by ``RingReader.watch``
 whenever frames wait): every waiting frame in one pass -- up to ``MAX_FRAMES_PER_DRAIN`` -- is
@@ -83,6 +85,7 @@ from shardbroker.ipc.local_access import allowed_group, is_sibling, peer_credent
 from shardbroker.ipc.local_directory import HighWatermarkTable, LocalDirectory, worker_socket_address
 from shardbroker.ipc.local_protocol import (
     ACK,
+    FLAG_TXN_MARKER,
     MAX_MESSAGE,
     REQUEST_HEADER,
     WAKE,
@@ -98,6 +101,7 @@ from shardbroker.ipc.ring_writer import RingWriter
 from shardbroker.ipc.shm import ShmError, instance_name
 from shardbroker.metadata.image import MetadataImage
 from shardbroker.protocol.errors import ErrorCode
+from shardbroker.protocol.record_batch_header import ATTRIBUTES_OFFSET, TRANSACTIONAL_BIT
 from shardbroker.security.acl import AclOperation, ResourceType
 from shardbroker.security.local_peer import LOCAL_HOST, LocalDoorPolicy, local_principal, peer_refusal
 from shardbroker.security.principal import KafkaPrincipal
@@ -125,6 +129,10 @@ _GROUP_DENIED: Final = int(ErrorCode.GROUP_AUTHORIZATION_FAILED)
 _READ, _WRITE = AclOperation.READ, AclOperation.WRITE
 _TOPIC, _GROUP = ResourceType.TOPIC, ResourceType.GROUP
 _NOT_LEADER: Final = int(ErrorCode.NOT_LEADER_OR_FOLLOWER)
+_CLUSTER_DENIED: Final = int(ErrorCode.CLUSTER_AUTHORIZATION_FAILED)
+_TXN_STATE: Final = int(ErrorCode.INVALID_TXN_STATE)
+#: The low byte of a batch's attributes (the transactional bit).
+_ATTRS: Final = ATTRIBUTES_OFFSET + 1
 
 PartitionKey = tuple[str, int]
 
@@ -487,13 +495,14 @@ class LocalClientService:
         if not frames:
             return 0
         groups: dict[PartitionKey, list[tuple[int, int, memoryview]]] = {}
+        markers: list[tuple[PartitionKey, tuple[int, int, bytes]]] = []
         out: list[bytes] = []
         names = self._topic_names
         for f in frames:
             n = len(f)
             if n < REQUEST_HEADER.size:
                 raise LocalProtocolError(f"a {n}-byte frame cannot hold a request header")
-            batch_id, partition, topic_len, ack, _ = REQUEST_HEADER.unpack_from(f, 0)
+            batch_id, partition, topic_len, ack, flags = REQUEST_HEADER.unpack_from(f, 0)
             start = REQUEST_HEADER.size + (topic_len + 7) // 8 * 8
             if start > n:
                 out.append(ACK.pack(batch_id, -1, -1, _CORRUPT, 0))
@@ -505,7 +514,14 @@ class LocalClientService:
                 topic = raw.decode("utf-8", "replace")
                 if len(names) < 10_000:
                     names[raw] = topic
-            groups.setdefault((topic, partition), []).append((batch_id, ack, f[start:]))
+            if flags & FLAG_TXN_MARKER:
+                markers.append(((topic, partition), (batch_id, ack, bytes(f[start:]))))
+            elif s.principal is not None and n > start + _ATTRS and f[start + _ATTRS] & TRANSACTIONAL_BIT:
+                # A local producer has no transactional id, hence no coordinator to end it.
+                out.append(ACK.pack(batch_id, -1, -1, _TXN_STATE, 0))
+                self.state.counters.error(_PRODUCE_API_KEY, _TXN_STATE)
+            else:
+                groups.setdefault((topic, partition), []).append((batch_id, ack, f[start:]))
         durable: list[tuple[Partition, int, list[bytes]]] = []
         for key, items in groups.items():
             if not self._allowed(s.principal, _WRITE, _TOPIC, key[0], "LocalProduce"):
@@ -541,6 +557,8 @@ class LocalClientService:
                     out.append(entry)
             if waiting and p is not None:
                 durable.append((p, flush_to, waiting))
+        for key, frame in markers:  # after the data batches that came with them
+            self._marker(s, key, frame, out, durable)
         groups.clear()  # the batch views point into the ring: gone before its space is
         s.reader.release()
         if acks:
@@ -549,6 +567,29 @@ class LocalClientService:
             for p, offset, entries in durable:
                 self._after_flush(s, p, offset, entries)
         return len(frames)
+
+    def _marker(
+        self,
+        s: _ProducerSession,
+        key: PartitionKey,
+        frame: tuple[int, int, bytes],
+        out: list[bytes],
+        durable: list[tuple[Partition, int, list[bytes]]],
+    ) -> None:
+        """A transaction marker from a sibling worker's transaction coordinator
+        (broker/txn_markers.py): appended if led here, else NOT_LEADER_OR_FOLLOWER (it retries
+        on the next image). From a local client (not a coordinator): CLUSTER_AUTHORIZATION_FAILED."""
+        batch_id, ack, batch = frame
+        p = self.replicas.get(*key) if s.principal is None and key not in s.rerouting else None
+        r = self.replicas.append_marker(*key, batch) if p is not None else None
+        code = _CLUSTER_DENIED if s.principal is not None else _NOT_LEADER if r is None else r.error_code
+        if r is not None and p is not None and not code:
+            self._publish(key, p)
+        entry = ACK.pack(batch_id, r.base_offset if r is not None and not code else -1, -1, code, 0)
+        if ack == -1 and r is not None and p is not None and r.flush_offset >= 0 and not code:
+            durable.append((p, r.flush_offset, [entry]))
+        elif ack != 0:
+            out.append(entry)
 
     def _reroute(self, s: _ProducerSession, key: PartitionKey, items: list[tuple[int, int, bytes]]) -> None:
         """Batches of a partition this worker does not lead (it moved while the client sent):

@@ -24,7 +24,12 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final
 
-from shardbroker.broker.leader_append import AppendResult, append_batches_to_leader, append_to_leader
+from shardbroker.broker.leader_append import (
+    AppendResult,
+    append_batches_to_leader,
+    append_marker_to_leader,
+    append_to_leader,
+)
 from shardbroker.broker.log_flusher import LogFlusher
 from shardbroker.broker.log_manager import LogManager
 from shardbroker.broker.partition import Partition
@@ -281,6 +286,13 @@ class ReplicaManager:
         if p is None:
             return _NOT_LEADER if self.not_here_error(topic, index) == _NOT_LEADER.error_code else _UNKNOWN
         return append_to_leader(p, records, self.flusher)
+
+    def append_marker(self, topic: str, index: int, batch: bytes | bytearray) -> AppendResult:
+        """Append a transaction marker (control batch) of the transaction coordinator."""
+        p = self.get(topic, index)
+        if p is None:
+            return _NOT_LEADER if self.not_here_error(topic, index) == _NOT_LEADER.error_code else _UNKNOWN
+        return append_marker_to_leader(p, batch, self.flusher)
 
     def append_batches(self, topic: str, index: int, batches: list[memoryview]) -> list[AppendResult]:
         """Append several whole batches of one partition in one write (a local producer's ring

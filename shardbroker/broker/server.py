@@ -9,12 +9,15 @@
    leads (after the ReplicaManager opened them), stops its timers on drain before the logs close;
 3. ``ProduceForwarder`` (broker/forwarding.py): Produce batches of partitions led by another
    worker go there through rings; drained after the listener, whose requests may be waiting on it;
-4. ``KafkaListener``: accepts clients once the logs are open; on drain it stops accepting and
+4. ``TransactionCoordinator``: loads the transactional ids of the ``__transaction_state``
+   partitions this worker leads and finishes their prepared transactions (markers go through the
+   forwarder); drained after the listener, before the forwarder and the logs;
+5. ``KafkaListener``: accepts clients once the logs are open; on drain it stops accepting and
    finishes in-flight requests first, while the logs are still open;
-5. ``LocalClientService`` (broker/local_clients.py): local producers' rings and consumers'
+6. ``LocalClientService`` (broker/local_clients.py): local producers' rings and consumers'
    wake-ups, after the listener (drained before it: committed frames are appended while the
    logs are open);
-6. a drain hook, ``GroupCoordinator.stop_serving``, drained first of all: it answers parked
+7. a drain hook, ``GroupCoordinator.stop_serving``, drained first of all: it answers parked
    JoinGroup/SyncGroup requests at once, so the listener's drain does not wait for rebalances.
 
 The handler registry is discovered here, in the worker, so a handler module that fails to import
@@ -31,6 +34,8 @@ from shardbroker.broker.group_coordinator import GroupCoordinator
 from shardbroker.broker.listener import KafkaListener
 from shardbroker.broker.local_clients import LocalClientService
 from shardbroker.broker.replica_manager import ReplicaManager
+from shardbroker.broker.transaction_coordinator import TransactionCoordinator
+from shardbroker.broker.txn_markers import MarkerWriter
 from shardbroker.broker.worker_state import WorkerState
 from shardbroker.config.broker_config import BrokerConfig
 from shardbroker.ipc.counters import WorkerCounters
@@ -51,9 +56,10 @@ def install(
     counters: WorkerCounters | None = None,
     group_offsets: WorkerGroupOffsets | None = None,
 ) -> WorkerState:
-    """Register this worker's ReplicaManager, GroupCoordinator and KafkaListener (after the
-    already-registered channel); return the ``WorkerState`` the handlers will see. ``counters``:
-    this worker's cells of the supervisor's counter table (ipc/counters.py), private if None;
+    """Register this worker's ReplicaManager, GroupCoordinator, TransactionCoordinator and
+    KafkaListener (after the already-registered channel); return the ``WorkerState`` the
+    handlers will see. ``counters``: this worker's cells of the supervisor's counter table
+    (ipc/counters.py), private if None;
     ``group_offsets``: its rows of the committed-offsets table (ipc/group_offsets.py), likewise."""
     counters = counters if counters is not None else WorkerCounters.private()
     replicas = ReplicaManager(worker.node_id, config, channel, counters=counters)
@@ -70,6 +76,9 @@ def install(
     worker.add_service(replicas)
     worker.add_service(groups)
     worker.add_service(state.forwarder)
+    markers = MarkerWriter(worker.node_id, replicas, state.forwarder)
+    state.transactions = TransactionCoordinator(worker.node_id, config, channel, replicas, markers)
+    worker.add_service(state.transactions)
     worker.add_service(KafkaListener(state, discover()))
     worker.add_service(LocalClientService(state))
     worker.on_drain(groups.stop_serving)

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from shardbroker.broker.forwarding import ProduceForwarder
     from shardbroker.broker.group_coordinator import GroupCoordinator
     from shardbroker.broker.replica_manager import ReplicaManager
+    from shardbroker.broker.transaction_coordinator import TransactionCoordinator
 
 __all__ = ["WorkerState"]
 
@@ -45,6 +46,9 @@ class WorkerState:
     #: The group coordinator (None in tests that do not need one: group APIs then answer
     #: COORDINATOR_NOT_AVAILABLE).
     groups: GroupCoordinator | None = None
+    #: The transaction coordinator (None in tests that do not need one: transaction APIs then
+    #: answer COORDINATOR_NOT_AVAILABLE).
+    transactions: TransactionCoordinator | None = None
     #: This worker's shared counters (ipc/counters.py; private memory when no supervisor reads them).
     counters: WorkerCounters = field(default_factory=WorkerCounters.private)
     #: Passes Produce batches of partitions led elsewhere to their owner (None: answer

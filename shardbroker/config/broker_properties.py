@@ -166,6 +166,7 @@ USER_TABLE: Final = Validator(_string_table("passwords"), 'a TOML table: user = 
 HASH_TABLE: Final = Validator(_string_table("password hashes"), 'a TOML table: user = "pbkdf2_sha256$..."')
 
 _GROUPS: Final = "group coordinator (broker/group_coordinator.py)"
+_TXN: Final = "transaction coordinator (broker/transaction_coordinator.py)"
 _HOUSEKEEPING: Final = "replica manager (housekeeping)"
 _LISTENER: Final = "listener (broker/listener.py)"
 _REBALANCER: Final = "auto-rebalancer (control/auto_rebalance.py)"
@@ -353,6 +354,54 @@ OFFSETS_RETENTION_CHECK_INTERVAL_MS: Final = _D(
     between(1, LONG_MAX),
     "how often expired offsets are looked for",
     _GROUPS,
+)
+TRANSACTION_STATE_LOG_NUM_PARTITIONS: Final = _D(
+    "transaction.state.log.num.partitions",
+    _I,
+    "50",
+    between(1, INT_MAX),
+    "partitions of __transaction_state (fixed once created)",
+    _TXN,
+)
+TRANSACTION_STATE_LOG_SEGMENT_BYTES: Final = _D(
+    "transaction.state.log.segment.bytes",
+    _I,
+    "104857600",
+    between(1, INT_MAX),
+    "segment.bytes of __transaction_state",
+    _TXN,
+)
+TRANSACTION_MAX_TIMEOUT_MS: Final = _D(
+    "transaction.max.timeout.ms",
+    _I,
+    "900000",
+    between(1, INT_MAX),
+    "largest transaction.timeout.ms a producer may ask for (else INVALID_TRANSACTION_TIMEOUT)",
+    _TXN,
+)
+TRANSACTIONAL_ID_EXPIRATION_MS: Final = _D(
+    "transactional.id.expiration.ms",
+    _I,
+    "604800000",
+    between(1, INT_MAX),
+    "a transactional id with no transaction open and no update for this long is forgotten",
+    _TXN,
+)
+TRANSACTION_ABORT_TIMED_OUT_TRANSACTION_CLEANUP_INTERVAL_MS: Final = _D(
+    "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+    _I,
+    "10000",
+    between(1, INT_MAX),
+    "how often transactions open past their timeout are looked for and aborted",
+    _TXN,
+)
+TRANSACTION_REMOVE_EXPIRED_TRANSACTION_CLEANUP_INTERVAL_MS: Final = _D(
+    "transaction.remove.expired.transaction.cleanup.interval.ms",
+    _I,
+    "3600000",
+    between(1, INT_MAX),
+    "how often expired transactional ids are looked for",
+    _TXN,
 )
 OFFSET_METADATA_MAX_BYTES: Final = _D(
     "offset.metadata.max.bytes",

@@ -21,7 +21,9 @@ Request frame (one record batch, little-endian header, 16 bytes)::
     12 u16 topic length   UTF-8 bytes of the topic name follow the header
     14 i8  acks           0: no ack; 1: after the write; -1: also after a flush the topic's
                           flush policy asks for (acks=all, LogFlusher.wait_durable)
-    15 u8  reserved (0)
+    15 u8  flags          0 for a producer's batch; FLAG_TXN_MARKER (1): the batch is a
+                          transaction marker (control batch) of the transaction coordinator,
+                          taken only from a sibling worker (broker/txn_markers.py)
     16 topic name, padded with zeros to a multiple of 8
     .. the record batch (magic v2), exactly as it will be stored; base offset 0
 
@@ -42,6 +44,7 @@ from typing import Any, Final
 
 __all__ = [
     "ACK",
+    "FLAG_TXN_MARKER",
     "REQUEST_HEADER",
     "WAKE",
     "LocalProtocolError",
@@ -54,6 +57,8 @@ __all__ = [
 REQUEST_HEADER: Final = struct.Struct("<QiHbB")
 ACK: Final = struct.Struct("<Qqqii")
 WAKE: Final = struct.Struct("<q")
+#: Request frame flag: a transaction marker written for the transaction coordinator.
+FLAG_TXN_MARKER: Final = 1
 #: Largest handshake message (a JSON object of a few names).
 MAX_MESSAGE: Final = 4096
 
@@ -67,9 +72,11 @@ def request_header_size(topic: bytes) -> int:
     return REQUEST_HEADER.size + (len(topic) + 7) // 8 * 8
 
 
-def pack_request_header(buf: memoryview, batch_id: int, partition: int, topic: bytes, acks: int) -> int:
+def pack_request_header(
+    buf: memoryview, batch_id: int, partition: int, topic: bytes, acks: int, flags: int = 0
+) -> int:
     """Write a request frame's header into ``buf``; returns where the batch goes."""
-    REQUEST_HEADER.pack_into(buf, 0, batch_id, partition, len(topic), acks, 0)
+    REQUEST_HEADER.pack_into(buf, 0, batch_id, partition, len(topic), acks, flags)
     end = request_header_size(topic)
     buf[REQUEST_HEADER.size : REQUEST_HEADER.size + len(topic)] = topic
     buf[REQUEST_HEADER.size + len(topic) : end] = bytes(end - REQUEST_HEADER.size - len(topic))

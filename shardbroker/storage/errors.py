@@ -94,7 +94,7 @@ class InvalidProducerEpochError(StorageError):
 
 class InvalidTxnStateError(StorageError):
     """A non-transactional batch from a producer with a transaction open in this partition (Kafka's
-    ProducerAppendInfo), or a transactional Produce while the broker serves no transactions."""
+    ProducerAppendInfo)."""
 
     error_code = 48
     error_name = "INVALID_TXN_STATE"

@@ -2,7 +2,7 @@
 
 The one place that refuses a batch. Two layers: `check_produce_batch`, Kafka's Produce rules for
 one partition's records, run by broker/leader_append.py before the log is touched (null or short
-records, magic other than 2, not exactly one batch, codec ids 5-7, the transactional bit); then
+records, magic other than 2, not exactly one batch, codec ids 5-7); then
 `validate_and_assign` (and `check_single_batch`, its one-batch shortcut) when the log appends:
 framing, magic, ``max.message.bytes``, counts and offset deltas, sequences, control batches,
 CRC-32C and ``segment.bytes``. Each refusal is a StorageError carrying Kafka's error code.
@@ -51,12 +51,10 @@ from shardbroker.protocol.record_batch_header import (
     MIN_BATCH_LENGTH,
     PARTITION_LEADER_EPOCH_OFFSET,
     TIMESTAMP_TYPE_BIT,
-    TRANSACTIONAL_BIT,
 )
 from shardbroker.storage.errors import (
     CorruptRecordError,
     InvalidRecordError,
-    InvalidTxnStateError,
     RecordBatchTooLargeError,
     RecordTooLargeError,
     StorageError,
@@ -84,8 +82,6 @@ Buffer: TypeAlias = bytes | bytearray | memoryview
 
 #: zstd; codec ids 5-7 are not codecs.
 _MAX_CODEC: Final = int(CompressionType.ZSTD)
-#: Attribute bits a Produce batch may not set: codec ids 5-7 (> _MAX_CODEC) or transactional.
-_REFUSED_ATTRIBUTES: Final = COMPRESSION_MASK | TRANSACTIONAL_BIT
 _pack_q = pack_offset = struct.Struct(">q").pack_into
 _pack_i = pack_epoch = struct.Struct(">i").pack_into
 _pack_I = struct.Struct(">I").pack_into
@@ -185,15 +181,16 @@ def header_error(
 
 def check_produce_batch(records: Buffer | None) -> tuple[int, ...]:
     """Kafka's Produce rules for one partition's records, before the log is touched (so they win
-    over an offline log): exactly one record batch v2 (ProduceRequest v3+), a known codec, not
-    transactional (this broker has no transactions). Returns the unpacked header;
+    over an offline log): exactly one record batch v2 (ProduceRequest v3+), a known codec.
+    Transactional batches are accepted (Kafka before KIP-890 part 2: the producer state opens the
+    transaction; whether the partition was added to it is not checked). Returns the unpacked header;
     :func:`validate_and_assign` checks the rest when the log appends. One combined test on the
     hot path, :func:`_produce_refusal` only to name what failed."""
     if records is not None:
         n = len(records)
         if n >= BATCH_HEADER_SIZE:
             f = HEADER.unpack_from(records, 0)
-            if f[3] == MAGIC and f[1] + LOG_OVERHEAD == n and f[5] & _REFUSED_ATTRIBUTES <= _MAX_CODEC:
+            if f[3] == MAGIC and f[1] + LOG_OVERHEAD == n and f[5] & COMPRESSION_MASK <= _MAX_CODEC:
                 return f
     raise _produce_refusal(records)
 
@@ -221,10 +218,8 @@ def _produce_refusal(records: Buffer | None) -> StorageError:
         if length + LOG_OVERHEAD < n and length >= MIN_BATCH_LENGTH:
             return InvalidRecordError("Produce v3+ must carry exactly one record batch per partition")
         return CorruptRecordError(f"batch declares {length + LOG_OVERHEAD} bytes but {n} were sent")
-    if attrs & COMPRESSION_MASK > _MAX_CODEC:
-        return UnsupportedCompressionTypeError(f"unknown compression type id {attrs & COMPRESSION_MASK}")
-    assert attrs & TRANSACTIONAL_BIT
-    return InvalidTxnStateError("transactions are not supported")
+    assert attrs & COMPRESSION_MASK > _MAX_CODEC
+    return UnsupportedCompressionTypeError(f"unknown compression type id {attrs & COMPRESSION_MASK}")
 
 
 def check_single_batch(

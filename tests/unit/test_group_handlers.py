@@ -59,7 +59,7 @@ def test_find_coordinator_forms_and_key_types(tmp_path: Path) -> None:
                 ("", ErrorCode.INVALID_REQUEST, -1),
             ]
             r = await call(h, m.FindCoordinatorRequest(key="txn", key_type=1), 3)
-            assert r.error_code == ErrorCode.COORDINATOR_NOT_AVAILABLE and "transactions" in r.error_message
+            assert r.error_code == ErrorCode.COORDINATOR_NOT_AVAILABLE  # no transaction coordinator here
             r = await call(h, m.FindCoordinatorRequest(key="x", key_type=7), 2)
             assert r.error_code == ErrorCode.INVALID_REQUEST
             await gc.drain()

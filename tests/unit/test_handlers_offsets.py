@@ -220,9 +220,10 @@ def test_init_producer_id(tmp_path: Path) -> None:
             assert await init(4, producer_id=1001, producer_epoch=0) == (0, 1001, 1)  # KIP-360 bump
             assert await init(5, producer_id=1001, producer_epoch=32766) == (0, 1002, 0)  # exhausted
             assert await init(2, producer_id=1001, producer_epoch=3) == (0, 1003, 0)  # no KIP-360 before v3
-            refused = m.InitProducerIdRequest(transactional_id="txn-1", transaction_timeout_ms=60000)
-            resp = await handle_init_producer_id(h.ctx(22, 4), refused)
-            assert (resp.error_code, resp.producer_id) == (ErrorCode.UNSUPPORTED_VERSION, -1)
+            # transactional: the transaction coordinator answers (none in this harness)
+            txn = m.InitProducerIdRequest(transactional_id="txn-1", transaction_timeout_ms=60000)
+            resp = await handle_init_producer_id(h.ctx(22, 4), txn)
+            assert (resp.error_code, resp.producer_id) == (ErrorCode.COORDINATOR_NOT_AVAILABLE, -1)
             h.channel.fail = True
             h.replicas._pid_next = h.replicas._pid_end  # block used up, controller away
             assert (await init(4))[0] == ErrorCode.COORDINATOR_NOT_AVAILABLE

@@ -54,15 +54,14 @@ def test_framing_and_magic() -> None:
     )
 
 
-def test_codecs_5_to_7_and_transactions_are_refused() -> None:
+def test_codecs_5_to_7_are_refused_and_transactional_batches_accepted() -> None:
     assert refusal(build_batch(attributes=5)) == (
         ErrorCode.UNSUPPORTED_COMPRESSION_TYPE,
         "unknown compression type id 5",
     )
-    assert refusal(build_batch(attributes=0x10)) == (
-        ErrorCode.INVALID_TXN_STATE,
-        "transactions are not supported",
-    )
-    # Kafka's order: the codec is named before the transactional bit, magic before either.
+    # Kafka before KIP-890 part 2: the partition's producer state opens the transaction.
+    assert check_produce_batch(build_batch(attributes=0x10))[5] == 0x10
+    assert check_produce_batch(build_batch(attributes=0x14))[5] == 0x14
+    # A bad codec is refused whatever the transactional bit; magic is named first.
     assert refusal(build_batch(attributes=0x17))[0] == ErrorCode.UNSUPPORTED_COMPRESSION_TYPE
     assert refusal(build_batch(attributes=0x17, magic=1))[0] == ErrorCode.UNSUPPORTED_FOR_MESSAGE_FORMAT

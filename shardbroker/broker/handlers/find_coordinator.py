@@ -1,14 +1,13 @@
-"""FindCoordinator (api key 10), v0-v5: which worker coordinates a group.
+"""FindCoordinator (api key 10), v0-v5: which worker coordinates a group or a transactional id.
 
-The coordinator of a group is the leader of its ``__consumer_offsets`` partition (see
-group_metadata_manager.py: Java's String.hashCode, as Kafka). The topic is created on the first
-FindCoordinator that finds it missing, as Kafka does; the answer waits for it. v4+ asks for several
-keys at once (``coordinator_keys``) and gets one answer per key. The coordinator's address is its
-endpoint on the listener the request came in on, as Kafka answers.
+The coordinator of a group is the leader of its ``__consumer_offsets`` partition, that of a
+transactional id the leader of its ``__transaction_state`` partition (both Java's
+String.hashCode, as Kafka: group_metadata_manager.partition_for). The topic is created on the
+first FindCoordinator that finds it missing, as Kafka does; the answer waits for it. v4+ asks for
+several keys at once (``coordinator_keys``) and gets one answer per key. The coordinator's
+address is its endpoint on the listener the request came in on, as Kafka answers.
 
-Key types: 0 (group) only. 1 (transaction) is answered COORDINATOR_NOT_AVAILABLE with the
-message "transactions are not supported": shardbroker has no transaction coordinator yet.
-Other key types get INVALID_REQUEST.
+Key types: 0 (group), 1 (transaction). Other key types get INVALID_REQUEST.
 
 Authorization, as KafkaApis.getCoordinator, per key before anything else: a group key needs
 DESCRIBE on the GROUP (GROUP_AUTHORIZATION_FAILED, 30), a transaction key DESCRIBE on the
@@ -48,26 +47,22 @@ async def _find(ctx: RequestContext, key: str, key_type: int) -> _C:
     if check is not None and not authorize(ctx, AclOperation.DESCRIBE, check[0], key):
         out.error_code, out.error_message = int(check[1]), check[2]
         return out
-    if key_type == KEY_TRANSACTION:
-        out.error_code = NOT_AVAILABLE
-        out.error_message = "transactions are not supported by shardbroker (no transaction coordinator)"
-        return out
-    if key_type != KEY_GROUP:
+    if key_type not in (KEY_GROUP, KEY_TRANSACTION):
         out.error_code = int(ErrorCode.INVALID_REQUEST)
         out.error_message = f"unknown coordinator key type {key_type}"
         return out
-    groups = coordinator(ctx)
-    if groups is None:
+    found = coordinator(ctx) if key_type == KEY_GROUP else ctx.worker.transactions
+    if found is None:
         out.error_code = NOT_AVAILABLE
         return out
     if not key:
         out.error_code = int(ErrorCode.INVALID_REQUEST)
-        out.error_message = "empty group id"
+        out.error_message = "empty group id" if key_type == KEY_GROUP else "empty transactional id"
         return out
-    code = await groups.ensure_topic()
+    code = await found.ensure_topic()
     node = -1
     if code == 0:
-        code, node = groups.coordinator_of(key)
+        code, node = found.coordinator_of(key)
     endpoint = ctx.worker.image.broker(node, ctx.session.listener) if code == 0 else None
     if endpoint is None:
         out.error_code = code or NOT_AVAILABLE

@@ -9,13 +9,12 @@ accept the new epoch from sequence 0. (Kafka itself hands a non-transactional pr
 here; clients accept either, and keeping the id keeps one producer-state entry per producer.)
 An epoch that would pass 32766 gets a fresh id at epoch 0, as Kafka does on epoch exhaustion.
 
-Transactions are not supported: a non-empty ``transactional_id`` is refused with
-UNSUPPORTED_VERSION (35). Clients treat it as fatal for ``init_transactions()`` and say the
-broker does not support the feature, which is the truth; the alternatives are worse:
-COORDINATOR_NOT_AVAILABLE is retriable (the client would retry until its timeout and report a
-timeout), and TRANSACTIONAL_ID_AUTHORIZATION_FAILED would blame ACLs that do not exist. A
-controller that cannot be reached for a new block answers COORDINATOR_NOT_AVAILABLE (15,
-retriable), as Kafka does while its producer id manager has no block.
+Transactional (a non-empty ``transactional_id``): the transaction coordinator of the id
+answers (broker/transaction_coordinator.py: a new producer id, or the epoch bumped, after aborting
+a transaction the previous epoch left open; NOT_COORDINATOR on another worker). PRODUCER_FENCED
+is answered INVALID_PRODUCER_EPOCH below v4, as KafkaApis does (KIP-588). A controller that
+cannot be reached for a new block answers COORDINATOR_NOT_AVAILABLE (15, retriable), as Kafka
+does while its producer id manager has no block.
 
 Authorization, as KafkaApis.handleInitProducerIdRequest, before anything else: a transactional
 id needs WRITE on the TRANSACTIONAL_ID (else TRANSACTIONAL_ID_AUTHORIZATION_FAILED, 53); an
@@ -50,6 +49,18 @@ async def handle_init_producer_id(
     if refusal is not None:
         return m.InitProducerIdResponse(error_code=int(refusal), producer_id=-1, producer_epoch=-1)
     pid, epoch = request.producer_id, request.producer_epoch
+    if request.transactional_id:
+        coordinator = ctx.worker.transactions
+        if coordinator is None:
+            code, pid, epoch = int(ErrorCode.COORDINATOR_NOT_AVAILABLE), -1, -1
+        else:
+            expected = (pid, epoch) if ctx.api_version >= 3 and pid >= 0 else None
+            code, pid, epoch = await coordinator.init_producer_id(
+                request.transactional_id, request.transaction_timeout_ms, expected
+            )
+        if code == ErrorCode.PRODUCER_FENCED and ctx.api_version < 4:
+            code = int(ErrorCode.INVALID_PRODUCER_EPOCH)
+        return m.InitProducerIdResponse(error_code=code, producer_id=pid, producer_epoch=epoch)
     if ctx.api_version >= 3 and pid >= 0 and 0 <= epoch < MAX_EPOCH:
         return m.InitProducerIdResponse(producer_id=pid, producer_epoch=epoch + 1)
     try:
@@ -66,7 +77,7 @@ def _refusal(ctx: RequestContext, transactional_id: str | None) -> ErrorCode | N
     if transactional_id:
         if not authorize(ctx, AclOperation.WRITE, ResourceType.TRANSACTIONAL_ID, transactional_id):
             return ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
-        return ErrorCode.UNSUPPORTED_VERSION
+        return None
     if authorize_cluster(ctx, AclOperation.IDEMPOTENT_WRITE) or authorize_by_resource_type(
         ctx, AclOperation.WRITE, ResourceType.TOPIC
     ):
