@@ -108,11 +108,19 @@ def process_start_time(pid: int) -> int | None:
 
 
 def owner_alive(pid: int, start_time: int) -> bool:
-    """True when ``pid`` runs and is the same process that was started at ``start_time``."""
+    """True when ``pid`` runs and is the same process that was started at ``start_time``.
+
+    A zombie is not running: a worker SIGKILLed with its supervisor is reparented, and in a
+    container whose init does not reap, it stays a zombie; its segments are stale all the same."""
     if pid <= 0:
         return False
-    current = process_start_time(pid)
-    return current is not None and (start_time == 0 or current == start_time)
+    try:
+        fields = stat_fields(pid)
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    if fields[0] in (b"Z", b"X"):
+        return False
+    return start_time == 0 or int(fields[START_TIME]) == start_time
 
 
 @dataclass(frozen=True)

@@ -377,13 +377,17 @@ class BrokerProcess:
         """SIGKILL the whole process group and every worker ever seen; reap the serve process."""
         if self.proc is None:
             return
+        victims = self.seen_pids | set(_descendants(self.proc.pid))
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        for pid in self.seen_pids:
+        for pid in victims:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(10)
+        # SIGKILL lands when a worker next runs: until then it is alive, and a broker started at
+        # once would leave its shared memory alone as a live owner's.
+        wait_for(lambda: not any(_alive(pid) for pid in victims), 10, "the killed workers' end")
 
     # -- shared memory -----------------------------------------------------------------------
 

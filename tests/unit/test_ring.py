@@ -551,3 +551,19 @@ def test_owner_alive_checks_start_time() -> None:
     assert not shm.owner_alive(me, start + 1)
     assert not shm.owner_alive(_dead_pid(), start)
     assert not shm.owner_alive(0, 0)
+
+
+def test_a_zombie_owner_is_not_alive() -> None:
+    """A SIGKILLed worker left unreaped (its parent gone, a non-reaping init) owns nothing."""
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    try:
+        deadline = time.monotonic() + 5
+        while shm.stat_fields(pid)[0] != b"Z" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert shm.stat_fields(pid)[0] == b"Z"
+        assert shm.process_start_time(pid) is not None  # /proc still lists it
+        assert not shm.owner_alive(pid, 0)
+    finally:
+        os.waitpid(pid, 0)
