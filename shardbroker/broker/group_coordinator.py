@@ -38,6 +38,7 @@ from shardbroker.broker.group_metadata_manager import (
     partition_for,
 )
 from shardbroker.broker.group_state import Group, GroupState, JoinResult, OffsetAndMetadata, SyncResult
+from shardbroker.broker.txn_offset_commits import UNSTABLE, validate_txn_commit
 from shardbroker.config.broker_config import BrokerConfig
 from shardbroker.config.broker_properties import (
     GROUP_INITIAL_REBALANCE_DELAY_MS,
@@ -192,6 +193,7 @@ class GroupCoordinator:
         #: private memory when nobody reads them; written by `publish_offsets` on the 1 s tick.
         self.offsets_table = offsets_table if offsets_table is not None else WorkerGroupOffsets.private()
         replicas.add_publisher(self.publish_offsets)
+        replicas.marker_listener = self._on_marker
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -434,10 +436,61 @@ class GroupCoordinator:
             return [c if c != _NONE else code for c in codes]
         return codes
 
+    async def txn_commit(
+        self,
+        group_id: str,
+        producer: tuple[int, int],
+        *,
+        member_id: str,
+        group_instance_id: str | None,
+        generation_id: int,
+        items: Sequence[CommitItem],
+    ) -> list[int]:
+        """Per-item error codes for a TxnOffsetCommit (Kafka's doTxnCommitOffsets): the offsets
+        are appended in a transactional batch of ``producer`` (id, epoch) and held pending until
+        the transaction's marker reaches the group's partition (``_on_marker``)."""
+        code = self.check(group_id)
+        if code != _NONE:
+            return [code] * len(items)
+        group = self.group_manager.get_group(group_id)
+        if group is None:
+            group = self.group_manager.add_group(group_id)
+            self.group_manager.after_change(group)
+        code = validate_txn_commit(group, member_id, group_instance_id, generation_id)
+        if code != _NONE:
+            return [code] * len(items)
+        now = self.group_manager.wall_ms()
+        codes: list[int] = []
+        records: list[tuple[bytes, bytes | None]] = []
+        accepted: dict[tuple[str, int], OffsetAndMetadata] = {}
+        for item in items:
+            if item.metadata is not None and len(item.metadata.encode()) > self.metadata_max_bytes:
+                codes.append(int(ErrorCode.OFFSET_METADATA_TOO_LARGE))
+                continue
+            om = OffsetAndMetadata(item.offset, item.leader_epoch, item.metadata, now, -1)
+            records.append(offset_commit_record(group_id, item.topic, item.partition, om))
+            accepted[(item.topic, item.partition)] = om
+            codes.append(_NONE)
+        if not records:
+            return codes
+        code, flush_offset = self.group_manager.append_at(group_id, records, producer)
+        if code == _NONE:
+            self.group_manager.pending.add(group_id, producer[0], accepted)
+            code = await self.group_manager.wait_durable(group_id, flush_offset)
+        if code != _NONE:
+            return [c if c != _NONE else code for c in codes]
+        return codes
+
+    def _on_marker(self, topic: str, partition: int, batch: bytes | bytearray) -> None:
+        if topic == OFFSETS_TOPIC:
+            self.group_manager.complete_txn(partition, batch)
+
     def fetch(
-        self, group_id: str, topics: Sequence[tuple[str, Sequence[int]]] | None
+        self, group_id: str, topics: Sequence[tuple[str, Sequence[int]]] | None, require_stable: bool = False
     ) -> tuple[int, dict[str, dict[int, OffsetAndMetadata | None]]]:
-        """``(group error, topic -> partition -> committed offset or None)``; ``topics`` None: all."""
+        """``(group error, topic -> partition -> committed offset or None)``; ``topics`` None: all;
+        ``require_stable``: a named partition with a pending transactional commit is UNSTABLE."""
+        pending = self.group_manager.pending
         code = self.check(group_id)
         if code != _NONE:
             return code, {}
@@ -451,7 +504,8 @@ class GroupCoordinator:
         for topic, partitions in topics:
             by_partition = out.setdefault(topic, {})
             for partition in partitions:
-                by_partition[partition] = offsets.get((topic, partition))
+                unstable = require_stable and pending.is_pending(group_id, (topic, partition))
+                by_partition[partition] = UNSTABLE if unstable else offsets.get((topic, partition))
         return _NONE, out
 
     async def delete_offsets(

@@ -36,9 +36,11 @@ from typing import TYPE_CHECKING, Any, Final
 
 from shardbroker.broker import group_records as gr
 from shardbroker.broker.group_state import Group, GroupState, Member, OffsetAndMetadata
+from shardbroker.broker.txn_offset_commits import PendingTxnOffsets
 from shardbroker.metadata.image import MetadataImage, TopicImage
+from shardbroker.protocol.control_records import ControlRecordType, control_record
 from shardbroker.protocol.errors import ErrorCode, ProtocolError
-from shardbroker.protocol.record_batch import iter_batches
+from shardbroker.protocol.record_batch import Record, RecordBatch, iter_batches
 from shardbroker.protocol.record_batch_builder import RecordBatchBuilder
 from shardbroker.storage.errors import StorageError
 
@@ -65,6 +67,15 @@ LOAD_CHUNK: Final = 1 << 20
 #: at least as many as its live keys (Kafka's min.cleanable.dirty.ratio 0.5) and at least this many.
 COMPACT_MIN_RECORDS: Final = 1000
 COMPACTION_CHECK_S: Final = 10.0
+#: Log errors a TxnOffsetCommit answers as they are (the producer's epoch or transaction).
+_PRODUCER_ERRORS: Final = frozenset(
+    int(e)
+    for e in (
+        ErrorCode.INVALID_PRODUCER_EPOCH,
+        ErrorCode.INVALID_TXN_STATE,
+        ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER,
+    )
+)
 #: Records per batch of a compaction snapshot (well below max.message.bytes for Kafka-sized keys).
 SNAPSHOT_BATCH: Final = 500
 
@@ -96,11 +107,9 @@ def offset_commit_record(
     return gr.encode_offset_commit_key(group_id, topic, partition), gr.encode_offset_commit_value(value)
 
 
-def replay_records(plog: PartitionLog, label: str) -> Iterator[tuple[int, memoryview, memoryview | None]]:
-    """``(offset, key, value)`` of every keyed record of an internal topic's partition, from its
-    log start to its end, skipping control batches (markers); read errors end the replay with a
-    log line (``__consumer_offsets`` here, ``__transaction_state`` in
-    transaction_state_manager.py)."""
+def replay_batches(plog: PartitionLog, label: str) -> Iterator[tuple[RecordBatch, list[Record]]]:
+    """Every batch of an internal topic's partition with its records (control batches too), from
+    its log start to its end; read errors end the replay with a log line."""
     position = plog.log_start_offset
     end = plog.log_end_offset
     while position < end:
@@ -115,19 +124,31 @@ def replay_records(plog: PartitionLog, label: str) -> Iterator[tuple[int, memory
             if batch.next_offset <= position:
                 continue
             advanced = batch.next_offset
-            if batch.is_control:
-                continue
             try:
-                recs = list(batch.records())
+                recs = [r for r in batch.records() if r.offset >= position]
             except ProtocolError as exc:
                 log.error("%s batch at %d: %s", label, batch.base_offset, exc)
                 continue
-            for rec in recs:
-                if rec.offset >= position and rec.key is not None:
-                    yield rec.offset, rec.key, rec.value
+            yield batch, recs
         if advanced <= position:
             return  # nothing readable further (should not happen: logs end at whole batches)
         position = advanced
+
+
+def replay_records(plog: PartitionLog, label: str) -> Iterator[tuple[int, memoryview, memoryview | None]]:
+    """``(offset, key, value)`` of every keyed record of an internal topic's partition, skipping
+    control batches (markers): ``__transaction_state`` in transaction_state_manager.py."""
+    for batch, recs in replay_batches(plog, label):
+        if not batch.is_control:
+            for rec in recs:
+                if rec.key is not None:
+                    yield rec.offset, rec.key, rec.value
+
+
+def _offset_and_metadata(value: gr.OffsetCommitValue) -> OffsetAndMetadata:
+    return OffsetAndMetadata(
+        value.offset, value.leader_epoch, value.metadata, value.commit_timestamp, value.expire_timestamp
+    )
 
 
 class GroupMetadataManager:
@@ -162,6 +183,8 @@ class GroupMetadataManager:
         self.active: set[str] = set()
         #: Records appended to (or read at load from) each partition since its last compaction.
         self._dirty: dict[int, int] = {}
+        #: Transactional offset commits waiting for their marker (txn_offset_commits.py).
+        self.pending = PendingTxnOffsets()
 
     def now(self) -> float:
         return self._clock() * 1000.0
@@ -223,6 +246,7 @@ class GroupMetadataManager:
         for group_id in [g for g in self.groups if self.partition_of(g) == partition]:
             self.groups.pop(group_id).kill()
             self._empty_since.pop(group_id, None)
+            self.pending.forget(group_id)
         log.info("worker %d: unloaded %s-%d (led elsewhere now)", self.node_id, OFFSETS_TOPIC, partition)
 
     # ------------------------------------------------------------------ loading
@@ -234,40 +258,55 @@ class GroupMetadataManager:
         assert p is not None
         offsets: dict[str, dict[tuple[str, int], OffsetAndMetadata | None]] = {}
         metadata: dict[str, gr.GroupMetadataValue | None] = {}
+        #: producer id -> group -> offsets of its transaction, until its marker in the log.
+        txn: dict[int, dict[str, dict[tuple[str, int], OffsetAndMetadata]]] = {}
         records = 0
-        for offset, raw_key, raw_value in replay_records(p.log, f"{OFFSETS_TOPIC}-{partition}"):
-            records += 1
-            try:
-                key = gr.decode_key(raw_key)
-                if key is None:
+        for batch, recs in replay_batches(p.log, f"{OFFSETS_TOPIC}-{partition}"):
+            if batch.is_control:
+                try:
+                    commit = control_record(batch).type == ControlRecordType.COMMIT
+                except ProtocolError as exc:
+                    log.warning("%s-%d marker at %d: %s", OFFSETS_TOPIC, partition, batch.base_offset, exc)
                     continue
-                value = gr.decode_value(key, raw_value)
-            except gr.RecordFormatError as exc:
-                log.warning("%s-%d offset %d: %s", OFFSETS_TOPIC, partition, offset, exc)
+                for group_id, done in txn.pop(batch.producer_id, {}).items():
+                    if commit:
+                        offsets.setdefault(group_id, {}).update(done)
                 continue
-            if isinstance(key, gr.OffsetCommitKey):
-                assert value is None or isinstance(value, gr.OffsetCommitValue)
-                offsets.setdefault(key.group, {})[(key.topic, key.partition)] = (
-                    None
-                    if value is None
-                    else OffsetAndMetadata(
-                        value.offset,
-                        value.leader_epoch,
-                        value.metadata,
-                        value.commit_timestamp,
-                        value.expire_timestamp,
-                    )
-                )
-            else:
-                assert value is None or isinstance(value, gr.GroupMetadataValue)
-                metadata[key.group] = value
+            for rec in recs:
+                if rec.key is None:
+                    continue
+                records += 1
+                try:
+                    key = gr.decode_key(rec.key)
+                    if key is None:
+                        continue
+                    value = gr.decode_value(key, rec.value)
+                except gr.RecordFormatError as exc:
+                    log.warning("%s-%d offset %d: %s", OFFSETS_TOPIC, partition, rec.offset, exc)
+                    continue
+                if isinstance(key, gr.OffsetCommitKey):
+                    assert value is None or isinstance(value, gr.OffsetCommitValue)
+                    om = None if value is None else _offset_and_metadata(value)
+                    if batch.is_transactional and om is not None:
+                        txn.setdefault(batch.producer_id, {}).setdefault(key.group, {})[
+                            (key.topic, key.partition)
+                        ] = om
+                    else:
+                        offsets.setdefault(key.group, {})[(key.topic, key.partition)] = om
+                else:
+                    assert value is None or isinstance(value, gr.GroupMetadataValue)
+                    metadata[key.group] = value
+        for producer_id, by_group in txn.items():
+            for group_id, held in by_group.items():
+                self.pending.add(group_id, producer_id, held)
+                offsets.setdefault(group_id, {})
         now, wall = self.now(), self.wall_ms()
         for group_id in set(offsets) | set(metadata):
             if partition_for(group_id, partitions) != partition:
                 continue
             kept = {tp: o for tp, o in offsets.get(group_id, {}).items() if o is not None}
             value = metadata.get(group_id)
-            if value is None and not kept:
+            if value is None and not kept and group_id not in self.pending.by_group:
                 continue
             group = self.add_group(group_id)
             group.offsets = kept
@@ -330,12 +369,21 @@ class GroupMetadataManager:
         """Append records to the group's partition; the error code (NONE: written)."""
         return self.append_at(group_id, records)[0]
 
-    def append_at(self, group_id: str, records: Sequence[tuple[bytes, bytes | None]]) -> tuple[int, int]:
-        """``(error code, offset a flush must reach first or -1)`` of appending ``records``."""
+    def append_at(
+        self,
+        group_id: str,
+        records: Sequence[tuple[bytes, bytes | None]],
+        producer: tuple[int, int] | None = None,
+    ) -> tuple[int, int]:
+        """``(error code, offset a flush must reach first or -1)`` of appending ``records``;
+        ``producer`` (id, epoch): a transactional batch of that producer's open transaction
+        (TxnOffsetCommit), whose epoch the log checks (INVALID_PRODUCER_EPOCH)."""
         if not records:
             return _NONE, -1
         partition = self.partition_of(group_id)
         builder = RecordBatchBuilder()
+        if producer is not None:
+            builder = self._txn_builder(partition, *producer)
         now = self.wall_ms()
         for key, value in records:
             builder.append(value, key=key, timestamp=now)
@@ -355,8 +403,45 @@ class GroupMetadataManager:
                 int(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION),
             ):
                 return int(ErrorCode.NOT_COORDINATOR), -1
+            if producer is not None and result.error_code in _PRODUCER_ERRORS:
+                return result.error_code, -1
             return int(ErrorCode.UNKNOWN_SERVER_ERROR), -1
         return _NONE, result.flush_offset
+
+    def _txn_builder(self, partition: int, producer_id: int, producer_epoch: int) -> RecordBatchBuilder:
+        """A transactional batch builder of the producer, at the sequence its state in the
+        partition expects (Kafka's coordinator appends skip the sequence check; our log checks)."""
+        p = self.replicas.get(OFFSETS_TOPIC, partition)
+        entry = None if p is None else p.log.producer_state.producers.get(producer_id)
+        seq = 0
+        if entry is not None and entry.epoch == producer_epoch and entry.last_seq >= 0:
+            seq = (entry.last_seq + 1) & 0x7FFFFFFF
+        return RecordBatchBuilder(
+            producer_id=producer_id, producer_epoch=producer_epoch, base_sequence=seq, is_transactional=True
+        )
+
+    def complete_txn(self, partition: int, batch: bytes | bytearray) -> int:
+        """A transaction marker landed on ``partition``: commit or drop the offsets its producer
+        holds for the groups of that partition (Kafka's scheduleHandleTxnCompletion); the
+        number of offsets completed."""
+        if partition not in self.owned or not self.pending.by_group:
+            return 0
+        try:
+            marker = next(iter_batches(batch))
+            commit = control_record(marker).type == ControlRecordType.COMMIT
+        except (ProtocolError, StopIteration) as exc:
+            log.error(
+                "worker %d: unreadable marker on %s-%d: %s", self.node_id, OFFSETS_TOPIC, partition, exc
+            )
+            return 0
+        done = 0
+        for group_id in list(self.pending.by_group):
+            group = self.groups.get(group_id)
+            if group is None:
+                self.pending.forget(group_id)
+            elif self.partition_of(group_id) == partition:
+                done += self.pending.complete(group, marker.producer_id, commit)
+        return done
 
     async def wait_durable(self, group_id: str, flush_offset: int) -> int:
         """Wait for the flush the topic's flush policy asked for (as acks=-1), if any."""
@@ -464,14 +549,17 @@ class GroupMetadataManager:
         while True:
             await asyncio.sleep(COMPACTION_CHECK_S)
             for partition in sorted(self.owned):
-                if self._dirty.get(partition, 0) < COMPACT_MIN_RECORDS:
-                    continue
+                if self._dirty.get(partition, 0) < COMPACT_MIN_RECORDS or self._has_pending(partition):
+                    continue  # an open transaction's offset records must stay until its marker
                 live = sum(1 for _ in self._live_records(partition))
                 if self._dirty.get(partition, 0) >= live:
                     try:
                         await self.compact(partition)
                     except Exception:
                         log.exception("compacting %s-%d", OFFSETS_TOPIC, partition)
+
+    def _has_pending(self, partition: int) -> bool:
+        return any(self.partition_of(g) == partition for g in self.pending.by_group)
 
     def _live_records(self, partition: int) -> Iterator[tuple[bytes, bytes | None]]:
         """The latest record of every live key of ``partition``: what compaction keeps."""
@@ -491,7 +579,7 @@ class GroupMetadataManager:
         crash before the log start moves leaves the snapshot as a replay of state already in
         the log, so loading gives the same groups either way. True if compacted."""
         p = self.replicas.get(OFFSETS_TOPIC, partition)
-        if p is None or partition not in self.owned:
+        if p is None or partition not in self.owned or self._has_pending(partition):
             return False
         live = list(self._live_records(partition))
         dirty = self._dirty.get(partition, 0)

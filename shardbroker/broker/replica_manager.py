@@ -90,6 +90,9 @@ class ReplicaManager:
         self._pid_lock = asyncio.Lock()
         self._pid_next = self._pid_end = 0
         self._names_by_id: tuple[MetadataImage | None, dict[uuid.UUID, str]] = (None, {})
+        #: Told of every marker written here (the group coordinator completes the transactional
+        #: offset commits of ``__consumer_offsets`` with it).
+        self.marker_listener: Callable[[str, int, bytes | bytearray], None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -292,7 +295,10 @@ class ReplicaManager:
         p = self.get(topic, index)
         if p is None:
             return _NOT_LEADER if self.not_here_error(topic, index) == _NOT_LEADER.error_code else _UNKNOWN
-        return append_marker_to_leader(p, batch, self.flusher)
+        result = append_marker_to_leader(p, batch, self.flusher)
+        if result.error_code == 0 and self.marker_listener is not None:
+            self.marker_listener(topic, index, batch)
+        return result
 
     def append_batches(self, topic: str, index: int, batches: list[memoryview]) -> list[AppendResult]:
         """Append several whole batches of one partition in one write (a local producer's ring

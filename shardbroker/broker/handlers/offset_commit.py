@@ -18,13 +18,16 @@ refused, not reported unknown).
 
 from __future__ import annotations
 
-from shardbroker.broker.auth_helper import filter_authorized
 from shardbroker.broker.dispatch import ApiHandler, RequestContext
 from shardbroker.broker.group_coordinator import CommitItem
-from shardbroker.broker.handlers._groups import NOT_AVAILABLE, coordinator, may_read_group
+from shardbroker.broker.handlers._groups import (
+    NOT_AVAILABLE,
+    committable_partitions,
+    coordinator,
+    may_read_group,
+)
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode
-from shardbroker.security.acl import AclOperation, ResourceType
 
 __all__ = ["HANDLER"]
 
@@ -37,29 +40,18 @@ async def handle_offset_commit(ctx: RequestContext, request: m.OffsetCommitReque
     if not may_read_group(ctx, request.group_id):
         return offset_commit_error_response(request, version, ErrorCode.GROUP_AUTHORIZATION_FAILED, "")
     groups = coordinator(ctx)
-    image = ctx.worker.image
-    readable = filter_authorized(ctx, AclOperation.READ, ResourceType.TOPIC, (t.name for t in request.topics))
-    codes: dict[tuple[str, int], int] = {}
-    items: list[CommitItem] = []
-    for t in request.topics:
-        topic = image.topics.get(t.name)
-        for p in t.partitions:
-            if t.name not in readable:
-                codes[(t.name, p.partition_index)] = int(ErrorCode.TOPIC_AUTHORIZATION_FAILED)
-                continue
-            if topic is None or topic.partition(p.partition_index) is None:
-                codes[(t.name, p.partition_index)] = int(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
-                continue
-            items.append(
-                CommitItem(
-                    t.name,
-                    p.partition_index,
-                    p.committed_offset,
-                    p.committed_leader_epoch if version >= 6 else -1,
-                    p.committed_metadata,
-                    p.commit_timestamp if version == 1 else -1,
-                )
-            )
+    codes, accepted = committable_partitions(ctx, request.topics)
+    items = [
+        CommitItem(
+            name,
+            p.partition_index,
+            p.committed_offset,
+            p.committed_leader_epoch if version >= 6 else -1,
+            p.committed_metadata,
+            p.commit_timestamp if version == 1 else -1,
+        )
+        for name, p in accepted
+    ]
     if groups is None:
         results = [NOT_AVAILABLE] * len(items)
     else:

@@ -3,9 +3,10 @@
 A partition with no committed offset answers offset -1, metadata "" and no error (Kafka's
 answer); ``topics`` null (v2+) asks for every offset of the group. Group-level errors
 (NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS, ...) go in the top-level error code from v2 and
-in each partition's for v0-v1, as Kafka. ``require_stable`` (v7+) has nothing to wait for: no
-transactional offsets. v9's member id / epoch only apply to the new consumer protocol (KIP-848),
-which shardbroker does not serve: they are not checked.
+in each partition's for v0-v1, as Kafka. ``require_stable`` (v7+): a named partition with a
+pending transactional commit (txn_offset_commits.py) answers UNSTABLE_OFFSET_COMMIT. v9's
+member id / epoch only apply to the new consumer protocol (KIP-848), which shardbroker does not
+serve: they are not checked.
 
 Authorization as KafkaApis: DESCRIBE on the group (GROUP_AUTHORIZATION_FAILED as a group-level
 error); named topics without DESCRIBE answer TOPIC_AUTHORIZATION_FAILED for their partitions
@@ -21,6 +22,7 @@ from shardbroker.broker.auth_helper import authorize, filter_authorized
 from shardbroker.broker.dispatch import ApiHandler, RequestContext
 from shardbroker.broker.group_state import OffsetAndMetadata
 from shardbroker.broker.handlers._groups import GROUP_DENIED, NOT_AVAILABLE, coordinator
+from shardbroker.broker.txn_offset_commits import UNSTABLE
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode
 from shardbroker.security.acl import AclOperation, ResourceType
@@ -29,11 +31,12 @@ __all__ = ["HANDLER"]
 
 R = m.OffsetFetchResponse
 _TOPIC_DENIED = int(ErrorCode.TOPIC_AUTHORIZATION_FAILED)
+_UNSTABLE = int(ErrorCode.UNSTABLE_OFFSET_COMMIT)
 Wanted = Sequence[tuple[str, Sequence[int]]]
 
 
 def _lookup(
-    ctx: RequestContext, group_id: str, topics: Wanted | None
+    ctx: RequestContext, group_id: str, topics: Wanted | None, require_stable: bool
 ) -> tuple[int, dict[str, dict[int, OffsetAndMetadata | None]], Wanted]:
     """``(group error, the offsets one may see, the named topics one may not describe)``."""
     if not authorize(ctx, AclOperation.DESCRIBE, ResourceType.GROUP, group_id):
@@ -46,7 +49,7 @@ def _lookup(
         visible = filter_authorized(ctx, AclOperation.DESCRIBE, ResourceType.TOPIC, found)
         return code, {name: parts for name, parts in found.items() if name in visible}, []
     described = filter_authorized(ctx, AclOperation.DESCRIBE, ResourceType.TOPIC, (n for n, _ in topics))
-    code, found = groups.fetch(group_id, [t for t in topics if t[0] in described])
+    code, found = groups.fetch(group_id, [t for t in topics if t[0] in described], require_stable)
     return code, found, [t for t in topics if t[0] not in described] if code == 0 else []
 
 
@@ -75,7 +78,15 @@ def _topics(
     """The answer's topics (``*_cls``: the v0-v7 or the v8+ structs): the offsets found, then the
     named topics one may not describe."""
     out = [
-        topic_cls(name=name, partitions=[_partition(partition_cls, i, om, 0) for i, om in parts.items()])
+        topic_cls(
+            name=name,
+            partitions=[
+                _partition(partition_cls, i, None, _UNSTABLE)
+                if om is UNSTABLE
+                else _partition(partition_cls, i, om, 0)
+                for i, om in parts.items()
+            ],
+        )
         for name, parts in found.items()
     ]
     out += [
@@ -91,14 +102,14 @@ async def handle_offset_fetch(ctx: RequestContext, request: m.OffsetFetchRequest
         out_groups = []
         for g in request.groups:
             wanted = None if g.topics is None else [(t.name, t.partition_indexes) for t in g.topics]
-            code, found, denied = _lookup(ctx, g.group_id, wanted)
+            code, found, denied = _lookup(ctx, g.group_id, wanted, request.require_stable)
             topics = _topics(R.OffsetFetchResponseTopics, R.OffsetFetchResponsePartitions, found, denied)
             out_groups.append(R.OffsetFetchResponseGroup(group_id=g.group_id, topics=topics, error_code=code))
         return R(groups=out_groups)
     wanted = None if request.topics is None else [(t.name, t.partition_indexes) for t in request.topics]
     if wanted is None and version < 2:
         wanted = []
-    code, found, denied = _lookup(ctx, request.group_id, wanted)
+    code, found, denied = _lookup(ctx, request.group_id, wanted, version >= 7 and request.require_stable)
     if code == 0:
         topics_out = _topics(R.OffsetFetchResponseTopic, R.OffsetFetchResponsePartition, found, denied)
         return R(topics=topics_out, error_code=0)
