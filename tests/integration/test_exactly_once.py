@@ -8,12 +8,17 @@ the input's end offsets (aborted transactions' offsets never became committed on
 
 from __future__ import annotations
 
+import os
+import signal
 import time
+from collections.abc import Callable
 from typing import Any
 
 import confluent_kafka
 import pytest
+from confluent_kafka.admin import AdminClient
 
+from shardbroker.broker.group_metadata_manager import OFFSETS_TOPIC, partition_for
 from tests.integration.broker_process import BrokerProcess
 from tests.integration.kafka_clients import IO_TIMEOUT, create_topic, produce_confluent
 
@@ -38,49 +43,83 @@ def _consumer(bootstrap: str, isolation: str, group: str) -> Any:
     )
 
 
-def transform_loop(bootstrap: str, source: str, sink: str) -> tuple[list[bytes], list[bytes]]:
-    """Run the loop until every input is committed; ``(committed outputs, aborted outputs)``."""
-    consumer = _consumer(bootstrap, "read_committed", GROUP)
+def _producer(bootstrap: str) -> Any:
     producer = confluent_kafka.Producer(
         {"bootstrap.servers": bootstrap, "transactional.id": "eos-loop-1", "linger.ms": 5}
     )
+    producer.init_transactions(IO_TIMEOUT)
+    return producer
+
+
+def _committed(consumer: Any, source: str) -> dict[int, int]:
+    tps = [confluent_kafka.TopicPartition(source, p) for p in range(PARTITIONS)]
+    return {tp.partition: tp.offset for tp in consumer.committed(tps, timeout=IO_TIMEOUT)}
+
+
+def _retried(call: Callable[[float], None]) -> None:
+    """``call(timeout)`` again while it fails with a retriable error (librdkafka's advice)."""
+    for _ in range(20):
+        try:
+            call(IO_TIMEOUT)
+            return
+        except confluent_kafka.KafkaException as exc:
+            if not exc.args[0].retriable():
+                raise
+            time.sleep(0.5)
+    call(IO_TIMEOUT)
+
+
+def transform_loop(
+    bootstrap: str, source: str, sink: str, kill: Callable[[], None] | None = None
+) -> tuple[list[bytes], list[bytes]]:
+    """Run the loop until the group's committed offsets reach the input's end; ``(committed
+    outputs, aborted outputs)`` as the client saw them. ``kill`` runs before the 10th
+    transaction; a transaction that fails is aborted (or its producer replaced, if fenced or
+    fatal) and its input read again from the committed offsets."""
+    consumer = _consumer(bootstrap, "read_committed", GROUP)
+    producer = _producer(bootstrap)
     committed: list[bytes] = []
     aborted: list[bytes] = []
+    done = dict.fromkeys(range(PARTITIONS), RECORDS // PARTITIONS)
     try:
-        producer.init_transactions(IO_TIMEOUT)
         consumer.subscribe([source])
         deadline = time.monotonic() + 180
         txn = 0
-        while len(committed) < RECORDS:
+        while True:
             assert time.monotonic() < deadline, f"{len(committed)} of {RECORDS} committed"
-            msgs = consumer.consume(BATCH, timeout=1.0)
+            msgs = [m for m in consumer.consume(BATCH, timeout=1.0) if m.error() is None]
             if not msgs:
+                if _committed(consumer, source) == done:
+                    break
                 continue
-            assert all(m.error() is None for m in msgs), [m.error() for m in msgs if m.error()]
             txn += 1
-            producer.begin_transaction()
+            if kill is not None and txn == 10:
+                kill()
             outputs = [b"out-" + m.value() for m in msgs]
-            for m, out in zip(msgs, outputs, strict=True):
-                producer.produce(sink, value=out, partition=m.partition())
-            producer.send_offsets_to_transaction(
-                consumer.position(consumer.assignment()), consumer.consumer_group_metadata(), IO_TIMEOUT
-            )
-            if txn % 5 == 0:
-                assert producer.flush(IO_TIMEOUT) == 0  # in the log (an abort purges unsent ones)
-                producer.abort_transaction(IO_TIMEOUT)
-                aborted += outputs
-                first: dict[int, int] = {}
-                for m in msgs:
-                    first.setdefault(m.partition(), m.offset())
-                for p, offset in first.items():
-                    consumer.seek(confluent_kafka.TopicPartition(source, p, offset))
-            else:
-                producer.commit_transaction(IO_TIMEOUT)
-                committed += outputs
-        positions = consumer.committed(
-            [confluent_kafka.TopicPartition(source, p) for p in range(PARTITIONS)], timeout=IO_TIMEOUT
-        )
-        assert {tp.partition: tp.offset for tp in positions} == dict.fromkeys(range(PARTITIONS), RECORDS // 2)
+            try:
+                producer.begin_transaction()
+                for m, out in zip(msgs, outputs, strict=True):
+                    producer.produce(sink, value=out, partition=m.partition())
+                producer.send_offsets_to_transaction(
+                    consumer.position(consumer.assignment()), consumer.consumer_group_metadata(), IO_TIMEOUT
+                )
+                if txn % 5 == 0:
+                    assert producer.flush(IO_TIMEOUT) == 0  # in the log (an abort purges unsent ones)
+                    _retried(producer.abort_transaction)
+                    aborted += outputs
+                else:
+                    _retried(producer.commit_transaction)
+                    committed += outputs
+                    continue
+            except confluent_kafka.KafkaException as exc:
+                assert kill is not None, exc  # no failure without a kill
+                if exc.args[0].txn_requires_abort():
+                    _retried(producer.abort_transaction)
+                else:
+                    producer = _producer(bootstrap)  # fenced or fatal: a new one aborts the old
+            for p, offset in _committed(consumer, source).items():
+                position = offset if offset >= 0 else confluent_kafka.OFFSET_BEGINNING
+                consumer.seek(confluent_kafka.TopicPartition(source, p, position))
     finally:
         consumer.close()
     return committed, aborted
@@ -112,7 +151,7 @@ def read_all(bootstrap: str, topic: str, isolation: str, expected: int) -> list[
     return out
 
 
-def test_consume_transform_produce_with_aborts(broker: BrokerProcess) -> None:
+def _inputs(broker: BrokerProcess) -> list[bytes]:
     create_topic(broker.bootstrap, "eos-in", PARTITIONS)
     create_topic(broker.bootstrap, "eos-out", PARTITIONS)
     inputs = [str(i).encode() for i in range(RECORDS)]
@@ -122,10 +161,33 @@ def test_consume_transform_produce_with_aborts(broker: BrokerProcess) -> None:
         [(b"k", v) for v in inputs],
         partition_of={i: i % PARTITIONS for i in range(RECORDS)},
     )
+    return sorted(b"out-" + v for v in inputs)
+
+
+def test_consume_transform_produce_with_aborts(broker: BrokerProcess) -> None:
+    expected = _inputs(broker)
     committed, aborted = transform_loop(broker.bootstrap, "eos-in", "eos-out")
     assert aborted, "some transactions were aborted"
-    expected = sorted(b"out-" + v for v in inputs)
     assert sorted(committed) == expected
     assert sorted(read_all(broker.bootstrap, "eos-out", "read_committed", RECORDS)) == expected
     uncommitted = read_all(broker.bootstrap, "eos-out", "read_uncommitted", RECORDS + len(aborted))
     assert sorted(uncommitted) == sorted(expected + aborted)
+
+
+def test_the_group_coordinators_worker_killed_mid_run(broker: BrokerProcess) -> None:
+    """SIGKILL the worker leading the group's ``__consumer_offsets`` partition before the 10th
+    transaction (the supervisor restarts it; it reloads the offsets, pending ones included)."""
+    expected = _inputs(broker)
+    partition = partition_for(GROUP, 50)
+    killed: list[tuple[int, int]] = []
+
+    def kill() -> None:
+        md = AdminClient({"bootstrap.servers": broker.bootstrap}).list_topics(timeout=30)
+        leader = md.topics[OFFSETS_TOPIC].partitions[partition].leader
+        killed.append((leader, broker.worker_pid(leader)))
+        os.kill(killed[0][1], signal.SIGKILL)
+
+    transform_loop(broker.bootstrap, "eos-in", "eos-out", kill)
+    ((leader, pid),) = killed
+    assert broker.worker_pid(leader) != pid, "the supervisor restarted the killed worker"
+    assert sorted(read_all(broker.bootstrap, "eos-out", "read_committed", RECORDS)) == expected
