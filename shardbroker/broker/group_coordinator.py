@@ -1,5 +1,5 @@
 """The group coordinator of one worker (Kafka's classic GroupCoordinator): the entry points of
-the group APIs (JoinGroup, SyncGroup, Heartbeat, LeaveGroup, OffsetCommit, OffsetFetch,
+the group APIs (JoinGroup, SyncGroup, Heartbeat, LeaveGroup, OffsetCommit, TxnOffsetCommit, OffsetFetch,
 OffsetDelete, ListGroups, DescribeGroups, DeleteGroups, FindCoordinator), the timers, and the
 creation of ``__consumer_offsets``.
 

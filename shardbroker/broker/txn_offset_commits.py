@@ -6,7 +6,10 @@ transactional batch of the producer (id, epoch), so the log itself holds them as
 transaction; here they wait, per group and producer id, invisible to OffsetFetch, until the
 transaction's marker lands on that partition (ReplicaManager.marker_listener): COMMIT makes them
 the group's committed offsets, ABORT drops them. Loading a partition replays the same: offset
-records of a transactional batch wait for their producer's marker in the log.
+records of a transactional batch wait for their producer's marker in the log. A partition
+with pending offsets is not compacted (group_metadata_manager.py): the compaction snapshot holds
+committed offsets only, and moving the log start past an open transaction's records would lose
+them at the next load.
 
 Deviation: Kafka keeps a later non-transactional commit of the same partition over the
 transaction's (it compares the records' log offsets); here the marker's COMMIT always wins.
