@@ -4,15 +4,20 @@ dropped; the same after a reload from the log; the generation checks of v3+."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from shardbroker.broker.group_coordinator import CommitItem, GroupCoordinator
 from shardbroker.broker.group_metadata_manager import OFFSETS_TOPIC
+from shardbroker.broker.handlers.txn_offset_commit import handle_txn_offset_commit
 from shardbroker.broker.txn_markers import TxnMarker
 from shardbroker.broker.txn_offset_commits import UNSTABLE
+from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode
 from tests.unit.replica_fakes import Harness, run
-from tests.unit.test_group_coordinator import NONE, group_on, join_one, started
+from tests.unit.test_authz_data import ALICE, AUTHORIZER, Op, Recorder, T, allow
+from tests.unit.test_group_coordinator import NONE, PROPS, group_on, join_one, started
+from tests.unit.test_group_coordinator import img as started_image
 
 PID, EPOCH = 4000, 0
 
@@ -128,5 +133,55 @@ def test_generation_checks(tmp_path: Path) -> None:
             assert await commit(member, generation + 1) == int(ErrorCode.ILLEGAL_GENERATION)
             assert await commit("someone-else", generation) == int(ErrorCode.UNKNOWN_MEMBER_ID)
             assert await commit(member, generation) == NONE
+
+    run(scenario())
+
+
+def test_handler_authorization(tmp_path: Path) -> None:
+    """KafkaApis' order: WRITE on the transactional id, READ on the group, READ on each topic
+    (before its existence)."""
+    acls = (
+        allow(Op.WRITE, T.TRANSACTIONAL_ID, "tx"),
+        allow(Op.READ, T.GROUP, "g"),
+        allow(Op.READ, T.TOPIC, "t"),
+        allow(Op.READ, T.TOPIC, "gone"),
+    )
+    img = dataclasses.replace(started_image(), acls=acls)
+    Rq = m.TxnOffsetCommitRequest
+
+    def request(tid: str, group: str, *names: str) -> Rq:
+        return Rq(
+            transactional_id=tid,
+            group_id=group,
+            producer_id=PID,
+            producer_epoch=EPOCH,
+            topics=[
+                Rq.TxnOffsetCommitRequestTopic(name=n, partitions=[Rq.TxnOffsetCommitRequestPartition()])
+                for n in names
+            ],
+        )
+
+    async def scenario() -> None:
+        async with Harness(tmp_path, img, props={**PROPS, **AUTHORIZER}) as h:
+            h.state.audit = Recorder()  # type: ignore[assignment]
+            gc = GroupCoordinator(0, h.config, h.channel, h.replicas)
+            await gc.start(None)
+            h.state.groups = gc
+
+            async def codes(r: Rq) -> dict[str, int]:
+                ctx = dataclasses.replace(h.ctx(28, 3), session=ALICE)
+                out = await handle_txn_offset_commit(ctx, r)
+                return {t.name: t.partitions[0].error_code for t in out.topics}
+
+            denied = int(ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+            assert await codes(request("other", "g", "t")) == {"t": denied}
+            assert await codes(request("tx", "h", "t")) == {"t": int(ErrorCode.GROUP_AUTHORIZATION_FAILED)}
+            assert await codes(request("tx", "g", "t", "r", "gone")) == {
+                "t": NONE,
+                "r": int(ErrorCode.TOPIC_AUTHORIZATION_FAILED),
+                "gone": int(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION),
+            }
+            assert committed(gc, "g", stable=True) == "unstable"
+            await gc.drain()
 
     run(scenario())
