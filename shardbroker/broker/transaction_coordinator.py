@@ -22,8 +22,12 @@ transactions past their ``transaction.timeout.ms`` are aborted (the epoch is bum
 the late producer is fenced: Kafka's abortTimedOutTransactions); every
 ``transaction.remove.expired.transaction.cleanup.interval.ms`` idle ids expire.
 
+DescribeTransactions/ListTransactions read the ids of this worker's partitions (Kafka's
+handleDescribeTransactions, listTransactionStates): each worker answers for its own, as each
+Kafka broker does, so a client asks every node.
+
 Not here yet (issue 16): TxnOffsetCommit (the offsets of AddOffsetsToTxn are not held pending
-until the marker), DescribeTransactions/ListTransactions, KIP-890 part 2 (EndTxn v5).
+until the marker), KIP-890 part 2 (EndTxn v5).
 """
 
 from __future__ import annotations
@@ -387,6 +391,49 @@ class TransactionCoordinator:
             log.warning(
                 "transaction %r: writing %s failed: %d", transactional_id, result.state.kafka_name, code
             )
+
+    # ------------------------------------------------------------------ describe, list
+
+    def describe(self, transactional_id: str) -> tuple[int, TransactionMetadata | None]:
+        """``(error, metadata)`` of one id (Kafka's handleDescribeTransactions): NOT_COORDINATOR
+        or COORDINATOR_LOAD_IN_PROGRESS as `check`, TRANSACTIONAL_ID_NOT_FOUND for an unknown or
+        Dead id, INVALID_REQUEST for an empty one."""
+        if self._closed:
+            return _NOT_AVAILABLE, None
+        if not transactional_id:
+            return int(ErrorCode.INVALID_REQUEST), None
+        code = self.check(transactional_id)
+        if code != _NONE:
+            return code, None
+        md = self.state.transactions.get(transactional_id)
+        if md is None or md.state == TransactionState.DEAD:
+            return int(ErrorCode.TRANSACTIONAL_ID_NOT_FOUND), None
+        return _NONE, md
+
+    def list_transactions(
+        self, producer_ids: set[int], states: set[str], duration_ms: int = -1
+    ) -> tuple[int, list[str], list[TransactionMetadata]]:
+        """``(error, unknown state filters, matching ids)`` (Kafka's listTransactionStates): Dead
+        ids never; an empty filter matches all (so does one of only unknown states, as in Kafka);
+        ``duration_ms`` >= 0 keeps the transactions started more than that long ago.
+        COORDINATOR_LOAD_IN_PROGRESS while a partition led here is not loaded yet."""
+        if self._closed:
+            return _NOT_AVAILABLE, [], []
+        if set(self.state.led(self.channel.image).items()) - set(self.state.owned.items()):
+            return int(ErrorCode.COORDINATOR_LOAD_IN_PROGRESS), [], []
+        by_name = {s.kafka_name: s for s in TransactionState}
+        wanted = {by_name[n] for n in states if n in by_name}
+        unknown = sorted(n for n in states if n not in by_name)
+        now = self.state.wall_ms()
+        found = [
+            md
+            for md in self.state.transactions.values()
+            if md.state != TransactionState.DEAD
+            and (not producer_ids or md.producer_id in producer_ids)
+            and (not wanted or md.state in wanted)
+            and (duration_ms < 0 or now - md.start_timestamp > duration_ms)
+        ]
+        return _NONE, unknown, found
 
     # ------------------------------------------------------------------ timers
 
