@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from shardbroker.broker.dispatch import discover
+from shardbroker.broker.handlers.describe_producers import handle_describe_producers
 from shardbroker.broker.handlers.describe_transactions import handle_describe_transactions
 from shardbroker.broker.handlers.list_transactions import handle_list_transactions
 from shardbroker.protocol import messages as m
@@ -20,6 +21,7 @@ from tests.unit.test_transaction_coordinator import (
     FakeForwarder,
     coordinator,
     settle,
+    txn_batch,
     txn_image,
 )
 from tests.unit.test_transaction_coordinator import S as State
@@ -136,6 +138,58 @@ def test_transaction_apis_need_describe_on_the_transactional_id(tmp_path: Path) 
     run(main())
 
 
+def producers_request(*topics: tuple[str, list[int]]) -> m.DescribeProducersRequest:
+    Rq = m.DescribeProducersRequest
+    return Rq(topics=[Rq.TopicRequest(name=n, partition_indexes=ps) for n, ps in topics])
+
+
+def test_describe_producers(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with Harness(tmp_path, txn_image(), props=PROPS) as h:
+            coord = await open_transactions(h, Clock())
+            assert h.replicas.append("t", 1, txn_batch(1000, 0, count=3)).error_code == NONE
+            assert h.replicas.append("t", 1, txn_batch(1000, 0, seq=3, count=2)).error_code == NONE
+            req = producers_request(("t", [0, 1, 7]), ("r", [0]), ("nope", [0]), ("bad/name", [0]))
+            r = await handle_describe_producers(h.ctx(61, 0), req)
+            t, other, nope, bad = r.topics
+            p0, p1, p7 = t.partitions
+            # t-0: the marker of "done" only (no data batch of its own)
+            (done,) = p0.active_producers
+            assert (p0.error_code, done.producer_id, done.current_txn_start_offset) == (NONE, 1001, -1)
+            assert done.coordinator_epoch == 0  # the coordinator's epoch in the marker
+            (tx,) = p1.active_producers
+            assert (tx.producer_id, tx.producer_epoch, tx.last_sequence, tx.current_txn_start_offset) == (
+                1000,
+                0,
+                4,
+                0,
+            )
+            assert tx.last_timestamp > 0
+            assert p7.error_code == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+            assert other.partitions[0].error_code == ErrorCode.NOT_LEADER_OR_FOLLOWER
+            assert nope.partitions[0].error_code == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+            assert bad.partitions[0].error_code == ErrorCode.INVALID_TOPIC_EXCEPTION
+            assert bad.partitions[0].error_message
+            await coord.drain()
+
+    run(main())
+
+
+def test_describe_producers_needs_read_on_the_topic(tmp_path: Path) -> None:
+    async def main() -> None:
+        img = dataclasses.replace(txn_image(), acls=(allow(Op.READ, T.TOPIC, "t"),))
+        async with Harness(tmp_path, img, props={**PROPS, **AUTHORIZER}) as h:
+            h.state.audit = Recorder()  # type: ignore[assignment]
+            ctx = dataclasses.replace(h.ctx(61, 0), session=ALICE)
+            r = await handle_describe_producers(ctx, producers_request(("t", [0]), ("missing", [0, 1])))
+            t, missing = r.topics
+            assert (t.partitions[0].error_code, t.partitions[0].active_producers) == (NONE, [])
+            # denied before its existence is looked at, for every partition asked
+            assert [p.error_code for p in missing.partitions] == [ErrorCode.TOPIC_AUTHORIZATION_FAILED] * 2
+
+    run(main())
+
+
 def test_advertised_ranges() -> None:
     versions = discover().versions
-    assert [versions[k] for k in (65, 66)] == [(0, 0), (0, 1)]
+    assert [versions[k] for k in (61, 65, 66)] == [(0, 0), (0, 0), (0, 1)]
