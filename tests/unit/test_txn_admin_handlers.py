@@ -1,16 +1,22 @@
 """DescribeTransactions, ListTransactions and DescribeProducers over a real ReplicaManager and a
-transaction coordinator (the fixtures of test_transaction_coordinator.py), with their ACLs."""
+transaction coordinator (the fixtures of test_transaction_coordinator.py), with their ACLs; the
+coordinator's transaction metrics."""
 
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from shardbroker.broker.dispatch import discover
 from shardbroker.broker.handlers.describe_producers import handle_describe_producers
 from shardbroker.broker.handlers.describe_transactions import handle_describe_transactions
 from shardbroker.broker.handlers.list_transactions import handle_list_transactions
+from shardbroker.ipc import counters as ctr
+from shardbroker.ipc.counters import CounterTable
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode
 from tests.unit.replica_fakes import Harness, run
@@ -186,6 +192,43 @@ def test_describe_producers_needs_read_on_the_topic(tmp_path: Path) -> None:
             assert (t.partitions[0].error_code, t.partitions[0].active_producers) == (NONE, [])
             # denied before its existence is looked at, for every partition asked
             assert [p.error_code for p in missing.partitions] == [ErrorCode.TOPIC_AUTHORIZATION_FAILED] * 2
+
+    run(main())
+
+
+def test_transactions_are_counted_by_result(tmp_path: Path) -> None:
+    async def main() -> None:
+        table = CounterTable.create(f"t{uuid.uuid4().hex[:12]}", workers=1, rows=64)
+        try:
+            async with Harness(tmp_path, txn_image(), props=PROPS) as h:
+                h.replicas.counters = table.worker(0)
+                clock = Clock()
+                coord = await open_transactions(h, clock)  # "done": committed at once
+                coord.publish_metrics()
+                assert table.transactions[0, ctr.TXN_ONGOING] == 1  # tx
+                # tx: 10 s old; timed out at 40 s (its timeout is 30 s)
+                clock.now += 30
+                assert await coord.abort_timed_out_transactions() == 1
+                await settle(coord, "tx", State.COMPLETE_ABORT)
+                # tx again (epoch 2 after the timeout's fence), then fenced by a new producer
+                assert await coord.init_producer_id("tx", 30000, None) == (NONE, 1000, 2)
+                assert await coord.add_partitions("tx", 1000, 2, {("t", 0)}) == NONE
+                clock.now += 1
+                assert (await coord.init_producer_id("tx", 30000, None))[
+                    0
+                ] == ErrorCode.CONCURRENT_TRANSACTIONS
+                await settle(coord, "tx", State.COMPLETE_ABORT)
+                assert await coord.init_producer_id("done", 30000, None) == (NONE, 1001, 1)
+                assert await coord.add_partitions("done", 1001, 1, {("t", 1)}) == NONE
+                assert await coord.end_txn("done", 1001, 1, False) == NONE
+                await settle(coord, "done", State.COMPLETE_ABORT)
+                coord.publish_metrics()
+                assert table.transactions[0].tolist()[:5] == [1, 1, 1, 1, 0]
+                assert table.txn_hist[0].sum() == 4
+                assert table.txn_sum[0] == pytest.approx(0 + 40 + 1 + 0)
+                await coord.drain()
+        finally:
+            table.close()
 
     run(main())
 
