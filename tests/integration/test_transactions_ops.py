@@ -12,16 +12,18 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import urllib.request
 from typing import Any
 
 import confluent_kafka
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from shardbroker.client.admin import AdminClient
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode
 from shardbroker.protocol.record_batch_builder import RecordBatchBuilder
-from tests.integration.broker_process import BrokerProcess
+from tests.integration.broker_process import BrokerProcess, wait_for
 from tests.integration.kafka_clients import IO_TIMEOUT, create_topic, kafka
 
 pytestmark = pytest.mark.integration
@@ -66,6 +68,17 @@ def ghost_transaction(admin: AdminClient, partition: int) -> None:
     )
     response: m.ProduceResponse = admin.node(admin.topic(TOPIC).partitions[partition]).send(request)
     assert response.responses[0].partition_responses[0].error_code == ErrorCode.NONE
+
+
+def sample(broker: BrokerProcess, name: str, **labels: str) -> float | None:
+    url = f"http://{broker.host}:{broker.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        text = resp.read().decode()
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return float(s.value)
+    return None
 
 
 def last_stable_offset(admin: AdminClient, partition: int) -> int:
@@ -145,3 +158,21 @@ def test_an_open_transaction_seen_by_the_tools(broker: BrokerProcess) -> None:
     producer.commit_transaction(IO_TIMEOUT)
     listed = cli(broker, "list", "--json")
     assert [t["state"] for t in listed if t["transactional_id"] == "ops-open"] == ["CompleteCommit"]
+    # the coordinator's worker counted it (at once) and its open-transactions gauge is back at 0 (1 s tick)
+    worker = str(mine["coordinator"])
+    wait_for(
+        lambda: (
+            {
+                "commit": sample(broker, "shardbroker_transactions_total", result="commit", worker=worker),
+                "ongoing": sample(broker, "shardbroker_transactions_ongoing", worker=worker),
+            }
+            == {
+                "commit": 1.0,
+                "ongoing": 0.0,
+            }
+            or None
+        ),
+        IO_TIMEOUT,
+        "the commit counted and no transaction open",
+    )
+    assert sample(broker, "shardbroker_transaction_duration_seconds_count", worker=worker) == 1.0
