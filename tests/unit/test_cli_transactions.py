@@ -223,3 +223,9 @@ def test_abort(capsys: pytest.CaptureFixture[str], tfake: TxnFake) -> None:
     assert code == 0 and (marker.producer_id, marker.producer_epoch, marker.coordinator_epoch) == (7, 3, 2)
     code, _, err = run(capsys, *argv, "--start-offset", "11")
     assert code == 1 and "no transaction open in t-0 at offset 11" in err
+
+
+@pytest.mark.parametrize("action", ["list", "describe", "describe-producers", "abort", "find-hanging"])
+def test_every_action_takes_the_connection_options(capsys: pytest.CaptureFixture[str], action: str) -> None:
+    code, out, _ = run(capsys, action, "--help")
+    assert code == 0 and "--command-config" in out and "--bootstrap-server" in out
