@@ -22,8 +22,17 @@ transactions past their ``transaction.timeout.ms`` are aborted (the epoch is bum
 the late producer is fenced: Kafka's abortTimedOutTransactions); every
 ``transaction.remove.expired.transaction.cleanup.interval.ms`` idle ids expire.
 
+Metrics (ipc/counters.py): a transaction is counted once, when its end is decided (the Prepare
+record is written), by how it ended (commit, abort, timeout, fenced) with its duration from its
+first partition to that decision; a Prepare finished after a reload is not counted again. The
+number of open transactions (Ongoing, PrepareCommit, PrepareAbort) is published each 1 s tick.
+
+DescribeTransactions/ListTransactions read the ids of this worker's partitions (Kafka's
+handleDescribeTransactions, listTransactionStates): each worker answers for its own, as each
+Kafka broker does, so a client asks every node.
+
 Not here yet (issue 16): TxnOffsetCommit (the offsets of AddOffsetsToTxn are not held pending
-until the marker), DescribeTransactions/ListTransactions, KIP-890 part 2 (EndTxn v5).
+until the marker), KIP-890 part 2 (EndTxn v5).
 """
 
 from __future__ import annotations
@@ -60,6 +69,7 @@ from shardbroker.config.broker_properties import (
     TRANSACTION_STATE_LOG_SEGMENT_BYTES,
     TRANSACTIONAL_ID_EXPIRATION_MS,
 )
+from shardbroker.ipc import counters as ctr
 from shardbroker.metadata.image import MetadataImage
 from shardbroker.protocol.errors import ErrorCode
 
@@ -123,6 +133,7 @@ class TransactionCoordinator:
     async def start(self, worker: Worker | None = None) -> None:
         self._resume(self.state.sync_partitions(self.channel.image))
         self.channel.subscribe(self._on_image)
+        self.replicas.add_publisher(self.publish_metrics)
         self._spawn(self._every(self.abort_interval_s, self.abort_timed_out_transactions))
         self._spawn(self._every(self.expire_interval_s, self._expire))
 
@@ -136,6 +147,11 @@ class TransactionCoordinator:
                 await task
         self._tasks.clear()
         self.state.clear()
+
+    def publish_metrics(self) -> None:
+        """The open transactions' gauge (the worker's 1 s tick)."""
+        ongoing = sum(md.has_pending_transaction for md in self.state.transactions.values())
+        self.replicas.counters.set_transactions_ongoing(ongoing)
 
     async def _on_image(self, old: MetadataImage, new: MetadataImage) -> None:
         if not self._closed:
@@ -248,7 +264,12 @@ class TransactionCoordinator:
             # Abort the open transaction at the bumped epoch; the client retries and then gets
             # the epoch bumped once more (or a new producer id if that exhausted the epochs).
             code = await self._end_transaction(
-                transactional_id, result.producer_id, result.producer_epoch, commit=False, from_client=False
+                transactional_id,
+                result.producer_id,
+                result.producer_epoch,
+                commit=False,
+                from_client=False,
+                outcome=ctr.TXN_FENCED,
             )
             return (code if code != _NONE else _CONCURRENT, *fail)
         code = await self.state.append(transactional_id, coordinator_epoch, result)
@@ -305,14 +326,23 @@ class TransactionCoordinator:
     # ------------------------------------------------------------------ EndTxn
 
     async def end_txn(self, transactional_id: str, producer_id: int, epoch: int, commit: bool) -> int:
+        outcome = ctr.TXN_COMMIT if commit else ctr.TXN_ABORT
         return await self._end_transaction(
-            transactional_id, producer_id, epoch, commit=commit, from_client=True
+            transactional_id, producer_id, epoch, commit=commit, from_client=True, outcome=outcome
         )
 
     async def _end_transaction(
-        self, transactional_id: str, producer_id: int, epoch: int, *, commit: bool, from_client: bool
+        self,
+        transactional_id: str,
+        producer_id: int,
+        epoch: int,
+        *,
+        commit: bool,
+        from_client: bool,
+        outcome: int,
     ) -> int:
-        """Write PrepareCommit/PrepareAbort, start the markers, answer (Kafka's endTransaction)."""
+        """Write PrepareCommit/PrepareAbort, start the markers, answer (Kafka's endTransaction);
+        ``outcome``: how the metrics count it (`ctr.TXN_RESULTS`)."""
         code = self.check(transactional_id)
         md = self.state.transactions.get(transactional_id)
         if code != _NONE or md is None:
@@ -327,11 +357,14 @@ class TransactionCoordinator:
             return result
         coordinator_epoch = self.state.coordinator_epoch(transactional_id)
         assert coordinator_epoch is not None
+        started_ms = md.start_timestamp
         code = await self.state.append(transactional_id, coordinator_epoch, result)
         if code != _NONE:
             if fencing:
                 md.has_failed_epoch_fence = True  # the bumped epoch was never handed out
             return code
+        seconds = max(0, result.last_update_timestamp - started_ms) / 1000
+        self.replicas.counters.transaction_ended(outcome, seconds)
         self._spawn(
             self._complete(transactional_id, coordinator_epoch, md.producer_id, md.producer_epoch, commit)
         )
@@ -388,6 +421,49 @@ class TransactionCoordinator:
                 "transaction %r: writing %s failed: %d", transactional_id, result.state.kafka_name, code
             )
 
+    # ------------------------------------------------------------------ describe, list
+
+    def describe(self, transactional_id: str) -> tuple[int, TransactionMetadata | None]:
+        """``(error, metadata)`` of one id (Kafka's handleDescribeTransactions): NOT_COORDINATOR
+        or COORDINATOR_LOAD_IN_PROGRESS as `check`, TRANSACTIONAL_ID_NOT_FOUND for an unknown or
+        Dead id, INVALID_REQUEST for an empty one."""
+        if self._closed:
+            return _NOT_AVAILABLE, None
+        if not transactional_id:
+            return int(ErrorCode.INVALID_REQUEST), None
+        code = self.check(transactional_id)
+        if code != _NONE:
+            return code, None
+        md = self.state.transactions.get(transactional_id)
+        if md is None or md.state == TransactionState.DEAD:
+            return int(ErrorCode.TRANSACTIONAL_ID_NOT_FOUND), None
+        return _NONE, md
+
+    def list_transactions(
+        self, producer_ids: set[int], states: set[str], duration_ms: int = -1
+    ) -> tuple[int, list[str], list[TransactionMetadata]]:
+        """``(error, unknown state filters, matching ids)`` (Kafka's listTransactionStates): Dead
+        ids never; an empty filter matches all (so does one of only unknown states, as in Kafka);
+        ``duration_ms`` >= 0 keeps the transactions started more than that long ago.
+        COORDINATOR_LOAD_IN_PROGRESS while a partition led here is not loaded yet."""
+        if self._closed:
+            return _NOT_AVAILABLE, [], []
+        if set(self.state.led(self.channel.image).items()) - set(self.state.owned.items()):
+            return int(ErrorCode.COORDINATOR_LOAD_IN_PROGRESS), [], []
+        by_name = {s.kafka_name: s for s in TransactionState}
+        wanted = {by_name[n] for n in states if n in by_name}
+        unknown = sorted(n for n in states if n not in by_name)
+        now = self.state.wall_ms()
+        found = [
+            md
+            for md in self.state.transactions.values()
+            if md.state != TransactionState.DEAD
+            and (not producer_ids or md.producer_id in producer_ids)
+            and (not wanted or md.state in wanted)
+            and (duration_ms < 0 or now - md.start_timestamp > duration_ms)
+        ]
+        return _NONE, unknown, found
+
     # ------------------------------------------------------------------ timers
 
     async def abort_timed_out_transactions(self) -> int:
@@ -399,7 +475,12 @@ class TransactionCoordinator:
                 continue
             fence: TxnTransitMetadata = md.prepare_fence_producer_epoch()
             code = await self._end_transaction(
-                tid, fence.producer_id, fence.producer_epoch, commit=False, from_client=False
+                tid,
+                fence.producer_id,
+                fence.producer_epoch,
+                commit=False,
+                from_client=False,
+                outcome=ctr.TXN_TIMEOUT,
             )
             if code == _NONE:
                 aborted += 1

@@ -8,7 +8,8 @@ IncrementalAlterConfigs), :class:`PartitionAdmin` (admin_partitions.py: CreatePa
 ListOffsets, Alter/ListPartitionReassignments), :class:`GroupAdmin` (admin_groups.py:
 ListGroups, DescribeGroups, OffsetFetch, OffsetCommit, DeleteGroups), :class:`UserAdmin`
 (admin_users.py: Describe/AlterUserScramCredentials), :class:`AclAdmin` (admin_acls.py:
-Create/Describe/DeleteAcls).
+Create/Describe/DeleteAcls), :class:`TransactionAdmin` (admin_transactions.py: List/Describe
+Transactions, DescribeProducers, abort).
 Mixins, not composed objects: callers keep one flat object with Kafka's method set, and the
 families share the connections without forwarding methods.
 """
@@ -19,12 +20,13 @@ from shardbroker.client.admin_acls import AclAdmin
 from shardbroker.client.admin_groups import GroupAdmin
 from shardbroker.client.admin_partitions import PartitionAdmin
 from shardbroker.client.admin_topics import TopicAdmin
+from shardbroker.client.admin_transactions import TransactionAdmin
 from shardbroker.client.admin_users import UserAdmin
 
 __all__ = ["AdminClient"]
 
 
-class AdminClient(TopicAdmin, PartitionAdmin, GroupAdmin, UserAdmin, AclAdmin):
+class AdminClient(TopicAdmin, PartitionAdmin, GroupAdmin, UserAdmin, AclAdmin, TransactionAdmin):
     """Synchronous admin client. ``timeout`` (seconds) bounds each connect and each response, and
     the total time spent retrying retriable controller and coordinator errors; ``security``
     (client/client_security.py) makes every connection use TLS and/or SASL."""

@@ -253,13 +253,14 @@ class ClusterAdmin:
         """The broker coordinating ``group_id`` (retried while the coordinator is not available)."""
         return self._retry(f"FindCoordinator({group_id})", lambda: self._find_coordinator(group_id))
 
-    def _find_coordinator(self, group_id: str) -> BrokerInfo:
+    def _find_coordinator(self, group_id: str, key_type: int = 0) -> BrokerInfo:
+        """``key_type`` 0: a group's coordinator, 1: a transactional id's."""
         conn = self._any_conn()
         version = conn.version_for(m.FindCoordinatorRequest.API_KEY, "FindCoordinator")
         if version >= 4:
-            request = m.FindCoordinatorRequest(key_type=0, coordinator_keys=[group_id])
+            request = m.FindCoordinatorRequest(key_type=key_type, coordinator_keys=[group_id])
         else:
-            request = m.FindCoordinatorRequest(key=group_id, key_type=0)
+            request = m.FindCoordinatorRequest(key=group_id, key_type=key_type)
         response: m.FindCoordinatorResponse = conn.send(request, version)
         if version >= 4:
             if not response.coordinators:
@@ -270,19 +271,20 @@ class ClusterAdmin:
             code, message = response.error_code, response.error_message
             node_id, host, port = response.node_id, response.host, response.port
         if code != ErrorCode.NONE:
+            what = "transactional id" if key_type else "group"
             raise KafkaApiError(
-                code, f"coordinator of group '{group_id}'" + (f": {message}" if message else "")
+                code, f"coordinator of {what} '{group_id}'" + (f": {message}" if message else "")
             )
         info = BrokerInfo(node_id, host, port)
         self._brokers.setdefault(node_id, info)
         return info
 
-    def _coordinator_call(self, group_id: str, call: Callable[[BrokerConnection], T]) -> T:
-        """``call`` on the coordinator's connection, retried (with a new FindCoordinator) on
-        retriable coordinator errors."""
+    def _coordinator_call(self, group_id: str, call: Callable[[BrokerConnection], T], key_type: int = 0) -> T:
+        """``call`` on the coordinator's connection (``key_type`` as `_find_coordinator`),
+        retried (with a new FindCoordinator) on retriable coordinator errors."""
 
         def attempt() -> T:
-            coordinator = self._find_coordinator(group_id)
+            coordinator = self._find_coordinator(group_id, key_type)
             return call(self.node(coordinator.node_id))
 
         return self._retry(f"group '{group_id}'", attempt)

@@ -82,6 +82,7 @@ CLIENT_VERSIONS: dict[int, tuple[int, int]] = {
     19: (1, 7),  # CreateTopics (v1+: validate_only, error messages)
     20: (1, 6),  # DeleteTopics (v6: topics as name/id structs)
     22: (0, 4),  # InitProducerId (idempotent producers)
+    27: (0, 1),  # WriteTxnMarkers (transactions abort)
     29: (1, 3),  # DescribeAcls (v1+: resource pattern types)
     30: (1, 3),  # CreateAcls
     31: (1, 3),  # DeleteAcls
@@ -94,6 +95,9 @@ CLIENT_VERSIONS: dict[int, tuple[int, int]] = {
     46: (0, 0),  # ListPartitionReassignments
     50: (0, 0),  # DescribeUserScramCredentials
     51: (0, 0),  # AlterUserScramCredentials
+    61: (0, 0),  # DescribeProducers
+    65: (0, 0),  # DescribeTransactions
+    66: (0, 1),  # ListTransactions (v1: duration filter)
 }
 
 M = TypeVar("M", bound=Message)

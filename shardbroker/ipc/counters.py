@@ -4,7 +4,7 @@ Opens and unlinks one segment (shm.py's ``SharedSegment``, object name ``counter
 the reader typed views, memoryviews give the writers cheap stores. Layout (native byte order;
 every section starts on a 64-byte boundary)::
 
-    [0, 32)      ipc/shm.py preamble: kind b"CNTR", version 3, owner pid and start time
+    [0, 32)      ipc/shm.py preamble: kind b"CNTR", version 4, owner pid and start time
     [32, 96)     header, 8 x int64: workers, partition rows, rows per worker, N_API, N_ERR,
                  N_BUCKETS, listeners, security dimensions (N_MECHANISMS, N_OPERATIONS,
                  N_RESOURCE_TYPES packed in bytes 2, 1, 0)
@@ -26,14 +26,18 @@ every section starts on a 64-byte boundary)::
       auth       int64[listeners, N_MECHANISMS, 2]       authentications by listener (the
                                                           config's order), MECHANISMS, [success,
                                                           failure]
+    transaction blocks, one per worker w (TXN_BLOCK bytes each):
+      txn        int64[8]       TXN_RESULTS ended (commit, abort, timeout, fenced), ongoing, 3 spare
+      txn_hist   int64[N_TXN_BUCKETS + 1]     transaction durations (first record to decision)
+      txn_sum    float64                      seconds
 
 Invariants: one writer per cell. The supervisor creates the segment before the first fork and
-never writes it again; worker w writes only its block, its rows ``[w * R, (w + 1) * R)``
-(``R = rows // workers``) and its security block, 64-byte aligned, so no cache line is shared
-between two workers, and aligned 8-byte stores are atomic: a reader sees old or new values,
-never torn ones. A row is labelled under a seqlock (``state`` odd, label written and counters
-zeroed, a new even generation; x86 keeps the stores in order, a weakly ordered CPU would need
-fences): a reader drops a row whose state changed while it read, so a scrape never names one
+never writes it again; worker w writes only its block, its rows ``[w * R, (w + 1) * R)`` (``R =
+rows // workers``), its security block and its transaction block, 64-byte aligned, so no cache
+line is shared between two workers, and aligned 8-byte stores are atomic: a reader sees old or
+new values, never torn ones. A row is labelled under a seqlock (``state`` odd, label written and
+counters zeroed, a new even generation; x86 keeps the stores in order, a weakly ordered CPU would
+need fences): a reader drops a row whose state changed while it read, so a scrape never names one
 partition's counts with another's. Past R partitions a worker counts into no row and bumps
 ``partition_overflow``: it never fails. A starting worker zeroes its blocks and rows, which
 Prometheus' ``rate`` reads as a counter reset.
@@ -44,7 +48,8 @@ housekeeping tick (a scrape sees counts at most 1 s old): writing the per-append
 into shared memory cost +9.9 % of an append, the private adds 1.1 % (docs/notes/metrics.md).
 Security events (an authentication, a denial) are rare next to appends and are written at once,
 like the errors. The security section has one cell per listener of the config (known before the
-fork), so a label set is bounded by the config, never by what clients send.
+fork), so a label set is bounded by the config, never by what clients send. Transactions
+(broker/transaction_coordinator.py) end at most a few thousand times a second: written at once too.
 """
 
 from __future__ import annotations
@@ -75,6 +80,8 @@ __all__ = [
     "N_API",
     "N_ERR",
     "PARTITION_FIELDS",
+    "TXN_BUCKETS",
+    "TXN_RESULTS",
     "CounterTable",
     "PartitionRow",
     "WorkerCounters",
@@ -82,7 +89,7 @@ __all__ = [
 ]
 
 COUNTERS_KIND: Final = int.from_bytes(b"CNTR", "little")
-COUNTERS_VERSION: Final = 3
+COUNTERS_VERSION: Final = 4
 OBJECT_NAME: Final = "counters"
 
 #: Total partition rows (all workers), split evenly between workers.
@@ -108,6 +115,21 @@ N_OPERATIONS: Final = 16
 N_RESOURCE_TYPES: Final = 8
 _SECURITY_DIMS: Final = N_MECHANISMS << 16 | N_OPERATIONS << 8 | N_RESOURCE_TYPES
 _DENIED_BYTES: Final = aligned(8 * N_OPERATIONS * N_RESOURCE_TYPES)
+#: How a transaction ended (``shardbroker_transactions_total{result}``): committed, aborted by its
+#: producer, aborted after ``transaction.timeout.ms``, aborted because a new producer of its
+#: transactional id fenced it (InitProducerId).
+TXN_RESULTS: Final = ("commit", "abort", "timeout", "fenced")
+TXN_COMMIT, TXN_ABORT, TXN_TIMEOUT, TXN_FENCED = range(4)
+TXN_ONGOING: Final = len(TXN_RESULTS)
+#: Transaction duration upper bounds, seconds: 10 ms (a commit every few ms) to 15 min (the
+#: default ``transaction.max.timeout.ms``).
+TXN_BUCKETS: Final[tuple[float, ...]] = (
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
+)  # fmt: skip
+N_TXN_BUCKETS: Final = len(TXN_BUCKETS)
+_TXN_HIST_AT: Final = 64
+_TXN_SUM_AT: Final = _TXN_HIST_AT + 8 * (N_TXN_BUCKETS + 1)
+TXN_BLOCK: Final = aligned(_TXN_SUM_AT + 8)
 #: Room for listeners in `WorkerCounters.private` (nobody reads private counters).
 PRIVATE_LISTENERS: Final = 16
 
@@ -192,8 +214,12 @@ class _Layout(TableLayout):
         return aligned(self.labels_at + LABEL_BYTES * self.rows)
 
     @property
-    def size(self) -> int:
+    def transactions_at(self) -> int:
         return self.security_at + security_block(self.listeners) * self.workers
+
+    @property
+    def size(self) -> int:
+        return self.transactions_at + TXN_BLOCK * self.workers
 
 
 class CounterTable:
@@ -249,6 +275,15 @@ class CounterTable:
         #: [worker, listener, mechanism, 0 success / 1 failure]
         self.authentications: npt.NDArray[np.int64] = _view(
             mm, np.int64, (workers, listeners, N_MECHANISMS, 2), lay.security_at + _DENIED_BYTES, sec
+        )
+        txn_at = lay.transactions_at
+        #: [worker, TXN_RESULTS index or TXN_ONGOING]
+        self.transactions: npt.NDArray[np.int64] = _view(mm, np.int64, (workers, 8), txn_at, TXN_BLOCK)
+        self.txn_hist: npt.NDArray[np.int64] = _view(
+            mm, np.int64, (workers, N_TXN_BUCKETS + 1), txn_at + _TXN_HIST_AT, TXN_BLOCK
+        )
+        self.txn_sum: npt.NDArray[np.float64] = _view(
+            mm, np.float64, (workers,), txn_at + _TXN_SUM_AT, TXN_BLOCK
         )
 
     @classmethod
@@ -317,6 +352,9 @@ class CounterTable:
                 "labels",
                 "denied",
                 "authentications",
+                "transactions",
+                "txn_hist",
+                "txn_sum",
             ),
         )
 
@@ -384,6 +422,11 @@ class WorkerCounters:
         self._auth = mv[auth_at : auth_at + 8 * layout.listeners * N_MECHANISMS * 2].cast("q")
         #: Listeners with authentication cells (``listener`` of `authentication` is below it).
         self.listeners = layout.listeners
+        at = layout.transactions_at + TXN_BLOCK * slot
+        mv[at : at + TXN_BLOCK] = bytes(TXN_BLOCK)
+        self._txn = mv[at : at + _TXN_HIST_AT].cast("q")
+        self._txn_hist = mv[at + _TXN_HIST_AT : at + _TXN_SUM_AT].cast("q")
+        self._txn_sum = mv[at + _TXN_SUM_AT : at + _TXN_SUM_AT + 8].cast("d")
 
     @classmethod
     def private(
@@ -425,6 +468,17 @@ class WorkerCounters:
     def denied(self, operation: int, resource_type: int) -> None:
         """One authorization denial, by Kafka's AclOperation and ResourceType codes."""
         self._denied[operation * N_RESOURCE_TYPES + resource_type] += 1
+
+    # -- transactions (the coordinator, from the event loop: written at once) -------------------
+
+    def transaction_ended(self, result: int, seconds: float) -> None:
+        """A transaction decided (``result``: an index in `TXN_RESULTS`) ``seconds`` after it began."""
+        self._txn[result] += 1
+        self._txn_hist[bisect.bisect_left(TXN_BUCKETS, seconds)] += 1
+        self._txn_sum[0] += seconds
+
+    def set_transactions_ongoing(self, n: int) -> None:
+        self._txn[TXN_ONGOING] = n
 
     # -- log flushes (from the flush threads: written at once, under a lock) -------------------
 

@@ -23,11 +23,14 @@ Families built here (``worker`` is the Kafka node id):
   ``_partition_rows_overflow``, each ``{worker}``; the ring series; ``shardbroker_build_info``;
 - ``shardbroker_authentication_total{listener,mechanism,result,worker}`` (result success or
   failure; mechanism PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER, SSL or UNKNOWN) and
-  ``shardbroker_authorization_denied_total{operation,resource_type,worker}`` (Kafka's names), from
-  broker/security_audit.py. Per worker, as every per-worker counter: a restarted worker starts
-  its series at 0, which ``rate`` reads as a reset; summed over workers, one worker's reset would
-  look like a drop of the total and ``rate`` would count the survivors' whole totals again (a
-  false failure burst on the alert).
+  ``shardbroker_authorization_denied_total{operation,resource_type,worker}`` (Kafka's names),
+  from broker/security_audit.py; ``shardbroker_transactions_total{result,worker}`` (commit,
+  abort, timeout, fenced), ``shardbroker_transactions_ongoing{worker}`` and
+  ``shardbroker_transaction_duration_seconds{worker}`` (10 ms to 15 min), from the transaction
+  coordinator (broker/transaction_coordinator.py says what is counted when). Per worker, as every
+  per-worker counter: a restarted worker starts its series at 0, which ``rate`` reads as a reset;
+  summed over workers, one worker's reset would look like a drop of the total and ``rate`` would
+  count the survivors' whole totals again (a false failure burst on the alert).
 
 Invariants: labels come from bounded sets only (api names from the protocol registry, Kafka's
 error names, partition rows bounded by the table); only non-zero request/error series are
@@ -104,6 +107,7 @@ OPERATION_NAMES: list[str] = _code_names(AclOperation, ctr.N_OPERATIONS)
 RESOURCE_TYPE_NAMES: list[str] = _code_names(ResourceType, ctr.N_RESOURCE_TYPES)
 _RESULTS = ("success", "failure")
 _LE: list[str] = [*(floatToGoString(b) for b in ctr.BUCKETS), "+Inf"]  # type: ignore[no-untyped-call]
+_TXN_LE: list[str] = [*(floatToGoString(b) for b in ctr.TXN_BUCKETS), "+Inf"]  # type: ignore[no-untyped-call]
 
 #: (field, name, help, type) of the per-partition families (written by `partition_text`).
 _PARTITION_FAMILIES: list[tuple[int, str, str, str]] = [
@@ -240,6 +244,7 @@ class MetricsCollector(Collector):
         yield from self._flushes()
         yield from self._workers()
         yield from self._security()
+        yield from self._transactions()
         yield from ring_families(self._rings())
         build = GaugeMetricFamily(
             "shardbroker_build_info", "Build of the broker", labels=["version", "python"]
@@ -397,6 +402,34 @@ class MetricsCollector(Collector):
             labels = [OPERATION_NAMES[op], RESOURCE_TYPE_NAMES[rt], str(w)]
             family.add_metric(labels, float(denied[w, op, rt]))
         yield family
+
+    def _transactions(self) -> Iterator[Metric]:
+        t = self.table
+        cells, hist, sums = t.transactions.copy(), t.txn_hist.copy(), t.txn_sum.copy()
+        total = CounterMetricFamily(
+            "shardbroker_transactions",
+            "Transactions ended by this worker's coordinator, by result",
+            labels=["result", "worker"],
+        )
+        ongoing = GaugeMetricFamily(
+            "shardbroker_transactions_ongoing",
+            "Open transactions (Ongoing, PrepareCommit, PrepareAbort) this worker coordinates",
+            labels=["worker"],
+        )
+        duration = HistogramMetricFamily(
+            "shardbroker_transaction_duration_seconds",
+            "Transactions by duration, from their first partition to their commit or abort",
+            labels=["worker"],
+        )
+        for w in range(t.workers):
+            for i, result in enumerate(ctr.TXN_RESULTS):
+                total.add_metric([result, str(w)], float(cells[w, i]))
+            ongoing.add_metric([str(w)], float(cells[w, ctr.TXN_ONGOING]))
+            buckets = list(zip(_TXN_LE, np.cumsum(hist[w]).tolist(), strict=True))
+            duration.add_metric([str(w)], buckets=buckets, sum_value=float(sums[w]))
+        yield total
+        yield ongoing
+        yield duration
 
 
 def build_registry(collector: MetricsCollector) -> CollectorRegistry:

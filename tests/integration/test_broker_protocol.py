@@ -303,7 +303,8 @@ def test_api_versions_is_honest_and_wide(raw: BrokerProcess) -> None:
             32: "DescribeConfigs", 33: "AlterConfigs", 37: "CreatePartitions", 44: "IncrementalAlterConfigs",
             50: "DescribeUserScramCredentials", 51: "AlterUserScramCredentials",
             60: "DescribeCluster", 17: "SaslHandshake", 36: "SaslAuthenticate",
-            24: "AddPartitionsToTxn", 25: "AddOffsetsToTxn", 26: "EndTxn", 27: "WriteTxnMarkers"}  # fmt: skip
+            24: "AddPartitionsToTxn", 25: "AddOffsetsToTxn", 26: "EndTxn", 27: "WriteTxnMarkers",
+            61: "DescribeProducers", 65: "DescribeTransactions", 66: "ListTransactions"}  # fmt: skip
     missing = [name for key, name in step.items() if key not in ranges]
     assert not missing, f"not advertised: {missing}"
     for key, (lo, hi) in ranges.items():

@@ -118,7 +118,7 @@ def test_security_cells() -> None:
         # Each worker's security block starts on its own cache line, after every other section.
         assert ctr.security_block(3) % 64 == 0 and t.layout.security_at % 64 == 0
         assert t.layout.security_at >= t.layout.labels_at + ctr.LABEL_BYTES * t.rows
-        assert t.layout.size == t.layout.security_at + 2 * ctr.security_block(3) <= len(t.segment.mmap)
+        assert t.layout.transactions_at == t.layout.security_at + 2 * ctr.security_block(3)
         w0, w1 = t.worker(0), t.worker(1)
         w1.authentication(2, ctr.MECHANISMS.index("SSL"), False)
         w1.authentication(2, ctr.MECHANISMS.index("SSL"), True)
@@ -297,3 +297,25 @@ def test_produce_and_fetch_handlers_count_partition_errors(table: CounterTable, 
             )
 
     run(scenario())
+
+
+def test_transaction_cells() -> None:
+    t = CounterTable.create(f"t{uuid.uuid4().hex[:12]}", workers=2, rows=8, listeners=3)
+    try:
+        lay = t.layout
+        assert lay.transactions_at % 64 == 0 and ctr.TXN_BLOCK % 64 == 0
+        assert lay.transactions_at >= lay.security_at + 2 * ctr.security_block(3)
+        assert lay.size == lay.transactions_at + 2 * ctr.TXN_BLOCK <= len(t.segment.mmap)
+        w0, w1 = t.worker(0), t.worker(1)
+        w1.transaction_ended(ctr.TXN_COMMIT, 0.02)  # (0.01, 0.025]
+        w1.transaction_ended(ctr.TXN_FENCED, 1000.0)  # past 900 s: +Inf
+        w0.set_transactions_ongoing(3)
+        assert t.transactions[1].tolist()[:5] == [1, 0, 0, 1, 0]
+        assert t.transactions[0, ctr.TXN_ONGOING] == 3
+        assert t.txn_hist[1, 1] == 1 and t.txn_hist[1, -1] == 1 and t.txn_hist[0].sum() == 0
+        assert t.txn_sum[1] == pytest.approx(1000.02)
+        assert t.denied.sum() == 0 and t.authentications.sum() == 0  # nothing spilled
+        t.worker(1)  # a restarted worker starts from zero
+        assert t.transactions[1].sum() == 0 and t.txn_sum[1] == 0 and t.transactions[0, ctr.TXN_ONGOING] == 3
+    finally:
+        t.close()

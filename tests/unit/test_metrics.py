@@ -446,3 +446,20 @@ def test_data_dir_space(tmp_path: Path) -> None:
     assert s["shardbroker_data_dir_size_bytes"] == st.f_blocks * st.f_frsize
     assert 0 < s["shardbroker_data_dir_free_bytes"] <= s["shardbroker_data_dir_size_bytes"]
     assert list(DataDirSource(tmp_path / "missing")()) == []
+
+
+def test_transaction_series(table: CounterTable) -> None:
+    w1 = table.worker(1)
+    w1.transaction_ended(ctr.TXN_COMMIT, 0.2)
+    w1.transaction_ended(ctr.TXN_COMMIT, 0.3)
+    w1.transaction_ended(ctr.TXN_TIMEOUT, 60.0)
+    w1.set_transactions_ongoing(2)
+    _, s = scrape(MetricsCollector(table))
+    results = {r: s[key("shardbroker_transactions_total", result=r, worker="1")] for r in ctr.TXN_RESULTS}
+    assert results == {"commit": 2, "abort": 0, "timeout": 1, "fenced": 0}
+    assert s[key("shardbroker_transactions_ongoing", worker="1")] == 2
+    assert s[key("shardbroker_transactions_ongoing", worker="0")] == 0
+    h = "shardbroker_transaction_duration_seconds"
+    buckets = {le: s[key(f"{h}_bucket", le=le, worker="1")] for le in ("0.1", "0.25", "0.5", "60.0", "+Inf")}
+    assert buckets == {"0.1": 0, "0.25": 1, "0.5": 2, "60.0": 3, "+Inf": 3}
+    assert s[key(f"{h}_sum", worker="1")] == pytest.approx(60.5)
