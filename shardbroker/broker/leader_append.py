@@ -72,12 +72,20 @@ def append_to_leader(p: Partition, records: Any, flusher: LogFlusher) -> AppendR
     )
 
 
-def append_marker_to_leader(p: Partition, batch: bytes | bytearray, flusher: LogFlusher) -> AppendResult:
+def append_marker_to_leader(
+    p: Partition, batch: bytes | bytearray, flusher: LogFlusher, transaction_version: int = 0
+) -> AppendResult:
     """Append a transaction marker (a control batch the transaction coordinator built:
-    broker/txn_markers.py), with the log's marker rules of transactions v1 (producer epoch not
-    older, coordinator epoch not older). Never a duplicate: markers carry no sequence."""
+    broker/txn_markers.py), with the log's marker rules of its ``transaction_version`` (v1:
+    producer epoch not older; v2: newer, KIP-890 part 2; both: coordinator epoch not older).
+    Never a duplicate: markers carry no sequence."""
     try:
-        info = p.log.append(bytearray(batch), leader_epoch=p.leader_epoch, allow_control=True)
+        info = p.log.append(
+            bytearray(batch),
+            leader_epoch=p.leader_epoch,
+            allow_control=True,
+            transaction_version=transaction_version,
+        )
     except StorageError as exc:
         return AppendResult(exc.error_code, error_message=str(exc))
     flush_offset = _appended(p, info, len(batch), flusher)

@@ -86,6 +86,7 @@ from shardbroker.ipc.local_directory import HighWatermarkTable, LocalDirectory, 
 from shardbroker.ipc.local_protocol import (
     ACK,
     FLAG_TXN_MARKER,
+    FLAG_TXN_MARKER_V2,
     MAX_MESSAGE,
     REQUEST_HEADER,
     WAKE,
@@ -495,7 +496,7 @@ class LocalClientService:
         if not frames:
             return 0
         groups: dict[PartitionKey, list[tuple[int, int, memoryview]]] = {}
-        markers: list[tuple[PartitionKey, tuple[int, int, bytes]]] = []
+        markers: list[tuple[PartitionKey, tuple[int, int, int, bytes]]] = []
         out: list[bytes] = []
         names = self._topic_names
         for f in frames:
@@ -515,7 +516,8 @@ class LocalClientService:
                 if len(names) < 10_000:
                     names[raw] = topic
             if flags & FLAG_TXN_MARKER:
-                markers.append(((topic, partition), (batch_id, ack, bytes(f[start:]))))
+                version = 2 if flags & FLAG_TXN_MARKER_V2 else 0
+                markers.append(((topic, partition), (batch_id, ack, version, bytes(f[start:]))))
             elif s.principal is not None and n > start + _ATTRS and f[start + _ATTRS] & TRANSACTIONAL_BIT:
                 # A local producer has no transactional id, hence no coordinator to end it.
                 out.append(ACK.pack(batch_id, -1, -1, _TXN_STATE, 0))
@@ -572,16 +574,16 @@ class LocalClientService:
         self,
         s: _ProducerSession,
         key: PartitionKey,
-        frame: tuple[int, int, bytes],
+        frame: tuple[int, int, int, bytes],
         out: list[bytes],
         durable: list[tuple[Partition, int, list[bytes]]],
     ) -> None:
         """A transaction marker from a sibling worker's transaction coordinator
         (broker/txn_markers.py): appended if led here, else NOT_LEADER_OR_FOLLOWER (it retries
         on the next image). From a local client (not a coordinator): CLUSTER_AUTHORIZATION_FAILED."""
-        batch_id, ack, batch = frame
+        batch_id, ack, transaction_version, batch = frame
         p = self.replicas.get(*key) if s.principal is None and key not in s.rerouting else None
-        r = self.replicas.append_marker(*key, batch) if p is not None else None
+        r = self.replicas.append_marker(*key, batch, transaction_version) if p is not None else None
         code = _CLUSTER_DENIED if s.principal is not None else _NOT_LEADER if r is None else r.error_code
         if r is not None and p is not None and not code:
             self._publish(key, p)

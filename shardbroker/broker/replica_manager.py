@@ -290,12 +290,15 @@ class ReplicaManager:
             return _NOT_LEADER if self.not_here_error(topic, index) == _NOT_LEADER.error_code else _UNKNOWN
         return append_to_leader(p, records, self.flusher)
 
-    def append_marker(self, topic: str, index: int, batch: bytes | bytearray) -> AppendResult:
-        """Append a transaction marker (control batch) of the transaction coordinator."""
+    def append_marker(
+        self, topic: str, index: int, batch: bytes | bytearray, transaction_version: int = 0
+    ) -> AppendResult:
+        """Append a transaction marker (control batch) of the transaction coordinator, checked
+        with the rules of its ``transaction_version``."""
         p = self.get(topic, index)
         if p is None:
             return _NOT_LEADER if self.not_here_error(topic, index) == _NOT_LEADER.error_code else _UNKNOWN
-        result = append_marker_to_leader(p, batch, self.flusher)
+        result = append_marker_to_leader(p, batch, self.flusher, transaction_version)
         if result.error_code == 0 and self.marker_listener is not None:
             self.marker_listener(topic, index, batch)
         return result

@@ -56,6 +56,7 @@ from shardbroker.broker.transaction_metadata import (
     prepare_add_partitions,
     prepare_complete,
     prepare_end_transaction,
+    prepare_end_transaction_v2,
     prepare_init_producer_id,
 )
 from shardbroker.broker.transaction_state_manager import TRANSACTION_STATE_TOPIC, TransactionStateManager
@@ -326,10 +327,45 @@ class TransactionCoordinator:
     # ------------------------------------------------------------------ EndTxn
 
     async def end_txn(self, transactional_id: str, producer_id: int, epoch: int, commit: bool) -> int:
+        """EndTxn v0-v4 (transactions v1): the error code."""
         outcome = ctr.TXN_COMMIT if commit else ctr.TXN_ABORT
         return await self._end_transaction(
             transactional_id, producer_id, epoch, commit=commit, from_client=True, outcome=outcome
         )
+
+    async def end_txn_v2(
+        self, transactional_id: str, producer_id: int, epoch: int, commit: bool
+    ) -> tuple[int, int, int]:
+        """EndTxn v5 (KIP-890 part 2): ``(error code, producer id, epoch)`` the producer goes on
+        with: the bumped epoch, or the next producer id at epoch 0 once the epoch is exhausted
+        (Kafka answers the old id at the exhausted epoch there and lets the next InitProducerId
+        sort it out; the id the coordinator moves to is what the client needs)."""
+        fail = (NO_PRODUCER_ID, NO_PRODUCER_EPOCH)
+        code = self.check(transactional_id)
+        md = self.state.transactions.get(transactional_id)
+        if code != _NONE or md is None:
+            return (code if code != _NONE else _MAPPING, *fail)
+        next_pid = NO_PRODUCER_ID
+        if md.epoch_exhausted and md.producer_id == producer_id and md.producer_epoch == epoch:
+            try:
+                next_pid = await self.replicas.allocate_producer_id()
+            except Exception as exc:  # ControllerUnavailable, or a malformed answer
+                log.warning("worker %d: no producer id block: %s", self.node_id, exc)
+                return (_NOT_AVAILABLE, *fail)
+            code = self.check(transactional_id)
+            if code != _NONE or self.state.transactions.get(transactional_id) is not md:
+                return (code if code != _NONE else _CONCURRENT, *fail)
+        result = prepare_end_transaction_v2(md, producer_id, epoch, commit, self.state.wall_ms(), next_pid)
+        if result == _NONE:  # a retry of an end that is done
+            return _NONE, md.producer_id, md.producer_epoch
+        if isinstance(result, int):
+            return (result, *fail)
+        code = await self._write_prepare(transactional_id, md, result, commit, fencing=False)
+        if code != _NONE:
+            return (code, *fail)
+        if md.next_producer_id != NO_PRODUCER_ID:
+            return _NONE, md.next_producer_id, 0
+        return _NONE, md.producer_id, md.producer_epoch
 
     async def _end_transaction(
         self,
@@ -355,6 +391,18 @@ class TransactionCoordinator:
             if md.pending_state == TransactionState.PREPARE_EPOCH_FENCE:
                 md.abort_pending()
             return result
+        return await self._write_prepare(transactional_id, md, result, commit, fencing, outcome)
+
+    async def _write_prepare(
+        self,
+        transactional_id: str,
+        md: TransactionMetadata,
+        result: TxnTransitMetadata,
+        commit: bool,
+        fencing: bool,
+        outcome: int | None = None,
+    ) -> int:
+        """Append the PrepareCommit/PrepareAbort record, count the end, start the markers."""
         coordinator_epoch = self.state.coordinator_epoch(transactional_id)
         assert coordinator_epoch is not None
         started_ms = md.start_timestamp
@@ -364,6 +412,8 @@ class TransactionCoordinator:
                 md.has_failed_epoch_fence = True  # the bumped epoch was never handed out
             return code
         seconds = max(0, result.last_update_timestamp - started_ms) / 1000
+        if outcome is None:
+            outcome = ctr.TXN_COMMIT if commit else ctr.TXN_ABORT
         self.replicas.counters.transaction_ended(outcome, seconds)
         self._spawn(
             self._complete(transactional_id, coordinator_epoch, md.producer_id, md.producer_epoch, commit)
@@ -379,7 +429,7 @@ class TransactionCoordinator:
         if md is None:
             return
         todo = set(md.partitions)
-        marker = TxnMarker(producer_id, epoch, coordinator_epoch, commit)
+        marker = TxnMarker(producer_id, epoch, coordinator_epoch, commit, md.client_transaction_version)
         while todo:
             if self._closed or self.state.transactions.get(transactional_id) is not md:
                 return

@@ -16,21 +16,22 @@ count, -1 for null; flexible ones uvarint length + 1 and tagged fields)::
                               1 next_producer_id int64, 2 client_transaction_version int16
                               (KIP-890 part 2; -1, -1, 0 when absent)
 
-We write value v0, which is what Kafka writes until ``transaction.version`` 1 is finalized (this
-broker does not do KIP-890 part 2), so Kafka's tools (``kafka-dump-log
---transaction-log-decoder``) read our topic; the reader also takes v1, so a data dir holding a
-newer Kafka's records would load too. ``transaction_status`` holds Kafka's state ids
-(transaction_metadata.py ``TransactionState``).
+We write value v0 for transactions v1 (what Kafka writes until ``transaction.version`` 1 is
+finalized) and v1 for an id whose last transaction was ended with EndTxn v5 (KIP-890 part 2: its
+client version and next producer id must survive a restart), so Kafka's tools (``kafka-dump-log
+--transaction-log-decoder``) read our topic; the reader takes both. ``transaction_status``
+holds Kafka's state ids (transaction_metadata.py ``TransactionState``).
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
 from shardbroker.broker.group_records import RecordFormatError, RecordReader, encode_string
+from shardbroker.protocol.primitives import encode_uvarint
 
 __all__ = [
     "TRANSACTION_LOG_KEY_VERSION",
@@ -67,24 +68,47 @@ def encode_transaction_log_key(transactional_id: str) -> bytes:
 
 
 def encode_transaction_log_value(value: TransactionLogValue) -> bytes:
-    """Version 0 (see the module docstring); the partitions are null when there are none, as
-    Kafka writes an Empty transactional id."""
+    """Version 0, or 1 for transactions v2 (see the module docstring); the partitions are null
+    when there are none, as Kafka writes an Empty transactional id."""
+    flexible = value.client_transaction_version >= 2
     parts = [
-        _I16.pack(0),
+        _I16.pack(1 if flexible else 0),
         _I64.pack(value.producer_id),
         _I16.pack(value.producer_epoch),
         _I32.pack(value.transaction_timeout_ms),
         _I8.pack(value.transaction_status),
     ]
+    count: Callable[[int], bytes] = (lambda n: encode_uvarint(n + 1)) if flexible else _I32.pack
+    string: Callable[[str], bytes] = _compact_string if flexible else encode_string
     if not value.partitions:
-        parts.append(_I32.pack(-1))
+        parts.append(encode_uvarint(0) if flexible else _I32.pack(-1))
     else:
-        parts.append(_I32.pack(len(value.partitions)))
+        parts.append(count(len(value.partitions)))
         for topic, ids in value.partitions:
-            parts += [encode_string(topic), _I32.pack(len(ids))]
+            parts += [string(topic), count(len(ids))]
             parts += [_I32.pack(i) for i in ids]
+            if flexible:
+                parts.append(encode_uvarint(0))  # no tagged fields
     parts += [_I64.pack(value.last_update_timestamp_ms), _I64.pack(value.start_timestamp_ms)]
+    if flexible:
+        tags = [  # as Kafka's generated writers: only the ones that differ from their default
+            (tag, layout.pack(v))
+            for tag, layout, v, default in (
+                (0, _I64, value.previous_producer_id, -1),
+                (1, _I64, value.next_producer_id, -1),
+                (2, _I16, value.client_transaction_version, 0),
+            )
+            if v != default
+        ]
+        parts.append(encode_uvarint(len(tags)))
+        for tag, raw in tags:
+            parts += [encode_uvarint(tag), encode_uvarint(len(raw)), raw]
     return b"".join(parts)
+
+
+def _compact_string(value: str) -> bytes:
+    raw = value.encode()
+    return encode_uvarint(len(raw) + 1) + raw
 
 
 def decode_transaction_log_key(key: bytes | memoryview) -> str | None:

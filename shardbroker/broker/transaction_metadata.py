@@ -11,6 +11,7 @@ States (Kafka's ids, written in the log): Empty 0, Ongoing 1, PrepareCommit 2, P
 CompleteCommit 4, CompleteAbort 5, Dead 6, PrepareEpochFence 7. Legal previous states: Empty <-
 {Empty, CompleteCommit, CompleteAbort}; Ongoing <- {Ongoing, Empty, CompleteCommit,
 CompleteAbort}; PrepareCommit <- {Ongoing}; PrepareAbort <- {Ongoing, PrepareEpochFence};
+(transactions v2 also Empty, CompleteCommit, CompleteAbort: an abort with no partition);
 CompleteCommit <- {PrepareCommit}; CompleteAbort <- {PrepareAbort}; Dead <- {Empty,
 CompleteCommit, CompleteAbort}; PrepareEpochFence <- {Ongoing}. An illegal transition is a bug,
 never a client's doing (`IllegalTransition`): client input is answered by the decision functions
@@ -22,6 +23,13 @@ to PrepareEpochFence, then an abort; the client gets CONCURRENT_TRANSACTIONS and
 with KIP-360's producer id/epoch in the request accepts a retry or answers PRODUCER_FENCED;
 AddPartitionsToTxn / EndTxn check the producer id (INVALID_PRODUCER_ID_MAPPING), the epoch
 (PRODUCER_FENCED) and the state (CONCURRENT_TRANSACTIONS, INVALID_TXN_STATE).
+
+Transactions v2 (KIP-890 part 2, an EndTxn v5 from the client: `prepare_end_transaction_v2`):
+the Prepare record bumps the epoch, so the markers carry epoch + 1 and a late Produce of the
+ended transaction is fenced at the partition; an exhausted epoch takes the next producer id
+(allocated before the Prepare, applied at the Complete record, epoch 0); a retry (the request's
+epoch one below the current one) is answered from the completed state; an abort is legal with
+no transaction open. The transaction's version is written in the record (value v1).
 """
 
 from __future__ import annotations
@@ -44,6 +52,7 @@ __all__ = [
     "prepare_add_partitions",
     "prepare_complete",
     "prepare_end_transaction",
+    "prepare_end_transaction_v2",
     "prepare_init_producer_id",
 ]
 
@@ -91,7 +100,9 @@ VALID_PREVIOUS: Final[dict[TransactionState, frozenset[TransactionState]]] = {
     _S.EMPTY: frozenset({_S.EMPTY, _S.COMPLETE_COMMIT, _S.COMPLETE_ABORT}),
     _S.ONGOING: frozenset({_S.ONGOING, _S.EMPTY, _S.COMPLETE_COMMIT, _S.COMPLETE_ABORT}),
     _S.PREPARE_COMMIT: frozenset({_S.ONGOING}),
-    _S.PREPARE_ABORT: frozenset({_S.ONGOING, _S.PREPARE_EPOCH_FENCE}),
+    _S.PREPARE_ABORT: frozenset(
+        {_S.ONGOING, _S.PREPARE_EPOCH_FENCE, _S.EMPTY, _S.COMPLETE_COMMIT, _S.COMPLETE_ABORT}
+    ),
     _S.COMPLETE_COMMIT: frozenset({_S.PREPARE_COMMIT}),
     _S.COMPLETE_ABORT: frozenset({_S.PREPARE_ABORT}),
     _S.DEAD: frozenset({_S.EMPTY, _S.COMPLETE_COMMIT, _S.COMPLETE_ABORT}),
@@ -120,6 +131,10 @@ class TxnTransitMetadata:
     partitions: frozenset[TopicPartition]
     start_timestamp: int
     last_update_timestamp: int
+    #: Transactions v2: the producer id the Complete record moves to (the epoch is exhausted).
+    next_producer_id: int = NO_PRODUCER_ID
+    #: 2 for a transaction ended with EndTxn v5 (KIP-890 part 2), else 0.
+    client_transaction_version: int = 0
 
 
 @dataclass(slots=True)
@@ -138,6 +153,8 @@ class TransactionMetadata:
     pending_state: TransactionState | None = None
     #: An epoch fence whose record could not be written: the next fence does not bump again.
     has_failed_epoch_fence: bool = False
+    next_producer_id: int = NO_PRODUCER_ID
+    client_transaction_version: int = 0
 
     @property
     def pending(self) -> bool:
@@ -170,6 +187,8 @@ class TransactionMetadata:
         partitions: Iterable[TopicPartition],
         start: int,
         now: int,
+        next_producer_id: int = NO_PRODUCER_ID,
+        transaction_version: int | None = None,
     ) -> TxnTransitMetadata:
         if self.pending_state is not None:
             raise IllegalTransition(
@@ -195,6 +214,8 @@ class TransactionMetadata:
             frozenset(partitions),
             start,
             now,
+            next_producer_id,
+            self.client_transaction_version if transaction_version is None else transaction_version,
         )
 
     def prepare_fence_producer_epoch(self) -> TxnTransitMetadata:
@@ -257,7 +278,11 @@ class TransactionMetadata:
             now,
         )
 
-    def prepare_abort_or_commit(self, state: TransactionState, now: int) -> TxnTransitMetadata:
+    def prepare_abort_or_commit(
+        self, state: TransactionState, now: int, transaction_version: int | None = None
+    ) -> TxnTransitMetadata:
+        """Transactions v1 (the epoch stays); ``transaction_version`` None keeps the id's own
+        (the coordinator's abort after a fence or a timeout)."""
         return self._prepare(
             state,
             self.producer_id,
@@ -267,15 +292,38 @@ class TransactionMetadata:
             self.partitions,
             self.start_timestamp,
             now,
+            transaction_version=transaction_version,
+        )
+
+    def prepare_abort_or_commit_v2(
+        self, state: TransactionState, now: int, next_producer_id: int
+    ) -> TxnTransitMetadata:
+        """Transactions v2: the Prepare record bumps the epoch (up to 32767, the last one, when
+        ``next_producer_id`` takes over); with no partition in the transaction (an abort of an
+        empty one) it starts now."""
+        if self.producer_epoch >= _SHORT_MAX:
+            raise IllegalTransition(f"{self.transactional_id}: cannot bump epoch {self.producer_epoch}")
+        return self._prepare(
+            state,
+            self.producer_id,
+            self.producer_epoch + 1,
+            self.producer_epoch,
+            self.txn_timeout_ms,
+            self.partitions,
+            self.start_timestamp if self.state == _S.ONGOING else now,
+            now,
+            next_producer_id,
+            2,
         )
 
     def prepare_complete(self, now: int) -> TxnTransitMetadata:
         state = _S.COMPLETE_COMMIT if self.state == _S.PREPARE_COMMIT else _S.COMPLETE_ABORT
         self.has_failed_epoch_fence = False  # the PrepareAbort of a fence made it to the log
+        rotate = self.client_transaction_version >= 2 and self.next_producer_id != NO_PRODUCER_ID
         return self._prepare(
             state,
-            self.producer_id,
-            self.producer_epoch,
+            self.next_producer_id if rotate else self.producer_id,
+            0 if rotate else self.producer_epoch,
             self.last_producer_epoch,
             self.txn_timeout_ms,
             (),
@@ -332,16 +380,37 @@ class TransactionMetadata:
             self.start_timestamp = t.start_timestamp
             self.partitions |= t.partitions
         elif to in (_S.PREPARE_ABORT, _S.PREPARE_COMMIT):
+            v2 = t.client_transaction_version >= 2 and t.producer_id == self.producer_id
             if (
-                not same_producer
+                not (same_producer or (v2 and t.producer_epoch == self.producer_epoch + 1))
                 or self.partitions != t.partitions
                 or self.txn_timeout_ms != t.txn_timeout_ms
-                or self.start_timestamp != t.start_timestamp
+                or (self.start_timestamp != t.start_timestamp and not (v2 and self.state != _S.ONGOING))
             ):
                 raise IllegalTransition(f"{self.transactional_id}: bad EndTxn transition {t}")
+            self.producer_epoch, self.last_producer_epoch = t.producer_epoch, t.last_producer_epoch
+            self.start_timestamp = t.start_timestamp
+            self.next_producer_id = t.next_producer_id
+            self.client_transaction_version = t.client_transaction_version
         elif to in (_S.COMPLETE_ABORT, _S.COMPLETE_COMMIT):
-            if not same_producer or self.txn_timeout_ms != t.txn_timeout_ms or t.start_timestamp == -1:
+            rotated = (
+                self.next_producer_id != NO_PRODUCER_ID
+                and t.producer_id == self.next_producer_id
+                and t.producer_epoch == 0
+            )
+            if (
+                not (same_producer or rotated)
+                or self.txn_timeout_ms != t.txn_timeout_ms
+                or t.start_timestamp == -1
+            ):
                 raise IllegalTransition(f"{self.transactional_id}: bad marker completion {t}")
+            if rotated:
+                self.last_producer_id, self.producer_id, self.producer_epoch = (
+                    self.producer_id,
+                    t.producer_id,
+                    0,
+                )
+            self.next_producer_id = NO_PRODUCER_ID
             self.start_timestamp = t.start_timestamp
             self.partitions.clear()
         else:  # PrepareEpochFence becomes PrepareAbort before it completes; Dead is removed
@@ -425,13 +494,62 @@ def prepare_end_transaction(
             md.pending_state = None
             md.producer_epoch = epoch
             md.last_producer_epoch = NO_PRODUCER_EPOCH
-        return md.prepare_abort_or_commit(_S.PREPARE_COMMIT if commit else _S.PREPARE_ABORT, now)
+        return md.prepare_abort_or_commit(
+            _S.PREPARE_COMMIT if commit else _S.PREPARE_ABORT, now, 0 if from_client else None
+        )
     if state in (_S.COMPLETE_COMMIT, _S.COMPLETE_ABORT):
         return _NONE if commit == (state == _S.COMPLETE_COMMIT) else _INVALID_STATE
     if state in (_S.PREPARE_COMMIT, _S.PREPARE_ABORT):
         return _CONCURRENT if commit == (state == _S.PREPARE_COMMIT) else _INVALID_STATE
     if state == _S.EMPTY:
         return _INVALID_STATE
+    raise IllegalTransition(f"{md.transactional_id} is {state.kafka_name}")
+
+
+def prepare_end_transaction_v2(
+    md: TransactionMetadata, producer_id: int, epoch: int, commit: bool, now: int, next_producer_id: int
+) -> TxnTransitMetadata | int:
+    """EndTxn v5 (KIP-890 part 2) from the client: the PrepareCommit/PrepareAbort transition with
+    the epoch bumped, or an error code (NONE: a retry of an end that was done, answered with the
+    current producer id and epoch). ``next_producer_id``: allocated by the caller when the epoch
+    is exhausted (NO_PRODUCER_ID otherwise). Kafka's table for the states without an open
+    transaction (PF PRODUCER_FENCED, ITS INVALID_TXN_STATE, EB bump, retry = epoch one below)::
+
+                        abort retry  abort current  commit retry  commit current
+        Empty           PF           EB             PF            ITS
+        CompleteAbort   NONE         EB             ITS           ITS
+        CompleteCommit  ITS          EB             NONE          ITS
+    """
+    retry_on_bump = md.producer_epoch == epoch + 1
+    retry_on_overflow = (
+        md.last_producer_id == producer_id and epoch == _EPOCH_EXHAUSTED and md.producer_epoch == 0
+    )
+    if md.producer_id != producer_id and not retry_on_overflow:
+        return _MAPPING
+    state = md.state
+    if state in (_S.PREPARE_COMMIT, _S.PREPARE_ABORT):
+        valid = retry_on_bump
+    elif state in (_S.COMPLETE_COMMIT, _S.COMPLETE_ABORT):
+        valid = retry_on_bump or retry_on_overflow or epoch == md.producer_epoch
+    else:
+        valid = epoch == md.producer_epoch
+    if not valid:
+        return _FENCED
+    if md.pending:
+        return _CONCURRENT
+    retry = retry_on_bump or retry_on_overflow
+    if state == _S.ONGOING:
+        prepare = _S.PREPARE_COMMIT if commit else _S.PREPARE_ABORT
+        return md.prepare_abort_or_commit_v2(prepare, now, next_producer_id)
+    if state == _S.EMPTY and commit:
+        return _INVALID_STATE
+    if state == _S.EMPTY or (state in (_S.COMPLETE_COMMIT, _S.COMPLETE_ABORT) and not (commit or retry)):
+        return md.prepare_abort_or_commit_v2(_S.PREPARE_ABORT, now, next_producer_id)
+    if state in (_S.COMPLETE_COMMIT, _S.COMPLETE_ABORT):
+        done_that_way = commit == (state == _S.COMPLETE_COMMIT)
+        return _NONE if retry and done_that_way else _INVALID_STATE
+    if state in (_S.PREPARE_COMMIT, _S.PREPARE_ABORT):
+        return _CONCURRENT if commit == (state == _S.PREPARE_COMMIT) else _INVALID_STATE
     raise IllegalTransition(f"{md.transactional_id} is {state.kafka_name}")
 
 

@@ -82,6 +82,9 @@ def log_value(t: TxnTransitMetadata) -> TransactionLogValue:
         tuple((topic, tuple(ids)) for topic, ids in topics.items()),
         t.last_update_timestamp,
         t.start_timestamp,
+        t.last_producer_id,
+        t.next_producer_id,
+        t.client_transaction_version,
     )
 
 
@@ -101,6 +104,8 @@ def _metadata(transactional_id: str, v: TransactionLogValue) -> TransactionMetad
         partitions,
         v.start_timestamp_ms,
         v.last_update_timestamp_ms,
+        next_producer_id=v.next_producer_id,
+        client_transaction_version=v.client_transaction_version,
     )
 
 

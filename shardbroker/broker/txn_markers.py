@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Final
 
 from shardbroker.broker.forwarding import ForwardResult, ProduceForwarder
-from shardbroker.ipc.local_protocol import FLAG_TXN_MARKER
+from shardbroker.ipc.local_protocol import FLAG_TXN_MARKER, FLAG_TXN_MARKER_V2
 from shardbroker.protocol.control_records import ControlRecordType, build_control_batch
 from shardbroker.protocol.errors import ErrorCode
 
@@ -53,15 +53,25 @@ RETRIABLE_MARKER_ERRORS: Final = frozenset(
 
 
 class TxnMarker:
-    """What one marker says: producer id and epoch, the coordinator's epoch, commit or abort."""
+    """What one marker says: producer id and epoch, the coordinator's epoch, commit or abort;
+    and the transaction version whose rules the partition checks it with (2: KIP-890 part 2,
+    its epoch is newer than the transaction's data)."""
 
-    __slots__ = ("commit", "coordinator_epoch", "producer_epoch", "producer_id")
+    __slots__ = ("commit", "coordinator_epoch", "producer_epoch", "producer_id", "transaction_version")
 
-    def __init__(self, producer_id: int, producer_epoch: int, coordinator_epoch: int, commit: bool) -> None:
+    def __init__(
+        self,
+        producer_id: int,
+        producer_epoch: int,
+        coordinator_epoch: int,
+        commit: bool,
+        transaction_version: int = 0,
+    ) -> None:
         self.producer_id = producer_id
         self.producer_epoch = producer_epoch
         self.coordinator_epoch = coordinator_epoch
         self.commit = commit
+        self.transaction_version = transaction_version
 
     def batch(self) -> bytes:
         return build_control_batch(
@@ -86,7 +96,7 @@ class MarkerWriter:
         replicas = self.replicas
         leader = replicas.leader_of(topic, partition)[0]
         if leader == self.node_id:
-            r = replicas.append_marker(topic, partition, marker.batch())
+            r = replicas.append_marker(topic, partition, marker.batch(), marker.transaction_version)
             p = replicas.get(topic, partition)
             if r.error_code or r.flush_offset < 0 or p is None:
                 return r.error_code
@@ -95,9 +105,8 @@ class MarkerWriter:
             return _UNKNOWN if replicas.image.topics.get(topic) is None else _NOT_LEADER
         if self.forwarder is None:
             return _NOT_LEADER
-        sent = await self.forwarder.send(
-            leader, topic, partition, marker.batch(), -1, timeout, flags=FLAG_TXN_MARKER
-        )
+        flags = FLAG_TXN_MARKER | (FLAG_TXN_MARKER_V2 if marker.transaction_version >= 2 else 0)
+        sent = await self.forwarder.send(leader, topic, partition, marker.batch(), -1, timeout, flags=flags)
         if isinstance(sent, ForwardResult):
             return sent.error_code
         try:

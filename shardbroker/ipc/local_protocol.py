@@ -23,7 +23,9 @@ Request frame (one record batch, little-endian header, 16 bytes)::
                           flush policy asks for (acks=all, LogFlusher.wait_durable)
     15 u8  flags          0 for a producer's batch; FLAG_TXN_MARKER (1): the batch is a
                           transaction marker (control batch) of the transaction coordinator,
-                          taken only from a sibling worker (broker/txn_markers.py)
+                          taken only from a sibling worker (broker/txn_markers.py);
+                          with FLAG_TXN_MARKER_V2 (2) too: of a transactions-v2 transaction
+                          (KIP-890 part 2: the log checks its epoch with v2's rules)
     16 topic name, padded with zeros to a multiple of 8
     .. the record batch (magic v2), exactly as it will be stored; base offset 0
 
@@ -45,6 +47,7 @@ from typing import Any, Final
 __all__ = [
     "ACK",
     "FLAG_TXN_MARKER",
+    "FLAG_TXN_MARKER_V2",
     "REQUEST_HEADER",
     "WAKE",
     "LocalProtocolError",
@@ -59,6 +62,8 @@ ACK: Final = struct.Struct("<Qqqii")
 WAKE: Final = struct.Struct("<q")
 #: Request frame flag: a transaction marker written for the transaction coordinator.
 FLAG_TXN_MARKER: Final = 1
+#: With FLAG_TXN_MARKER: the marker ends a transaction of transactions v2 (KIP-890 part 2).
+FLAG_TXN_MARKER_V2: Final = 2
 #: Largest handshake message (a JSON object of a few names).
 MAX_MESSAGE: Final = 4096
 

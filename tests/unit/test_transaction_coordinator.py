@@ -11,6 +11,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
 from shardbroker.broker.dispatch import discover
 from shardbroker.broker.forwarding import ForwardResult
 from shardbroker.broker.group_metadata_manager import replay_records
@@ -26,7 +28,7 @@ from shardbroker.broker.transaction_log import decode_transaction_log_key, decod
 from shardbroker.broker.transaction_metadata import TransactionState
 from shardbroker.broker.transaction_state_manager import TRANSACTION_STATE_TOPIC
 from shardbroker.broker.txn_markers import MarkerWriter, TxnMarker
-from shardbroker.ipc.local_protocol import ACK, FLAG_TXN_MARKER
+from shardbroker.ipc.local_protocol import ACK, FLAG_TXN_MARKER, FLAG_TXN_MARKER_V2
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode
 from shardbroker.protocol.record_batch import iter_batches
@@ -234,7 +236,13 @@ def test_a_new_producer_fences_the_open_transaction(tmp_path: Path) -> None:
     run(main())
 
 
-def test_restart_reloads_and_finishes_a_prepared_commit(tmp_path: Path) -> None:
+@pytest.mark.parametrize("transaction_version", [1, 2])
+def test_restart_reloads_and_finishes_a_prepared_commit(tmp_path: Path, transaction_version: int) -> None:
+    """Also for transactions v2 (EndTxn v5): the bumped epoch and the version come back from the
+    record (value v1), so the markers written after the restart are v2 ones at that epoch."""
+    v2 = transaction_version == 2
+    epoch = 1 if v2 else 0  # of the markers
+
     async def main() -> None:
         fwd = FakeForwarder()
         fwd.code = int(ErrorCode.NOT_LEADER_OR_FOLLOWER)  # the other worker is away
@@ -243,20 +251,28 @@ def test_restart_reloads_and_finishes_a_prepared_commit(tmp_path: Path) -> None:
             await coord.start(None)
             await coord.init_producer_id("tx", 30000, None)
             await coord.add_partitions("tx", 1000, 0, {("t", 0), ("r", 0)})
-            assert await coord.end_txn("tx", 1000, 0, True) == NONE  # answered after PrepareCommit
+            if v2:
+                assert await coord.end_txn_v2("tx", 1000, 0, True) == (NONE, 1000, 1)
+            else:
+                assert await coord.end_txn("tx", 1000, 0, True) == NONE  # answered after PrepareCommit
             await asyncio.sleep(0.3)
             md = coord.state.transactions["tx"]
             assert md.state == S.PREPARE_COMMIT and len(fwd.sent) > 1  # retried
-            assert await coord.add_partitions("tx", 1000, 0, {("t", 1)}) == ErrorCode.CONCURRENT_TRANSACTIONS
+            code = await coord.add_partitions("tx", 1000, epoch, {("t", 1)})
+            assert code == ErrorCode.CONCURRENT_TRANSACTIONS
             await coord.drain()
-        fwd.code = NONE
+        fwd.code, fwd.sent = NONE, []
         async with Harness(tmp_path, txn_image(), props=PROPS) as h:
             coord = coordinator(h, fwd, Clock())
             await coord.start(None)  # the load finds PrepareCommit and finishes it
             await settle(coord, "tx", S.COMPLETE_COMMIT)
-            assert fwd.sent[-1][1:3] == ("r", 0)
+            _, name, index, batch, flags = fwd.sent[-1]
+            assert (name, index, flags) == ("r", 0, FLAG_TXN_MARKER | (FLAG_TXN_MARKER_V2 if v2 else 0))
+            (marker,) = iter_batches(batch)
+            assert marker.producer_epoch == epoch
+            assert set(control_batches(h, "t", 0)) == {(1000, epoch, COMMIT_KEY)}  # written again: harmless
             assert [r[1] for r in state_records(h)] == [0, 1, 2, 4]
-            assert await coord.init_producer_id("tx", 30000, None) == (NONE, 1000, 1)
+            assert await coord.init_producer_id("tx", 30000, None) == (NONE, 1000, epoch + 1)
             await coord.drain()
 
     run(main())
@@ -516,20 +532,30 @@ def test_a_forwarded_marker_is_appended_only_for_a_sibling_worker(tmp_path: Path
             out: list[bytes] = []
             durable: list[Any] = []
             local_app = SimpleNamespace(principal=KafkaPrincipal.user("bob"), rerouting={})
-            svc._marker(local_app, ("t", 0), (1, -1, marker), out, durable)  # type: ignore[arg-type]
+            svc._marker(local_app, ("t", 0), (1, -1, 0, marker), out, durable)  # type: ignore[arg-type]
             assert ACK.unpack(out[-1])[3] == ErrorCode.CLUSTER_AUTHORIZATION_FAILED
             assert control_batches(h, "t", 0) == []
             sibling = SimpleNamespace(principal=None, rerouting={})
-            svc._marker(sibling, ("r", 0), (2, -1, marker), out, durable)  # type: ignore[arg-type]
+            svc._marker(sibling, ("r", 0), (2, -1, 0, marker), out, durable)  # type: ignore[arg-type]
             assert ACK.unpack(out[-1])[3] == ErrorCode.NOT_LEADER_OR_FOLLOWER  # not led here
-            svc._marker(sibling, ("t", 0), (3, -1, marker), out, durable)  # type: ignore[arg-type]
+            svc._marker(sibling, ("t", 0), (3, -1, 0, marker), out, durable)  # type: ignore[arg-type]
             assert ACK.unpack(out[-1])[:4] == (3, 2, -1, NONE)
             assert control_batches(h, "t", 0) == [(5, 0, COMMIT_KEY)]
+            # Transactions v2 (the frame's FLAG_TXN_MARKER_V2): the marker's epoch must be newer
+            # than the transaction's data, so a marker at the data's epoch is a stale one.
+            assert h.replicas.append("t", 0, txn_batch(6, 3)).error_code == NONE
+            stale, bumped = (TxnMarker(6, e, 0, commit=False, transaction_version=2).batch() for e in (3, 4))
+            svc._marker(sibling, ("t", 0), (4, -1, 2, stale), out, durable)  # type: ignore[arg-type]
+            assert ACK.unpack(out[-1])[3] == ErrorCode.INVALID_PRODUCER_EPOCH
+            svc._marker(sibling, ("t", 0), (5, -1, 2, bumped), out, durable)  # type: ignore[arg-type]
+            assert ACK.unpack(out[-1])[3] == NONE
+            assert control_batches(h, "t", 0)[-1] == (6, 4, ABORT_KEY)
+            assert h.replicas.append("t", 0, txn_batch(6, 3)).error_code == ErrorCode.INVALID_PRODUCER_EPOCH
 
     run(main())
 
 
 def test_advertised_ranges() -> None:
     versions = discover().versions
-    # EndTxn v5 would tell clients this broker bumps the epoch at every commit (KIP-890 part 2)
-    assert [versions[k] for k in (22, 24, 25, 26, 27)] == [(0, 5), (0, 5), (0, 4), (0, 4), (0, 1)]
+    # EndTxn v5: transactions v2 (KIP-890 part 2) for a client that sends it, as Kafka 4
+    assert [versions[k] for k in (22, 24, 25, 26, 27)] == [(0, 5), (0, 5), (0, 4), (0, 5), (0, 1)]

@@ -87,9 +87,17 @@ def test_value_v1_flexible_with_tagged_fields() -> None:
         + _uv(2)
         + struct.pack(">h", 2)
     )
-    assert decode_transaction_log_value(raw) == TransactionLogValue(
-        42, 5, 900000, 4, (("top", (0, 9)),), 11, 10, 41, 43, 2
-    )
+    value = TransactionLogValue(42, 5, 900000, 4, (("top", (0, 9)),), 11, 10, 41, 43, 2)
+    assert decode_transaction_log_value(raw) == value
+    assert encode_transaction_log_value(value) == raw  # transactions v2 write value v1
+
+
+def test_value_v1_written_omits_tags_at_their_default() -> None:
+    value = TransactionLogValue(42, 6, 1000, 5, (), 1, 1, -1, -1, 2)
+    raw = encode_transaction_log_value(value)
+    tag = _uv(2) + _uv(2) + struct.pack(">h", 2)
+    assert raw == struct.pack(">hqhib", 1, 42, 6, 1000, 5) + _uv(0) + struct.pack(">qq", 1, 1) + _uv(1) + tag
+    assert decode_transaction_log_value(raw) == value
 
 
 def test_value_v1_without_tags_has_kafka_defaults() -> None:
