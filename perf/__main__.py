@@ -22,6 +22,7 @@ COMMANDS = {
         "perf.bench_readcommitted:main",
         "read_committed vs read_uncommitted consume over 10 % aborted data; Fetch handler cost",
     ),
+    "transactions": ("perf.bench_transactions:main", "transactional vs idempotent produce; commit latency"),
 }
 
 
