@@ -250,6 +250,7 @@ def test_transactional_id_length(broker: BrokerProcess, producer: Callable[..., 
         with pytest.raises(BrokerUnreachable, match="closed"):
             conn.send(too_long, 4)
     assert broker.worker_pids() == pids, "a worker died of it"
+    assert "malformed InitProducerId v4 request" in broker.output(tail=50), "no log line"
     with AdminClient(broker.bootstrap) as admin:
         assert all(len(t.transactional_id) <= 0x7FFF for t in admin.list_transactions())
 
