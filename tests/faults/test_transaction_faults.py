@@ -22,7 +22,7 @@ import contextlib
 import functools
 import os
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -60,16 +60,6 @@ def write_transaction(producer: Any, tag: str) -> list[bytes]:
     return values
 
 
-@contextlib.contextmanager
-def stopped(pid: int) -> Iterator[None]:
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGCONT)
-
-
 class Prepared:
     """A broker with one committed transaction (``base``), then one transaction in PrepareCommit
     (``committed``) and one in PrepareAbort (``aborted``) whose markers cannot reach worker 1."""
@@ -88,8 +78,7 @@ class Prepared:
         self.committed = write_transaction(committer, "commit")
         self.aborted = write_transaction(aborter, "abort")
         self.stopped_pid = broker.worker_pid(OTHER)
-        self._stop = stopped(self.stopped_pid)
-        self._stop.__enter__()
+        os.kill(self.stopped_pid, signal.SIGSTOP)
         try:
             committer.commit_transaction(IO_TIMEOUT)
             aborter.abort_transaction(IO_TIMEOUT)
@@ -101,7 +90,8 @@ class Prepared:
             raise
 
     def resume(self) -> None:
-        self._stop.__exit__(None, None, None)
+        with contextlib.suppress(ProcessLookupError):  # killed by the test meanwhile
+            os.kill(self.stopped_pid, signal.SIGCONT)
 
     def verify(self) -> None:
         """Both transactions complete as decided; LSO = HW everywhere; read_committed reads
