@@ -10,9 +10,10 @@ the functions in :data:`DECODERS` / :data:`ENCODERS`. Nested structs get their o
 
 Invariants of the written code: every length and count is checked against the bytes that
 remain before anything is allocated (a peer cannot make a decoder allocate more than its
-frame); encoding refuses null where not nullable and a non-default value in a field the version
-lacks unless ``ignorable``; tagged fields are written only when they differ from their default,
-unknown ones read are written back.
+frame); a string is at most 32767 bytes also where a compact length could say more (Kafka's
+readers refuse longer ones: "had invalid length"); encoding refuses null where not nullable and
+a non-default value in a field the version lacks unless ``ignorable``; tagged fields are written
+only when they differ from their default, unknown ones read are written back.
 
 Why: a generic interpreter walking the field table per value pays for every "which type is
 this, is it in this version, is it compact" decision on every field of every value; compiled
@@ -71,6 +72,10 @@ def _count(what: str, n: int, left: int) -> ProtocolError:
     return ProtocolError(f"{what}: {n} elements cannot fit in the {left} bytes left")
 
 
+def _strlen(what: str, n: int) -> ProtocolError:
+    return ProtocolError(f"{what}: a string of {n} bytes (at most 32767)")
+
+
 def _notnull(what: str) -> ProtocolError:
     return ProtocolError(f"{what}: null is not allowed in this version", ErrorCode.INVALID_REQUEST)
 
@@ -108,6 +113,7 @@ class _Compiler:
             "_trunc": _trunc,
             "_count": _count,
             "_notnull": _notnull,
+            "_strlen": _strlen,
             "_absent": _absent,
             "_tagover": _tagover,
             "_unpack_from": struct.unpack_from,
@@ -204,6 +210,9 @@ class _Compiler:
             self.dec_len(out, ind, n, compact, wide=ftype != "string")
             out.append(f"{ind}if {n} < 0:")
             out.append(f"{ind}    {target} = None" if nullable else f"{ind}    raise _notnull({what})")
+            if compact and ftype == "string":  # an int16 length cannot say more; Kafka refuses more
+                out.append(f"{ind}elif {n} > 0x7FFF:")
+                out.append(f"{ind}    raise _strlen({what}, {n})")
             out.append(f"{ind}else:")
             out.append(f"{ind}    {e} = pos + {n}")
             out.append(f"{ind}    if {e} > {end}:")

@@ -252,6 +252,24 @@ def test_trailing_bytes_rejected_unless_allowed() -> None:
     assert codec.decode(messages.HeartbeatRequest, data, 0, allow_trailing=True).group_id == "g"
 
 
+def test_compact_strings_longer_than_32767_bytes_are_refused_as_by_kafka() -> None:
+    """Kafka's generated readers refuse any string over 0x7fff bytes ("had invalid length"); a
+    compact string could say more, a classic int16 length cannot."""
+    init = messages.InitProducerIdRequest
+    longest = codec.encode(init(transactional_id="t" * 0x7FFF), 4)
+    assert codec.decode(init, longest, 4).transactional_id == "t" * 0x7FFF
+    with pytest.raises(ProtocolError, match="32768 bytes"):
+        codec.decode(init, codec.encode(init(transactional_id="t" * 0x8000), 4), 4)
+    assert (
+        codec.decode(
+            messages.SaslAuthenticateRequest,
+            codec.encode(messages.SaslAuthenticateRequest(auth_bytes=b"b" * 0x8000), 2),
+            2,
+        ).auth_bytes
+        == b"b" * 0x8000
+    )
+
+
 def test_unsupported_version() -> None:
     with pytest.raises(ProtocolError) as exc:
         codec.encode(messages.ProduceRequest(), 99)
