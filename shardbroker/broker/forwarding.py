@@ -86,6 +86,8 @@ class ForwardResult:
     error_code: int
     base_offset: int = -1
     log_append_time: int = -1
+    #: Why, when the answer was not the owner's (a refused transaction verification).
+    error_message: str | None = None
 
 
 @dataclass(eq=False)

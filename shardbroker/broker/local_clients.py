@@ -80,6 +80,7 @@ import posix_ipc  # type: ignore[import-not-found,unused-ignore]
 
 from shardbroker.broker.forwarding import ForwardResult
 from shardbroker.broker.produce_routing import reroute
+from shardbroker.broker.txn_verification import answer_verification
 from shardbroker.config.broker_properties import LOCAL_CLIENTS_ALLOWED_GROUP
 from shardbroker.ipc.local_access import allowed_group, is_sibling, peer_credentials, user_name
 from shardbroker.ipc.local_directory import HighWatermarkTable, LocalDirectory, worker_socket_address
@@ -87,6 +88,7 @@ from shardbroker.ipc.local_protocol import (
     ACK,
     FLAG_TXN_MARKER,
     FLAG_TXN_MARKER_V2,
+    FLAG_TXN_VERIFY,
     MAX_MESSAGE,
     REQUEST_HEADER,
     WAKE,
@@ -515,7 +517,14 @@ class LocalClientService:
                 topic = raw.decode("utf-8", "replace")
                 if len(names) < 10_000:
                     names[raw] = topic
-            if flags & FLAG_TXN_MARKER:
+            if flags & FLAG_TXN_VERIFY:  # a question for this worker's transaction coordinator
+                verified = (
+                    answer_verification(self.state.transactions, topic, partition, f[start:])
+                    if s.principal is None
+                    else _CLUSTER_DENIED
+                )
+                out.append(ACK.pack(batch_id, -1, -1, verified, 0))
+            elif flags & FLAG_TXN_MARKER:
                 version = 2 if flags & FLAG_TXN_MARKER_V2 else 0
                 markers.append(((topic, partition), (batch_id, ack, version, bytes(f[start:]))))
             elif s.principal is not None and n > start + _ATTRS and f[start + _ATTRS] & TRANSACTIONAL_BIT:

@@ -36,8 +36,10 @@ from shardbroker.broker.local_clients import LocalClientService
 from shardbroker.broker.replica_manager import ReplicaManager
 from shardbroker.broker.transaction_coordinator import TransactionCoordinator
 from shardbroker.broker.txn_markers import MarkerWriter
+from shardbroker.broker.txn_verification import TransactionVerifier
 from shardbroker.broker.worker_state import WorkerState
 from shardbroker.config.broker_config import BrokerConfig
+from shardbroker.config.broker_properties import TRANSACTION_PARTITION_VERIFICATION_ENABLE
 from shardbroker.ipc.counters import WorkerCounters
 from shardbroker.ipc.group_offsets import WorkerGroupOffsets
 from shardbroker.ipc.shm import instance_name
@@ -79,6 +81,8 @@ def install(
     markers = MarkerWriter(worker.node_id, replicas, state.forwarder)
     state.transactions = TransactionCoordinator(worker.node_id, config, channel, replicas, markers)
     worker.add_service(state.transactions)
+    if config.get(TRANSACTION_PARTITION_VERIFICATION_ENABLE):
+        state.verifier = TransactionVerifier(worker.node_id, replicas, state.transactions, state.forwarder)
     worker.add_service(KafkaListener(state, discover()))
     worker.add_service(LocalClientService(state))
     worker.on_drain(groups.stop_serving)

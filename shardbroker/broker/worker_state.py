@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from shardbroker.broker.group_coordinator import GroupCoordinator
     from shardbroker.broker.replica_manager import ReplicaManager
     from shardbroker.broker.transaction_coordinator import TransactionCoordinator
+    from shardbroker.broker.txn_verification import TransactionVerifier
 
 __all__ = ["WorkerState"]
 
@@ -49,6 +50,9 @@ class WorkerState:
     #: The transaction coordinator (None in tests that do not need one: transaction APIs then
     #: answer COORDINATOR_NOT_AVAILABLE).
     transactions: TransactionCoordinator | None = None
+    #: Asks the transaction coordinator before a transaction's first batch in a partition
+    #: (KIP-890 part 1; None: ``transaction.partition.verification.enable=false``, or tests).
+    verifier: TransactionVerifier | None = None
     #: This worker's shared counters (ipc/counters.py; private memory when no supervisor reads them).
     counters: WorkerCounters = field(default_factory=WorkerCounters.private)
     #: Passes Produce batches of partitions led elsewhere to their owner (None: answer

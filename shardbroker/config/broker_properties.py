@@ -379,6 +379,15 @@ TRANSACTION_MAX_TIMEOUT_MS: Final = _D(
     "largest transaction.timeout.ms a producer may ask for (else INVALID_TRANSACTION_TIMEOUT)",
     _TXN,
 )
+TRANSACTION_PARTITION_VERIFICATION_ENABLE: Final = _D(
+    "transaction.partition.verification.enable",
+    _B,
+    "true",
+    BOOLEAN,
+    "ask the transaction coordinator before a producer's first transactional batch of a transaction "
+    "goes into a partition (KIP-890 part 1: no hanging transactions from zombies)",
+    _TXN,
+)
 TRANSACTIONAL_ID_EXPIRATION_MS: Final = _D(
     "transactional.id.expiration.ms",
     _I,

@@ -25,7 +25,10 @@ Request frame (one record batch, little-endian header, 16 bytes)::
                           transaction marker (control batch) of the transaction coordinator,
                           taken only from a sibling worker (broker/txn_markers.py);
                           with FLAG_TXN_MARKER_V2 (2) too: of a transactions-v2 transaction
-                          (KIP-890 part 2: the log checks its epoch with v2's rules)
+                          (KIP-890 part 2: the log checks its epoch with v2's rules);
+                          FLAG_TXN_VERIFY (4): not a batch but a question to the transaction
+                          coordinator's worker, is this partition in the transaction
+                          (broker/txn_verification.py); the ack's error code answers it
     16 topic name, padded with zeros to a multiple of 8
     .. the record batch (magic v2), exactly as it will be stored; base offset 0
 
@@ -48,6 +51,7 @@ __all__ = [
     "ACK",
     "FLAG_TXN_MARKER",
     "FLAG_TXN_MARKER_V2",
+    "FLAG_TXN_VERIFY",
     "REQUEST_HEADER",
     "WAKE",
     "LocalProtocolError",
@@ -64,6 +68,8 @@ WAKE: Final = struct.Struct("<q")
 FLAG_TXN_MARKER: Final = 1
 #: With FLAG_TXN_MARKER: the marker ends a transaction of transactions v2 (KIP-890 part 2).
 FLAG_TXN_MARKER_V2: Final = 2
+#: A transaction verification (KIP-890 part 1) for the coordinator's worker, from a sibling.
+FLAG_TXN_VERIFY: Final = 4
 #: Largest handshake message (a JSON object of a few names).
 MAX_MESSAGE: Final = 4096
 

@@ -236,6 +236,42 @@ def test_a_zombie_with_an_older_epoch_is_fenced(
     assert fresh.end(commit=True) == E.NONE
 
 
+@pytest.mark.parametrize("where", ["here", "through the rings"])
+def test_a_transactions_first_batch_in_a_partition_is_verified(
+    broker: BrokerProcess, producer: Callable[..., RawTxnProducer], where: str
+) -> None:
+    """KIP-890 part 1: the partition's leader asks the coordinator (on its own worker, or on the
+    other one through the rings) before a transaction's first batch goes in; a batch of a
+    partition never added, and a zombie's batch into a partition its transaction never reached,
+    are refused and leave no hanging transaction behind."""
+    by_leader = leaders(broker)
+    node = 0
+    tid = transactional_id_on(broker, node, f"verify-{where.replace(' ', '-')}")
+    parts = [p for p, leader in sorted(by_leader.items()) if (leader == node) == (where == "here")]
+    assert len(parts) >= 2, by_leader
+    first, other = parts[:2]
+    zombie = producer(tid)
+    assert zombie.init() == E.NONE
+    before = high_watermarks(broker)
+    assert zombie.produce(TOPIC, first, [b"never added"]) == E.INVALID_TXN_STATE
+    assert high_watermarks(broker) == before
+    assert zombie.add([(TOPIC, first)]) == {(TOPIC, first): E.NONE}
+    assert zombie.produce(TOPIC, first, [b"in"]) == E.NONE
+    assert zombie.produce(TOPIC, first, [b"in again"]) == E.NONE  # no question once it is open
+    fresh = producer(tid)
+    fresh.init_retrying()  # fences the zombie and aborts its transaction
+    before = high_watermarks(broker)
+    assert zombie.produce(TOPIC, other, [b"zombie"]) == E.INVALID_PRODUCER_EPOCH
+    assert high_watermarks(broker) == before
+    lso, hw = offsets(broker, TOPIC, other)
+    assert lso == hw  # nothing hangs
+    assert fresh.add([(TOPIC, other)]) == {(TOPIC, other): E.NONE}
+    assert fresh.produce(TOPIC, other, [b"fresh"]) == E.NONE
+    assert fresh.end(commit=True) == E.NONE
+    wait_state(broker, tid, "CompleteCommit")
+    assert offsets(broker, TOPIC, other)[0] == offsets(broker, TOPIC, other)[1]
+
+
 def test_transactional_id_length(broker: BrokerProcess, producer: Callable[..., RawTxnProducer]) -> None:
     longest = producer("L" * 0x7FFF)
     assert longest.init() == E.NONE

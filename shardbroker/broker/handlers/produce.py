@@ -22,6 +22,12 @@ move between its two steps) waits for its new placement, within ``timeout_ms``
 (broker/produce_routing.py, ``reroute``). NOT_LEADER_OR_FOLLOWER remains for when the owner cannot be
 reached or the placement does not come in time.
 
+A transaction's first batch in a partition waits for the transaction coordinator's word that
+the partition is in the transaction (KIP-890 part 1, broker/txn_verification.py), and the
+partition's later batches on this worker wait behind it; refused: INVALID_PRODUCER_EPOCH (a
+zombie), INVALID_TXN_STATE (never added), NOT_ENOUGH_REPLICAS (the coordinator is not ready:
+retried by every client). Every other batch takes the path above, untouched.
+
 Authorization (with ``authorizer.class.name``), as KafkaApis.handleProduceRequest: a request whose
 batches are transactional needs WRITE on its TRANSACTIONAL_ID (else every partition is
 TRANSACTIONAL_ID_AUTHORIZATION_FAILED, 53); each topic needs WRITE on the TOPIC, checked before
@@ -44,6 +50,7 @@ from shardbroker.broker.dispatch import ApiHandler, RequestContext
 from shardbroker.broker.forwarding import ForwardResult
 from shardbroker.broker.leader_append import AppendResult
 from shardbroker.broker.produce_routing import reroute
+from shardbroker.broker.txn_verification import TransactionVerifier
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode
 from shardbroker.protocol.record_batch_header import ATTRIBUTES_OFFSET, MAGIC, MAGIC_OFFSET, TRANSACTIONAL_BIT
@@ -73,6 +80,8 @@ async def handle_produce(ctx: RequestContext, request: m.ProduceRequest) -> m.Pr
     waits: list[tuple[m.ProduceResponse.PartitionProduceResponse, Any, int]] = []
     forwards: list[tuple[_PPR, str, Awaitable[ForwardResult]]] = []
     forwarder = ctx.worker.forwarder
+    verifier = ctx.worker.verifier if version >= 3 else None
+    tid = request.transactional_id
     timeout = max(request.timeout_ms, 0) / 1000
     leaders: set[int] = set()
     responses = []
@@ -98,6 +107,13 @@ async def handle_produce(ctx: RequestContext, request: m.ProduceRequest) -> m.Pr
             continue
         out = []
         for pd in topic.partition_data:
+            if verifier is not None and verifier.needed(name, pd.index, pd.records, tid):
+                resp = _PPR(index=pd.index)
+                forwards.append(
+                    (resp, name, _verified(ctx, verifier, tid, name, pd.index, pd.records, acks, timeout))
+                )
+                out.append(resp)
+                continue
             if version >= 3 and forwarder is not None and forwarder.busy(name, pd.index):
                 r = _QUEUED  # earlier batches of it are being forwarded or held: behind them
             else:
@@ -143,7 +159,9 @@ async def handle_produce(ctx: RequestContext, request: m.ProduceRequest) -> m.Pr
         if f.error_code:
             replicas.counters.error(_API_KEY, f.error_code)
             if with_message:
-                resp.error_message = f"forwarding to the partition's owner: {ErrorCode(f.error_code).name}"
+                resp.error_message = f.error_message or (
+                    f"forwarding to the partition's owner: {ErrorCode(f.error_code).name}"
+                )
             if f.error_code == _NOT_LEADER and version >= 10:
                 leader, epoch = replicas.leader_of(name, resp.index)
                 resp.current_leader = m.ProduceResponse.LeaderIdAndEpoch(leader_id=leader, leader_epoch=epoch)
@@ -166,6 +184,50 @@ async def handle_produce(ctx: RequestContext, request: m.ProduceRequest) -> m.Pr
     if leaders:
         response.node_endpoints = _endpoints(ctx, leaders)
     return response
+
+
+async def _verified(
+    ctx: RequestContext,
+    verifier: TransactionVerifier,
+    transactional_id: str | None,
+    topic: str,
+    index: int,
+    records: Any,
+    acks: int,
+    timeout: float,
+) -> ForwardResult:
+    """A batch that waits for the transaction coordinator's word (and the partition's earlier
+    waiting batches): then appended here or forwarded, and made durable as acks=-1 asks."""
+    replicas = ctx.worker.replicas
+    forwarder = ctx.worker.forwarder
+
+    def refused(code: int) -> ForwardResult | Awaitable[ForwardResult]:
+        why = "the transaction coordinator did not verify this partition in the producer's transaction"
+        return ForwardResult(code, error_message=f"{why}: {ErrorCode(code).name}")
+
+    def append() -> ForwardResult | Awaitable[ForwardResult]:
+        if forwarder is not None and forwarder.busy(topic, index):
+            return reroute(ctx.worker, forwarder, topic, index, records, acks, timeout)
+        r = replicas.append(topic, index, records)
+        if r.error_code == _NOT_LEADER and forwarder is not None and isinstance(records, _BUFFERS):
+            return reroute(ctx.worker, forwarder, topic, index, records, acks, timeout)
+        done = ForwardResult(r.error_code, r.base_offset, r.log_append_time, r.error_message)
+        p = replicas.get(topic, index)
+        if r.error_code or r.flush_offset < 0 or acks != -1 or p is None:
+            return done
+        return _durable(replicas.flusher.wait_durable(p, r.flush_offset, timeout), done)
+
+    result = await verifier.run(topic, index, records, transactional_id, timeout, refused, append)
+    return result if isinstance(result, ForwardResult) else await result
+
+
+async def _durable(flushed: Awaitable[int], done: ForwardResult) -> ForwardResult:
+    code = await flushed
+    return (
+        done
+        if not code
+        else ForwardResult(code, error_message="the flush this append needed did not complete")
+    )
 
 
 def _transactional(request: m.ProduceRequest) -> bool:
