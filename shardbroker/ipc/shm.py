@@ -47,6 +47,7 @@ from types import TracebackType
 import posix_ipc  # type: ignore[import-not-found,unused-ignore]
 
 from shardbroker.ipc.procfs import START_TIME, stat_fields
+from shardbroker.ipc.ring_names import parse_ring_name
 
 SHM_DIR = Path("/dev/shm")
 PREFIX = "shardbroker"
@@ -261,6 +262,12 @@ class ReclaimReport:
     live: list[str] = field(default_factory=list)  # segments whose owner still runs
 
 
+def _creator_in_name(obj: str) -> int | None:
+    """The creating pid a client ring's name carries (``lc<pid>-...``, ring_names.py), else None."""
+    parsed = parse_ring_name(obj)
+    return None if parsed is None else parsed.pid
+
+
 def reclaim_stale(instance: str, now: float | None = None) -> ReclaimReport:
     """Unlink the segments and FIFOs of ``instance`` whose owner process is gone.
 
@@ -268,8 +275,11 @@ def reclaim_stale(instance: str, now: float | None = None) -> ReclaimReport:
     SIGKILL (or by the OOM killer) left its segments in /dev/shm, and ``create`` refuses to reuse
     them. A segment is stale when its preamble's owner pid is not running or is a different
     process (start time differs), or when it has no valid preamble and is older than
-    ``UNINITIALISED_GRACE_S``. A FIFO is stale when its segment is gone. Segments of live owners
-    are left alone and listed in ``live`` (the caller decides whether that means "already running").
+    ``UNINITIALISED_GRACE_S``, or sooner when its name says who created it (``lc<pid>-...``) and
+    that pid is not running: a SIGKILL between ``shm_open`` and the preamble (a worker killed as
+    it opened a forwarding ring) must not leave a segment the restarted broker keeps. A FIFO is
+    stale when its segment is gone. Segments of live owners are left alone and listed in ``live``
+    (the caller decides whether that means "already running").
     """
     prefix = f"{PREFIX}-{validate_instance(instance)}-"
     now = time.time() if now is None else now
@@ -294,7 +304,10 @@ def reclaim_stale(instance: str, now: float | None = None) -> ReclaimReport:
             continue
         pre = Preamble.unpack(head)
         if pre is None:
-            stale = now - st.st_mtime > UNINITIALISED_GRACE_S
+            creator = _creator_in_name(path.name[len(prefix) :])
+            stale = now - st.st_mtime > UNINITIALISED_GRACE_S or (
+                creator is not None and not owner_alive(creator, 0)
+            )
         else:
             stale = not owner_alive(pre.owner_pid, pre.owner_start)
         if stale:

@@ -532,6 +532,19 @@ def test_reclaim_uninitialised_segment_after_grace(instance: str) -> None:
     assert report.reclaimed == [f"shardbroker-{instance}-half"]
 
 
+def test_reclaim_uninitialised_client_ring_of_a_dead_creator_at_once(instance: str) -> None:
+    """A worker SIGKILLed between shm_open and the preamble of a ring it was opening (CI saw one:
+    the restarted broker kept it and the graceful exit left it in /dev/shm)."""
+    dead = _dead_pid()
+    names = [f"lc{dead}-0-fwd-w1-to-w0-req", f"lc{os.getpid()}-0-req-w0"]
+    for name in names:
+        posix_ipc.SharedMemory(shm.shm_name(instance, name), posix_ipc.O_CREX, size=4096).close_fd()
+    report = shm.reclaim_stale(instance)
+    assert report.reclaimed == [f"shardbroker-{instance}-{names[0]}"]
+    assert report.live == [f"shardbroker-{instance}-{names[1]}"]  # its creator may be writing it
+    shm.reclaim_stale(instance, now=time.time() + shm.UNINITIALISED_GRACE_S + 1)
+
+
 def test_forked_child_never_unlinks(instance: str, ring: Ring) -> None:
     pid = os.fork()
     if pid == 0:
