@@ -87,11 +87,11 @@ def _flatten_toml(table: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
             out.update(_flatten_toml(value, f"{name}."))
         elif isinstance(value, bool):
             out[name] = "true" if value else "false"
-        elif isinstance(value, int | str):
+        elif isinstance(value, int | float | str):  # a float: the DOUBLE rows (log.cleaner.*)
             out[name] = str(value)
         else:
             raise ConfigError(
-                f"Invalid value {value!r} for configuration {name}: expected a string, integer or boolean"
+                f"Invalid value {value!r} for configuration {name}: expected a string, number or boolean"
             )
     return out
 

@@ -35,6 +35,7 @@ from shardbroker.config.config_def import (
     UpdateMode,
     Validator,
     between,
+    between_float,
     list_of,
     one_of,
 )
@@ -168,6 +169,7 @@ HASH_TABLE: Final = Validator(_string_table("password hashes"), 'a TOML table: u
 _GROUPS: Final = "group coordinator (broker/group_coordinator.py)"
 _TXN: Final = "transaction coordinator (broker/transaction_coordinator.py)"
 _HOUSEKEEPING: Final = "replica manager (housekeeping)"
+_CLEANER: Final = "log cleaner (broker/log_cleaner_service.py)"
 _LISTENER: Final = "listener (broker/listener.py)"
 _REBALANCER: Final = "auto-rebalancer (control/auto_rebalance.py)"
 _TLS: Final = "TLS listeners (broker/tls.py)"
@@ -427,6 +429,57 @@ LOG_RETENTION_CHECK_INTERVAL_MS: Final = _D(
     between(1, LONG_MAX),
     "how often segments past retention are deleted",
     _HOUSEKEEPING,
+)
+LOG_CLEANER_ENABLE: Final = _D(
+    "log.cleaner.enable",
+    _B,
+    "true",
+    BOOLEAN,
+    "run the log cleaner (compacted topics, __consumer_offsets, __transaction_state)",
+    _CLEANER,
+)
+LOG_CLEANER_THREADS: Final = _D(
+    "log.cleaner.threads", _I, "1", between(0, INT_MAX), "cleaner threads per worker", _CLEANER
+)
+LOG_CLEANER_IO_MAX_BYTES_PER_SECOND: Final = _D(
+    "log.cleaner.io.max.bytes.per.second",
+    ConfigType.DOUBLE,
+    "1.7976931348623157E308",
+    between_float(0.0, float("inf")),
+    "read + write rate limit of each worker's cleaner",
+    _CLEANER,
+)
+LOG_CLEANER_DEDUPE_BUFFER_SIZE: Final = _D(
+    "log.cleaner.dedupe.buffer.size",
+    _L,
+    "134217728",
+    between(0, LONG_MAX),
+    "memory of the key maps of each worker's cleaner (24 bytes a key)",
+    _CLEANER,
+)
+LOG_CLEANER_IO_BUFFER_LOAD_FACTOR: Final = _D(
+    "log.cleaner.io.buffer.load.factor",
+    ConfigType.DOUBLE,
+    "0.9",
+    between_float(0.0, 1.0),
+    "how full a key map may get",
+    _CLEANER,
+)
+LOG_CLEANER_IO_BUFFER_SIZE: Final = _D(
+    "log.cleaner.io.buffer.size",
+    _I,
+    "524288",
+    between(0, INT_MAX),
+    "read and write buffer of each cleaner",
+    _CLEANER,
+)
+LOG_CLEANER_BACKOFF_MS: Final = _D(
+    "log.cleaner.backoff.ms",
+    _L,
+    "15000",
+    between(0, LONG_MAX),
+    "sleep of a cleaner that found nothing to clean",
+    _CLEANER,
 )
 LOG_FLUSH_OFFSET_CHECKPOINT_INTERVAL_MS: Final = _D(
     "log.flush.offset.checkpoint.interval.ms",

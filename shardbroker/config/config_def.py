@@ -54,6 +54,7 @@ class ConfigType(enum.IntEnum):
     STRING = 2
     INT = 3
     LONG = 5
+    DOUBLE = 6
     LIST = 7
     #: A secret (a key, a password): never shown (DescribeConfigs answers null, is_sensitive).
     PASSWORD = 9
@@ -96,6 +97,21 @@ def between(lo: int, hi: int) -> Validator[int]:
         except ValueError:
             raise _refuse(name, raw, f"not a number (must be in [{lo}, {hi}])") from None
         if not lo <= value <= hi:
+            raise ConfigError(f"Invalid value {value} for configuration {name}: must be in [{lo}, {hi}]")
+        return value
+
+    return Validator(convert, f"[{lo}, {hi}]")
+
+
+def between_float(lo: float, hi: float) -> Validator[float]:
+    """A number in ``[lo, hi]`` (Kafka's Range.between over a DOUBLE)."""
+
+    def convert(name: str, raw: str) -> float:
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            raise _refuse(name, raw, f"not a number (must be in [{lo}, {hi}])") from None
+        if not lo <= value <= hi:  # NaN fails too
             raise ConfigError(f"Invalid value {value} for configuration {name}: must be in [{lo}, {hi}]")
         return value
 

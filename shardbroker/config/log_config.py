@@ -29,12 +29,14 @@ from shardbroker.config.config_def import (
     ConfigType,
     UpdateMode,
     between,
+    between_float,
     list_of,
     one_of,
 )
 
 _LOG: Final = "log (storage/log.py)"
 _SEGMENT: Final = "log segment (storage/log_segment.py)"
+_CLEANER: Final = "log cleaner (storage/log_cleaner.py)"
 
 #: Kafka's topic configs, in the order DescribeConfigs lists them.
 TOPIC_CONFIGS: Final = ConfigDef(UpdateMode.TOPIC)
@@ -134,6 +136,38 @@ FILE_DELETE_DELAY_MS: Final = _D(
     "wait before removing a .deleted file",
     "log, replica manager (hand-over)",
 )
+MIN_CLEANABLE_DIRTY_RATIO: Final = _D(
+    "min.cleanable.dirty.ratio",
+    ConfigType.DOUBLE,
+    "0.5",
+    between_float(0.0, 1.0),
+    "clean once this share of the log is uncleaned",
+    _CLEANER,
+)
+MIN_COMPACTION_LAG_MS: Final = _D(
+    "min.compaction.lag.ms",
+    ConfigType.LONG,
+    "0",
+    between(0, LONG_MAX),
+    "a record stays uncompacted at least this long",
+    _CLEANER,
+)
+MAX_COMPACTION_LAG_MS: Final = _D(
+    "max.compaction.lag.ms",
+    ConfigType.LONG,
+    str(LONG_MAX),
+    between(1, LONG_MAX),
+    "a record is compacted at most this long after it was written",
+    _CLEANER,
+)
+DELETE_RETENTION_MS: Final = _D(
+    "delete.retention.ms",
+    ConfigType.LONG,
+    "86400000",
+    between(0, LONG_MAX),
+    "keep tombstones and transaction markers this long after the clean that first saw them",
+    _CLEANER,
+)
 
 #: Broker-level synonym of each topic config (Kafka's ServerTopicConfigSynonyms): the broker
 #: table defines a row for each, and the broker config translates them into a default LogConfig.
@@ -150,6 +184,10 @@ BROKER_SYNONYMS: Final[Mapping[str, str]] = {
     "message.timestamp.type": "log.message.timestamp.type",
     "cleanup.policy": "log.cleanup.policy",
     "file.delete.delay.ms": "log.segment.delete.delay.ms",
+    "min.cleanable.dirty.ratio": "log.cleaner.min.cleanable.ratio",
+    "min.compaction.lag.ms": "log.cleaner.min.compaction.lag.ms",
+    "max.compaction.lag.ms": "log.cleaner.max.compaction.lag.ms",
+    "delete.retention.ms": "log.cleaner.delete.retention.ms",
 }
 
 
@@ -177,12 +215,21 @@ class LogConfig:
     message_timestamp_type: str = MESSAGE_TIMESTAMP_TYPE.typed_default()
     cleanup_policy: frozenset[str] = CLEANUP_POLICY.typed_default()
     file_delete_delay_ms: int = FILE_DELETE_DELAY_MS.typed_default()
+    min_cleanable_dirty_ratio: float = MIN_CLEANABLE_DIRTY_RATIO.typed_default()
+    min_compaction_lag_ms: int = MIN_COMPACTION_LAG_MS.typed_default()
+    max_compaction_lag_ms: int = MAX_COMPACTION_LAG_MS.typed_default()
+    delete_retention_ms: int = DELETE_RETENTION_MS.typed_default()
     #: Names set explicitly (by overrides) rather than inherited: DescribeConfigs reports sources.
     explicit: frozenset[str] = field(default=frozenset(), compare=False)
 
     def __post_init__(self) -> None:
         for key in TOPIC_CONFIGS.values():  # the same validation whether built from strings or fields
             key.parse(_text(getattr(self, _attr(key.name))))
+        if self.max_compaction_lag_ms < self.min_compaction_lag_ms:  # Kafka's LogConfig.validateValues
+            raise ConfigError(
+                f"conflict topic config setting max.compaction.lag.ms ({self.max_compaction_lag_ms}) < "
+                f"min.compaction.lag.ms ({self.min_compaction_lag_ms})"
+            )
 
     @classmethod
     def from_properties(cls, props: Mapping[str, str], defaults: LogConfig | None = None) -> LogConfig:
@@ -210,6 +257,11 @@ class LogConfig:
     def replaced(self, changes: Mapping[str, Any]) -> LogConfig:
         """A copy with typed values by topic config name (the broker's ``log.*`` defaults)."""
         return dataclasses.replace(self, **{_attr(name): value for name, value in changes.items()})
+
+    @property
+    def compact(self) -> bool:
+        """``cleanup.policy`` has ``compact`` (alone or with ``delete``): the log cleaner's."""
+        return "compact" in self.cleanup_policy
 
     @property
     def log_append_time(self) -> bool:

@@ -143,8 +143,12 @@ def test_file_errors_are_config_errors(tmp_path: Path) -> None:
         BrokerConfig.load(tmp_path / "missing.toml", {})
     with pytest.raises(ConfigError, match="not valid TOML"):
         BrokerConfig.load(write(tmp_path, "this is = = not toml"), {})
-    with pytest.raises(ConfigError, match="expected a string, integer or boolean"):
+    with pytest.raises(ConfigError, match="expected a string, number or boolean"):
+        BrokerConfig.load(write(tmp_path, '"num.partitions" = [1]\n'), {})
+    with pytest.raises(ConfigError, match="num.partitions"):
         BrokerConfig.load(write(tmp_path, '"num.partitions" = 1.5\n'), {})
+    ratio = BrokerConfig.load(write(tmp_path, '"log.cleaner.min.cleanable.ratio" = 0.25\n'), {})
+    assert ratio.log_defaults.min_cleanable_dirty_ratio == 0.25
 
 
 def test_every_broker_synonym_sets_the_log_default() -> None:
@@ -161,6 +165,10 @@ def test_every_broker_synonym_sets_the_log_default() -> None:
         "message.timestamp.type": "LogAppendTime",
         "cleanup.policy": "compact,delete",
         "file.delete.delay.ms": "7",
+        "min.cleanable.dirty.ratio": "0.25",
+        "min.compaction.lag.ms": "30",
+        "max.compaction.lag.ms": "40",
+        "delete.retention.ms": "50",
     }
     assert set(samples) == set(BROKER_SYNONYMS)
     c = BrokerConfig.load(None, {BROKER_SYNONYMS[k]: v for k, v in samples.items()})

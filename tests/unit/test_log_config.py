@@ -40,6 +40,10 @@ def test_from_properties_parses_every_name() -> None:
         "message.timestamp.type": "LogAppendTime",
         "cleanup.policy": "compact, delete",
         "file.delete.delay.ms": "0",
+        "min.cleanable.dirty.ratio": "0.01",
+        "min.compaction.lag.ms": "100",
+        "max.compaction.lag.ms": "200",
+        "delete.retention.ms": "0",
     }
     assert set(props) == set(TOPIC_CONFIGS)
     c = LogConfig.from_properties(props)
@@ -53,6 +57,8 @@ def test_from_properties_parses_every_name() -> None:
     assert c.max_message_bytes == 2000000 and c.log_append_time
     assert c.cleanup_policy == frozenset({"compact", "delete"})
     assert c.file_delete_delay_ms == 0
+    assert (c.min_cleanable_dirty_ratio, c.min_compaction_lag_ms, c.max_compaction_lag_ms) == (0.01, 100, 200)
+    assert c.delete_retention_ms == 0 and c.compact
     assert c.explicit == frozenset(props)
     assert LogConfig.from_properties(c.to_properties()) == c
 
@@ -67,6 +73,10 @@ def test_from_properties_parses_every_name() -> None:
         ("flush.messages", "0", "flush.messages"),
         ("message.timestamp.type", "Now", "CreateTime, LogAppendTime"),
         ("cleanup.policy", "shred", "delete and/or compact"),
+        ("min.cleanable.dirty.ratio", "1.5", "[0.0, 1.0]"),
+        ("min.cleanable.dirty.ratio", "nan", "min.cleanable.dirty.ratio"),
+        ("max.compaction.lag.ms", "0", "max.compaction.lag.ms"),
+        ("delete.retention.ms", "-1", "delete.retention.ms"),
         ("cleanup.policy", "", "delete and/or compact"),
         ("max.message.bytes", "-1", "max.message.bytes"),
         ("segment.bytes", "4294967296", "segment.bytes"),
@@ -106,3 +116,8 @@ def test_a_field_per_row_defaulted_from_it() -> None:
     fields = [f.name for f in dataclasses.fields(LogConfig) if f.name != "explicit"]
     assert fields == [name.replace(".", "_") for name in TOPIC_CONFIGS]
     assert LogConfig().to_properties() == {name: key.default for name, key in TOPIC_CONFIGS.items()}
+
+
+def test_max_compaction_lag_below_min_compaction_lag_is_a_conflict() -> None:
+    with pytest.raises(ConfigError, match=r"max.compaction.lag.ms \(10\) < min.compaction.lag.ms \(20\)"):
+        LogConfig().overrides({"min.compaction.lag.ms": "20", "max.compaction.lag.ms": "10"})
