@@ -264,5 +264,14 @@ class LogConfig:
         return "compact" in self.cleanup_policy
 
     @property
+    def max_segment_ms(self) -> int:
+        """When a segment rolls by age (Kafka's LogConfig.maxSegmentMs): ``segment.ms``, or
+        ``max.compaction.lag.ms`` if smaller on a compacted topic (KIP-354: the active segment is
+        never cleaned, so it must roll for a record to be compacted within the lag)."""
+        if self.compact and self.max_compaction_lag_ms > 0:
+            return min(self.segment_ms, self.max_compaction_lag_ms)
+        return self.segment_ms
+
+    @property
     def log_append_time(self) -> bool:
         return self.message_timestamp_type == "LogAppendTime"

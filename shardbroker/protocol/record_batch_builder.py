@@ -39,7 +39,7 @@ from shardbroker.protocol.record_batch_header import (
     TimestampType,
 )
 
-__all__ = ["RecordBatchBuilder", "Value"]
+__all__ = ["RecordBatchBuilder", "Value", "encode_record"]
 
 #: A key, value or header value to encode (None: null).
 Value: TypeAlias = bytes | bytearray | memoryview | None
@@ -49,7 +49,7 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _encode_record(
+def encode_record(
     offset_delta: int,
     timestamp_delta: int,
     key: Value,
@@ -173,7 +173,7 @@ class RecordBatchBuilder:
         if self._max_timestamp is None or timestamp > self._max_timestamp:
             self._max_timestamp = timestamp
         delta = self._count
-        self._size += _encode_record(delta, timestamp - base, key, value, headers, self._parts)
+        self._size += encode_record(delta, timestamp - base, key, value, headers, self._parts)
         self._count = delta + 1
         return delta
 

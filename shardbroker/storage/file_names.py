@@ -13,6 +13,7 @@ Layout of ``<data_dir>/<topic>-<partition>/`` (Kafka's, LogFileUtils.java)::
     <name>.cleaned / <name>.swap    compaction outputs (Kafka's log cleaner; removed at open)
     <name>.tmp                      a checkpoint being written (write, fsync, rename)
     recovery-point-offset-checkpoint, log-start-offset-checkpoint   see checkpoint.py
+    cleaner-offset-checkpoint       compacted logs: where the uncleaned part starts (log_cleaner_manager.py)
     leader-epoch-checkpoint         the partition's leader epochs (see leader_epoch_checkpoint.py)
     partition.metadata              the topic id (see partition_metadata.py)
     .kafka_cleanshutdown            clean-shutdown marker (see clean_shutdown.py)
@@ -36,6 +37,7 @@ from typing import Final
 
 __all__ = [
     "CLEANED_SUFFIX",
+    "CLEANER_OFFSET_CHECKPOINT",
     "CLEAN_SHUTDOWN_FILE",
     "DELETED_SUFFIX",
     "DELETE_DIR_SUFFIX",
@@ -64,6 +66,7 @@ __all__ = [
     "producer_snapshot_file",
     "time_index_file",
     "txn_index_file",
+    "with_suffix",
 ]
 
 LOG_SUFFIX: Final = ".log"
@@ -81,6 +84,8 @@ TMP_SUFFIX: Final = ".tmp"
 LEFTOVER_SUFFIXES: Final = (TMP_SUFFIX, DELETED_SUFFIX, CLEANED_SUFFIX, SWAP_SUFFIX)
 RECOVERY_POINT_CHECKPOINT: Final = "recovery-point-offset-checkpoint"
 LOG_START_OFFSET_CHECKPOINT: Final = "log-start-offset-checkpoint"
+#: Kafka's LogCleaner checkpoint name: where the next clean's dirty part starts.
+CLEANER_OFFSET_CHECKPOINT: Final = "cleaner-offset-checkpoint"
 #: Kafka's name (LogLoader.CleanShutdownFile); we keep one per partition directory.
 CLEAN_SHUTDOWN_FILE: Final = ".kafka_cleanshutdown"
 LEADER_EPOCH_CHECKPOINT: Final = "leader-epoch-checkpoint"  # Kafka's LeaderEpochCheckpointFile
@@ -125,6 +130,16 @@ def offset_from_file_name(name: str) -> tuple[int, str, str] | None:
     if m is None:
         return None
     return int(m.group(1)), m.group(2), m.group(3) or ""
+
+
+def with_suffix(path: Path, suffix: str) -> Path:
+    """``path`` (a segment file, with or without a temporary suffix) with ``suffix`` instead:
+    ``00..42.log.cleaned`` + ``.swap`` -> ``00..42.log.swap``; + ``""`` -> ``00..42.log``."""
+    parsed = offset_from_file_name(path.name)
+    if parsed is None:
+        raise ValueError(f"not a segment file: {path}")
+    base, kind, _ = parsed
+    return path.with_name(filename_prefix(base) + kind + suffix)
 
 
 def partition_dir_name(topic: str, partition: int) -> str:

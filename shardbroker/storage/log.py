@@ -24,11 +24,12 @@ checkpoint writes. Lock order: ``_lock`` before either of the others, never the 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, NamedTuple
@@ -46,12 +47,14 @@ from shardbroker.protocol.record_batch_header import (
 )
 from shardbroker.storage import clean_shutdown
 from shardbroker.storage.checkpoint import fsync_dir, write_checkpoint
+from shardbroker.storage.cleaner_view import CleanerView
 from shardbroker.storage.errors import KafkaStorageError, LogOffsetOutOfRangeError
 from shardbroker.storage.file_modes import make_dirs
 from shardbroker.storage.file_names import (
     CLEAN_SHUTDOWN_FILE,
     LOG_START_OFFSET_CHECKPOINT,
     RECOVERY_POINT_CHECKPOINT,
+    SWAP_SUFFIX,
     parse_partition_dir,
 )
 from shardbroker.storage.group_commit import GroupCommit, SyncObserver
@@ -169,6 +172,10 @@ class PartitionLog:
         #: the appending thread: the last stable offset may have moved (the broker wakes the
         #: read_committed fetches parked on the partition, whoever appended the markers).
         self.on_markers: Callable[[], None] | None = None
+        #: Held by the log cleaner for a whole clean; close, hand-over and delete set the abort
+        #: flag and wait for it, so no clean writes into a directory another owner now has.
+        self._cleaning = threading.Lock()
+        self._cleaner_abort = threading.Event()
 
     # ------------------------------------------------------------------ open / close
 
@@ -214,6 +221,7 @@ class PartitionLog:
 
         If any of that fails (or the log is offline) there is no marker, so the next open
         recovers; the files are closed either way."""
+        self._stop_cleaning()
         with self._lock, self._io_lock:
             if not self._segments:
                 return
@@ -239,6 +247,7 @@ class PartitionLog:
         segments with their files still open: reads already handed out (a sendfile in progress)
         stay valid until the caller closes them (`LogSegment.close`). Raises KafkaStorageError if
         the checkpoints or the marker cannot be written (the next owner then recovers)."""
+        self._stop_cleaning()
         with self._lock, self._io_lock:
             if not self._segments:
                 return []
@@ -296,6 +305,7 @@ class PartitionLog:
 
     def delete(self) -> None:
         """DeleteTopics: close without a clean-shutdown marker and remove the directory."""
+        self._stop_cleaning()
         with self._lock, self._io_lock:
             for seg in self._segments.remove_all():
                 seg.close()
@@ -694,6 +704,81 @@ class PartitionLog:
                 for seg in due:
                     seg.delete_files()
         return len(due)
+
+    # ------------------------------------------------------------------ compaction
+
+    @contextlib.contextmanager
+    def cleaning(self) -> Iterator[CleanerView | None]:
+        """The log cleaner's hold on this log for one clean: the view (`_cleaner_view`), or None
+        when another clean holds it, the log is offline or closing, or nothing is inactive. The
+        view's fds are closed at the end."""
+        if not self._cleaning.acquire(blocking=False):
+            yield None
+            return
+        try:
+            view = None if self._cleaner_abort.is_set() else self._cleaner_view()
+            try:
+                yield view
+            finally:
+                for fd in view.fds if view is not None else ():
+                    os.close(fd)
+        finally:
+            self._cleaning.release()
+
+    def _stop_cleaning(self) -> None:
+        """Abort a clean in progress (it stops at its next chunk) and wait for it to let go."""
+        self._cleaner_abort.set()
+        with self._cleaning:
+            pass
+
+    def _cleaner_view(self) -> CleanerView | None:
+        """What the log cleaner reads (log_cleaner.py), taken at once: the segments before the
+        active one with a dup of each fd (so a retention delete or a close while it reads cannot
+        hand it another file's descriptor), the offsets that bound a clean, the last data offset
+        of every producer and the aborted transactions. None when offline or nothing is
+        inactive."""
+        with self._lock:
+            if self._offline is not None or len(self._segments) < 2:
+                return None
+            segments = tuple(self._segments)[:-1]
+            producers = {
+                pid: e.last_offset for pid, e in self.producer_state.producers.items() if e.last_offset >= 0
+            }
+            return CleanerView(
+                config=self.config,
+                segments=segments,
+                fds=tuple(os.dup(s.fd) for s in segments),
+                active_base=self._segments.active.base_offset,
+                log_start_offset=self._log_start_offset,
+                last_stable_offset=self.last_stable_offset,
+                producer_last_offsets=producers,
+                aborted=tuple(t for s in segments for t in s.txn_index.all_aborted_txns()),
+                abort=self._cleaner_abort,
+            )
+
+    def replace_segments(self, old: Sequence[LogSegment], cleaned: LogSegment) -> bool:
+        """Swap a cleaned group in (Kafka's replaceSegments): its ``.cleaned`` files renamed
+        ``.swap`` (the commit point: recovery finishes the swap from here), the old segments
+        renamed ``.deleted`` (removed after file.delete.delay.ms, so reads in flight finish),
+        the swap renamed to the final names. False (and ``cleaned`` deleted) when the group is
+        not in the log any more: retention, DeleteRecords, a close or a hand-over came first."""
+        with self._lock, self._io_lock:
+            if self._offline is not None or not self._segments.replace(old, cleaned):
+                cleaned.delete_files()
+                return False
+            try:
+                cleaned.change_file_suffix(SWAP_SUFFIX)
+                fsync_dir(self.directory)
+                now = self._clock()
+                for seg in old:
+                    seg.rename_to_deleted()
+                    self._pending_deletes.append((now + self.config.file_delete_delay_ms, seg))
+                cleaned.change_file_suffix("")
+                fsync_dir(self.directory)
+            except OSError as exc:  # the files are in a state recovery completes; stop using them
+                self._offline = f"swapping in a cleaned segment failed: {exc}"
+                raise KafkaStorageError(f"swapping cleaned segment {cleaned.log_path}: {exc}") from exc
+            return True
 
     def delete_records(self, offset: int) -> int:
         """DeleteRecords: move the log start offset up to ``offset`` (-1: the log end offset);

@@ -3,6 +3,7 @@ known to be durable (Kafka's LogLoader). Opens, truncates and deletes files.
 
 What it owns: the decisions of an open, returned as a `LoadedLog` for PartitionLog to adopt.
 
+- An interrupted swap of a cleaned segment is completed (:meth:`LogLoader.complete_swaps`).
 - Leftovers (file_names.LEFTOVER_SUFFIXES, index files without a ``.log``) are removed.
 - With a trusted clean-shutdown marker (clean_shutdown.py), segments are trusted and only their
   indexes get a cheap sanity check. Without it, segments wholly below the segment holding the
@@ -32,13 +33,16 @@ from shardbroker.config.log_config import LogConfig
 from shardbroker.protocol.batch_scan import BatchHeaders
 from shardbroker.storage import clean_shutdown
 from shardbroker.storage.abstract_index import CorruptIndexError
-from shardbroker.storage.checkpoint import CheckpointError, read_checkpoint
+from shardbroker.storage.checkpoint import CheckpointError, fsync_dir, read_checkpoint
 from shardbroker.storage.file_names import (
     INDEX_SUFFIX,
     LOG_START_OFFSET_CHECKPOINT,
+    LOG_SUFFIX,
     RECOVERY_POINT_CHECKPOINT,
+    SWAP_SUFFIX,
     TIME_INDEX_SUFFIX,
     list_segment_files,
+    offset_from_file_name,
 )
 from shardbroker.storage.log_segment import LogSegment
 
@@ -89,9 +93,46 @@ class LogLoader:
             return 0  # unreadable: recover everything / start from the first segment
         return entries.get((self.topic, self.partition), 0)
 
+    def complete_swaps(self) -> int:
+        """Finish the swaps a crash interrupted (Kafka's LogLoader.completeSwapOperations): a
+        ``<base>.log.swap`` is a cleaned group made durable before the old segments were touched
+        (log_cleaner.py, PartitionLog.replace_segments), so the old segments whose base offsets
+        lie in its range ``[base, its next offset)`` are deleted and the swap gets the final
+        names. A cleaned segment always ends at its group's last offset, so that range is the
+        group's. Index ``.swap`` files without their log are leftovers, removed with the others.
+        Returns how many swaps were completed."""
+        d = self.directory
+        swaps = sorted(
+            base
+            for base, kind, suffix in filter(None, (offset_from_file_name(e.name) for e in os.scandir(d)))
+            if kind == LOG_SUFFIX and suffix == SWAP_SUFFIX
+        )
+        if not swaps:
+            return 0
+        bases = list_segment_files(d).bases
+        for base in swaps:
+            swap = LogSegment(d, base, self.config, active=False, now_ms=self.now_ms, file_suffix=SWAP_SUFFIX)
+            scan = swap.scan()
+            if scan.truncated_bytes or not scan.valid_batches:
+                swap.delete_files()  # not a swap the cleaner made (it checks and syncs them whole)
+                continue
+            try:
+                end = scan.headers.next_offset or base
+                for old in bases:
+                    if base <= old < end:
+                        LogSegment(d, old, self.config, active=False).delete_files()
+                swap.change_file_suffix("")
+            finally:
+                swap.close()
+        fsync_dir(d)
+        return len(swaps)
+
     def load(self) -> LoadedLog:
         d = self.directory
         clean = clean_shutdown.trusted(d)
+        swapped = self.complete_swaps()
+        if swapped:
+            clean = False  # the indexes of a swapped-in segment are checked like any other
         listing = list_segment_files(d)
         for path in listing.leftovers + listing.orphan_indexes:
             os.unlink(path)  # an interrupted write, delete or compaction; an index without its log

@@ -57,6 +57,7 @@ from shardbroker.storage.file_names import (
     log_file,
     time_index_file,
     txn_index_file,
+    with_suffix,
 )
 from shardbroker.storage.log_validator import AppendBatches
 from shardbroker.storage.offset_index import OffsetIndex
@@ -236,7 +237,7 @@ class LogSegment:
             if first is None:
                 first = self.first_batch_timestamp()
             waited = max_timestamp - first if first >= 0 and max_timestamp >= 0 else now_ms - self.created_ms
-            if waited > self.config.segment_ms:
+            if waited > self.config.max_segment_ms:
                 return True
         return not (self.offset_index.has_room(batch_count) and self.time_index.has_room(batch_count))
 
@@ -551,6 +552,17 @@ class LogSegment:
         self.log_path = Path(str(self.log_path) + DELETED_SUFFIX)
         for idx in (self.offset_index, self.time_index, self.txn_index):
             idx.rename_to(Path(str(idx.path) + DELETED_SUFFIX))
+
+    def change_file_suffix(self, suffix: str) -> None:
+        """Rename every file to ``<base><kind><suffix>`` ("" for the final names; Kafka's
+        changeFileSuffixes), the indexes first and the log last: a log file with the new suffix
+        means its indexes were renamed before it (what recovery of a swap relies on). The fds
+        stay open."""
+        for idx in (self.offset_index, self.time_index, self.txn_index):
+            idx.rename_to(with_suffix(idx.path, suffix))
+        new = with_suffix(self.log_path, suffix)
+        os.rename(self.log_path, new)
+        self.log_path = new
 
     def delete_files(self) -> None:
         """Step two: close and unlink."""

@@ -15,7 +15,7 @@ call per step, on every fetch.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from shardbroker.config.log_config import LogConfig
 from shardbroker.storage.log_segment import LogSegment
@@ -96,6 +96,21 @@ class LogSegments:
         del self._segments[:count]
         del self._bases[:count]
         return doomed
+
+    def replace(self, old: Sequence[LogSegment], new: LogSegment) -> bool:
+        """Put ``new`` where the consecutive segments ``old`` are (a cleaned group); False, and
+        no change, when they are not all there any more (retention deleted some meanwhile)."""
+        if not old:
+            return False
+        try:
+            i = self._segments.index(old[0])
+        except ValueError:
+            return False
+        if self._segments[i : i + len(old)] != list(old) or i + len(old) >= len(self._segments):
+            return False  # gone, or would replace the active segment
+        self._segments[i : i + len(old)] = [new]
+        self._bases[i : i + len(old)] = [new.base_offset]
+        return True
 
     def remove_all(self) -> list[LogSegment]:
         doomed, self._segments, self._bases = self._segments, [], []
