@@ -109,6 +109,10 @@ class RecordColumns:
     key_lengths: _I64
     value_starts: _I64
     value_lengths: _I64
+    #: Where each record's bytes (from its length varint) start and end in ``data``: a record
+    #: can be copied as written (the log cleaner keeps records without re-encoding them).
+    record_starts: _I64
+    record_ends: _I64
     headers: list[tuple[Header, ...]] | None = None
 
     def __len__(self) -> int:
@@ -131,7 +135,8 @@ class RecordColumns:
         return RecordColumns(
             self.data, self.offsets[i:], self.timestamps[i:], self.offset_deltas[i:],
             self.timestamp_deltas[i:], self.attributes[i:], self.key_starts[i:], self.key_lengths[i:],
-            self.value_starts[i:], self.value_lengths[i:], None if self.headers is None else self.headers[i:],
+            self.value_starts[i:], self.value_lengths[i:], self.record_starts[i:], self.record_ends[i:],
+            None if self.headers is None else self.headers[i:],
         )  # fmt: skip
 
     def records(self) -> Iterator[Record]:
@@ -404,7 +409,7 @@ def record_columns(
             headers[i] = _record_headers(data, int(starts[i]), int(ends[i]))
     return RecordColumns(
         data, offsets, timestamps, offset_deltas, timestamp_deltas, f.attributes, f.key_starts,
-        f.key_lengths, f.value_starts, f.value_lengths, headers,
+        f.key_lengths, f.value_starts, f.value_lengths, starts, ends, headers,
     )  # fmt: skip
 
 
