@@ -46,6 +46,7 @@ import contextlib
 import itertools
 import logging
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -86,8 +87,11 @@ class ForwardResult:
     error_code: int
     base_offset: int = -1
     log_append_time: int = -1
-    #: Why, when the answer was not the owner's (a refused transaction verification).
+    #: Why, when the answer was not the owner's (a refused transaction verification) or came
+    #: from this worker's own append; the owner's ack carries only the code.
     error_message: str | None = None
+    #: The records that failed the batch, when this worker appended it (AppendResult's).
+    record_errors: Sequence[tuple[int, str]] = ()
 
 
 @dataclass(eq=False)

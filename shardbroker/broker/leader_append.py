@@ -5,8 +5,10 @@ One Produce partition (`append_to_leader`) or a local producer's lot of whole ba
 rules (the only place that refuses a batch: framing, magic, codec, CRC, sizes, counts), then one
 `PartitionLog.append` that stamps offsets and the leader epoch in place and writes once, then the
 bookkeeping: counters, waking parked fetches, the flush the policy asks for (log_flusher.py).
-Records are never decoded and batch bytes are never copied besides the one write. Never raises
-for bad input: the error code is in the `AppendResult`.
+Records are decoded only on compacted topics, whose records must have keys
+(`log_validator.check_record_keys`: INVALID_RECORD with the keyless records' indexes, the batch
+refused whole); batch bytes are never copied besides the one write. Never raises for bad input:
+the error code is in the `AppendResult`.
 
 Idempotence is the log's ProducerStateManager: a retried batch is answered with its original
 offsets and NONE; OUT_OF_ORDER_SEQUENCE_NUMBER (45) and INVALID_PRODUCER_EPOCH (47) come from
@@ -21,14 +23,15 @@ Cost (one-record batches, in-process): `PartitionLog.append` 5.2 us, `ReplicaMan
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Final, NamedTuple
 
 from shardbroker.broker.log_flusher import LogFlusher
 from shardbroker.broker.partition import Partition
 from shardbroker.protocol.errors import ErrorCode
-from shardbroker.storage.errors import StorageError
+from shardbroker.storage.errors import RecordValidationError, StorageError
 from shardbroker.storage.log import LogAppendInfo
-from shardbroker.storage.log_validator import check_produce_batch
+from shardbroker.storage.log_validator import check_produce_batch, check_record_keys
 
 __all__ = ["AppendResult", "append_batches_to_leader", "append_marker_to_leader", "append_to_leader"]
 
@@ -48,6 +51,8 @@ class AppendResult(NamedTuple):
     error_message: str | None = None
     #: acks=-1 must wait until this offset is durable (-1: nothing to wait for).
     flush_offset: int = -1
+    #: ``(index in the batch, why)`` of each record that failed the batch (Produce v8+).
+    record_errors: Sequence[tuple[int, str]] = ()
 
 
 def append_to_leader(p: Partition, records: Any, flusher: LogFlusher) -> AppendResult:
@@ -55,13 +60,18 @@ def append_to_leader(p: Partition, records: Any, flusher: LogFlusher) -> AppendR
     p.produce_requests += 1
     plog = p.log
     try:
-        (_, _, _, _, _, _, _, _, _, pid, epoch, seq, _) = check_produce_batch(records)
+        f = check_produce_batch(records)
+        if "compact" in plog.config.cleanup_policy:  # LogConfig.compact, 25 ns cheaper inline
+            check_record_keys(records, f, plog.config, p.topic, p.index)
+        (_, _, _, _, _, _, _, _, _, pid, epoch, seq, _) = f
         if pid >= 0 and seq != 0 and pid not in plog.producer_state.producers:
             return AppendResult(
                 int(ErrorCode.UNKNOWN_PRODUCER_ID),
                 error_message=f"no state for producer {pid} (epoch {epoch}): first sequence must be 0",
             )
         info = plog.append(records, leader_epoch=p.leader_epoch)
+    except RecordValidationError as exc:
+        return AppendResult(exc.error_code, error_message=str(exc), record_errors=exc.record_errors)
     except StorageError as exc:
         return AppendResult(exc.error_code, error_message=str(exc))
     if info.duplicate:
@@ -139,6 +149,13 @@ def append_batches_to_leader(
             lot.append(b)
             size += len(b)
         return out + append_batches_to_leader(p, lot, flusher)
+    cfg = p.log.config
+    if cfg.compact:  # after the split into lots, so that each batch's keys are read once
+        try:
+            for b in batches:
+                check_record_keys(b, check_produce_batch(b), cfg, p.topic, p.index)
+        except StorageError:
+            return [append_to_leader(p, b, flusher) for b in batches]
     try:
         info = p.log.append(batches, leader_epoch=p.leader_epoch)
     except StorageError:

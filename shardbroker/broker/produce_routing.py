@@ -108,7 +108,9 @@ async def _reroute(
                     p, r.flush_offset, max(deadline - loop.time(), 0.0)
                 )
                 return ForwardResult(code, -1 if code else r.base_offset, r.log_append_time)
-            return ForwardResult(r.error_code, r.base_offset, r.log_append_time)
+            return ForwardResult(
+                r.error_code, r.base_offset, r.log_append_time, r.error_message, r.record_errors
+            )
         try:
             return await asyncio.wait_for(asyncio.shield(acked), max(deadline - loop.time(), 0.0))
         except TimeoutError:

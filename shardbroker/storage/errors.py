@@ -21,6 +21,7 @@ __all__ = [
     "OutOfOrderSequenceError",
     "RecordBatchTooLargeError",
     "RecordTooLargeError",
+    "RecordValidationError",
     "StorageError",
     "TransactionCoordinatorFencedError",
     "UnsupportedCompressionTypeError",
@@ -126,3 +127,14 @@ class InvalidRecordError(StorageError):
 
     error_code = 87
     error_name = "INVALID_RECORD"
+
+
+class RecordValidationError(InvalidRecordError):
+    """Records of a sound batch that break a rule of the topic, e.g. a null key on a compacted
+    topic (Kafka's RecordValidationException): the whole batch is refused and ``record_errors``
+    names each record, ``(index in the batch, why)``, for Produce v8+'s ``record_errors`` (KIP-467),
+    so a client can tell which of its records failed the batch."""
+
+    def __init__(self, message: str, record_errors: list[tuple[int, str]]) -> None:
+        super().__init__(message)
+        self.record_errors = record_errors

@@ -2,10 +2,11 @@
 
 The one place that refuses a batch. Two layers: `check_produce_batch`, Kafka's Produce rules for
 one partition's records, run by broker/leader_append.py before the log is touched (null or short
-records, magic other than 2, not exactly one batch, codec ids 5-7); then
-`validate_and_assign` (and `check_single_batch`, its one-batch shortcut) when the log appends:
-framing, magic, ``max.message.bytes``, counts and offset deltas, sequences, control batches,
-CRC-32C and ``segment.bytes``. Each refusal is a StorageError carrying Kafka's error code.
+records, magic other than 2, not exactly one batch, codec ids 5-7), and on compacted topics
+`check_record_keys` (every record has a key); then `validate_and_assign` (and
+`check_single_batch`, its one-batch shortcut) when the log appends: framing, magic,
+``max.message.bytes``, counts and offset deltas, sequences, control batches, CRC-32C and
+``segment.bytes``. Each refusal is a StorageError carrying Kafka's error code.
 
 Works on the batch header only (defined in shardbroker/protocol/record_batch_header.py; the
 fields touched here, big-endian, from the batch start)::
@@ -23,7 +24,8 @@ fields touched here, big-endian, from the batch start)::
 Every check runs over every batch before anything is patched or written, so a refused append
 leaves the log untouched. A Python loop over ``struct.unpack_from`` rather than the numpy
 ``scan_batches``: 0.3 us a header against 66 us for one batch (docs/notes/replica-manager.md).
-Records inside batches are not decoded, so there are no per-record checks.
+Records inside batches are decoded only for compacted topics, by `check_record_keys`: the one
+per-record check.
 """
 
 from __future__ import annotations
@@ -32,9 +34,15 @@ import struct
 from collections.abc import Sequence
 from typing import Final, TypeAlias
 
+import numpy as np
 from crc32c import crc32c as _hw_crc32c
 
+from shardbroker.config.log_config import LogConfig
+from shardbroker.protocol.batch_scan import scan_batches
 from shardbroker.protocol.compression import CompressionType
+from shardbroker.protocol.errors import ProtocolError
+from shardbroker.protocol.primitives import decode_varint
+from shardbroker.protocol.record_batch import RecordBatch
 from shardbroker.protocol.record_batch_header import (
     ATTRIBUTES_OFFSET,
     BASE_OFFSET_OFFSET,
@@ -52,11 +60,13 @@ from shardbroker.protocol.record_batch_header import (
     PARTITION_LEADER_EPOCH_OFFSET,
     TIMESTAMP_TYPE_BIT,
 )
+from shardbroker.protocol.record_columns import record_columns
 from shardbroker.storage.errors import (
     CorruptRecordError,
     InvalidRecordError,
     RecordBatchTooLargeError,
     RecordTooLargeError,
+    RecordValidationError,
     StorageError,
     UnsupportedCompressionTypeError,
     UnsupportedForMessageFormatError,
@@ -70,6 +80,7 @@ __all__ = [
     "AppendBatches",
     "Buffer",
     "check_produce_batch",
+    "check_record_keys",
     "check_single_batch",
     "header_error",
     "pack_epoch",
@@ -220,6 +231,93 @@ def _produce_refusal(records: Buffer | None) -> StorageError:
         return CorruptRecordError(f"batch declares {length + LOG_OVERHEAD} bytes but {n} were sent")
     assert attrs & COMPRESSION_MASK > _MAX_CODEC
     return UnsupportedCompressionTypeError(f"unknown compression type id {attrs & COMPRESSION_MASK}")
+
+
+def check_record_keys(
+    records: Buffer, f: tuple[int, ...], cfg: LogConfig, topic: str, partition: int
+) -> None:
+    """A compacted topic's rule (Kafka's LogValidator.validateKey): every record of the batch
+    ``records`` (header ``f``, from :func:`check_produce_batch`) has a key, else the whole batch
+    is refused, RecordValidationError (INVALID_RECORD, 87) listing the index of each keyless
+    record with Kafka's messages. Control batches are the coordinator's (and have keys).
+
+    Kafka refuses a batch for its header, size or CRC before looking at its records, so a
+    refusal here is first checked against those (:func:`check_single_batch`): a damaged batch
+    is answered CORRUPT_MESSAGE, not a key error made up from damaged bytes. Records that do not
+    decode are CORRUPT_MESSAGE too.
+
+    Cost: what ``ReplicaManager.append`` of one uncompressed batch of keyed 100 B records takes on
+    a compacted topic against a ``delete`` one (in-process, best of 5, a 2-core machine): 1
+    record 6.2 / 4.2 us, 5 records 8.0 / 4.7 us, 100 records 49 / 12 us, 1,000 records 0.43 /
+    0.04 ms, 2,047 records 0.88 / 0.08 ms (the walk), 2,048 records 0.63 / 0.08 ms and 8,000
+    records (1 MiB) 1.8 / 0.3 ms (record_columns); 30,000 records of 10 B 5.0 / 1.0 ms. Topics
+    that do not compact never come here: their produce is unchanged (4.31 against 4.30 us a
+    1-record batch, medians of 6 interleaved runs before and after this check existed)."""
+    if f[5] & CONTROL_BIT:
+        return
+    mv = memoryview(records)
+    error: StorageError
+    try:
+        keyless = _keyless_records(mv, f[12])
+        if not keyless:
+            return
+        why = f"Compacted topic cannot accept message without key in topic partition {topic}-{partition}"
+        errors = [(i, why) for i in keyless]
+        shown = ", ".join(f"RecordError(batchIndex={i}, message='{why}')" for i, _ in errors[:3])
+        error = RecordValidationError(
+            f"One or more records have been rejected due to {len(errors)} record errors in total, "
+            f"and only showing the first three errors at most: [{shown}]",
+            errors,
+        )
+    except (ProtocolError, IndexError) as exc:  # InvalidRecordBatch, a bad varint, a record overrun
+        error = CorruptRecordError(f"records do not decode: {exc}")
+    check_single_batch(mv, f, cfg.max_message_bytes, cfg.segment_bytes, True, False)
+    raise error
+
+
+#: From this many records on, a batch's keys are read by the vectorised record decoder, whose
+#: fixed cost (0.1-0.4 ms for one batch, more when records differ in size) the Python walk's
+#: ~0.4 us a record repays at 1,000-3,000 records (timeit, keyed records of 10 and 100 B).
+_COLUMNS_MIN_RECORDS: Final = 2048
+
+
+def _keyless_records(batch: memoryview, count: int) -> list[int]:
+    """The indexes of the records of one whole batch (``count`` of them) whose key is null.
+
+    Batches of fewer than ``_COLUMNS_MIN_RECORDS`` records are walked in Python, reading only
+    each record's length, the two deltas' widths and the key length (layout in
+    shardbroker/protocol/record_batch.py); a null key is the one-byte zig-zag varint -1, 0x01
+    (Kafka writes varints in their shortest form). Larger ones go through ``record_columns``,
+    which decodes (and checks) every field of every record at once: 10,000 records of 100 B in
+    2.0 ms against 3.9 ms walked, 40,000 records of 10 B in 5.2 against 9.0 ms. Both decompress
+    compressed batches first."""
+    if count >= _COLUMNS_MIN_RECORDS:
+        keys = record_columns(batch, scan_batches(batch)).key_lengths
+        return [int(i) for i in np.flatnonzero(keys < 0)]
+    data = RecordBatch(batch).records_data()
+    keyless = []
+    pos = 0
+    for i in range(count):
+        b = data[pos]
+        if b < 0x80 and not b & 1:  # a record shorter than 64 bytes: its length is one byte
+            length = b >> 1
+            pos += 1
+        else:
+            length, pos = decode_varint(data, pos)
+            if length < 0:
+                raise ProtocolError(f"record {i} has length {length}")
+        p = pos + 1  # past the attributes
+        while data[p] & 0x80:  # timestampDelta
+            p += 1
+        p += 1
+        while data[p] & 0x80:  # offsetDelta
+            p += 1
+        if data[p + 1] == 1:
+            keyless.append(i)
+        pos += length
+    if pos != data.nbytes:
+        raise ProtocolError(f"{count} records take {pos} bytes, the batch has {data.nbytes}")
+    return keyless
 
 
 def check_single_batch(

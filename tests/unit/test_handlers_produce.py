@@ -12,6 +12,7 @@ from shardbroker.broker.handlers.produce import HANDLER, handle_produce, produce
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.codec import decode, encode
 from shardbroker.protocol.errors import ErrorCode
+from shardbroker.protocol.record_batch_builder import RecordBatchBuilder
 from tests.unit.replica_fakes import Harness, batch, image, run, topic
 
 IMG = image(
@@ -171,3 +172,69 @@ def test_error_response_covers_every_partition() -> None:
     )
     encode(resp, 9)
     encode(produce_error_response(req, 3, ErrorCode.UNKNOWN_SERVER_ERROR, "boom"), 3)
+
+
+def keyed(keys: list[bytes | None]) -> bytearray:
+    builder = RecordBatchBuilder()
+    for k in keys:
+        builder.append(b"value", key=k)
+    return bytearray(builder.build())
+
+
+COMPACTED = image(
+    topic("c", configs={"cleanup.policy": "compact"}),
+    topic("cd", configs={"cleanup.policy": "compact,delete"}),
+    topic("d", configs={"cleanup.policy": "delete"}),
+)
+
+
+@pytest.mark.parametrize("version", range(3, 12))
+def test_keyless_records_on_a_compacted_topic_refuse_the_batch(tmp_path: Path, version: int) -> None:
+    async def main() -> None:
+        async with Harness(tmp_path, COMPACTED) as h:
+            ctx = h.ctx(0, version)
+            ok = await handle_produce(ctx, request([("c", 0, keyed([b"a", b"b"]))]))
+            assert ok is not None and answers(ok)["c", 0].error_code == 0
+            keyless = [b"a", None, b"c", None, b"e"]
+            resp = await handle_produce(ctx, request([(t, 0, keyed(keyless)) for t in ("c", "cd", "d")]))
+            assert resp is not None
+            got = answers(decode(m.ProduceResponse, encode(resp, version), version))
+            assert (got["d", 0].error_code, got["d", 0].base_offset) == (0, 0)  # delete: no rule
+            for name in ("c", "cd"):
+                a = got[name, 0]
+                assert (a.error_code, a.base_offset) == (ErrorCode.INVALID_RECORD, -1)
+                why = f"Compacted topic cannot accept message without key in topic partition {name}-0"
+                if version >= 8:  # KIP-467
+                    assert [(e.batch_index, e.batch_index_error_message) for e in a.record_errors] == [
+                        (1, why),
+                        (3, why),
+                    ]
+                    assert a.error_message.startswith("One or more records have been rejected due to 2")
+                else:
+                    assert a.record_errors == [] and a.error_message is None
+            # nothing of the refused batches was written
+            for name, end in (("c", 2), ("cd", 0), ("d", 5)):
+                p = h.replicas.get(name, 0)
+                assert p is not None and p.log.log_end_offset == end
+
+    run(main())
+
+
+def test_a_local_producers_lot_refuses_only_its_keyless_batch(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with Harness(tmp_path, COMPACTED) as h:
+            keys: list[list[bytes | None]] = [[b"a"], [b"b", None], [b"c", b"d"]]
+            lot = [memoryview(keyed(k)) for k in keys]
+            results = h.replicas.append_batches("c", 0, lot)
+            assert [(r.error_code, r.base_offset) for r in results] == [
+                (0, 0),
+                (ErrorCode.INVALID_RECORD, -1),
+                (0, 1),
+            ]
+            assert [i for i, _ in results[1].record_errors] == [1]
+            p = h.replicas.get("c", 0)
+            assert p is not None and p.log.log_end_offset == 3
+            good = h.replicas.append_batches("c", 0, [memoryview(keyed([b"e"])), memoryview(keyed([b"f"]))])
+            assert [(r.error_code, r.base_offset) for r in good] == [(0, 3), (0, 4)]
+
+    run(main())

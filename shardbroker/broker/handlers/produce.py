@@ -42,7 +42,7 @@ check per topic (~0.4 us) and a look at each partition's first batch header (~0.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 from shardbroker.broker.auth_helper import authorize
@@ -136,6 +136,8 @@ async def handle_produce(ctx: RequestContext, request: m.ProduceRequest) -> m.Pr
                 replicas.counters.error(_API_KEY, r.error_code)
                 if with_message:
                     resp.error_message = r.error_message
+                    if r.record_errors:
+                        resp.record_errors = _record_errors(r.record_errors)
                 if r.error_code == _NOT_LEADER and version >= 10:
                     leader, epoch = replicas.leader_of(name, pd.index)
                     resp.current_leader = m.ProduceResponse.LeaderIdAndEpoch(
@@ -162,6 +164,8 @@ async def handle_produce(ctx: RequestContext, request: m.ProduceRequest) -> m.Pr
                 resp.error_message = f.error_message or (
                     f"forwarding to the partition's owner: {ErrorCode(f.error_code).name}"
                 )
+                if f.record_errors:
+                    resp.record_errors = _record_errors(f.record_errors)
             if f.error_code == _NOT_LEADER and version >= 10:
                 leader, epoch = replicas.leader_of(name, resp.index)
                 resp.current_leader = m.ProduceResponse.LeaderIdAndEpoch(leader_id=leader, leader_epoch=epoch)
@@ -211,7 +215,7 @@ async def _verified(
         r = replicas.append(topic, index, records)
         if r.error_code == _NOT_LEADER and forwarder is not None and isinstance(records, _BUFFERS):
             return reroute(ctx.worker, forwarder, topic, index, records, acks, timeout)
-        done = ForwardResult(r.error_code, r.base_offset, r.log_append_time, r.error_message)
+        done = ForwardResult(r.error_code, r.base_offset, r.log_append_time, r.error_message, r.record_errors)
         p = replicas.get(topic, index)
         if r.error_code or r.flush_offset < 0 or acks != -1 or p is None:
             return done
@@ -228,6 +232,14 @@ async def _durable(flushed: Awaitable[int], done: ForwardResult) -> ForwardResul
         if not code
         else ForwardResult(code, error_message="the flush this append needed did not complete")
     )
+
+
+def _record_errors(errors: Sequence[tuple[int, str]]) -> list[m.ProduceResponse.BatchIndexAndErrorMessage]:
+    """KIP-467's per-record answer (v8+): which records of the batch failed it, and why."""
+    return [
+        m.ProduceResponse.BatchIndexAndErrorMessage(batch_index=i, batch_index_error_message=why)
+        for i, why in errors
+    ]
 
 
 def _transactional(request: m.ProduceRequest) -> bool:
