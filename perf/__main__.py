@@ -23,6 +23,10 @@ COMMANDS = {
         "read_committed vs read_uncommitted consume over 10 % aborted data; Fetch handler cost",
     ),
     "transactions": ("perf.bench_transactions:main", "transactional vs idempotent produce; commit latency"),
+    "offsetmap": (
+        "perf.bench_offset_map:main",
+        "the log cleaner's numpy key map vs a dict: build, probe, memory",
+    ),
 }
 
 
