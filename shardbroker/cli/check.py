@@ -5,16 +5,22 @@ broker's data dir (what it then reports is a snapshot of files still being writt
 What it checks: every ``<topic>-<partition>`` directory with storage/verify/ (each batch's
 length chain, CRC-32C, magic and offsets as recovery checks them, offsets across batches and
 segments, base offsets against file names, every ``.index``/``.timeindex`` entry against the
-log, the recovery-point and log-start-offset checkpoints against the log, ``partition.metadata``
-and ``leader-epoch-checkpoint``; ``-delete`` directories are noted); and the controller's
-metadata (metadata_log.py): the snapshot and each metadata log frame (length, CRC-32C, JSON),
-that the records replay, and that partition directories and topics agree.
+log, the recovery-point, log-start-offset and cleaner-offset checkpoints against the log,
+``partition.metadata`` and ``leader-epoch-checkpoint``; ``-delete`` directories are noted); and
+the controller's metadata (metadata_log.py): the snapshot and each metadata log frame (length,
+CRC-32C, JSON), that the records replay, and that partition directories and topics agree.
+
+Compacted partitions (those with a ``cleaner-offset-checkpoint``) have offset gaps, empty batches
+and delete horizons by design; only the gaps of other partitions are noted. A clean a crash
+interrupted is noted: the next open of the log removes its ``.cleaned`` files and completes its
+``.swap``, and the log is checked as that open will leave it (storage/verify/partition.py).
 
 Output: one line per finding, ``SEVERITY: FILE: position P, offset O, batch B: what is wrong``
-(``damage``, ``repairable``: the broker's recovery fixes it on its next start without losing an
-acknowledged write, e.g. a torn tail; ``note``), a line per partition with ``--verbose``, then a
-summary. Progress goes to stderr once a second when a run takes longer than that. ``--json``
-prints one JSON document instead.
+(``damage``, ``repairable``: the broker fixes it by itself without losing an acknowledged write,
+by its recovery on its next start (e.g. a torn tail) or its next clean (a cleaner checkpoint it
+cannot use); ``note``), a line per partition with ``--verbose``, then a summary. Progress goes
+to stderr once a second when a run takes longer than that. ``--json`` prints one JSON document
+instead.
 
 Exit codes: 0 clean (notes only), 1 damage found, 2 bad usage (no such directory, not a data
 dir, bad options), 3 only repairable findings.
@@ -302,16 +308,17 @@ def _verdict(problems: list[Problem]) -> int:
 _VERDICTS: Final = {
     EXIT_CLEAN: "clean",
     EXIT_DAMAGED: "DAMAGED",
-    EXIT_REPAIRABLE: "repairable: the broker's recovery fixes every finding on its next start",
+    EXIT_REPAIRABLE: "repairable: the broker fixes every finding by itself (next start or clean)",
 }
 
 
 def _partition_line(r: PartitionReport) -> str:
     offsets = "empty" if r.log_end_offset is None else f"offsets {r.log_start_offset}..{r.log_end_offset}"
+    compacted = f", compacted (cleaner checkpoint {r.cleaner_checkpoint})" if r.compacted else ""
     return (
         f"{r.directory.name}: {r.segments} segments, {r.batches} batches, {r.records} records, "
         f"{_size(r.bytes)}, {offsets} (log start..end), recovery point {r.recovery_point}, "
-        f"{'clean shutdown' if r.clean_shutdown else 'no clean-shutdown marker'}"
+        f"{'clean shutdown' if r.clean_shutdown else 'no clean-shutdown marker'}{compacted}"
     )
 
 
@@ -432,8 +439,8 @@ def register(commands: Any) -> None:
         ),
         epilog=(
             "exit codes: 0 clean, 1 damage found, 2 bad usage (no such directory, not a data dir), "
-            "3 only findings the broker's recovery repairs on its next start "
-            "(a torn tail, an index it rebuilds)"
+            "3 only findings the broker repairs by itself (a torn tail, an index it rebuilds "
+            "on its next start, a cleaner checkpoint its next clean rewrites)"
         ),
     )
     p.add_argument("data_dir", type=Path, metavar="DATA_DIR", help="the broker's data dir (log.dirs)")

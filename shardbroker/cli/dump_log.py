@@ -5,11 +5,21 @@ Output follows Kafka's DumpLogSegments, so scripts written for it keep working:
 
 - ``.log``: ``Dumping FILE``, ``Log starting offset: N``, then one line per batch: baseOffset
   lastOffset count baseSequence lastSequence producerId producerEpoch partitionLeaderEpoch
-  isTransactional isControl position CreateTime|LogAppendTime (the batch's maxTimestamp) size magic
-  compresscodec crc isvalid (``isvalid`` is the CRC-32C check, as in Kafka). With
-  ``--deep-iteration`` one ``| offset: ...`` line per record follows its batch (offset, timestamp,
-  keySize, valueSize, sequence, headerKeys; a transaction marker's type and coordinator epoch),
-  compressed batches decompressed; ``--print-data-log`` adds ``key:`` and ``payload:``.
+  isTransactional isControl deleteHorizonMs position CreateTime|LogAppendTime (the batch's
+  maxTimestamp) size magic compresscodec crc isvalid (``isvalid`` is the CRC-32C check, as in
+  Kafka). With ``--deep-iteration`` one ``| offset: ...`` line per record follows its batch
+  (offset, timestamp, keySize, valueSize, sequence, headerKeys; a transaction marker's type and
+  coordinator epoch), compressed batches decompressed; ``--print-data-log`` adds ``key:`` and
+  ``payload:`` (``null`` for a null key or value: a tombstone's payload).
+- Compacted logs (storage/log_cleaner.py) print as they are: a batch keeps its baseOffset and
+  lastOffset while records inside it are removed, so record offsets skip, batches skip offsets
+  between them, and a batch kept only for its producer's sequence numbers shows ``count: 0`` and
+  no records. ``deleteHorizonMs`` is printed as Kafka 3.1+ prints its OptionalLong:
+  ``OptionalLong[<ms>]`` when the batch has the delete-horizon attribute (bit 6: its
+  baseTimestamp is the horizon, after which the cleaner drops its tombstones and markers),
+  ``OptionalLong.empty`` otherwise, so scripts that split Kafka's lines keep working. The
+  offset-gap notes after a file are left out in a compacted partition (one with a
+  ``cleaner-offset-checkpoint``), where gaps are normal.
 - ``.index``: ``offset: O position: P`` per entry; ``.timeindex``: ``timestamp: T offset: O``.
 - ``.txnindex``: ``version: V producerId: P firstOffset: F lastOffset: L lastStableOffset: S`` per
   aborted transaction; ``.snapshot`` (producer state): ``producerId: P producerEpoch: E
@@ -49,6 +59,7 @@ from shardbroker.protocol.control_records import ControlRecord
 from shardbroker.protocol.record_batch import InvalidRecordBatch, Record, RecordBatch
 from shardbroker.protocol.record_batch_header import NO_SEQUENCE, TimestampType
 from shardbroker.storage.file_names import (
+    CLEANER_OFFSET_CHECKPOINT,
     INDEX_SUFFIX,
     LOG_SUFFIX,
     SNAPSHOT_SUFFIX,
@@ -102,6 +113,11 @@ def _bool(value: bool) -> str:
     return "true" if value else "false"
 
 
+def _optional_long(value: int | None) -> str:
+    """Java's OptionalLong.toString, which Kafka's DumpLogSegments prints for deleteHorizonMs."""
+    return "OptionalLong.empty" if value is None else f"OptionalLong[{value}]"
+
+
 #: Control characters as backslash escapes, so a key or value cannot break the line-per-record output.
 _ESCAPES: Final = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)}
 
@@ -129,6 +145,7 @@ def _batch_fields(batch: RecordBatch, position: int, valid: bool) -> dict[str, A
         "partition_leader_epoch": batch.partition_leader_epoch,
         "is_transactional": batch.is_transactional,
         "is_control": batch.is_control,
+        "delete_horizon_ms": batch.base_timestamp if batch.has_delete_horizon else None,
         "position": position,
         "timestamp_type": _TIMESTAMP_NAMES[batch.timestamp_type],
         "max_timestamp": batch.max_timestamp,
@@ -147,7 +164,7 @@ def _batch_line(f: dict[str, Any]) -> str:
         f"producerId: {f['producer_id']} producerEpoch: {f['producer_epoch']} "
         f"partitionLeaderEpoch: {f['partition_leader_epoch']} "
         f"isTransactional: {_bool(f['is_transactional'])} isControl: {_bool(f['is_control'])} "
-        f"position: {f['position']} "
+        f"deleteHorizonMs: {_optional_long(f['delete_horizon_ms'])} position: {f['position']} "
         f"{f['timestamp_type']}: {f['max_timestamp']} size: {f['size']} magic: {f['magic']} "
         f"compresscodec: {f['compression']} crc: {f['crc']} isvalid: {_bool(f['is_valid'])}"
     )
@@ -182,7 +199,8 @@ def _record_line(f: dict[str, Any]) -> str:
     if "end_txn_marker" in f:
         return f"{line} endTxnMarker: {f['end_txn_marker']} coordinatorEpoch: {f['coordinator_epoch']}"
     if "payload" in f:
-        return f"{line} key: {f['key'] if f['key'] is not None else 'null'} payload: {f['payload']}"
+        key, payload = ("null" if v is None else v for v in (f["key"], f["payload"]))
+        return f"{line} key: {key} payload: {payload}"  # a tombstone's payload is null
     return line
 
 
@@ -225,7 +243,9 @@ def _dump_log(path: Path, base: int, args: argparse.Namespace, out: _Out) -> Non
     )
     scan = scan_segment(path, base, on_chunk)
     later = _later_segments(path.parent, base)
-    found += batch_problems(scan, last_segment=later == 0, later_segments=later) + record_problems
+    compacted = (path.parent / CLEANER_OFFSET_CHECKPOINT).exists()
+    found += batch_problems(scan, last_segment=later == 0, later_segments=later, compacted=compacted)
+    found += record_problems
     if args.verify_index:
         found += verify_segment_indexes(scan, *indexes, closed=later > 0, recovered=False)
     for p in found:
@@ -313,7 +333,8 @@ def _dump_txn_index(path: Path, base: int, args: argparse.Namespace, out: _Out) 
         out.problem(Problem(Severity.DAMAGE, "log-missing", path, f"no {log_file(d, base).name} beside it"))
         return
     scans = [scan_segment(log_file(d, b), b) for b in bases]
-    for p in verify_txn_indexes(d, scans, bases[0], recovered_from=1 << 63):
+    compacted = (d / CLEANER_OFFSET_CHECKPOINT).exists()
+    for p in verify_txn_indexes(d, scans, bases[0], recovered_from=1 << 63, compacted=compacted):
         if p.path == path:
             out.problem(p)
 

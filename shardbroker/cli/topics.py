@@ -13,6 +13,18 @@ topic's own settings, STATIC_BROKER_CONFIG for a broker-wide default from the co
 DEFAULT_CONFIG). ``alter`` grows partitions (CreatePartitions) and sets or removes configs
 through IncrementalAlterConfigs, so the topic's other settings stay as they are.
 
+``describe --data-dir DIR`` adds, per partition of a compacted topic (``cleanup.policy`` has
+``compact``), the log cleaner's state read from ``DIR/<topic>-<partition>`` on this host: log
+start and end offsets, first dirty offset (from the cleaner checkpoint), first uncleanable offset,
+dirty ratio, whether a clean is due, and when the last clean ended. Kafka has no API for it, so
+the choice was between the broker's ``/metrics`` and its files. The files win: they give every
+number exactly as the cleaner computes it (storage/verify/cleaner_state.py runs the cleaner's
+own ``cleanable_offsets`` on them, read-only, never opening a file for writing), work with the
+broker stopped, and need no metrics address or credentials; ``/metrics`` has only the dirty
+ratio per partition, as of the cleaner's last look. Neither says which partition the cleaner gave
+up on (uncleanable: a per-worker count in ``/metrics``, the partition in the broker's log).
+Without ``--data-dir`` the output is unchanged.
+
 Exit codes as every client command (:mod:`shardbroker.cli.common`): 0 done, 1 runtime error (a
 Kafka error such as TOPIC_ALREADY_EXISTS or UNKNOWN_TOPIC_OR_PARTITION, an unreachable broker),
 2 bad usage.
@@ -21,6 +33,9 @@ Kafka error such as TOPIC_ALREADY_EXISTS or UNKNOWN_TOPIC_OR_PARTITION, an unrea
 from __future__ import annotations
 
 import argparse
+import time
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shardbroker.cli.common import (
@@ -40,6 +55,7 @@ if TYPE_CHECKING:
     from shardbroker.client.admin import AdminClient
     from shardbroker.client.admin_cluster import TopicInfo
     from shardbroker.client.admin_topics import ConfigEntry
+    from shardbroker.storage.verify.cleaner_state import CleanerState
 
 __all__ = ["register", "replication_factor"]
 
@@ -119,7 +135,68 @@ def _described(admin: AdminClient, args: argparse.Namespace) -> list[tuple[Topic
     return [(info, configs[info.name]) for info in infos]
 
 
-def _topic_json(info: TopicInfo, configs: list[ConfigEntry]) -> dict[str, Any]:
+def _cleaner_states(
+    data_dir: Path, described: list[tuple[TopicInfo, list[ConfigEntry]]]
+) -> dict[tuple[str, int], CleanerState | str]:
+    """The cleaner state of every partition of the compacted topics, from ``data_dir``."""
+    from shardbroker.config.config_def import ConfigError
+    from shardbroker.config.log_config import (
+        CLEANUP_POLICY,
+        MAX_COMPACTION_LAG_MS,
+        MIN_CLEANABLE_DIRTY_RATIO,
+        MIN_COMPACTION_LAG_MS,
+        LogConfig,
+    )
+    from shardbroker.storage.file_names import partition_dir_name
+    from shardbroker.storage.verify.cleaner_state import read_cleaner_state
+
+    wanted = {
+        k.name
+        for k in (CLEANUP_POLICY, MIN_CLEANABLE_DIRTY_RATIO, MIN_COMPACTION_LAG_MS, MAX_COMPACTION_LAG_MS)
+    }
+    now_ms = int(time.time() * 1000)
+    out: dict[tuple[str, int], CleanerState | str] = {}
+    for info, configs in described:
+        try:
+            config = LogConfig().overrides(
+                {c.name: c.value for c in configs if c.name in wanted and c.value is not None}
+            )
+        except ConfigError as exc:
+            raise CommandError(f"topic '{info.name}': {exc}") from None
+        if not config.compact:
+            continue
+        for p in info.partitions:
+            directory = data_dir / partition_dir_name(info.name, p)
+            try:
+                state = read_cleaner_state(directory, config, now_ms)
+            except FileNotFoundError:
+                out[(info.name, p)] = f"no directory {directory}"
+                continue
+            except OSError as exc:
+                out[(info.name, p)] = f"cannot read {directory}: {exc.strerror or exc}"
+                continue
+            out[(info.name, p)] = state if state is not None else f"no segment in {directory}"
+    return out
+
+
+def _cleaner_fields(state: CleanerState | str) -> str:
+    """Tab-separated fields appended to a partition line (Kafka's tools add fields that way)."""
+    if isinstance(state, str):
+        return f"\tCleaner: {state}"
+    o = state.offsets
+    last = "never"
+    if state.last_clean_ms is not None:
+        last = datetime.fromtimestamp(state.last_clean_ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return (
+        f"\tLogStartOffset: {state.log_start_offset}\tLogEndOffset: {state.log_end_offset}"
+        f"\tFirstDirtyOffset: {o.first_dirty}\tFirstUncleanableOffset: {o.first_uncleanable}"
+        f"\tDirtyRatio: {o.dirty_ratio:.3f}\tCleanDue: {'true' if state.due else 'false'}\tLastClean: {last}"
+    )
+
+
+def _topic_json(
+    info: TopicInfo, configs: list[ConfigEntry], cleaner: dict[tuple[str, int], CleanerState | str] | None
+) -> dict[str, Any]:
     return {
         "topic": info.name,
         "topic_id": str(info.topic_id) if info.topic_id is not None else None,
@@ -132,6 +209,7 @@ def _topic_json(info: TopicInfo, configs: list[ConfigEntry]) -> dict[str, Any]:
                 "leader": leader,
                 "replicas": info.replicas.get(p, []),
                 "isr": info.isr.get(p, []),
+                **({} if cleaner is None else {"cleaner": _cleaner_json(cleaner.get((info.name, p)))}),
             }
             for p, leader in sorted(info.partitions.items())
         ],
@@ -148,6 +226,13 @@ def _topic_json(info: TopicInfo, configs: list[ConfigEntry]) -> dict[str, Any]:
     }
 
 
+def _cleaner_json(state: CleanerState | str | None) -> dict[str, Any] | None:
+    """A partition's ``cleaner`` object: its state, ``{"error": ...}``, or null (not compacted)."""
+    if isinstance(state, str):
+        return {"error": state}
+    return None if state is None else state.to_dict()
+
+
 def _replication(info: TopicInfo) -> int:
     return max((len(r) for r in info.replicas.values()), default=0)
 
@@ -157,10 +242,14 @@ def _nodes(nodes: list[int]) -> str:
 
 
 def _describe(args: argparse.Namespace) -> int:
+    data_dir: Path | None = args.data_dir
+    if data_dir is not None and not data_dir.is_dir():
+        raise UsageError(f"--data-dir {data_dir}: no such directory")
     with admin_client(args) as admin:
         described = _described(admin, args)
+    cleaner = None if data_dir is None else _cleaner_states(data_dir, described)
     if args.json:
-        print_json([_topic_json(info, configs) for info, configs in described])
+        print_json([_topic_json(info, configs, cleaner) for info, configs in described])
         return EXIT_OK
     for info, configs in described:
         overrides = ",".join(
@@ -171,9 +260,11 @@ def _describe(args: argparse.Namespace) -> int:
             f"ReplicationFactor: {_replication(info)}\tConfigs: {overrides}"
         )
         for p, leader in sorted(info.partitions.items()):
+            state = cleaner.get((info.name, p)) if cleaner is not None else None
             print(
                 f"\tTopic: {info.name}\tPartition: {p}\tLeader: {leader if leader >= 0 else 'none'}\t"
                 f"Replicas: {_nodes(info.replicas.get(p, []))}\tIsr: {_nodes(info.isr.get(p, []))}"
+                + (_cleaner_fields(state) if state is not None else "")
             )
         if args.all_configs:
             rows = [(c.name, "<sensitive>" if c.sensitive else c.value, c.source) for c in configs]
@@ -307,6 +398,15 @@ def register(commands: Any) -> None:
         "--all-configs", action="store_true", help="also list every config with its value and source"
     )
     p_desc.add_argument("--json", action="store_true", help="print JSON (every config included)")
+    p_desc.add_argument(
+        "--data-dir",
+        type=Path,
+        metavar="DIR",
+        help=(
+            "the broker's data dir on this host (log.dirs): add the log cleaner's state to each "
+            "partition of a compacted topic, read from its files (read-only)"
+        ),
+    )
     p_desc.set_defaults(run=_run, action=_describe)
 
     p_delete = sub.add_parser(

@@ -3,7 +3,10 @@ refusals of each action against the fake broker. Opens loopback sockets (the fak
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +15,8 @@ from shardbroker.cli.main import main
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.codec import Message
 from shardbroker.protocol.errors import ErrorCode
+from shardbroker.storage import file_names as fn
+from tests.unit.compacted_logs import make_compacted_partition
 from tests.unit.kafka_fake import FakeBroker, closed_port, running_fake
 
 
@@ -165,3 +170,84 @@ def test_describe_and_delete_unknown_topics(capsys: pytest.CaptureFixture[str], 
     assert code == 1 and out == "Deleted topic orders.\n"
     assert "UNKNOWN_TOPIC_OR_PARTITION" in err
     assert run(capsys, "delete", "--topic", "nope", "--if-exists", *b) == (0, "", "")
+
+
+def compaction_configs(version: int, request: Any) -> Message:
+    """DescribeConfigs: ``orders`` is compacted (a clean is due from a dirty ratio of 0.3), ``logs`` not."""
+    D = m.DescribeConfigsResponse
+    policy = {"orders": "compact", "logs": "delete"}
+    return D(
+        results=[
+            D.DescribeConfigsResult(
+                resource_type=2,
+                resource_name=r.resource_name,
+                configs=[
+                    D.DescribeConfigsResourceResult(
+                        name="cleanup.policy", value=policy[r.resource_name], config_source=1
+                    ),
+                    D.DescribeConfigsResourceResult(
+                        name="min.cleanable.dirty.ratio", value="0.3", config_source=1
+                    ),
+                ],
+            )
+            for r in request.resources
+        ]
+    )
+
+
+def test_describe_with_data_dir_shows_the_cleaner_state(
+    capsys: pytest.CaptureFixture[str], tfake: TopicsFake, tmp_path: Path
+) -> None:
+    """Per partition of the compacted topic, read from its directory without changing a file;
+    a partition without a directory here says so; the other topic's lines stay as they were."""
+    tfake.fake.topics["logs"] = 1
+    tfake.fake.handlers[32] = compaction_configs
+    d = make_compacted_partition(tmp_path / "orders-0", checkpoint=20)
+    last_clean = 1_767_323_045  # 2026-01-02T03:04:05Z
+    os.utime(d / fn.CLEANER_OFFSET_CHECKPOINT, (last_clean, last_clean))
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in d.iterdir()}
+    b = ["--bootstrap-server", tfake.fake.address, "--data-dir", str(tmp_path)]
+
+    code, out, err = run(capsys, "describe", *b)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[3:5] == [
+        "\tTopic: orders\tPartition: 0\tLeader: 0\tReplicas: 0\tIsr: 0\tLogStartOffset: 0\tLogEndOffset: 42"
+        "\tFirstDirtyOffset: 20\tFirstUncleanableOffset: 40\tDirtyRatio: 0.351\tCleanDue: true"
+        "\tLastClean: 2026-01-02T03:04:05Z",
+        "\tTopic: orders\tPartition: 1\tLeader: 0\tReplicas: 0\tIsr: 0"
+        f"\tCleaner: no directory {tmp_path / 'orders-1'}",
+    ]
+    assert lines[1] == "\tTopic: logs\tPartition: 0\tLeader: 0\tReplicas: 0\tIsr: 0"
+
+    code, out, _ = run(capsys, "describe", "--json", *b)
+    described = {t["topic"]: t["partitions"] for t in json.loads(out)}
+    assert described["logs"][0]["cleaner"] is None
+    assert described["orders"][1]["cleaner"] == {"error": f"no directory {tmp_path / 'orders-1'}"}
+    assert described["orders"][0]["cleaner"] == {
+        "log_start_offset": 0,
+        "log_end_offset": 42,
+        "cleaner_checkpoint": 20,
+        "first_dirty_offset": 20,
+        "first_uncleanable_offset": 40,
+        "clean_bytes": 287,
+        "dirty_bytes": 155,
+        "dirty_ratio": 155 / 442,
+        "min_cleanable_dirty_ratio": 0.3,
+        "max_compaction_delay_ms": 0,
+        "due": True,
+        "last_clean_ms": last_clean * 1000,
+    }
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in d.iterdir()} == before
+
+    code, out, _ = run(capsys, "describe", "--json", "--bootstrap-server", tfake.fake.address)
+    assert all("cleaner" not in p for t in json.loads(out) for p in t["partitions"])  # only when asked
+
+
+def test_describe_with_a_missing_data_dir_exits_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    port = closed_port()  # never reached
+    code, out, err = run(
+        capsys, "describe", "--data-dir", str(tmp_path / "nope"), "--bootstrap-server", f"127.0.0.1:{port}"
+    )
+    assert (code, out) == (2, "")
+    assert err == f"shardbroker topics describe: error: --data-dir {tmp_path / 'nope'}: no such directory\n"

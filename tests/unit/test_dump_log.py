@@ -1,6 +1,7 @@
 """``shardbroker dump-log``, in-process: Kafka's line format for batches, records and index entries,
-every codec decompressed, control markers, JSON Lines, --verify-index, the exact report on a
-damaged batch, and the exit codes (0 nothing wrong, 1 problems, 2 bad usage)."""
+every codec decompressed, control markers, compacted segments (sparse offsets, empty batches,
+delete horizons), JSON Lines, --verify-index, the exact report on a damaged batch, and the exit
+codes (0 nothing wrong, 1 problems, 2 bad usage)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from shardbroker.protocol.record_batch_builder import RecordBatchBuilder
 from shardbroker.storage import file_names as fn
 from shardbroker.storage.log import PartitionLog
 from shardbroker.storage.offset_index import OffsetIndex
+from tests.unit.compacted_logs import HORIZON, PRODUCER, make_compacted_partition
 from tests.unit.storage_batches import Clock, build_batch
 
 CFG = LogConfig(segment_bytes=32 * 1024, index_interval_bytes=512, segment_index_bytes=4096)
@@ -85,8 +87,8 @@ def test_batch_lines_follow_kafka_dump_log(capsys: pytest.CaptureFixture[str], v
     assert len(batches) == len(CompressionType) + 2
     assert batches[0].startswith(
         "baseOffset: 0 lastOffset: 1 count: 2 baseSequence: -1 lastSequence: -1 producerId: -1 "
-        "producerEpoch: -1 partitionLeaderEpoch: 0 isTransactional: false isControl: false position: 0 "
-        f"CreateTime: {TS + 5} size: "
+        "producerEpoch: -1 partitionLeaderEpoch: 0 isTransactional: false isControl: false "
+        f"deleteHorizonMs: OptionalLong.empty position: 0 CreateTime: {TS + 5} size: "
     )
     assert batches[0].endswith(
         "magic: 2 compresscodec: none crc: " + batches[0].split("crc: ")[1].split()[0] + " isvalid: true"
@@ -230,3 +232,56 @@ def test_kafka_files_option_takes_a_comma_separated_list(
 ) -> None:
     code, out, _ = run(capsys, "--files", f"{varied},{varied}")
     assert code == 0 and out.count(f"Dumping {varied}") == 2
+
+
+def test_a_compacted_segment_prints_its_sparse_offsets_as_kafka_does(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    d = make_compacted_partition(tmp_path / "t-0")
+    segment = fn.log_file(d, 0)
+    code, out, _ = run(capsys, str(segment), "--print-data-log")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[1] == "Log starting offset: 0"
+    batches = [line.split() for line in lines if line.startswith("baseOffset:")]
+    assert [(b[1], b[3], b[5]) for b in batches] == [
+        ("0", "2", "2"),
+        ("5", "5", "1"),
+        ("6", "9", "0"),
+        ("12", "13", "1"),
+    ]
+    # The batch kept for its producer's sequence numbers: count 0, its offsets, no record lines.
+    empty = next(i for i, line in enumerate(lines) if line.startswith("baseOffset: 6 "))
+    assert f"count: 0 baseSequence: 6 lastSequence: 9 producerId: {PRODUCER} producerEpoch: 0" in lines[empty]
+    assert lines[empty + 1].startswith("baseOffset: 12 ")
+    horizons = [
+        line.split("deleteHorizonMs: ")[1].split()[0] for line in lines if line.startswith("baseOffset:")
+    ]
+    assert horizons == ["OptionalLong.empty"] * 3 + [f"OptionalLong[{HORIZON}]"]
+    records = [line for line in lines if line.startswith("| ")]
+    assert [int(r.split()[2]) for r in records] == [0, 2, 5, 13]  # each record's own offset
+    # The tombstone under a delete horizon: its timestamp reads as written (re-based on the horizon).
+    assert records[-1] == (
+        "| offset: 13 CreateTime: 1700000000013 keySize: 3 valueSize: -1 sequence: -1 headerKeys: [] "
+        "key: k13 payload: null"
+    )
+    assert "note:" not in out  # gaps are normal in a partition with a cleaner-offset-checkpoint
+
+    code, out, _ = run(capsys, str(segment), "--deep-iteration", "--json")
+    objs = jsonl(out)
+    assert [o["delete_horizon_ms"] for o in objs if o["type"] == "batch"] == [None, None, None, HORIZON]
+    assert [(o["count"], o["last_offset"]) for o in objs if o["type"] == "batch"][2] == (0, 9)
+    assert [o["offset"] for o in objs if o["type"] == "record"] == [0, 2, 5, 13]
+
+
+def test_gaps_outside_a_compacted_partition_are_noted(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    d = make_compacted_partition(tmp_path / "t-0", checkpoint=None)
+    code, out, _ = run(capsys, str(fn.log_file(d, 0)))
+    assert code == 0  # notes only
+    why = "normal in a compacted log, but this partition has no cleaner-offset-checkpoint"
+    assert [line.split(": ", 3)[3] for line in out.splitlines() if line.startswith("note:")] == [
+        f"offsets jump from 2 to 5 ({why})",
+        f"offsets jump from 9 to 12 ({why})",
+    ]

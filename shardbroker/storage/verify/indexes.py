@@ -166,17 +166,22 @@ def verify_time_index(
 
 
 def read_segment_indexes(
-    directory: Path, base: int, problems: list[Problem], present: set[tuple[int, str]] | None = None
+    directory: Path,
+    base: int,
+    problems: list[Problem],
+    present: set[tuple[int, str]] | None = None,
+    file_suffix: str = "",
 ) -> tuple[IndexEntries | None, IndexEntries | None]:
     """The offset and time index entries of segment ``base`` (None for a missing file, with a
     finding). ``present``: the ``(base, suffix)`` pairs a directory listing found; by default the
-    files are looked for. Read them before the ``.log`` (see the module docstring)."""
+    files are looked for. ``file_suffix``: the indexes of a ``.swap`` segment. Read them before
+    the ``.log`` (see the module docstring)."""
     out: list[IndexEntries | None] = []
     for kind, cls, name in (
         (INDEX_SUFFIX, OffsetIndex, index_file),
         (TIME_INDEX_SUFFIX, TimeIndex, time_index_file),
     ):
-        path = name(directory, base)
+        path = name(directory, base, file_suffix)
         if (base, kind) not in present if present is not None else not path.exists():
             problems.append(
                 Problem(
@@ -206,13 +211,13 @@ def verify_segment_indexes(
     otherwise they are damage unless the broker's own sanity check catches them."""
     rebuilt = recovered or _broker_rebuilds(offset_entries, time_entries, scan)
     severity = Severity.REPAIRABLE if rebuilt else Severity.DAMAGE
-    directory, base = scan.path.parent, scan.base_offset
+    directory, base, suffix = scan.path.parent, scan.base_offset, scan.file_suffix
     out: list[Problem] = []
     if offset_entries is not None:
-        out += verify_offset_index(offset_entries, index_file(directory, base), scan, severity)
+        out += verify_offset_index(offset_entries, index_file(directory, base, suffix), scan, severity)
     if time_entries is not None:
         out += verify_time_index(
-            time_entries, time_index_file(directory, base), scan, closed=closed, severity=severity
+            time_entries, time_index_file(directory, base, suffix), scan, closed=closed, severity=severity
         )
     return out
 

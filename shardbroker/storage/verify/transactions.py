@@ -10,6 +10,14 @@ LSO are taken as written. A wrong index is repairable in the segments the broker
 scans (it rebuilds their index), damage in the others: a read_committed consumer would be told
 the wrong aborted transactions and deliver aborted records (or drop committed ones).
 
+In a compacted partition the cleaner has removed aborted records and kept their markers (and
+the entries of those whose records it removed, as Kafka does, until the markers' delete
+horizon), so the replay cannot recompute every entry. There the rule is what a read_committed
+consumer needs: every aborted transaction that still has records in the log has an entry whose
+range covers them (its first offset and last stable offset at or below the replay's), and every
+entry names an ABORT marker of its producer; a transaction left with empty batches only (kept
+for their producer's sequence numbers) needs none.
+
 A snapshot that fails its CRC or framing is repairable: the broker deletes it and replays the
 log instead.
 """
@@ -84,13 +92,15 @@ def verify_txn_indexes(
     recovered_from: int,
     *,
     live: bool = False,
+    compacted: bool = False,
 ) -> list[Problem]:
     """Findings in the ``.txnindex`` of each scanned segment (``scans`` in offset order; the
     segments based at or above ``recovered_from`` are the ones the broker's recovery scans).
-    ``live``: a broker appends meanwhile, so entries for markers past the scanned end are new."""
+    ``live``: a broker appends meanwhile, so entries for markers past the scanned end are new.
+    ``compacted``: the log cleaner's rule (module docstring)."""
     state = ProducerStateManager()
     out: list[Problem] = []
-    for scan in scans:
+    for k, scan in enumerate(scans):
         expected: list[AbortedTxn] = []
         try:
             fd = os.open(scan.path, os.O_RDONLY | os.O_CLOEXEC)
@@ -102,12 +112,35 @@ def verify_txn_indexes(
         finally:
             os.close(fd)
         severity = Severity.REPAIRABLE if scan.base_offset >= recovered_from else Severity.DAMAGE
-        path = txn_index_file(directory, scan.base_offset)
+        path = txn_index_file(directory, scan.base_offset, scan.file_suffix)
         recorded, size = read_txn_index(path)
         if live:
             recorded = [t for t in recorded if t.last_offset < scan.next_offset]
-        out += capped(_compare(path, scan, recorded, size, expected, aborts, log_start_offset, severity))
+        if compacted:
+            expected = [e for e in expected if _has_records(scans[: k + 1], e)]
+        problems = _compare(
+            path, scan, recorded, size, expected, aborts, log_start_offset, severity, compacted
+        )
+        out += capped(problems)
     return out
+
+
+def _has_records(scans: list[SegmentScan], txn: AbortedTxn) -> bool:
+    """Does a data batch of ``txn``'s producer with records lie in its offsets?"""
+    for scan in scans:
+        h = scan.headers
+        n = scan.valid_batches
+        base = h.base_offsets[:n]
+        data = (
+            (h.producer_ids[:n] == txn.producer_id)
+            & ((h.attributes[:n] & CONTROL_BIT) == 0)
+            & (h.record_counts[:n] > 0)
+            & (base >= txn.first_offset)
+            & (base <= txn.last_offset)
+        )
+        if data.any():
+            return True
+    return False
 
 
 def _compare(
@@ -119,6 +152,7 @@ def _compare(
     aborts: dict[int, int],
     log_start: int,
     severity: Severity,
+    compacted: bool,
 ) -> list[Problem]:
     out: list[Problem] = []
     if size % ENTRY_SIZE:
@@ -152,8 +186,8 @@ def _compare(
         last = max(last, t.last_offset)
         e = want.pop((t.producer_id, t.last_offset), None)
         if e is None:
-            before_log = t.first_offset < log_start and aborts.get(t.last_offset) == t.producer_id
-            if not before_log:
+            marker = aborts.get(t.last_offset) == t.producer_id
+            if not (marker and (compacted or t.first_offset < log_start)):
                 out.append(
                     Problem(
                         severity,
@@ -166,7 +200,13 @@ def _compare(
                     )
                 )
         elif (e.first_offset, e.last_stable_offset) != (t.first_offset, t.last_stable_offset) and not (
-            t.first_offset < log_start or t.last_stable_offset < log_start
+            t.first_offset < log_start
+            or t.last_stable_offset < log_start
+            or (
+                compacted
+                and t.first_offset <= e.first_offset
+                and t.last_stable_offset <= e.last_stable_offset
+            )
         ):
             out.append(
                 Problem(
