@@ -27,6 +27,11 @@ COMMANDS = {
         "perf.bench_offset_map:main",
         "the log cleaner's numpy key map vs a dict: build, probe, memory",
     ),
+    "cleaner": ("perf.bench_log_cleaner:main", "compacting 100 B keyed records (10 % live) vs read + write"),
+    "cleaner-latency": (
+        "perf.bench_log_cleaner:latency_main",
+        "produce p99 while the log cleaner runs vs idle",
+    ),
 }
 
 

@@ -203,9 +203,6 @@ class GroupCoordinator:
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._tick_loop(), name=f"groups-tick-{self.node_id}"))
         self._tasks.append(loop.create_task(self._retention_loop(), name=f"groups-retention-{self.node_id}"))
-        self._tasks.append(
-            loop.create_task(self.group_manager.compaction_loop(), name=f"groups-compaction-{self.node_id}")
-        )
 
     async def drain(self) -> None:
         self._closed = True

@@ -17,17 +17,15 @@ Offset retention (Kafka 2.1+): offsets of a group with no protocol expire one by
 after their commit; those of an Empty consumer group all together, retention after it became
 Empty; an explicit OffsetCommit retention wins. A group left with nothing is removed (tombstone).
 
-Compaction: the topic is ``cleanup.policy=compact``, and this manager already holds exactly the
-latest record of each live key, so a partition is compacted by appending those records in a fresh
-segment, flushing, and moving the log start to them (DeleteRecords' path). A crash in between
-leaves a harmless replay. It runs once the records written since the last compaction are at least
-as many as the live keys (Kafka's min.cleanable.dirty.ratio 0.5) and at least 1000. Why a snapshot
-rather than a cleaner, and the cost of loading: docs/notes/group-coordinator.md.
+Compaction: the topic is ``cleanup.policy=compact`` and the worker's log cleaner compacts it like
+any compacted topic (broker/log_cleaner_service.py, Kafka's rules: the latest record per key, a
+tombstone kept ``delete.retention.ms``, aborted transactional commits removed), so loading replays
+only what the cleaner kept. (Before the cleaner, this manager rewrote its live records into a
+fresh segment and moved the log start: docs/notes/group-coordinator.md.)
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import time
@@ -63,10 +61,6 @@ OFFSETS_TOPIC: Final = "__consumer_offsets"
 _NONE: Final = int(ErrorCode.NONE)
 #: Bytes read from the log per step while loading a partition.
 LOAD_CHUNK: Final = 1 << 20
-#: A partition is compacted once the records appended since it was loaded or last compacted are
-#: at least as many as its live keys (Kafka's min.cleanable.dirty.ratio 0.5) and at least this many.
-COMPACT_MIN_RECORDS: Final = 1000
-COMPACTION_CHECK_S: Final = 10.0
 #: Log errors a TxnOffsetCommit answers as they are (the producer's epoch or transaction).
 _PRODUCER_ERRORS: Final = frozenset(
     int(e)
@@ -76,8 +70,6 @@ _PRODUCER_ERRORS: Final = frozenset(
         ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER,
     )
 )
-#: Records per batch of a compaction snapshot (well below max.message.bytes for Kafka-sized keys).
-SNAPSHOT_BATCH: Final = 500
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -181,8 +173,6 @@ class GroupMetadataManager:
         self._empty_since: dict[str, int] = {}
         #: Groups with members or pending members (the only ones with timers).
         self.active: set[str] = set()
-        #: Records appended to (or read at load from) each partition since its last compaction.
-        self._dirty: dict[int, int] = {}
         #: Transactional offset commits waiting for their marker (txn_offset_commits.py).
         self.pending = PendingTxnOffsets()
 
@@ -242,7 +232,6 @@ class GroupMetadataManager:
 
     def _unload(self, partition: int) -> None:
         self.owned.discard(partition)
-        self._dirty.pop(partition, None)
         for group_id in [g for g in self.groups if self.partition_of(g) == partition]:
             self.groups.pop(group_id).kill()
             self._empty_since.pop(group_id, None)
@@ -318,8 +307,6 @@ class GroupMetadataManager:
                 self._empty_since[group_id] = ts if ts >= 0 else wall
             self.after_change(group)
         self.owned.add(partition)
-        # What compaction would remove: records read beyond one per live key.
-        self._dirty[partition] = max(0, records - sum(1 for _ in self._live_records(partition)))
         return records
 
     @staticmethod
@@ -388,7 +375,6 @@ class GroupMetadataManager:
         for key, value in records:
             builder.append(value, key=key, timestamp=now)
         result = self.replicas.append(OFFSETS_TOPIC, partition, bytearray(builder.build()))
-        self._dirty[partition] = self._dirty.get(partition, 0) + len(records)
         if result.error_code != _NONE:
             log.error(
                 "worker %d: appending %d records of group %r: error %d %s",
@@ -542,75 +528,3 @@ class GroupMetadataManager:
         if removed:
             log.info("worker %d: expired %d committed offsets", self.node_id, removed)
         return removed
-
-    # ------------------------------------------------------------------ compaction
-
-    async def compaction_loop(self) -> None:
-        while True:
-            await asyncio.sleep(COMPACTION_CHECK_S)
-            for partition in sorted(self.owned):
-                if self._dirty.get(partition, 0) < COMPACT_MIN_RECORDS or self._has_pending(partition):
-                    continue  # an open transaction's offset records must stay until its marker
-                live = sum(1 for _ in self._live_records(partition))
-                if self._dirty.get(partition, 0) >= live:
-                    try:
-                        await self.compact(partition)
-                    except Exception:
-                        log.exception("compacting %s-%d", OFFSETS_TOPIC, partition)
-
-    def _has_pending(self, partition: int) -> bool:
-        return any(self.partition_of(g) == partition for g in self.pending.by_group)
-
-    def _live_records(self, partition: int) -> Iterator[tuple[bytes, bytes | None]]:
-        """The latest record of every live key of ``partition``: what compaction keeps."""
-        for group_id, group in list(self.groups.items()):
-            if group.state == GroupState.DEAD or self.partition_of(group_id) != partition:
-                continue
-            if group.persisted is not None:
-                yield gr.encode_group_metadata_key(group_id), group.persisted
-            for (topic, index), om in group.offsets.items():
-                yield offset_commit_record(group_id, topic, index, om)
-
-    async def compact(self, partition: int) -> bool:
-        """Compact one partition: append the latest record of every live key (a snapshot of what
-        this coordinator holds, which is exactly what replaying the partition gives) in a new
-        segment, make it durable, then move the log start offset to the snapshot (DeleteRecords'
-        path), which deletes every older segment. Superseded records and tombstones are gone; a
-        crash before the log start moves leaves the snapshot as a replay of state already in
-        the log, so loading gives the same groups either way. True if compacted."""
-        p = self.replicas.get(OFFSETS_TOPIC, partition)
-        if p is None or partition not in self.owned or self._has_pending(partition):
-            return False
-        live = list(self._live_records(partition))
-        dirty = self._dirty.get(partition, 0)
-        try:
-            p.log.roll()
-            start = p.log.log_end_offset
-            for i in range(0, len(live), SNAPSHOT_BATCH):
-                builder = RecordBatchBuilder()
-                now = self.wall_ms()
-                for key, value in live[i : i + SNAPSHOT_BATCH]:
-                    builder.append(value, key=key, timestamp=now)
-                result = self.replicas.append(OFFSETS_TOPIC, partition, bytearray(builder.build()))
-                if result.error_code != _NONE:
-                    log.error(
-                        "compaction snapshot of %s-%d: error %d", OFFSETS_TOPIC, partition, result.error_code
-                    )
-                    return False
-            await self.replicas.flusher.request_flush(p, p.log.log_end_offset)
-            if self.replicas.get(OFFSETS_TOPIC, partition) is not p:
-                return False  # moved or closed meanwhile
-            p.log.delete_records(start)
-        except StorageError as exc:
-            log.error("compacting %s-%d: %s", OFFSETS_TOPIC, partition, exc)
-            return False
-        self._dirty[partition] = max(0, self._dirty.get(partition, 0) - dirty)
-        log.info(
-            "worker %d: compacted %s-%d: %d records before, %d live kept",
-            self.node_id,
-            OFFSETS_TOPIC,
-            partition,
-            dirty,
-            len(live),
-        )
-        return True

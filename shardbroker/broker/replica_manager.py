@@ -30,6 +30,7 @@ from shardbroker.broker.leader_append import (
     append_marker_to_leader,
     append_to_leader,
 )
+from shardbroker.broker.log_cleaner_service import LogCleanerService
 from shardbroker.broker.log_flusher import LogFlusher
 from shardbroker.broker.log_manager import LogManager
 from shardbroker.broker.partition import Partition
@@ -81,6 +82,8 @@ class ReplicaManager:
         self._clock = clock
         self.flusher = LogFlusher(node_id)
         self.logs = LogManager(node_id, config, self.flusher, clock=clock, on_flush=self.counters.flush)
+        #: Compacts this worker's compacted partitions in its own threads.
+        self.cleaner = LogCleanerService(node_id, config, self._partition_snapshot)
         #: topic -> partition index -> Partition (nested: handlers look up a topic once per request).
         self.partitions: dict[str, dict[int, Partition]] = {}
         self._image: MetadataImage | None = None
@@ -110,6 +113,7 @@ class ReplicaManager:
         count = sum(len(p) for p in self.partitions.values())
         log.info("worker %d: %d partitions opened in %.3f s", self.node_id, count, time.monotonic() - started)
         self.channel.subscribe(self._on_image)
+        self.cleaner.start()
         self.publish_metrics()
         self._housekeeping = asyncio.get_running_loop().create_task(
             self._housekeeping_loop(), name=f"replica-housekeeping-{self.node_id}"
@@ -128,7 +132,8 @@ class ReplicaManager:
         self.partitions = {}
         for p in parts:
             p.wake()
-        await self.logs.shutdown(parts)
+        await self.logs.shutdown(parts)  # aborts a clean in progress
+        await asyncio.get_running_loop().run_in_executor(None, self.cleaner.stop)
         self.flusher.shutdown()
 
     # ------------------------------------------------------------------ image changes
@@ -198,6 +203,8 @@ class ReplicaManager:
                     old_topic = old.topics.get(name)
                     if old_topic is None or old_topic.configs != topic.configs:
                         cur.log.update_config(self.logs.log_config(topic))
+                        if cur.log.config.compact:
+                            self.cleaner.wake()  # a new ratio or lag, or newly compacted
                 if part.leader_epoch != cur.leader_epoch:
                     self.logs.new_epoch(cur, part.leader_epoch)
         return moved
@@ -255,6 +262,11 @@ class ReplicaManager:
     def get(self, topic: str, index: int) -> Partition | None:
         by_index = self.partitions.get(topic)
         return None if by_index is None else by_index.get(index)
+
+    def _partition_snapshot(self) -> list[Partition]:
+        """The partitions led here, from another thread (the log cleaner's): each ``list()`` of a
+        dict runs without releasing the GIL, so an image applied meanwhile cannot break it."""
+        return [p for by_index in list(self.partitions.values()) for p in list(by_index.values())]
 
     def iter_partitions(self) -> Iterable[Partition]:
         for by_index in self.partitions.values():

@@ -45,7 +45,7 @@ from shardbroker.protocol.record_batch_header import (
     PARTITION_LEADER_EPOCH_OFFSET,
     TRANSACTIONAL_BIT,
 )
-from shardbroker.storage import clean_shutdown
+from shardbroker.storage import clean_shutdown, fault_points
 from shardbroker.storage.checkpoint import fsync_dir, write_checkpoint
 from shardbroker.storage.cleaner_view import CleanerView
 from shardbroker.storage.errors import KafkaStorageError, LogOffsetOutOfRangeError
@@ -767,14 +767,20 @@ class PartitionLog:
                 cleaned.delete_files()
                 return False
             try:
+                fault_points.reached("swap:cleaned")
                 cleaned.change_file_suffix(SWAP_SUFFIX)
                 fsync_dir(self.directory)
+                fault_points.reached("swap:swap")
                 now = self._clock()
-                for seg in old:
+                for i, seg in enumerate(old):
                     seg.rename_to_deleted()
                     self._pending_deletes.append((now + self.config.file_delete_delay_ms, seg))
+                    if i == 0:
+                        fault_points.reached("swap:one-deleted")
+                fault_points.reached("swap:deleted")
                 cleaned.change_file_suffix("")
                 fsync_dir(self.directory)
+                fault_points.reached("swap:done")
             except OSError as exc:  # the files are in a state recovery completes; stop using them
                 self._offline = f"swapping in a cleaned segment failed: {exc}"
                 raise KafkaStorageError(f"swapping cleaned segment {cleaned.log_path}: {exc}") from exc

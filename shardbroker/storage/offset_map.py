@@ -357,10 +357,11 @@ class OffsetMap:
     """Latest offset of each key hash: rows of (high word, low word, offset) sorted by hash, 24 B
     a key, and a directory of 2-4 B a key. Made by `OffsetMapBuilder.build`; read-only."""
 
-    __slots__ = ("_index", "max_offset")
+    __slots__ = ("_index", "_sorted_offsets", "max_offset")
 
     def __init__(self, index: _KeyIndex) -> None:
         self._index = index
+        self._sorted_offsets: I64 | None = None
         index.rows.flags.writeable = False
         offsets = index.rows[:, 2].view(np.int64)
         self.max_offset = int(offsets.max()) if offsets.size else -1  # the largest offset held, or -1
@@ -380,6 +381,19 @@ class OffsetMap:
         pos, found = self._index.find(hashes[:, 1].copy(), hashes[:, 0].copy())
         offsets = self._index.rows[np.minimum(pos, len(self) - 1), 2].view(np.int64)
         return np.where(found, offsets, -1)
+
+    def holds(self, offsets: I64) -> npt.NDArray[np.bool_]:
+        """Which of ``offsets`` the map holds as some key's latest offset. For a record of the
+        part the map was built from this says "no later record of its key" without hashing the
+        key (the log cleaner's second pass): one ``searchsorted`` over the map's offsets, sorted
+        once (8 B a key, on first use); probes in log order read them in order."""
+        if self._sorted_offsets is None:
+            self._sorted_offsets = np.sort(self._index.rows[:, 2].view(np.int64))
+        held = self._sorted_offsets
+        if not held.size:
+            return np.zeros(offsets.shape[0], dtype=np.bool_)
+        at = np.minimum(np.searchsorted(held, offsets), held.size - 1)
+        return np.asarray(held[at] == offsets, dtype=np.bool_)
 
 
 class OffsetMapBuilder:

@@ -42,6 +42,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from shardbroker.supervision.fault_injection import arm_from_environment
 from shardbroker.supervision.heartbeat import HeartbeatCell
 from shardbroker.supervision.policy import BOOT_ERROR_EXIT, SlotState
 
@@ -129,6 +130,7 @@ class Worker:
 
     def run(self) -> int:
         """Run the worker to completion; returns the process exit code."""
+        arm_from_environment()  # a storage fault point, in tests that ask for one
         return asyncio.run(self._main())
 
     # --- internals ------------------------------------------------------------------------------

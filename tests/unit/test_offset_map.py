@@ -245,3 +245,16 @@ def test_max_keys_by_kafkas_rule() -> None:
     for args in ((1 << 20, 0.9, 0), (1 << 20, 1.5, 1), (-1, 0.9, 1)):
         with pytest.raises(ValueError):
             max_keys_for(*args)
+
+
+def test_holds_says_which_offsets_are_some_keys_latest() -> None:
+    rng = np.random.default_rng(7)
+    keys = rng.integers(0, 50, size=400)
+    hashes = np.stack([keys.astype(np.uint64), (keys * 7 + 1).astype(np.uint64)], axis=1)
+    builder = OffsetMapBuilder(100)
+    assert builder.add(hashes, np.arange(400, dtype=np.int64)) == 400
+    offset_map = builder.build()
+    last = {int(k): i for i, k in enumerate(keys.tolist())}
+    probe = np.arange(-5, 410, dtype=np.int64)
+    assert offset_map.holds(probe).tolist() == [int(o) in set(last.values()) for o in probe.tolist()]
+    assert OffsetMapBuilder(1).build().holds(probe).tolist() == [False] * probe.size

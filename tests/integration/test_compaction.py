@@ -1,0 +1,182 @@
+"""Log compaction against a real ``shardbroker serve`` (2 workers, each with its log cleaner):
+Kafka Connect-style usage (a compacted topic read from the beginning by confluent-kafka,
+kafka-python and aiokafka yields exactly the latest value of every live key), tombstones removed
+after ``delete.retention.ms``, ``cleanup.policy`` changed at run time in both directions, and
+``__consumer_offsets`` compacted by the same cleaner, with the committed offsets intact across a
+restart."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+import confluent_kafka
+import pytest
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+)
+
+from shardbroker.protocol.record_batch import iter_batches
+from tests.integration.broker_process import BrokerProcess, wait_for
+from tests.integration.conftest import BrokerFactory
+from tests.integration.kafka_clients import IO_TIMEOUT, consume, create_topic, end_offsets
+
+pytestmark = pytest.mark.integration
+
+BROKER = {"log.cleaner.backoff.ms": 100}
+#: Small segments so records leave the active segment quickly; cleaned whenever anything is dirty.
+COMPACTED = {
+    "cleanup.policy": "compact",
+    "segment.bytes": "16384",
+    "min.cleanable.dirty.ratio": "0.01",
+    "delete.retention.ms": "500",
+}
+Model = dict[bytes, bytes]
+
+
+def produce(bootstrap: str, topic: str, records: Sequence[tuple[bytes, bytes | None]]) -> None:
+    producer = confluent_kafka.Producer(
+        {"bootstrap.servers": bootstrap, "linger.ms": 0, "batch.num.messages": 20}
+    )
+    failed: list[object] = []
+
+    def on_delivery(err: object, _msg: object) -> None:
+        if err is not None:
+            failed.append(err)
+
+    for key, value in records:
+        producer.produce(topic, key=key, value=value, partition=0, on_delivery=on_delivery)
+    assert producer.flush(IO_TIMEOUT) == 0 and not failed, failed
+
+
+def latest(bootstrap: str, topic: str, client: str = "confluent") -> tuple[Model, int]:
+    """Reading the whole partition as a Connect worker does: key -> latest value (a tombstone
+    removes its key), and how many records that took."""
+    ends = end_offsets("confluent", bootstrap, topic, 1)
+    model: Model = {}
+    records = consume(client, bootstrap, topic, ends)
+    offsets = [r.offset for r in records]
+    assert offsets == sorted(set(offsets)), "offsets repeat or go back"
+    for r in records:
+        assert r.key is not None
+        if r.value is None:
+            model.pop(r.key, None)
+        else:
+            model[r.key] = r.value
+    return model, len(records)
+
+
+def until_compacted(bootstrap: str, topic: str, expected: Model, done: Callable[[int], bool]) -> int:
+    """Keep rolling segments (a record of a new key each round: the cleaner never touches the
+    active segment) until ``done(records read)``; the model must hold throughout."""
+    filler = 0
+    deadline = time.monotonic() + 60
+    while True:
+        model, count = latest(bootstrap, topic)
+        assert model == expected
+        if done(count):
+            return count
+        assert time.monotonic() < deadline, f"not compacted: {count} records for {len(expected)} keys"
+        key = f"filler-{filler}".encode()
+        value = b"f" * 500
+        produce(bootstrap, topic, [(key, value)] * 8)
+        expected[key] = value
+        filler += 1
+        time.sleep(0.2)
+
+
+def set_policy(bootstrap: str, topic: str, policy: str) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    entry = ConfigEntry("cleanup.policy", policy, incremental_operation=AlterConfigOpType.SET)
+    resource = ConfigResource("TOPIC", topic, incremental_configs=[entry])
+    for future in admin.incremental_alter_configs([resource]).values():
+        future.result(30)
+
+
+@pytest.fixture
+def broker(broker_factory: BrokerFactory) -> BrokerProcess:
+    return broker_factory(workers=2, config=BROKER)
+
+
+def test_every_client_reads_the_latest_value_of_every_live_key(broker: BrokerProcess) -> None:
+    topic = "connect-configs"
+    create_topic(broker.bootstrap, topic, 1, COMPACTED)
+    expected: Model = {}
+    writes: list[tuple[bytes, bytes | None]] = []
+    for round_ in range(10):
+        for k in range(20):
+            key, value = f"connector-{k}".encode(), f"config-{round_}-{k}".encode() * 5
+            writes.append((key, value))
+            expected[key] = value
+    for k in range(0, 20, 4):  # five connectors deleted
+        writes.append((f"connector-{k}".encode(), None))
+        expected.pop(f"connector-{k}".encode())
+    produce(broker.bootstrap, topic, writes)
+    # Compacted: every superseded record and, after delete.retention.ms, every tombstone gone.
+    count = until_compacted(broker.bootstrap, topic, expected, lambda n: n <= len(expected) + 40)
+    assert count < len(writes)
+    for client in ("kafka-python", "aiokafka"):
+        model, _ = latest(broker.bootstrap, topic, client)
+        assert model == expected, client
+    partition_dir = broker.data_dir / f"{topic}-0"
+    assert (partition_dir / "cleaner-offset-checkpoint").exists()
+
+
+def test_cleanup_policy_changes_at_run_time_in_both_directions(broker: BrokerProcess) -> None:
+    topic = "policy-flip"
+    create_topic(broker.bootstrap, topic, 1, {**COMPACTED, "cleanup.policy": "delete"})
+    writes = [(f"k{k % 5}".encode(), f"v{k}".encode() * 30) for k in range(200)]
+    produce(broker.bootstrap, topic, writes)
+    expected = {f"k{k}".encode(): f"v{195 + k}".encode() * 30 for k in range(5)}
+    time.sleep(1.0)  # a delete topic is never cleaned: everything stays
+    assert latest(broker.bootstrap, topic)[1] == 200
+    set_policy(broker.bootstrap, topic, "compact")
+    until_compacted(broker.bootstrap, topic, expected, lambda n: n < 100)
+    set_policy(broker.bootstrap, topic, "delete")
+    before = latest(broker.bootstrap, topic)[1]
+    produce(broker.bootstrap, topic, [(b"k0", b"again" * 30)] * 100)
+    time.sleep(1.0)
+    assert latest(broker.bootstrap, topic)[1] == before + 100  # not compacted any more
+
+
+def test_consumer_offsets_is_compacted_by_the_log_cleaner(broker_factory: BrokerFactory) -> None:
+    broker = broker_factory(
+        workers=2, config={**BROKER, "offsets.topic.segment.bytes": 16384, "offsets.topic.num.partitions": 1}
+    )
+    create_topic(broker.bootstrap, "tracked", 1)
+    consumer = confluent_kafka.Consumer(
+        {"bootstrap.servers": broker.bootstrap, "group.id": "committer", "enable.auto.commit": False}
+    )
+    try:
+        tp = confluent_kafka.TopicPartition("tracked", 0, 0)
+        for i in range(400):
+            tp.offset = i
+            consumer.commit(offsets=[tp], asynchronous=False)
+    finally:
+        consumer.close()
+    offsets_dir = broker.data_dir / "__consumer_offsets-0"
+
+    def records() -> list[int]:
+        """Offsets of the records in the partition's segment files."""
+        found = []
+        for seg in sorted(offsets_dir.glob("*.log")):
+            for batch in iter_batches(seg.read_bytes(), allow_partial_tail=True):
+                found += [r.offset for r in batch.records()]
+        return found
+
+    # 400 commits (and the group's metadata) cleaned down to the latest one and the records still
+    # in the active segment, which the cleaner never touches.
+    wait_for(lambda: len(records()) < 200, 30, "a clean of __consumer_offsets")
+    assert max(records()) >= 399
+    assert (offsets_dir / "cleaner-offset-checkpoint").exists()
+    broker.stop()
+    broker.start()
+    check = confluent_kafka.Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "committer"})
+    try:
+        (committed,) = check.committed([confluent_kafka.TopicPartition("tracked", 0)], timeout=IO_TIMEOUT)
+        assert committed.offset == 399
+    finally:
+        check.close()
