@@ -102,6 +102,8 @@ def read_checkpoint_lines(path: Path) -> list[str] | None:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return None
+    except UnicodeDecodeError as exc:  # garbage (a torn write of another file system, say)
+        raise CheckpointError(f"{path}: not a checkpoint file: {exc}") from exc
     lines = text.splitlines()
     try:
         if int(lines[0]) != _VERSION:

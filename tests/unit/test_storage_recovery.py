@@ -243,13 +243,14 @@ def test_torn_first_batch_of_a_new_segment(tmp_path: Path) -> None:
     log.close()
 
 
-def test_bad_checkpoint_means_full_recovery(tmp_path: Path) -> None:
+@pytest.mark.parametrize("garbage", [b"garbage", b"\xff\xfe\x00 not utf-8"])
+def test_bad_checkpoint_means_full_recovery(tmp_path: Path, garbage: bytes) -> None:
     d = tmp_path / "t-0"
     log = PartitionLog.open(d, CFG)
     batches = fill(log, 300)
     n = len(log.segments)
     crash(log)
-    (d / fn.RECOVERY_POINT_CHECKPOINT).write_text("garbage")
+    (d / fn.RECOVERY_POINT_CHECKPOINT).write_bytes(garbage)
     log = reopen(d)
     assert log.recovery_stats.segments_recovered == n
     assert all_batches(log) == batches
