@@ -18,8 +18,9 @@ then the Complete record), which is how a commit survives a kill -9 between its 
 
 Expiry (``transactional.id.expiration.ms``): an id with no transaction open (Empty,
 CompleteCommit, CompleteAbort) and no update for that long gets a tombstone and is forgotten.
-The topic is ``cleanup.policy=compact``; the log cleaner that drops superseded records is issue 17,
-so until then the partitions keep every record (a few hundred bytes a transaction).
+The topic is ``cleanup.policy=compact``: the worker's log cleaner (broker/log_cleaner_service.py)
+keeps the latest record of each transactional id and drops tombstones ``delete.retention.ms`` after
+the clean that first saw them, so loading replays about one record per live id.
 """
 
 from __future__ import annotations
