@@ -22,7 +22,8 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 from shardbroker.protocol.record_batch import iter_batches
 from tests.integration.broker_process import BrokerProcess, wait_for
 from tests.integration.conftest import BrokerFactory
-from tests.integration.kafka_clients import IO_TIMEOUT, consume, create_topic, end_offsets
+from tests.integration.kafka_clients import IO_TIMEOUT, consume, consume_confluent, create_topic, end_offsets
+from tests.integration.test_transactions import transactional_producer
 
 pytestmark = pytest.mark.integration
 
@@ -180,3 +181,35 @@ def test_consumer_offsets_is_compacted_by_the_log_cleaner(broker_factory: Broker
         assert committed.offset == 399
     finally:
         check.close()
+
+
+def test_aborted_transactions_leave_a_compacted_topic(broker: BrokerProcess) -> None:
+    """Kafka's rules for transactions in a compacted log: aborted data removed, committed data
+    compacted like any other; read_uncommitted and read_committed readers then agree."""
+    topic = "txn-compacted"
+    create_topic(broker.bootstrap, topic, 1, COMPACTED)
+    producer = transactional_producer(broker.bootstrap, "compactor")
+    producer.init_transactions(IO_TIMEOUT)
+    expected: Model = {}
+    for tag, commit, keys in (("committed", True, 10), ("aborted", False, 10), ("final", True, 5)):
+        producer.begin_transaction()
+        for k in range(keys):
+            producer.produce(topic, key=f"t{k}".encode(), value=tag.encode() * 20, partition=0)
+        if commit:
+            producer.commit_transaction(IO_TIMEOUT)
+            expected.update({f"t{k}".encode(): tag.encode() * 20 for k in range(keys)})
+        else:
+            producer.abort_transaction(IO_TIMEOUT)
+    del producer
+    # A plain record last: readers stop at the log end, and a marker is never delivered to them.
+    produce(broker.bootstrap, topic, [(b"plain", b"p")])
+    expected[b"plain"] = b"p"
+    until_compacted(broker.bootstrap, topic, dict(expected), lambda n: n <= 40)
+    ends = end_offsets("confluent", broker.bootstrap, topic, 1)
+    # A read_uncommitted reader does not see the aborted values any more: they are gone.
+    assert not [r for r in consume("confluent", broker.bootstrap, topic, ends) if r.value == b"aborted" * 20]
+    committed = consume_confluent(broker.bootstrap, topic, ends, {"isolation.level": "read_committed"})
+    transactional = {k: v for k, v in expected.items() if k.startswith(b"t")}
+    assert {
+        r.key: r.value for r in committed if r.key is not None and r.key.startswith(b"t")
+    } == transactional

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import random
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from shardbroker.config.log_config import LogConfig
@@ -16,6 +18,7 @@ from shardbroker.protocol.control_records import ControlRecordType, build_contro
 from shardbroker.protocol.record_batch import RecordBatch, iter_batches
 from shardbroker.protocol.record_batch_builder import RecordBatchBuilder
 from shardbroker.protocol.record_batch_header import DELETE_HORIZON_BIT
+from shardbroker.protocol.uniform_batch import encode_uniform_batch, uniform_records_size
 from shardbroker.storage import file_names as fn
 from shardbroker.storage.log import PartitionLog
 from shardbroker.storage.log_cleaner import Cleaner, Throttler, UncleanableLogError
@@ -430,5 +433,68 @@ def test_random_histories_match_a_dict_model(tmp_path: Path, clock: Clock, polic
             live = {k: v for k, v in model.items() if v is not None}
             assert {k: v for k, v in seen.items() if v is not None} == live
             assert all(k in model for k in seen)
+    finally:
+        log.close()
+
+
+def test_a_key_of_one_mib(tmp_path: Path, clock: Clock) -> None:
+    config = COMPACT.overrides({"max.message.bytes": str(3 << 20), "segment.bytes": str(8 << 20)})
+    log = PartitionLog.open(tmp_path / "t-0", config, clock=clock)
+    try:
+        big = bytes(range(256)) * 4096  # 1 MiB: hashed by mmh3 itself (offset_map.LONG_KEY_BYTES)
+        put(log, [(big, b"1")])
+        put(log, [(big, b"2"), (b"small", b"x")])
+        log.roll()
+        clean_partition(log, cleaner(), clock.now)
+        assert contents(log) == [(1, big, b"2"), (2, b"small", b"x")]
+    finally:
+        log.close()
+
+
+def distinct_keys_log(directory: Path, keys: int, clock: Clock) -> PartitionLog:
+    """``keys`` records, every key distinct (nothing to remove: the worst case for the map)."""
+    log = PartitionLog.open(directory, COMPACT.overrides({"segment.bytes": str(64 << 20)}), clock=clock)
+    per_batch = 1000
+    values = np.zeros((per_batch, 8), np.uint8)
+    buf = bytearray(61 + uniform_records_size(per_batch, 12, 8))
+    ids = np.arange(keys)
+    digits = np.char.zfill(ids.astype("U12"), 12).astype("S12")
+    raw = np.frombuffer(digits.tobytes(), np.uint8).reshape(keys, 12)
+    for first in range(0, keys, per_batch):
+        chunk = raw[first : first + per_batch]
+        n = encode_uniform_batch(buf, values[: chunk.shape[0]], chunk, NOW)
+        log.append(memoryview(buf)[:n])
+    log.roll()
+    return log
+
+
+@pytest.mark.parametrize(
+    ("keys", "max_keys"),
+    [(200_000, 20_000), pytest.param(10_000_000, 1_000_000, marks=pytest.mark.slow)],
+)
+def test_more_distinct_keys_than_the_map_holds_take_several_bounded_passes(
+    tmp_path: Path, clock: Clock, keys: int, max_keys: int
+) -> None:
+    log = distinct_keys_log(tmp_path / "t-0", keys, clock)
+    try:
+        passes = 0
+        peak = 0
+        while True:
+            tracemalloc.start()
+            try:
+                _, stats = clean_partition(log, cleaner(max_keys), clock.now, force=True)
+                peak = max(peak, tracemalloc.get_traced_memory()[1])
+            finally:
+                tracemalloc.stop()
+            if stats is None:
+                break
+            passes += 1
+            assert stats.map_keys <= max_keys and stats.records_retained == stats.records_read
+        assert passes == -(-keys // max_keys)
+        # The map (~70 B a key while it is built) and a few 4 MiB chunks with their decoded
+        # columns, not the log: 10 M keys would need ~700 MB in one pass.
+        assert peak < max_keys * 100 + (96 << 20), peak
+        assert read_cleaner_checkpoint(log.directory, "t", 0) == keys
+        assert log.log_end_offset == keys
     finally:
         log.close()
