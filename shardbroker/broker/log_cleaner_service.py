@@ -12,9 +12,9 @@ CRC, undecodable records) is marked uncleanable, logged and counted, and left al
 worker restarts; the others go on (Kafka's behaviour). A partition moving away or deleted aborts
 its clean at the next 4 MiB chunk (PartitionLog.cleaning).
 
-Where it runs, by measurement: a thread of the worker's process (numpy, pread/pwrite, CRC-32C and
-the codecs release the GIL for most of a clean). Figures and the alternatives measured: see
-perf/bench_log_cleaner.py and the README's compaction section.
+Where it runs, by measurement: each thread decides and swaps in the worker, and the clean itself
+(reading, the key map, writing the cleaned segments) runs in a child process of the thread
+(broker/cleaner_process.py: the figures that decided it).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
+from shardbroker.broker.cleaner_process import CleanerProcess
 from shardbroker.config.broker_config import BrokerConfig
 from shardbroker.config.broker_properties import (
     LOG_CLEANER_BACKOFF_MS,
@@ -36,9 +37,10 @@ from shardbroker.config.broker_properties import (
     LOG_CLEANER_THREADS,
 )
 from shardbroker.storage.errors import StorageError
-from shardbroker.storage.log_cleaner import CleanAbortedError, Cleaner, Throttler, UncleanableLogError
+from shardbroker.storage.log_cleaner import CleanAbortedError, UncleanableLogError
 from shardbroker.storage.log_cleaner_manager import (
     CleanableOffsets,
+    CleanRunner,
     clean_partition,
     cleanable_offsets,
     read_cleaner_checkpoint,
@@ -136,18 +138,22 @@ class LogCleanerService:
     # ------------------------------------------------------------------ the threads
 
     def _run(self) -> None:
-        cleaner = Cleaner(self.max_keys, Throttler(self.io_rate))
-        while not self._stop.is_set():
-            try:
-                cleaned = self.clean_filthiest(cleaner)
-            except Exception:  # a bug: logged, and the thread goes on after the backoff
-                log.exception("worker %d: log cleaner failed", self.node_id)
-                cleaned = False
-            if not cleaned:
-                self._wake.wait(self.backoff_s)
-                self._wake.clear()
+        name = f"{threading.current_thread().name}-process"
+        cleaner = CleanerProcess(name, self.max_keys, self.io_rate)
+        try:
+            while not self._stop.is_set():
+                try:
+                    cleaned = self.clean_filthiest(cleaner)
+                except Exception:  # a bug: logged, and the thread goes on after the backoff
+                    log.exception("worker %d: log cleaner failed", self.node_id)
+                    cleaned = False
+                if not cleaned:
+                    self._wake.wait(self.backoff_s)
+                    self._wake.clear()
+        finally:
+            cleaner.stop()
 
-    def clean_filthiest(self, cleaner: Cleaner) -> bool:
+    def clean_filthiest(self, cleaner: CleanRunner) -> bool:
         """One look at every compacted partition, then one clean of the most due one; False when
         none was due."""
         now = self._wall_ms()
@@ -189,7 +195,7 @@ class LogCleanerService:
                 return None
             return cleanable_offsets(view, read_cleaner_checkpoint(plog.directory, p.topic, p.index), now)
 
-    def _clean(self, cleaner: Cleaner, p: Partition, now: int) -> bool:
+    def _clean(self, cleaner: CleanRunner, p: Partition, now: int) -> bool:
         key = (p.topic, p.index)
         with self._lock:
             if key in self._in_progress:

@@ -47,7 +47,7 @@ from shardbroker.protocol.record_batch_header import (
 )
 from shardbroker.storage import clean_shutdown, fault_points
 from shardbroker.storage.checkpoint import fsync_dir, write_checkpoint
-from shardbroker.storage.cleaner_view import CleanerView
+from shardbroker.storage.cleaner_view import CleanerView, SegmentFile
 from shardbroker.storage.errors import KafkaStorageError, LogOffsetOutOfRangeError
 from shardbroker.storage.file_modes import make_dirs
 from shardbroker.storage.file_names import (
@@ -740,30 +740,48 @@ class PartitionLog:
         with self._lock:
             if self._offline is not None or len(self._segments) < 2:
                 return None
-            segments = tuple(self._segments)[:-1]
+            inactive = tuple(self._segments)[:-1]
+            fds = tuple(os.dup(s.fd) for s in inactive)
             producers = {
                 pid: e.last_offset for pid, e in self.producer_state.producers.items() if e.last_offset >= 0
             }
             return CleanerView(
                 config=self.config,
-                segments=segments,
-                fds=tuple(os.dup(s.fd) for s in segments),
+                directory=self.directory,
+                segments=tuple(
+                    SegmentFile(
+                        s.base_offset,
+                        s.size,
+                        s.offset_index.size_in_bytes,
+                        s.largest_timestamp(),
+                        s.first_batch_timestamp(),
+                        os.fstat(fd).st_ino,
+                    )
+                    for s, fd in zip(inactive, fds, strict=True)
+                ),
+                fds=fds,
                 active_base=self._segments.active.base_offset,
                 log_start_offset=self._log_start_offset,
                 last_stable_offset=self.last_stable_offset,
                 producer_last_offsets=producers,
-                aborted=tuple(t for s in segments for t in s.txn_index.all_aborted_txns()),
+                aborted=tuple(t for s in inactive for t in s.txn_index.all_aborted_txns()),
                 abort=self._cleaner_abort,
             )
 
-    def replace_segments(self, old: Sequence[LogSegment], cleaned: LogSegment) -> bool:
+    def replace_segments(self, old: Sequence[SegmentFile], cleaned: LogSegment) -> bool:
         """Swap a cleaned group in (Kafka's replaceSegments): its ``.cleaned`` files renamed
         ``.swap`` (the commit point: recovery finishes the swap from here), the old segments
         renamed ``.deleted`` (removed after file.delete.delay.ms, so reads in flight finish),
         the swap renamed to the final names. False (and ``cleaned`` deleted) when the group is
-        not in the log any more: retention, DeleteRecords, a close or a hand-over came first."""
+        not in the log any more (the same files, by inode): retention, DeleteRecords, a close
+        or a hand-over came first."""
         with self._lock, self._io_lock:
-            if self._offline is not None or not self._segments.replace(old, cleaned):
+            current = (
+                self._segments.run_of([(s.base_offset, s.inode) for s in old])
+                if self._offline is None
+                else None
+            )
+            if current is None or not self._segments.replace(current, cleaned):
                 cleaned.delete_files()
                 return False
             try:
@@ -772,7 +790,7 @@ class PartitionLog:
                 fsync_dir(self.directory)
                 fault_points.reached("swap:swap")
                 now = self._clock()
-                for i, seg in enumerate(old):
+                for i, seg in enumerate(current):
                     seg.rename_to_deleted()
                     self._pending_deletes.append((now + self.config.file_delete_delay_ms, seg))
                     if i == 0:

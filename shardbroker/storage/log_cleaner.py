@@ -38,7 +38,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,7 +70,7 @@ from shardbroker.protocol.record_batch_header import (
 from shardbroker.protocol.record_columns import RecordColumns, record_columns
 from shardbroker.storage import fault_points
 from shardbroker.storage.cleaned_transactions import CleanedTransactions
-from shardbroker.storage.cleaner_view import CleanerView
+from shardbroker.storage.cleaner_view import CleanerView, SegmentFile
 from shardbroker.storage.file_names import CLEANED_SUFFIX
 from shardbroker.storage.log_segment import LogSegment, write_fully
 from shardbroker.storage.offset_map import OffsetMap, OffsetMapBuilder, murmur3_x64_128
@@ -185,7 +185,7 @@ class Cleaner:
 
     def clean(
         self, view: CleanerView, first_dirty: int, first_uncleanable: int, now_ms: int, stats: CleanStats
-    ) -> Iterator[tuple[list[LogSegment], LogSegment]]:
+    ) -> Generator[tuple[list[SegmentFile], LogSegment], None, None]:
         """Clean ``view`` (its dirty part: ``[first_dirty, first_uncleanable)``, segment-aligned
         at the end): yields ``(old segments, cleaned segment)`` per group, in order, for the
         caller to swap in before the next group is written (so at most one group's output is on
@@ -243,7 +243,7 @@ class Cleaner:
     def _clean_group(
         self,
         view: CleanerView,
-        group: list[LogSegment],
+        group: list[SegmentFile],
         dedupe: Dedupe,
         txns: CleanedTransactions,
         now_ms: int,
@@ -251,7 +251,7 @@ class Cleaner:
         verified: dict[int, int],
     ) -> LogSegment:
         base = group[0].base_offset
-        directory = group[0].directory
+        directory = view.directory
         _remove_stale_cleaned(directory, base)
         cleaned = LogSegment(directory, base, view.config, active=True, file_suffix=CLEANED_SUFFIX)
         try:
@@ -302,39 +302,39 @@ class Cleaner:
 # ---------------------------------------------------------------------- groups
 
 
-def group_segments(view: CleanerView, end: int) -> list[list[LogSegment]]:
+def group_segments(view: CleanerView, end: int) -> list[list[SegmentFile]]:
     """Kafka's groupSegmentsBySize over the segments holding offsets below ``end``: consecutive
     segments while their sizes add up to at most ``segment.bytes``, their offset indexes to at
     most ``segment.index.bytes`` and their offsets span less than 2^31."""
     config = view.config
     segs = [s for s, _, _ in _with_next_base(view) if s.base_offset < end]
-    groups: list[list[LogSegment]] = []
+    groups: list[list[SegmentFile]] = []
     while segs:
         group = [segs.pop(0)]
         size = group[0].size
-        index = group[0].offset_index.size_in_bytes
+        index = group[0].index_bytes
         while segs:
             nxt = segs[0]
             if (
                 size + nxt.size > config.segment_bytes
-                or index + nxt.offset_index.size_in_bytes > config.segment_index_bytes
+                or index + nxt.index_bytes > config.segment_index_bytes
                 or _last_offset_bound(view, nxt) - group[0].base_offset > _INT_MAX
             ):
                 break
             group.append(segs.pop(0))
             size += nxt.size
-            index += nxt.offset_index.size_in_bytes
+            index += nxt.index_bytes
         groups.append(group)
     return groups
 
 
-def _last_offset_bound(view: CleanerView, seg: LogSegment) -> int:
+def _last_offset_bound(view: CleanerView, seg: SegmentFile) -> int:
     i = view.segments.index(seg)
     nxt = view.segments[i + 1].base_offset if i + 1 < len(view.segments) else view.active_base
     return nxt - 1
 
 
-def _with_next_base(view: CleanerView) -> Iterator[tuple[LogSegment, int, int]]:
+def _with_next_base(view: CleanerView) -> Iterator[tuple[SegmentFile, int, int]]:
     segs = view.segments
     for i, seg in enumerate(segs):
         nxt = segs[i + 1].base_offset if i + 1 < len(segs) else view.active_base

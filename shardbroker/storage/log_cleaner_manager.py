@@ -18,19 +18,23 @@ format (checkpoint.py: one file per partition directory, like the recovery point
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from shardbroker.storage.checkpoint import CheckpointError, read_checkpoint, write_checkpoint
-from shardbroker.storage.cleaner_view import CleanerView
+from shardbroker.storage.cleaner_view import CleanerView, SegmentFile
 from shardbroker.storage.file_names import CLEANER_OFFSET_CHECKPOINT
-from shardbroker.storage.log_cleaner import Cleaner, CleanStats
+from shardbroker.storage.log_cleaner import CleanStats
 
 if TYPE_CHECKING:
     from shardbroker.storage.log import PartitionLog
+    from shardbroker.storage.log_segment import LogSegment
 
 __all__ = [
+    "CleanRunner",
     "CleanableOffsets",
     "clean_partition",
     "cleanable_offsets",
@@ -75,7 +79,7 @@ def cleanable_offsets(view: CleanerView, checkpoint: int | None, now_ms: int) ->
     if config.min_compaction_lag_ms > 0:
         too_new = now_ms - config.min_compaction_lag_ms
         for i, seg in enumerate(segs):
-            if bases[i + 1] > first_dirty and seg.largest_timestamp() > too_new:
+            if bases[i + 1] > first_dirty and seg.largest_timestamp > too_new:
                 uncleanable = min(uncleanable, seg.base_offset)
                 break
     clean = dirty = 0
@@ -86,7 +90,7 @@ def cleanable_offsets(view: CleanerView, checkpoint: int | None, now_ms: int) ->
             clean += seg.size
         elif seg.base_offset < uncleanable:
             dirty += seg.size
-            first_ts = seg.first_batch_timestamp()
+            first_ts = seg.first_batch_timestamp
             if first_ts > 0:
                 earliest_dirty = min(earliest_dirty, first_ts)
     delay = 0
@@ -108,8 +112,16 @@ def write_cleaner_checkpoint(directory: Path, topic: str, partition: int, offset
     write_checkpoint(directory / CLEANER_OFFSET_CHECKPOINT, {(topic, partition): offset})
 
 
+class CleanRunner(Protocol):
+    """What runs a clean: a `Cleaner` in this thread, or broker/cleaner_process.py's child."""
+
+    def clean(
+        self, view: CleanerView, first_dirty: int, first_uncleanable: int, now_ms: int, stats: CleanStats
+    ) -> Generator[tuple[list[SegmentFile], LogSegment], None, None]: ...
+
+
 def clean_partition(
-    log: PartitionLog, cleaner: Cleaner, now_ms: int, *, force: bool = False
+    log: PartitionLog, cleaner: CleanRunner, now_ms: int, *, force: bool = False
 ) -> tuple[CleanableOffsets, CleanStats | None]:
     """One clean of ``log`` if it is due (or ``force``): map, rewrite, swap each group, then move
     the checkpoint to where the map ended. Returns the offsets found and the clean's stats (None
@@ -125,10 +137,10 @@ def clean_partition(
         ):
             return offsets, None
         stats = CleanStats()
-        for old, cleaned in cleaner.clean(
-            view, offsets.first_dirty, offsets.first_uncleanable, now_ms, stats
-        ):
-            if not log.replace_segments(old, cleaned):
-                return offsets, None  # the log changed under the clean: the next one goes on
+        groups = cleaner.clean(view, offsets.first_dirty, offsets.first_uncleanable, now_ms, stats)
+        with contextlib.closing(groups):  # a runner in another process hears that it must stop
+            for old, cleaned in groups:
+                if not log.replace_segments(old, cleaned):
+                    return offsets, None  # the log changed under the clean: the next one goes on
         write_cleaner_checkpoint(log.directory, log.topic, log.partition, stats.end_offset)
         return offsets, stats

@@ -15,6 +15,7 @@ call per step, on every fetch.
 from __future__ import annotations
 
 import bisect
+import os
 from collections.abc import Iterator, Sequence
 
 from shardbroker.config.log_config import LogConfig
@@ -96,6 +97,19 @@ class LogSegments:
         del self._segments[:count]
         del self._bases[:count]
         return doomed
+
+    def run_of(self, files: Sequence[tuple[int, int]]) -> list[LogSegment] | None:
+        """The consecutive segments whose (base offset, inode) are ``files``, or None."""
+        if not files:
+            return None
+        i = bisect.bisect_left(self._bases, files[0][0])
+        run = self._segments[i : i + len(files)]
+        if len(run) != len(files) or any(
+            s.base_offset != base or os.fstat(s.fd).st_ino != inode
+            for s, (base, inode) in zip(run, files, strict=True)
+        ):
+            return None
+        return run
 
     def replace(self, old: Sequence[LogSegment], new: LogSegment) -> bool:
         """Put ``new`` where the consecutive segments ``old`` are (a cleaned group); False, and

@@ -7,8 +7,10 @@ restart."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import confluent_kafka
 import pytest
@@ -19,7 +21,13 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     ConfigResource,
 )
 
+from shardbroker.broker.cleaner_process import CleanerProcess
+from shardbroker.config.log_config import LogConfig
 from shardbroker.protocol.record_batch import iter_batches
+from shardbroker.protocol.record_batch_builder import RecordBatchBuilder
+from shardbroker.storage.log import PartitionLog
+from shardbroker.storage.log_cleaner import CleanAbortedError, Cleaner, CleanStats, Throttler
+from shardbroker.storage.log_cleaner_manager import clean_partition
 from tests.integration.broker_process import BrokerProcess, wait_for
 from tests.integration.conftest import BrokerFactory
 from tests.integration.kafka_clients import IO_TIMEOUT, consume, consume_confluent, create_topic, end_offsets
@@ -213,3 +221,49 @@ def test_aborted_transactions_leave_a_compacted_topic(broker: BrokerProcess) -> 
     assert {
         r.key: r.value for r in committed if r.key is not None and r.key.startswith(b"t")
     } == transactional
+
+
+def test_the_cleaner_process_cleans_as_a_cleaner_in_this_thread_does(tmp_path: Path) -> None:
+    """broker/cleaner_process.py on its own (no broker): the same log cleaned in the child and by
+    a Cleaner here gives the same bytes; closing the log mid-clean aborts it and ends the child."""
+    config = LogConfig().overrides({"cleanup.policy": "compact", "segment.bytes": "2000"})
+    logs = [PartitionLog.open(tmp_path / f"t-{i}", config) for i in range(3)]
+    process = CleanerProcess("test-cleaner", 10_000, float("inf"))
+    try:
+        for log in logs:
+            for round_ in range(20):
+                builder = RecordBatchBuilder()
+                for k in range(5):
+                    builder.append(f"v{round_}-{k}".encode() * 5, key=f"k{k}".encode(), timestamp=1000)
+                log.append(bytearray(builder.build()))
+            log.roll()
+        now = int(time.time() * 1000)
+        _, here = clean_partition(logs[0], Cleaner(10_000, Throttler(float("inf"))), now, force=True)
+        _, there = clean_partition(logs[1], process, now, force=True)
+        assert here is not None and there is not None
+        assert (
+            (there.records_read, there.records_retained)
+            == (here.records_read, here.records_retained)
+            == (100, 5)
+        )
+        assert [s.size for s in logs[1].segments] == [s.size for s in logs[0].segments]
+        child = process._proc
+        assert child is not None and child.is_alive()
+        logs[2]._cleaner_abort.set()  # what close() does first
+        with logs[2].cleaning() as view:
+            assert view is None  # a closing log hands out no view
+        with logs[2]._cleaning:
+            view = logs[2]._cleaner_view()
+        assert view is not None
+        view.abort.set()
+        with pytest.raises(CleanAbortedError):
+            for _ in process.clean(view, 0, view.active_base, now, CleanStats()):
+                pass
+        child.join(10)
+        assert not child.is_alive()
+        for fd in view.fds:
+            os.close(fd)
+    finally:
+        process.stop()
+        for log in logs:
+            log.close()

@@ -5,9 +5,8 @@ offset, first uncleanable offset, dirty ratio, whether a clean is due, the last 
 The numbers are the cleaner's own: storage/log_cleaner_manager.py's `cleanable_offsets` runs on
 what the files say, so the dirty ratio shown is the one the cleaner compares with
 ``min.cleanable.dirty.ratio``. It reads four facts of each segment (base offset, size, largest
-and first batch timestamp); a LogSegment would open the files for writing (``O_RDWR|O_CREAT``,
-index preallocation), so `_SegmentFacts` gives those four from the files, read-only, and stands
-in for the LogSegments of a CleanerView. What the files cannot say:
+and first batch timestamp: a `SegmentFile`), taken from the files read-only (a LogSegment would
+open them for writing: ``O_RDWR|O_CREAT``, index preallocation). What the files cannot say:
 
 - an open transaction (the cleaner stops at the segment holding the last stable offset): the
   last stable offset is taken to be the log end offset;
@@ -26,12 +25,12 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import Any, Final
 
 from shardbroker.config.log_config import LogConfig
 from shardbroker.protocol.record_batch_header import BATCH_HEADER_SIZE, MAX_TIMESTAMP_OFFSET, NO_TIMESTAMP
 from shardbroker.storage.checkpoint import read_checkpoint
-from shardbroker.storage.cleaner_view import CleanerView
+from shardbroker.storage.cleaner_view import CleanerView, SegmentFile
 from shardbroker.storage.file_names import (
     CLEANER_OFFSET_CHECKPOINT,
     LOG_START_OFFSET_CHECKPOINT,
@@ -45,9 +44,6 @@ from shardbroker.storage.log_cleaner_manager import CleanableOffsets, cleanable_
 from shardbroker.storage.offset_index import OffsetIndex
 from shardbroker.storage.time_index import TimeIndex
 from shardbroker.storage.verify.segments import read_log_chunks
-
-if TYPE_CHECKING:
-    from shardbroker.storage.log_segment import LogSegment
 
 __all__ = ["CleanerState", "read_cleaner_state"]
 
@@ -91,33 +87,24 @@ class CleanerState:
         }
 
 
-class _SegmentFacts:
-    """What `cleanable_offsets` reads of a LogSegment, from the files (read-only)."""
-
-    def __init__(self, directory: Path, base_offset: int) -> None:
-        self.base_offset = base_offset
-        path = log_file(directory, base_offset)
-        st = os.stat(path)
-        self.size = st.st_size
-        self._mtime_ms = st.st_mtime_ns // 1_000_000
-        self._path = path
-        entries = TimeIndex.read_entries(time_index_file(directory, base_offset))
-        # A rolled segment's time index ends with its largest timestamp (log_segment.py).
-        self._largest = int(entries.keys[entries.valid - 1]) if entries.valid else NO_TIMESTAMP
-
-    def largest_timestamp(self) -> int:
-        """LogSegment's rule: the largest batch timestamp, or the file's mtime if none has one."""
-        return self._largest if self._largest >= 0 else self._mtime_ms
-
-    def first_batch_timestamp(self) -> int:
-        if self.size < BATCH_HEADER_SIZE:
-            return NO_TIMESTAMP
-        fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
+def _segment_file(directory: Path, base_offset: int) -> SegmentFile:
+    """What `cleanable_offsets` reads of a segment, from its files (read-only), by LogSegment's
+    rules: the largest timestamp from the time index (a rolled segment's last entry holds it),
+    else the file's mtime; the first batch's max timestamp."""
+    path = log_file(directory, base_offset)
+    st = os.stat(path)
+    entries = TimeIndex.read_entries(time_index_file(directory, base_offset))
+    largest = int(entries.keys[entries.valid - 1]) if entries.valid else NO_TIMESTAMP
+    first = NO_TIMESTAMP
+    if st.st_size >= BATCH_HEADER_SIZE:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            raw = os.pread(fd, 8, MAX_TIMESTAMP_OFFSET)
+            first = int.from_bytes(os.pread(fd, 8, MAX_TIMESTAMP_OFFSET), "big", signed=True)
         finally:
             os.close(fd)
-        return int.from_bytes(raw, "big", signed=True)
+    return SegmentFile(
+        base_offset, st.st_size, 0, largest if largest >= 0 else st.st_mtime_ns // 1_000_000, first, st.st_ino
+    )
 
 
 def _log_end_offset(directory: Path, active_base: int) -> int:
@@ -153,7 +140,7 @@ def _read(directory: Path, config: LogConfig, now_ms: int) -> CleanerState | Non
     bases = list_segment_files(directory).bases
     if not bases:
         return None
-    segments = [_SegmentFacts(directory, b) for b in bases[:-1]]
+    segments = [_segment_file(directory, b) for b in bases[:-1]]
     leo = _log_end_offset(directory, bases[-1])
     checkpoint = _checkpoint_entry(directory / CLEANER_OFFSET_CHECKPOINT, key)
     try:
@@ -164,7 +151,8 @@ def _read(directory: Path, config: LogConfig, now_ms: int) -> CleanerState | Non
     log_start = min(max(_checkpoint_entry(directory / LOG_START_OFFSET_CHECKPOINT, key) or 0, bases[0]), leo)
     view = CleanerView(
         config=config,
-        segments=cast("tuple[LogSegment, ...]", tuple(segments)),  # the four facts: module docstring
+        directory=directory,
+        segments=tuple(segments),
         fds=(),
         active_base=bases[-1],
         log_start_offset=log_start,
