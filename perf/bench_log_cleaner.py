@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
-from shardbroker.storage.offset_map import max_keys_for
 
 from perf.broker_load import running_broker
 from perf.sizes import pick
@@ -48,6 +47,7 @@ from shardbroker.storage.file_names import CLEANER_OFFSET_CHECKPOINT
 from shardbroker.storage.log import PartitionLog
 from shardbroker.storage.log_cleaner import Cleaner, Throttler
 from shardbroker.storage.log_cleaner_manager import clean_partition
+from shardbroker.storage.offset_map import max_keys_for
 
 TARGET_RATIO: Final = 0.3
 TARGET_LATENCY_RATIO: Final = 1.5

@@ -131,6 +131,12 @@ class LogCleanerService:
             t.join(timeout)
         self._threads = []
 
+    def publish(self, sink: Callable[[CleanerCounters], None]) -> None:
+        """Hand the counters to ``sink`` (the metrics tick) under the lock the threads update
+        them under, so one look's figures go out together."""
+        with self._lock:
+            sink(self.counters)
+
     def wake(self) -> None:
         """Look again now, not after the backoff (a topic became compacted, tests)."""
         self._wake.set()

@@ -227,6 +227,7 @@ class ReplicaManager:
         counter table (each housekeeping tick, 1 s; ipc/counters.py says why not per append),
         then run the other publishers (`add_publisher`)."""
         self.counters.publish()
+        self.cleaner.publish(self.counters.publish_cleaner)
         for by_index in self.partitions.values():
             for p in by_index.values():
                 mark = p.published

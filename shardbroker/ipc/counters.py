@@ -4,7 +4,7 @@ Opens and unlinks one segment (shm.py's ``SharedSegment``, object name ``counter
 the reader typed views, memoryviews give the writers cheap stores. Layout (native byte order;
 every section starts on a 64-byte boundary)::
 
-    [0, 32)      ipc/shm.py preamble: kind b"CNTR", version 4, owner pid and start time
+    [0, 32)      ipc/shm.py preamble: kind b"CNTR", version 5, owner pid and start time
     [32, 96)     header, 8 x int64: workers, partition rows, rows per worker, N_API, N_ERR,
                  N_BUCKETS, listeners, security dimensions (N_MECHANISMS, N_OPERATIONS,
                  N_RESOURCE_TYPES packed in bytes 2, 1, 0)
@@ -18,7 +18,8 @@ every section starts on a 64-byte boundary)::
       flush      int64[N_BUCKETS + 1]         log flush (fdatasync) durations, per bucket
       flush_sum  float64                      seconds
     state        int64[rows]        0 free, odd: being (re)labelled, even > 0: live (generation)
-    counters     int64[rows, 16]    PARTITION_FIELDS (11 used), two 64-byte lines per row
+    counters     int64[rows, 16]    PARTITION_FIELDS (12 used; dirty_ratio holds a float64), two
+                                    64-byte lines per row
     labels       bytes[rows, 320]   int64 partition, int64 name length, 48 spare, topic (<= 256 B)
     security blocks, one per worker w (security_block(listeners) bytes each):
       denied     int64[N_OPERATIONS, N_RESOURCE_TYPES]   authorization denials, by Kafka's
@@ -30,17 +31,21 @@ every section starts on a 64-byte boundary)::
       txn        int64[8]       TXN_RESULTS ended (commit, abort, timeout, fenced), ongoing, 3 spare
       txn_hist   int64[N_TXN_BUCKETS + 1]     transaction durations (first record to decision)
       txn_sum    float64                      seconds
+    cleaner blocks, one per worker w (CLEANER_BLOCK bytes each):
+      cleaner    int64[8]       CLEANER_FIELDS: bytes read, bytes written, cleans that succeeded,
+                                failed, were aborted, max compaction delay (ms), uncleanable
+                                partitions, 1 spare
 
 Invariants: one writer per cell. The supervisor creates the segment before the first fork and
 never writes it again; worker w writes only its block, its rows ``[w * R, (w + 1) * R)`` (``R =
-rows // workers``), its security block and its transaction block, 64-byte aligned, so no cache
-line is shared between two workers, and aligned 8-byte stores are atomic: a reader sees old or
-new values, never torn ones. A row is labelled under a seqlock (``state`` odd, label written and
-counters zeroed, a new even generation; x86 keeps the stores in order, a weakly ordered CPU would
-need fences): a reader drops a row whose state changed while it read, so a scrape never names one
-partition's counts with another's. Past R partitions a worker counts into no row and bumps
-``partition_overflow``: it never fails. A starting worker zeroes its blocks and rows, which
-Prometheus' ``rate`` reads as a counter reset.
+rows // workers``), its security block, its transaction block and its cleaner block, 64-byte
+aligned, so no cache line is shared between two workers, and aligned 8-byte stores are atomic: a
+reader sees old or new values, never torn ones. A row is labelled under a seqlock (``state`` odd,
+label written, counters zeroed and the dirty ratio set to NaN, a new even generation; x86 keeps
+the stores in order, a weakly ordered CPU would need fences): a reader drops a row whose state
+changed while it read, so a scrape never names one partition's counts with another's. Past R
+partitions a worker counts into no row and bumps ``partition_overflow``: it never fails. A
+starting worker zeroes its blocks and rows, which Prometheus' ``rate`` reads as a counter reset.
 
 Why: workers count and the supervisor reads with no metrics files and no lock on the hot path
 (DESIGN.md, "Counters"). Workers accumulate in Python attributes and publish once per 1 s
@@ -50,16 +55,21 @@ Security events (an authentication, a denial) are rare next to appends and are w
 like the errors. The security section has one cell per listener of the config (known before the
 fork), so a label set is bounded by the config, never by what clients send. Transactions
 (broker/transaction_coordinator.py) end at most a few thousand times a second: written at once too.
+The log cleaner's threads (broker/log_cleaner_service.py) keep their counts under their own lock;
+the event loop copies them on the tick (`WorkerCounters.publish_cleaner`), so the cleaner block and
+the rows' dirty ratios keep one writer, the worker's event loop, like the rest of its cells.
 """
 
 from __future__ import annotations
 
 import bisect
+import math
 import mmap
 import struct
 import threading
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -76,12 +86,14 @@ from shardbroker.ipc.table import (
 
 __all__ = [
     "BUCKETS",
+    "CLEANER_FIELDS",
     "MECHANISMS",
     "N_API",
     "N_ERR",
     "PARTITION_FIELDS",
     "TXN_BUCKETS",
     "TXN_RESULTS",
+    "CleanerStats",
     "CounterTable",
     "PartitionRow",
     "WorkerCounters",
@@ -89,7 +101,7 @@ __all__ = [
 ]
 
 COUNTERS_KIND: Final = int.from_bytes(b"CNTR", "little")
-COUNTERS_VERSION: Final = 4
+COUNTERS_VERSION: Final = 5
 OBJECT_NAME: Final = "counters"
 
 #: Total partition rows (all workers), split evenly between workers.
@@ -130,6 +142,29 @@ N_TXN_BUCKETS: Final = len(TXN_BUCKETS)
 _TXN_HIST_AT: Final = 64
 _TXN_SUM_AT: Final = _TXN_HIST_AT + 8 * (N_TXN_BUCKETS + 1)
 TXN_BLOCK: Final = aligned(_TXN_SUM_AT + 8)
+#: The log cleaner's cells of a worker (`WorkerCounters.publish_cleaner`): cumulative bytes read
+#: and written by cleans, cleans that finished, failed (an uncleanable log, a full disk) or were
+#: aborted (the partition moved or closed); then gauges as of the cleaner's last look: the largest
+#: max compaction delay of the worker's compacted partitions (ms, Kafka's
+#: max-compaction-delay-secs) and the partitions marked uncleanable (Kafka's
+#: uncleanable-partitions-count).
+CLEANER_FIELDS: Final = (
+    "bytes_read",
+    "bytes_written",
+    "runs",
+    "errors",
+    "aborted",
+    "max_compaction_delay_ms",
+    "uncleanable_partitions",
+)
+CLEANER_BYTES_READ: Final = 0
+CLEANER_BYTES_WRITTEN: Final = 1
+CLEANER_RUNS: Final = 2
+CLEANER_ERRORS: Final = 3
+CLEANER_ABORTED: Final = 4
+CLEANER_MAX_COMPACTION_DELAY_MS: Final = 5
+CLEANER_UNCLEANABLE: Final = 6
+CLEANER_BLOCK: Final = aligned(8 * 8)
 #: Room for listeners in `WorkerCounters.private` (nobody reads private counters).
 PRIVATE_LISTENERS: Final = 16
 
@@ -145,6 +180,7 @@ PARTITION_FIELDS: Final = (
     "segment_count",
     "offline",
     "last_stable_offset",
+    "dirty_ratio",
 )
 MESSAGES_IN: Final = 0
 BYTES_IN: Final = 1
@@ -159,6 +195,10 @@ SEGMENT_COUNT: Final = 8
 OFFLINE: Final = 9
 #: Kafka's LSO: below the first undecided transaction (the log end offset without transactions).
 LAST_STABLE_OFFSET: Final = 10
+#: A float64 in an int64 word: the log cleaner's dirty ratio of a compacted partition as of its last
+#: look; NaN (what `WorkerCounters.open_partition` writes) for any other partition, which then has
+#: no ``shardbroker_partition_dirty_ratio`` series (written by `WorkerCounters.publish_cleaner`).
+DIRTY_RATIO: Final = 11
 #: int64 words per row: the fields rounded up to whole 64-byte lines.
 ROW_WORDS: Final = aligned(8 * len(PARTITION_FIELDS)) // 8
 ROW_BYTES: Final = 8 * ROW_WORDS
@@ -218,8 +258,12 @@ class _Layout(TableLayout):
         return self.security_at + security_block(self.listeners) * self.workers
 
     @property
-    def size(self) -> int:
+    def cleaner_at(self) -> int:
         return self.transactions_at + TXN_BLOCK * self.workers
+
+    @property
+    def size(self) -> int:
+        return self.cleaner_at + CLEANER_BLOCK * self.workers
 
 
 class CounterTable:
@@ -285,6 +329,8 @@ class CounterTable:
         self.txn_sum: npt.NDArray[np.float64] = _view(
             mm, np.float64, (workers,), txn_at + _TXN_SUM_AT, TXN_BLOCK
         )
+        #: [worker, CLEANER_FIELDS index]
+        self.cleaner: npt.NDArray[np.int64] = _view(mm, np.int64, (workers, 8), lay.cleaner_at, CLEANER_BLOCK)
 
     @classmethod
     def create(
@@ -355,6 +401,7 @@ class CounterTable:
                 "transactions",
                 "txn_hist",
                 "txn_sum",
+                "cleaner",
             ),
         )
 
@@ -374,7 +421,31 @@ class PartitionRow:
         self.row = row
 
 
-_ROW: Final = struct.Struct(f"={len(PARTITION_FIELDS)}q")
+#: The row's int64 fields, all written by `WorkerCounters.publish_partition` (the dirty ratio is not).
+_ROW: Final = struct.Struct(f"={DIRTY_RATIO}q")
+
+
+class CleanerStats(Protocol):
+    """What `WorkerCounters.publish_cleaner` reads: the log cleaner's counters
+    (broker/log_cleaner_service.py's CleanerCounters; a protocol because ipc/ may not import the
+    broker layer above it)."""
+
+    @property
+    def bytes_read(self) -> int: ...
+    @property
+    def bytes_written(self) -> int: ...
+    @property
+    def runs(self) -> int: ...
+    @property
+    def errors(self) -> int: ...
+    @property
+    def aborted(self) -> int: ...
+    @property
+    def max_compaction_delay_ms(self) -> int: ...
+    @property
+    def dirty_ratios(self) -> Mapping[tuple[str, int], float]: ...
+    @property
+    def uncleanable(self) -> Collection[tuple[str, int]]: ...
 
 
 class WorkerCounters:
@@ -427,6 +498,16 @@ class WorkerCounters:
         self._txn = mv[at : at + _TXN_HIST_AT].cast("q")
         self._txn_hist = mv[at + _TXN_HIST_AT : at + _TXN_SUM_AT].cast("q")
         self._txn_sum = mv[at + _TXN_SUM_AT : at + _TXN_SUM_AT + 8].cast("d")
+        at = layout.cleaner_at + CLEANER_BLOCK * slot
+        mv[at : at + CLEANER_BLOCK] = bytes(CLEANER_BLOCK)
+        self._cleaner = mv[at : at + CLEANER_BLOCK].cast("q")
+        #: Every row's words as float64 (the dirty ratios are stored there).
+        self._floats = mv[layout.counters_at : layout.labels_at].cast("d")
+        #: (topic, partition) <-> row of the open partitions: the cleaner names partitions by key.
+        self._row_of: dict[tuple[str, int], int] = {}
+        self._key_of: dict[int, tuple[str, int]] = {}
+        #: Rows whose dirty ratio is a number (the others hold NaN).
+        self._dirty_rows: set[int] = set()
 
     @classmethod
     def private(
@@ -480,6 +561,32 @@ class WorkerCounters:
     def set_transactions_ongoing(self, n: int) -> None:
         self._txn[TXN_ONGOING] = n
 
+    # -- log cleaner (its threads count under their lock; copied on the tick) -------------------
+
+    def publish_cleaner(self, stats: CleanerStats) -> None:
+        """Copy the log cleaner's counts into this worker's cleaner block and its dirty ratios
+        into the rows of the partitions it measured (a row it no longer reports, e.g. a topic
+        no longer compacted, goes back to NaN: its series ends). Called on the tick, holding the
+        lock the cleaner threads update ``stats`` under, so one look's figures go out together."""
+        c = self._cleaner
+        c[CLEANER_BYTES_READ] = stats.bytes_read
+        c[CLEANER_BYTES_WRITTEN] = stats.bytes_written
+        c[CLEANER_RUNS] = stats.runs
+        c[CLEANER_ERRORS] = stats.errors
+        c[CLEANER_ABORTED] = stats.aborted
+        c[CLEANER_MAX_COMPACTION_DELAY_MS] = stats.max_compaction_delay_ms
+        c[CLEANER_UNCLEANABLE] = len(stats.uncleanable)
+        row_of = self._row_of
+        ratios = {
+            row: ratio for key, ratio in stats.dirty_ratios.items() if (row := row_of.get(key)) is not None
+        }
+        floats = self._floats
+        for row in self._dirty_rows.difference(ratios):
+            floats[row * ROW_WORDS + DIRTY_RATIO] = math.nan
+        for row, ratio in ratios.items():
+            floats[row * ROW_WORDS + DIRTY_RATIO] = ratio
+        self._dirty_rows = set(ratios)
+
     # -- log flushes (from the flush threads: written at once, under a lock) -------------------
 
     def flush(self, seconds: float) -> None:
@@ -504,7 +611,8 @@ class WorkerCounters:
     # -- partition rows --------------------------------------------------------------------------
 
     def open_partition(self, topic: str, partition: int) -> PartitionRow:
-        """A zeroed row labelled (topic, partition); the scratch row (counted) when full."""
+        """A zeroed row (no dirty ratio: NaN) labelled (topic, partition); the scratch row
+        (counted) when full."""
         if not self._free:
             self._misc[PARTITION_OVERFLOW] += 1
             return PartitionRow(-1)
@@ -519,8 +627,11 @@ class WorkerCounters:
         label[LABEL_NAME_AT : LABEL_NAME_AT + len(name)] = name
         c_at = self._counters_at + ROW_BYTES * row
         self._mv[c_at : c_at + ROW_BYTES] = bytes(ROW_BYTES)
+        self._floats[row * ROW_WORDS + DIRTY_RATIO] = math.nan
         state[row] = self._gen
         self._misc[ROWS_IN_USE] += 1
+        self._row_of[topic, partition] = row
+        self._key_of[row] = (topic, partition)
         return PartitionRow(row)
 
     def publish_partition(
@@ -538,8 +649,9 @@ class WorkerCounters:
         offline: bool = False,
         last_stable_offset: int | None = None,
     ) -> None:
-        """Write a partition's row (in `PARTITION_FIELDS` order) in one store per field
-        (``last_stable_offset`` None: the log end offset, a partition without transactions)."""
+        """Write a partition's row (in `PARTITION_FIELDS` order, up to the dirty ratio) in one store
+        per field (``last_stable_offset`` None: the log end offset, a partition without
+        transactions)."""
         if prow.row >= 0:
             _ROW.pack_into(
                 self._mv,
@@ -567,5 +679,9 @@ class WorkerCounters:
             return
         self._state[prow.row] = 0
         self._free.append(prow.row)
+        key = self._key_of.pop(prow.row)
+        if self._row_of.get(key) == prow.row:
+            del self._row_of[key]
+        self._dirty_rows.discard(prow.row)
         prow.row = -2
         self._misc[ROWS_IN_USE] -= 1

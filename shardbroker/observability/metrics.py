@@ -11,9 +11,10 @@ HTTP side is metrics_http.py.
 Families built here (``worker`` is the Kafka node id):
 
 - ``shardbroker_partition_*{topic,partition,worker}``: 5 counters and 5 gauges of the partition
-  rows (counters start at 0 when the worker opens the partition), and
-  ``shardbroker_partition_offline{topic,partition}``, one per partition of the controller's
-  metadata (`offline_text`);
+  rows (counters start at 0 when the worker opens the partition),
+  ``shardbroker_partition_dirty_ratio{topic,partition,worker}`` (only for partitions the log
+  cleaner measured: compacted ones), and ``shardbroker_partition_offline{topic,partition}``, one
+  per partition of the controller's metadata (`offline_text`);
 - ``shardbroker_requests_total``, ``shardbroker_request_errors_total`` (``error``: the Kafka error
   name; a Produce or Fetch partition's error counts once per partition, an unreadable frame under
   api="Unknown") and ``shardbroker_request_duration_seconds`` (histogram, 100 us to 10 s, from
@@ -27,7 +28,12 @@ Families built here (``worker`` is the Kafka node id):
   from broker/security_audit.py; ``shardbroker_transactions_total{result,worker}`` (commit,
   abort, timeout, fenced), ``shardbroker_transactions_ongoing{worker}`` and
   ``shardbroker_transaction_duration_seconds{worker}`` (10 ms to 15 min), from the transaction
-  coordinator (broker/transaction_coordinator.py says what is counted when). Per worker, as every
+  coordinator (broker/transaction_coordinator.py says what is counted when);
+  ``shardbroker_log_cleaner_bytes_read_total``, ``_bytes_written_total``,
+  ``shardbroker_log_cleaner_runs_total{result}`` (success, error, aborted),
+  ``shardbroker_log_cleaner_max_compaction_delay_seconds`` and
+  ``shardbroker_log_cleaner_uncleanable_partitions``, each ``{worker}``, from the worker's log
+  cleaner (broker/log_cleaner_service.py), as of its last look. Per worker, as every
   per-worker counter: a restarted worker starts its series at 0, which ``rate`` reads as a reset;
   summed over workers, one worker's reset would look like a drop of the total and ``rate`` would
   count the survivors' whole totals again (a false failure burst on the alert).
@@ -41,6 +47,7 @@ by ``generate_latest``: 90,000 samples cost it ~1 s against 0.05 s (docs/notes/m
 
 from __future__ import annotations
 
+import math
 import platform
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
@@ -133,6 +140,13 @@ _PARTITION_FAMILIES: list[tuple[int, str, str, str]] = [
     ),
 ]
 _OFFLINE = "shardbroker_partition_offline"
+_DIRTY = "shardbroker_partition_dirty_ratio"
+#: result label -> cleaner block field of ``shardbroker_log_cleaner_runs_total``.
+_CLEANER_RESULTS = (
+    ("success", ctr.CLEANER_RUNS),
+    ("error", ctr.CLEANER_ERRORS),
+    ("aborted", ctr.CLEANER_ABORTED),
+)
 
 
 def _escape(value: str) -> str:
@@ -245,6 +259,7 @@ class MetricsCollector(Collector):
         yield from self._workers()
         yield from self._security()
         yield from self._transactions()
+        yield from self._cleaner()
         yield from ring_families(self._rings())
         build = GaugeMetricFamily(
             "shardbroker_build_info", "Build of the broker", labels=["version", "python"]
@@ -260,7 +275,8 @@ class MetricsCollector(Collector):
         """The per-partition families in the text format (0.0.4), formatted here rather than by
         prometheus-client: 9 families x 10,000 partitions are 90,000 samples, which cost
         ``generate_latest`` about 1 s here against 0.05 s for this (perf/bench_metrics.py). Label
-        strings are built once per (row, generation), then `offline_text`."""
+        strings are built once per (row, generation), then the dirty ratios of the rows that have
+        one (NaN: not compacted, no series), then `offline_text`."""
         rows, values = self._rows.read()
         labels = [label for label, _ in rows]
         out: list[str] = []
@@ -269,6 +285,14 @@ class MetricsCollector(Collector):
             out.extend(
                 [f"{name}{{{lab}}} {v}\n" for lab, v in zip(labels, values[:, field].tolist(), strict=True)]
             )
+        ratios = np.ascontiguousarray(values[:, ctr.DIRTY_RATIO]).view(np.float64).tolist()
+        out.append(
+            f"# HELP {_DIRTY} Dirty bytes / (clean + dirty bytes) of a compacted partition's log, "
+            f"as the log cleaner last measured it\n# TYPE {_DIRTY} gauge\n"
+        )
+        out.extend(
+            [f"{_DIRTY}{{{lab}}} {r!r}\n" for lab, r in zip(labels, ratios, strict=True) if not math.isnan(r)]
+        )
         failed = {tp for (_, tp), off in zip(rows, values[:, ctr.OFFLINE].tolist(), strict=True) if off}
         out.append(self.offline_text(failed))
         return "".join(out)
@@ -430,6 +454,48 @@ class MetricsCollector(Collector):
         yield total
         yield ongoing
         yield duration
+
+    def _cleaner(self) -> Iterator[Metric]:
+        t = self.table
+        cells = t.cleaner.copy()
+        read = CounterMetricFamily(
+            "shardbroker_log_cleaner_bytes_read", "Bytes the log cleaner read from logs", labels=["worker"]
+        )
+        written = CounterMetricFamily(
+            "shardbroker_log_cleaner_bytes_written",
+            "Bytes the log cleaner wrote into cleaned segments",
+            labels=["worker"],
+        )
+        runs = CounterMetricFamily(
+            "shardbroker_log_cleaner_runs",
+            "Cleans of a partition's log, by result (error: uncleanable data or an I/O failure such as "
+            "a full disk; aborted: the partition moved or closed)",
+            labels=["result", "worker"],
+        )
+        delay = GaugeMetricFamily(
+            "shardbroker_log_cleaner_max_compaction_delay_seconds",
+            "Largest time past max.compaction.lag.ms of a dirty record in the worker's compacted "
+            "partitions, at the cleaner's last look (0: none overdue)",
+            labels=["worker"],
+        )
+        uncleanable = GaugeMetricFamily(
+            "shardbroker_log_cleaner_uncleanable_partitions",
+            "Partitions the log cleaner gave up on (unreadable data) until the worker restarts",
+            labels=["worker"],
+        )
+        for w in range(t.workers):
+            c = cells[w].tolist()
+            read.add_metric([str(w)], float(c[ctr.CLEANER_BYTES_READ]))
+            written.add_metric([str(w)], float(c[ctr.CLEANER_BYTES_WRITTEN]))
+            for result, field in _CLEANER_RESULTS:
+                runs.add_metric([result, str(w)], float(c[field]))
+            delay.add_metric([str(w)], c[ctr.CLEANER_MAX_COMPACTION_DELAY_MS] / 1000)
+            uncleanable.add_metric([str(w)], float(c[ctr.CLEANER_UNCLEANABLE]))
+        yield read
+        yield written
+        yield runs
+        yield delay
+        yield uncleanable
 
 
 def build_registry(collector: MetricsCollector) -> CollectorRegistry:

@@ -8,12 +8,16 @@ One broker (2 workers), one Prometheus scraping its /metrics every second and ev
 grafana/prometheus/alerts.yml every second, on a free loopback port with its TSDB in a temp dir
 (removed afterwards, as is the process, also on failure). Workload: a 4-partition topic with
 ``flush.messages=1`` (so the flush histogram fills) gets ``COUNT`` messages from confluent-kafka;
-a consumer group reads part of them and commits (so lag is above 0 on some partitions). Then:
+a consumer group reads part of them and commits (so lag is above 0 on some partitions); a
+2-partition compacted topic with 4 KiB segments gets keyed records, which the log cleaner compacts.
+Then:
 
 - every ``expr`` of every panel in grafana/dashboards/*.json, with the template variables
   substituted, returns data through Prometheus' query API (a renamed metric or label in the
   broker breaks a dashboard here, not in production);
 - per-partition message counts in Prometheus equal what the producer had acknowledged;
+- dirty ratio series exist for compacted partitions only (the compacted topic's, not
+  live-orders'), and the cleaner counted cleans that wrote less than they read;
 - the rule file loads and every rule evaluates without error against the live series, and none
   fires on a healthy broker;
 - ``promtool check metrics`` accepts the exposition;
@@ -49,12 +53,20 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 GRAFANA = REPO / "grafana"
 TOPIC, GROUP = "live-orders", "live-group"
+COMPACTED = "live-compacted"
+#: Small segments leave the active one quickly; a clean whenever anything is dirty.
+COMPACTED_CONFIG = {"cleanup.policy": "compact", "segment.bytes": "4096", "min.cleanable.dirty.ratio": "0.01"}
 PARTITIONS = 4
 COUNT = 2000
 CONSUMED = 1200
 #: What Grafana would put in the queries (``$__rate_interval`` is at least 4 scrape intervals).
-VARIABLES = {"$__rate_interval": "15s", "$topic": TOPIC, "$group": GROUP, "$worker": ".+"}
-GROUP_CONFIG = {"group.initial.rebalance.delay.ms": 100, "group.min.session.timeout.ms": 1000}
+VARIABLES = {"$__rate_interval": "15s", "$topic": f"{TOPIC}|{COMPACTED}", "$group": GROUP, "$worker": ".+"}
+#: Fast group joins; the log cleaner looks every 100 ms (not 15 s) for the compacted topic.
+BROKER_CONFIG = {
+    "group.initial.rebalance.delay.ms": 100,
+    "group.min.session.timeout.ms": 1000,
+    "log.cleaner.backoff.ms": 100,
+}
 
 
 class Prometheus:
@@ -133,7 +145,7 @@ class Prometheus:
 
 @pytest.fixture
 def broker(broker_factory: BrokerFactory) -> BrokerProcess:
-    return broker_factory(config=GROUP_CONFIG)
+    return broker_factory(config=BROKER_CONFIG)
 
 
 @pytest.fixture
@@ -179,6 +191,15 @@ def run_workload(bootstrap: str) -> tuple[collections.Counter[int], dict[int, in
     and the committed offset per partition (partitions the group read nothing from: none)."""
     create_topic(bootstrap, TOPIC, PARTITIONS, {"flush.messages": "1"})
     acked = produce_confluent(bootstrap, TOPIC, make_messages(COUNT, 97, "live", value_size=64))
+    # ~16 KiB of 20 keys rewritten over and over on each partition: a few dirty segments each.
+    create_topic(bootstrap, COMPACTED, 2, COMPACTED_CONFIG)
+    produce_confluent(
+        bootstrap,
+        COMPACTED,
+        make_messages(400, 20, "kv", value_size=64),
+        extra={"linger.ms": 0, "batch.num.messages": 20},
+        partition_of={i: i % 2 for i in range(400)},
+    )
     per_partition = collections.Counter(r.partition for r in acked)
     consumer = confluent_kafka.Consumer(
         {
@@ -223,6 +244,13 @@ def test_dashboards_and_alerts_on_live_data(broker: BrokerProcess, prometheus: P
         return (got == {p: float(n) for p, n in per_partition.items()} and done) or None
 
     wait_for(counted, 30.0, f"Prometheus sees {COUNT} messages in and the group's lag", interval=0.5)
+
+    def cleaned() -> bool | None:
+        runs = prometheus.query('sum(shardbroker_log_cleaner_runs_total{result="success"}) > 0')
+        ratios = prometheus.query(f'shardbroker_partition_dirty_ratio{{topic="{COMPACTED}"}}')
+        return (bool(runs) and len(ratios) == 2) or None
+
+    wait_for(cleaned, 30.0, f"Prometheus sees cleans of {COMPACTED} and its dirty ratios", interval=0.5)
     time.sleep(3)
 
     missing = [
@@ -249,6 +277,18 @@ def test_dashboards_and_alerts_on_live_data(broker: BrokerProcess, prometheus: P
     assert float(flushes[0]["value"][1]) > 0  # flush.messages=1: a flush per produce
     offline = prometheus.query(f'shardbroker_partition_offline{{topic="{TOPIC}"}}')
     assert by_partition(offline) == {p: 0.0 for p in range(PARTITIONS)}
+    # Dirty ratios: compacted partitions only (the compacted topic's and __consumer_offsets', which
+    # the same cleaner compacts; never live-orders); the cleaner read what it cleaned and wrote
+    # less back (20 live keys of ~200 records per partition).
+    ratios = prometheus.query("shardbroker_partition_dirty_ratio")
+    keys = {(r["metric"]["topic"], r["metric"]["partition"]) for r in ratios}
+    assert {key for key in keys if key[0] != "__consumer_offsets"} == {(COMPACTED, "0"), (COMPACTED, "1")}
+    assert all(0 <= float(r["value"][1]) <= 1 for r in ratios)
+    read = float(prometheus.query("sum(shardbroker_log_cleaner_bytes_read_total)")[0]["value"][1])
+    written = float(prometheus.query("sum(shardbroker_log_cleaner_bytes_written_total)")[0]["value"][1])
+    assert 0 < written < read
+    uncleanable = prometheus.query("sum(shardbroker_log_cleaner_uncleanable_partitions)")
+    assert float(uncleanable[0]["value"][1]) == 0
     cpu = prometheus.query("process_cpu_seconds_total")
     assert {r["metric"]["worker"] for r in cpu} == {"0", "1"}
 

@@ -8,8 +8,10 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from shardbroker.broker.log_cleaner_service import CleanerCounters
 from shardbroker.ipc import counters as ctr
 from shardbroker.ipc.counters import CounterTable, WorkerCounters, error_index
 from shardbroker.protocol import messages as m
@@ -27,6 +29,13 @@ def table() -> Iterator[CounterTable]:
 
 def live_rows(t: CounterTable) -> dict[tuple[str, int], int]:
     return {t.label(r): r for r in range(t.rows) if t.state[r] > 0 and t.state[r] % 2 == 0}
+
+
+def dirty_ratios(t: CounterTable) -> dict[tuple[str, int], float]:
+    """The live rows' dirty ratios (float64 words), NaN ones left out, as the collector reads them."""
+    rows = live_rows(t)
+    words = np.ascontiguousarray(t.counters[:, ctr.DIRTY_RATIO]).view(np.float64)
+    return {key: float(words[r]) for key, r in rows.items() if not np.isnan(words[r])}
 
 
 def test_header_and_ranges(table: CounterTable) -> None:
@@ -74,15 +83,19 @@ def test_rows_labelled_freed_reused(table: CounterTable) -> None:
     assert (a.row, b.row) == (0, 1)
     w.publish_partition(a, 5, 0, 0, 0, 0, 0, 0, 0)
     w.publish_partition(b, 0, 100, 0, 0, 0, 0, 0, 0)
+    w.publish_cleaner(CleanerCounters(dirty_ratios={("orders", 0): 0.5}))
     assert table.counters[0, ctr.MESSAGES_IN] == 5 and table.counters[1, ctr.BYTES_IN] == 100
     assert live_rows(table) == {("orders", 0): 0, ("orders", 1): 1}
+    assert dirty_ratios(table) == {("orders", 0): 0.5}
     assert table.misc[0, ctr.ROWS_IN_USE] == 2
     w.close_partition(a)
     w.close_partition(a)  # twice: no effect
     w.publish_partition(a, 1, 1, 1, 1, 1, 1, 1, 1)  # closed: not written
     assert live_rows(table) == {("orders", 1): 1} and table.counters[0, ctr.MESSAGES_IN] == 5
     c = w.open_partition("x" * 300, 7)  # reuses row 0, zeroed; the name is cut at 256 bytes
-    assert c.row == 0 and table.counters[0].tolist() == [0] * ctr.ROW_WORDS
+    cells = table.counters[0].tolist()
+    assert c.row == 0 and cells[: ctr.DIRTY_RATIO] + cells[ctr.DIRTY_RATIO + 1 :] == [0] * (ctr.ROW_WORDS - 1)
+    assert dirty_ratios(table) == {}  # NaN: no dirty ratio until the cleaner measures it
     assert table.label(0) == ("x" * ctr.MAX_NAME, 7)
     assert table.state[0] > 2  # a new generation: readers drop cached labels
 
@@ -198,8 +211,8 @@ def test_replica_manager_publishes_its_partitions(
             assert replicas.append("a", 1, b"\0" * 70).error_code != 0  # counted as a request
             assert table.counters[rows["a", 1], ctr.MESSAGES_IN] == 0  # not yet: the tick publishes
             replicas.publish_metrics()
-            cells = table.counters[rows["a", 1], : len(ctr.PARTITION_FIELDS)].tolist()
-            row = dict(zip(ctr.PARTITION_FIELDS, cells, strict=True))
+            cells = table.counters[rows["a", 1], : ctr.DIRTY_RATIO].tolist()
+            row = dict(zip(ctr.PARTITION_FIELDS[: ctr.DIRTY_RATIO], cells, strict=True))
             assert row == {
                 "messages_in": 3,
                 "bytes_in": size,
@@ -305,7 +318,7 @@ def test_transaction_cells() -> None:
         lay = t.layout
         assert lay.transactions_at % 64 == 0 and ctr.TXN_BLOCK % 64 == 0
         assert lay.transactions_at >= lay.security_at + 2 * ctr.security_block(3)
-        assert lay.size == lay.transactions_at + 2 * ctr.TXN_BLOCK <= len(t.segment.mmap)
+        assert lay.cleaner_at == lay.transactions_at + 2 * ctr.TXN_BLOCK
         w0, w1 = t.worker(0), t.worker(1)
         w1.transaction_ended(ctr.TXN_COMMIT, 0.02)  # (0.01, 0.025]
         w1.transaction_ended(ctr.TXN_FENCED, 1000.0)  # past 900 s: +Inf
@@ -319,3 +332,55 @@ def test_transaction_cells() -> None:
         assert t.transactions[1].sum() == 0 and t.txn_sum[1] == 0 and t.transactions[0, ctr.TXN_ONGOING] == 3
     finally:
         t.close()
+
+
+def test_cleaner_cells(table: CounterTable) -> None:
+    lay = table.layout
+    assert lay.cleaner_at % 64 == 0 and ctr.CLEANER_BLOCK == 64  # one cache line per worker
+    assert lay.cleaner_at >= lay.transactions_at + 2 * ctr.TXN_BLOCK
+    assert lay.size == lay.cleaner_at + 2 * ctr.CLEANER_BLOCK <= len(table.segment.mmap)
+    w0, w1 = table.worker(0), table.worker(1)
+    w1.open_partition("plain", 0)
+    compacted = [w1.open_partition("compacted", i) for i in range(2)]
+    w0.open_partition("compacted", 2)
+    stats = CleanerCounters(
+        bytes_read=5_000_000_000,  # past 32 bits
+        bytes_written=1_200,
+        runs=7,
+        errors=2,
+        aborted=1,
+        max_compaction_delay_ms=90_500,
+        # ("compacted", 2) is worker 0's, ("gone", 0) closed since the cleaner's look: no row here.
+        dirty_ratios={("compacted", 0): 0.75, ("compacted", 1): 0.0, ("compacted", 2): 0.5, ("gone", 0): 1.0},
+        uncleanable={("compacted", 1), ("gone", 0)},
+    )
+    w1.publish_cleaner(stats)
+    assert dict(zip(ctr.CLEANER_FIELDS, table.cleaner[1].tolist(), strict=False)) == {
+        "bytes_read": 5_000_000_000,
+        "bytes_written": 1_200,
+        "runs": 7,
+        "errors": 2,
+        "aborted": 1,
+        "max_compaction_delay_ms": 90_500,
+        "uncleanable_partitions": 2,
+    }
+    assert table.cleaner[0].sum() == 0 and table.cleaner[1, -1] == 0  # worker 0's block, the spare
+    assert dirty_ratios(table) == {("compacted", 0): 0.75, ("compacted", 1): 0.0}
+    # The next look: ("compacted", 1) is no longer compacted (its ratio goes), 0 moved on.
+    stats.dirty_ratios = {("compacted", 0): 0.125}
+    w1.publish_cleaner(stats)
+    assert dirty_ratios(table) == {("compacted", 0): 0.125}
+    # A closed row is no longer the partition's; its next user starts without a ratio.
+    freed = compacted[0].row
+    w1.close_partition(compacted[0])
+    w1.publish_cleaner(stats)
+    assert w1.open_partition("other", 0).row == freed
+    w1.publish_cleaner(stats)
+    assert dirty_ratios(table) == {}
+    w1.close_partition(compacted[1])  # ("compacted", 0) reopened on a new row gets its ratio again
+    w1.open_partition("compacted", 0)
+    w1.publish_cleaner(stats)
+    assert dirty_ratios(table) == {("compacted", 0): 0.125}
+    assert table.transactions.sum() == 0 and table.txn_sum.sum() == 0  # nothing spilled
+    table.worker(1)  # a restarted worker starts from zero
+    assert table.cleaner[1].sum() == 0 and dirty_ratios(table) == {}

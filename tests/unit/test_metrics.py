@@ -16,6 +16,7 @@ import pytest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 
+from shardbroker.broker.log_cleaner_service import CleanerCounters
 from shardbroker.broker.security_audit import SecurityAudit
 from shardbroker.ipc import counters as ctr
 from shardbroker.ipc.counters import CounterTable
@@ -463,3 +464,47 @@ def test_transaction_series(table: CounterTable) -> None:
     buckets = {le: s[key(f"{h}_bucket", le=le, worker="1")] for le in ("0.1", "0.25", "0.5", "60.0", "+Inf")}
     assert buckets == {"0.1": 0, "0.25": 1, "0.5": 2, "60.0": 3, "+Inf": 3}
     assert s[key(f"{h}_sum", worker="1")] == pytest.approx(60.5)
+
+
+def test_log_cleaner_series(table: CounterTable) -> None:
+    w0, w1 = table.worker(0), table.worker(1)
+    for w, topic, partition in ((w0, "orders", 0), (w0, "_schemas", 0), (w1, "_schemas", 1), (w1, "kv", 0)):
+        w.open_partition(topic, partition)
+    w0.publish_cleaner(
+        CleanerCounters(
+            bytes_read=3_000,
+            bytes_written=1_000,
+            runs=4,
+            errors=1,
+            max_compaction_delay_ms=2_500,
+            dirty_ratios={("_schemas", 0): 0.5},
+            uncleanable={("_schemas", 0)},
+        )
+    )
+    w1.publish_cleaner(CleanerCounters(aborted=2, dirty_ratios={("_schemas", 1): 0.0, ("kv", 0): 0.875}))
+    text, s = scrape(MetricsCollector(table))
+    dirty = {
+        (dict(labels)["topic"], dict(labels)["partition"], dict(labels)["worker"]): v
+        for (name, labels), v in s.items()
+        if name == "shardbroker_partition_dirty_ratio"
+    }
+    # Compacted partitions only (a measured 0 is a series too); "orders" has none.
+    assert dirty == {("_schemas", "0", "0"): 0.5, ("_schemas", "1", "1"): 0.0, ("kv", "0", "1"): 0.875}
+    assert text.count("# TYPE shardbroker_partition_dirty_ratio gauge") == 1
+
+    def per_worker(name: str, **labels: str) -> list[float]:
+        return [s[key(name, **labels, worker=str(w))] for w in (0, 1)]
+
+    assert per_worker("shardbroker_log_cleaner_bytes_read_total") == [3_000, 0]
+    assert per_worker("shardbroker_log_cleaner_bytes_written_total") == [1_000, 0]
+    runs = {
+        r: per_worker("shardbroker_log_cleaner_runs_total", result=r) for r in ("success", "error", "aborted")
+    }
+    assert runs == {"success": [4, 0], "error": [1, 0], "aborted": [0, 2]}
+    assert per_worker("shardbroker_log_cleaner_max_compaction_delay_seconds") == [2.5, 0]
+    assert per_worker("shardbroker_log_cleaner_uncleanable_partitions") == [1, 0]
+    # The next look finds "kv" no longer compacted: its series ends.
+    w1.publish_cleaner(CleanerCounters(aborted=2, dirty_ratios={("_schemas", 1): 0.25}))
+    _, s = scrape(MetricsCollector(table))
+    assert key("shardbroker_partition_dirty_ratio", topic="kv", partition="0", worker="1") not in s
+    assert s[key("shardbroker_partition_dirty_ratio", topic="_schemas", partition="1", worker="1")] == 0.25
