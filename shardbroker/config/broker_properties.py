@@ -465,14 +465,6 @@ LOG_CLEANER_IO_BUFFER_LOAD_FACTOR: Final = _D(
     "how full a key map may get",
     _CLEANER,
 )
-LOG_CLEANER_IO_BUFFER_SIZE: Final = _D(
-    "log.cleaner.io.buffer.size",
-    _I,
-    "524288",
-    between(0, INT_MAX),
-    "read and write buffer of each cleaner",
-    _CLEANER,
-)
 LOG_CLEANER_BACKOFF_MS: Final = _D(
     "log.cleaner.backoff.ms",
     _L,
