@@ -167,9 +167,11 @@ class LogCleanerService:
         ratios: dict[tuple[str, int], float] = {}
         states: dict[tuple[str, int], CleanableOffsets] = {}
         max_delay = 0
+        led: set[tuple[str, int]] = set()
         for p in self._partitions():
             plog = p.log
             key = (p.topic, p.index)
+            led.add(key)
             if not plog.config.compact:
                 continue
             offsets = self._peek(p, now)
@@ -186,6 +188,8 @@ class LogCleanerService:
             if best is None or rank > best[:2]:
                 best = (*rank, p)
         with self._lock:
+            # A partition moved away or deleted is not uncleanable here any more (Kafka forgets it too).
+            self.counters.uncleanable &= led
             self.counters.dirty_ratios = ratios
             self.counters.states = states
             self.counters.max_compaction_delay_ms = max_delay
@@ -222,6 +226,11 @@ class LogCleanerService:
             return False
         except (OSError, StorageError) as exc:  # disk full: the originals stay; retried after backoff
             log.error("worker %d: cleaning %s-%d failed: %s", self.node_id, *key, exc)
+            with self._lock:
+                self.counters.errors += 1
+            return False
+        except Exception:  # a bug: logged with its stack, counted like any failed clean
+            log.exception("worker %d: cleaning %s-%d failed", self.node_id, *key)
             with self._lock:
                 self.counters.errors += 1
             return False
