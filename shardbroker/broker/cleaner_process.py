@@ -185,7 +185,7 @@ def _child_main(conn: Connection, max_keys: int, io_rate: float, parent: int) ->
                 conn.send(("group", [view.segments.index(s) for s in group], cleaned.base_offset))
                 if not conn.recv():
                     break
-            conn.send(("done", _stats_fields(stats)))
+            conn.send(("done", dataclasses.asdict(stats)))
         except UncleanableLogError as exc:
             conn.send(("error", "uncleanable", str(exc)))
         except OSError as exc:
@@ -193,9 +193,3 @@ def _child_main(conn: Connection, max_keys: int, io_rate: float, parent: int) ->
         finally:
             for fd in fds:
                 os.close(fd)
-
-
-def _stats_fields(stats: CleanStats) -> dict[str, Any]:
-    fields = dataclasses.asdict(stats)
-    del fields["started"]
-    return fields

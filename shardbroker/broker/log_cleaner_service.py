@@ -73,10 +73,6 @@ class CleanerCounters:
     dirty_ratios: dict[tuple[str, int], float] = field(default_factory=dict)
     #: (topic, partition) of the partitions marked uncleanable.
     uncleanable: set[tuple[str, int]] = field(default_factory=set)
-    #: (topic, partition) -> the cleanable offsets and sizes as last seen (`topics describe`).
-    states: dict[tuple[str, int], CleanableOffsets] = field(default_factory=dict)
-    #: time.time() of the last clean that finished (0: none yet).
-    last_clean: float = 0.0
 
 
 class LogCleanerService:
@@ -165,7 +161,6 @@ class LogCleanerService:
         now = self._wall_ms()
         best: tuple[int, float, Partition] | None = None
         ratios: dict[tuple[str, int], float] = {}
-        states: dict[tuple[str, int], CleanableOffsets] = {}
         max_delay = 0
         led: set[tuple[str, int]] = set()
         for p in self._partitions():
@@ -178,7 +173,6 @@ class LogCleanerService:
             if offsets is None:
                 continue
             ratios[key] = offsets.dirty_ratio
-            states[key] = offsets
             max_delay = max(max_delay, offsets.max_compaction_delay_ms)
             with self._lock:
                 skip = key in self.counters.uncleanable or key in self._in_progress
@@ -191,7 +185,6 @@ class LogCleanerService:
             # A partition moved away or deleted is not uncleanable here any more (Kafka forgets it too).
             self.counters.uncleanable &= led
             self.counters.dirty_ratios = ratios
-            self.counters.states = states
             self.counters.max_compaction_delay_ms = max_delay
         if best is None:
             return False
@@ -244,7 +237,6 @@ class LogCleanerService:
             self.counters.runs += 1
             self.counters.bytes_read += stats.bytes_read
             self.counters.bytes_written += stats.bytes_written
-            self.counters.last_clean = time.time()
         log.info(
             "worker %d: cleaned %s-%d [%d, %d): %d segments in %d groups, %.1f MB read, %.1f MB "
             "written (%.1f%% size reduction), %d of %d records kept, %d keys in the map, %.3f s "

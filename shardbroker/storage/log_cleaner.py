@@ -40,7 +40,7 @@ import threading
 import time
 from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -143,7 +143,6 @@ class CleanStats:
     map_records: int = 0
     #: The offset the next clean's dirty part starts at (the cleaner checkpoint).
     end_offset: int = 0
-    started: float = field(default_factory=time.monotonic)
 
 
 @dataclass(frozen=True, slots=True)
@@ -479,7 +478,6 @@ def filter_batches(
     stats.records_read += int(counts.sum())
 
     cols: RecordColumns | None = None
-    retain_batch_rows = counts.copy()
     tombstone_kept = np.zeros(n, np.bool_)
     retain = np.zeros(0, np.bool_)
     rb = np.zeros(0, np.int64)
