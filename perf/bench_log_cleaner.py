@@ -14,7 +14,9 @@ distinct keys, so a full clean keeps ~10 % of the records (every key's latest). 
 reads every segment sequentially in 4 MiB chunks and writes the bytes to a new file with one
 fdatasync at the end (what the cleaner's I/O would cost if it kept everything and did no work;
 the cleaner syncs what it writes too); ``ratio_nosync`` is the same without the fdatasync (page
-cache only: a memory copy, the harshest reference).
+cache only: a memory copy, the harshest reference). Every step starts after an ``os.sync()``:
+without it the reference ran while the built log's 1 GiB of dirty pages were written back
+and varied 0.8-1.8 s from run to run.
 The clean is `clean_partition` with ``force``: key map, rewrite and swap of every segment, one
 fdatasync per cleaned segment. Both find the log in the page cache (it was just written). The
 figure is ``reference seconds / clean seconds`` (target >= 0.3), with MB/s of each.
@@ -27,6 +29,8 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -109,10 +113,12 @@ def run_once(mib: int, seed: int) -> dict[str, Any]:
         log, records = build_log(root / "bench-0", mib, seed)
         try:
             size = sum(s.size for s in log.segments)
+            os.sync()  # each step starts with nothing dirty: no writeback of an earlier one in it
             ref_s = reference(log, root / "copy.bin")
             (root / "copy.bin").unlink()
             nosync_s = reference(log, root / "copy.bin", sync=False)
             (root / "copy.bin").unlink()
+            os.sync()
             cleaner = Cleaner(max_keys_for(128 << 20, 0.9, 1), Throttler(float("inf")))
             started = time.perf_counter()
             _, stats = clean_partition(log, cleaner, int(time.time() * 1000), force=True)
@@ -190,15 +196,52 @@ def _produce_rtts(conn: BrokerConnection, until: Callable[[], bool], max_s: floa
     return rtts
 
 
+#: Two references for what any process at SCHED_IDLE (as the cleaner's) on the other core costs
+#: the worker: one that only spins in Python (touching no memory, making no system call), one
+#: that only reads the dirty log's files from the page cache, 64 KiB a pread into one buffer
+#: (what every clean must do, twice, without the decoding or any write).
+SPINNER: Final = """
+import os, sys, time
+os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+end = time.monotonic() + float(sys.argv[1])
+while time.monotonic() < end:
+    pass
+"""
+READER: Final = """
+import os, sys, time
+os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+end = time.monotonic() + float(sys.argv[1])
+buf = memoryview(bytearray(64 << 10))
+while time.monotonic() < end:
+    for path in sys.argv[2:]:
+        fd = os.open(path, os.O_RDONLY)
+        pos = 0
+        while time.monotonic() < end and (n := os.preadv(fd, [buf], pos)):
+            pos += n
+        os.close(fd)
+"""
+
+
+def _beside(conn: BrokerConnection, code: str, seconds: float, *args: str) -> list[float]:
+    """Produce round trips while the program ``code`` runs for ``seconds``."""
+    other = subprocess.Popen([sys.executable, "-c", code, str(seconds), *args])
+    try:
+        return _produce_rtts(conn, lambda: other.poll() is not None, seconds + 30)
+    finally:
+        other.kill()
+        other.wait()
+
+
 def _p(rtts: list[float], q: float) -> float:
     ordered = sorted(rtts)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] * 1000
 
 
-def latency_once(mib: int, seed: int) -> dict[str, Any]:
+def latency_once(mib: int, seed: int, io_rate: float | None = None) -> dict[str, Any]:
     """Produce round trips on a one-worker broker while its cleaner compacts ``mib`` MiB, and
-    while it is idle (same broker, same connection, the cleaner's process already started by
-    the clean of a 1 MiB warm-up topic)."""
+    while it is idle, 5 s before and 5 s after (same broker, same connection, the cleaner's
+    process already started by the clean of a 1 MiB warm-up topic), and while `SPINNER` runs;
+    ``io_rate``: log.cleaner.io.max.bytes.per.second."""
     from confluent_kafka.admin import (  # type: ignore[attr-defined]
         AdminClient,
         AlterConfigOpType,
@@ -207,7 +250,9 @@ def latency_once(mib: int, seed: int) -> dict[str, Any]:
         NewTopic,
     )
 
-    config = {"log.cleaner.backoff.ms": 100, "num.partitions": 1}
+    config: dict[str, Any] = {"log.cleaner.backoff.ms": 100, "num.partitions": 1}
+    if io_rate is not None:
+        config["log.cleaner.io.max.bytes.per.second"] = io_rate
     with running_broker(1, config=config, name="cleaner") as broker:
         admin = AdminClient({"bootstrap.servers": broker.bootstrap, "log_level": 2})
         topics = [
@@ -236,6 +281,9 @@ def latency_once(mib: int, seed: int) -> dict[str, Any]:
         try:
             _produce_rtts(conn, lambda: False, 1.0)  # warm up
             idle = _produce_rtts(conn, lambda: False, 5.0)
+            spinning = _beside(conn, SPINNER, 5.0)
+            segments = sorted(str(f) for f in (broker.data_dir / "dirty-0").glob("*.log"))
+            reading = _beside(conn, READER, 5.0, *segments)
             checkpoint = broker.data_dir / "dirty-0" / CLEANER_OFFSET_CHECKPOINT
             resource = ConfigResource(
                 "TOPIC",
@@ -249,18 +297,26 @@ def latency_once(mib: int, seed: int) -> dict[str, Any]:
                 future.result(30)
             cleaning = _produce_rtts(conn, checkpoint.exists, 600.0)
             clean_s = time.monotonic() - started
+            idle += _produce_rtts(conn, lambda: False, 5.0)  # the reference brackets the clean
         finally:
             conn.close()
     return {
         "mib": mib,
         "records": records,
+        "io_max_bytes_per_second": io_rate,
         "clean_s": round(clean_s, 2),
         "idle_p50_ms": round(_p(idle, 0.5), 3),
         "idle_p99_ms": round(_p(idle, 0.99), 3),
         "cleaning_p50_ms": round(_p(cleaning, 0.5), 3),
         "cleaning_p99_ms": round(_p(cleaning, 0.99), 3),
-        "samples": [len(idle), len(cleaning)],
+        "spinner_p50_ms": round(_p(spinning, 0.5), 3),
+        "spinner_p99_ms": round(_p(spinning, 0.99), 3),
+        "reader_p50_ms": round(_p(reading, 0.5), 3),
+        "reader_p99_ms": round(_p(reading, 0.99), 3),
+        "samples": [len(idle), len(spinning), len(reading), len(cleaning)],
         "p99_ratio": round(_p(cleaning, 0.99) / _p(idle, 0.99), 3),
+        "spinner_p99_ratio": round(_p(spinning, 0.99) / _p(idle, 0.99), 3),
+        "reader_p99_ratio": round(_p(reading, 0.99) / _p(idle, 0.99), 3),
     }
 
 
@@ -271,19 +327,30 @@ def latency_main(argv: list[str]) -> int:
     )
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--mib", type=int, default=pick(1024, 64))
+    parser.add_argument(
+        "--io-max-bytes-per-second", type=float, default=None, help="the cleaner's throttle (default: none)"
+    )
     args = parser.parse_args(argv)
     rows = []
     for i in range(args.runs):
-        row = latency_once(args.mib, seed=i)
+        row = latency_once(args.mib, seed=i, io_rate=args.io_max_bytes_per_second)
         print(json.dumps(row), flush=True)
         rows.append(row)
     ratios = [r["p99_ratio"] for r in rows]
+    floors = [r["spinner_p99_ratio"] for r in rows]
+    reads = [r["reader_p99_ratio"] for r in rows]
     print(
         json.dumps(
             {
                 "p99_ratio_median": statistics.median(ratios),
                 "p99_ratio_min": min(ratios),
                 "p99_ratio_max": max(ratios),
+                "spinner_p99_ratio_median": statistics.median(floors),
+                "spinner_p99_ratio_min": min(floors),
+                "spinner_p99_ratio_max": max(floors),
+                "reader_p99_ratio_median": statistics.median(reads),
+                "reader_p99_ratio_min": min(reads),
+                "reader_p99_ratio_max": max(reads),
                 "target": TARGET_LATENCY_RATIO,
             }
         )

@@ -1,20 +1,27 @@
 """Where a worker's cleans run: a child process per cleaner thread (spawned, SCHED_IDLE), fed one
 clean at a time over a pipe; the worker keeps the swaps (they change its segment list).
 
-Why a process, measured (``python -m perf cleaner-latency --runs 3 --mib 512``: round trips of
-one-record Produce requests, acks=1, to a one-worker broker while its cleaner compacts 512 MiB,
-against the same broker idle; p99 ratios, median and range of 3 runs):
+Why a process, measured (``python -m perf cleaner-latency --runs 5``: round trips of one-record
+Produce requests, acks=1, to a one-worker broker while its cleaner compacts 1 GiB, against the
+same broker idle 5 s before and 5 s after; p99 ratios, median and range of the runs):
 
-- the clean in a thread of the worker: p99 0.34 ms -> 5.8-6.4 ms, x17.6 (15.2-18.7): the numpy,
-  decoding and hashing hold the GIL for milliseconds at a time; a 0.5 ms switch interval made
-  it worse (x25);
-- in this child at nice 10: x6.4 (4.0-8.9);
-- in this child at SCHED_IDLE (it runs only on CPU time nobody else wants): x3.3 (2.4-3.8),
-  and x2.2 (2.1-2.4; p99 0.7 -> 1.7 ms) once the child is up before the measurement (spawning
-  it costs ~0.5 s of imports at normal priority, once per worker). A SCHED_IDLE process
-  streaming memory on both cores costs the same broker nothing (x0.8), so what is left is in
-  the clean's own path (its reads and fdatasyncs against the worker's page cache and disk, the
-  worker-side swaps), not CPU sharing: the issue's 1.5x is not reached yet.
+- the clean in a thread of the worker: p99 0.34 ms -> 5.8-6.4 ms, x17.6 (15.2-18.7; 512 MiB):
+  the numpy, decoding and hashing hold the GIL for milliseconds at a time; a 0.5 ms switch
+  interval made it worse (x25);
+- in this child at nice 10: x6.4 (4.0-8.9); at SCHED_IDLE (it runs only on CPU time nobody
+  else wants): x3.3 (2.4-3.8), x2.2 once the child is up before the measurement (spawning it
+  costs ~0.5 s of imports at normal priority, once per worker);
+- then, found with ``perf sched`` (a woken worker's wait for the CPU the child held): a clean
+  with one thread instead of two (log_cleaner.py: GIL hand-offs between a SCHED_IDLE
+  process's threads cost the worker x9-10 on their own), at most 64 KiB per read or write
+  system call (log_cleaner.SYSCALL_BYTES: the kernel here, preempt=none, switches only between
+  copies), and malloc keeping freed memory (`_keep_freed_memory`): x1.75 (1.27-2.23; p99
+  0.33-0.61 ms against 0.26-0.33 idle). In the same runs a SCHED_IDLE process that only spins
+  costs x1.0 (0.88-1.04) and one that only reads the same log files from the page cache x1.10
+  (0.97-1.17): the rest is the clean's own memory traffic (decoding, the key map, page faults
+  on this VM), still above the issue's 1.5x. ``log.cleaner.io.max.bytes.per.second`` trades
+  clean time for it: at 100 MB/s (a quarter of the unthrottled 400 MB/s) x1.54 (1.07-1.57,
+  512 MiB, idle measured before only).
 
 One cleaner process for all workers, fed through the rings, would save the per-worker process
 but not the swaps, which must happen in the owner.
@@ -61,6 +68,9 @@ __all__ = ["CleanerProcess"]
 log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG: Final = 1  # linux/prctl.h
+_M_TRIM_THRESHOLD: Final = -1  # malloc.h (glibc)
+_M_MMAP_THRESHOLD: Final = -3
+_MMAP_THRESHOLD_MAX: Final = 32 << 20  # glibc's upper bound on 64-bit
 #: How often the worker checks the abort flag while it waits for the child.
 POLL_S: Final = 0.05
 
@@ -164,9 +174,23 @@ def _die_with(parent: int) -> None:
         os._exit(1)
 
 
+def _keep_freed_memory() -> None:
+    """Have malloc keep the memory a clean frees for the next chunk: buffers up to 32 MiB from
+    the heap (not a fresh mmap each), and the heap never trimmed. Every first touch of fresh
+    memory is a page fault, and here (a VM) some take 0.5-3 ms in the kernel, during which a
+    worker woken onto this CPU waits (perf sched: the worst waits behind the cleaner all ended
+    at a page fault's return in memset/memmove). Kafka's cleaner holds its buffers for good too.
+    Without glibc (no mallopt) nothing changes."""
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+    if mallopt is not None:
+        mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)
+        mallopt(_M_TRIM_THRESHOLD, 0x7FFFFFFF)
+
+
 def _child_main(conn: Connection, max_keys: int, io_rate: float, parent: int) -> None:
     """The child: cleans until the pipe closes."""
     _die_with(parent)
+    _keep_freed_memory()
     arm_from_environment()  # a test's fault point may be in the clean itself
     os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # the worker's loop first, always
     cleaner = Cleaner(max_keys, Throttler(io_rate))
@@ -182,7 +206,8 @@ def _child_main(conn: Connection, max_keys: int, io_rate: float, parent: int) ->
         try:
             for group, cleaned in cleaner.clean(view, first_dirty, first_uncleanable, now_ms, stats):
                 cleaned.close()  # written and synced: the worker opens it to swap it in
-                conn.send(("group", [view.segments.index(s) for s in group], cleaned.base_offset))
+                first = view.segments.index(group[0])  # a group is consecutive segments
+                conn.send(("group", list(range(first, first + len(group))), cleaned.base_offset))
                 if not conn.recv():
                     break
             conn.send(("done", dataclasses.asdict(stats)))

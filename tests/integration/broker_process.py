@@ -70,14 +70,14 @@ def wait_for(predicate: Callable[[], T | None], timeout: float, what: str, inter
         time.sleep(interval)
 
 
-def toml_text(config: Mapping[str, str | int | bool]) -> str:
+def toml_text(config: Mapping[str, str | int | float | bool]) -> str:
     """A flat TOML document: Kafka property names are dotted, so every key is quoted."""
     lines = []
     for key, value in config.items():
         if isinstance(value, bool):
             text = "true" if value else "false"
-        elif isinstance(value, int):
-            text = str(value)
+        elif isinstance(value, int | float):
+            text = repr(value)
         else:
             text = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
         lines.append(f'"{key}" = {text}')

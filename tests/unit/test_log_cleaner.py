@@ -6,8 +6,9 @@ from __future__ import annotations
 import os
 import random
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ from shardbroker.protocol.record_batch_header import DELETE_HORIZON_BIT
 from shardbroker.protocol.uniform_batch import encode_uniform_batch, uniform_records_size
 from shardbroker.storage import file_names as fn
 from shardbroker.storage.log import PartitionLog
-from shardbroker.storage.log_cleaner import Cleaner, Throttler, UncleanableLogError
+from shardbroker.storage.log_cleaner import SYSCALL_BYTES, Cleaner, Throttler, UncleanableLogError
 from shardbroker.storage.log_cleaner_manager import clean_partition, read_cleaner_checkpoint
 
 NOW = 1_700_000_000_000
@@ -496,5 +497,43 @@ def test_more_distinct_keys_than_the_map_holds_take_several_bounded_passes(
         assert peak < max_keys * 100 + (96 << 20), peak
         assert read_cleaner_checkpoint(log.directory, "t", 0) == keys
         assert log.log_end_offset == keys
+    finally:
+        log.close()
+
+
+def test_a_clean_copies_at_most_syscall_bytes_per_system_call(
+    tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kernel lets a worker woken onto the cleaner's CPU in only between copies
+    (log_cleaner.SYSCALL_BYTES): no read or write of a clean may copy more, even for a batch of
+    3 MiB or 4 MiB chunks of small ones."""
+    config = COMPACT.overrides({"max.message.bytes": str(4 << 20), "segment.bytes": str(16 << 20)})
+    log = PartitionLog.open(tmp_path / "t-0", config, clock=clock)
+    try:
+        big = os.urandom(3 << 20)
+        put(log, [(b"big", big)])
+        for i in range(400):
+            put(log, [(b"k%d" % (i % 50), os.urandom(16 << 10))])
+        put(log, [(b"big", big)])
+        log.roll()
+        want = latest(log)
+        sizes: list[int] = []
+
+        def counted(call: Any, size: Callable[..., int]) -> Callable[..., Any]:
+            def wrapper(*args: Any) -> Any:
+                sizes.append(size(*args))
+                return call(*args)
+
+            return wrapper
+
+        with monkeypatch.context() as m:
+            m.setattr(os, "pread", counted(os.pread, lambda fd, n, pos: n))
+            m.setattr(os, "preadv", counted(os.preadv, lambda fd, bufs, pos: sum(map(len, bufs))))
+            m.setattr(os, "pwrite", counted(os.pwrite, lambda fd, data, pos: len(data)))
+            m.setattr(os, "pwritev", counted(os.pwritev, lambda fd, bufs, pos: sum(map(len, bufs))))
+            _, stats = clean_partition(log, cleaner(), clock.now)
+        assert stats is not None and stats.bytes_read > 8 << 20 and stats.bytes_written > 3 << 20
+        assert max(sizes) == SYSCALL_BYTES
+        assert latest(log) == want
     finally:
         log.close()
