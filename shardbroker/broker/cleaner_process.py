@@ -15,13 +15,16 @@ same broker idle 5 s before and 5 s after; p99 ratios, median and range of the r
   with one thread instead of two (log_cleaner.py: GIL hand-offs between a SCHED_IDLE
   process's threads cost the worker x9-10 on their own), at most 64 KiB per read or write
   system call (log_cleaner.SYSCALL_BYTES: the kernel here, preempt=none, switches only between
-  copies), and malloc keeping freed memory (`_keep_freed_memory`): x1.75 (1.27-2.23; p99
-  0.33-0.61 ms against 0.26-0.33 idle). In the same runs a SCHED_IDLE process that only spins
-  costs x1.0 (0.88-1.04) and one that only reads the same log files from the page cache x1.10
-  (0.97-1.17): the rest is the clean's own memory traffic (decoding, the key map, page faults
-  on this VM), still above the issue's 1.5x. ``log.cleaner.io.max.bytes.per.second`` trades
-  clean time for it: at 100 MB/s (a quarter of the unthrottled 400 MB/s) x1.54 (1.07-1.57,
-  512 MiB, idle measured before only).
+  copies), and malloc keeping freed memory (`_keep_freed_memory`): x1.75 (1.27-2.23);
+- and the child let off its worker's core: a worker is pinned to one core (supervisor.py) and
+  a spawned child inherits that, so every clean ran on the very core of the worker it should
+  spare, preempted at each request and emptying that core's caches (cleaning p50 +70 %). The
+  child takes the supervisor's cores instead (`_broker_cpus`) and so whatever idle time any
+  core has: x1.27 (1.00-1.33; p99 0.35-0.40 ms against 0.28-0.35 idle; p50 unchanged), the
+  clean ~10 % faster. In the same runs a SCHED_IDLE process that only spins costs x0.79
+  (0.76-1.26), one that only reads the same log files from the page cache x1.02 (0.99-1.10).
+  When every core is busy the clean still shares one with a worker, which is what the items
+  above are for. ``log.cleaner.io.max.bytes.per.second`` trades clean time for the rest.
 
 One cleaner process for all workers, fed through the rings, would save the per-worker process
 but not the swaps, which must happen in the owner.
@@ -92,7 +95,7 @@ class CleanerProcess:
             ours, theirs = ctx.Pipe(duplex=True)
             proc = ctx.Process(
                 target=_child_main,
-                args=(theirs, self.max_keys, self.io_rate, os.getpid()),
+                args=(theirs, self.max_keys, self.io_rate, os.getpid(), _broker_cpus()),
                 name=self.name,
                 daemon=True,
             )
@@ -174,6 +177,16 @@ def _die_with(parent: int) -> None:
         os._exit(1)
 
 
+def _broker_cpus() -> set[int] | None:
+    """The cores of the process that started this worker (the supervisor), or None if unknown.
+    The worker is pinned to one of them and the child would inherit that; at SCHED_IDLE it may
+    as well take the idle time of any."""
+    try:
+        return os.sched_getaffinity(os.getppid())
+    except OSError:
+        return None
+
+
 def _keep_freed_memory() -> None:
     """Have malloc keep the memory a clean frees for the next chunk: buffers up to 32 MiB from
     the heap (not a fresh mmap each), and the heap never trimmed. Every first touch of fresh
@@ -187,9 +200,11 @@ def _keep_freed_memory() -> None:
         mallopt(_M_TRIM_THRESHOLD, 0x7FFFFFFF)
 
 
-def _child_main(conn: Connection, max_keys: int, io_rate: float, parent: int) -> None:
+def _child_main(conn: Connection, max_keys: int, io_rate: float, parent: int, cpus: set[int] | None) -> None:
     """The child: cleans until the pipe closes."""
     _die_with(parent)
+    if cpus:
+        os.sched_setaffinity(0, cpus)
     _keep_freed_memory()
     arm_from_environment()  # a test's fault point may be in the clean itself
     os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # the worker's loop first, always

@@ -134,6 +134,21 @@ def test_every_client_reads_the_latest_value_of_every_live_key(broker: BrokerPro
     assert (partition_dir / "cleaner-offset-checkpoint").exists()
 
 
+def test_the_cleaner_processes_may_take_idle_time_on_every_core(broker: BrokerProcess) -> None:
+    """A worker is pinned to one core; its cleaner process (SCHED_IDLE) is not, so a clean runs
+    on whatever core is idle instead of always preempting its own worker."""
+    topic = "pinned"
+    create_topic(broker.bootstrap, topic, 1, COMPACTED)
+    produce(broker.bootstrap, topic, [(b"k%d" % (i % 10), b"v" * 100) for i in range(400)])
+    wait_for(lambda: (broker.data_dir / f"{topic}-0" / "cleaner-offset-checkpoint").exists(), 30, "a clean")
+    everything = os.sched_getaffinity(broker.pid)
+    processes = broker.worker_pids()
+    cleaners = [p for p in processes if os.sched_getscheduler(p) == os.SCHED_IDLE]
+    assert cleaners and all(os.sched_getaffinity(p) == everything for p in cleaners)
+    if len(everything) > 1:  # the workers are pinned, so the assertion above means something
+        assert all(len(os.sched_getaffinity(broker.worker_pid(i))) == 1 for i in range(2))
+
+
 def test_cleanup_policy_changes_at_run_time_in_both_directions(broker: BrokerProcess) -> None:
     topic = "policy-flip"
     create_topic(broker.bootstrap, topic, 1, {**COMPACTED, "cleanup.policy": "delete"})
