@@ -73,6 +73,8 @@ class CleanerCounters:
     dirty_ratios: dict[tuple[str, int], float] = field(default_factory=dict)
     #: (topic, partition) of the partitions marked uncleanable.
     uncleanable: set[tuple[str, int]] = field(default_factory=set)
+    #: When a thread last ended a look or swapped a cleaned group in (Unix ms; 0: never).
+    last_progress_ms: int = 0
 
 
 class LogCleanerService:
@@ -186,6 +188,7 @@ class LogCleanerService:
             self.counters.uncleanable &= led
             self.counters.dirty_ratios = ratios
             self.counters.max_compaction_delay_ms = max_delay
+            self.counters.last_progress_ms = self._wall_ms()
         if best is None:
             return False
         return self._clean(cleaner, best[2], now)
@@ -198,6 +201,10 @@ class LogCleanerService:
                 return None
             return cleanable_offsets(view, read_cleaner_checkpoint(plog.directory, p.topic, p.index), now)
 
+    def _progressed(self) -> None:
+        with self._lock:
+            self.counters.last_progress_ms = self._wall_ms()
+
     def _clean(self, cleaner: CleanRunner, p: Partition, now: int) -> bool:
         key = (p.topic, p.index)
         with self._lock:
@@ -206,7 +213,7 @@ class LogCleanerService:
             self._in_progress.add(key)
         started = time.monotonic()
         try:
-            offsets, stats = clean_partition(p.log, cleaner, now)
+            offsets, stats = clean_partition(p.log, cleaner, now, progress=self._progressed)
         except UncleanableLogError as exc:
             log.error("worker %d: %s-%d is uncleanable until restart: %s", self.node_id, *key, exc)
             with self._lock:

@@ -34,7 +34,7 @@ every section starts on a 64-byte boundary)::
     cleaner blocks, one per worker w (CLEANER_BLOCK bytes each):
       cleaner    int64[8]       CLEANER_FIELDS: bytes read, bytes written, cleans that succeeded,
                                 failed, were aborted, max compaction delay (ms), uncleanable
-                                partitions, 1 spare
+                                partitions, last progress (Unix ms)
 
 Invariants: one writer per cell. The supervisor creates the segment before the first fork and
 never writes it again; worker w writes only its block, its rows ``[w * R, (w + 1) * R)`` (``R =
@@ -147,7 +147,9 @@ TXN_BLOCK: Final = aligned(_TXN_SUM_AT + 8)
 #: aborted (the partition moved or closed); then gauges as of the cleaner's last look: the largest
 #: max compaction delay of the worker's compacted partitions (ms, Kafka's
 #: max-compaction-delay-secs) and the partitions marked uncleanable (Kafka's
-#: uncleanable-partitions-count).
+#: uncleanable-partitions-count); and when a cleaner thread last made progress (ended a look at
+#: the partitions or swapped a cleaned group in; Unix ms, 0: never or disabled; Kafka's
+#: time-since-last-run-ms as a timestamp).
 CLEANER_FIELDS: Final = (
     "bytes_read",
     "bytes_written",
@@ -156,6 +158,7 @@ CLEANER_FIELDS: Final = (
     "aborted",
     "max_compaction_delay_ms",
     "uncleanable_partitions",
+    "last_progress_ms",
 )
 CLEANER_BYTES_READ: Final = 0
 CLEANER_BYTES_WRITTEN: Final = 1
@@ -164,6 +167,7 @@ CLEANER_ERRORS: Final = 3
 CLEANER_ABORTED: Final = 4
 CLEANER_MAX_COMPACTION_DELAY_MS: Final = 5
 CLEANER_UNCLEANABLE: Final = 6
+CLEANER_LAST_PROGRESS_MS: Final = 7
 CLEANER_BLOCK: Final = aligned(8 * 8)
 #: Room for listeners in `WorkerCounters.private` (nobody reads private counters).
 PRIVATE_LISTENERS: Final = 16
@@ -446,6 +450,8 @@ class CleanerStats(Protocol):
     def dirty_ratios(self) -> Mapping[tuple[str, int], float]: ...
     @property
     def uncleanable(self) -> Collection[tuple[str, int]]: ...
+    @property
+    def last_progress_ms(self) -> int: ...
 
 
 class WorkerCounters:
@@ -576,6 +582,7 @@ class WorkerCounters:
         c[CLEANER_ABORTED] = stats.aborted
         c[CLEANER_MAX_COMPACTION_DELAY_MS] = stats.max_compaction_delay_ms
         c[CLEANER_UNCLEANABLE] = len(stats.uncleanable)
+        c[CLEANER_LAST_PROGRESS_MS] = stats.last_progress_ms
         row_of = self._row_of
         ratios = {
             row: ratio for key, ratio in stats.dirty_ratios.items() if (row := row_of.get(key)) is not None

@@ -33,7 +33,9 @@ Families built here (``worker`` is the Kafka node id):
   ``shardbroker_log_cleaner_runs_total{result}`` (success, error, aborted),
   ``shardbroker_log_cleaner_max_compaction_delay_seconds`` and
   ``shardbroker_log_cleaner_uncleanable_partitions``, each ``{worker}``, from the worker's log
-  cleaner (broker/log_cleaner_service.py), as of its last look. Per worker, as every
+  cleaner (broker/log_cleaner_service.py), as of its last look, and
+  ``shardbroker_log_cleaner_last_progress_timestamp_seconds{worker}`` (when it last ended a look
+  or swapped a cleaned group in: the stuck-cleaner alert's input). Per worker, as every
   per-worker counter: a restarted worker starts its series at 0, which ``rate`` reads as a reset;
   summed over workers, one worker's reset would look like a drop of the total and ``rate`` would
   count the survivors' whole totals again (a false failure burst on the alert).
@@ -483,6 +485,12 @@ class MetricsCollector(Collector):
             "Partitions the log cleaner gave up on (unreadable data) until the worker restarts",
             labels=["worker"],
         )
+        progress = GaugeMetricFamily(
+            "shardbroker_log_cleaner_last_progress_timestamp_seconds",
+            "When the log cleaner last ended a look at the worker's partitions or swapped a cleaned "
+            "group in (Unix time; no sample before the first or with log.cleaner.enable false)",
+            labels=["worker"],
+        )
         for w in range(t.workers):
             c = cells[w].tolist()
             read.add_metric([str(w)], float(c[ctr.CLEANER_BYTES_READ]))
@@ -491,11 +499,14 @@ class MetricsCollector(Collector):
                 runs.add_metric([result, str(w)], float(c[field]))
             delay.add_metric([str(w)], c[ctr.CLEANER_MAX_COMPACTION_DELAY_MS] / 1000)
             uncleanable.add_metric([str(w)], float(c[ctr.CLEANER_UNCLEANABLE]))
+            if c[ctr.CLEANER_LAST_PROGRESS_MS]:
+                progress.add_metric([str(w)], c[ctr.CLEANER_LAST_PROGRESS_MS] / 1000)
         yield read
         yield written
         yield runs
         yield delay
         yield uncleanable
+        yield progress
 
 
 def build_registry(collector: MetricsCollector) -> CollectorRegistry:

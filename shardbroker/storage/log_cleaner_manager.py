@@ -19,7 +19,7 @@ format (checkpoint.py: one file per partition directory, like the recovery point
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -121,12 +121,18 @@ class CleanRunner(Protocol):
 
 
 def clean_partition(
-    log: PartitionLog, cleaner: CleanRunner, now_ms: int, *, force: bool = False
+    log: PartitionLog,
+    cleaner: CleanRunner,
+    now_ms: int,
+    *,
+    force: bool = False,
+    progress: Callable[[], None] | None = None,
 ) -> tuple[CleanableOffsets, CleanStats | None]:
-    """One clean of ``log`` if it is due (or ``force``): map, rewrite, swap each group, then move
-    the checkpoint to where the map ended. Returns the offsets found and the clean's stats (None
-    when nothing was cleaned). Raises UncleanableLogError or OSError; the log is then as before
-    (groups already swapped in stay: each swap is complete on its own)."""
+    """One clean of ``log`` if it is due (or ``force``): map, rewrite, swap each group (then
+    ``progress()``), then move the checkpoint to where the map ended. Returns the offsets found
+    and the clean's stats (None when nothing was cleaned). Raises UncleanableLogError or
+    OSError; the log is then as before (groups already swapped in stay: each swap is complete on
+    its own)."""
     with log.cleaning() as view:
         if view is None:
             return CleanableOffsets(log.log_start_offset, log.log_start_offset, 0, 0, 0), None
@@ -142,5 +148,7 @@ def clean_partition(
             for old, cleaned in groups:
                 if not log.replace_segments(old, cleaned):
                     return offsets, None  # the log changed under the clean: the next one goes on
+                if progress is not None:
+                    progress()
         write_cleaner_checkpoint(log.directory, log.topic, log.partition, stats.end_offset)
         return offsets, stats

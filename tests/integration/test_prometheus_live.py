@@ -289,6 +289,10 @@ def test_dashboards_and_alerts_on_live_data(broker: BrokerProcess, prometheus: P
     assert 0 < written < read
     uncleanable = prometheus.query("sum(shardbroker_log_cleaner_uncleanable_partitions)")
     assert float(uncleanable[0]["value"][1]) == 0
+    # Both workers' cleaners looked within the last minute (log.cleaner.backoff.ms is 100 ms).
+    progress = prometheus.query("time() - shardbroker_log_cleaner_last_progress_timestamp_seconds")
+    assert {r["metric"]["worker"] for r in progress} == {"0", "1"}
+    assert all(-5 < float(r["value"][1]) < 60 for r in progress)
     cpu = prometheus.query("process_cpu_seconds_total")
     assert {r["metric"]["worker"] for r in cpu} == {"0", "1"}
 

@@ -96,3 +96,40 @@ def test_an_unexpected_failure_is_counted(parts: list[FakePartition]) -> None:
     svc = service(parts)
     assert not svc.clean_filthiest(Broken())  # type: ignore[arg-type]
     assert svc.counters.errors == 1 and svc.counters.runs == 0
+
+
+def test_progress_is_every_look_and_every_group_swapped_in(tmp_path: Path) -> None:
+    """shardbroker_log_cleaner_last_progress_timestamp_seconds (the stuck-cleaner alert) moves
+    at the end of every look, due partitions or not, and at every cleaned group of a clean."""
+    small = COMPACT.overrides({"segment.bytes": "300"})  # one batch a segment: a group each
+    log = PartitionLog.open(tmp_path / "s-0", small)
+    try:
+        for round_ in range(6):
+            builder = RecordBatchBuilder()
+            builder.append(f"v{round_}".encode() * 40, key=b"k", timestamp=NOW)
+            log.append(bytearray(builder.build()))
+        log.roll()
+        clock = iter(range(NOW, NOW + 1000))
+        stamps: list[int] = []
+        svc = LogCleanerService(
+            0,
+            BrokerConfig.load(None, {}),
+            lambda: [FakePartition("s", 0, log)],  # type: ignore[list-item]
+            wall_ms=lambda: next(clock),
+        )
+        original = svc._progressed
+
+        def progressed() -> None:
+            original()
+            stamps.append(svc.counters.last_progress_ms)
+
+        svc._progressed = progressed  # type: ignore[method-assign]
+        assert svc.counters.last_progress_ms == 0
+        assert svc.clean_filthiest(Cleaner(1000, Throttler(float("inf"))))
+        groups = len(stamps)
+        assert groups >= 3 and stamps == sorted(set(stamps))  # each group a later moment
+        looked = svc.counters.last_progress_ms
+        assert not svc.clean_filthiest(Cleaner(1000, Throttler(float("inf"))))  # nothing due
+        assert svc.counters.last_progress_ms > looked == stamps[-1]
+    finally:
+        log.close()

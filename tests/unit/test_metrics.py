@@ -479,6 +479,7 @@ def test_log_cleaner_series(table: CounterTable) -> None:
             max_compaction_delay_ms=2_500,
             dirty_ratios={("_schemas", 0): 0.5},
             uncleanable={("_schemas", 0)},
+            last_progress_ms=1_700_000_000_250,
         )
     )
     w1.publish_cleaner(CleanerCounters(aborted=2, dirty_ratios={("_schemas", 1): 0.0, ("kv", 0): 0.875}))
@@ -503,6 +504,10 @@ def test_log_cleaner_series(table: CounterTable) -> None:
     assert runs == {"success": [4, 0], "error": [1, 0], "aborted": [0, 2]}
     assert per_worker("shardbroker_log_cleaner_max_compaction_delay_seconds") == [2.5, 0]
     assert per_worker("shardbroker_log_cleaner_uncleanable_partitions") == [1, 0]
+    # Worker 1's cleaner has made no progress yet (or is disabled): no series, so no stuck alert.
+    progress = "shardbroker_log_cleaner_last_progress_timestamp_seconds"
+    assert s[key(progress, worker="0")] == 1_700_000_000.25
+    assert key(progress, worker="1") not in s
     # The next look finds "kv" no longer compacted: its series ends.
     w1.publish_cleaner(CleanerCounters(aborted=2, dirty_ratios={("_schemas", 1): 0.25}))
     _, s = scrape(MetricsCollector(table))
