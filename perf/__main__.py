@@ -32,6 +32,10 @@ COMMANDS = {
         "perf.bench_log_cleaner:latency_main",
         "produce p99 while the log cleaner runs vs idle",
     ),
+    "requests": (
+        "perf.bench_requests:main",
+        "small Produce/Fetch requests/s per worker and CPU per request vs Redis XADD -P 1",
+    ),
 }
 
 

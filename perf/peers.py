@@ -121,8 +121,17 @@ def redis_server() -> Iterator[RedisServer]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def xadd_rate(server: RedisServer, stream: str, record_size: int, count: int) -> dict[str, float]:
-    """``count`` XADDs of ``record_size``-byte values; records/s and MB/s (values only)."""
+def xadd_rate(
+    server: RedisServer,
+    stream: str,
+    record_size: int,
+    count: int,
+    *,
+    connections: int = CONNECTIONS,
+    pipeline: int = PIPELINE,
+) -> dict[str, float]:
+    """``count`` XADDs of ``record_size``-byte values over ``connections`` connections with
+    ``pipeline`` commands in flight on each; records/s and MB/s (values only)."""
     value = "x" * record_size
     out = subprocess.run(
         [
@@ -134,9 +143,9 @@ def xadd_rate(server: RedisServer, stream: str, record_size: int, count: int) ->
             "-n",
             str(count),
             "-c",
-            str(CONNECTIONS),
+            str(connections),
             "-P",
-            str(PIPELINE),
+            str(pipeline),
             "--csv",
             "XADD",
             stream,
@@ -155,7 +164,7 @@ def xadd_rate(server: RedisServer, stream: str, record_size: int, count: int) ->
     rate = float(rows[-1]["rps"])
     length = server.command("XLEN", stream)
     # redis-benchmark rounds the count up to whole pipelines, so the stream may hold a few more.
-    if not length.startswith(b":") or not count <= int(length[1:]) < count + PIPELINE * CONNECTIONS:
+    if not length.startswith(b":") or not count <= int(length[1:]) < count + pipeline * connections:
         raise RuntimeError(f"redis stream {stream} holds {length!r} entries after {count} XADDs")
     server.command("DEL", stream)
     return {

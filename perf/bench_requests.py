@@ -1,0 +1,360 @@
+"""Issue 18's request-rate figures: how many small requests a worker answers a second and the CPU
+each costs, beside Redis answering unpipelined XADDs in the same run.
+
+Run::
+
+    .venv/bin/python -m perf requests [--runs 3] [--seconds 5] [--connections 1,10,100]
+    SHARDBROKER_PERF_QUICK=1 .venv/bin/python -m perf requests    # 1 s, 1 and 10 connections
+
+Produce: ``connections`` sockets spread over the broker's workers, each to a partition its
+worker leads (nothing is forwarded), each with one Produce request in flight at a time: one
+record of 100 B, acks=1, pre-encoded once (idempotence off, so the same bytes can be resent: the
+broker assigns the offsets). Every answer is decoded and its error code checked.
+
+Fetch: the same sockets, each with one Fetch in flight (min_bytes=1, max_wait_ms=500, from the
+high watermark the previous answer reported), while one more socket per partition keeps four
+one-record Produce requests in flight, so a Fetch finds new data at once or is woken by the next
+append (the path where every append wakes a parked fetch).
+
+The driver: two processes (spawn, asyncio), the sockets split between them. They share the two
+cores with the broker, as redis-benchmark shares them with Redis, so the rates are what this
+machine does with client and server on it; the CPU per request counts the workers' processes
+only (user + system time from /proc over the measured seconds, divided by the requests answered
+in them) and does not depend on the driver.
+
+Reported per connection count: requests/s, requests/s per worker that had sockets, CPU per
+request (the feeding Produce requests of the Fetch measurement count as requests), requests per
+CPU-second of the workers (what a core would answer if the driver took none), and round trips
+p50/p99; and Redis' XADD rate from ``redis-benchmark -P 1 -c 50`` with 100 B values (Redis runs
+commands on one thread: its rate is per core). Targets (issue 18): requests/s per worker >= 0.4x
+Redis' rate, CPU per Produce <= 40 us.
+
+First figures (2026-12-04, 3 runs, median and range; 2 workers): Produce over 1 / 10 / 100
+connections 8,691 (8,496-9,007) / 14,523 (14,371-14,740) / 17,136 (17,034-17,289) requests/s
+per worker, CPU 76 / 47 / 40 us a request, p99 0.16 / 0.56 / 5.4 ms; Fetch 4,410 / 4,961 /
+8,783 per worker; Redis 95,000-113,000 XADDs/s: 0.16x (0.15-0.18) per worker, 0.23x
+(0.22-0.27) per CPU-second. At 100 connections the two Python driver processes take most of
+what the workers leave of the two cores.
+
+Profile of the workers under this load (the command to repeat it, in another shell)::
+
+    .venv/bin/python -m perf requests --runs 1 --seconds 20 --connections 100 &
+    sleep 12; pid=$(pgrep -of 'shardbroker.cli.main serve')
+    py-spy record --subprocesses -d 8 -r 300 -o requests.svg -p "$pid"
+
+First reading: ``_SelectorSocketTransport.write`` (the send of each response; on loopback the
+kernel delivers to the receiver inside it) 35 % of all samples, idle waits 27 %, the request path
+in Python (parse, dispatch, append, encode, flush scheduling) most of the rest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import statistics
+import struct
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+
+from perf.broker_load import PRODUCE_V, Target, produce_frame, running_broker
+from perf.peers import redis_available, redis_server, xadd_rate
+from perf.sizes import pick, quick
+from shardbroker.ipc.procfs import cpu_seconds
+from shardbroker.loadgen.runner import ensure_topic
+from shardbroker.protocol import messages as m
+from shardbroker.protocol.headers import decode_response, encode_request
+from shardbroker.protocol.record_batch_builder import RecordBatchBuilder
+from tests.integration.broker_process import BrokerProcess
+
+__all__ = ["main", "run_once"]
+
+RECORD_SIZE: Final = 100
+FETCH_V: Final = 12
+TOPIC: Final = "requests"
+#: One-record Produce requests each feeding socket keeps in flight during the Fetch measurement.
+FEED_IN_FLIGHT: Final = 4
+REDIS_CONNECTIONS: Final = 50
+TARGET_REDIS_RATIO: Final = 0.4
+TARGET_CPU_US: Final = 40.0
+
+
+@dataclass(frozen=True)
+class Load:
+    """What one driver process does: ``kind`` requests over its ``targets`` from ``start_at``
+    (wall clock) for ``seconds``; ``feed``: sockets producing to keep the fetched partitions
+    growing (Fetch only)."""
+
+    kind: str
+    targets: tuple[Target, ...]
+    feed: tuple[Target, ...]
+    start_at: float
+    seconds: float
+
+
+def _one_record_batch() -> bytes:
+    builder = RecordBatchBuilder()
+    builder.append(b"r" * RECORD_SIZE)
+    return builder.build()
+
+
+async def _read_frame(reader: asyncio.StreamReader) -> bytes:
+    (size,) = struct.unpack(">i", await reader.readexactly(4))
+    return await reader.readexactly(size)
+
+
+async def _produce_one_at_a_time(target: Target, until: float, rtts: list[float]) -> int:
+    """Produce requests, one in flight, until ``until``; the count answered (errors raise)."""
+    frame = produce_frame(target.topic, target.partition, _one_record_batch(), 1)
+    reader, writer = await asyncio.open_connection(target.host, target.port)
+    answered = 0
+    try:
+        while time.monotonic() < until:
+            started = time.perf_counter()
+            writer.write(frame)
+            body = await _read_frame(reader)
+            rtts.append(time.perf_counter() - started)
+            _, response = decode_response(body, m.ProduceRequest.API_KEY, PRODUCE_V)
+            assert isinstance(response, m.ProduceResponse)
+            code = response.responses[0].partition_responses[0].error_code
+            if code:
+                raise RuntimeError(f"Produce to {target.topic}-{target.partition}: error {code}")
+            answered += 1
+    finally:
+        writer.close()
+    return answered
+
+
+def _fetch_frame(target: Target, offset: int, correlation_id: int) -> bytes:
+    partition = m.FetchRequest.FetchPartition(
+        partition=target.partition,
+        current_leader_epoch=-1,
+        fetch_offset=offset,
+        last_fetched_epoch=-1,
+        log_start_offset=-1,
+        partition_max_bytes=1 << 20,
+    )
+    request = m.FetchRequest(
+        replica_id=-1,
+        max_wait_ms=500,
+        min_bytes=1,
+        max_bytes=1 << 20,
+        isolation_level=0,
+        session_id=0,
+        session_epoch=-1,
+        topics=[m.FetchRequest.FetchTopic(topic=target.topic, partitions=[partition])],
+        forgotten_topics_data=[],
+        rack_id="",
+    )
+    header = m.RequestHeader(
+        request_api_key=m.FetchRequest.API_KEY,
+        request_api_version=FETCH_V,
+        correlation_id=correlation_id,
+        client_id="perf-requests",
+    )
+    return encode_request(header, request)
+
+
+async def _fetch_one_at_a_time(target: Target, until: float, rtts: list[float]) -> int:
+    """Fetch requests, one in flight, each from the high watermark the previous one reported."""
+    reader, writer = await asyncio.open_connection(target.host, target.port)
+    answered = offset = 0
+    try:
+        while time.monotonic() < until:
+            started = time.perf_counter()
+            writer.write(_fetch_frame(target, offset, answered + 1))
+            body = await _read_frame(reader)
+            rtts.append(time.perf_counter() - started)
+            _, response = decode_response(body, m.FetchRequest.API_KEY, FETCH_V)
+            assert isinstance(response, m.FetchResponse)
+            part = response.responses[0].partitions[0]
+            if response.error_code or part.error_code:
+                raise RuntimeError(f"Fetch {target.topic}-{target.partition}: error {part.error_code}")
+            offset = part.high_watermark
+            answered += 1
+    finally:
+        writer.close()
+    return answered
+
+
+async def _feed(target: Target, until: float) -> int:
+    """Keep FEED_IN_FLIGHT one-record Produce requests outstanding until ``until``; the count
+    answered."""
+    frame = produce_frame(target.topic, target.partition, _one_record_batch(), 1)
+    reader, writer = await asyncio.open_connection(target.host, target.port)
+    answered = outstanding = 0
+    try:
+        for _ in range(FEED_IN_FLIGHT):
+            writer.write(frame)
+            outstanding += 1
+        while outstanding:
+            await _read_frame(reader)
+            outstanding -= 1
+            answered += 1
+            if time.monotonic() < until:
+                writer.write(frame)
+                outstanding += 1
+    finally:
+        writer.close()
+    return answered
+
+
+def _driver_main(load: Load, out: Any) -> None:
+    """One driver process: its sockets on one event loop; sends (answered, fed, round trips)."""
+
+    async def run() -> tuple[int, int, list[float]]:
+        await asyncio.sleep(max(0.0, load.start_at - time.time()))
+        until = time.monotonic() + load.seconds
+        rtts: list[float] = []
+        one = _produce_one_at_a_time if load.kind == "produce" else _fetch_one_at_a_time
+        feeding = [asyncio.ensure_future(_feed(t, until)) for t in load.feed]
+        counts = await asyncio.gather(*(one(t, until, rtts) for t in load.targets))
+        fed = await asyncio.gather(*feeding)
+        return sum(counts), sum(fed), rtts
+
+    try:
+        answered, fed, rtts = asyncio.run(run())
+        out.send(("ok", answered, fed, rtts))
+    except BaseException as exc:
+        out.send(("error", repr(exc), 0, []))
+    finally:
+        out.close()
+
+
+def _targets(broker: BrokerProcess, leaders: dict[int, int], connections: int) -> list[Target]:
+    """``connections`` targets spread over the workers, each a partition its worker leads."""
+    by_worker: dict[int, list[int]] = {}
+    for partition, leader in sorted(leaders.items()):
+        by_worker.setdefault(leader, []).append(partition)
+    workers = sorted(by_worker)
+    out = []
+    for i in range(connections):
+        worker = workers[i % len(workers)]
+        partitions = by_worker[worker]
+        partition = partitions[(i // len(workers)) % len(partitions)]
+        out.append(Target(broker.host, broker.base_port + worker, TOPIC, partition))
+    return out
+
+
+def measure(broker: BrokerProcess, kind: str, targets: Sequence[Target], seconds: float) -> dict[str, Any]:
+    """One measurement: ``kind`` ("produce" or "fetch") over ``targets``, two driver processes."""
+    ctx = mp.get_context("spawn")
+    feed = tuple({(t.port, t.partition): t for t in targets}.values()) if kind == "fetch" else ()
+    start_at = time.time() + 1.5  # every process imported and connected before the clock starts
+    halves = [tuple(targets[i::2]) for i in range(2)]
+    procs, pipes = [], []
+    for i, mine in enumerate(halves):
+        if not mine:
+            continue
+        parent, child = ctx.Pipe(duplex=False)
+        load = Load(kind, mine, feed if i == 0 else (), start_at, seconds)
+        proc = ctx.Process(target=_driver_main, args=(load, child))
+        proc.start()
+        child.close()
+        procs.append(proc)
+        pipes.append(parent)
+    workers = [broker.worker_pid(w) for w in range(broker.workers)]
+    time.sleep(max(0.0, start_at - time.time()))
+    cpu_before = cpu_seconds(*workers)
+    time.sleep(seconds)
+    cpu = cpu_seconds(*workers) - cpu_before
+    results = []
+    try:
+        for pipe in pipes:
+            if not pipe.poll(seconds + 60):
+                raise RuntimeError("a driver process did not report")
+            results.append(pipe.recv())
+    finally:
+        for proc in procs:
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+    failed = [r[1] for r in results if r[0] != "ok"]
+    if failed:
+        raise RuntimeError(f"driver failed: {failed}")
+    answered = sum(r[1] for r in results)
+    fed = sum(r[2] for r in results)
+    rtts = np.array([x for r in results for x in r[3]])
+    rate = answered / seconds
+    used = len({t.port for t in targets})  # workers that had sockets
+    return {
+        "connections": len(targets),
+        "requests_per_s": round(rate),
+        "requests_per_s_per_worker": round(rate / used),
+        # The feeding Produce requests of the Fetch measurement count as requests here.
+        "cpu_us_per_request": round(cpu / (answered + fed) * 1e6, 1),
+        "requests_per_cpu_s": round((answered + fed) / cpu) if cpu else None,
+        "feed_requests_per_s": round(fed / seconds),
+        "rtt_p50_ms": round(float(np.percentile(rtts, 50)) * 1000, 3),
+        "rtt_p99_ms": round(float(np.percentile(rtts, 99)) * 1000, 3),
+    }
+
+
+def run_once(connections: Sequence[int], seconds: float, redis_count: int) -> dict[str, Any]:
+    """Every measurement once, on one broker (2 workers) and one Redis."""
+    out: dict[str, Any] = {"produce": [], "fetch": []}
+    with running_broker(2, name="requests") as broker:
+        leaders = ensure_topic(broker.bootstrap, TOPIC, 2 * broker.workers, timeout=60)
+        for kind in ("produce", "fetch"):
+            for n in connections:
+                out[kind].append(measure(broker, kind, _targets(broker, leaders, n), seconds))
+    why_not = redis_available()
+    if why_not is None:
+        with redis_server() as server:
+            redis = xadd_rate(
+                server, "requests", RECORD_SIZE, redis_count, connections=REDIS_CONNECTIONS, pipeline=1
+            )
+        out["redis_xadd_per_s"] = round(redis["records_per_s"])
+        best = max(r["requests_per_s_per_worker"] for r in out["produce"])
+        out["produce_per_worker_vs_redis"] = round(best / redis["records_per_s"], 3)
+        per_core = max(r["requests_per_cpu_s"] for r in out["produce"])
+        out["produce_per_cpu_s_vs_redis"] = round(per_core / redis["records_per_s"], 3)
+    else:
+        out["redis_xadd_per_s"] = None
+        out["redis_skipped"] = why_not
+    return out
+
+
+def test_request_rates_quick() -> None:
+    """Every connection count answers Produce and Fetch requests, with CPU accounted (figures
+    not judged here)."""
+    result = run_once((1, 4), 0.5, 2_000)
+    for kind in ("produce", "fetch"):
+        assert [r["connections"] for r in result[kind]] == [1, 4]
+        assert all(r["requests_per_s"] > 0 and r["cpu_us_per_request"] > 0 for r in result[kind])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m perf requests", description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=1 if quick() else 3)
+    parser.add_argument("--seconds", type=float, default=1.0 if quick() else 5.0)
+    parser.add_argument("--connections", default="1,10" if quick() else "1,10,100")
+    parser.add_argument("--redis-count", type=int, default=pick(200_000, 20_000))
+    args = parser.parse_args(argv)
+    connections = [int(c) for c in args.connections.split(",")]
+    rows = []
+    for _ in range(args.runs):
+        row = run_once(connections, args.seconds, args.redis_count)
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    summary: dict[str, Any] = {}
+    for kind in ("produce", "fetch"):
+        for i, n in enumerate(connections):
+            for field in ("requests_per_s_per_worker", "cpu_us_per_request", "rtt_p50_ms", "rtt_p99_ms"):
+                values = [r[kind][i][field] for r in rows]
+                summary[f"{kind}_{n}_{field}"] = [statistics.median(values), min(values), max(values)]
+    for name in ("produce_per_worker_vs_redis", "produce_per_cpu_s_vs_redis"):
+        ratios = [r[name] for r in rows if name in r]
+        if ratios:
+            summary[name] = [statistics.median(ratios), min(ratios), max(ratios)]
+    summary["targets"] = {
+        "produce_per_worker_vs_redis": TARGET_REDIS_RATIO,
+        "cpu_us_per_produce": TARGET_CPU_US,
+    }
+    print(json.dumps(summary))
+    return 0
