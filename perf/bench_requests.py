@@ -330,11 +330,21 @@ def test_request_rates_quick() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m perf requests", description=__doc__.split("\n")[0])
-    parser.add_argument("--runs", type=int, default=1 if quick() else 3)
-    parser.add_argument("--seconds", type=float, default=1.0 if quick() else 5.0)
-    parser.add_argument("--connections", default="1,10" if quick() else "1,10,100")
-    parser.add_argument("--redis-count", type=int, default=pick(200_000, 20_000))
+    parser = argparse.ArgumentParser(
+        prog="python -m perf requests",
+        description="small Produce and Fetch requests, one in flight per connection: requests/s per "
+        "worker and the workers' CPU per request, beside Redis XADD -P 1 -c 50 (perf/bench_requests.py)",
+    )
+    parser.add_argument("--runs", type=int, default=1 if quick() else 3, help="repeats (default 3)")
+    parser.add_argument(
+        "--seconds", type=float, default=1.0 if quick() else 5.0, help="each measurement (default 5)"
+    )
+    parser.add_argument(
+        "--connections", default="1,10" if quick() else "1,10,100", help="counts, comma-separated"
+    )
+    parser.add_argument(
+        "--redis-count", type=int, default=pick(200_000, 20_000), help="XADDs redis-benchmark sends"
+    )
     args = parser.parse_args(argv)
     connections = [int(c) for c in args.connections.split(",")]
     rows = []
