@@ -62,7 +62,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from perf.broker_load import PRODUCE_V, Target, produce_frame, running_broker
+from perf.broker_load import PRODUCE_V, Target, keep_in_flight, produce_frame, running_broker, spread_targets
 from perf.peers import redis_available, redis_server, xadd_rate
 from perf.sizes import pick, quick
 from shardbroker.ipc.procfs import cpu_seconds
@@ -184,24 +184,13 @@ async def _fetch_one_at_a_time(target: Target, until: float, rtts: list[float]) 
 
 async def _feed(target: Target, until: float) -> int:
     """Keep FEED_IN_FLIGHT one-record Produce requests outstanding until ``until``; the count
-    answered."""
-    frame = produce_frame(target.topic, target.partition, _one_record_batch(), 1)
-    reader, writer = await asyncio.open_connection(target.host, target.port)
-    answered = outstanding = 0
-    try:
-        for _ in range(FEED_IN_FLIGHT):
-            writer.write(frame)
-            outstanding += 1
-        while outstanding:
-            await _read_frame(reader)
-            outstanding -= 1
-            answered += 1
-            if time.monotonic() < until:
-                writer.write(frame)
-                outstanding += 1
-    finally:
-        writer.close()
-    return answered
+    answered (errors raise)."""
+    batch = _one_record_batch()
+    frame = produce_frame(target.topic, target.partition, batch, 1)
+    acked, errors = await keep_in_flight(target, frame, len(batch), FEED_IN_FLIGHT, until)
+    if errors:
+        raise RuntimeError(f"{errors} feeding Produce requests to {target.partition} failed")
+    return acked // len(batch)
 
 
 def _driver_main(load: Load, out: Any) -> None:
@@ -224,21 +213,6 @@ def _driver_main(load: Load, out: Any) -> None:
         out.send(("error", repr(exc), 0, []))
     finally:
         out.close()
-
-
-def _targets(broker: BrokerProcess, leaders: dict[int, int], connections: int) -> list[Target]:
-    """``connections`` targets spread over the workers, each a partition its worker leads."""
-    by_worker: dict[int, list[int]] = {}
-    for partition, leader in sorted(leaders.items()):
-        by_worker.setdefault(leader, []).append(partition)
-    workers = sorted(by_worker)
-    out = []
-    for i in range(connections):
-        worker = workers[i % len(workers)]
-        partitions = by_worker[worker]
-        partition = partitions[(i // len(workers)) % len(partitions)]
-        out.append(Target(broker.host, broker.base_port + worker, TOPIC, partition))
-    return out
 
 
 def measure(broker: BrokerProcess, kind: str, targets: Sequence[Target], seconds: float) -> dict[str, Any]:
@@ -302,7 +276,7 @@ def run_once(connections: Sequence[int], seconds: float, redis_count: int) -> di
         leaders = ensure_topic(broker.bootstrap, TOPIC, 2 * broker.workers, timeout=60)
         for kind in ("produce", "fetch"):
             for n in connections:
-                out[kind].append(measure(broker, kind, _targets(broker, leaders, n), seconds))
+                out[kind].append(measure(broker, kind, spread_targets(broker, TOPIC, leaders, n), seconds))
     why_not = redis_available()
     if why_not is None:
         with redis_server() as server:

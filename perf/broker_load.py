@@ -46,7 +46,15 @@ from shardbroker.protocol.headers import decode_response, encode_request, encode
 from shardbroker.protocol.record_batch_builder import RecordBatchBuilder
 from tests.integration.broker_process import BrokerProcess, free_port_block
 
-__all__ = ["CAPACITY_TARGET", "CapacityConfig", "capacity", "running_broker"]
+__all__ = [
+    "CAPACITY_TARGET",
+    "CapacityConfig",
+    "capacity",
+    "keep_in_flight",
+    "produce_frame",
+    "running_broker",
+    "spread_targets",
+]
 
 PRODUCE_V = 9
 CAPACITY_TARGET = 0.4
@@ -137,7 +145,7 @@ class Target:
     partition: int
 
 
-async def _drive(
+async def keep_in_flight(
     target: Target, frame: bytes, batch_len: int, in_flight: int, until: float
 ) -> tuple[int, int]:
     """Keep ``in_flight`` copies of ``frame`` outstanding on one connection until ``until``;
@@ -182,7 +190,10 @@ def _loadgen_main(
         until = time.monotonic() + duration
         frames = [produce_frame(t.topic, t.partition, batch, i + 1) for i, t in enumerate(targets)]
         results = await asyncio.gather(
-            *(_drive(t, f, len(batch), in_flight, until) for t, f in zip(targets, frames, strict=True))
+            *(
+                keep_in_flight(t, f, len(batch), in_flight, until)
+                for t, f in zip(targets, frames, strict=True)
+            )
         )
         return sum(r[0] for r in results), sum(r[1] for r in results)
 
@@ -294,21 +305,31 @@ def sinks(count: int) -> Iterator[list[int]]:
             proc.join(10)
 
 
+def spread_targets(
+    broker: BrokerProcess, topic: str, leaders: dict[int, int], connections: int
+) -> list[Target]:
+    """``connections`` targets spread over the workers (round robin), each a partition of
+    ``topic`` its worker leads (``leaders``: partition -> worker), so nothing is forwarded."""
+    by_worker: dict[int, list[int]] = {}
+    for partition, leader in sorted(leaders.items()):
+        by_worker.setdefault(leader, []).append(partition)
+    workers = sorted(by_worker)
+    targets = []
+    for i in range(connections):
+        worker = workers[i % len(workers)]
+        partitions = by_worker[worker]
+        partition = partitions[(i // len(workers)) % len(partitions)]
+        targets.append(Target(broker.host, broker.base_port + worker, topic, partition))
+    return targets
+
+
 def capacity(broker: BrokerProcess, cfg: CapacityConfig) -> dict[str, Any]:
     """Broker MB/s and sink MB/s with the same load generator; their ratio."""
     topic = "capacity"
     connections = cfg.loadgen_processes * cfg.connections
     leaders = ensure_topic(broker.bootstrap, topic, max(connections, 2 * broker.workers), timeout=60)
-    by_worker: dict[int, list[int]] = {}
-    for partition, leader in sorted(leaders.items()):
-        by_worker.setdefault(leader, []).append(partition)
-    workers = sorted(by_worker)
-    broker_targets = []
-    for i in range(connections):  # connections spread over the workers, one partition each
-        worker = workers[i % len(workers)]
-        partitions = by_worker[worker]
-        partition = partitions[(i // len(workers)) % len(partitions)]
-        broker_targets.append(Target(broker.host, broker.base_port + worker, topic, partition))
+    broker_targets = spread_targets(broker, topic, leaders, connections)
+    workers = sorted({t.port - broker.base_port for t in broker_targets})
     batch = build_batch(cfg.batch_bytes, cfg.record_size)
     broker_result = replay(broker_targets, batch, cfg)
     with sinks(broker.workers) as ports:

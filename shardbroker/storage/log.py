@@ -777,11 +777,11 @@ class PartitionLog:
         or a hand-over came first."""
         with self._lock, self._io_lock:
             current = (
-                self._segments.run_of([(s.base_offset, s.inode) for s in old])
+                self._segments.replace([(s.base_offset, s.inode) for s in old], cleaned)
                 if self._offline is None
                 else None
             )
-            if current is None or not self._segments.replace(current, cleaned):
+            if current is None:
                 cleaned.delete_files()
                 return False
             try:

@@ -98,33 +98,26 @@ class LogSegments:
         del self._bases[:count]
         return doomed
 
-    def run_of(self, files: Sequence[tuple[int, int]]) -> list[LogSegment] | None:
-        """The consecutive segments whose (base offset, inode) are ``files``, or None."""
+    def replace(self, files: Sequence[tuple[int, int]], new: LogSegment) -> list[LogSegment] | None:
+        """Put ``new`` where the consecutive segments whose (base offset, inode) are ``files``
+        are (a cleaned group) and return them; None, and no change, when they are not all there
+        any more (retention deleted some meanwhile) or would include the active segment."""
         if not files:
             return None
         i = bisect.bisect_left(self._bases, files[0][0])
         run = self._segments[i : i + len(files)]
-        if len(run) != len(files) or any(
-            s.base_offset != base or os.fstat(s.fd).st_ino != inode
-            for s, (base, inode) in zip(run, files, strict=True)
+        if (
+            len(run) != len(files)
+            or i + len(files) >= len(self._segments)
+            or any(
+                s.base_offset != base or os.fstat(s.fd).st_ino != inode
+                for s, (base, inode) in zip(run, files, strict=True)
+            )
         ):
             return None
+        self._segments[i : i + len(files)] = [new]
+        self._bases[i : i + len(files)] = [new.base_offset]
         return run
-
-    def replace(self, old: Sequence[LogSegment], new: LogSegment) -> bool:
-        """Put ``new`` where the consecutive segments ``old`` are (a cleaned group); False, and
-        no change, when they are not all there any more (retention deleted some meanwhile)."""
-        if not old:
-            return False
-        try:
-            i = self._segments.index(old[0])
-        except ValueError:
-            return False
-        if self._segments[i : i + len(old)] != list(old) or i + len(old) >= len(self._segments):
-            return False  # gone, or would replace the active segment
-        self._segments[i : i + len(old)] = [new]
-        self._bases[i : i + len(old)] = [new.base_offset]
-        return True
 
     def remove_all(self) -> list[LogSegment]:
         doomed, self._segments, self._bases = self._segments, [], []
