@@ -303,6 +303,17 @@ def test_request_rates_quick() -> None:
         assert all(r["requests_per_s"] > 0 and r["cpu_us_per_request"] > 0 for r in result[kind])
 
 
+def _counts(text: str) -> list[int]:
+    """``--connections``: positive integers, comma-separated."""
+    try:
+        counts = [int(c) for c in text.split(",")]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: want positive integers, comma-separated (1,10,100)")
+    return counts
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m perf requests",
@@ -314,13 +325,16 @@ def main(argv: list[str] | None = None) -> int:
         "--seconds", type=float, default=1.0 if quick() else 5.0, help="each measurement (default 5)"
     )
     parser.add_argument(
-        "--connections", default="1,10" if quick() else "1,10,100", help="counts, comma-separated"
+        "--connections",
+        type=_counts,
+        default="1,10" if quick() else "1,10,100",
+        help="counts, comma-separated",
     )
     parser.add_argument(
         "--redis-count", type=int, default=pick(200_000, 20_000), help="XADDs redis-benchmark sends"
     )
     args = parser.parse_args(argv)
-    connections = [int(c) for c in args.connections.split(",")]
+    connections: list[int] = args.connections
     rows = []
     for _ in range(args.runs):
         row = run_once(connections, args.seconds, args.redis_count)
