@@ -32,6 +32,7 @@ COMMANDS = {
         "perf.bench_log_cleaner:latency_main",
         "produce p99 while the log cleaner runs vs idle",
     ),
+    "record-sizes": ("perf.bench_record_sizes:main", "produce MB/s by record size, 100 B to 1 MB"),
     "requests": (
         "perf.bench_requests:main",
         "small Produce/Fetch requests/s per worker and CPU per request vs Redis XADD -P 1",

@@ -42,7 +42,11 @@ from pathlib import Path
 
 from shardbroker.broker.tls import TlsConfigError, TlsSettings
 from shardbroker.config.broker_config import BrokerConfig
-from shardbroker.config.broker_properties import AUTO_LEADER_REBALANCE_ENABLE, LOCAL_CLIENTS_ALLOWED_GROUP
+from shardbroker.config.broker_properties import (
+    AUTO_LEADER_REBALANCE_ENABLE,
+    EVENT_LOOP,
+    LOCAL_CLIENTS_ALLOWED_GROUP,
+)
 from shardbroker.config.config_def import ConfigError
 from shardbroker.config.listeners import Endpoint
 from shardbroker.control.auto_rebalance import AutoRebalancer, PartitionLoad
@@ -65,6 +69,7 @@ from shardbroker.observability.system_metrics import DataDirSource, WorkerProces
 # worker (an unknown user's salt must not differ from one worker to the next).
 from shardbroker.security import sasl_scram  # noqa: F401
 from shardbroker.storage.file_modes import loose_paths
+from shardbroker.supervision.event_loop import loop_factory
 from shardbroker.supervision.heartbeat import HeartbeatTable, SegmentInUse
 from shardbroker.supervision.policy import Phase, Policy
 from shardbroker.supervision.supervisor import Supervisor, SupervisorConfig
@@ -262,7 +267,12 @@ def serve(
                     say(ready_line(i, endpoint))
 
         supervisor = BrokerSupervisor(
-            SupervisorConfig(instance=instance, workers=config.workers, policy=policy or Policy()),
+            SupervisorConfig(
+                instance=instance,
+                workers=config.workers,
+                policy=policy or Policy(),
+                loop_factory=loop_factory(config.get(EVENT_LOOP)),
+            ),
             setup,
             controller,
             announce,

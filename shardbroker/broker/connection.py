@@ -3,9 +3,17 @@
 ``KafkaConnection`` is an ``asyncio.BufferedProtocol`` around the sans-IO
 ``protocol.connection.ServerConnection``: the kernel copies received bytes straight into the
 connection's preallocated, reused buffer (``get_buffer``), frames are decoded where they lie, and
-Produce records reach the log as memoryview slices of that buffer. Each request runs as its own
-task, so a long-poll Fetch does not hold up the requests behind it, while responses are written
-strictly in request order (the sans-IO object queues them by sequence number).
+Produce records reach the log as memoryview slices of that buffer. A request that must wait (a
+long-poll Fetch, acks=all, a forward) goes on as its own task, so it does not hold up the
+requests behind it, while responses are written strictly in request order (the sans-IO object
+queues them by sequence number).
+
+Eager start (what Python 3.12's eager task factory does): a handler runs at once, in the callback
+that decoded its request, up to its first real wait; only then does the rest become a task
+(``_Rest``). Most requests (Produce acks=0/1, Metadata, offsets) never wait, and skip the task,
+its scheduling and its done callback: 1.5-2 us of ~32 us of Python per one-record Produce
+(in-process measurement: perf/bench_requests.py's docstring). Handlers must therefore not need a
+current task before their first wait (``asyncio.timeout()`` does: use ``asyncio.wait_for``).
 
 Buffer lifetime: a request whose body holds views of the receive buffer (records: Produce) pins
 that buffer until its handler has returned; the task releases it in a ``finally``. So handlers
@@ -57,9 +65,9 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Generator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from shardbroker.broker import sasl_exchange
 from shardbroker.broker.dispatch import HandlerRegistry, RequestContext
@@ -82,7 +90,7 @@ from shardbroker.security.sasl_authenticator import SASL_AUTHENTICATE, SASL_HAND
 if TYPE_CHECKING:
     from shardbroker.broker.worker_state import WorkerState
 
-__all__ = ["ConnectionLimits", "KafkaConnection"]
+__all__ = ["ConnectionLimits", "KafkaConnection", "start_eagerly"]
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +174,8 @@ class KafkaConnection(asyncio.BufferedProtocol):
     # -- asyncio.BufferedProtocol ------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # A stream transport: asyncio's, or uvloop's (not a subclass; the same API).
+        transport = cast(asyncio.Transport, transport)
         self.transport = transport
         transport.set_write_buffer_limits(self.limits.write_high_water, self.limits.write_low_water)
         peer = transport.get_extra_info("peername")
@@ -259,9 +268,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
                 peer=self.peer,
                 session=self.session,
             )
-            task = asyncio.get_running_loop().create_task(self._serve(event, ctx))
-            self._tasks.add(task)
-            task.add_done_callback(self._task_done)
+            self._start(self._serve(event, ctx))
         elif isinstance(event, BadRequest):
             self._idle.clear()
             self.state.counters.error(event.api_key, int(event.error_code))
@@ -392,6 +399,12 @@ class KafkaConnection(asyncio.BufferedProtocol):
             reason=reason,
             reauthentication=sasl.reauthenticating,
         )
+
+    def _start(self, serve: Coroutine[Any, Any, None]) -> None:
+        task = start_eagerly(serve)
+        if task is not None:
+            self._tasks.add(task)
+            task.add_done_callback(self._task_done)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -582,3 +595,52 @@ class KafkaConnection(asyncio.BufferedProtocol):
             await asyncio.wait_for(asyncio.shield(self.lost), 1.0)
         except TimeoutError:
             self.abort()
+
+
+def start_eagerly(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
+    """Run ``coro`` at once, up to its first real wait; only then does the rest become a task
+    (None: it finished in that first step). See the module docstring: "eager start"."""
+    try:
+        waiting_on = coro.send(None)
+    except StopIteration:
+        return None
+    return asyncio.get_running_loop().create_task(_Rest(coro, waiting_on))
+
+
+class _Rest(Coroutine[Any, Any, None]):
+    """The rest of a coroutine whose first step has run and yielded ``waiting_on`` (what its
+    ``await`` waits for: a future, or None for a bare yield), as a coroutine a task can drive.
+
+    The task's first ``send`` gets ``waiting_on``; everything after goes on to ``serve``. A
+    ``throw`` goes to ``serve`` even before the first ``send``: a task cancelled before its first
+    step throws at once, and ``serve`` (suspended in its ``await``) must see that cancellation,
+    or it would be dropped half-way (a generator function cannot do this: a throw into an
+    unstarted generator never reaches its body).
+    """
+
+    __slots__ = ("_serve", "_started", "_waiting_on")
+
+    def __init__(self, serve: Coroutine[Any, Any, None], waiting_on: Any) -> None:
+        self._serve = serve
+        self._waiting_on = waiting_on
+        self._started = False
+
+    def send(self, value: Any) -> Any:
+        if not self._started:
+            self._started = True
+            waiting_on, self._waiting_on = self._waiting_on, None
+            return waiting_on
+        return self._serve.send(value)
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        self._started = True
+        self._waiting_on = None
+        if val is None and tb is None:
+            return self._serve.throw(typ)
+        return self._serve.throw(typ, val, tb)
+
+    def close(self) -> None:
+        self._serve.close()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        raise TypeError("_Rest is driven by a task, not awaited")

@@ -127,9 +127,11 @@ class ControllerChannel:
         future: asyncio.Future[dict[str, Any]] = loop.create_future()
         self._pending[request_id] = future
         try:
-            async with asyncio.timeout(timeout):
-                await self._write(encode_control(ControlRequest(request_id, op, args)))
-                result = await future
+            # wait_for, not asyncio.timeout(): handlers start outside a task (broker/connection.py,
+            # eager start), and asyncio.timeout() needs one.
+            result = await asyncio.wait_for(
+                self._exchange(ControlRequest(request_id, op, args), future), timeout
+            )
         except TimeoutError:
             raise ControllerUnavailable(
                 f"no answer from the controller to {op} within {timeout:.0f} s"
@@ -139,6 +141,12 @@ class ControllerChannel:
         if set(result) <= {"error_code", "error_message", "version"} and result.get("error_code"):
             raise ControllerRequestError(int(result["error_code"]), str(result.get("error_message")))
         return result
+
+    async def _exchange(
+        self, request: ControlRequest, answer: asyncio.Future[dict[str, Any]]
+    ) -> dict[str, Any]:
+        await self._write(encode_control(request))
+        return await answer
 
     # --- Service ------------------------------------------------------------------------------
 

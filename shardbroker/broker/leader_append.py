@@ -110,7 +110,7 @@ def _appended(p: Partition, info: LogAppendInfo, size: int, flusher: LogFlusher)
     p.messages_in += info.record_count
     p.bytes_in += size
     if p.waiters:
-        p.wake()
+        p.appended(size)
     if not info.flush_required:
         return -1
     flush_offset = info.last_offset + 1

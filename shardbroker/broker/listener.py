@@ -51,9 +51,9 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
-from shardbroker.broker.connection import ConnectionLimits, KafkaConnection
+from shardbroker.broker.connection import ConnectionLimits, KafkaConnection, start_eagerly
 from shardbroker.broker.dispatch import HandlerRegistry, discover
 from shardbroker.broker.security_audit import SSL_MECHANISM
 from shardbroker.broker.session import SecurityProtocol
@@ -393,9 +393,14 @@ class _TlsAccept(asyncio.Protocol):
         self.door = door
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        transport.pause_reading()  # start_tls takes the socket over before any byte is read
+        # A stream transport: asyncio's, or uvloop's (not a subclass; the same API).
+        transport = cast(asyncio.Transport, transport)
+        # start_tls must take the socket over before any byte is read: its first step (which
+        # swaps in the TLS protocol) runs here, before the loop reads (start_eagerly). Pausing
+        # reading instead works with asyncio's loop, but uvloop's start_tls never resumes a
+        # transport paused before it (its handshake then times out).
         listener = self.listener
-        task = asyncio.get_running_loop().create_task(listener._handshake(transport, self.door))
-        listener._handshakes.add(task)
-        task.add_done_callback(listener._handshakes.discard)
+        task = start_eagerly(listener._handshake(transport, self.door))
+        if task is not None:
+            listener._handshakes.add(task)
+            task.add_done_callback(listener._handshakes.discard)

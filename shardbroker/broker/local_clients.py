@@ -79,6 +79,7 @@ from typing import TYPE_CHECKING, Final
 import posix_ipc  # type: ignore[import-not-found,unused-ignore]
 
 from shardbroker.broker.forwarding import ForwardResult
+from shardbroker.broker.partition import FetchWaiter
 from shardbroker.broker.produce_routing import reroute
 from shardbroker.broker.txn_verification import answer_verification
 from shardbroker.config.broker_properties import LOCAL_CLIENTS_ALLOWED_GROUP
@@ -717,7 +718,7 @@ class LocalClientService:
             return
         fut: asyncio.Future[None] = self._loop.create_future()
         fut.add_done_callback(self._appended(key))
-        p.waiters.add(fut)
+        p.waiters.add(FetchWaiter(fut))
         self._armed[key] = fut
 
     def _appended(self, key: PartitionKey) -> Callable[[asyncio.Future[None]], None]:

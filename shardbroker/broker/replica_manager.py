@@ -33,7 +33,7 @@ from shardbroker.broker.leader_append import (
 from shardbroker.broker.log_cleaner_service import LogCleanerService
 from shardbroker.broker.log_flusher import LogFlusher
 from shardbroker.broker.log_manager import LogManager
-from shardbroker.broker.partition import Partition
+from shardbroker.broker.partition import FetchWaiter, Partition
 from shardbroker.config.broker_config import BrokerConfig
 from shardbroker.ipc.counters import WorkerCounters
 from shardbroker.metadata.image import MetadataImage, PartitionImage, TopicImage
@@ -333,14 +333,16 @@ class ReplicaManager:
         the LSO); raises LogOffsetOutOfRangeError, KafkaStorageError."""
         return p.log.read(offset, max_bytes, min_one_message=min_one_message, max_offset=max_offset)
 
-    async def wait_for_data(self, partitions: Iterable[Partition], timeout: float) -> bool:
-        """Park until an append to any of ``partitions``, markers included (True: the caller reads
-        again, up to the LSO for read_committed), or ``timeout`` seconds (False)."""
+    async def wait_for_data(self, partitions: Iterable[Partition], timeout: float, needed: int = 1) -> bool:
+        """Park until appends to ``partitions`` add ``needed`` bytes in all, or any of them changes
+        otherwise, markers included (True: the caller reads again, up to the LSO for
+        read_committed), or ``timeout`` seconds (False). See ``FetchWaiter``."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
+        waiter = FetchWaiter(fut, needed)
         parked = list(partitions)
         for p in parked:
-            p.waiters.add(fut)
+            p.waiters.add(waiter)
         self.counters.add_fetch_waiters(1)
         try:
             done, _ = await asyncio.wait((fut,), timeout=timeout)
@@ -350,7 +352,7 @@ class ReplicaManager:
             if not fut.done():
                 fut.cancel()
             for p in parked:
-                p.waiters.discard(fut)
+                p.waiters.discard(waiter)
 
     # ------------------------------------------------------------------ producer ids
 

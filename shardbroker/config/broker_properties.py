@@ -215,6 +215,17 @@ ADVERTISED_LISTENERS: Final = _D(
 WORKERS: Final = _D(
     "workers", _I, None, between(1, 1024), "worker processes, one per core [cores available]", _SERVE
 )
+#: The values of ``event.loop`` (supervision/event_loop.py makes the loops).
+EVENT_LOOPS: Final = ("uvloop", "asyncio")
+EVENT_LOOP: Final = _D(
+    "event.loop",
+    _S,
+    "uvloop",
+    one_of(*EVENT_LOOPS),
+    "the workers' event loop: uvloop (2.4x fewer CPU-us per small request here) or asyncio;"
+    " uvloop falls back to asyncio where it cannot be imported",
+    _SERVE,
+)
 METRICS_LISTEN: Final = _D(
     "metrics.listen",
     _S,

@@ -12,6 +12,7 @@ Frames here are the bytes *after* the size prefix; :func:`encode_request` and
 
 from __future__ import annotations
 
+import functools
 import struct
 from typing import Any
 
@@ -35,8 +36,11 @@ CONTROLLED_SHUTDOWN_KEY = 7
 
 _FIXED_PREFIX = struct.Struct(">hhi")  # request api key, api version, correlation id
 _SIZE = struct.Struct(">i")
+_SIZE_AND_CORRELATION = struct.Struct(">ii")
 
 
+# Cached: both are asked once per request and response (functools.cache: 0.1 us a call).
+@functools.cache
 def request_header_version(api_key: int, api_version: int) -> int:
     if api_key == CONTROLLED_SHUTDOWN_KEY and api_version == 0:
         return 0
@@ -44,6 +48,7 @@ def request_header_version(api_key: int, api_version: int) -> int:
     return 2 if cls is not None and is_flexible(cls, api_version) else 1
 
 
+@functools.cache
 def response_header_version(api_key: int, api_version: int) -> int:
     if api_key == API_VERSIONS_KEY:
         return 0
@@ -62,23 +67,31 @@ def decode_request_header(frame: bytes | memoryview) -> tuple[RequestHeader, int
     mv = frame if type(frame) is memoryview else memoryview(frame)
     if len(mv) < _FIXED_PREFIX.size:
         raise ProtocolError(f"request frame of {len(mv)} bytes is too short for a header")
-    api_key, api_version, correlation_id = _FIXED_PREFIX.unpack_from(mv, 0)
-    ids: dict[str, Any] = {"api_key": api_key, "api_version": api_version, "correlation_id": correlation_id}
+    api_key, api_version, _ = _FIXED_PREFIX.unpack_from(mv, 0)
     cls = REQUESTS.get(api_key)
     if cls is None:
-        raise RequestHeaderError(f"unknown api key {api_key}", ErrorCode.INVALID_REQUEST, **ids)
+        raise RequestHeaderError(f"unknown api key {api_key}", ErrorCode.INVALID_REQUEST, **_ids(mv))
     lo, hi = cls.VALID_VERSIONS
     if not lo <= api_version <= hi:
         raise RequestHeaderError(
             f"{cls.API_NAME} has no version {api_version} (valid: {lo}-{hi})",
             ErrorCode.UNSUPPORTED_VERSION,
-            **ids,
+            **_ids(mv),
         )
     try:
         header, offset = decode_from(RequestHeader, mv, 0, request_header_version(api_key, api_version))
     except ProtocolError as exc:
-        raise RequestHeaderError(f"bad request header: {exc}", ErrorCode.INVALID_REQUEST, **ids) from None
+        raise RequestHeaderError(
+            f"bad request header: {exc}", ErrorCode.INVALID_REQUEST, **_ids(mv)
+        ) from None
     return header, offset
+
+
+def _ids(mv: memoryview) -> dict[str, int]:
+    """Whom to answer a request whose header is refused (built only then: a dict per request
+    cost 0.4 us on the hot path)."""
+    api_key, api_version, correlation_id = _FIXED_PREFIX.unpack_from(mv, 0)
+    return {"api_key": api_key, "api_version": api_version, "correlation_id": correlation_id}
 
 
 def decode_request(frame: bytes | memoryview) -> tuple[RequestHeader, Message]:
@@ -100,10 +113,11 @@ def encode_request(header: RequestHeader, msg: Message) -> bytes:
 
 
 def _response_head(correlation_id: int, api_key: int, api_version: int, body_size: int) -> bytes:
-    head = encode(
-        ResponseHeader(correlation_id=correlation_id), response_header_version(api_key, api_version)
-    )
-    return _SIZE.pack(len(head) + body_size) + head
+    """The size prefix and the response header, packed directly (the header we send never has
+    tagged fields: v1 is the correlation id and an empty tagged-field count)."""
+    if response_header_version(api_key, api_version):
+        return _SIZE_AND_CORRELATION.pack(body_size + 5, correlation_id) + b"\x00"
+    return _SIZE_AND_CORRELATION.pack(body_size + 4, correlation_id)
 
 
 def encode_response(correlation_id: int, api_key: int, api_version: int, msg: Message) -> bytes:

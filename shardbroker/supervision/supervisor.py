@@ -63,6 +63,7 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn, Protocol
 
 from shardbroker.supervision import policy as supervision
+from shardbroker.supervision.event_loop import LoopFactory
 from shardbroker.supervision.heartbeat import HeartbeatCell, HeartbeatTable, SegmentInUse, segment_name
 from shardbroker.supervision.policy import BOOT_ERROR_EXIT, Phase, Policy, Stop, Supervision
 from shardbroker.supervision.worker import Worker, WorkerConfig
@@ -102,6 +103,8 @@ class SupervisorConfig:
     policy: Policy = field(default_factory=Policy)
     beat_interval: float = 0.5  # how often workers beat and check their parent
     pin_cpus: bool = True
+    #: The workers' event loop (supervision/event_loop.py); None: asyncio's default.
+    loop_factory: LoopFactory | None = None
     # Read heartbeats at least this often; also bounds how late a stuck worker is noticed.
     max_sleep: float = 1.0
 
@@ -374,6 +377,7 @@ class Supervisor:
                     parent_pid=self.pid,
                     beat_interval=self.config.beat_interval,
                     drain_timeout=self.config.worker_drain_timeout,
+                    loop_factory=self.config.loop_factory,
                 ),
                 self._cells[slot],
             )

@@ -42,6 +42,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from shardbroker.supervision.event_loop import LoopFactory
 from shardbroker.supervision.fault_injection import arm_from_environment
 from shardbroker.supervision.heartbeat import HeartbeatCell
 from shardbroker.supervision.policy import BOOT_ERROR_EXIT, SlotState
@@ -69,6 +70,8 @@ class WorkerConfig:
     # Below the supervisor's drain timeout (30 s), so a worker normally finishes its own drain
     # before the supervisor's SIGKILL; it is what bounds the drain when the supervisor is gone.
     drain_timeout: float = 25.0
+    #: Makes the worker's event loop (supervision/event_loop.py); None: asyncio's default.
+    loop_factory: LoopFactory | None = None
 
 
 class _DrainHook:
@@ -131,7 +134,8 @@ class Worker:
     def run(self) -> int:
         """Run the worker to completion; returns the process exit code."""
         arm_from_environment()  # a storage fault point, in tests that ask for one
-        return asyncio.run(self._main())
+        with asyncio.Runner(loop_factory=self.config.loop_factory) as runner:
+            return runner.run(self._main())
 
     # --- internals ------------------------------------------------------------------------------
 
@@ -148,6 +152,7 @@ class Worker:
         if self.cell is not None:
             self.cell.claim(os.getpid(), SlotState.BOOTING)
         self._state = SlotState.BOOTING
+        log.info("worker %d: event loop %s.%s", self.slot, type(loop).__module__, type(loop).__qualname__)
         loop.add_signal_handler(signal.SIGTERM, self.stop, "SIGTERM")
         beating = asyncio.create_task(self._beat_forever(), name=f"worker-{self.slot}-heartbeat")
         try:

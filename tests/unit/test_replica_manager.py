@@ -254,6 +254,9 @@ def test_retention_runs_on_the_check_interval(tmp_path: Path) -> None:
 
 
 def test_fetch_waiters_are_woken_by_an_append_not_by_polling(tmp_path: Path) -> None:
+    """...once the appends to all their partitions together bring the bytes they need (Kafka's
+    DelayedFetch: shorter appends leave the fetch parked, no re-read); a wake-all (markers,
+    closing) wakes them whatever they still need."""
     img = image(topic("t", 2))
 
     async def main() -> None:
@@ -272,6 +275,22 @@ def test_fetch_waiters_are_woken_by_an_append_not_by_polling(tmp_path: Path) -> 
             rm.append("t", 1, batch())
             assert await asyncio.wait_for(waiter, 1)
             assert not p0.waiters and not p1.waiters
+
+            one = len(batch())
+            waiter = asyncio.ensure_future(rm.wait_for_data([p0, p1], 10, needed=2 * one + 1))
+            await asyncio.sleep(0.01)
+            rm.append("t", 0, batch())
+            rm.append("t", 1, batch())
+            await asyncio.sleep(0.01)
+            assert not waiter.done() and len(p0.waiters) == len(p1.waiters) == 1
+            rm.append("t", 1, batch())
+            assert await asyncio.wait_for(waiter, 1)
+            assert not p0.waiters and not p1.waiters
+
+            waiter = asyncio.ensure_future(rm.wait_for_data([p0], 10, needed=1 << 30))
+            await asyncio.sleep(0.01)
+            p0.wake()
+            assert await asyncio.wait_for(waiter, 1)
 
     run(main())
 

@@ -35,8 +35,9 @@ a request before, 7.66 after (the LSO: a lock and a dict test per partition); RE
 its ``.txnindex``).
 
 Long poll: if the bytes found are fewer than ``min_bytes`` and ``max_wait_ms`` > 0, the request
-parks one future on every partition it asked for; an append to any of them resolves it (no
-polling), and so do transaction markers however they are appended (the log's ``on_markers``
+parks one waiter on every partition it asked for; appends to them that bring the bytes found up
+to ``min_bytes`` resolve it (no polling; a smaller append wakes nothing: partition.FetchWaiter),
+and so do transaction markers however they are appended (the log's ``on_markers``
 hook: a marker moves the LSO); the fetch reads again (read_committed: below the LSO only, as
 Kafka's DelayedFetch counts), and answers when it has ``min_bytes`` or the time is up. Any
 partition error answers at once (as Kafka, which completes a delayed fetch on an error).
@@ -223,7 +224,8 @@ async def handle_fetch(ctx: RequestContext, request: m.FetchRequest) -> m.FetchR
         parked = [s.partition for s in slots]
         while True:
             remaining = deadline - loop.time()
-            if remaining <= 0 or not await replicas.wait_for_data(parked, remaining):
+            needed = 1 if committed else request.min_bytes - total
+            if remaining <= 0 or not await replicas.wait_for_data(parked, remaining, needed):
                 break
             if any(replicas.get(p.topic, p.index) is not p for p in parked):
                 # A partition was closed or deleted while parked: answer with its new state.
