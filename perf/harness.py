@@ -387,8 +387,11 @@ def _clients_round(f: _Figures, broker: BrokerProcess, repeat: int, redis: peers
             "socket_sink", partial(_produce, broker, topic, size, records, plan.default_partitions)
         )
         extra: dict[str, float] = {"records_per_s": produced.summary.records_per_s}
-        if redis is not None:
-            peer, peer_ref = f.bracketed("socket_sink", partial(peers.xadd_rate, redis, topic, size, records))
+        peer_redis = redis if size <= peers.XADD_MAX_VALUE else None
+        if peer_redis is not None:
+            peer, peer_ref = f.bracketed(
+                "socket_sink", partial(peers.xadd_rate, peer_redis, topic, size, records)
+            )
             extra["vs_redis"] = produced.summary.records_per_s / peer["records_per_s"]
         f.add(
             f"produce.record_size={size}",
@@ -399,7 +402,7 @@ def _clients_round(f: _Figures, broker: BrokerProcess, repeat: int, redis: peers
             ref,
             **extra,
         )
-        if redis is not None:
+        if peer_redis is not None:
             f.add(
                 f"redis.record_size={size}",
                 "redis",

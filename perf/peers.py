@@ -30,10 +30,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 from tests.ports import free_port_block
 
-__all__ = ["RedisServer", "redis_available", "redis_server", "xadd_rate"]
+__all__ = ["XADD_MAX_VALUE", "RedisServer", "redis_available", "redis_server", "xadd_rate"]
 
 REDIS_SERVER = "redis-server"
 REDIS_BENCHMARK = "redis-benchmark"
@@ -121,6 +122,11 @@ def redis_server() -> Iterator[RedisServer]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+#: redis-benchmark takes the value on its command line, and Linux refuses a single argument of
+#: MAX_ARG_STRLEN (128 KiB) or more (E2BIG): larger records have no Redis figure.
+XADD_MAX_VALUE: Final = 128 * 1024 - 1
+
+
 def xadd_rate(
     server: RedisServer,
     stream: str,
@@ -132,6 +138,8 @@ def xadd_rate(
 ) -> dict[str, float]:
     """``count`` XADDs of ``record_size``-byte values over ``connections`` connections with
     ``pipeline`` commands in flight on each; records/s and MB/s (values only)."""
+    if record_size > XADD_MAX_VALUE:
+        raise ValueError(f"redis-benchmark cannot send {record_size} B values (at most {XADD_MAX_VALUE})")
     value = "x" * record_size
     out = subprocess.run(
         [

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -162,6 +163,12 @@ class Worker:
                 except Exception:
                     log.exception("worker %d: boot failed in %r", self.slot, service)
                     return BOOT_ERROR_EXIT
+            # What boot made (the metadata image, handlers, codec tables, open logs) lives as long
+            # as the worker: out of the collector's generations, a full collection no longer
+            # walks it. Measured under `perf requests` load (2026-12-05, 53,000 objects tracked
+            # at boot): full (gen 2) collections 26 ms each before, 0.31 ms after; gen 0 and 1
+            # 0.05-0.15 ms either way, so the thresholds stay Python's.
+            gc.freeze()
             self._set_state(SlotState.READY)
             await self._stopping.wait()
             self._set_state(SlotState.DRAINING)

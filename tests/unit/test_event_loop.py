@@ -1,9 +1,10 @@
 """``event.loop``: which loop the factory makes, the fallback when uvloop is missing, and the
-worker running on the loop its config names."""
+worker running on the loop its config names (and freezing what boot made out of the collector)."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import sys
@@ -65,5 +66,10 @@ def test_the_worker_runs_on_the_loop_of_its_config(name: str) -> None:
 
     worker = Worker(WorkerConfig(slot=0, parent_pid=os.getppid(), loop_factory=loop_factory(name)))
     worker.add_service(Probe())
-    assert worker.run() == 0
+    gc.unfreeze()
+    try:
+        assert worker.run() == 0
+        assert gc.get_freeze_count() > 0, "what boot made is frozen out of the collector's generations"
+    finally:
+        gc.unfreeze()
     assert (seen[0] is uvloop.Loop) == (name == "uvloop")
