@@ -73,6 +73,10 @@ class CapacityConfig:
 # -- broker ------------------------------------------------------------------------------------
 
 
+#: The broker settings of this benchmark (and running_broker's default).
+BENCH_BROKER_CONFIG: dict[str, Any] = {"message.max.bytes": 4 * 1024 * 1024, "num.partitions": 4}
+
+
 @contextlib.contextmanager
 def running_broker(
     workers: int,
@@ -85,7 +89,7 @@ def running_broker(
     removed afterwards. ``config``: broker settings (default: this benchmark's); ``listeners``:
     Kafka listener names (tests/integration/broker_process.py)."""
     if config is None:
-        config = {"message.max.bytes": 4 * 1024 * 1024, "num.partitions": 4}
+        config = BENCH_BROKER_CONFIG
     root = Path(tempfile.mkdtemp(prefix=f"shardbroker-{name}-"))
     logs = root / "logs"
     logs.mkdir()

@@ -11,8 +11,8 @@ queues them by sequence number).
 Eager start (what Python 3.12's eager task factory does): a handler runs at once, in the callback
 that decoded its request, up to its first real wait; only then does the rest become a task
 (``_Rest``). Most requests (Produce acks=0/1, Metadata, offsets) never wait, and skip the task,
-its scheduling and its done callback: 1.5-2 us of ~32 us of Python per one-record Produce
-(in-process measurement: perf/bench_requests.py's docstring). Handlers must therefore not need a
+its scheduling and its done callback: in-process (a KafkaConnection over a fake transport fed
+one-record Produce frames, uvloop, 2026-12-05) 32.4 -> 28.0-28.6 us of CPU a request. Handlers must therefore not need a
 current task before their first wait (``asyncio.timeout()`` does: use ``asyncio.wait_for``).
 
 Buffer lifetime: a request whose body holds views of the receive buffer (records: Produce) pins

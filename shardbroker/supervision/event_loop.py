@@ -2,12 +2,13 @@
 fallback and by choice (broker property ``event.loop``).
 
 Why uvloop: the request path is dominated by the loop's own work per small request (the selector,
-the transport's ``send``/``recv`` wrappers, handles). Measured on this 2-core VM (2026-12-05,
-/tmp-free reproduction: ``python -m perf requests`` and an echo server answering one 36 B response
-per 132 B request, 10 connections one request at a time, server pinned to one core): the bare
-asyncio echo costs 20-22 us of server CPU a request (33,000-35,000 requests/s), the same code on
-uvloop 7.8-8.2 us (60,000-61,000 requests/s). The figures for the broker are in the module
-docstring of perf/bench_requests.py.
+the transport's ``send``/``recv`` wrappers, handles). Measured on this 2-core VM (2026-12-05):
+an echo server answering one 36 B response per 132 B request, 10 connections one request at a
+time, server pinned to one core, costs 20-22 us of server CPU a request on asyncio's loop
+(33,000-35,000 requests/s) and 7.8-8.2 us on uvloop (60,000-61,000 requests/s). The broker,
+whose own Python path is ~25 us a request, gains less: one-record Produce requests over 100
+connections 37.5 -> 33.9 us of CPU a request, 18,000 -> 19,800 requests/s per worker
+(``python -m perf requests --event-loop asyncio|uvloop``, alternated, 3 runs each).
 
 The fallback: ``event.loop = "uvloop"`` on a machine where uvloop cannot be imported (a platform
 without its wheels) runs the standard loop and says so in the log once per worker; nothing else
