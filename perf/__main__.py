@@ -32,6 +32,10 @@ COMMANDS = {
         "perf.bench_log_cleaner:latency_main",
         "produce p99 while the log cleaner runs vs idle",
     ),
+    "ring-wakeup": (
+        "perf.bench_ring:wakeup_main",
+        "ring reader wake-up p50/p99 and CPU at 10,000 frames/s and idle, active spin off vs on",
+    ),
     "record-sizes": ("perf.bench_record_sizes:main", "produce MB/s by record size, 100 B to 1 MB"),
     "requests": (
         "perf.bench_requests:main",

@@ -6,6 +6,7 @@ Run for real (medians of several runs are what count on a 2-core VM shared with 
     python -m perf.bench_ring                 # prints one JSON line per run
     pytest perf/bench_ring.py --benchmark-enable -s
     SHARDBROKER_PERF_QUICK=1 python -m perf.bench_ring   # small sizes, a second or so
+    python -m perf ring-wakeup [--spin-us 20,50,100] [--pin none|same|split]   # steady rate
 
 What is measured
     * ``throughput``: a forked reader attached by name consumes 64 KiB frames that the parent
@@ -24,6 +25,10 @@ What is measured
       kernel wake-up from the ring's own cost.
     * ``idle_cpu``: CPU time used by a reader while it waits 2 s on an empty ring (its own
       rusage around the wait).
+    * ``ring-wakeup`` (``steady_wakeup``): a writer process stamps 10,000 frames/s (sleeping to
+      each slot) to a ``watch()`` reader on uvloop, as the workers read their rings; latency
+      p50/p99/p99.9, the reader's CPU under that load and over 5 s idle, doorbell sleeps per
+      frame; the active spin off and at each ``--spin-us``, alternated, 3 rounds of 3 s.
 
 Results (2026-11-25, this 2-core VM with other engineers' jobs running; ``python -m
 perf.bench_ring`` 7 times; median, range in brackets)
@@ -43,15 +48,21 @@ perf.bench_ring`` 7 times; median, range in brackets)
     Low ends of the throughput ranges are runs where another job held one of the two cores
     (load average 1-5 during these runs). Before the 10 us poll before sleeping (``SPIN_S``
     in ring.py) the in-place figure was 13.4-14.1 GB/s.
+
+``python -m perf ring-wakeup`` figures (2026-12-05) and the choice they made (the active spin off
+by default): docs/notes/rings.md, "The active spin", and ring_reader.py.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import ctypes
 import json
 import mmap
 import os
 import resource
+import statistics
 import struct
 import sys
 import time
@@ -63,7 +74,10 @@ import numpy as np
 from perf.sizes import pick, quick
 from shardbroker.ipc.doorbell import Doorbell, FifoDoorbell, SemaphoreDoorbell
 from shardbroker.ipc.ring import Ring
+from shardbroker.ipc.ring_layout import Q_READER_SLEEP
+from shardbroker.ipc.ring_reader import ACTIVE_WINDOW_NS, set_active_spin
 from shardbroker.ipc.shm import SHM_DIR
+from shardbroker.supervision.event_loop import loop_factory
 
 FRAME = 64 * 1024
 RING_CAPACITY = 4 << 20
@@ -294,6 +308,166 @@ def _pct(a: np.ndarray, q: float) -> float:
     return float(np.percentile(a, q))
 
 
+def _cpu_s() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def _pace_precisely() -> None:
+    """Timer slack 1 ns for this process (Linux prctl PR_SET_TIMERSLACK): ``time.sleep(80e-6)``
+    lasts 102 us here instead of 155 us with the default 50 us slack."""
+    ctypes.CDLL(None).prctl(29, 1, 0, 0, 0)
+
+
+#: ``--pin``: the (reader, writer) CPUs of ``steady_wakeup``; None: wherever the kernel puts them.
+PINS: dict[str, tuple[set[int], set[int]] | None] = {"none": None, "same": ({0}, {0}), "split": ({0}, {1})}
+
+
+def steady_wakeup(
+    spin_us: int, rate: int, seconds: float, idle_s: float, pin: str = "none"
+) -> dict[str, float]:
+    """One round: a writer process sends ``rate`` frames/s (each its ``perf_counter_ns()``) for
+    ``seconds`` to a reader process called back by ``watch()`` on the workers' loop (uvloop) with
+    an active spin of ``spin_us``; then nothing for ``idle_s``. ``pin``: a key of ``PINS``.
+
+    Returns the latency percentiles (us, warm-up excluded), the reader's CPU (fraction of a core,
+    its own rusage) under the load and idle (measured once its active window has passed), the
+    doorbell sleeps per frame, and the rate achieved (the writer sleeps to each frame's slot, with
+    1 ns timer slack; a slot missed by over a period is skipped, not caught up in a burst).
+    """
+    inst = _instance()
+    warm = rate // 5
+    frames = warm + int(rate * seconds)
+    period = 1e9 / rate
+    settle = 10 * ACTIVE_WINDOW_NS / 1e9
+    cpus = PINS[pin]
+    with Ring.create(inst, "steady", 1 << 16), Ring.create(inst, "marks", 1 << 22) as back:
+
+        def reader() -> None:
+            if cpus is not None:
+                os.sched_setaffinity(0, cpus[0])
+            set_active_spin(spin_us * 1e-6)
+            with Ring.attach(inst, "steady") as r, Ring.attach(inst, "marks") as b:
+                rd = r.reader()
+                lat = np.zeros(frames, dtype=np.int64)
+                marks: list[float] = []  # (monotonic s, CPU s, sleep epoch) at each phase boundary
+                count = 0
+
+                def mark() -> None:
+                    marks.extend((time.perf_counter_ns() / 1e9, _cpu_s(), r._q[Q_READER_SLEEP]))
+
+                async def main() -> None:
+                    loop = asyncio.get_running_loop()
+                    done = loop.create_future()
+
+                    def on_ready() -> None:
+                        nonlocal count
+                        for f in rd.read_batch():
+                            now = time.perf_counter_ns()
+                            (stamp,) = struct.unpack("<q", f)
+                            if stamp == 0:  # the writer is done: idle from the end of the window
+                                mark()
+                                loop.call_later(settle, mark)
+                                loop.call_later(settle + idle_s, mark)
+                                loop.call_later(settle + idle_s, done.set_result, None)
+                                continue
+                            lat[count] = now - stamp
+                            count += 1
+                            if count == warm:
+                                mark()
+
+                    rd.watch(loop, on_ready)
+                    await done
+                    rd.unwatch()
+
+                with asyncio.Runner(loop_factory=loop_factory("uvloop")) as runner:
+                    runner.run(main())
+                assert b.writer().write(np.array(marks).tobytes() + lat[:count].tobytes(), timeout=10)
+
+        def writer() -> None:
+            if cpus is not None:
+                os.sched_setaffinity(0, cpus[1])
+            _pace_precisely()
+            with Ring.attach(inst, "steady") as r:
+                w = r.writer()
+                while not r._q[Q_READER_SLEEP] & 1:  # the reader is watching
+                    time.sleep(0.001)
+                slot = time.perf_counter_ns()
+                for _ in range(frames):
+                    slot += period
+                    late = time.perf_counter_ns() - slot
+                    if late < 0:
+                        time.sleep(-late / 1e9)
+                    elif late > period:
+                        slot += late  # skip the missed slot rather than burst
+                    assert w.write(struct.pack("<q", time.perf_counter_ns()), timeout=10)
+                assert w.write(struct.pack("<q", 0), timeout=10)
+
+        pids = [_fork(reader), _fork(writer)]
+        (data,) = back.reader().read(1, timeout=seconds + idle_s + 60)
+        for pid in pids:
+            _join(pid)
+    m = np.frombuffer(data[:96], dtype=np.float64).reshape(4, 3)  # rows: the four marks
+    lat_us = np.frombuffer(data[96:], dtype=np.int64)[warm:] / 1000.0
+    busy_s, idle_s_measured = m[1, 0] - m[0, 0], m[3, 0] - m[2, 0]
+    return {
+        "spin_us": float(spin_us),
+        "p50_us": _pct(lat_us, 50),
+        "p99_us": _pct(lat_us, 99),
+        "p999_us": _pct(lat_us, 99.9),
+        "rate": len(lat_us) / busy_s,
+        "cpu_busy_pct": 100 * (m[1, 1] - m[0, 1]) / busy_s,
+        "cpu_idle_pct": 100 * (m[3, 1] - m[2, 1]) / idle_s_measured,
+        "sleeps_per_frame": (m[1, 2] - m[0, 2]) / 2 / len(lat_us),
+    }
+
+
+def _summary(rounds: list[dict[str, float]]) -> dict[str, list[float]]:
+    """Per figure: [median, min, max] over the rounds."""
+    return {
+        k: [round(statistics.median(v), 3), round(min(v), 3), round(max(v), 3)]
+        for k in rounds[0]
+        if k != "spin_us"
+        for v in [[r[k] for r in rounds]]
+    }
+
+
+def wakeup_main(argv: list[str] | None = None) -> int:
+    """``python -m perf ring-wakeup``: steady-rate wake-up latency and CPU, spin off vs on."""
+    parser = argparse.ArgumentParser(
+        prog="python -m perf ring-wakeup",
+        description="wake-up latency of a watch() reader under a steady rate, and its CPU under it and "
+        "idle, with the active spin off (0) and at each --spin-us, in alternated rounds (perf/bench_ring.py)",
+    )
+    parser.add_argument(
+        "--spin-us", default="20,50,100", help="active spins to compare with 0, comma-separated (20,50,100)"
+    )
+    parser.add_argument("--rounds", type=int, default=1 if quick() else 3, help="rounds (default 3)")
+    parser.add_argument("--rate", type=int, default=10_000, help="frames per second (default 10,000)")
+    parser.add_argument(
+        "--seconds", type=float, default=0.3 if quick() else 3.0, help="under load, per round (default 3)"
+    )
+    parser.add_argument(
+        "--idle", type=float, default=0.3 if quick() else 5.0, help="idle, per round (default 5)"
+    )
+    parser.add_argument(
+        "--pin",
+        choices=PINS,
+        default="none",
+        help="reader and writer CPUs: none (the kernel's choice), same (both on 0), split (0 and 1)",
+    )
+    args = parser.parse_args(argv)
+    spins = list(dict.fromkeys([0, *(int(s) for s in args.spin_us.split(","))]))
+    results: dict[int, list[dict[str, float]]] = {s: [] for s in spins}
+    for i in range(args.rounds):
+        for spin in spins if i % 2 == 0 else spins[::-1]:
+            row = steady_wakeup(spin, args.rate, args.seconds, args.idle, args.pin)
+            print(json.dumps({k: round(v, 3) for k, v in row.items()}), flush=True)
+            results[spin].append(row)
+    print(json.dumps({f"spin_{s}us": _summary(rows) for s, rows in results.items()}))
+    return 0
+
+
 def run() -> dict[str, float]:
     """One run of everything; the perf harness calls this (sizes follow SHARDBROKER_PERF_QUICK)."""
     total = pick(1 << 30, 32 << 20)
@@ -337,6 +511,21 @@ def test_ring_wakeup_latency(benchmark: object) -> None:
     lat = benchmark.pedantic(ring_wakeup_us, args=(samples,), rounds=1, iterations=1)  # type: ignore[attr-defined]
     benchmark.extra_info.update({"p50_us": _pct(lat, 50), "p99_us": _pct(lat, 99)})  # type: ignore[attr-defined]
     assert len(lat) == samples
+
+
+def test_ring_steady_wakeup(benchmark: object) -> None:
+    seconds = 0.2 if quick() else 3.0
+
+    def body() -> dict[str, float]:
+        return {
+            f"spin_{spin}us_{k}": v
+            for spin in (0, 100)
+            for k, v in steady_wakeup(spin, 10_000, seconds, seconds).items()
+        }
+
+    out = benchmark.pedantic(body, rounds=1, iterations=1)  # type: ignore[attr-defined]
+    benchmark.extra_info.update(out)  # type: ignore[attr-defined]
+    assert out["spin_0us_rate"] > 0 and out["spin_100us_rate"] > 0
 
 
 if __name__ == "__main__":

@@ -46,13 +46,14 @@ from shardbroker.config.broker_properties import (
     AUTO_LEADER_REBALANCE_ENABLE,
     EVENT_LOOP,
     LOCAL_CLIENTS_ALLOWED_GROUP,
+    RING_READER_SPIN_US,
 )
 from shardbroker.config.config_def import ConfigError
 from shardbroker.config.listeners import Endpoint
 from shardbroker.control.auto_rebalance import AutoRebalancer, PartitionLoad
 from shardbroker.control.controller import Controller
 from shardbroker.control.metadata_log import DataDirLock, MetadataLogError
-from shardbroker.ipc import shm
+from shardbroker.ipc import ring_reader, shm
 from shardbroker.ipc.counters import CounterTable
 from shardbroker.ipc.group_offsets import GroupOffsetTable
 from shardbroker.ipc.local_access import LocalAccessError, allowed_group, check_broker_in_group
@@ -369,6 +370,7 @@ def _worker_setup(
         # In the forked child: keep this slot's rings, close the rest of the controller's.
         from shardbroker.broker.controller_channel import ControllerChannel
 
+        ring_reader.set_active_spin(config.get(RING_READER_SPIN_US) * 1e-6)  # every reader of the worker
         in_ring, out_ring = controller.for_child(worker.slot)
         channel = ControllerChannel(worker.node_id, in_ring, out_ring)
         worker.add_service(channel)

@@ -226,6 +226,17 @@ EVENT_LOOP: Final = _D(
     " uvloop falls back to asyncio where it cannot be imported",
     _SERVE,
 )
+RING_READER_SPIN_US: Final = _D(
+    "ring.reader.spin.us",
+    _I,
+    "0",
+    between(0, 1000),
+    "microseconds a worker's ring reader that took a frame in the last 5 ms polls the ring before"
+    " sleeping on its doorbell (shardbroker's own; no Kafka equivalent); 0: sleep at once. Only a"
+    " spin longer than the gap between frames helps: 100 at 10,000 frames/s takes p50 from 14 to"
+    " 4 us for a whole core (docs/notes/rings.md)",
+    "ring readers (ipc/ring_reader.py, set in each worker by serve.py)",
+)
 METRICS_LISTEN: Final = _D(
     "metrics.listen",
     _S,

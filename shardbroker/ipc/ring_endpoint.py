@@ -22,7 +22,7 @@ publishing and ringing (or a broken ordering assumption) delays a frame by 1 s, 
 idle ring: one wake-up per second, 0.01-0.02 % of a core). A blocking wait polls ``SPIN_S`` (10 us)
 before announcing sleep: without it a reader working in place outruns a 64 KiB writer and sleeps
 after almost every frame (13.4-14.1 GB/s; with it 18.6-20.3 GB/s, docs/notes/rings.md). The event
-loop paths do not poll.
+loop paths do not poll, but for a reader's active spin (ring_reader.py).
 """
 
 from __future__ import annotations
@@ -47,6 +47,17 @@ WEAK_ORDERING = platform.machine().lower() not in ("x86_64", "amd64", "i386", "i
 
 def deadline_after(timeout: float | None) -> float | None:
     return None if timeout is None else time.monotonic() + timeout
+
+
+def poll(ready: Callable[[], bool], ns: int) -> bool:
+    """Call ``ready()`` until it is True (then True) or ``ns`` nanoseconds passed (then False)."""
+    if ns <= 0:
+        return False
+    end = time.perf_counter_ns() + ns
+    while not ready():
+        if time.perf_counter_ns() >= end:
+            return False
+    return True
 
 
 def _sleep_slice(deadline: float | None) -> float:
@@ -113,18 +124,17 @@ class RingEndpoint:
         finally:
             self._announce_awake()
 
+    def _poll_ns(self) -> int:
+        """How long a blocking wait polls before it sleeps: ``SPIN_S`` (read at each wait)."""
+        return int(SPIN_S * 1e9)
+
     def _block(self, ready: Callable[[], bool], deadline: float | None) -> bool:
         """Sleep on the doorbell until ``ready()`` or the deadline; True when ready.
 
-        Polls for ``SPIN_S`` first (see the module docstring for why and what it measured).
+        Polls for ``_poll_ns()`` first (see the module docstring for why and what it measured).
         """
-        if SPIN_S > 0:
-            end = time.perf_counter_ns() + int(SPIN_S * 1e9)
-            while not ready():
-                if time.perf_counter_ns() >= end:
-                    break
-            else:
-                return True
+        if poll(ready, self._poll_ns()):
+            return True
         while not ready():
             slice_s = _sleep_slice(deadline)
             if slice_s <= 0:

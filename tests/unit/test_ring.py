@@ -10,7 +10,7 @@ import random
 import sys
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import posix_ipc  # type: ignore[import-not-found,unused-ignore]
@@ -18,12 +18,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shardbroker.ipc import shm
+from shardbroker.config.broker_config import BrokerConfig
+from shardbroker.config.config_def import ConfigError
+from shardbroker.ipc import ring_endpoint, ring_reader, shm
 from shardbroker.ipc.ring import Ring
 from shardbroker.ipc.ring_layout import (
     FRAME_HEADER,
     HEADER_SIZE,
     PAD,
+    Q_READER_SLEEP,
     RING_KIND,
     RingCorrupt,
     RingError,
@@ -31,6 +34,9 @@ from shardbroker.ipc.ring_layout import (
     frame_size,
     read_stats,
 )
+from shardbroker.ipc.ring_reader import RingReader
+from shardbroker.serve import _worker_setup
+from shardbroker.supervision.worker import Worker, WorkerConfig
 
 _counter = itertools.count()
 
@@ -485,6 +491,137 @@ def test_watch_in_one_process(ring: Ring) -> None:
 
     assert asyncio.run(main()) == [b"before", *(bytes([i]) for i in range(5))]
     assert ring.reader().read_batch() == [b"after"]
+
+
+# --- the active spin -------------------------------------------------------------------------------
+# Deterministic: the spin is set far longer than any test (60 s), the pre-sleep poll SPIN_S is off,
+# and the "other process" is a hook in the reader's ready check or in its doorbell's wait.
+
+
+class Doorbell:
+    """Stands in for the reader's doorbell: ``wait`` runs ``on_wait`` (the peer writing and
+    ringing) instead of sleeping, and counts the sleeps."""
+
+    def __init__(self, real: object, on_wait: Callable[[], object]) -> None:
+        self.real = real
+        self.on_wait = on_wait
+        self.sleeps = 0
+
+    def wait(self, timeout: float | None) -> bool:
+        self.sleeps += 1
+        self.on_wait()
+        return True
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.real, name)
+
+
+@pytest.fixture
+def spin(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """An active spin of 60 s (ended by a frame), no SPIN_S poll; the spin is off again afterwards."""
+    monkeypatch.setattr(ring_endpoint, "SPIN_S", 0.0)
+    ring_reader.set_active_spin(60.0)
+    yield
+    ring_reader.set_active_spin(0)
+
+
+def write_on_poll(
+    monkeypatch: pytest.MonkeyPatch, rd: RingReader, on_poll: int, write: Callable[[], object]
+) -> None:
+    """Make the reader's ``on_poll``-th ready check (from now) run ``write`` first; fail past 50
+    checks, so a reader that spins where it should not fails at once instead of for 60 s."""
+    real, calls = rd._available, itertools.count(1)
+
+    def available() -> bool:
+        n = next(calls)
+        assert n <= 50, "the reader spun"
+        if n == on_poll:
+            write()
+        return real()
+
+    monkeypatch.setattr(rd, "_available", available)
+
+
+def test_active_reader_spins_into_a_frame_without_the_doorbell(
+    ring: Ring, spin: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rd, w = ring.reader(), ring.writer()
+    w.try_write(b"a")
+    assert rd.read_batch() == [b"a"]  # active now
+    bell = Doorbell(rd._sleep_bell, lambda: pytest.fail("the reader slept"))
+    monkeypatch.setattr(rd, "_sleep_bell", bell)
+    write_on_poll(monkeypatch, rd, 5, lambda: w.try_write(b"b"))
+    epoch = ring._q[Q_READER_SLEEP]
+    assert rd.wait(timeout=60)
+    assert ring._q[Q_READER_SLEEP] == epoch  # never announced a sleep, so never rung
+    assert rd.read_batch() == [b"b"] and bell.sleeps == 0
+
+
+@pytest.mark.parametrize("case", ["idle", "off"])
+def test_idle_or_spin_off_reader_sleeps_at_once(
+    ring: Ring, spin: None, monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    rd, w = ring.reader(), ring.writer()
+    w.try_write(b"a")
+    assert rd.read_batch() == [b"a"]
+    if case == "idle":
+        monkeypatch.setattr(rd, "_last_frame_ns", time.perf_counter_ns() - ring_reader.ACTIVE_WINDOW_NS)
+    else:
+        ring_reader.set_active_spin(0)
+    bell = Doorbell(rd._sleep_bell, lambda: w.try_write(b"b"))
+    monkeypatch.setattr(rd, "_sleep_bell", bell)
+    write_on_poll(monkeypatch, rd, 51, lambda: None)  # only fails the test if it spins
+    assert rd.wait(timeout=60)
+    assert rd.read_batch() == [b"b"] and bell.sleeps == 1
+
+
+@pytest.mark.parametrize("spin_on", [True, False])
+def test_watch_spins_after_a_callback_only_when_on(
+    ring: Ring, spin: None, monkeypatch: pytest.MonkeyPatch, spin_on: bool
+) -> None:
+    if not spin_on:
+        ring_reader.set_active_spin(0)
+    rd, w = ring.reader(), ring.writer()
+    got: list[bytes] = []
+
+    def on_ready() -> None:
+        got.extend(rd.read_batch())
+        if len(got) == 1:
+            write_on_poll(monkeypatch, rd, 5, lambda: w.try_write(b"b"))
+        else:
+            rd.unwatch()
+
+    async def main() -> int:
+        w.try_write(b"a")
+        rd.watch(asyncio.get_running_loop(), on_ready)  # reads "a" at once, then spins or sleeps
+        after_a = ring._q[Q_READER_SLEEP]
+        for _ in range(3):
+            await asyncio.sleep(0)
+        return after_a
+
+    after_a = asyncio.run(main())
+    rd.unwatch()
+    if spin_on:  # "b" came within the spin: read without sleeping in between
+        assert got == [b"a", b"b"] and after_a % 2 == 0
+    else:  # asleep after "a" (odd epoch), and nothing polled the ring meanwhile
+        assert got == [b"a"] and after_a % 2 == 1
+
+
+def test_broker_property_sets_the_spin_of_the_workers_readers(ring: Ring, spin: None) -> None:
+    with pytest.raises(ConfigError, match=r"ring\.reader\.spin\.us"):
+        BrokerConfig.from_properties({"ring.reader.spin.us": "1001"})
+    config = BrokerConfig.from_properties({"ring.reader.spin.us": "250"})
+
+    class OneSlot:
+        def for_child(self, slot: int) -> tuple[Ring, Ring]:
+            return ring, ring
+
+    setup = _worker_setup(OneSlot(), config, lambda *_: None, None, None)  # type: ignore[arg-type]
+    setup(Worker(WorkerConfig(slot=0, parent_pid=os.getpid())))  # what each forked worker runs
+    rd, w = ring.reader(), ring.writer()
+    w.try_write(b"a")
+    assert rd.read_batch() == [b"a"]
+    assert rd._poll_ns() == 250_000
 
 
 # --- stale segments --------------------------------------------------------------------------------
