@@ -222,8 +222,9 @@ EVENT_LOOP: Final = _D(
     _S,
     "uvloop",
     one_of(*EVENT_LOOPS),
-    "the workers' event loop: uvloop (2.4x fewer CPU-us per small request here) or asyncio;"
-    " uvloop falls back to asyncio where it cannot be imported",
+    "the workers' event loop: uvloop (one-record Produce requests cost ~10 % less CPU than on"
+    " asyncio here: perf/bench_requests.py) or asyncio; uvloop falls back to asyncio where it"
+    " cannot be imported",
     _SERVE,
 )
 RING_READER_SPIN_US: Final = _D(
