@@ -37,6 +37,10 @@ COMMANDS = {
         "ring reader wake-up p50/p99 and CPU at 10,000 frames/s and idle, active spin off vs on",
     ),
     "record-sizes": ("perf.bench_record_sizes:main", "produce MB/s by record size, 100 B to 1 MB"),
+    "latency": (
+        "perf.bench_latency:main",
+        "produce->ack and produce->consume p50/p99/p99.9 at 10/50/80 % of capacity and 8,000 records/s",
+    ),
     "requests": (
         "perf.bench_requests:main",
         "small Produce/Fetch requests/s per worker and CPU per request vs Redis XADD -P 1",

@@ -3,9 +3,10 @@ kafka-producer-perf-test and kafka-consumer-perf-test, speaking the Kafka protoc
 confluent-kafka (librdkafka: what users measure with), so they work against any Kafka cluster.
 
 A progress line goes to stderr every second (records/s, MB/s, and for produce and e2e the avg and
-p99 latency of that second); the summary (p50/p95/p99/p99.9 latency and throughput) goes to
-stdout, as text or, with ``--json``, as one JSON document. The work is done by
-:mod:`shardbroker.loadgen` (processes, clients, statistics); this module parses and prints.
+p99 latency of that second); the summary (p50/p95/p99/p99.9 latency and throughput; for e2e
+the producer's produce->ack latency as well) goes to stdout, as text or, with ``--json``, as one
+JSON document. The work is done by :mod:`shardbroker.loadgen` (processes, clients,
+statistics); this module parses and prints.
 
 Exit codes (shardbroker/cli/common.py's): 0 done; 1 a runtime failure (confluent-kafka missing,
 broker unreachable, delivery or fetch errors, fewer records than asked for); 2 bad usage; 130
@@ -73,13 +74,20 @@ def _progress(line: str) -> None:
 
 
 def _report(args: argparse.Namespace, result: Result, wanted: int | None) -> int:
+    from shardbroker.loadgen.stats import latency_percentiles
+
     summary = result.summary
+    acks = latency_percentiles(result.ack_latencies)  # e2e only: the producer's side
     if args.json:
         doc = summary.as_json()
+        if acks is not None:
+            doc["ack_latency_ms"] = acks
         doc["failures"] = result.errors
         print(json.dumps(doc, indent=2))
     else:
         print(summary.text())
+        if acks is not None:
+            print("produce->ack latency ms: " + "  ".join(f"{k} {v:.2f}" for k, v in acks.items()))
     problems = list(result.errors)
     if summary.errors and not problems:
         problems.append(f"{summary.errors} records failed")

@@ -59,6 +59,9 @@ class Result:
     #: The first failure each process saw (delivery or fetch errors), if any.
     errors: list[str] = field(default_factory=list)
     interrupted: bool = False  # stopped by KeyboardInterrupt: the figures cover what ran until then
+    #: e2e: the producer's produce() -> acknowledgement latencies (seconds), beside the
+    #: consumer's end-to-end ones in ``latencies``; empty for produce and consume runs.
+    ack_latencies: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
 
 
 def ensure_topic(bootstrap: str, topic: str, partitions: int, timeout: float = 10.0) -> dict[int, int]:
@@ -233,7 +236,7 @@ def _collect(
     """Fold the processes' reports until every counted one is done. A process that exits
     without reporting (killed, crashed in librdkafka) fails the run after ``DEAD_GRACE``, the
     time its last messages could still be in the queue's pipe."""
-    total, second = Tally(), Tally()
+    total, second, uncounted = Tally(), Tally(), Tally()
     dead_since: dict[int, float] = {}
     running = set(range(len(procs)))
     counted_running = {i for i, p in enumerate(procs) if p.counted}
@@ -255,10 +258,13 @@ def _collect(
                         raise LoadError(
                             f"load process {i} exited with code {children[i].exitcode} without reporting"
                         )
-            if kind == "window" and procs[index].counted:
+            if kind == "window":
                 assert isinstance(payload, Window)
-                total.add(payload)
-                second.add(payload)
+                if procs[index].counted:
+                    total.add(payload)
+                    second.add(payload)
+                else:
+                    uncounted.add(payload)
             elif kind == "done":
                 assert isinstance(payload, Done)
                 running.discard(index)
@@ -280,7 +286,11 @@ def _collect(
         _drain(q, procs, total, running)
         finished = time.perf_counter()
     return Result(
-        Summary.of(mode, topic, total, finished - started, config), total.latencies(), errors, interrupted
+        Summary.of(mode, topic, total, finished - started, config),
+        total.latencies(),
+        errors,
+        interrupted,
+        uncounted.latencies(),
     )
 
 

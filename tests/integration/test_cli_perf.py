@@ -129,6 +129,8 @@ def test_e2e_measures_latency_of_every_record(module_broker: BrokerProcess) -> N
     assert doc["records"] == 300 and doc["bytes"] == 300 * 64
     latency = doc["latency_ms"]
     assert 0 < latency["p50"] <= latency["p99"] <= latency["max"] < 10_000
+    acks = doc["ack_latency_ms"]  # the producer's side of the same records
+    assert 0 < acks["p50"] <= acks["p99"] <= acks["max"] < 10_000
     assert sum(end_offsets(module_broker.bootstrap, "perf-e2e").values()) == 300
 
 

@@ -1,4 +1,4 @@
-"""procfs.stat_fields: the one parser of /proc/<pid>/stat."""
+"""procfs: the one parser of /proc/<pid>/stat, and /proc/stat's host-wide line."""
 
 from __future__ import annotations
 
@@ -25,3 +25,12 @@ def test_this_process() -> None:
     assert procfs.cpu_seconds(os.getpid()) > 0
     with pytest.raises(FileNotFoundError):
         procfs.stat_fields(2**22 + 1)  # above pid_max's largest value
+
+
+def test_host_cpu_seconds_counts_all_but_idle_and_iowait(tmp_path: Path) -> None:
+    # user nice system idle iowait irq softirq steal guest guest_nice, in clock ticks
+    (tmp_path / "stat").write_text("cpu  100 2 30 500 40 5 6 7 50 0\ncpu0 1 2 3 4 5 6 7 8 9 0\n")
+    busy, every = procfs.host_cpu_seconds(str(tmp_path))
+    ticks = procfs.CLOCK_TICKS
+    assert busy == pytest.approx((100 + 2 + 30 + 5 + 6 + 7) / ticks)
+    assert every == pytest.approx((100 + 2 + 30 + 500 + 40 + 5 + 6 + 7) / ticks)

@@ -93,6 +93,34 @@ def test_offset_index_append_lookup_and_layout(tmp_path: Path) -> None:
     again.close()
 
 
+def _vm_flags(path: Path) -> list[str]:
+    """The VmFlags of this process's mapping of ``path`` (proc(5) smaps: "rr" = MADV_RANDOM)."""
+    lines = Path("/proc/self/smaps").read_text().splitlines()
+    for i, line in enumerate(lines):
+        if line.endswith(str(path)):
+            flags = next(x for x in lines[i + 1 :] if x.startswith("VmFlags:"))
+            return flags.split()[1:]
+    raise AssertionError(f"{path} is not mapped")
+
+
+def test_a_writable_index_maps_its_sparse_file_without_readahead(tmp_path: Path) -> None:
+    """A store into the preallocated (sparse) file would otherwise fault a readahead window of
+    zero-filled holes in (ms per new segment, abstract_index.py); reopened read-only, the
+    entries still load (through pread, not the map)."""
+    path = tmp_path / "00000000000000000000.index"
+    idx = OffsetIndex(path, 0, 1 << 20, writable=True)
+    assert "rr" in _vm_flags(path)
+    idx.append(5, 4096)
+    idx.close()
+    again = OffsetIndex(path, 0, 1 << 20, writable=True)
+    assert "rr" in _vm_flags(path) and again.lookup(7) == (5, 4096)
+    again.trim_to_valid_size()
+    again.close()
+    reader = OffsetIndex(path, 0, 1 << 20, writable=False)
+    assert "rr" not in _vm_flags(path) and reader.entries == 1
+    reader.close()
+
+
 def test_offset_index_full_and_zero_tail_after_crash(tmp_path: Path) -> None:
     idx = OffsetIndex(tmp_path / "00000000000000000000.index", 0, 8 * 4 + 5, writable=True)
     assert idx.max_entries == 4
