@@ -89,6 +89,7 @@ from perf.broker_load import (
     keep_in_flight,
     produce_frame,
     running_broker,
+    sinks,
     spread_targets,
 )
 from perf.peers import redis_available, redis_server, xadd_rate
@@ -101,7 +102,7 @@ from shardbroker.protocol.headers import decode_response, encode_request
 from shardbroker.protocol.record_batch_builder import RecordBatchBuilder
 from tests.integration.broker_process import BrokerProcess
 
-__all__ = ["main", "run_once"]
+__all__ = ["main", "measure", "run_once", "sink_rate"]
 
 RECORD_SIZE: Final = 100
 FETCH_V: Final = 12
@@ -245,7 +246,26 @@ def _driver_main(load: Load, out: Any) -> None:
 
 
 def measure(broker: BrokerProcess, kind: str, targets: Sequence[Target], seconds: float) -> dict[str, Any]:
-    """One measurement: ``kind`` ("produce" or "fetch") over ``targets``, two driver processes."""
+    """One measurement: ``kind`` ("produce" or "fetch") over ``targets``, two driver processes;
+    CPU is the broker workers'."""
+    return _drive(kind, targets, seconds, [broker.worker_pid(w) for w in range(broker.workers)])
+
+
+def sink_rate(connections: int, seconds: float) -> float:
+    """The reference of ``python -m perf run``'s request figures: the same Produce driver, one
+    request in flight on each of ``connections`` sockets, against two plain asyncio servers
+    (perf/broker_load.py's sink: read a frame, answer a pre-encoded Produce response) in place
+    of the two workers. Requests/s per server process."""
+    with sinks(2) as ports:
+        targets = [Target("127.0.0.1", ports[i % 2], "sink", 0) for i in range(connections)]
+        result = _drive("produce", targets, seconds, [])
+    return float(result["requests_per_s_per_worker"])
+
+
+def _drive(
+    kind: str, targets: Sequence[Target], seconds: float, server_pids: Sequence[int]
+) -> dict[str, Any]:
+    """Run the two driver processes over ``targets``; ``server_pids``: whose CPU to count."""
     ctx = mp.get_context("spawn")
     feed = tuple({(t.port, t.partition): t for t in targets}.values()) if kind == "fetch" else ()
     start_at = time.time() + 1.5  # every process imported and connected before the clock starts
@@ -261,11 +281,10 @@ def measure(broker: BrokerProcess, kind: str, targets: Sequence[Target], seconds
         child.close()
         procs.append(proc)
         pipes.append(parent)
-    workers = [broker.worker_pid(w) for w in range(broker.workers)]
     time.sleep(max(0.0, start_at - time.time()))
-    cpu_before = cpu_seconds(*workers)
+    cpu_before = cpu_seconds(*server_pids)
     time.sleep(seconds)
-    cpu = cpu_seconds(*workers) - cpu_before
+    cpu = cpu_seconds(*server_pids) - cpu_before
     results = []
     try:
         for pipe in pipes:
@@ -284,7 +303,7 @@ def measure(broker: BrokerProcess, kind: str, targets: Sequence[Target], seconds
     fed = sum(r[2] for r in results)
     rtts = np.array([x for r in results for x in r[3]])
     rate = answered / seconds
-    used = len({t.port for t in targets})  # workers that had sockets
+    used = len({t.port for t in targets})  # servers (workers) that had sockets
     return {
         "connections": len(targets),
         "requests_per_s": round(rate),

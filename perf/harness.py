@@ -8,8 +8,14 @@ One run measures, side by side so the ratios compare like with like:
   reading the same records back, against a 2-worker broker, 4 partitions, ~100 MB per run;
 - ``produce.partitions=P`` (P = 1, 4, 16; 1 KB records);
 - ``produce.workers=W`` (W = 1, 2, 4 broker workers; 2 producer processes, 8 partitions, 1 KB);
-- ``e2e``: end-to-end latency at a fixed 2,000 records/s of 100 B, and the produce latency of
-  the 1 KB records at full speed (both as CDFs under ``latency``);
+- latency (perf/bench_latency.py's sweep, under ``latency``): ``ack.<point>`` (produce->ack) and
+  ``e2e.<point>`` (produce->consume) of 100 B records, one per Produce request, consumer
+  attached, at 10/50/80 % of the capacity measured first and at 8,000 records/s (points
+  ``load=0.1`` ... ``rate=8000``); and ``produce``, the 1 KB records' latency at full speed;
+- ``requests.produce.connections=N`` and ``requests.fetch.connections=N`` (N = 1, 10, 100):
+  small requests, one in flight per connection (perf/bench_requests.py), requests/s per worker
+  over the same driver against plain asyncio servers (``request_sink``), with the workers' CPU
+  per request and, for Produce, ``vs_redis``: per worker over Redis' XADD -P 1 -c 50;
 - ``capacity``: the broker without client overhead (perf/broker_load.py) over its Kafka-shaped
   sink;
 - ``append`` (PartitionLog, 1 MiB batches), ``crc32c`` and ``batch_build`` (RecordBatchBuilder,
@@ -25,7 +31,7 @@ for whatever crosses loopback, ``file_write`` for appends, ``memcpy`` for CPU-bo
 by its own sink), and the median of the ``repeats`` ratios is what ``python -m perf check``
 compares with the baseline (perf/report.py). Repeats go round the whole plan rather than back to
 back, so a slow minute on the shared host lands in one sample of each figure rather than in every
-sample of one. A full run takes ~5 minutes here.
+sample of one. A full run takes ~12 minutes here.
 
 Quick mode (``--quick``, the test suite's) runs every part once on small sizes (35-50 s here):
 it proves the harness works; its ratios are not comparable with a full run's.
@@ -36,6 +42,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import itertools
 import json
 import math
 import os
@@ -54,12 +61,12 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from perf import peers, report
-from perf.broker_load import CAPACITY_TARGET, CapacityConfig, capacity, running_broker
+from perf import bench_latency, bench_requests, peers, report
+from perf.broker_load import CAPACITY_TARGET, CapacityConfig, capacity, running_broker, spread_targets
 from perf.references import REFERENCES
 from shardbroker.config.log_config import LogConfig
 from shardbroker.loadgen.clients import ConsumerSettings, ProducerSettings
-from shardbroker.loadgen.runner import LoadError, Result, ensure_topic, run_consume, run_e2e, run_produce
+from shardbroker.loadgen.runner import LoadError, Result, ensure_topic, run_consume, run_produce
 from shardbroker.loadgen.stats import latency_cdf, latency_percentiles
 from shardbroker.protocol.crc import crc32c
 from shardbroker.protocol.record_batch_builder import RecordBatchBuilder
@@ -90,9 +97,12 @@ class Plan:
     default_partitions: int = 4
     workers_partitions: int = 8
     workers_producers: int = 2
-    e2e_record_size: int = 100
-    e2e_rate: float = 2000.0
-    e2e_seconds: float = 10.0
+    latency_seconds: float = 10.0  # each point of the latency sweep
+    latency_fixed_rate: float = bench_latency.FIXED_RATE
+    request_connections: tuple[int, ...] = (1, 10, 100)
+    request_seconds: float = 3.0
+    request_sink_connections: int = 10
+    redis_p1_xadds: int = 100_000
     capacity_seconds: float = 5.0
     reference_bytes: int = 256 * MIB
     memcpy_bytes: int = 64 * MIB
@@ -111,8 +121,11 @@ QUICK = Plan(
     max_records=20_000,
     partitions=(1, 4),
     workers=(1, 2),
-    e2e_rate=500.0,
-    e2e_seconds=2.0,
+    latency_seconds=1.0,
+    latency_fixed_rate=1000.0,
+    request_connections=(1, 4),
+    request_seconds=0.5,
+    redis_p1_xadds=10_000,
     capacity_seconds=1.0,
     reference_bytes=32 * MIB,
     memcpy_bytes=16 * MIB,
@@ -141,7 +154,7 @@ class _Figures:
         if value is None:
             fn, _ = REFERENCES[name]
             value = fn(self.plan.memcpy_bytes if name == "memcpy" else self.plan.reference_bytes)
-        ref = self.references.setdefault(name, {"unit": "MB/s", "samples": []})
+        ref = self.references.setdefault(name, {"unit": _REFERENCE_UNITS.get(name, "MB/s"), "samples": []})
         ref["samples"].append(value)
         return value
 
@@ -160,10 +173,11 @@ class _Figures:
         value: float,
         reference: str,
         reference_value: float,
+        unit: str = "MB/s",
         **extra: Any,
     ) -> None:
         entry = self.metrics.setdefault(
-            name, {"group": group, "x": x, "unit": "MB/s", "reference": reference, "values": [], "ratios": []}
+            name, {"group": group, "x": x, "unit": unit, "reference": reference, "values": [], "ratios": []}
         )
         entry["values"].append(value)
         entry["ratios"].append(value / reference_value)
@@ -171,8 +185,8 @@ class _Figures:
             entry.setdefault(key + "_samples", []).append(v)
         ratio = value / reference_value
         self.log(
-            f"{name}: {value:,.2f} MB/s, {ratio:.4f} x {reference} ({reference_value:,.0f} MB/s)"
-            + "".join(f", {k} {v:,.4g}" for k, v in extra.items())
+            f"{name}: {value:,.2f} {unit}, {ratio:.4f} x {reference} ({reference_value:,.0f} "
+            f"{self.references[reference]['unit']})" + "".join(f", {k} {v:,.4g}" for k, v in extra.items())
         )
 
     def document(self, started: float) -> dict[str, Any]:
@@ -212,10 +226,18 @@ class _Figures:
         }
 
 
+#: References measured by the benchmarks themselves (recorded with ``_Figures.reference(name, value)``).
+_OTHER_REFERENCES = {
+    "kafka_sink": "the capacity load generator against a plain asyncio sink answering minimal Produce "
+    "responses",
+    "request_sink": "perf/bench_requests.py's Produce driver, one request in flight per connection, "
+    "against two plain asyncio servers answering pre-encoded Produce responses; requests/s per server",
+}
+_REFERENCE_UNITS = {"request_sink": "requests/s"}
+
+
 def _reference_what(name: str) -> str:
-    if name == "kafka_sink":
-        return "the capacity load generator against a plain asyncio sink answering minimal Produce responses"
-    return REFERENCES[name][1]
+    return _OTHER_REFERENCES.get(name) or REFERENCES[name][1]
 
 
 def _host() -> dict[str, Any]:
@@ -296,33 +318,6 @@ def _consume(broker: BrokerProcess, topic: str, records: int) -> Result:
         connect_timeout=30.0,
     )
     return _checked(run_consume(settings, {}), records, f"consume {topic}")
-
-
-def _e2e(broker: BrokerProcess, topic: str, plan: Plan) -> Result:
-    ensure_topic(broker.bootstrap, topic, plan.default_partitions, timeout=60)
-    records = int(plan.e2e_rate * plan.e2e_seconds)
-    producer = ProducerSettings(
-        bootstrap=broker.bootstrap,
-        topic=topic,
-        record_size=plan.e2e_record_size,
-        records=records,
-        duration=None,
-        throughput=plan.e2e_rate,
-        config={**PRODUCER_CONFIG, "linger.ms": "0"},
-        stamp=True,
-        connect_timeout=30.0,
-    )
-    consumer = ConsumerSettings(
-        bootstrap=broker.bootstrap,
-        topic=topic,
-        records=None,
-        duration=None,
-        idle_timeout=30.0,
-        from_end=True,
-        stamped=True,
-        connect_timeout=30.0,
-    )
-    return _checked(run_e2e(producer, consumer, {}), records, f"e2e {topic}")
 
 
 # -- in-process hot paths ----------------------------------------------------------------------
@@ -446,19 +441,86 @@ def _clients_round(f: _Figures, broker: BrokerProcess, repeat: int, redis: peers
             ref,
             records_per_s=produced.summary.records_per_s,
         )
-    e2e = _e2e(broker, f"e2e-r{repeat}", plan)
-    f.latencies.setdefault("e2e", []).append(e2e.latencies)
-    f.latency_params["e2e"] = {
-        "record_size": plan.e2e_record_size,
-        "records_per_s": plan.e2e_rate,
-        "seconds": plan.e2e_seconds,
-        "partitions": plan.default_partitions,
-        "what": "producer's time.time_ns() in the value to the consumer's receipt, fixed rate, linger.ms=0",
-    }
-    f.log(f"e2e: {e2e.summary.text().splitlines()[-1]}")
+    _latency_round(f, broker, repeat)
     cap = capacity(broker, CapacityConfig(duration=plan.capacity_seconds))
     sink = f.reference("kafka_sink", cap["sink_mb_per_s"])
     f.add("capacity", "capacity", None, cap["broker_mb_per_s"], "kafka_sink", sink, target=CAPACITY_TARGET)
+
+
+def _latency_round(f: _Figures, broker: BrokerProcess, repeat: int) -> None:
+    """perf/bench_latency.py's sweep: ``ack.<point>`` and ``e2e.<point>`` latencies (CDFs)."""
+    plan = f.plan
+    points = bench_latency.sweep(
+        broker, f"lat-r{repeat}", plan.latency_seconds, fixed_rate=plan.latency_fixed_rate, log=f.log
+    )
+    capacity_per_s = points[0].records_per_s
+    for p in points[1:]:  # the capacity run's latencies are its queue's, not the broker's
+        for side, latencies, what in (
+            ("ack", p.ack_latencies, "produce() to acknowledgement (librdkafka's Message.latency)"),
+            ("e2e", p.e2e_latencies, "producer's time.time_ns() in the value to the consumer's receipt"),
+        ):
+            name = f"{side}.{p.label}"
+            f.latencies.setdefault(name, []).append(latencies)
+            params = f.latency_params.setdefault(
+                name,
+                {
+                    "what": what,
+                    "record_size": bench_latency.RECORD_SIZE,
+                    "partitions": bench_latency.PARTITIONS,
+                    "seconds": plan.latency_seconds,
+                    "producer": bench_latency.PRODUCER_CONFIG,
+                    "consumer": bench_latency.CONSUMER_CONFIG,
+                    "rates": [],
+                    "capacities": [],
+                    "host_busy": [],
+                },
+            )
+            params["rates"].append(p.records_per_s)
+            params["capacities"].append(capacity_per_s)
+            params["host_busy"].append(p.host_busy)
+            params["records_per_s"] = statistics.median(params["rates"])
+
+
+def _requests_round(f: _Figures, repeat: int, redis: peers.RedisServer | None) -> None:
+    """perf/bench_requests.py's figures against a fresh broker, bracketed by ``request_sink``."""
+    plan = f.plan
+    conns = plan.request_sink_connections
+    before = f.reference("request_sink", bench_requests.sink_rate(conns, plan.request_seconds))
+    rows: dict[str, list[dict[str, Any]]] = {"produce": [], "fetch": []}
+    with running_broker(2, config=BROKER_CONFIG, name=f"requests-r{repeat}") as broker:
+        leaders = ensure_topic(broker.bootstrap, bench_requests.TOPIC, 2 * broker.workers, timeout=60)
+        for kind, n in itertools.product(rows, plan.request_connections):
+            targets = spread_targets(broker, bench_requests.TOPIC, leaders, n)
+            rows[kind].append(bench_requests.measure(broker, kind, targets, plan.request_seconds))
+    after = f.reference("request_sink", bench_requests.sink_rate(conns, plan.request_seconds))
+    redis_rate = None
+    if redis is not None:
+        xadd = peers.xadd_rate(
+            redis,
+            f"requests-r{repeat}",
+            bench_requests.RECORD_SIZE,
+            plan.redis_p1_xadds,
+            connections=bench_requests.REDIS_CONNECTIONS,
+            pipeline=1,
+        )
+        redis_rate = xadd["records_per_s"]
+    ref = math.sqrt(before * after)
+    for kind, results in rows.items():
+        for r in results:
+            extra = {"cpu_us_per_request": r["cpu_us_per_request"], "rtt_p99_ms": r["rtt_p99_ms"]}
+            if kind == "produce" and redis_rate is not None:
+                extra["vs_redis"] = r["requests_per_s_per_worker"] / redis_rate
+                extra["per_cpu_s_vs_redis"] = r["requests_per_cpu_s"] / redis_rate
+            f.add(
+                f"requests.{kind}.connections={r['connections']}",
+                f"requests_{kind}",
+                r["connections"],
+                r["requests_per_s_per_worker"],
+                "request_sink",
+                ref,
+                unit="requests/s",
+                **extra,
+            )
 
 
 def _workers_round(f: _Figures, repeat: int) -> None:
@@ -524,6 +586,7 @@ def run(plan: Plan, log: Callable[[str], None] = lambda line: None) -> dict[str,
             log(f"== repeat {repeat + 1} of {plan.repeats}")
             with running_broker(2, config=BROKER_CONFIG) as broker:
                 _clients_round(f, broker, repeat, redis)
+            _requests_round(f, repeat, redis)
             _workers_round(f, repeat)
             _in_process_round(f)
     doc = f.document(started)

@@ -4,7 +4,10 @@ display needed). Writes files into ``DIR``.
 - ``throughput_vs_record_size.png``: produce and consume MB/s and Redis XADD MB/s against the
   record size (log x), with records/s on a second panel;
 - ``throughput_vs_partitions.png`` and ``throughput_vs_workers.png``: produce MB/s;
-- ``latency_cdf.png``: the latency CDFs (log x; the tail is where they differ).
+- ``latency_cdf.png``: the latency CDFs (log x; the tail is where they differ): produce at full
+  speed and produce->consume at each load point;
+- ``latency_vs_load.png``: p50/p99/p99.9 of produce->ack and produce->consume against the
+  records/s reached at each load point of the sweep (perf/bench_latency.py), log y.
 
 Throughput points are the median of the run's repeats, with bars from the slowest to the fastest
 repeat (on a shared host the bars are the honest part). Each chart says which reference its run
@@ -33,7 +36,10 @@ FILES = (
     "throughput_vs_partitions.png",
     "throughput_vs_workers.png",
     "latency_cdf.png",
+    "latency_vs_load.png",
 )
+#: The sweep's latency entries: ``<side>.<point>`` (perf/harness.py's _latency_round).
+SIDES = {"ack": ("produce->ack", "tab:blue"), "e2e": ("produce->consume", "tab:red")}
 LABELS = {"record_size": "produce", "consume": "consume", "redis": "Redis XADD (peer)"}
 
 
@@ -99,6 +105,8 @@ def _simple(doc: dict[str, Any], group: str, xlabel: str, title: str, path: Path
 def _latency(doc: dict[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for name, lat in doc["latency"].items():
+        if name.startswith("ack."):
+            continue  # the e2e curve of the same point bounds it; latency_vs_load.png has both
         ms = [p[0] for p in lat["cdf"]]
         frac = [p[1] for p in lat["cdf"]]
         params = lat["params"]
@@ -119,6 +127,31 @@ def _latency(doc: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def _latency_vs_load(doc: dict[str, Any], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    for side, (what, color) in SIDES.items():
+        points = sorted(
+            (lat["params"]["records_per_s"], lat["percentiles"])
+            for name, lat in doc["latency"].items()
+            if name.startswith(side + ".") and "records_per_s" in lat["params"]
+        )
+        if not points:
+            continue
+        rates = [p[0] for p in points]
+        for key, style in (("p50", ":"), ("p99", "-"), ("p99.9", "--")):
+            ax.plot(rates, [p[1][key] for p in points], style, color=color, marker="o", label=f"{what} {key}")
+    ax.set_yscale("log")
+    ax.set_xlabel("records/s reached (one record per Produce request, consumer attached)")
+    ax.set_ylabel("latency (ms)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title("Latency vs load (10/50/80 % of capacity and a fixed rate)")
+    fig.text(0.01, 0.01, _footer(doc), fontsize=7, alpha=0.7)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot(doc: dict[str, Any], out: Path) -> list[Path]:
     """Draw every chart of ``doc`` into ``out`` (created if needed); return the files written."""
     out.mkdir(parents=True, exist_ok=True)
@@ -129,6 +162,7 @@ def plot(doc: dict[str, Any], out: Path) -> list[Path]:
         doc, "workers", "broker workers", "Produce throughput vs broker workers (2 producers, 1 KB)", paths[2]
     )
     _latency(doc, paths[3])
+    _latency_vs_load(doc, paths[4])
     return paths
 
 

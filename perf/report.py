@@ -276,7 +276,7 @@ def summary_table(doc: dict[str, Any]) -> str:
         rows.append(
             [
                 name,
-                _num(m["value"], ",.1f"),
+                f"{_num(m['value'], ',.1f')} {m['unit']}",
                 _num(m.get("records_per_s"), ",.0f"),
                 m["reference"],
                 _num(m["ratio"]),
@@ -284,14 +284,14 @@ def summary_table(doc: dict[str, Any]) -> str:
                 _num(m.get("vs_redis"), ".2f"),
             ]
         )
-    lines = [_table(["metric", "MB/s", "records/s", "reference", "ratio", "ratio spread", "vs redis"], rows)]
+    lines = [_table(["metric", "value", "records/s", "reference", "ratio", "ratio spread", "vs redis"], rows)]
     for name, lat in doc["latency"].items():
         pct = lat["percentiles"]
         lines.append(
             f"latency {name} (ms, {lat['count']:,} records): "
             + "  ".join(f"{k} {pct[k]:.2f}" for k in PERCENTILE_KEYS)
         )
-    refs = ", ".join(f"{n} {r['median']:,.0f} MB/s" for n, r in doc["references"].items())
+    refs = ", ".join(f"{n} {r['median']:,.0f} {r['unit']}" for n, r in doc["references"].items())
     lines.append(f"references (medians): {refs}")
     return "\n".join(lines)
 
@@ -314,7 +314,7 @@ def compare_table(a: dict[str, Any], b: dict[str, Any]) -> str:
                 _pct(rb / ra - 1 if ra and rb is not None else None),
             ]
         )
-    lines = [_table(["metric", "A MB/s", "B MB/s", "change", "A ratio", "B ratio", "ratio change"], rows)]
+    lines = [_table(["metric", "A value", "B value", "change", "A ratio", "B ratio", "ratio change"], rows)]
     for name in sorted(set(a["latency"]) | set(b["latency"])):
         pa = a["latency"].get(name, {}).get("percentiles") or {}
         pb = b["latency"].get(name, {}).get("percentiles") or {}

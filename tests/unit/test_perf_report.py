@@ -27,6 +27,7 @@ METRICS = {  # name -> (group, x, value MB/s, reference)
     "append": ("storage", None, 1500.0, "file_write"),
     "crc32c": ("cpu", None, 15000.0, "memcpy"),
 }
+E2E = "e2e.rate=5000"  # one of the latency sweep's entries
 REFERENCES = {"socket_sink": 3000.0, "file_write": 3500.0, "memcpy": 7000.0}
 
 
@@ -37,8 +38,10 @@ def synthetic_report(quick: bool = True, repeats: int = 3) -> dict[str, Any]:
         for name, (group, x, value, ref) in METRICS.items():
             ref_value = f.reference(ref, REFERENCES[ref] * rng.uniform(0.97, 1.03))
             f.add(name, group, x, value * rng.uniform(0.97, 1.03), ref, ref_value, records_per_s=value * 1e4)
-    f.latencies["e2e"] = [rng.exponential(0.002, 2000)]
-    f.latency_params["e2e"] = {"record_size": 100, "records_per_s": 1000.0}
+    for rate, scale in ((5000.0, 0.0005), (25000.0, 0.002), (40000.0, 0.02)):
+        for side in ("ack", "e2e"):
+            f.latencies[f"{side}.rate={rate:g}"] = [rng.exponential(scale, 2000)]
+            f.latency_params[f"{side}.rate={rate:g}"] = {"record_size": 100, "records_per_s": rate}
     f.latencies["produce"] = [rng.exponential(0.010, 2000)]
     f.latency_params["produce"] = {"record_size": 1000}
     f.peers["redis"] = {"version": "7"}
@@ -65,7 +68,7 @@ def test_harness_document_validates() -> None:
     assert doc["metrics"]["append"]["reference"] == "file_write"
     assert doc["metrics"]["produce.record_size=100"]["ratio"] == pytest.approx(0.01, rel=0.1)
     assert len(doc["metrics"]["crc32c"]["ratios"]) == 3
-    assert doc["latency"]["e2e"]["count"] == 2000
+    assert doc["latency"]["e2e.rate=5000"]["count"] == 2000
 
 
 @pytest.mark.parametrize(
@@ -77,8 +80,8 @@ def test_harness_document_validates() -> None:
         (lambda d: d["metrics"]["crc32c"].update(ratio=0), "metrics.crc32c.ratio"),
         (lambda d: d["metrics"]["crc32c"].update(ratios=[]), "metrics.crc32c.ratios"),
         (lambda d: d["references"]["memcpy"].update(samples=[-1]), "references.memcpy.samples"),
-        (lambda d: d["latency"]["e2e"]["percentiles"].pop("p99.9"), "latency.e2e.percentiles"),
-        (lambda d: d["latency"]["e2e"]["cdf"].reverse(), "latency.e2e.cdf: not non-decreasing"),
+        (lambda d: d["latency"][E2E]["percentiles"].pop("p99.9"), f"latency.{E2E}.percentiles"),
+        (lambda d: d["latency"][E2E]["cdf"].reverse(), f"latency.{E2E}.cdf: not non-decreasing"),
         (lambda d: d.update(quick="yes"), "quick: missing or not a bool"),
     ],
 )
@@ -161,7 +164,7 @@ def test_compare_prints_both_sides_and_the_change(tmp_path: Path, capsys: pytest
     assert "+10.0%" in append_row
     crc_row = next(line for line in out.splitlines() if line.startswith("crc32c"))
     assert crc_row.split()[2] == "-"  # no B value
-    assert "latency e2e ms (A -> B)" in out
+    assert "latency e2e.rate=5000 ms (A -> B)" in out
 
 
 def test_summary_table_lists_every_metric() -> None:
