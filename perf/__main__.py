@@ -41,6 +41,10 @@ COMMANDS = {
         "perf.bench_latency:main",
         "produce->ack and produce->consume p50/p99/p99.9 at 10/50/80 % of capacity and 8,000 records/s",
     ),
+    "request-path": (
+        "perf.bench_request_path:main",
+        "in-process CPU per one-record Produce: the single-partition path vs the generic one",
+    ),
     "requests": (
         "perf.bench_requests:main",
         "small Produce/Fetch requests/s per worker and CPU per request vs Redis XADD -P 1",

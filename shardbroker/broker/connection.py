@@ -16,6 +16,14 @@ one-record Produce frames, uvloop, 2026-12-05) 32.4 -> 28.0-28.6 us of CPU a req
 Handlers must therefore not need a current task before their first wait (``asyncio.timeout()``
 does: use ``asyncio.wait_for``).
 
+Single-partition Produce (protocol/single_produce.py, broker/handlers/produce.py's
+``append_single``): a Produce for one partition is read without the generic codec, passes the
+SASL gate like any request, is appended, and is answered with pre-encoded bytes, in the callback
+that read it; its
+rare paths (an authorizer, forwarding, a transaction check, an error, a flush to wait for) take
+the generic objects and handler. Measured in-process as above: 28.0-28.6 -> 15.3-15.7 us of CPU a
+one-record Produce (3 runs each).
+
 Buffer lifetime: a request whose body holds views of the receive buffer (records: Produce) pins
 that buffer until its handler has returned; the task releases it in a ``finally``. So handlers
 may use ``records`` views until they return, and must copy (``bytes(view)``) anything they keep
@@ -73,6 +81,7 @@ from typing import TYPE_CHECKING, Any, cast
 from shardbroker.broker import sasl_exchange
 from shardbroker.broker.dispatch import HandlerRegistry, RequestContext
 from shardbroker.broker.file_region import FileRegion
+from shardbroker.broker.handlers import produce
 from shardbroker.broker.session import ConnectionSession, SecurityProtocol
 from shardbroker.config.broker_properties import SASL_SERVER_MAX_RECEIVE_SIZE
 from shardbroker.protocol.codec import Message
@@ -83,9 +92,11 @@ from shardbroker.protocol.connection import (
     RequestReceived,
     SaslTokenReceived,
     ServerConnection,
+    SingleProduceReceived,
 )
 from shardbroker.protocol.errors import ErrorCode, ProtocolError
 from shardbroker.protocol.messages import REQUESTS
+from shardbroker.protocol.single_produce import success_response
 from shardbroker.security.sasl_authenticator import SASL_AUTHENTICATE, SASL_HANDSHAKE, Gate, SaslState
 
 if TYPE_CHECKING:
@@ -191,6 +202,8 @@ class KafkaConnection(asyncio.BufferedProtocol):
             return
         self.admitted = True
         self.conn = ServerConnection(self.limits.max_request_size, supported=self.registry.versions)
+        # The path is the Produce handler's own: only where that handler serves Produce.
+        self.conn.single_produce = self.registry.handlers.get(0) is produce.HANDLER
         sock = transport.get_extra_info("socket")
         self._sock_fd = sock.fileno() if sock is not None else -1
         if transport.get_extra_info("ssl_object") is not None:
@@ -219,7 +232,10 @@ class KafkaConnection(asyncio.BufferedProtocol):
         backlog = self._backlog
         while backlog and not self._closing:
             event = backlog[0]
-            if isinstance(event, RequestReceived) and len(self._tasks) >= self.limits.max_in_flight:
+            if (
+                isinstance(event, RequestReceived | SingleProduceReceived)
+                and len(self._tasks) >= self.limits.max_in_flight
+            ):
                 break
             backlog.popleft()
             self._on_event(event)
@@ -256,22 +272,19 @@ class KafkaConnection(asyncio.BufferedProtocol):
     # -- requests ----------------------------------------------------------------------------
 
     def _on_event(self, event: Event) -> None:
+        if type(event) is SingleProduceReceived:
+            sasl = self.session.sasl
+            if sasl is None or sasl.gate(event.api_key, time.monotonic()) is Gate.SERVE:
+                self._idle.clear()
+                self._single_produce(event)
+                return
+            event = self._as_generic(event)  # for the gate below to refuse, as any request
         # The gate is SASL's: a connection without SASL skips even the call.
         if self.session.sasl is not None and isinstance(event, _GATED) and not self._gate(event):
             return
         if isinstance(event, RequestReceived):
             self._idle.clear()
-            ctx = RequestContext(
-                api_key=event.api_key,
-                api_version=event.api_version,
-                correlation_id=event.correlation_id,
-                client_id=event.header.client_id,
-                worker=self.state,
-                registry=self.registry,
-                peer=self.peer,
-                session=self.session,
-            )
-            self._start(self._serve(event, ctx))
+            self._start(self._serve(event, self._context(event)))
         elif isinstance(event, BadRequest):
             self._idle.clear()
             self.state.counters.error(event.api_key, int(event.error_code))
@@ -303,6 +316,72 @@ class KafkaConnection(asyncio.BufferedProtocol):
             )
             self._flush()
             self.close()
+
+    def _context(self, event: RequestReceived) -> RequestContext:
+        return RequestContext(
+            api_key=event.api_key,
+            api_version=event.api_version,
+            correlation_id=event.correlation_id,
+            client_id=event.header.client_id,
+            worker=self.state,
+            registry=self.registry,
+            peer=self.peer,
+            session=self.session,
+        )
+
+    def _single_produce(self, event: SingleProduceReceived) -> None:
+        """Append and answer a single-partition Produce without message objects (see the module
+        docstring); what needs them goes the generic way with the same sequence number."""
+        single = event.request
+        started = time.perf_counter()
+        try:
+            r = produce.append_single(self.state, single)
+        except Exception as exc:
+            generic = self._as_generic(event)
+            ctx = self._context(generic)
+            self._start(self._serve(generic, ctx, _failed(self.registry, ctx, generic.request, exc)))
+            return
+        if r is None or produce.needs_response_objects(single, r):
+            generic = self._as_generic(event)
+            ctx = self._context(generic)
+            self._start(
+                self._serve(generic, ctx, None if r is None else produce.finish_single(ctx, single, r))
+            )
+            return
+        self.conn.release(event)
+        self.state.counters.request(0, time.perf_counter() - started, 0)
+        if self._closing:
+            return
+        if single.acks == 0:
+            self.conn.respond(event, None)
+        else:
+            self.conn.respond_encoded(
+                event,
+                success_response(
+                    single.api_version,
+                    single.correlation_id,
+                    single.topic,
+                    single.partition,
+                    r.base_offset,
+                    r.log_append_time,
+                    r.log_start_offset,
+                ),
+            )
+        self._schedule_flush()
+
+    @staticmethod
+    def _as_generic(event: SingleProduceReceived) -> RequestReceived:
+        header, request = event.request.as_request()
+        return RequestReceived(
+            header,
+            request,
+            event.api_key,
+            event.api_version,
+            event.correlation_id,
+            event.size,
+            event.seq,
+            event.lease,
+        )
 
     # -- SASL --------------------------------------------------------------------------------
 
@@ -415,10 +494,17 @@ class KafkaConnection(asyncio.BufferedProtocol):
             self._pump()
             self._update_reading()
 
-    async def _serve(self, event: RequestReceived, ctx: RequestContext) -> None:
+    async def _serve(
+        self,
+        event: RequestReceived,
+        ctx: RequestContext,
+        handling: Coroutine[Any, Any, Message | None] | None = None,
+    ) -> None:
+        """Run the request's handler (or ``handling``, the rest of one begun elsewhere: the
+        single-partition Produce path), answer, count."""
         started = time.perf_counter()
         try:
-            response = await self.registry.dispatch(ctx, event.request)
+            response = await (self.registry.dispatch(ctx, event.request) if handling is None else handling)
         except Exception:
             # The handler failed and its response cannot carry an error (logged by dispatch).
             self.state.counters.request(event.api_key, time.perf_counter() - started, _UNKNOWN_SERVER_ERROR)
@@ -598,6 +684,16 @@ class KafkaConnection(asyncio.BufferedProtocol):
             await asyncio.wait_for(asyncio.shield(self.lost), 1.0)
         except TimeoutError:
             self.abort()
+
+
+async def _failed(
+    registry: HandlerRegistry, ctx: RequestContext, request: Message, exc: Exception
+) -> Message | None:
+    """A handler's exception raised outside ``dispatch``, answered as ``dispatch`` answers it."""
+    response = registry.failure_response(ctx, request, exc)
+    if response is None:
+        raise exc
+    return response
 
 
 def start_eagerly(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:

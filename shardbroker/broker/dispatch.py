@@ -158,24 +158,31 @@ class HandlerRegistry:
         try:
             return await handler.handle(ctx, request)
         except Exception as exc:
-            log.exception(
-                "worker %d: %s v%d (correlation %d, client %r) failed",
-                ctx.worker.node_id,
-                type(request).API_NAME,
-                ctx.api_version,
-                ctx.correlation_id,
-                ctx.client_id,
-            )
-            response = self.error_response(
-                ctx.api_key, ctx.api_version, request, ErrorCode.UNKNOWN_SERVER_ERROR, str(exc)
-            )
+            response = self.failure_response(ctx, request, exc)
             if response is None:
                 raise
-            if not getattr(response, "error_code", 0):
-                # Answered per topic/partition: no top-level code for the connection to count, so
-                # the crash is counted here, once, like a refusal of the whole request.
-                ctx.worker.counters.error(ctx.api_key, ErrorCode.UNKNOWN_SERVER_ERROR)
             return response
+
+    def failure_response(self, ctx: RequestContext, request: Message, exc: Exception) -> Message | None:
+        """Log a handler's exception; the UNKNOWN_SERVER_ERROR answer (None: the response cannot
+        carry an error, the connection closes)."""
+        log.error(
+            "worker %d: %s v%d (correlation %d, client %r) failed",
+            ctx.worker.node_id,
+            type(request).API_NAME,
+            ctx.api_version,
+            ctx.correlation_id,
+            ctx.client_id,
+            exc_info=exc,
+        )
+        response = self.error_response(
+            ctx.api_key, ctx.api_version, request, ErrorCode.UNKNOWN_SERVER_ERROR, str(exc)
+        )
+        if response is not None and not getattr(response, "error_code", 0):
+            # Answered per topic/partition: no top-level code for the connection to count, so
+            # the crash is counted here, once, like a refusal of the whole request.
+            ctx.worker.counters.error(ctx.api_key, ErrorCode.UNKNOWN_SERVER_ERROR)
+        return response
 
     def error_response(
         self, api_key: int, version: int, request: Message | None, code: ErrorCode, message: str

@@ -13,6 +13,10 @@ which is exactly ``asyncio.BufferedProtocol``'s contract). Either way it returns
 - :class:`ConnectionClosed`: the peer broke the framing (negative or oversized size prefix, a
   body that does not decode; bytes after a complete body are ignored, as Kafka does): the
   connection cannot be trusted any more and must be closed. No event follows it.
+- :class:`SingleProduceReceived`: while ``single_produce`` is set, a Produce request for exactly
+  one partition (protocol/single_produce.py), read without the generic codec; its answer is
+  filed as bytes with :meth:`respond_encoded` (or, on its rare paths, as a message). Any other
+  Produce frame is a :class:`RequestReceived` as before.
 - :class:`SaslTokenReceived`: while ``raw_sasl`` is set (after a SaslHandshake v0, Kafka's legacy
   SASL framing), each frame is a bare SASL token, not a request; it is answered with
   :meth:`respond_token`, a size-prefixed token. The caller sets and clears ``raw_sasl``; clients
@@ -60,6 +64,7 @@ from shardbroker.protocol.errors import ErrorCode, ProtocolError, RequestHeaderE
 from shardbroker.protocol.headers import decode_request_header, encode_response_parts
 from shardbroker.protocol.messages import REQUESTS, RequestHeader
 from shardbroker.protocol.schema import Struct
+from shardbroker.protocol.single_produce import SingleProduce, parse_single_produce
 
 __all__ = [
     "DEFAULT_BUFFER_SIZE",
@@ -70,6 +75,7 @@ __all__ = [
     "RequestReceived",
     "SaslTokenReceived",
     "ServerConnection",
+    "SingleProduceReceived",
 ]
 
 #: Kafka's ``socket.request.max.bytes`` default (KafkaConfig: 100 MiB).
@@ -143,6 +149,27 @@ class ConnectionClosed:
 
 
 @dataclass(eq=False, slots=True)
+class SingleProduceReceived:
+    """A single-partition Produce request (``ServerConnection.single_produce``); its records are a
+    view of the receive buffer, valid until ``ServerConnection.release(event)``."""
+
+    request: SingleProduce
+    #: Bytes of the frame (after the size prefix), as RequestReceived.size.
+    size: int
+    seq: int = field(repr=False)
+    lease: _Lease = field(repr=False)
+    api_key: int = 0  # Produce's, as RequestReceived.api_key
+
+    @property
+    def api_version(self) -> int:
+        return self.request.api_version
+
+    @property
+    def correlation_id(self) -> int:
+        return self.request.correlation_id
+
+
+@dataclass(eq=False, slots=True)
 class SaslTokenReceived:
     """A raw SASL token frame (legacy framing, ``ServerConnection.raw_sasl``)."""
 
@@ -150,7 +177,7 @@ class SaslTokenReceived:
     seq: int = field(repr=False)
 
 
-Event = RequestReceived | BadRequest | ConnectionClosed | SaslTokenReceived
+Event = RequestReceived | SingleProduceReceived | BadRequest | ConnectionClosed | SaslTokenReceived
 
 
 # -- the receive buffer ------------------------------------------------------------------------
@@ -235,6 +262,8 @@ class ServerConnection:
         self.must_close = False
         #: Frames are raw SASL tokens (Kafka's legacy framing after SaslHandshake v0).
         self.raw_sasl = False
+        #: Single-partition Produce requests become SingleProduceReceived events.
+        self.single_produce = False
 
     # -- receiving ---------------------------------------------------------------------------
 
@@ -300,7 +329,7 @@ class ServerConnection:
 
     def release(self, event: Event) -> None:
         """The handler of ``event`` is done with its records views: the buffer may be reused."""
-        if isinstance(event, RequestReceived) and event.lease is not None:
+        if isinstance(event, RequestReceived | SingleProduceReceived) and event.lease is not None:
             event.lease.release()
 
     # -- responding --------------------------------------------------------------------------
@@ -312,7 +341,7 @@ class ServerConnection:
 
     def respond(
         self,
-        event: RequestReceived | BadRequest,
+        event: RequestReceived | SingleProduceReceived | BadRequest,
         response: Message | None,
         *,
         version: int | None = None,
@@ -332,6 +361,10 @@ class ServerConnection:
             if close_after:
                 parts = [*parts, _CLOSE]
         self._file(event.seq, parts)
+
+    def respond_encoded(self, event: SingleProduceReceived, frame: bytes) -> None:
+        """File an answer already encoded whole (size prefix and header included)."""
+        self._file(event.seq, [frame])
 
     def respond_token(
         self, event: SaslTokenReceived, token: bytes | None, *, close_after: bool = False
@@ -378,6 +411,11 @@ class ServerConnection:
         if self.raw_sasl:
             self._expect(seq)
             return SaslTokenReceived(bytes(frame), seq)
+        if self.single_produce and len(frame) > 2 and frame[0] == 0 and frame[1] == 0:  # Produce
+            single = parse_single_produce(frame)
+            if single is not None and self._served(0, single.api_version):
+                self._expect(seq)
+                return SingleProduceReceived(single, len(frame), seq, _Lease(buf))
         try:
             header, offset = decode_request_header(frame)
         except RequestHeaderError as exc:
@@ -412,6 +450,12 @@ class ServerConnection:
         self._expect(seq)
         lease = _Lease(buf) if _has_records(cls) else None
         return RequestReceived(header, request, api_key, api_version, correlation_id, len(frame), seq, lease)
+
+    def _served(self, api_key: int, api_version: int) -> bool:
+        if self.supported is None:
+            return True
+        served = self.supported.get(api_key)
+        return served is not None and served[0] <= api_version <= served[1]
 
     def _expect(self, seq: int) -> None:
         self._next_seq = seq + 1

@@ -124,3 +124,41 @@ def batch(
         ts = timestamps[i] if timestamps is not None else timestamp
         builder.append(value, key=str(i).encode(), timestamp=ts)
     return bytearray(builder.build())
+
+
+class FakeTransport:
+    """What KafkaConnection needs of an asyncio transport: keeps what is written, calls
+    ``on_write`` before each write."""
+
+    def __init__(self, on_write: Callable[[], None] = lambda: None) -> None:
+        self.written = bytearray()
+        self.reading = True
+        self.on_write = on_write
+
+    def write(self, data: bytes) -> None:
+        self.on_write()
+        self.written += data
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 1)}.get(name, default)
+
+    def set_write_buffer_limits(self, high: int, low: int) -> None:
+        pass
+
+    def is_reading(self) -> bool:
+        return self.reading
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass

@@ -50,13 +50,16 @@ from shardbroker.broker.dispatch import ApiHandler, RequestContext
 from shardbroker.broker.forwarding import ForwardResult
 from shardbroker.broker.leader_append import AppendResult
 from shardbroker.broker.produce_routing import reroute
+from shardbroker.broker.replica_manager import ReplicaManager
 from shardbroker.broker.txn_verification import TransactionVerifier
+from shardbroker.broker.worker_state import WorkerState
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode
 from shardbroker.protocol.record_batch_header import ATTRIBUTES_OFFSET, MAGIC, MAGIC_OFFSET, TRANSACTIONAL_BIT
+from shardbroker.protocol.single_produce import SingleProduce
 from shardbroker.security.acl import AclOperation, ResourceType
 
-__all__ = ["HANDLER", "handle_produce"]
+__all__ = ["HANDLER", "append_single", "finish_single", "handle_produce", "needs_response_objects"]
 
 _BUFFERS = (bytes, bytearray, memoryview)
 
@@ -125,27 +128,8 @@ async def handle_produce(ctx: RequestContext, request: m.ProduceRequest) -> m.Pr
                 )
                 out.append(resp)
                 continue
-            resp = _PPR(
-                index=pd.index,
-                error_code=r.error_code,
-                base_offset=r.base_offset,
-                log_append_time_ms=r.log_append_time,
-                log_start_offset=r.log_start_offset,
-            )
-            if r.error_code:
-                replicas.counters.error(_API_KEY, r.error_code)
-                if with_message:
-                    resp.error_message = r.error_message
-                    if r.record_errors:
-                        resp.record_errors = _record_errors(r.record_errors)
-                if r.error_code == _NOT_LEADER and version >= 10:
-                    leader, epoch = replicas.leader_of(name, pd.index)
-                    resp.current_leader = m.ProduceResponse.LeaderIdAndEpoch(
-                        leader_id=leader, leader_epoch=epoch
-                    )
-                    if leader >= 0:
-                        leaders.add(leader)
-            elif r.flush_offset >= 0 and acks == -1:
+            resp = _answer(replicas, version, name, pd.index, r, leaders)
+            if not r.error_code and r.flush_offset >= 0 and acks == -1:
                 p = replicas.get(name, pd.index)
                 if p is not None:
                     waits.append((resp, p, r.flush_offset))
@@ -179,12 +163,94 @@ async def handle_produce(ctx: RequestContext, request: m.ProduceRequest) -> m.Pr
         )
         for (resp, _, _), code in zip(waits, codes, strict=True):
             if code:
-                replicas.counters.error(_API_KEY, code)
-                resp.error_code = code
-                resp.base_offset = -1
-                if with_message:
-                    resp.error_message = "the flush this append needed did not complete"
+                _flush_failed(replicas, resp, code, with_message)
     response = m.ProduceResponse(responses=responses)
+    if leaders:
+        response.node_endpoints = _endpoints(ctx, leaders)
+    return response
+
+
+def _answer(
+    replicas: ReplicaManager, version: int, name: str, index: int, r: AppendResult, leaders: set[int]
+) -> _PPR:
+    """A partition's answer to its append (errors counted; the leader of a NOT_LEADER partition
+    added to ``leaders`` for the response's node endpoints)."""
+    resp = _PPR(
+        index=index,
+        error_code=r.error_code,
+        base_offset=r.base_offset,
+        log_append_time_ms=r.log_append_time,
+        log_start_offset=r.log_start_offset,
+    )
+    if r.error_code:
+        replicas.counters.error(_API_KEY, r.error_code)
+        if version >= 8:
+            resp.error_message = r.error_message
+            if r.record_errors:
+                resp.record_errors = _record_errors(r.record_errors)
+        if r.error_code == _NOT_LEADER and version >= 10:
+            leader, epoch = replicas.leader_of(name, index)
+            resp.current_leader = m.ProduceResponse.LeaderIdAndEpoch(leader_id=leader, leader_epoch=epoch)
+            if leader >= 0:
+                leaders.add(leader)
+    return resp
+
+
+def _flush_failed(replicas: ReplicaManager, resp: _PPR, code: int, with_message: bool) -> None:
+    replicas.counters.error(_API_KEY, code)
+    resp.error_code = code
+    resp.base_offset = -1
+    if with_message:
+        resp.error_message = "the flush this append needed did not complete"
+
+
+# -- one partition, without the generic codec (protocol/single_produce.py) ---------------------
+
+
+def append_single(worker: WorkerState, single: SingleProduce) -> AppendResult | None:
+    """The single-partition path's append, as :func:`handle_produce` would do it; None when the
+    request needs the whole handler (nothing was appended then): an authorizer is configured,
+    the partition's batches are being forwarded or wait for the transaction coordinator, or
+    another worker leads it."""
+    if worker.authorizer is not None:
+        return None
+    topic, index, records = single.topic, single.partition, single.records
+    verifier = worker.verifier
+    if verifier is not None and verifier.needed(topic, index, records, None):
+        return None
+    forwarder = worker.forwarder
+    if forwarder is not None and forwarder.busy(topic, index):
+        return None
+    r = worker.replicas.append(topic, index, records)
+    if r.error_code == _NOT_LEADER and forwarder is not None:
+        return None  # not led here: the handler forwards it to its owner
+    return r
+
+
+def needs_response_objects(single: SingleProduce, r: AppendResult) -> bool:
+    """Whether the answer to an :func:`append_single` needs :func:`finish_single` (an error, or a
+    flush to wait for) rather than the pre-encoded success."""
+    return bool(r.error_code) or (r.flush_offset >= 0 and single.acks == -1)
+
+
+async def finish_single(
+    ctx: RequestContext, single: SingleProduce, r: AppendResult
+) -> m.ProduceResponse | None:
+    """The answer to an :func:`append_single` that failed or must wait for a flush."""
+    replicas = ctx.worker.replicas
+    leaders: set[int] = set()
+    resp = _answer(replicas, single.api_version, single.topic, single.partition, r, leaders)
+    if single.acks == 0:
+        return None
+    if not r.error_code and r.flush_offset >= 0 and single.acks == -1:
+        p = replicas.get(single.topic, single.partition)
+        if p is not None:
+            code = await replicas.flusher.wait_durable(p, r.flush_offset, max(single.timeout_ms, 0) / 1000)
+            if code:
+                _flush_failed(replicas, resp, code, single.api_version >= 8)
+    response = m.ProduceResponse(
+        responses=[m.ProduceResponse.TopicProduceResponse(name=single.topic, partition_responses=[resp])]
+    )
     if leaders:
         response.node_endpoints = _endpoints(ctx, leaders)
     return response
