@@ -169,9 +169,18 @@ class _Compiler:
             return f"{v}"
         if d is NATURAL and f.kind == "struct":
             assert f.struct is not None
-            return f"{v} != {self.const(f.struct())}"
+            return self.struct_nondefault(f.struct, v)
         value = NATURAL_DEFAULTS[f.kind] if d is NATURAL else d
         return f"{v} != {self.const(value)}"
+
+    def struct_nondefault(self, cls: type[Struct], v: str) -> str:
+        """``v != cls()``, inline, field by field: a tagged struct left at its default (Fetch's
+        diverging epoch, current leader and snapshot id, Produce's current leader) is then
+        skipped without ``Struct.__eq__``, which read every field through ``getattr`` (7 calls,
+        ~3 us, of every two-partition Fetch response)."""
+        conds = [self.nondefault_cond(g, f"{v}.{g.attr}") for g in cls.FIELDS]
+        conds.append(f"{v}.unknown_tagged_fields")
+        return f"({v} is None or " + " or ".join(f"({c})" for c in conds) + ")"
 
     # ---- decoding ---------------------------------------------------------------------
 
