@@ -31,7 +31,7 @@ for whatever crosses loopback, ``file_write`` for appends, ``memcpy`` for CPU-bo
 by its own sink), and the median of the ``repeats`` ratios is what ``python -m perf check``
 compares with the baseline (perf/report.py). Repeats go round the whole plan rather than back to
 back, so a slow minute on the shared host lands in one sample of each figure rather than in every
-sample of one. A full run takes ~12 minutes here.
+sample of one. A full run takes ~7 minutes here.
 
 Quick mode (``--quick``, the test suite's) runs every part once on small sizes (35-50 s here):
 it proves the harness works; its ratios are not comparable with a full run's.
