@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from perf import peers, plot, report
+from perf import bench_latency, peers, plot, report
 from perf.harness import FULL, QUICK, run
 from perf.sizes import quick
 
@@ -26,10 +26,23 @@ def test_harness_run_writes_a_valid_report(benchmark: Any, tmp_path: Path) -> No
     assert report.validate(doc) == []
     assert doc["quick"] is plan.quick
     groups = {m["group"] for m in doc["metrics"].values()}
-    assert {"record_size", "consume", "partitions", "workers", "capacity", "storage", "cpu"} <= groups
+    assert {
+        "record_size",
+        "consume",
+        "partitions",
+        "workers",
+        "capacity",
+        "storage",
+        "cpu",
+        "requests_produce",
+        "requests_fetch",
+    } <= groups
     assert [m["x"] for m in doc["metrics"].values() if m["group"] == "workers"] == list(plan.workers)
-    assert set(doc["latency"]) == {"produce", "e2e"}
-    assert set(doc["references"]) == {"socket_sink", "file_write", "memcpy", "kafka_sink"}
+    requests = [m["x"] for m in doc["metrics"].values() if m["group"] == "requests_produce"]
+    assert requests == list(plan.request_connections)
+    points = [f"load={f:g}" for f in bench_latency.FRACTIONS] + [f"rate={plan.latency_fixed_rate:g}"]
+    assert set(doc["latency"]) == {"produce"} | {f"{side}.{p}" for side in ("ack", "e2e") for p in points}
+    assert set(doc["references"]) == {"socket_sink", "file_write", "memcpy", "kafka_sink", "request_sink"}
     if "skipped" not in doc["peers"]["redis"]:
         sizes = [m for m in doc["metrics"].values() if m["group"] == "record_size"]
         assert all(("vs_redis" in m) == (m["x"] <= peers.XADD_MAX_VALUE) for m in sizes)

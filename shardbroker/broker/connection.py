@@ -19,10 +19,9 @@ does: use ``asyncio.wait_for``).
 Single-partition Produce (protocol/single_produce.py, broker/handlers/produce.py's
 ``append_single``): a Produce for one partition is read without the generic codec, passes the
 SASL gate like any request, is appended, and is answered with pre-encoded bytes, in the callback
-that read it; its
-rare paths (an authorizer, forwarding, a transaction check, an error, a flush to wait for) take
-the generic objects and handler. Measured in-process as above: 28.0-28.6 -> 15.3-15.7 us of CPU a
-one-record Produce (3 runs each).
+that read it; its rare paths (an authorizer, forwarding, a transaction check, an error, a flush
+to wait for) take the generic objects and handler. Measured in-process as above: 28.0-28.6 ->
+15.3-15.7 us of CPU a one-record Produce (3 runs each; ``python -m perf request-path``).
 
 Buffer lifetime: a request whose body holds views of the receive buffer (records: Produce) pins
 that buffer until its handler has returned; the task releases it in a ``finally``. So handlers

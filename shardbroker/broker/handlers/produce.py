@@ -28,6 +28,13 @@ partition's later batches on this worker wait behind it; refused: INVALID_PRODUC
 zombie), INVALID_TXN_STATE (never added), NOT_ENOUGH_REPLICAS (the coordinator is not ready:
 retried by every client). Every other batch takes the path above, untouched.
 
+A request for exactly one partition usually arrives without message objects
+(protocol/single_produce.py): the connection calls :func:`append_single`, which applies the
+checks above that can send it elsewhere (authorizer, forwarding, transaction verification) by
+handing it to :func:`handle_produce`, and :func:`finish_single` for an error or a flush to wait
+for. A per-request rule added to the handler (request quotas, say) belongs in
+``append_single`` too, or makes it return None.
+
 Authorization (with ``authorizer.class.name``), as KafkaApis.handleProduceRequest: a request whose
 batches are transactional needs WRITE on its TRANSACTIONAL_ID (else every partition is
 TRANSACTIONAL_ID_AUTHORIZATION_FAILED, 53); each topic needs WRITE on the TOPIC, checked before
