@@ -49,8 +49,9 @@ each record is a request, a wake-up and a fetch of its own (24-137 us a record);
 capacity's rate already keeps both cores (workers, the two client processes and the Python
 loops driving them) busy all the time, and the tail is queueing. Measured per process at fixed
 rates (10 s each, one broker): at 36,000 records/s the client processes used 33 us of CPU a
-record and the workers 25 (2.1 cores in all, of 2); at 7,200/s 116 and 136 us (1.8 cores). Before the single-partition
-path (same sitting, 2026-12-05 04:51): capacity 48,000-51,500 records/s, 50 %: p99 15-320 ms.
+record and the workers 25 (2.1 cores in all, of 2); at 7,200/s 116 and 136 us (1.8 cores).
+Before the single-partition path (same sitting, 2026-12-05 04:51): capacity 48,000-51,500
+records/s, 50 %: p99 15-320 ms.
 """
 
 from __future__ import annotations
