@@ -29,7 +29,8 @@ may use ``records`` views until they return, and must copy (``bytes(view)``) any
 longer. While pinned, new input goes to a fresh (or the spare) buffer instead of overwriting.
 
 Sending: response parts are bytes, or ``FileRegion`` objects (Fetch records straight from segment
-files). A region is sent with ``os.sendfile`` when the transport's write buffer is empty (so
+files). A region of at most ``SMALL_REGION`` (16 KiB) is read and sent with the bytes around it;
+a larger one is sent with ``os.sendfile`` when the transport's write buffer is empty (so
 nothing queued could be overtaken); otherwise, or for what sendfile could not take at once, the
 rest is ``os.pread`` and written through the transport, which keeps the order and applies its
 back-pressure. sendfile is 1.7-2x faster on 1 MiB fetches. Over TLS (SSL, SASL_SSL listeners)
@@ -101,11 +102,17 @@ from shardbroker.security.sasl_authenticator import SASL_AUTHENTICATE, SASL_HAND
 if TYPE_CHECKING:
     from shardbroker.broker.worker_state import WorkerState
 
-__all__ = ["ConnectionLimits", "KafkaConnection", "start_eagerly"]
+__all__ = ["SMALL_REGION", "ConnectionLimits", "KafkaConnection", "start_eagerly"]
 
 log = logging.getLogger(__name__)
 
 _UNKNOWN_SERVER_ERROR = int(ErrorCode.UNKNOWN_SERVER_ERROR)
+#: File regions up to this size are ``pread`` and sent in one write with the bytes around them
+#: instead of a write and a sendfile: a small Fetch answer is one syscall and one segment for the
+#: client to wake up for. A/B alternated (``perf requests``, 2026-12-05, 2 runs each): Fetch CPU
+#: per request 36.4/34.6 -> 33.3/33.3 us at 10 connections, 45.0/47.4 -> 40.3/40.7 at 100,
+#: requests/s +13-17 %; 1 connection unchanged (29-30 us). Large regions keep sendfile.
+SMALL_REGION = 16 * 1024
 _GATED = (RequestReceived, BadRequest)
 _ILLEGAL_SASL_STATE = int(ErrorCode.ILLEGAL_SASL_STATE)
 
@@ -587,7 +594,9 @@ class KafkaConnection(asyncio.BufferedProtocol):
     def _write(self, transport: asyncio.Transport, parts: list[Any]) -> None:
         pending: list[Any] = []  # small byte parts gathered into one send
         for part in parts:
-            if isinstance(part, FileRegion):
+            if isinstance(part, FileRegion) and part.length <= SMALL_REGION:
+                pending.append(part.read())  # one send with the header, not a sendfile of its own
+            elif isinstance(part, FileRegion):
                 if pending:
                     transport.write(b"".join(pending) if len(pending) > 1 else pending[0])
                     pending = []

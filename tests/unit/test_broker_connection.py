@@ -18,7 +18,7 @@ from typing import Any, cast
 
 import pytest
 
-from shardbroker.broker.connection import ConnectionLimits
+from shardbroker.broker.connection import SMALL_REGION, ConnectionLimits, KafkaConnection
 from shardbroker.broker.dispatch import ApiHandler, HandlerRegistry, RequestContext
 from shardbroker.broker.file_region import FileRegion
 from shardbroker.broker.handlers import api_versions
@@ -33,6 +33,7 @@ from shardbroker.protocol.errors import ErrorCode
 from shardbroker.protocol.headers import decode_response, encode_request
 from shardbroker.protocol.record_batch_builder import RecordBatchBuilder
 from shardbroker.security.principal import ANONYMOUS
+from tests.unit.replica_fakes import FakeTransport
 
 State = dict[str, Any]
 
@@ -513,3 +514,26 @@ def test_listener_defaults_come_from_the_config(tmp_path: Path) -> None:
         await listener.drain()
 
     run(scenario())
+
+
+def test_a_small_file_region_leaves_in_the_send_of_its_response(tmp_path: Path) -> None:
+    """A Fetch answer with a few records is one send (header, records, the rest), not a write
+    and a sendfile: two syscalls and two segments for the client to wake up for."""
+    path = tmp_path / "segment.log"
+    path.write_bytes(b"r" * (SMALL_REGION + 10))
+    fd = os.open(path, os.O_RDONLY)
+
+    async def scenario() -> None:
+        conn = KafkaConnection(cast(Any, None), make_registry({}), ConnectionLimits())
+        transport = FakeTransport()
+        writes: list[int] = []
+        transport.on_write = lambda: writes.append(len(transport.written))
+        conn._write(cast(Any, transport), [b"head", FileRegion(fd, 0, SMALL_REGION), b"tail"])
+        assert len(writes) == 1 and bytes(transport.written) == b"head" + b"r" * SMALL_REGION + b"tail"
+        conn._write(cast(Any, transport), [b"head", FileRegion(fd, 0, SMALL_REGION + 1), b"tail"])
+        assert len(writes) == 4  # a larger region goes on its own (sendfile, or here pread + write)
+
+    try:
+        run(scenario())
+    finally:
+        os.close(fd)
