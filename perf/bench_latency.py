@@ -107,15 +107,21 @@ class Point:
     records_per_s: float  # delivered to the consumer over the run
     cpu_us_per_record: float  # the workers', user + system
     host_busy: float  # p90 of the host's CPU use (fraction of all cores) in 0.5 s samples
-    ack_ms: dict[str, float] | None  # produce -> acknowledgement percentiles
-    e2e_ms: dict[str, float] | None  # produce -> consume percentiles
-    ack_latencies: npt.NDArray[np.float64] = field(repr=False, default_factory=lambda: np.zeros(0))
-    e2e_latencies: npt.NDArray[np.float64] = field(repr=False, default_factory=lambda: np.zeros(0))
+    ack_latencies: npt.NDArray[np.float64] = field(repr=False)  # produce -> acknowledgement, s
+    e2e_latencies: npt.NDArray[np.float64] = field(repr=False)  # produce -> consume, s
+
+    @property
+    def ack_ms(self) -> dict[str, float] | None:
+        return latency_percentiles(self.ack_latencies)
+
+    @property
+    def e2e_ms(self) -> dict[str, float] | None:
+        return latency_percentiles(self.e2e_latencies)
 
     def as_json(self) -> dict[str, Any]:
         out = asdict(self)
         del out["ack_latencies"], out["e2e_latencies"]
-        return out
+        return {**out, "ack_ms": self.ack_ms, "e2e_ms": self.e2e_ms}
 
 
 class _HostBusy:
@@ -196,8 +202,6 @@ def measure(broker: BrokerProcess, topic: str, label: str, rate: float, seconds:
         records_per_s=s.records_per_s,
         cpu_us_per_record=cpu / s.records * 1e6 if s.records else 0.0,
         host_busy=busy,
-        ack_ms=latency_percentiles(result.ack_latencies),
-        e2e_ms=s.latency_ms,
         ack_latencies=result.ack_latencies,
         e2e_latencies=result.latencies,
     )

@@ -26,12 +26,11 @@ import time
 from pathlib import Path
 from typing import Final
 
+from perf.broker_load import produce_frame
 from perf.sizes import pick
 from shardbroker.broker.connection import ConnectionLimits, KafkaConnection
 from shardbroker.broker.dispatch import discover
 from shardbroker.config.broker_properties import EVENT_LOOPS
-from shardbroker.protocol import messages as m
-from shardbroker.protocol.headers import encode_request
 from shardbroker.protocol.record_batch_builder import RecordBatchBuilder
 from shardbroker.supervision.event_loop import loop_factory
 from tests.unit.replica_fakes import FakeTransport, Harness, image, topic
@@ -47,20 +46,7 @@ WARM_UP: Final = 2000
 def _frame(correlation_id: int) -> bytes:
     builder = RecordBatchBuilder()
     builder.append(b"v" * RECORD_SIZE, timestamp=1_700_000_000_000)
-    request = m.ProduceRequest(
-        acks=1,
-        timeout_ms=30_000,
-        topic_data=[
-            m.ProduceRequest.TopicProduceData(
-                name="t",
-                partition_data=[m.ProduceRequest.PartitionProduceData(index=0, records=builder.build())],
-            )
-        ],
-    )
-    header = m.RequestHeader(
-        request_api_key=0, request_api_version=9, correlation_id=correlation_id, client_id="perf"
-    )
-    return encode_request(header, request)
+    return produce_frame("t", 0, builder.build(), correlation_id)
 
 
 async def _run(path: str, requests: int, profile: cProfile.Profile | None) -> float:

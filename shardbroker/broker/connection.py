@@ -340,19 +340,20 @@ class KafkaConnection(asyncio.BufferedProtocol):
         docstring); what needs them goes the generic way with the same sequence number."""
         single = event.request
         started = time.perf_counter()
+        failure: Exception | None = None
         try:
             r = produce.append_single(self.state, single)
         except Exception as exc:
-            generic = self._as_generic(event)
-            ctx = self._context(generic)
-            self._start(self._serve(generic, ctx, _failed(self.registry, ctx, generic.request, exc)))
-            return
+            r, failure = None, exc
         if r is None or produce.needs_response_objects(single, r):
             generic = self._as_generic(event)
             ctx = self._context(generic)
-            self._start(
-                self._serve(generic, ctx, None if r is None else produce.finish_single(ctx, single, r))
-            )
+            rest: Coroutine[Any, Any, Message | None] | None
+            if failure is not None:
+                rest = _failed(self.registry, ctx, generic.request, failure)
+            else:  # None: the whole handler, from the start (nothing was appended)
+                rest = None if r is None else produce.finish_single(ctx, single, r)
+            self._start(self._serve(generic, ctx, rest))
             return
         self.conn.release(event)
         self.state.counters.request(0, time.perf_counter() - started, 0)

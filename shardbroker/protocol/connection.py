@@ -427,19 +427,19 @@ class ServerConnection:
         api_version = header.request_api_version
         correlation_id = header.correlation_id
         cls = REQUESTS[api_key]
-        if self.supported is not None:
+        if not self._served(api_key, api_version):
+            assert self.supported is not None
             served = self.supported.get(api_key)
-            if served is None or not served[0] <= api_version <= served[1]:
-                self._expect(seq)
-                what = "not served" if served is None else f"served: {served[0]}-{served[1]}"
-                return BadRequest(
-                    correlation_id,
-                    api_key,
-                    api_version,
-                    ErrorCode.UNSUPPORTED_VERSION,
-                    f"{cls.API_NAME} v{api_version} is not supported ({what})",
-                    seq,
-                )
+            self._expect(seq)
+            what = "not served" if served is None else f"served: {served[0]}-{served[1]}"
+            return BadRequest(
+                correlation_id,
+                api_key,
+                api_version,
+                ErrorCode.UNSUPPORTED_VERSION,
+                f"{cls.API_NAME} v{api_version} is not supported ({what})",
+                seq,
+            )
         try:
             # Trailing bytes are ignored, as Kafka's request parsing does: librdkafka 2.16 sends
             # Metadata v12 "all topics" requests with 3 stray bytes after the body (seen on the

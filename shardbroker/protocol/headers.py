@@ -28,6 +28,7 @@ __all__ = [
     "encode_response",
     "encode_response_parts",
     "request_header_version",
+    "response_head",
     "response_header_version",
 ]
 
@@ -113,7 +114,7 @@ def encode_request(header: RequestHeader, msg: Message) -> bytes:
     return _SIZE.pack(len(head) + len(body)) + head + body
 
 
-def _response_head(correlation_id: int, api_key: int, api_version: int, body_size: int) -> bytes:
+def response_head(correlation_id: int, api_key: int, api_version: int, body_size: int) -> bytes:
     """The size prefix and the response header, packed directly (the header we send never has
     tagged fields: v1 is the correlation id and an empty tagged-field count)."""
     if response_header_version(api_key, api_version):
@@ -126,7 +127,7 @@ def encode_response(correlation_id: int, api_key: int, api_version: int, msg: Me
     if api_key != msg.API_KEY:
         raise ProtocolError(f"api key {api_key} does not match {type(msg).__name__}")
     body = encode(msg, api_version)
-    return _response_head(correlation_id, api_key, api_version, len(body)) + body
+    return response_head(correlation_id, api_key, api_version, len(body)) + body
 
 
 def encode_response_parts(correlation_id: int, api_key: int, api_version: int, msg: Message) -> list[Any]:
@@ -139,7 +140,7 @@ def encode_response_parts(correlation_id: int, api_key: int, api_version: int, m
         raise ProtocolError(f"api key {api_key} does not match {type(msg).__name__}")
     parts = encode_parts(msg, api_version)
     size = sum(len(p) for p in parts)
-    head = _response_head(correlation_id, api_key, api_version, size)
+    head = response_head(correlation_id, api_key, api_version, size)
     if isinstance(parts[0], bytes):
         parts[0] = head + parts[0]
     else:

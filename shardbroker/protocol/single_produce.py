@@ -25,7 +25,9 @@ from typing import Final
 
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.codec import encode
-from shardbroker.protocol.headers import response_header_version
+from shardbroker.protocol.errors import ProtocolError
+from shardbroker.protocol.headers import response_head
+from shardbroker.protocol.primitives import decode_uvarint
 
 __all__ = ["FIRST_VERSION", "LAST_VERSION", "SingleProduce", "parse_single_produce", "success_response"]
 
@@ -37,7 +39,6 @@ _HEAD = struct.Struct(">hhih")  # api key, api version, correlation id, client i
 _ACKS_TIMEOUT = struct.Struct(">hi")
 _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
-_SIZE_CORRELATION = struct.Struct(">ii")
 #: Marker values the templates are cut at (distinct 8-byte patterns no name or count contains).
 _MARK_INDEX = 0x5A5B5C5D
 _MARK_OFFSET = 0x0102030405060708
@@ -97,25 +98,13 @@ class SingleProduce:
         return header, request
 
 
-def _uvarint(mv: memoryview, pos: int) -> tuple[int, int]:
-    """An unsigned varint of at most 5 bytes; IndexError past the end."""
-    value = shift = 0
-    for i in range(pos, pos + 5):
-        b = mv[i]
-        value |= (b & 0x7F) << shift
-        if b < 0x80:
-            return value, i + 1
-        shift += 7
-    raise ValueError("varint longer than 5 bytes")
-
-
 def parse_single_produce(frame: memoryview) -> SingleProduce | None:
     """The request in ``frame`` (a Produce frame after its size prefix), or None when it is
     not a single-partition v3-v11 Produce without a transactional id and tagged fields (or is
     malformed: the generic codec then says how)."""
     try:
         return _parse(frame)
-    except (IndexError, ValueError, struct.error, UnicodeDecodeError):
+    except (IndexError, ValueError, struct.error, UnicodeDecodeError, ProtocolError):
         return None
 
 
@@ -148,7 +137,7 @@ def _parse(mv: memoryview) -> SingleProduce | None:
     if flexible:
         if mv[pos] != 2:  # compact array of one topic
             return None
-        name_len, pos = _uvarint(mv, pos + 1)
+        name_len, pos = decode_uvarint(mv, pos + 1)
         name_len -= 1
         if name_len < 0 or pos + name_len > end:
             return None
@@ -158,7 +147,7 @@ def _parse(mv: memoryview) -> SingleProduce | None:
             return None
         pos += 1
         (partition,) = _I32.unpack_from(mv, pos)
-        size, pos = _uvarint(mv, pos + 4)
+        size, pos = decode_uvarint(mv, pos + 4)
         size -= 1
         # Non-null records, then no tagged fields in the partition, the topic and the request.
         if size < 0 or pos + size + 3 != end or mv[end - 3] | mv[end - 2] | mv[end - 1]:
@@ -185,7 +174,7 @@ def _parse(mv: memoryview) -> SingleProduce | None:
 class _Template:
     """The bytes of a one-partition success answer around the partition's fields."""
 
-    __slots__ = ("flexible_head", "middle", "prefix", "size", "suffix")
+    __slots__ = ("middle", "prefix", "size", "suffix")
 
     def __init__(self, version: int, topic: str) -> None:
         ppr = m.ProduceResponse.PartitionProduceResponse(
@@ -213,7 +202,6 @@ class _Template:
         self.prefix = body[:at]
         self.suffix = body[at + len(packed) :]
         self.size = len(body)
-        self.flexible_head = response_header_version(m.ProduceRequest.API_KEY, version) == 1
 
 
 _templates: dict[tuple[int, str], _Template] = {}
@@ -236,10 +224,7 @@ def success_response(
         if len(_templates) >= MAX_TEMPLATES:
             _templates.clear()
         t = _templates[key] = _Template(version, topic)
-    if t.flexible_head:
-        head = _SIZE_CORRELATION.pack(t.size + 5, correlation_id) + b"\x00"
-    else:
-        head = _SIZE_CORRELATION.pack(t.size + 4, correlation_id)
+    head = response_head(correlation_id, m.ProduceRequest.API_KEY, version, t.size)
     if version >= 5:
         mid = t.middle.pack(partition, 0, base_offset, log_append_time, log_start_offset)
     else:
