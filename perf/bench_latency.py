@@ -46,10 +46,28 @@ At 50 % of capacity p99 26-33 ms and p99.9 39-56 ms: the targets (5 / 20 ms) are
 the host column says why: at capacity librdkafka keeps many requests in flight per connection,
 so the workers read and answer them in batches (11 us of CPU a record), while at a fixed rate
 each record is a request, a wake-up and a fetch of its own (24-137 us a record); so half the
-capacity's rate already keeps both cores (workers, the two client processes and the Python
-loops driving them) busy all the time, and the tail is queueing. Measured per process at fixed
-rates (10 s each, one broker): at 36,000 records/s the client processes used 33 us of CPU a
-record and the workers 25 (2.1 cores in all, of 2); at 7,200/s 116 and 136 us (1.8 cores).
+capacity's rate already keeps both cores busy all the time, and the tail is queueing.
+
+Whose CPU that is (``others``: the host's busy CPU minus the workers', i.e. the two client
+processes; 2026-12-05 09:16, 3 rounds x 10 s, median (range))::
+
+    point       records/s   workers/record      others/record       host   e2e p50/p99/p99.9 ms
+    capacity    72,800      13.3 (12.9-14.2)    15.0 (14.8-17.0)    100 %
+    10 %         7,210      146 (144-164)       118 (114-129)        96 %  0.66 / 4.1 / 7.4
+    50 %        36,000      24.7 (23.4-26.3)    32.3 (31.5-36.0)    100 %  4.6 / 308 / 374
+    80 %        54,900      15.7 (15.3-16.6)    21.3 (20.8-24.4)    100 %  322 / 1,202 / 1,247
+    8,000/s      7,920      134 (133-134)       108 (107-110)        96 %  0.70 / 5.3 / 11.0
+
+(avg produce->ack at 8,000/s: 0.77 ms, 0.65-0.84.) At 50 % the clients alone take 1.16 cores
+of the 2 and the workers 0.89: the host has no idle core left, and with the clients costing
+more per record than the broker, no broker-side change can give this 2-core host the idle
+capacity the targets need. The tail swings with the VM's day (yesterday p99 31 ms, today
+308 ms, same code); a sweep of finer fractions (``--fractions 0.15,0.2,0.25,0.3,0.4``, 2 rounds)
+found the host >= 98 % busy from 15 % of capacity up, and p99 <= 5 ms held only at 20-25 % on
+a quiet round. At low rates each record costs the workers ~135 us: every record is a wake-up
+of an idle vCPU for the Produce, the parked Fetch and the next Fetch (perf record: ~22 % of a
+worker's samples are the kernel waking the peer in ``sock_def_readable`` and the worker's own
+return from idle in ``finish_task_switch``).
 Before the single-partition path (same sitting, 2026-12-05 04:51): capacity 48,000-51,500
 records/s, 50 %: p99 15-320 ms.
 """
@@ -106,6 +124,7 @@ class Point:
     records: int
     records_per_s: float  # delivered to the consumer over the run
     cpu_us_per_record: float  # the workers', user + system
+    others_cpu_us_per_record: float  # the rest of the host's busy CPU (the clients, mostly)
     host_busy: float  # p90 of the host's CPU use (fraction of all cores) in 0.5 s samples
     ack_latencies: npt.NDArray[np.float64] = field(repr=False)  # produce -> acknowledgement, s
     e2e_latencies: npt.NDArray[np.float64] = field(repr=False)  # produce -> consume, s
@@ -154,9 +173,12 @@ class _HostBusy:
         return float(np.percentile(self.samples, 90)) if self.samples else 0.0
 
 
-def _e2e(broker: BrokerProcess, topic: str, rate: float, seconds: float) -> tuple[Result, float, float]:
+def _e2e(
+    broker: BrokerProcess, topic: str, rate: float, seconds: float
+) -> tuple[Result, float, float, float]:
     """One e2e run; ``rate`` <= 0: as fast as the producer goes, for ``seconds``. Returns the
-    result, the workers' CPU seconds over it and the host's busy fraction (p90)."""
+    result, the workers' CPU seconds over it, the rest of the host's busy CPU seconds (client
+    processes and anything else) and the host's busy fraction (p90)."""
     ensure_topic(broker.bootstrap, topic, PARTITIONS, timeout=60)
     producer = ProducerSettings(
         bootstrap=broker.bootstrap,
@@ -181,19 +203,21 @@ def _e2e(broker: BrokerProcess, topic: str, rate: float, seconds: float) -> tupl
         connect_timeout=30.0,
     )
     workers = [broker.worker_pid(w) for w in range(broker.workers)]
-    before = cpu_seconds(*workers)
+    before, host_before = cpu_seconds(*workers), host_cpu_seconds()[0]
     with _HostBusy() as host:
         result = run_e2e(producer, consumer, {"rate": rate})
-    cpu = cpu_seconds(*workers) - before  # includes the clients' connect and metadata: small
+    # Both include the clients' start, connect and metadata: small beside the point's seconds.
+    cpu = cpu_seconds(*workers) - before
+    others = host_cpu_seconds()[0] - host_before - cpu
     if result.errors:
         raise RuntimeError(f"e2e {topic}: {result.errors[0]}")
     if producer.records is not None and result.summary.records < producer.records:
         raise RuntimeError(f"e2e {topic}: {result.summary.records:,} of {producer.records:,} records arrived")
-    return result, cpu, host.p90()
+    return result, cpu, others, host.p90()
 
 
 def measure(broker: BrokerProcess, topic: str, label: str, rate: float, seconds: float) -> Point:
-    result, cpu, busy = _e2e(broker, topic, rate, seconds)
+    result, cpu, others, busy = _e2e(broker, topic, rate, seconds)
     s = result.summary
     return Point(
         label=label,
@@ -201,6 +225,7 @@ def measure(broker: BrokerProcess, topic: str, label: str, rate: float, seconds:
         records=s.records,
         records_per_s=s.records_per_s,
         cpu_us_per_record=cpu / s.records * 1e6 if s.records else 0.0,
+        others_cpu_us_per_record=others / s.records * 1e6 if s.records else 0.0,
         host_busy=busy,
         ack_latencies=result.ack_latencies,
         e2e_latencies=result.latencies,
@@ -236,7 +261,8 @@ def _line(p: Point) -> str:
         return " ".join(f"{k} {d[k]:.2f}" for k in ("avg", "p50", "p99", "p99.9", "max"))
 
     return (
-        f"{p.label:<10} {p.records_per_s:9,.0f} records/s  {p.cpu_us_per_record:6.1f} us CPU/record  "
+        f"{p.label:<10} {p.records_per_s:9,.0f} records/s  CPU/record: workers "
+        f"{p.cpu_us_per_record:6.1f} us, others {p.others_cpu_us_per_record:6.1f} us  "
         f"host busy {p.host_busy:4.0%}  "
         f"ack ms: {pct(p.ack_ms)}  e2e ms: {pct(p.e2e_ms)}"
     )
@@ -251,6 +277,7 @@ def _summary(rounds: list[list[Point]]) -> dict[str, Any]:
         for name, values in (
             ("records_per_s", [p.records_per_s for p in points]),
             ("cpu_us_per_record", [p.cpu_us_per_record for p in points]),
+            ("others_cpu_us_per_record", [p.others_cpu_us_per_record for p in points]),
             ("host_busy", [p.host_busy for p in points]),
         ):
             entry[name] = _spread(values)
@@ -300,10 +327,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--seconds", type=float, default=2.0 if quick() else 10.0, help="each point's length [10]"
     )
+    parser.add_argument(
+        "--fractions",
+        default=",".join(f"{f:g}" for f in FRACTIONS),
+        help="fractions of the capacity to run at, comma-separated [0.1,0.5,0.8]",
+    )
     parser.add_argument("--out", help="write every point and the summary as JSON here")
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.seconds <= 0:
         parser.error("--rounds must be at least 1 and --seconds more than 0")
+    try:
+        fractions = tuple(float(f) for f in args.fractions.split(","))
+    except ValueError:
+        parser.error(f"--fractions: not a comma-separated list of numbers: {args.fractions!r}")
+    if not all(0 < f < 1 for f in fractions):
+        parser.error("--fractions: each must be more than 0 and less than 1")
 
     def log(line: str) -> None:
         print(f"[latency {time.strftime('%H:%M:%S')}] {line}", file=sys.stderr, flush=True)
@@ -312,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     for i in range(args.rounds):
         log(f"== round {i + 1} of {args.rounds}")
         with running_broker(2, config=BENCH_BROKER_CONFIG, name="latency") as broker:
-            rounds.append(sweep(broker, f"lat-r{i}", args.seconds, log=log))
+            rounds.append(sweep(broker, f"lat-r{i}", args.seconds, fractions, log=log))
     summary = _summary(rounds)
     doc = {
         "rounds": [[p.as_json() for p in r] for r in rounds],

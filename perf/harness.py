@@ -473,11 +473,15 @@ def _latency_round(f: _Figures, broker: BrokerProcess, repeat: int) -> None:
                     "rates": [],
                     "capacities": [],
                     "host_busy": [],
+                    "workers_cpu_us_per_record": [],
+                    "others_cpu_us_per_record": [],
                 },
             )
             params["rates"].append(p.records_per_s)
             params["capacities"].append(capacity_per_s)
             params["host_busy"].append(p.host_busy)
+            params["workers_cpu_us_per_record"].append(round(p.cpu_us_per_record, 1))
+            params["others_cpu_us_per_record"].append(round(p.others_cpu_us_per_record, 1))
             params["records_per_s"] = statistics.median(params["rates"])
 
 
