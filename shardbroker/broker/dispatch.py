@@ -23,7 +23,7 @@ from __future__ import annotations
 import importlib
 import logging
 import pkgutil
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -212,8 +212,9 @@ class HandlerRegistry:
         )
 
 
-def discover(package: str = HANDLERS_PACKAGE) -> HandlerRegistry:
-    """Import every handler module of ``package`` and register its ``HANDLER``."""
+def discover(package: str = HANDLERS_PACKAGE, exclude: Collection[int] = ()) -> HandlerRegistry:
+    """Import every handler module of ``package`` and register its ``HANDLER``, but for the api
+    keys in ``exclude`` (APIs the broker's config turns off: neither served nor advertised)."""
     pkg = importlib.import_module(package)
     handlers: list[ApiHandler] = []
     for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
@@ -224,5 +225,6 @@ def discover(package: str = HANDLERS_PACKAGE) -> HandlerRegistry:
         if not isinstance(handler, ApiHandler):
             log.warning("%s.%s defines no HANDLER = ApiHandler(...): skipped", package, info.name)
             continue
-        handlers.append(handler)
+        if handler.api_key not in exclude:
+            handlers.append(handler)
     return HandlerRegistry(handlers)

@@ -1,7 +1,15 @@
-"""The group coordinator of one worker (Kafka's classic GroupCoordinator): the entry points of
-the group APIs (JoinGroup, SyncGroup, Heartbeat, LeaveGroup, OffsetCommit, TxnOffsetCommit, OffsetFetch,
-OffsetDelete, ListGroups, DescribeGroups, DeleteGroups, FindCoordinator), the timers, and the
-creation of ``__consumer_offsets``.
+"""The group coordinator of one worker (Kafka's GroupCoordinator): the entry points of the group
+APIs (JoinGroup, SyncGroup, Heartbeat, LeaveGroup, ConsumerGroupHeartbeat, ConsumerGroupDescribe,
+OffsetCommit, TxnOffsetCommit, OffsetFetch, OffsetDelete, ListGroups, DescribeGroups,
+DeleteGroups, FindCoordinator), the timers, and the creation of ``__consumer_offsets``.
+
+A group id is a classic group (group_state.py) or a consumer-protocol group (KIP-848,
+consumer_group.py), never both at once: a ConsumerGroupHeartbeat for a classic group with members
+is refused GROUP_ID_NOT_FOUND, and a JoinGroup for a consumer group with members
+INCONSISTENT_GROUP_PROTOCOL; an empty group of either kind is taken over by the other protocol,
+its committed offsets kept (they live in the classic entry of either kind). A consumer group's
+heartbeat is answered after its records were appended (one batch: the state and the log never
+disagree), as an OffsetCommit is.
 
 Each call checks that this worker coordinates the group now (NOT_COORDINATOR,
 COORDINATOR_LOAD_IN_PROGRESS otherwise), drives the group's state machine (group_state.py; waiting
@@ -26,14 +34,23 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from shardbroker.broker import group_records as gr
+from shardbroker.broker.consumer_group import (
+    ConsumerGroup,
+    ConsumerGroupConfig,
+    ConsumerGroupError,
+    HeartbeatRequest,
+    HeartbeatResult,
+)
 from shardbroker.broker.group_metadata_manager import (
     OFFSETS_TOPIC,
     GroupMetadataManager,
+    encode_consumer_records,
     offset_commit_record,
     partition_for,
 )
@@ -41,6 +58,11 @@ from shardbroker.broker.group_state import Group, GroupState, JoinResult, Offset
 from shardbroker.broker.txn_offset_commits import UNSTABLE, validate_txn_commit
 from shardbroker.config.broker_config import BrokerConfig
 from shardbroker.config.broker_properties import (
+    GROUP_CONSUMER_ASSIGNORS,
+    GROUP_CONSUMER_HEARTBEAT_INTERVAL_MS,
+    GROUP_CONSUMER_MAX_SIZE,
+    GROUP_CONSUMER_SESSION_TIMEOUT_MS,
+    GROUP_COORDINATOR_REBALANCE_PROTOCOLS,
     GROUP_INITIAL_REBALANCE_DELAY_MS,
     GROUP_MAX_SESSION_TIMEOUT_MS,
     GROUP_MIN_SESSION_TIMEOUT_MS,
@@ -146,6 +168,20 @@ class GroupOverview:
     group_id: str
     protocol_type: str
     state: str
+    #: ListGroups v5's GroupType: "classic" or "consumer" (the protocol, KIP-848).
+    group_type: str = "classic"
+
+
+#: The APIs of the consumer rebalance protocol (KIP-848): ConsumerGroupHeartbeat, ConsumerGroupDescribe.
+CONSUMER_PROTOCOL_APIS: Final = frozenset({68, 69})
+
+
+def disabled_apis(config: BrokerConfig) -> frozenset[int]:
+    """The group APIs ``group.coordinator.rebalance.protocols`` leaves out: neither served nor
+    advertised in ApiVersions, so clients keep to the classic protocol."""
+    if "consumer" in config.get(GROUP_COORDINATOR_REBALANCE_PROTOCOLS):
+        return frozenset()
+    return CONSUMER_PROTOCOL_APIS
 
 
 class GroupCoordinator:
@@ -161,6 +197,7 @@ class GroupCoordinator:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         offsets_table: WorkerGroupOffsets | None = None,
+        on_rebalance: Callable[[str], None] = lambda protocol: None,
     ) -> None:
         self.node_id = node_id
         self.config = config
@@ -176,6 +213,12 @@ class GroupCoordinator:
         self.retention_ms = config.get(OFFSETS_RETENTION_MINUTES) * 60_000
         self.retention_check_s = config.get(OFFSETS_RETENTION_CHECK_INTERVAL_MS) / 1000
         self.metadata_max_bytes = config.get(OFFSET_METADATA_MAX_BYTES)
+        self.consumer_config = ConsumerGroupConfig(
+            session_timeout_ms=config.get(GROUP_CONSUMER_SESSION_TIMEOUT_MS),
+            heartbeat_interval_ms=config.get(GROUP_CONSUMER_HEARTBEAT_INTERVAL_MS),
+            max_size=config.get(GROUP_CONSUMER_MAX_SIZE),
+            assignors=config.get(GROUP_CONSUMER_ASSIGNORS),
+        )
         self.group_manager = GroupMetadataManager(
             node_id,
             channel,
@@ -185,6 +228,8 @@ class GroupCoordinator:
             retention_ms=self.retention_ms,
             clock=clock,
             wall_clock=wall_clock,
+            consumer_config=self.consumer_config,
+            on_rebalance=on_rebalance,
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._create_lock = asyncio.Lock()
@@ -224,10 +269,18 @@ class GroupCoordinator:
         self._closed = True
         for group in self.group_manager.groups.values():
             group.kill()
+        for cg in self.group_manager.consumer_groups.values():
+            cg.kill()
 
     async def _on_image(self, old: MetadataImage, new: MetadataImage) -> None:
-        if not self._closed:
-            self.group_manager.sync_partitions(new)
+        if self._closed:
+            return
+        self.group_manager.sync_partitions(new)
+        if old.topics != new.topics:
+            # Topics created, deleted or grown: groups subscribed to them get a new target.
+            for cg in list(self.group_manager.consumer_groups.values()):
+                if cg.refresh_metadata(new.topics):
+                    self.group_manager.persist_consumer_group(cg)
 
     # ------------------------------------------------------------------ routing
 
@@ -292,6 +345,11 @@ class GroupCoordinator:
             return JoinResult(code, member_id=member_id)
         if not self.min_session_timeout_ms <= session_timeout_ms <= self.max_session_timeout_ms:
             return JoinResult(int(ErrorCode.INVALID_SESSION_TIMEOUT), member_id=member_id)
+        cg = self.group_manager.get_consumer_group(group_id)
+        if cg is not None:
+            if cg.members:
+                return JoinResult(int(ErrorCode.INCONSISTENT_GROUP_PROTOCOL), member_id=member_id)
+            self._drop_empty_consumer_group(cg)
         group = self.group_manager.get_group(group_id)
         if group is None:
             if member_id:
@@ -378,6 +436,66 @@ class GroupCoordinator:
         self.group_manager.after_change(group)
         return _NONE, codes
 
+    # ------------------------------------------------------------------ consumer protocol
+
+    async def consumer_group_heartbeat(
+        self, group_id: str, request: HeartbeatRequest
+    ) -> tuple[int, str | None, HeartbeatResult | None]:
+        """One ConsumerGroupHeartbeat: ``(error code, error message, result)``."""
+        code = self.check(group_id)
+        if code != _NONE:
+            return code, None, None
+        manager = self.group_manager
+        cg = manager.get_consumer_group(group_id)
+        if cg is None:
+            classic = manager.get_group(group_id)
+            if classic is not None and classic.state != GroupState.EMPTY:
+                return int(ErrorCode.GROUP_ID_NOT_FOUND), f"Group {group_id} is not a consumer group.", None
+            if request.member_epoch != 0:
+                return (
+                    int(ErrorCode.UNKNOWN_MEMBER_ID),
+                    f"Member {request.member_id} is not a member of group {group_id}.",
+                    None,
+                )
+            # An Empty classic group taken over: its metadata record goes, its offsets stay.
+            tombstone = [(gr.encode_group_metadata_key(group_id), None)]
+            if (
+                classic is not None
+                and classic.persisted is not None
+                and manager.append(group_id, tombstone) == _NONE
+            ):
+                classic.persisted = None
+            cg = manager.add_consumer_group(group_id)
+        try:
+            result = cg.heartbeat(request, self.channel.image.topics, manager.now(), uuid.uuid4().hex)
+        except ConsumerGroupError as exc:
+            manager.persist_consumer_group(cg)  # a refusal may have fenced a member
+            return exc.code, exc.message, None
+        code, flush_offset = manager.persist_consumer_group(cg)
+        if code == _NONE:
+            code = await manager.wait_durable(group_id, flush_offset)
+        if code != _NONE:
+            return code, None, None
+        return _NONE, None, result
+
+    def consumer_group(self, group_id: str) -> tuple[int, ConsumerGroup | None]:
+        """ConsumerGroupDescribe: ``(error, the group)``; GROUP_ID_NOT_FOUND if it is not one."""
+        code = self.check(group_id)
+        if code != _NONE:
+            return code, None
+        cg = self.group_manager.get_consumer_group(group_id)
+        if cg is None or cg.dead:
+            return int(ErrorCode.GROUP_ID_NOT_FOUND), None
+        return _NONE, cg
+
+    def _drop_empty_consumer_group(self, cg: ConsumerGroup) -> None:
+        """An empty consumer group becomes a classic one (a JoinGroup arrived): its records go,
+        its offsets stay."""
+        cg.records.extend(cg.tombstones())
+        self.group_manager.persist_consumer_group(cg)
+        self.group_manager.consumer_groups.pop(cg.group_id, None)
+        cg.kill()
+
     # ------------------------------------------------------------------ offsets
 
     async def commit(
@@ -389,11 +507,16 @@ class GroupCoordinator:
         generation_id: int,
         retention_ms: int,
         items: Sequence[CommitItem],
+        api_version: int = 9,
     ) -> list[int]:
-        """Per-item error codes for an OffsetCommit."""
+        """Per-item error codes for an OffsetCommit (``generation_id`` is the member epoch for a
+        consumer-protocol group, checked by the group: consumer_group.py)."""
         code = self.check(group_id)
         group = self.group_manager.get_group(group_id)
-        if code == _NONE:
+        cg = self.group_manager.get_consumer_group(group_id)
+        if code == _NONE and cg is not None:
+            code = cg.validate_commit(member_id, generation_id, api_version)
+        elif code == _NONE:
             if group is None:
                 if generation_id >= 0:
                     # Kafka: a generation for a group it does not know is from an old generation.
@@ -453,7 +576,11 @@ class GroupCoordinator:
         if group is None:
             group = self.group_manager.add_group(group_id)
             self.group_manager.after_change(group)
-        code = validate_txn_commit(group, member_id, group_instance_id, generation_id)
+        cg = self.group_manager.get_consumer_group(group_id)
+        if cg is not None:
+            code = cg.validate_commit(member_id, generation_id, None)
+        else:
+            code = validate_txn_commit(group, member_id, group_instance_id, generation_id)
         if code != _NONE:
             return [code] * len(items)
         now = self.group_manager.wall_ms()
@@ -483,14 +610,24 @@ class GroupCoordinator:
             self.group_manager.complete_txn(partition, batch)
 
     def fetch(
-        self, group_id: str, topics: Sequence[tuple[str, Sequence[int]]] | None, require_stable: bool = False
+        self,
+        group_id: str,
+        topics: Sequence[tuple[str, Sequence[int]]] | None,
+        require_stable: bool = False,
+        member: tuple[str | None, int] = (None, -1),
     ) -> tuple[int, dict[str, dict[int, OffsetAndMetadata | None]]]:
         """``(group error, topic -> partition -> committed offset or None)``; ``topics`` None: all;
-        ``require_stable``: a named partition with a pending transactional commit is UNSTABLE."""
+        ``require_stable``: a named partition with a pending transactional commit is UNSTABLE;
+        ``member``: (member id, member epoch) of OffsetFetch v9+, checked by a consumer group."""
         pending = self.group_manager.pending
         code = self.check(group_id)
         if code != _NONE:
             return code, {}
+        cg = self.group_manager.get_consumer_group(group_id)
+        if cg is not None:
+            code = cg.validate_fetch(*member)
+            if code != _NONE:
+                return code, {}
         group = self.group_manager.get_group(group_id)
         offsets = group.offsets if group is not None else {}
         out: dict[str, dict[int, OffsetAndMetadata | None]] = {}
@@ -518,7 +655,10 @@ class GroupCoordinator:
         if group.state == GroupState.DEAD:
             return int(ErrorCode.GROUP_ID_NOT_FOUND), {}
         subscribed: set[str] | None = set()
-        if group.state != GroupState.EMPTY:
+        cg = self.group_manager.get_consumer_group(group_id)
+        if cg is not None:
+            subscribed = cg.subscribed_topic_names()
+        elif group.state != GroupState.EMPTY:
             if group.protocol_type != "consumer":
                 return int(ErrorCode.NON_EMPTY_GROUP), {}
             subscribed = group.subscribed_topics()
@@ -548,16 +688,25 @@ class GroupCoordinator:
     # ------------------------------------------------------------------ admin
 
     def list_groups(self) -> list[GroupOverview]:
+        consumer = self.group_manager.consumer_groups
         return [
             GroupOverview(g.group_id, g.protocol_type or "", g.state.value)
+            if g.group_id not in consumer
+            else GroupOverview(
+                g.group_id, ConsumerGroup.protocol_type, consumer[g.group_id].state.value, "consumer"
+            )
             for g in self.group_manager.groups.values()
             if g.state != GroupState.DEAD
         ]
 
     def describe(self, group_id: str) -> tuple[int, Group | None]:
+        """DescribeGroups: a consumer-protocol group is GROUP_ID_NOT_FOUND there, as with Kafka
+        (clients describe it with ConsumerGroupDescribe)."""
         code = self.check(group_id)
         if code != _NONE:
             return code, None
+        if group_id in self.group_manager.consumer_groups:
+            return int(ErrorCode.GROUP_ID_NOT_FOUND), None
         return _NONE, self.group_manager.get_group(group_id)
 
     async def delete_group(self, group_id: str) -> int:
@@ -567,12 +716,15 @@ class GroupCoordinator:
         group = self.group_manager.get_group(group_id)
         if group is None or group.state == GroupState.DEAD:
             return int(ErrorCode.GROUP_ID_NOT_FOUND)
-        if group.state != GroupState.EMPTY:
+        cg = self.group_manager.get_consumer_group(group_id)
+        if group.state != GroupState.EMPTY or (cg is not None and cg.members):
             return int(ErrorCode.NON_EMPTY_GROUP)
         records: list[tuple[bytes, bytes | None]] = [
             (gr.encode_offset_commit_key(group_id, t, p), None) for t, p in group.offsets
         ]
         records.append((gr.encode_group_metadata_key(group_id), None))
+        if cg is not None:
+            records += encode_consumer_records(cg.tombstones())
         code, flush_offset = self.group_manager.append_at(group_id, records)
         if code != _NONE:
             return code
@@ -609,6 +761,15 @@ class GroupCoordinator:
         """Expire members and end join phases that are due (public for tests)."""
         now = self.group_manager.now() if now is None else now
         for group_id in list(self.group_manager.active):
+            cg = self.group_manager.get_consumer_group(group_id)
+            if cg is not None:
+                deadline = cg.next_deadline()
+                if deadline is not None and deadline <= now:
+                    fenced = cg.tick(now, self.channel.image.topics)
+                    if fenced:
+                        log.info("worker %d: group %s: members %s timed out", self.node_id, group_id, fenced)
+                    self.group_manager.persist_consumer_group(cg)
+                continue
             group = self.group_manager.get_group(group_id)
             if group is None:
                 self.group_manager.active.discard(group_id)

@@ -32,7 +32,10 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
+from shardbroker.broker import consumer_group_records as cgr
 from shardbroker.broker import group_records as gr
+from shardbroker.broker.consumer_group import ConsumerGroup, ConsumerGroupConfig
+from shardbroker.broker.consumer_group import Record as ConsumerRecord
 from shardbroker.broker.group_state import Group, GroupState, Member, OffsetAndMetadata
 from shardbroker.broker.txn_offset_commits import PendingTxnOffsets
 from shardbroker.metadata.image import MetadataImage, TopicImage
@@ -157,6 +160,8 @@ class GroupMetadataManager:
         retention_ms: int,
         clock: Callable[[], float],
         wall_clock: Callable[[], float],
+        consumer_config: ConsumerGroupConfig | None = None,
+        on_rebalance: Callable[[str], None] = lambda protocol: None,
     ) -> None:
         self.node_id = node_id
         self.channel = channel
@@ -167,6 +172,14 @@ class GroupMetadataManager:
         self._clock = clock
         self._wall = wall_clock
         self.groups: dict[str, Group] = {}
+        #: Groups of the consumer protocol (KIP-848), by id; each also has a (classic, Empty)
+        #: entry in ``groups``, which holds its committed offsets.
+        self.consumer_groups: dict[str, ConsumerGroup] = {}
+        self.consumer_config = consumer_config or ConsumerGroupConfig()
+        #: Told each rebalance of a group here ("classic" or "consumer"): the metric's counter.
+        self.on_rebalance = on_rebalance
+        #: (protocol, group id) -> the generation / assignment epoch last seen, to count rebalances.
+        self._epochs: dict[tuple[str, str], int] = {}
         #: __consumer_offsets partitions loaded and served here.
         self.owned: set[int] = set()
         #: Wall-clock ms at which each Empty group became Empty (offset retention).
@@ -186,7 +199,10 @@ class GroupMetadataManager:
         """Kill every group and forget every partition (the worker drains)."""
         for group in self.groups.values():
             group.kill()
+        for cg in self.consumer_groups.values():
+            cg.kill()
         self.groups = {}
+        self.consumer_groups = {}
         self.owned = set()
 
     # ------------------------------------------------------------------ partitions
@@ -233,9 +249,13 @@ class GroupMetadataManager:
     def _unload(self, partition: int) -> None:
         self.owned.discard(partition)
         for group_id in [g for g in self.groups if self.partition_of(g) == partition]:
+            self._epochs.pop(("classic", group_id), None)
+            self._epochs.pop(("consumer", group_id), None)
             self.groups.pop(group_id).kill()
             self._empty_since.pop(group_id, None)
             self.pending.forget(group_id)
+        for group_id in [g for g in self.consumer_groups if self.partition_of(g) == partition]:
+            self.consumer_groups.pop(group_id).kill()
         log.info("worker %d: unloaded %s-%d (led elsewhere now)", self.node_id, OFFSETS_TOPIC, partition)
 
     # ------------------------------------------------------------------ loading
@@ -247,6 +267,7 @@ class GroupMetadataManager:
         assert p is not None
         offsets: dict[str, dict[tuple[str, int], OffsetAndMetadata | None]] = {}
         metadata: dict[str, gr.GroupMetadataValue | None] = {}
+        consumer: dict[str, ConsumerGroup] = {}
         #: producer id -> group -> offsets of its transaction, until its marker in the log.
         txn: dict[int, dict[str, dict[tuple[str, int], OffsetAndMetadata]]] = {}
         records = 0
@@ -268,6 +289,12 @@ class GroupMetadataManager:
                 try:
                     key = gr.decode_key(rec.key)
                     if key is None:
+                        ckey = cgr.decode_key(rec.key)
+                        if ckey is not None:
+                            cg = consumer.get(ckey.group)
+                            if cg is None:
+                                cg = consumer[ckey.group] = ConsumerGroup(ckey.group, self.consumer_config)
+                            cg.replay(ckey, cgr.decode_value(ckey, rec.value))
                         continue
                     value = gr.decode_value(key, rec.value)
                 except gr.RecordFormatError as exc:
@@ -290,18 +317,29 @@ class GroupMetadataManager:
                 self.pending.add(group_id, producer_id, held)
                 offsets.setdefault(group_id, {})
         now, wall = self.now(), self.wall_ms()
-        for group_id in set(offsets) | set(metadata):
+        for group_id, cg in consumer.items():
+            if partition_for(group_id, partitions) == partition and not cg.is_empty_shell:
+                cg.finish_load(now)
+                self.consumer_groups[group_id] = cg
+                self._epochs[("consumer", group_id)] = cg.assignment_epoch
+        for group_id in set(offsets) | set(metadata) | set(self.consumer_groups):
             if partition_for(group_id, partitions) != partition:
                 continue
             kept = {tp: o for tp, o in offsets.get(group_id, {}).items() if o is not None}
             value = metadata.get(group_id)
-            if value is None and not kept and group_id not in self.pending.by_group:
+            if (
+                value is None
+                and not kept
+                and group_id not in self.pending.by_group
+                and group_id not in self.consumer_groups
+            ):
                 continue
             group = self.add_group(group_id)
             group.offsets = kept
             if value is not None:
                 self._restore(group, value, now)
                 group.persisted = gr.encode_group_metadata_value(value)
+                self._epochs[("classic", group_id)] = group.generation_id
             if group.state == GroupState.EMPTY:
                 ts = value.current_state_timestamp if value is not None else -1
                 self._empty_since[group_id] = ts if ts >= 0 else wall
@@ -344,6 +382,56 @@ class GroupMetadataManager:
 
     def get_group(self, group_id: str) -> Group | None:
         return self.groups.get(group_id)
+
+    def get_consumer_group(self, group_id: str) -> ConsumerGroup | None:
+        return self.consumer_groups.get(group_id)
+
+    def add_consumer_group(self, group_id: str) -> ConsumerGroup:
+        """A new consumer-protocol group; its offsets go to the (Empty) classic entry."""
+        if group_id not in self.groups:
+            self.add_group(group_id)
+        cg = self.consumer_groups[group_id] = ConsumerGroup(group_id, self.consumer_config)
+        return cg
+
+    def _count_rebalance(self, protocol: str, group_id: str, epoch: int) -> None:
+        seen = self._epochs.get((protocol, group_id), 0)
+        self._epochs[(protocol, group_id)] = epoch
+        if epoch > seen:
+            self.on_rebalance(protocol)
+
+    def persist_consumer_group(self, cg: ConsumerGroup) -> tuple[int, int]:
+        """Append what ``cg`` marked for persisting, as one batch (all or nothing); ``(error
+        code, flush offset)``. A group whose records could not be written no longer matches the
+        log: it is dropped from memory and its partition loaded again by the next request."""
+        self._count_rebalance("consumer", cg.group_id, cg.assignment_epoch)
+        records = cg.take_records()
+        self._track_consumer_group(cg)
+        if not records:
+            return _NONE, -1
+        code, flush_offset = self.append_at(cg.group_id, encode_consumer_records(records))
+        if code != _NONE:
+            partition = self.partition_of(cg.group_id)
+            log.warning(
+                "worker %d: consumer group %r: records not written (error %d): reloading %s-%d",
+                self.node_id,
+                cg.group_id,
+                code,
+                OFFSETS_TOPIC,
+                partition,
+            )
+            if partition in self.owned:
+                self._unload(partition)
+        return code, flush_offset
+
+    def _track_consumer_group(self, cg: ConsumerGroup) -> None:
+        """A consumer group with members has timers and keeps its offsets; without, its offsets
+        age from when it became empty (as an Empty classic consumer group's)."""
+        if cg.members and not cg.dead:
+            self.active.add(cg.group_id)
+            self._empty_since.pop(cg.group_id, None)
+        else:
+            self.active.discard(cg.group_id)
+            self._empty_since.setdefault(cg.group_id, self.wall_ms())
 
     def add_group(self, group_id: str) -> Group:
         """A new Empty group, served from now on."""
@@ -467,14 +555,19 @@ class GroupMetadataManager:
     def after_change(self, group: Group) -> None:
         """Persist what the state machine says must be, and track when the group became Empty
         and whether it has timers (members or pending members) for ``tick`` to look at."""
-        if (group.members or group.pending_members) and group.state != GroupState.DEAD:
-            self.active.add(group.group_id)
+        self._count_rebalance("classic", group.group_id, group.generation_id)
+        cg = self.consumer_groups.get(group.group_id)
+        if cg is not None:
+            self._track_consumer_group(cg)
         else:
-            self.active.discard(group.group_id)
-        if group.state == GroupState.EMPTY:
-            self._empty_since.setdefault(group.group_id, self.wall_ms())
-        else:
-            self._empty_since.pop(group.group_id, None)
+            if (group.members or group.pending_members) and group.state != GroupState.DEAD:
+                self.active.add(group.group_id)
+            else:
+                self.active.discard(group.group_id)
+            if group.state == GroupState.EMPTY:
+                self._empty_since.setdefault(group.group_id, self.wall_ms())
+            else:
+                self._empty_since.pop(group.group_id, None)
         if group.dirty and group.state != GroupState.DEAD:
             group.dirty = False
             record = self._metadata_record(group)
@@ -486,6 +579,11 @@ class GroupMetadataManager:
         if self.groups.get(group.group_id) is group:
             del self.groups[group.group_id]
             self._empty_since.pop(group.group_id, None)
+            self._epochs.pop(("classic", group.group_id), None)
+            self._epochs.pop(("consumer", group.group_id), None)
+        cg = self.consumer_groups.pop(group.group_id, None)
+        if cg is not None:
+            cg.kill()
         group.kill()
 
     # ------------------------------------------------------------------ offset expiry
@@ -499,9 +597,15 @@ class GroupMetadataManager:
                 continue
             expired: list[tuple[str, int]] = []
             empty_since = self._empty_since.get(group_id)
+            cg = self.consumer_groups.get(group_id)
+            live_consumers = cg is not None and bool(cg.members)
             for tp, om in group.offsets.items():
                 if om.expire_timestamp >= 0:
                     due = om.expire_timestamp <= now
+                elif live_consumers:
+                    due = False
+                elif cg is not None and empty_since is not None:
+                    due = max(empty_since, om.commit_timestamp) + self.retention_ms <= now
                 elif group.protocol_type is None:
                     due = om.commit_timestamp + self.retention_ms <= now
                 elif group.state == GroupState.EMPTY and empty_since is not None:
@@ -513,9 +617,13 @@ class GroupMetadataManager:
             records: list[tuple[bytes, bytes | None]] = [
                 (gr.encode_offset_commit_key(group_id, t, p), None) for t, p in expired
             ]
-            drop_group = group.state == GroupState.EMPTY and len(expired) == len(group.offsets)
+            drop_group = (
+                group.state == GroupState.EMPTY and not live_consumers and len(expired) == len(group.offsets)
+            )
             if drop_group and group.persisted is not None:
                 records.append((gr.encode_group_metadata_key(group_id), None))
+            if drop_group and cg is not None:
+                records += encode_consumer_records(cg.tombstones())
             if not records and not drop_group:
                 continue
             if records and self.append(group_id, records) != _NONE:
@@ -528,3 +636,10 @@ class GroupMetadataManager:
         if removed:
             log.info("worker %d: expired %d committed offsets", self.node_id, removed)
         return removed
+
+
+def encode_consumer_records(records: Sequence[ConsumerRecord]) -> list[tuple[bytes, bytes | None]]:
+    """Consumer-group records (consumer_group.py) as ``__consumer_offsets`` key/value bytes."""
+    return [
+        (cgr.encode_key(key), None if value is None else cgr.encode_value(value)) for key, value in records
+    ]

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 from shardbroker.broker.dispatch import discover
 from shardbroker.broker.forwarding import ProduceForwarder
-from shardbroker.broker.group_coordinator import GroupCoordinator
+from shardbroker.broker.group_coordinator import GroupCoordinator, disabled_apis
 from shardbroker.broker.listener import KafkaListener
 from shardbroker.broker.local_clients import LocalClientService
 from shardbroker.broker.replica_manager import ReplicaManager
@@ -65,7 +65,14 @@ def install(
     ``group_offsets``: its rows of the committed-offsets table (ipc/group_offsets.py), likewise."""
     counters = counters if counters is not None else WorkerCounters.private()
     replicas = ReplicaManager(worker.node_id, config, channel, counters=counters)
-    groups = GroupCoordinator(worker.node_id, config, channel, replicas, offsets_table=group_offsets)
+    groups = GroupCoordinator(
+        worker.node_id,
+        config,
+        channel,
+        replicas,
+        offsets_table=group_offsets,
+        on_rebalance=counters.rebalance,
+    )
     state = WorkerState(
         node_id=worker.node_id,
         config=config,
@@ -83,7 +90,7 @@ def install(
     worker.add_service(state.transactions)
     if config.get(TRANSACTION_PARTITION_VERIFICATION_ENABLE):
         state.verifier = TransactionVerifier(worker.node_id, replicas, state.transactions, state.forwarder)
-    worker.add_service(KafkaListener(state, discover()))
+    worker.add_service(KafkaListener(state, discover(exclude=disabled_apis(config))))
     worker.add_service(LocalClientService(state))
     worker.on_drain(groups.stop_serving)
     return state

@@ -1,12 +1,17 @@
 """``shardbroker groups list|describe|reset-offsets``: consumer groups, like Kafka's
 ``kafka-consumer-groups`` tool. Opens sockets (through :mod:`shardbroker.client.admin`).
 
-Output follows Kafka's tool: ``describe`` prints GROUP TOPIC PARTITION CURRENT-OFFSET
-LOG-END-OFFSET LAG CONSUMER-ID HOST CLIENT-ID per partition (lag = log end offset, i.e. the high
-watermark, minus the committed offset; ``-`` when nothing is committed), ``--members`` and
-``--state`` the other two views; ``reset-offsets`` prints GROUP TOPIC PARTITION NEW-OFFSET and,
-as Kafka's tool, only plans (dry run) unless ``--execute`` is given, and is refused while the
-group has members (state other than Empty or Dead).
+Output follows Kafka's tool: ``list --type``/``--state`` add the TYPE ("Classic", or "Consumer"
+for the consumer protocol of KIP-848) and STATE columns and filter by them; ``describe`` prints
+GROUP TOPIC PARTITION CURRENT-OFFSET LOG-END-OFFSET LAG CONSUMER-ID HOST CLIENT-ID per partition
+(lag = log end offset, i.e. the high watermark, minus the committed offset; ``-`` when nothing is
+committed), ``--members`` and ``--state`` the other two views. A consumer-protocol group's
+``--state`` adds TYPE GROUP-EPOCH TARGET-ASSIGNMENT-EPOCH (its assignor is the
+ASSIGNMENT-STRATEGY), its ``--members --verbose`` CURRENT-EPOCH CURRENT-ASSIGNMENT TARGET-EPOCH
+TARGET-ASSIGNMENT (Kafka's columns; a classic group keeps its ASSIGNMENT column).
+``reset-offsets`` prints GROUP TOPIC PARTITION NEW-OFFSET and, as Kafka's tool, only plans (dry
+run) unless ``--execute`` is given, and is refused while the group has members (state other than
+Empty or Dead).
 
 Exit codes (shared by the client commands, see :mod:`shardbroker.cli.common`): 0 done, 1 a
 runtime error (broker unreachable, unknown group or topic, a Kafka error; the message says which),
@@ -35,11 +40,13 @@ from shardbroker.cli.common import (
 
 if TYPE_CHECKING:
     from shardbroker.client.admin import AdminClient
-    from shardbroker.client.admin_groups import GroupDescription
+    from shardbroker.client.admin_groups import GroupDescription, MemberDescription
 
 __all__ = ["register"]
 
 INACTIVE_STATES = ("Empty", "Dead")
+#: What ``list --type`` accepts, as Kafka's tool (which lower-cases the list first).
+GROUP_TYPES = ("classic", "consumer")
 
 TopicSpec = tuple[str, list[int] | None]
 
@@ -61,6 +68,16 @@ def _topic_spec(text: str) -> TopicSpec:
     if not partitions or partitions[0] < 0:
         raise argparse.ArgumentTypeError(f"bad partition list in {text!r}: expected TOPIC:P,P,...")
     return topic, partitions
+
+
+def _group_types(text: str) -> frozenset[str]:
+    """``classic``, ``consumer`` or both, comma-separated, in any case (Kafka's --type syntax)."""
+    types = frozenset(t.strip() for t in text.lower().split(",") if t.strip())
+    if not types or not types <= set(GROUP_TYPES):
+        raise argparse.ArgumentTypeError(
+            f"invalid types list {text!r}: valid types are {', '.join(GROUP_TYPES)}"
+        )
+    return types
 
 
 def _datetime_ms(text: str) -> int:
@@ -86,24 +103,45 @@ def _run(args: argparse.Namespace) -> int:
 # -- list ----------------------------------------------------------------------------------------
 
 
+def _type_label(group_type: str) -> str | None:
+    """A group type as Kafka's tool prints it ("Classic", "Consumer"); None (``-``) if unknown."""
+    return group_type.capitalize() or None
+
+
 def _list(args: argparse.Namespace) -> int:
     with admin_client(args) as admin:
-        groups = admin.list_groups()
-        rows = []
-        for g in groups:
+        listed = []
+        for g in admin.list_groups(args.types or ()):
             state = g.state or (admin.describe_group(g.group_id).state if args.state is not None else "")
-            rows.append((g.group_id, state, g.protocol_type, g.coordinator))
+            listed.append((g, state))
     if args.state:
         wanted = {s.strip().lower() for s in args.state.split(",") if s.strip()}
-        rows = [r for r in rows if r[1].lower() in wanted]
+        listed = [(g, s) for g, s in listed if s.lower() in wanted]
     if args.json:
-        print_json([{"group": g, "state": s, "protocol_type": p, "coordinator": c} for g, s, p, c in rows])
-    elif args.state is not None:
+        print_json(
+            [
+                {
+                    "group": g.group_id,
+                    "type": g.group_type,
+                    "state": s,
+                    "protocol_type": g.protocol_type,
+                    "coordinator": g.coordinator,
+                }
+                for g, s in listed
+            ]
+        )
+    elif args.state is not None or args.types is not None:
+        show_type, show_state = args.types is not None, args.state is not None
+        headers = ["GROUP", *(["TYPE"] if show_type else []), *(["STATE"] if show_state else [])]
+        rows = [
+            [g.group_id, *([_type_label(g.group_type)] if show_type else []), *([s] if show_state else [])]
+            for g, s in listed
+        ]
         if rows:
-            print(table(("GROUP", "STATE"), [(g, s) for g, s, _, _ in rows]))
+            print(table(headers, rows))
     else:
-        for row in rows:
-            print(row[0])
+        for g, _ in listed:
+            print(g.group_id)
     return EXIT_OK
 
 
@@ -163,16 +201,31 @@ def _offset_rows(admin: AdminClient, desc: GroupDescription) -> list[dict[str, A
     return rows
 
 
-def _member_json(mem: Any) -> dict[str, Any]:
+def _by_topic(partitions: list[tuple[str, int]]) -> dict[str, list[int]]:
+    """Sorted (topic, partition) pairs -> {topic: [partition, ...]}, in the same order."""
+    out: dict[str, list[int]] = {}
+    for t, p in partitions:
+        out.setdefault(t, []).append(p)
+    return out
+
+
+def _assignment_text(partitions: list[tuple[str, int]] | None) -> str | None:
+    """``t(0,1), u(2)``; None (``-``) when there is nothing, or nothing known."""
+    by_topic = _by_topic(partitions or [])
+    return ", ".join(f"{t}({','.join(map(str, ps))})" for t, ps in by_topic.items()) or None
+
+
+def _member_json(mem: MemberDescription) -> dict[str, Any]:
     return {
         "consumer_id": mem.member_id,
         "group_instance_id": mem.group_instance_id,
         "host": mem.host,
         "client_id": mem.client_id,
-        "assignment": {
-            t: ps for t, ps in sorted((mem.assignment.partitions if mem.assignment else {}).items())
-        },
-        "subscription": list(mem.subscription.topics) if mem.subscription else None,
+        "assignment": _by_topic(mem.assigned),
+        "subscription": list(mem.subscription.topics) if mem.subscription else mem.subscribed_topic_names,
+        "subscription_regex": mem.subscribed_topic_regex,
+        "member_epoch": mem.member_epoch,
+        "target_assignment": None if mem.target is None else _by_topic(mem.target),
     }
 
 
@@ -181,10 +234,14 @@ def _describe_one(admin: AdminClient, group_id: str, args: argparse.Namespace) -
     coordinator = f"{desc.coordinator.address} ({desc.coordinator.node_id})"
     out: dict[str, Any] = {
         "group": group_id,
+        "type": desc.group_type,
         "state": desc.state,
         "coordinator": coordinator,
         "protocol_type": desc.protocol_type,
         "assignment_strategy": desc.protocol,
+        "assignor": desc.assignor,
+        "group_epoch": desc.group_epoch,
+        "assignment_epoch": desc.assignment_epoch,
         "members": [_member_json(mem) for mem in desc.members],
         "_desc": desc,
     }
@@ -211,20 +268,7 @@ def _describe(args: argparse.Namespace) -> int:
         print()
         desc = r["_desc"]
         if args.state:
-            print(
-                table(
-                    ("GROUP", "COORDINATOR (ID)", "ASSIGNMENT-STRATEGY", "STATE", "#MEMBERS"),
-                    [
-                        (
-                            r["group"],
-                            r["coordinator"],
-                            r["assignment_strategy"] or None,
-                            r["state"],
-                            len(r["members"]),
-                        )
-                    ],
-                )
-            )
+            print(_state_table(r, desc))
             continue
         if not desc.members:
             print(f"Consumer group '{r['group']}' has no active members.")
@@ -232,22 +276,7 @@ def _describe(args: argparse.Namespace) -> int:
                 continue
             print()
         if args.members:
-            headers = ["GROUP", "CONSUMER-ID", "HOST", "CLIENT-ID", "#PARTITIONS"]
-            if args.verbose:
-                headers[2:2] = ["GROUP-INSTANCE-ID"]
-                headers.append("ASSIGNMENT")
-            rows = []
-            for mem in desc.members:
-                row: list[object] = [r["group"], mem.member_id, mem.host, mem.client_id, len(mem.assigned)]
-                if args.verbose:
-                    row[2:2] = [mem.group_instance_id]
-                    parts = mem.assignment.partitions if mem.assignment else {}
-                    row.append(
-                        ", ".join(f"{t}({','.join(map(str, sorted(ps)))})" for t, ps in sorted(parts.items()))
-                        or None
-                    )
-                rows.append(row)
-            print(table(headers, rows))
+            print(_members_table(desc, args.verbose))
             continue
         print(
             table(
@@ -279,6 +308,67 @@ def _describe(args: argparse.Namespace) -> int:
             )
         )
     return EXIT_OK
+
+
+def _state_table(r: dict[str, Any], desc: GroupDescription) -> str:
+    """Kafka's state view; a consumer-protocol group's adds its type and epochs (Kafka's tool
+    shows the epochs with --verbose, but they are what tells such a group's progress)."""
+    strategy = r["assignment_strategy"] or None
+    if desc.group_type != "consumer":
+        return table(
+            ("GROUP", "COORDINATOR (ID)", "ASSIGNMENT-STRATEGY", "STATE", "#MEMBERS"),
+            [(r["group"], r["coordinator"], strategy, r["state"], len(desc.members))],
+        )
+    return table(
+        (
+            "GROUP",
+            "COORDINATOR (ID)",
+            "TYPE",
+            "ASSIGNMENT-STRATEGY",
+            "STATE",
+            "GROUP-EPOCH",
+            "TARGET-ASSIGNMENT-EPOCH",
+            "#MEMBERS",
+        ),
+        [
+            (
+                r["group"],
+                r["coordinator"],
+                _type_label(desc.group_type),
+                strategy,
+                r["state"],
+                desc.group_epoch,
+                desc.assignment_epoch,
+                len(desc.members),
+            )
+        ],
+    )
+
+
+def _members_table(desc: GroupDescription, verbose: bool) -> str:
+    """Kafka's members view. With ``verbose`` a classic group's members show their ASSIGNMENT, a
+    consumer-protocol group's their epoch and current and target assignments (the member has
+    caught up when they match and its epoch is the TARGET-EPOCH, the group's assignment epoch)."""
+    consumer = desc.group_type == "consumer"
+    headers = ["GROUP", "CONSUMER-ID", "HOST", "CLIENT-ID", "#PARTITIONS"]
+    if verbose:
+        headers[2:2] = ["GROUP-INSTANCE-ID"]
+        if consumer:
+            headers += ["CURRENT-EPOCH", "CURRENT-ASSIGNMENT", "TARGET-EPOCH", "TARGET-ASSIGNMENT"]
+        else:
+            headers.append("ASSIGNMENT")
+    rows = []
+    for mem in desc.members:
+        row: list[object] = [desc.group_id, mem.member_id, mem.host, mem.client_id, len(mem.assigned)]
+        if verbose:
+            row[2:2] = [mem.group_instance_id]
+            current = _assignment_text(mem.assigned)
+            if consumer:
+                row += [mem.member_epoch, current, desc.assignment_epoch, _assignment_text(mem.target)]
+            else:
+                row.append(current)
+        rows.append(row)
+    return table(headers, rows)
 
 
 # -- reset-offsets -------------------------------------------------------------------------------
@@ -413,6 +503,15 @@ def register(commands: Any) -> None:
         metavar="STATES",
         help="show each group's state; with a comma-separated list (e.g. Stable,Empty) only those",
     )
+    p_list.add_argument(
+        "--type",
+        dest="types",
+        nargs="?",
+        const=frozenset(),
+        type=_group_types,
+        metavar="TYPES",
+        help="show each group's type; with a comma-separated list (classic, consumer) only those",
+    )
     p_list.add_argument("--json", action="store_true", help="print JSON")
     p_list.set_defaults(run=_run, action=_list)
 
@@ -430,7 +529,11 @@ def register(commands: Any) -> None:
     view = p_desc.add_mutually_exclusive_group()
     view.add_argument("--members", action="store_true", help="the members view")
     view.add_argument("--state", action="store_true", help="the state view")
-    p_desc.add_argument("--verbose", action="store_true", help="with --members: instance ids and assignments")
+    p_desc.add_argument(
+        "--verbose",
+        action="store_true",
+        help="with --members: instance ids and assignments (consumer-protocol groups: epochs, targets)",
+    )
     p_desc.add_argument("--json", action="store_true", help="print JSON")
     p_desc.set_defaults(run=_run, action=_describe)
 

@@ -98,6 +98,7 @@ CLIENT_VERSIONS: dict[int, tuple[int, int]] = {
     61: (0, 0),  # DescribeProducers
     65: (0, 0),  # DescribeTransactions
     66: (0, 1),  # ListTransactions (v1: duration filter)
+    69: (0, 0),  # ConsumerGroupDescribe (consumer-protocol groups, KIP-848)
 }
 
 M = TypeVar("M", bound=Message)

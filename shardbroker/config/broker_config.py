@@ -35,6 +35,13 @@ from typing import Any, Final, TypeVar, cast
 from shardbroker.config.broker_properties import (
     ADVERTISED_LISTENERS,
     BROKER_CONFIGS,
+    GROUP_CONSUMER_HEARTBEAT_INTERVAL_MS,
+    GROUP_CONSUMER_MAX_HEARTBEAT_INTERVAL_MS,
+    GROUP_CONSUMER_MAX_SESSION_TIMEOUT_MS,
+    GROUP_CONSUMER_MIN_HEARTBEAT_INTERVAL_MS,
+    GROUP_CONSUMER_MIN_SESSION_TIMEOUT_MS,
+    GROUP_CONSUMER_SESSION_TIMEOUT_MS,
+    GROUP_COORDINATOR_REBALANCE_PROTOCOLS,
     LISTENER_SECURITY_PROTOCOL_MAP,
     LISTENERS,
     LOG_DIR,
@@ -169,6 +176,34 @@ def _check_metrics_tls(config: BrokerConfig, props: Mapping[str, str]) -> None:
         )
 
 
+def _check_group_coordinator(config: BrokerConfig) -> None:
+    """Kafka's start-up checks of the group coordinator: the classic protocol always served;
+    the consumer protocol's timeouts each within its min/max, the heartbeat interval below the
+    session timeout."""
+    if "classic" not in config.get(GROUP_COORDINATOR_REBALANCE_PROTOCOLS):
+        raise ConfigError(f"{GROUP_COORDINATOR_REBALANCE_PROTOCOLS.name} must contain classic")
+    for value, lo, hi in (
+        (
+            GROUP_CONSUMER_SESSION_TIMEOUT_MS,
+            GROUP_CONSUMER_MIN_SESSION_TIMEOUT_MS,
+            GROUP_CONSUMER_MAX_SESSION_TIMEOUT_MS,
+        ),
+        (
+            GROUP_CONSUMER_HEARTBEAT_INTERVAL_MS,
+            GROUP_CONSUMER_MIN_HEARTBEAT_INTERVAL_MS,
+            GROUP_CONSUMER_MAX_HEARTBEAT_INTERVAL_MS,
+        ),
+    ):
+        if not config.get(lo) <= config.get(value) <= config.get(hi):
+            raise ConfigError(
+                f"{value.name} ({config.get(value)}) must be within {lo.name} ({config.get(lo)}) "
+                f"and {hi.name} ({config.get(hi)})"
+            )
+    if config.get(GROUP_CONSUMER_HEARTBEAT_INTERVAL_MS) >= config.get(GROUP_CONSUMER_SESSION_TIMEOUT_MS):
+        interval, session = GROUP_CONSUMER_HEARTBEAT_INTERVAL_MS.name, GROUP_CONSUMER_SESSION_TIMEOUT_MS.name
+        raise ConfigError(f"{interval} must be less than {session}")
+
+
 @dataclass(frozen=True, slots=True)
 class ListenerConfig:
     """One listener's view of the config: its ``listener.name.<l>.`` values over the top-level ones."""
@@ -230,6 +265,7 @@ class BrokerConfig:
                 hint = f" (or {listener_prefix(endpoint.listener)}{LISTENER_SSL.keystore_location.name})"
                 check_stores(self.for_listener(endpoint.listener), LISTENER_SSL, where, hint)
         _check_metrics_tls(self, props)
+        _check_group_coordinator(self)
 
     def get(self, key: ConfigKey[T]) -> T:
         """The typed value of a row of ``BROKER_CONFIGS`` that has a default (the others are

@@ -38,6 +38,7 @@ from shardbroker.config.config_def import (
     between_float,
     list_of,
     one_of,
+    ordered_list_of,
 )
 from shardbroker.config.listeners import (
     ADVERTISED_VALIDATOR,
@@ -378,6 +379,88 @@ OFFSETS_RETENTION_CHECK_INTERVAL_MS: Final = _D(
     "600000",
     between(1, LONG_MAX),
     "how often expired offsets are looked for",
+    _GROUPS,
+)
+#: The rebalance protocols the group coordinator serves (Kafka's names). "consumer" (KIP-848's
+#: ConsumerGroupHeartbeat) is off by default until it is complete: README, "Differences".
+REBALANCE_PROTOCOLS: Final = ("classic", "consumer")
+GROUP_COORDINATOR_REBALANCE_PROTOCOLS: Final = _D(
+    "group.coordinator.rebalance.protocols",
+    _LIST,
+    "classic",
+    ordered_list_of({p: p for p in REBALANCE_PROTOCOLS}),
+    "rebalance protocols served: classic (JoinGroup/SyncGroup) and/or consumer (KIP-848)",
+    _GROUPS,
+)
+#: Server-side assignors of the consumer protocol: short names and Kafka's class names.
+CONSUMER_GROUP_ASSIGNORS: Final = {
+    "uniform": "uniform",
+    "range": "range",
+    "org.apache.kafka.coordinator.group.assignor.UniformAssignor": "uniform",
+    "org.apache.kafka.coordinator.group.assignor.RangeAssignor": "range",
+}
+GROUP_CONSUMER_ASSIGNORS: Final = _D(
+    "group.consumer.assignors",
+    _LIST,
+    "uniform,range",
+    ordered_list_of(CONSUMER_GROUP_ASSIGNORS),
+    "server-side assignors of consumer-protocol groups; the first is the default",
+    _GROUPS,
+)
+GROUP_CONSUMER_SESSION_TIMEOUT_MS: Final = _D(
+    "group.consumer.session.timeout.ms",
+    _I,
+    "45000",
+    between(1, INT_MAX),
+    "a consumer-protocol member not heard from this long is removed",
+    _GROUPS,
+)
+GROUP_CONSUMER_MIN_SESSION_TIMEOUT_MS: Final = _D(
+    "group.consumer.min.session.timeout.ms",
+    _I,
+    "45000",
+    between(1, INT_MAX),
+    "smallest group.consumer.session.timeout.ms allowed",
+    _GROUPS,
+)
+GROUP_CONSUMER_MAX_SESSION_TIMEOUT_MS: Final = _D(
+    "group.consumer.max.session.timeout.ms",
+    _I,
+    "60000",
+    between(1, INT_MAX),
+    "largest group.consumer.session.timeout.ms allowed",
+    _GROUPS,
+)
+GROUP_CONSUMER_HEARTBEAT_INTERVAL_MS: Final = _D(
+    "group.consumer.heartbeat.interval.ms",
+    _I,
+    "5000",
+    between(1, INT_MAX),
+    "how often consumer-protocol members are told to heartbeat",
+    _GROUPS,
+)
+GROUP_CONSUMER_MIN_HEARTBEAT_INTERVAL_MS: Final = _D(
+    "group.consumer.min.heartbeat.interval.ms",
+    _I,
+    "5000",
+    between(1, INT_MAX),
+    "smallest group.consumer.heartbeat.interval.ms allowed",
+    _GROUPS,
+)
+GROUP_CONSUMER_MAX_HEARTBEAT_INTERVAL_MS: Final = _D(
+    "group.consumer.max.heartbeat.interval.ms",
+    _I,
+    "15000",
+    between(1, INT_MAX),
+    "largest group.consumer.heartbeat.interval.ms allowed",
+    _GROUPS,
+)
+GROUP_CONSUMER_MAX_SIZE: Final = _D(
+    "group.consumer.max.size",
+    _I,
+    str(INT_MAX),
+    between(1, INT_MAX),
+    "members a consumer-protocol group may have (GROUP_MAX_SIZE_REACHED beyond)",
     _GROUPS,
 )
 TRANSACTION_STATE_LOG_NUM_PARTITIONS: Final = _D(

@@ -141,6 +141,24 @@ def one_of(*choices: str) -> Validator[str]:
     return Validator(convert, valid)
 
 
+def ordered_list_of(choices: Mapping[str, str]) -> Validator[tuple[str, ...]]:
+    """A non-empty comma-separated list, in order, without repeats, of the keys of ``choices``
+    (each read as its value: a long name may stand for a short one, as Kafka's class names for
+    ``group.consumer.assignors``)."""
+    valid = ", ".join(sorted(set(choices.values())))
+
+    def convert(name: str, raw: str) -> tuple[str, ...]:
+        parts = [p.strip() for p in raw.split(",") if p.strip()]
+        if not parts or any(p not in choices for p in parts):
+            raise _refuse(name, raw, f"a list of {valid}")
+        values = tuple(dict.fromkeys(choices[p] for p in parts))
+        if len(values) != len(parts):
+            raise _refuse(name, raw, "a name is listed twice")
+        return values
+
+    return Validator(convert, f"a list of {valid}")
+
+
 def list_of(*choices: str) -> Validator[frozenset[str]]:
     """A non-empty comma-separated list of ``choices`` (Kafka's ValidList.in)."""
     valid = " and/or ".join(choices)

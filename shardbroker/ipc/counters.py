@@ -9,7 +9,8 @@ every section starts on a 64-byte boundary)::
                  N_BUCKETS, listeners, security dimensions (N_MECHANISMS, N_OPERATIONS,
                  N_RESOURCE_TYPES packed in bytes 2, 1, 0)
     worker blocks, one per worker w (WORKER_BLOCK bytes each):
-      misc       int64[8]       connections, fetch_waiters, partition_overflow, rows_in_use, 4 spare
+      misc       int64[8]       connections, fetch_waiters, partition_overflow, rows_in_use,
+                                rebalances (classic, consumer protocol), 2 spare
       requests   int64[N_API]                 indexed by Kafka api key
       errors     int64[N_API, N_ERR]          [api key, error code + 1]; last column: other codes
       hist       int64[N_API, N_BUCKETS + 1]  request durations, per bucket (not cumulative);
@@ -91,6 +92,7 @@ __all__ = [
     "N_API",
     "N_ERR",
     "PARTITION_FIELDS",
+    "REBALANCE_PROTOCOLS",
     "TXN_BUCKETS",
     "TXN_RESULTS",
     "CleanerStats",
@@ -207,11 +209,22 @@ DIRTY_RATIO: Final = 11
 ROW_WORDS: Final = aligned(8 * len(PARTITION_FIELDS)) // 8
 ROW_BYTES: Final = 8 * ROW_WORDS
 
-MISC_FIELDS: Final = ("connections", "fetch_waiters", "partition_overflow", "rows_in_use")
+MISC_FIELDS: Final = (
+    "connections",
+    "fetch_waiters",
+    "partition_overflow",
+    "rows_in_use",
+    "rebalances_classic",
+    "rebalances_consumer",
+)
 CONNECTIONS: Final = 0
 FETCH_WAITERS: Final = 1
 PARTITION_OVERFLOW: Final = 2
 ROWS_IN_USE: Final = 3
+#: Rebalances of the groups this worker coordinates, by protocol (`REBALANCE_PROTOCOLS`): a
+#: classic group's completed join phase, a consumer-protocol group's new target assignment.
+REBALANCE_PROTOCOLS: Final = ("classic", "consumer")
+REBALANCES_AT: Final = 4
 
 LABEL_BYTES: Final = 320
 LABEL_NAME_AT: Final = 64
@@ -611,6 +624,10 @@ class WorkerCounters:
 
     def add_fetch_waiters(self, n: int) -> None:
         self._misc[FETCH_WAITERS] += n
+
+    def rebalance(self, protocol: str) -> None:
+        """A group coordinated here rebalanced (``protocol``: one of `REBALANCE_PROTOCOLS`)."""
+        self._misc[REBALANCES_AT + REBALANCE_PROTOCOLS.index(protocol)] += 1
 
     def misc(self, field: int) -> int:
         return int(self._misc[field])

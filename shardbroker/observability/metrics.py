@@ -378,6 +378,16 @@ class MetricsCollector(Collector):
             for w in range(t.workers):
                 family.add_metric([str(w)], float(misc[w, field]))
             yield family
+        rebalances = CounterMetricFamily(
+            "shardbroker_group_rebalances",
+            "Rebalances of the groups each worker coordinates, by protocol: a classic group's "
+            "completed join phase, a consumer-protocol group's new target assignment",
+            labels=["worker", "protocol"],
+        )
+        for w in range(t.workers):
+            for i, protocol in enumerate(ctr.REBALANCE_PROTOCOLS):
+                rebalances.add_metric([str(w), protocol], float(misc[w, ctr.REBALANCES_AT + i]))
+        yield rebalances
         table = self._heartbeats()
         if table is None:
             return

@@ -1,6 +1,7 @@
 """``shardbroker groups list|describe|reset-offsets`` against a real broker, as an operator runs it:
 ``python -m shardbroker`` in a subprocess, its exit code and output checked, with a real
-confluent-kafka group consumer committing offsets (issue 5).
+confluent-kafka group consumer committing offsets (issue 5), and one of the consumer protocol
+(KIP-848, ``group.protocol=consumer``) shown with its type, epochs and assignments.
 
 Opens sockets (through the clients), starts broker processes and CLI subprocesses.
 """
@@ -23,6 +24,14 @@ from tests.integration.kafka_clients import Rec, create_topic, make_messages, pr
 from tests.ports import free_port_block
 
 GROUP_CONFIG = {"group.initial.rebalance.delay.ms": 100, "group.min.session.timeout.ms": 1000}
+#: A broker serving the consumer protocol too, with a short session and heartbeat interval.
+CONSUMER_PROTOCOL_CONFIG = {
+    "group.coordinator.rebalance.protocols": "classic,consumer",
+    "group.consumer.min.session.timeout.ms": 1000,
+    "group.consumer.session.timeout.ms": 6000,
+    "group.consumer.min.heartbeat.interval.ms": 100,
+    "group.consumer.heartbeat.interval.ms": 300,
+}
 PARTITIONS = 3
 MESSAGES = 60
 CLI_TIMEOUT = 120.0
@@ -226,6 +235,76 @@ def test_active_member_blocks_reset_and_shows_in_describe(gbroker: BrokerProcess
         lambda: [group, "Empty"] in table(ok(bootstrap, "list", "--state")), 30, f"group {group} to be Empty"
     )
     ok(bootstrap, "reset-offsets", group, "--topic", topic, "--to-earliest", "--execute")
+
+
+def test_consumer_protocol_group_in_list_and_describe(broker_factory: BrokerFactory) -> None:
+    bootstrap = broker_factory(config=CONSUMER_PROTOCOL_CONFIG).bootstrap
+    topic, group = "cli-kip848", "cli-kip848-group"
+    create_topic(bootstrap, topic, PARTITIONS)
+    consumer = confluent_kafka.Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "group.protocol": "consumer",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([topic])
+    everything = f"{topic}({','.join(map(str, range(PARTITIONS)))})"
+    try:
+
+        def owns_all() -> bool:
+            consumer.poll(0.1)
+            return len(consumer.assignment()) == PARTITIONS
+
+        wait_for(owns_all, 60, "the consumer-protocol member to own every partition")
+
+        def reconciled() -> list[str] | None:
+            """The --state row once the member has acknowledged its assignment (Stable)."""
+            for _ in range(3):
+                consumer.poll(0.05)  # keeps the member's heartbeats and reconciliation going
+            row = table(ok(bootstrap, "describe", group, "--state"))[1]
+            return row if "Stable" in row else None
+
+        state = wait_for(reconciled, 60, f"group {group} to be Stable")
+        # GROUP COORDINATOR (ID) TYPE ASSIGNMENT-STRATEGY STATE GROUP-EPOCH TARGET-ASSIGNMENT-EPOCH #MEMBERS
+        assert state[0] == group and state[3] == "Consumer" and state[4] != "-" and state[8] == "1"
+        group_epoch, assignment_epoch = int(state[6]), int(state[7])
+        assert group_epoch >= 1 and assignment_epoch >= 1
+
+        members = table(ok(bootstrap, "describe", group, "--members", "--verbose"))
+        assert members[0][-4:] == ["CURRENT-EPOCH", "CURRENT-ASSIGNMENT", "TARGET-EPOCH", "TARGET-ASSIGNMENT"]
+        (member,) = members[1:]
+        assert member[:2] == [group, consumer.memberid()]
+        # #PARTITIONS, then its epoch and assignment caught up with the group's target.
+        assert member[-5:] == [
+            str(PARTITIONS),
+            str(assignment_epoch),
+            everything,
+            str(assignment_epoch),
+            everything,
+        ]
+
+        (described,) = json.loads(ok(bootstrap, "describe", group, "--json"))
+        assert (described["type"], described["state"], described["group_epoch"]) == (
+            "consumer",
+            "Stable",
+            group_epoch,
+        )
+        (mem,) = described["members"]
+        assert mem["member_epoch"] == described["assignment_epoch"] == assignment_epoch
+        assert mem["assignment"] == mem["target_assignment"] == {topic: list(range(PARTITIONS))}
+        assert mem["subscription"] == [topic]
+        assert {o["consumer_id"] for o in described["offsets"]} == {consumer.memberid()}
+
+        assert [group, "Consumer"] in table(ok(bootstrap, "list", "--type"))
+        assert [group, "Consumer", "Stable"] in table(ok(bootstrap, "list", "--type", "consumer", "--state"))
+        assert group not in ok(bootstrap, "list", "--type", "classic").split()
+        listed = json.loads(ok(bootstrap, "list", "--json"))
+        assert next(g for g in listed if g["group"] == group)["type"] == "consumer"
+    finally:
+        consumer.close()
 
 
 def test_unknown_group_and_topic(gbroker: BrokerProcess) -> None:

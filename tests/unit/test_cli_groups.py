@@ -1,7 +1,10 @@
 """``shardbroker groups``, in-process, against the fake broker of kafka_fake.py: usage errors exit 2,
 runtime errors exit 1 naming the address / group / topic, the describe table (lag = log end offset
 - committed offset, '-' when nothing is committed), and reset-offsets' plans, clamping, refusal
-while the group has members, dry run vs --execute. Opens loopback sockets (the fake broker's)."""
+while the group has members, dry run vs --execute. Groups of the consumer protocol (KIP-848): the
+list's TYPE column and --type filter, their describe views (epochs, current and target
+assignments), and how a group is described (ConsumerGroupDescribe first when served, DescribeGroups
+on GROUP_ID_NOT_FOUND or when it is not). Opens loopback sockets (the fake broker's)."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from typing import Any
 import pytest
 
 from shardbroker.cli.main import main
+from shardbroker.client.admin import AdminClient
 from shardbroker.client.admin_partitions import EARLIEST, LATEST
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.codec import Message
@@ -19,22 +23,30 @@ from shardbroker.protocol.consumer_protocol import (
     encode_consumer_assignment,
     encode_consumer_subscription,
 )
+from shardbroker.protocol.errors import ErrorCode
 from tests.unit.kafka_fake import FakeBroker, closed_port, coordinator_at, running_fake
 
 EARLIEST_OFFSET = 2
 LATEST_OFFSET = 10
 #: ListOffsets by timestamp: this timestamp finds offset 4; any later one finds nothing (-1).
 TS_FOUND = 1_700_000_000_000
+#: The consumer-protocol group "cg" (GroupFake.add_consumer_group): its epochs, assignor, state.
+CG_EPOCH, CG_ASSIGNMENT_EPOCH, CG_ASSIGNOR, CG_STATE = 6, 5, "uniform", "Reconciling"
+
+#: A consumer-protocol member: id, member epoch, current assignment, target assignment.
+CgMember = tuple[str, int, dict[str, list[int]], dict[str, list[int]]]
 
 
 class GroupFake:
-    """The fake broker serving one topic ``t`` (2 partitions) and one group ``g``."""
+    """The fake broker serving one topic ``t`` (2 partitions) and one classic group ``g``; after
+    ``add_consumer_group`` also the consumer-protocol group ``cg``, and ConsumerGroupDescribe."""
 
     def __init__(self, broker: FakeBroker) -> None:
         self.broker = broker
         self.state = "Empty"
         self.members: list[tuple[str, dict[str, list[int]]]] = []
         self.committed: dict[tuple[str, int], int] = {("t", 0): 5}
+        self.cg_members: list[CgMember] | None = None
         broker.topics = {"t": 2}
         broker.handlers.update(
             {
@@ -44,13 +56,64 @@ class GroupFake:
                 10: coordinator_at(broker),
                 15: self.describe,
                 16: self.list_groups,
+                69: self.consumer_group_describe,
             }
         )
+
+    def add_consumer_group(self, members: list[CgMember]) -> None:
+        """Group ``cg`` of the consumer protocol, and ApiVersions advertising api key 69 (as a
+        broker with ``group.coordinator.rebalance.protocols=classic,consumer``)."""
+        self.cg_members = members
+        self.broker.versions[69] = (0, 0)
+
+    def consumer_group_describe(self, version: int, request: Any) -> Message:
+        R = m.ConsumerGroupDescribeResponse
+
+        def assignment(parts: dict[str, list[int]]) -> Any:
+            return R.Assignment(
+                topic_partitions=[R.TopicPartitions(topic_name=t, partitions=ps) for t, ps in parts.items()]
+            )
+
+        out = []
+        for gid in request.group_ids:
+            if gid != "cg" or self.cg_members is None:  # a classic group, or none: as Kafka
+                out.append(R.DescribedGroup(group_id=gid, error_code=ErrorCode.GROUP_ID_NOT_FOUND))
+                continue
+            members = [
+                R.Member(
+                    member_id=mid,
+                    member_epoch=epoch,
+                    client_id="cli",
+                    client_host="/127.0.0.1",
+                    subscribed_topic_names=["t"],
+                    assignment=assignment(current),
+                    target_assignment=assignment(target),
+                )
+                for mid, epoch, current, target in self.cg_members
+            ]
+            out.append(
+                R.DescribedGroup(
+                    group_id="cg",
+                    group_state=CG_STATE,
+                    group_epoch=CG_EPOCH,
+                    assignment_epoch=CG_ASSIGNMENT_EPOCH,
+                    assignor_name=CG_ASSIGNOR,
+                    members=members,
+                )
+            )
+        return R(groups=out)
 
     def describe(self, version: int, request: Any) -> Message:
         D = m.DescribeGroupsResponse
         out = []
         for gid in request.groups:
+            if gid == "cg" and self.cg_members is not None:  # Kafka 4's answer for such a group
+                out.append(
+                    D.DescribedGroup(
+                        group_id=gid, group_state="Dead", error_code=ErrorCode.GROUP_ID_NOT_FOUND
+                    )
+                )
+                continue
             if gid != "g":
                 out.append(D.DescribedGroup(group_id=gid, group_state="Dead"))
                 continue
@@ -76,8 +139,24 @@ class GroupFake:
         return D(groups=out)
 
     def list_groups(self, version: int, request: Any) -> Message:
+        """Both groups, with their types from v5 on, filtered by the request's types (v5+)."""
         L = m.ListGroupsResponse
-        return L(groups=[L.ListedGroup(group_id="g", protocol_type="consumer", group_state=self.state)])
+        groups = [("g", self.state, "classic")]
+        if self.cg_members is not None:
+            groups.append(("cg", CG_STATE, "consumer"))
+        wanted = {t.lower() for t in request.types_filter}
+        return L(
+            groups=[
+                L.ListedGroup(
+                    group_id=gid,
+                    protocol_type="consumer",
+                    group_state=state,
+                    group_type=kind if version >= 5 else "",
+                )
+                for gid, state, kind in groups
+                if not wanted or kind in wanted
+            ]
+        )
 
     def offset_fetch(self, version: int, request: Any) -> Message:
         R = m.OffsetFetchResponse
@@ -187,6 +266,8 @@ def test_help(capsys: pytest.CaptureFixture[str]) -> None:
         ["reset-offsets", "g", "--topic", "t", "--to-offset", "ten"],
         ["reset-offsets", "g", "--topic", "t", "--to-earliest", "--to-latest"],
         ["reset-offsets", "g", "--topic", "t", "--to-earliest", "--dry-run", "--execute"],
+        ["list", "--type", "share"],
+        ["list", "--type", ","],
         ["frobnicate"],
     ],
 )
@@ -215,7 +296,7 @@ def test_list(capsys: pytest.CaptureFixture[str], gfake: GroupFake) -> None:
     assert rows(run(capsys, "list", "--state", "Stable", *bs)[1]) == []
     code, out, _ = run(capsys, "list", "--json", *bs)
     assert json.loads(out) == [
-        {"group": "g", "state": "Empty", "protocol_type": "consumer", "coordinator": 0}
+        {"group": "g", "type": "classic", "state": "Empty", "protocol_type": "consumer", "coordinator": 0}
     ]
 
 
@@ -271,6 +352,208 @@ def test_describe_empty_and_unknown_groups(capsys: pytest.CaptureFixture[str], g
     for argv in (["describe", "nope"], ["describe", "nope", "--members"], ["describe", "nope", "--state"]):
         code, out, err = run(capsys, *argv, *bs)
         assert code == 1 and "consumer group 'nope' does not exist" in err
+
+
+# -- consumer-protocol groups (KIP-848) ----------------------------------------------------------
+
+#: "m-a" has caught up with its target; "m-b" joined at an older epoch and owns nothing yet.
+CG_MEMBERS: list[CgMember] = [("m-a", 5, {"t": [0]}, {"t": [0]}), ("m-b", 3, {}, {"t": [1]})]
+
+
+def test_list_types(capsys: pytest.CaptureFixture[str], gfake: GroupFake) -> None:
+    gfake.add_consumer_group(CG_MEMBERS)
+    bs = ["--bootstrap-server", gfake.broker.address]
+    assert run(capsys, "list", *bs)[:2] == (0, "cg\ng\n")
+    code, out, _ = run(capsys, "list", "--type", *bs)
+    assert code == 0 and rows(out) == [["GROUP", "TYPE"], ["cg", "Consumer"], ["g", "Classic"]]
+    code, out, _ = run(capsys, "list", "--type", "--state", *bs)
+    assert rows(out) == [["GROUP", "TYPE", "STATE"], ["cg", "Consumer", CG_STATE], ["g", "Classic", "Empty"]]
+    # The filter is the broker's (ListGroups v5 types_filter), given in any case.
+    code, out, _ = run(capsys, "list", "--type", "CONSUMER", *bs)
+    assert code == 0 and rows(out) == [["GROUP", "TYPE"], ["cg", "Consumer"]]
+    version, request = gfake.broker.apis(16)[-1]
+    assert (version, request.types_filter) == (5, ["consumer"])
+    code, out, _ = run(capsys, "list", "--type", "classic", "--state", "Empty", *bs)
+    assert rows(out) == [["GROUP", "TYPE", "STATE"], ["g", "Classic", "Empty"]]
+    code, out, _ = run(capsys, "list", "--type", "Classic,consumer", "--json", *bs)
+    assert [(g["group"], g["type"]) for g in json.loads(out)] == [("cg", "consumer"), ("g", "classic")]
+
+
+def test_list_types_on_a_broker_before_list_groups_v5(
+    capsys: pytest.CaptureFixture[str], gfake: GroupFake
+) -> None:
+    gfake.broker.versions[16] = (0, 4)
+    bs = ["--bootstrap-server", gfake.broker.address]
+    code, out, _ = run(capsys, "list", "--type", *bs)
+    assert code == 0 and rows(out) == [["GROUP", "TYPE"], ["g", "-"]]  # the type is unknown
+    code, out, err = run(capsys, "list", "--type", "classic", *bs)  # and cannot be filtered on
+    assert code == 1 and out == ""
+    assert "ListGroups up to v4" in err and "needs v5" in err and gfake.broker.address in err
+
+
+def test_describe_consumer_group(capsys: pytest.CaptureFixture[str], gfake: GroupFake) -> None:
+    gfake.add_consumer_group(CG_MEMBERS)
+    bs = ["--bootstrap-server", gfake.broker.address]
+    code, out, _ = run(capsys, "describe", "cg", "--state", *bs)
+    assert code == 0
+    assert rows(out) == [
+        [
+            "GROUP",
+            "COORDINATOR",
+            "(ID)",
+            "TYPE",
+            "ASSIGNMENT-STRATEGY",
+            "STATE",
+            "GROUP-EPOCH",
+            "TARGET-ASSIGNMENT-EPOCH",
+            "#MEMBERS",
+        ],
+        ["cg", gfake.broker.address, "(0)", "Consumer", CG_ASSIGNOR, CG_STATE, "6", "5", "2"],
+    ]
+    code, out, _ = run(capsys, "describe", "cg", "--members", "--verbose", *bs)
+    assert code == 0
+    assert rows(out) == [
+        [
+            "GROUP",
+            "CONSUMER-ID",
+            "GROUP-INSTANCE-ID",
+            "HOST",
+            "CLIENT-ID",
+            "#PARTITIONS",
+            "CURRENT-EPOCH",
+            "CURRENT-ASSIGNMENT",
+            "TARGET-EPOCH",
+            "TARGET-ASSIGNMENT",
+        ],
+        ["cg", "m-a", "-", "/127.0.0.1", "cli", "1", "5", "t(0)", "5", "t(0)"],
+        ["cg", "m-b", "-", "/127.0.0.1", "cli", "0", "3", "-", "5", "t(1)"],
+    ]
+    code, out, _ = run(capsys, "describe", "cg", "--members", *bs)
+    assert rows(out)[1:] == [["cg", "m-a", "/127.0.0.1", "cli", "1"], ["cg", "m-b", "/127.0.0.1", "cli", "0"]]
+    # The offsets view, as for a classic group: partitions from the members' current assignments.
+    code, out, _ = run(capsys, "describe", "cg", *bs)
+    assert code == 0
+    assert rows(out)[1:] == [
+        ["cg", "t", "0", "-", "10", "-", "m-a", "/127.0.0.1", "cli"],
+        ["cg", "-", "-", "-", "-", "-", "m-b", "/127.0.0.1", "cli"],
+    ]
+    code, out, _ = run(capsys, "describe", "cg", "--json", *bs)
+    (described,) = json.loads(out)
+    assert {k: described[k] for k in ("type", "state", "group_epoch", "assignment_epoch", "assignor")} == {
+        "type": "consumer",
+        "state": CG_STATE,
+        "group_epoch": CG_EPOCH,
+        "assignment_epoch": CG_ASSIGNMENT_EPOCH,
+        "assignor": CG_ASSIGNOR,
+    }
+    assert described["assignment_strategy"] == CG_ASSIGNOR
+    assert [
+        (
+            mem["consumer_id"],
+            mem["member_epoch"],
+            mem["assignment"],
+            mem["target_assignment"],
+            mem["subscription"],
+        )
+        for mem in described["members"]
+    ] == [("m-a", 5, {"t": [0]}, {"t": [0]}, ["t"]), ("m-b", 3, {}, {"t": [1]}, ["t"])]
+    assert [o["partition"] for o in described["offsets"]] == [0, None]
+    assert gfake.broker.apis(15) == []  # described by ConsumerGroupDescribe alone
+
+
+def test_describe_classic_group_json_has_no_consumer_protocol_fields(
+    capsys: pytest.CaptureFixture[str], gfake: GroupFake
+) -> None:
+    gfake.state, gfake.members = "Stable", [("m-1", {"t": [0, 1]})]
+    code, out, _ = run(capsys, "describe", "g", "--json", "--bootstrap-server", gfake.broker.address)
+    assert code == 0
+    (described,) = json.loads(out)
+    assert (described["type"], described["group_epoch"], described["assignment_epoch"]) == (
+        "classic",
+        None,
+        None,
+    )
+    assert described["assignor"] is None and described["assignment_strategy"] == "range"
+    (mem,) = described["members"]
+    assert (mem["member_epoch"], mem["target_assignment"], mem["assignment"]) == (None, None, {"t": [0, 1]})
+
+
+def describe_with_admin(gfake: GroupFake, group_id: str) -> Any:
+    with AdminClient(gfake.broker.address, timeout=5) as admin:
+        return admin.describe_group(group_id)
+
+
+def test_describe_asks_describe_groups_directly_when_69_is_not_served(gfake: GroupFake) -> None:
+    gfake.state, gfake.members = "Stable", [("m-1", {"t": [1]})]
+    desc = describe_with_admin(gfake, "g")
+    assert gfake.broker.apis(69) == [] and [r.groups for _, r in gfake.broker.apis(15)] == [["g"]]
+    assert (desc.group_type, desc.state, desc.protocol, desc.assignor) == ("classic", "Stable", "range", None)
+    assert (desc.group_epoch, desc.assignment_epoch) == (None, None)
+    (mem,) = desc.members
+    assert (mem.assigned, mem.member_epoch, mem.target) == ([("t", 1)], None, None)
+
+
+def test_describe_falls_back_to_describe_groups_on_group_id_not_found(gfake: GroupFake) -> None:
+    gfake.add_consumer_group([])
+    gfake.state, gfake.members = "Stable", [("m-1", {"t": [0]})]
+    desc = describe_with_admin(gfake, "g")
+    assert [r.group_ids for _, r in gfake.broker.apis(69)] == [["g"]]  # asked first...
+    assert [r.groups for _, r in gfake.broker.apis(15)] == [["g"]]  # ...then DescribeGroups
+    assert (desc.group_type, desc.state, [mem.assigned for mem in desc.members]) == (
+        "classic",
+        "Stable",
+        [[("t", 0)]],
+    )
+    # A group of neither kind: both asked, "Dead" (DescribeGroups' word for it).
+    assert describe_with_admin(gfake, "nope").exists is False
+    assert [r.groups for _, r in gfake.broker.apis(15)][-1] == ["nope"]
+
+
+def test_describe_fills_consumer_group_fields(gfake: GroupFake) -> None:
+    gfake.add_consumer_group(CG_MEMBERS)
+    desc = describe_with_admin(gfake, "cg")
+    assert gfake.broker.apis(15) == []
+    assert (desc.group_type, desc.state, desc.protocol_type, desc.protocol) == (
+        "consumer",
+        CG_STATE,
+        "consumer",
+        CG_ASSIGNOR,
+    )
+    assert (desc.group_epoch, desc.assignment_epoch, desc.assignor) == (
+        CG_EPOCH,
+        CG_ASSIGNMENT_EPOCH,
+        CG_ASSIGNOR,
+    )
+    a, b = desc.members
+    assert (a.member_id, a.member_epoch, a.assigned, a.target) == ("m-a", 5, [("t", 0)], [("t", 0)])
+    assert (b.member_id, b.member_epoch, b.assigned, b.target) == ("m-b", 3, [], [("t", 1)])
+    assert (a.client_id, a.host, a.subscribed_topic_names, a.subscription, a.assignment) == (
+        "cli",
+        "/127.0.0.1",
+        ["t"],
+        None,
+        None,
+    )
+
+
+def test_describe_does_not_fall_back_on_other_errors(
+    capsys: pytest.CaptureFixture[str], gfake: GroupFake
+) -> None:
+    gfake.add_consumer_group(CG_MEMBERS)
+    R = m.ConsumerGroupDescribeResponse
+    gfake.broker.handlers[69] = lambda version, request: R(
+        groups=[
+            R.DescribedGroup(
+                group_id=request.group_ids[0],
+                error_code=ErrorCode.GROUP_AUTHORIZATION_FAILED,
+                error_message="no DESCRIBE on it",
+            )
+        ]
+    )
+    code, out, err = run(capsys, "describe", "cg", "--state", "--bootstrap-server", gfake.broker.address)
+    assert code == 1 and out == ""
+    assert "GROUP_AUTHORIZATION_FAILED" in err and "'cg'" in err and "no DESCRIBE on it" in err
+    assert gfake.broker.apis(15) == []
 
 
 # -- reset-offsets ---------------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """DescribeGroups (api key 15), v0-v5: state, protocol and members of groups this worker
 coordinates. As Kafka: member metadata and assignments only in state Stable; a group that does
-not exist is described as "Dead" with no error (GROUP_ID_NOT_FOUND is v6+, not served);
+not exist is described as "Dead" with no error (GROUP_ID_NOT_FOUND is v6+, not served); a group
+of the consumer protocol (KIP-848) is "Dead" with GROUP_ID_NOT_FOUND, as Kafka 4 answers it
+(clients then ask ConsumerGroupDescribe);
 NOT_COORDINATOR / COORDINATOR_LOAD_IN_PROGRESS per group otherwise. A group the principal may not
 DESCRIBE is GROUP_AUTHORIZATION_FAILED; v3+ ``include_authorized_operations`` answers, for each
 group described without error, the operations the principal may do on it (auth_helper)."""
@@ -28,6 +30,8 @@ def _describe(ctx: RequestContext, group_id: str, with_ops: bool) -> D:
     if groups is None:
         return D(error_code=NOT_AVAILABLE, group_id=group_id)
     code, group = groups.describe(group_id)
+    if code == ErrorCode.GROUP_ID_NOT_FOUND:
+        return D(error_code=code, group_id=group_id, group_state="Dead")
     if code != 0:
         return D(error_code=code, group_id=group_id)
     ops = authorized_operations(ctx, ResourceType.GROUP, group_id) if with_ops else NOT_REQUESTED

@@ -1,6 +1,6 @@
 """ListGroups (api key 16), v0-v5: the groups this worker coordinates (clients ask every
-broker and merge, as with Kafka). v4 filters by state, v5 by type (every group here is
-"classic": a types filter without "classic" lists nothing). As Kafka, DESCRIBE on the CLUSTER
+broker and merge, as with Kafka). v4 filters by state, v5 by type ("classic" or "consumer",
+KIP-848's protocol; case-insensitive as Kafka's). As Kafka, DESCRIBE on the CLUSTER
 lists every group; without it, only the groups the principal may DESCRIBE (denials not logged)."""
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ from shardbroker.security.acl import CLUSTER_NAME, AclOperation, ResourceType
 
 __all__ = ["HANDLER"]
 
-GROUP_TYPE = "classic"
-
 
 async def handle_list_groups(ctx: RequestContext, request: m.ListGroupsRequest) -> m.ListGroupsResponse:
     version = ctx.api_version
@@ -23,9 +21,9 @@ async def handle_list_groups(ctx: RequestContext, request: m.ListGroupsRequest) 
     types = {t.lower() for t in request.types_filter} if version >= 5 else set()
     listed = []
     every = authorize(ctx, AclOperation.DESCRIBE, ResourceType.CLUSTER, CLUSTER_NAME, log_if_denied=False)
-    if groups is not None and (not types or GROUP_TYPE in types):
+    if groups is not None:
         for g in groups.list_groups():
-            if states and g.state.lower() not in states:
+            if (states and g.state.lower() not in states) or (types and g.group_type not in types):
                 continue
             if not every and not authorize(
                 ctx, AclOperation.DESCRIBE, ResourceType.GROUP, g.group_id, log_if_denied=False
@@ -36,7 +34,7 @@ async def handle_list_groups(ctx: RequestContext, request: m.ListGroupsRequest) 
                     group_id=g.group_id,
                     protocol_type=g.protocol_type,
                     group_state=g.state,
-                    group_type=GROUP_TYPE,
+                    group_type=g.group_type,
                 )
             )
     return m.ListGroupsResponse(groups=listed)

@@ -3,8 +3,10 @@
 
 Fencing (classic groups): a member commits with its member id and generation (ILLEGAL_GENERATION,
 UNKNOWN_MEMBER_ID, FENCED_INSTANCE_ID; REBALANCE_IN_PROGRESS while the group waits for its
-leader's assignments). Commits during PreparingRebalance with the current generation are
-accepted (consumers commit in their revocation callback). Generation -1 with no member id is an
+leader's assignments). In a consumer-protocol group (KIP-848) the generation field is the member
+epoch: STALE_MEMBER_EPOCH unless it is the member's current one, UNSUPPORTED_VERSION below v9.
+Commits during PreparingRebalance with the current generation are accepted (consumers commit in
+their revocation callback). Generation -1 with no member id is an
 admin/standalone commit, allowed only when the group has no members. A topic-partition the
 broker does not know gets UNKNOWN_TOPIC_OR_PARTITION; a metadata string over
 ``offset.metadata.max.bytes`` gets OFFSET_METADATA_TOO_LARGE. v1's per-partition commit
@@ -62,6 +64,7 @@ async def handle_offset_commit(ctx: RequestContext, request: m.OffsetCommitReque
             generation_id=request.generation_id_or_member_epoch if version >= 1 else -1,
             retention_ms=request.retention_time_ms if 2 <= version <= 4 else -1,
             items=items,
+            api_version=version,
         )
     for item, code in zip(items, results, strict=True):
         codes[(item.topic, item.partition)] = code

@@ -5,8 +5,8 @@ answer); ``topics`` null (v2+) asks for every offset of the group. Group-level e
 (NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS, ...) go in the top-level error code from v2 and
 in each partition's for v0-v1, as Kafka. ``require_stable`` (v7+): a named partition with a
 pending transactional commit (txn_offset_commits.py) answers UNSTABLE_OFFSET_COMMIT. v9's
-member id / epoch only apply to the new consumer protocol (KIP-848), which shardbroker does not
-serve: they are not checked.
+member id / epoch are checked by a group of the consumer protocol (KIP-848: UNKNOWN_MEMBER_ID,
+STALE_MEMBER_EPOCH as the group-level error); a classic group ignores them, as Kafka's.
 
 Authorization as KafkaApis: DESCRIBE on the group (GROUP_AUTHORIZATION_FAILED as a group-level
 error); named topics without DESCRIBE answer TOPIC_AUTHORIZATION_FAILED for their partitions
@@ -36,7 +36,11 @@ Wanted = Sequence[tuple[str, Sequence[int]]]
 
 
 def _lookup(
-    ctx: RequestContext, group_id: str, topics: Wanted | None, require_stable: bool
+    ctx: RequestContext,
+    group_id: str,
+    topics: Wanted | None,
+    require_stable: bool,
+    member: tuple[str | None, int] = (None, -1),
 ) -> tuple[int, dict[str, dict[int, OffsetAndMetadata | None]], Wanted]:
     """``(group error, the offsets one may see, the named topics one may not describe)``."""
     if not authorize(ctx, AclOperation.DESCRIBE, ResourceType.GROUP, group_id):
@@ -45,11 +49,11 @@ def _lookup(
     if groups is None:
         return NOT_AVAILABLE, {}, []
     if topics is None:
-        code, found = groups.fetch(group_id, None)
+        code, found = groups.fetch(group_id, None, member=member)
         visible = filter_authorized(ctx, AclOperation.DESCRIBE, ResourceType.TOPIC, found)
         return code, {name: parts for name, parts in found.items() if name in visible}, []
     described = filter_authorized(ctx, AclOperation.DESCRIBE, ResourceType.TOPIC, (n for n, _ in topics))
-    code, found = groups.fetch(group_id, [t for t in topics if t[0] in described], require_stable)
+    code, found = groups.fetch(group_id, [t for t in topics if t[0] in described], require_stable, member)
     return code, found, [t for t in topics if t[0] not in described] if code == 0 else []
 
 
@@ -102,7 +106,8 @@ async def handle_offset_fetch(ctx: RequestContext, request: m.OffsetFetchRequest
         out_groups = []
         for g in request.groups:
             wanted = None if g.topics is None else [(t.name, t.partition_indexes) for t in g.topics]
-            code, found, denied = _lookup(ctx, g.group_id, wanted, request.require_stable)
+            member = (g.member_id, g.member_epoch) if version >= 9 else (None, -1)
+            code, found, denied = _lookup(ctx, g.group_id, wanted, request.require_stable, member)
             topics = _topics(R.OffsetFetchResponseTopics, R.OffsetFetchResponsePartitions, found, denied)
             out_groups.append(R.OffsetFetchResponseGroup(group_id=g.group_id, topics=topics, error_code=code))
         return R(groups=out_groups)

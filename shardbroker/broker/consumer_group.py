@@ -1,0 +1,790 @@
+"""One group of the new consumer group protocol (KIP-848, Kafka's ConsumerGroup and the
+consumer part of its GroupMetadataManager): membership, the target assignment the broker
+computes, and each member's reconciliation towards it. No I/O.
+
+Pure like group_state.py: time is passed in (``now``, ms of a monotonic clock), topics come as a
+mapping of the metadata image's topics, and every change Kafka persists is appended to
+``records`` as (key, value or None) of consumer_group_records.py, in Kafka's order, for the
+coordinator to write as one batch (all or nothing: a group is never half-written).
+
+The three epochs (KIP-848):
+
+- the **group epoch** is bumped when a member joins or leaves, a member's subscription changes,
+  or the partitions of a subscribed topic change (the "subscription metadata");
+- the **assignment epoch** is the group epoch the target assignment was computed at: when the
+  group epoch is ahead, the next heartbeat recomputes the target with the group's assignor
+  (consumer_assignors.py: the one most members ask for with ``server_assignor``, else the first
+  of ``group.consumer.assignors``);
+- each member's **member epoch** reaches the assignment epoch through reconciliation (Kafka's
+  CurrentAssignmentBuilder): partitions the target takes away from a member are first *pending
+  revocation* (the member stays at its epoch, state UNREVOKED_PARTITIONS, until a heartbeat no
+  longer lists them as owned), and a partition is handed to its new member only once no other
+  member owns it (UNRELEASED_PARTITIONS until then). ``owners`` maps every owned partition to
+  its member, so no partition is ever assigned to two members at once.
+
+Timers: a member not heard from within ``group.consumer.session.timeout.ms`` is removed (fenced);
+a member that does not revoke within its rebalance timeout is fenced too. A static member
+(``instance_id``) leaving with epoch -2 keeps its assignment until its session times out; a new
+member id joining with that instance id takes it over without a rebalance (KIP-345's rule here).
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Final
+
+from shardbroker.broker import consumer_group_records as cgr
+from shardbroker.broker.consumer_assignors import ASSIGNORS, AssignmentMember, AssignmentTopic
+from shardbroker.broker.group_state import OffsetAndMetadata
+from shardbroker.metadata.image import TopicImage
+from shardbroker.protocol.errors import ErrorCode
+
+__all__ = [
+    "Assignment",
+    "ConsumerGroup",
+    "ConsumerGroupConfig",
+    "ConsumerGroupError",
+    "ConsumerGroupMember",
+    "ConsumerGroupState",
+    "HeartbeatRequest",
+    "HeartbeatResult",
+    "MemberState",
+    "Record",
+]
+
+#: topic id -> partitions.
+Assignment = Mapping[uuid.UUID, frozenset[int]]
+#: A record for ``__consumer_offsets``: a key of consumer_group_records.py and its value (None: a
+#: tombstone).
+Record = tuple[cgr.Key, cgr.Value | None]
+
+#: What ``_member_for`` says of the member it found.
+_JOINED: Final = object()
+_TAKEN_OVER: Final = object()
+
+JOIN_EPOCH: Final = 0
+LEAVE_EPOCH: Final = -1
+STATIC_LEAVE_EPOCH: Final = -2
+
+
+class ConsumerGroupError(Exception):
+    """A heartbeat refused with a Kafka error code and message (the answer's ErrorMessage)."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = int(code)
+        self.message = message
+
+
+class MemberState(enum.IntEnum):
+    """Kafka's MemberState, with its byte values (stored in the current assignment record)."""
+
+    STABLE = 0
+    UNREVOKED_PARTITIONS = 1
+    UNRELEASED_PARTITIONS = 2
+    UNKNOWN = 127
+
+
+class ConsumerGroupState(enum.Enum):
+    EMPTY = "Empty"
+    ASSIGNING = "Assigning"
+    RECONCILING = "Reconciling"
+    STABLE = "Stable"
+    DEAD = "Dead"
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerGroupConfig:
+    """The broker's ``group.consumer.*`` settings."""
+
+    session_timeout_ms: int = 45_000
+    heartbeat_interval_ms: int = 5_000
+    max_size: int = 2**31 - 1
+    assignors: tuple[str, ...] = ("uniform", "range")
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatRequest:
+    """A ConsumerGroupHeartbeat's fields (None: unchanged since the last heartbeat)."""
+
+    member_id: str
+    member_epoch: int
+    instance_id: str | None = None
+    rack_id: str | None = None
+    rebalance_timeout_ms: int = -1
+    subscribed_topic_names: tuple[str, ...] | None = None
+    subscribed_topic_regex: str | None = None
+    server_assignor: str | None = None
+    owned: Assignment | None = None
+    client_id: str = ""
+    client_host: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatResult:
+    member_id: str
+    member_epoch: int
+    heartbeat_interval_ms: int
+    #: The partitions the member may own now; None: unchanged, not sent.
+    assignment: Assignment | None
+
+
+@dataclass(slots=True)
+class ConsumerGroupMember:
+    member_id: str
+    instance_id: str | None = None
+    rack_id: str | None = None
+    client_id: str = ""
+    client_host: str = ""
+    subscribed_topic_names: tuple[str, ...] = ()
+    subscribed_topic_regex: str | None = None
+    server_assignor: str | None = None
+    rebalance_timeout_ms: int = -1
+    member_epoch: int = 0
+    previous_member_epoch: int = -1
+    state: MemberState = MemberState.STABLE
+    assigned: Assignment = field(default_factory=dict)
+    pending_revocation: Assignment = field(default_factory=dict)
+    #: Timers (not persisted): when the session ends, and when a pending revocation must be done.
+    session_deadline: float = 0.0
+    rebalance_deadline: float | None = None
+
+    def subscription_record(self, group_id: str) -> Record:
+        return (
+            cgr.ConsumerGroupMemberMetadataKey(group_id, self.member_id),
+            cgr.ConsumerGroupMemberMetadataValue(
+                instance_id=self.instance_id,
+                rack_id=self.rack_id,
+                client_id=self.client_id,
+                client_host=self.client_host,
+                subscribed_topic_names=self.subscribed_topic_names,
+                subscribed_topic_regex=self.subscribed_topic_regex,
+                rebalance_timeout_ms=self.rebalance_timeout_ms,
+                server_assignor=self.server_assignor,
+            ),
+        )
+
+    def assignment_record(self, group_id: str) -> Record:
+        return (
+            cgr.ConsumerGroupCurrentMemberAssignmentKey(group_id, self.member_id),
+            cgr.ConsumerGroupCurrentMemberAssignmentValue(
+                member_epoch=self.member_epoch,
+                previous_member_epoch=self.previous_member_epoch,
+                state=int(self.state),
+                assigned_partitions=to_topic_partitions(self.assigned),
+                partitions_pending_revocation=to_topic_partitions(self.pending_revocation),
+            ),
+        )
+
+    def same_subscription(self, other: ConsumerGroupMember) -> bool:
+        return (
+            self.subscribed_topic_names == other.subscribed_topic_names
+            and self.subscribed_topic_regex == other.subscribed_topic_regex
+            and self.server_assignor == other.server_assignor
+            and self.rack_id == other.rack_id
+            and self.instance_id == other.instance_id
+            and self.rebalance_timeout_ms == other.rebalance_timeout_ms
+            and self.client_id == other.client_id
+            and self.client_host == other.client_host
+        )
+
+
+def to_topic_partitions(assignment: Assignment) -> tuple[cgr.TopicPartitions, ...]:
+    return tuple(
+        cgr.TopicPartitions(topic_id, tuple(sorted(parts)))
+        for topic_id, parts in sorted(assignment.items())
+        if parts
+    )
+
+
+def from_topic_partitions(items: Iterable[cgr.TopicPartitions]) -> dict[uuid.UUID, frozenset[int]]:
+    out: dict[uuid.UUID, frozenset[int]] = {}
+    for tp in items:
+        if tp.partitions:
+            out[tp.topic_id] = out.get(tp.topic_id, frozenset()) | frozenset(tp.partitions)
+    return out
+
+
+def _is_subset(owned: Assignment | None, assigned: Assignment) -> bool:
+    if owned is None:
+        return False
+    return all(parts <= assigned.get(topic_id, frozenset()) for topic_id, parts in owned.items())
+
+
+def _owns_any(owned: Assignment | None, revoking: Assignment) -> bool:
+    """Whether the heartbeat's owned partitions still include any of ``revoking`` (no owned
+    list: assume it does, as Kafka)."""
+    if owned is None:
+        return True
+    return any(parts & revoking.get(topic_id, frozenset()) for topic_id, parts in owned.items())
+
+
+class ConsumerGroup:
+    """One consumer-protocol group; its committed offsets live here too."""
+
+    protocol_type: Final = "consumer"
+
+    def __init__(self, group_id: str, config: ConsumerGroupConfig) -> None:
+        self.group_id = group_id
+        self.config = config
+        self.group_epoch = 0
+        self.assignment_epoch = 0
+        self.members: dict[str, ConsumerGroupMember] = {}
+        #: instance id -> member id of the static members.
+        self.static_members: dict[str, str] = {}
+        #: member id -> its partitions in the target assignment.
+        self.target: dict[str, Assignment] = {}
+        #: Subscribed topics as last computed: name -> (topic id, partition count).
+        self.subscription_metadata: dict[str, tuple[uuid.UUID, int]] = {}
+        #: (topic id, partition) -> the member that owns it (assigned or pending revocation).
+        self.owners: dict[tuple[uuid.UUID, int], str] = {}
+        self.offsets: dict[tuple[str, int], OffsetAndMetadata] = {}
+        self.dead = False
+        #: What to persist, in order; the coordinator takes and writes them.
+        self.records: list[Record] = []
+
+    def __repr__(self) -> str:
+        return f"ConsumerGroup({self.group_id!r}, {self.state.value}, epoch {self.group_epoch})"
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def state(self) -> ConsumerGroupState:
+        if self.dead:
+            return ConsumerGroupState.DEAD
+        if not self.members:
+            return ConsumerGroupState.EMPTY
+        if self.group_epoch != self.assignment_epoch:
+            return ConsumerGroupState.ASSIGNING
+        for m in self.members.values():
+            if m.state != MemberState.STABLE or m.member_epoch != self.assignment_epoch:
+                return ConsumerGroupState.RECONCILING
+        return ConsumerGroupState.STABLE
+
+    def preferred_assignor(self) -> str:
+        """The assignor most members ask for (ties: the configured order), else the default."""
+        asked = Counter(m.server_assignor for m in self.members.values() if m.server_assignor)
+        if not asked:
+            return self.config.assignors[0]
+        best = max(asked.values())
+        return next(a for a in (*self.config.assignors, *sorted(asked)) if asked.get(a) == best)
+
+    def subscribed_topic_names(self) -> set[str]:
+        names: set[str] = set()
+        for m in self.members.values():
+            names.update(m.subscribed_topic_names)
+        return names
+
+    # ------------------------------------------------------------------ heartbeat
+
+    def heartbeat(
+        self, req: HeartbeatRequest, topics: Mapping[str, TopicImage], now: float, new_member_id: str
+    ) -> HeartbeatResult:
+        """One ConsumerGroupHeartbeat (already validated for shape by the handler).
+        ``new_member_id``: the id to give a joining member that brought none. Raises
+        ConsumerGroupError with Kafka's code and message when refused."""
+        if self.dead:
+            raise ConsumerGroupError(ErrorCode.NOT_COORDINATOR, "the group is being unloaded")
+        if req.member_epoch in (LEAVE_EPOCH, STATIC_LEAVE_EPOCH):
+            return self._leave(req, topics, now)
+        member, fresh = self._member_for(req, now, new_member_id)
+        is_new = fresh is _JOINED
+        updated = replace(member)
+        if req.instance_id is not None:
+            updated.instance_id = req.instance_id
+        if req.rack_id is not None:
+            updated.rack_id = req.rack_id
+        if req.rebalance_timeout_ms > 0:
+            updated.rebalance_timeout_ms = req.rebalance_timeout_ms
+        if req.subscribed_topic_names is not None:
+            updated.subscribed_topic_names = tuple(sorted(set(req.subscribed_topic_names)))
+        if req.subscribed_topic_regex is not None:
+            updated.subscribed_topic_regex = req.subscribed_topic_regex or None
+        if req.server_assignor is not None:
+            updated.server_assignor = req.server_assignor
+        updated.client_id, updated.client_host = req.client_id, req.client_host
+        bump = is_new or (
+            member.subscribed_topic_names != updated.subscribed_topic_names
+            or member.subscribed_topic_regex != updated.subscribed_topic_regex
+            or member.server_assignor != updated.server_assignor
+        )
+        if fresh is not None or not member.same_subscription(updated):
+            self.records.append(updated.subscription_record(self.group_id))
+        self._put_member(updated)
+        bump = self._refresh_subscription_metadata(topics) or bump
+        if bump:
+            self._bump_group_epoch()
+        if self.group_epoch > self.assignment_epoch:
+            self._update_target_assignment()
+        reconciled = self._reconcile(updated, req.owned, now, force_record=fresh is not None)
+        reconciled.session_deadline = now + self.config.session_timeout_ms
+        send = (
+            req.member_epoch == JOIN_EPOCH or req.owned is not None or reconciled.assigned != member.assigned
+        )
+        return HeartbeatResult(
+            reconciled.member_id,
+            reconciled.member_epoch,
+            self.config.heartbeat_interval_ms,
+            dict(reconciled.assigned) if send else None,
+        )
+
+    def _member_for(
+        self, req: HeartbeatRequest, now: float, new_member_id: str
+    ) -> tuple[ConsumerGroupMember, object | None]:
+        """The member a heartbeat speaks for, epoch checked, and whether it is new to the group
+        (``_JOINED``), a static member taking over another member id's place (``_TAKEN_OVER``)
+        or known (None)."""
+        if req.member_epoch == JOIN_EPOCH:
+            if req.instance_id is not None:
+                previous_id = self.static_members.get(req.instance_id)
+                if previous_id is not None:
+                    return self._replace_static_member(previous_id, req, new_member_id), _TAKEN_OVER
+            member_id = req.member_id or new_member_id
+            existing = self.members.get(member_id)
+            if existing is not None:
+                # A member rejoining with epoch 0 (after being fenced by its client, say)
+                # starts again from nothing: its partitions are given up first.
+                self._remove_member(existing)
+                self._bump_group_epoch()
+            if len(self.members) >= self.config.max_size:
+                raise ConsumerGroupError(
+                    ErrorCode.GROUP_MAX_SIZE_REACHED,
+                    f"The consumer group has reached its maximum capacity of {self.config.max_size} members.",
+                )
+            return ConsumerGroupMember(
+                member_id, session_deadline=now + self.config.session_timeout_ms
+            ), _JOINED
+        member = self.members.get(req.member_id)
+        if member is None:
+            raise ConsumerGroupError(
+                ErrorCode.UNKNOWN_MEMBER_ID,
+                f"Member {req.member_id} is not a member of group {self.group_id}.",
+            )
+        if req.instance_id is not None and self.static_members.get(req.instance_id) != member.member_id:
+            raise ConsumerGroupError(
+                ErrorCode.FENCED_INSTANCE_ID,
+                f"Static member {req.member_id} with instance id {req.instance_id} was fenced by "
+                "another member.",
+            )
+        if req.member_epoch > member.member_epoch:
+            raise ConsumerGroupError(
+                ErrorCode.FENCED_MEMBER_EPOCH,
+                f"The consumer group member has a greater member epoch ({req.member_epoch}) than the one "
+                f"known by the group coordinator ({member.member_epoch}). The member must abandon all its "
+                "partitions and rejoin.",
+            )
+        if req.member_epoch < member.member_epoch and not (
+            req.member_epoch == member.previous_member_epoch and _is_subset(req.owned, member.assigned)
+        ):
+            raise ConsumerGroupError(
+                ErrorCode.FENCED_MEMBER_EPOCH,
+                f"The consumer group member has a smaller member epoch ({req.member_epoch}) than the one "
+                f"known by the group coordinator ({member.member_epoch}). The member must abandon all its "
+                "partitions and rejoin.",
+            )
+        return member, None
+
+    def _replace_static_member(
+        self, previous_id: str, req: HeartbeatRequest, new_member_id: str
+    ) -> ConsumerGroupMember:
+        """A static member rejoins under a new member id: it takes over the previous member's
+        epoch and assignment if that one left with epoch -2; else the instance is still taken."""
+        previous = self.members[previous_id]
+        if previous.member_epoch != STATIC_LEAVE_EPOCH:
+            raise ConsumerGroupError(
+                ErrorCode.UNRELEASED_INSTANCE_ID,
+                f"Static member {previous_id} with instance id {req.instance_id} is not released yet.",
+            )
+        member_id = req.member_id or new_member_id
+        self._remove_member(previous)
+        self.records.extend(self._member_tombstones(previous_id))
+        taken = replace(
+            previous,
+            member_id=member_id,
+            member_epoch=previous.previous_member_epoch,
+            previous_member_epoch=-1,
+        )
+        target = self.target.pop(previous_id, None)
+        if target is not None:
+            self.target[member_id] = target
+            self.records.append(self._target_member_record(member_id, target))
+        return taken
+
+    def _leave(self, req: HeartbeatRequest, topics: Mapping[str, TopicImage], now: float) -> HeartbeatResult:
+        member = self.members.get(req.member_id)
+        if member is None:
+            raise ConsumerGroupError(
+                ErrorCode.UNKNOWN_MEMBER_ID,
+                f"Member {req.member_id} is not a member of group {self.group_id}.",
+            )
+        if req.member_epoch == STATIC_LEAVE_EPOCH:
+            if member.instance_id is None:
+                raise ConsumerGroupError(ErrorCode.INVALID_REQUEST, "InstanceId can't be null.")
+            # Kept with its partitions until the session ends; the instance may come back.
+            member.previous_member_epoch, member.member_epoch = member.member_epoch, STATIC_LEAVE_EPOCH
+            self.records.append(member.assignment_record(self.group_id))
+            return HeartbeatResult(
+                member.member_id, STATIC_LEAVE_EPOCH, self.config.heartbeat_interval_ms, None
+            )
+        self.fence(member.member_id, topics)
+        return HeartbeatResult(member.member_id, LEAVE_EPOCH, self.config.heartbeat_interval_ms, None)
+
+    def fence(self, member_id: str, topics: Mapping[str, TopicImage]) -> None:
+        """Remove a member (left, session or rebalance timeout) and bump the group epoch."""
+        member = self.members.get(member_id)
+        if member is None:
+            return
+        self._remove_member(member)
+        self.records.extend(self._member_tombstones(member_id))
+        self.target.pop(member_id, None)
+        self._refresh_subscription_metadata(topics)
+        self._bump_group_epoch()
+
+    # ------------------------------------------------------------------ internals
+
+    def _member_tombstones(self, member_id: str) -> list[Record]:
+        return [
+            (cgr.ConsumerGroupCurrentMemberAssignmentKey(self.group_id, member_id), None),
+            (cgr.ConsumerGroupTargetAssignmentMemberKey(self.group_id, member_id), None),
+            (cgr.ConsumerGroupMemberMetadataKey(self.group_id, member_id), None),
+        ]
+
+    def _put_member(self, member: ConsumerGroupMember) -> None:
+        """Store ``member`` (new or updated) and keep ``owners`` and ``static_members`` in step."""
+        old = self.members.get(member.member_id)
+        if old is not None:
+            self._release(old)
+        self.members[member.member_id] = member
+        for assignment in (member.assigned, member.pending_revocation):
+            for topic_id, parts in assignment.items():
+                for p in parts:
+                    self.owners[(topic_id, p)] = member.member_id
+        if member.instance_id is not None:
+            self.static_members[member.instance_id] = member.member_id
+
+    def _release(self, member: ConsumerGroupMember) -> None:
+        for assignment in (member.assigned, member.pending_revocation):
+            for topic_id, parts in assignment.items():
+                for p in parts:
+                    if self.owners.get((topic_id, p)) == member.member_id:
+                        del self.owners[(topic_id, p)]
+
+    def _remove_member(self, member: ConsumerGroupMember) -> None:
+        self._release(member)
+        self.members.pop(member.member_id, None)
+        if member.instance_id is not None and self.static_members.get(member.instance_id) == member.member_id:
+            del self.static_members[member.instance_id]
+
+    def _bump_group_epoch(self) -> None:
+        self.group_epoch += 1
+        self.records.append(
+            (cgr.ConsumerGroupMetadataKey(self.group_id), cgr.ConsumerGroupMetadataValue(self.group_epoch))
+        )
+
+    def _refresh_subscription_metadata(self, topics: Mapping[str, TopicImage]) -> bool:
+        """Recompute the subscribed topics' ids and partition counts; True (and a record) if
+        they changed."""
+        fresh: dict[str, tuple[uuid.UUID, int]] = {}
+        for name in sorted(self.subscribed_topic_names()):
+            topic = topics.get(name)
+            if topic is not None:
+                fresh[name] = (topic.topic_id, len(topic.partitions))
+        if fresh == self.subscription_metadata:
+            return False
+        self.subscription_metadata = fresh
+        self.records.append(
+            (
+                cgr.ConsumerGroupPartitionMetadataKey(self.group_id),
+                cgr.ConsumerGroupPartitionMetadataValue(
+                    tuple(cgr.TopicMetadata(tid, name, n) for name, (tid, n) in sorted(fresh.items()))
+                ),
+            )
+        )
+        return True
+
+    def refresh_metadata(self, topics: Mapping[str, TopicImage]) -> bool:
+        """Topics were created, deleted or grew: bump the group epoch if the group's subscribed
+        topics changed (the next heartbeat recomputes the target)."""
+        if self.dead or not self.members or not self._refresh_subscription_metadata(topics):
+            return False
+        self._bump_group_epoch()
+        return True
+
+    def _target_member_record(self, member_id: str, assignment: Assignment) -> Record:
+        return (
+            cgr.ConsumerGroupTargetAssignmentMemberKey(self.group_id, member_id),
+            cgr.ConsumerGroupTargetAssignmentMemberValue(to_topic_partitions(assignment)),
+        )
+
+    def _update_target_assignment(self) -> None:
+        by_name = self.subscription_metadata
+        assignment_topics = {tid: AssignmentTopic(tid, name, n) for name, (tid, n) in by_name.items()}
+        members = [
+            AssignmentMember(
+                member_id=m.member_id,
+                instance_id=m.instance_id,
+                rack_id=m.rack_id,
+                subscribed_topic_ids=frozenset(
+                    by_name[n][0] for n in m.subscribed_topic_names if n in by_name
+                ),
+                current=self.target.get(m.member_id, {}),
+            )
+            for m in sorted(self.members.values(), key=lambda m: m.member_id)
+        ]
+        result = ASSIGNORS[self.preferred_assignor()].assign(members, assignment_topics)
+        for member_id in sorted(result):
+            new = {tid: parts for tid, parts in result[member_id].items() if parts}
+            if new != self.target.get(member_id):
+                self.target[member_id] = new
+                self.records.append(self._target_member_record(member_id, new))
+        self.assignment_epoch = self.group_epoch
+        self.records.append(
+            (
+                cgr.ConsumerGroupTargetAssignmentMetadataKey(self.group_id),
+                cgr.ConsumerGroupTargetAssignmentMetadataValue(self.assignment_epoch),
+            )
+        )
+
+    def _reconcile(
+        self, member: ConsumerGroupMember, owned: Assignment | None, now: float, *, force_record: bool = False
+    ) -> ConsumerGroupMember:
+        """Kafka's CurrentAssignmentBuilder: one step of ``member`` towards its target; stores
+        the result (and its record, if anything changed or ``force_record``)."""
+        target = self.target.get(member.member_id, {})
+        if member.state == MemberState.STABLE:
+            nxt = (
+                member
+                if member.member_epoch == self.assignment_epoch
+                else self._next_assignment(member, member.member_epoch, target, owned)
+            )
+        elif member.state == MemberState.UNREVOKED_PARTITIONS:
+            if _owns_any(owned, member.pending_revocation):
+                nxt = member
+            else:
+                nxt = self._next_assignment(member, member.member_epoch + 1, target, owned)
+        elif member.state == MemberState.UNRELEASED_PARTITIONS:
+            nxt = self._next_assignment(member, member.member_epoch, target, owned)
+        else:
+            if owned is None or any(owned.values()):
+                raise ConsumerGroupError(
+                    ErrorCode.FENCED_MEMBER_EPOCH,
+                    "The consumer group member is in a unknown state. The member must abandon all its "
+                    "partitions and rejoin.",
+                )
+            nxt = self._next_assignment(member, self.assignment_epoch, target, owned)
+        if nxt.state == MemberState.UNREVOKED_PARTITIONS:
+            if member.state != MemberState.UNREVOKED_PARTITIONS or member.rebalance_deadline is None:
+                nxt.rebalance_deadline = now + max(nxt.rebalance_timeout_ms, 0)
+        else:
+            nxt.rebalance_deadline = None
+        changed = (
+            nxt.member_epoch != member.member_epoch
+            or nxt.state != member.state
+            or nxt.assigned != member.assigned
+            or nxt.pending_revocation != member.pending_revocation
+            or force_record
+        )
+        self._put_member(nxt)
+        if changed:
+            self.records.append(nxt.assignment_record(self.group_id))
+        return nxt
+
+    def _next_assignment(
+        self, member: ConsumerGroupMember, epoch: int, target: Assignment, owned: Assignment | None
+    ) -> ConsumerGroupMember:
+        kept: dict[uuid.UUID, frozenset[int]] = {}
+        revoking: dict[uuid.UUID, frozenset[int]] = {}
+        adding: dict[uuid.UUID, frozenset[int]] = {}
+        unreleased = False
+        for topic_id in set(target) | set(member.assigned):
+            want = target.get(topic_id, frozenset())
+            have = member.assigned.get(topic_id, frozenset())
+            keep = have & want
+            if keep:
+                kept[topic_id] = keep
+            if have - keep:
+                revoking[topic_id] = have - keep
+            new = want - keep
+            free = frozenset(p for p in new if self.owners.get((topic_id, p)) in (None, member.member_id))
+            if len(free) != len(new):
+                unreleased = True
+            if free:
+                adding[topic_id] = free
+        if revoking and _owns_any(owned, revoking):
+            return self._with(member, MemberState.UNREVOKED_PARTITIONS, epoch, kept, revoking)
+        assigned = dict(kept)
+        for topic_id, parts in adding.items():
+            assigned[topic_id] = assigned.get(topic_id, frozenset()) | parts
+        state = MemberState.UNRELEASED_PARTITIONS if unreleased else MemberState.STABLE
+        return self._with(member, state, self.assignment_epoch, assigned, {})
+
+    @staticmethod
+    def _with(
+        member: ConsumerGroupMember,
+        state: MemberState,
+        epoch: int,
+        assigned: Assignment,
+        revoking: Assignment,
+    ) -> ConsumerGroupMember:
+        previous = member.member_epoch if epoch != member.member_epoch else member.previous_member_epoch
+        return replace(
+            member,
+            state=state,
+            member_epoch=epoch,
+            previous_member_epoch=previous,
+            assigned=dict(assigned),
+            pending_revocation=dict(revoking),
+        )
+
+    # ------------------------------------------------------------------ timers
+
+    def tick(self, now: float, topics: Mapping[str, TopicImage]) -> list[str]:
+        """Fence members whose session or revocation time ran out; the ids fenced."""
+        if self.dead:
+            return []
+        expired = [
+            m.member_id
+            for m in self.members.values()
+            if m.session_deadline <= now or (m.rebalance_deadline is not None and m.rebalance_deadline <= now)
+        ]
+        for member_id in expired:
+            self.fence(member_id, topics)
+        return expired
+
+    def next_deadline(self) -> float | None:
+        times: list[float] = []
+        for m in self.members.values():
+            times.append(m.session_deadline)
+            if m.rebalance_deadline is not None:
+                times.append(m.rebalance_deadline)
+        return min(times, default=None)
+
+    def kill(self) -> None:
+        """Dead (deleted or unloaded): later requests are answered NOT_COORDINATOR."""
+        self.dead = True
+
+    # ------------------------------------------------------------------ offsets
+
+    def validate_commit(self, member_id: str, member_epoch: int, api_version: int | None) -> int:
+        """Kafka's ConsumerGroup.validateOffsetCommit: an OffsetCommit (``api_version``; None for
+        a TxnOffsetCommit) from a member must carry its current epoch (STALE_MEMBER_EPOCH) and
+        come at v9+ (UNSUPPORTED_VERSION); an admin commit (no member id, epoch < 0) only to a
+        group without members."""
+        if self.dead:
+            return int(ErrorCode.COORDINATOR_NOT_AVAILABLE)
+        if member_epoch < 0 and not member_id:
+            return int(ErrorCode.NONE) if not self.members else int(ErrorCode.UNKNOWN_MEMBER_ID)
+        member = self.members.get(member_id)
+        if member is None:
+            return int(ErrorCode.UNKNOWN_MEMBER_ID)
+        if api_version is not None and api_version < 9:
+            return int(ErrorCode.UNSUPPORTED_VERSION)
+        if member_epoch != member.member_epoch:
+            return int(ErrorCode.STALE_MEMBER_EPOCH)
+        return int(ErrorCode.NONE)
+
+    def validate_fetch(self, member_id: str | None, member_epoch: int) -> int:
+        """Kafka's validateOffsetFetch: a fetch naming a member must carry its epoch."""
+        if member_id is None or (member_epoch < 0 and not member_id):
+            return int(ErrorCode.NONE)
+        member = self.members.get(member_id)
+        if member is None:
+            return int(ErrorCode.UNKNOWN_MEMBER_ID)
+        if member_epoch != member.member_epoch:
+            return int(ErrorCode.STALE_MEMBER_EPOCH)
+        return int(ErrorCode.NONE)
+
+    # ------------------------------------------------------------------ loading
+
+    def replay(self, key: cgr.Key, value: cgr.Value | None) -> None:
+        """Apply one record of this group read back from the log (Kafka's replay): the latest
+        record of each key wins, a tombstone removes what its key held. ``finish_load`` then
+        rebuilds what is derived (owners, static members) and starts the timers."""
+        if isinstance(key, cgr.ConsumerGroupMetadataKey):
+            self.group_epoch = value.epoch if isinstance(value, cgr.ConsumerGroupMetadataValue) else 0
+        elif isinstance(key, cgr.ConsumerGroupPartitionMetadataKey):
+            topics = value.topics if isinstance(value, cgr.ConsumerGroupPartitionMetadataValue) else ()
+            self.subscription_metadata = {t.topic_name: (t.topic_id, t.num_partitions) for t in topics}
+        elif isinstance(key, cgr.ConsumerGroupTargetAssignmentMetadataKey):
+            epoch = (
+                value.assignment_epoch
+                if isinstance(value, cgr.ConsumerGroupTargetAssignmentMetadataValue)
+                else 0
+            )
+            self.assignment_epoch = epoch
+        elif isinstance(key, cgr.ConsumerGroupTargetAssignmentMemberKey):
+            if isinstance(value, cgr.ConsumerGroupTargetAssignmentMemberValue):
+                self.target[key.member_id] = from_topic_partitions(value.topic_partitions)
+            else:
+                self.target.pop(key.member_id, None)
+        elif isinstance(key, cgr.ConsumerGroupMemberMetadataKey):
+            if isinstance(value, cgr.ConsumerGroupMemberMetadataValue):
+                subscriber = self.members.setdefault(key.member_id, ConsumerGroupMember(key.member_id))
+                subscriber.instance_id = value.instance_id
+                subscriber.rack_id = value.rack_id
+                subscriber.client_id = value.client_id
+                subscriber.client_host = value.client_host
+                subscriber.subscribed_topic_names = tuple(value.subscribed_topic_names)
+                subscriber.subscribed_topic_regex = value.subscribed_topic_regex
+                subscriber.rebalance_timeout_ms = value.rebalance_timeout_ms
+                subscriber.server_assignor = value.server_assignor
+            else:
+                self.members.pop(key.member_id, None)
+        elif isinstance(key, cgr.ConsumerGroupCurrentMemberAssignmentKey):
+            known = self.members.get(key.member_id)
+            if isinstance(value, cgr.ConsumerGroupCurrentMemberAssignmentValue):
+                member = known or self.members.setdefault(key.member_id, ConsumerGroupMember(key.member_id))
+                member.member_epoch = value.member_epoch
+                member.previous_member_epoch = value.previous_member_epoch
+                try:
+                    member.state = MemberState(value.state)
+                except ValueError:
+                    member.state = MemberState.UNKNOWN
+                member.assigned = from_topic_partitions(value.assigned_partitions)
+                member.pending_revocation = from_topic_partitions(value.partitions_pending_revocation)
+            elif known is not None:
+                known.member_epoch, known.previous_member_epoch = 0, -1
+                known.state = MemberState.STABLE
+                known.assigned, known.pending_revocation = {}, {}
+
+    def finish_load(self, now: float) -> None:
+        """After ``replay``: ownership and static members from the members' assignments; every
+        member gets a full session from now (as Kafka, on loading a partition)."""
+        members = list(self.members.values())
+        self.members, self.owners, self.static_members = {}, {}, {}
+        for member in members:
+            member.session_deadline = now + self.config.session_timeout_ms
+            member.rebalance_deadline = (
+                now + max(member.rebalance_timeout_ms, 0)
+                if member.state == MemberState.UNREVOKED_PARTITIONS
+                else None
+            )
+            self._put_member(member)
+        self.records = []
+
+    @property
+    def is_empty_shell(self) -> bool:
+        """Nothing left to keep: no members, epoch record deleted (a fully deleted group)."""
+        return not self.members and self.group_epoch == 0 and not self.target
+
+    # ------------------------------------------------------------------ deletion
+
+    def tombstones(self) -> list[Record]:
+        """Every record of the group's state, as tombstones (DeleteGroups; members gone)."""
+        out: list[Record] = []
+        for member_id in sorted(set(self.members) | set(self.target)):
+            out.extend(self._member_tombstones(member_id))
+        out += [
+            (cgr.ConsumerGroupTargetAssignmentMetadataKey(self.group_id), None),
+            (cgr.ConsumerGroupPartitionMetadataKey(self.group_id), None),
+            (cgr.ConsumerGroupMetadataKey(self.group_id), None),
+        ]
+        return out
+
+    def take_records(self) -> list[Record]:
+        out, self.records = self.records, []
+        return out
