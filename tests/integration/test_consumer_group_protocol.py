@@ -11,6 +11,8 @@ session and heartbeat interval so that rebalances take a fraction of a second.
 from __future__ import annotations
 
 import collections
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -19,7 +21,7 @@ from typing import Any
 import confluent_kafka
 import pytest
 
-from tests.integration.broker_process import BrokerProcess
+from tests.integration.broker_process import BrokerProcess, wait_for
 from tests.integration.conftest import BrokerFactory
 from tests.integration.kafka_clients import Rec, create_topic, make_messages, produce_confluent
 
@@ -50,7 +52,7 @@ class Ownership:
         self.owner: dict[int, str] = {}
         self.violations: list[str] = []
         self.assigned: collections.Counter[str] = collections.Counter()
-        #: (time, member, "assign" | "revoke", partitions), in callback order.
+        #: (time, member, "assign" | "revoke" | "lost", partitions), in callback order.
         self.log: list[tuple[float, str, str, list[int]]] = []
 
     def assign(self, name: str, partitions: Sequence[Any]) -> None:
@@ -68,8 +70,10 @@ class Ownership:
             if self.owner.get(tp.partition) == name:
                 del self.owner[tp.partition]
 
-    def of(self, name: str) -> set[int]:
-        return {p for p, n in self.owner.items() if n == name}
+    def lose(self, name: str, partitions: Sequence[Any]) -> None:
+        """Partitions taken away without a revocation (the member was fenced)."""
+        self.log.append((time.monotonic(), name, "lost", sorted(tp.partition for tp in partitions)))
+        self.revoke(name, partitions)
 
 
 class Member:
@@ -103,7 +107,7 @@ class Member:
             [topic],
             on_assign=lambda _c, ps: ownership.assign(name, ps),
             on_revoke=lambda _c, ps: ownership.revoke(name, ps),
-            on_lost=lambda _c, ps: ownership.revoke(name, ps),
+            on_lost=lambda _c, ps: ownership.lose(name, ps),
         )
 
     def poll_once(self, seen: Seen) -> None:
@@ -273,3 +277,43 @@ def test_describe_and_list_groups_show_the_consumer_protocol(cbroker: BrokerProc
         assert {tp.partition for tp in described.members[0].assignment.topic_partitions} == {0, 1, 2, 3}
     finally:
         m.close()
+
+
+def test_coordinator_killed_mid_reconciliation(broker_factory: BrokerFactory) -> None:
+    """kill -9 of the group's coordinator worker while a new member is being reconciled in: the
+    restarted worker replays the group from __consumer_offsets, the members carry on with their
+    epochs and partitions (none loses its partitions or rejoins), the newcomer gets its share,
+    nothing is read twice and no partition has two owners."""
+    from confluent_kafka.admin import AdminClient
+
+    from shardbroker.broker.group_metadata_manager import partition_for
+
+    broker = broker_factory(config=CONSUMER_PROTOCOL_CONFIG)
+    bootstrap = broker.bootstrap
+    topic, group, partitions = "kip848-kill", "kip848-kill", 12
+    create_topic(bootstrap, topic, partitions)
+    own = Ownership()
+    seen: Seen = collections.Counter()
+    members = [Member(f"m{i}", bootstrap, group, topic, own) for i in range(3)]
+    producer = BackgroundProducer(bootstrap, topic)
+    try:
+        drive(members, seen, lambda: balanced(members, partitions), "three members share 12", own)
+        meta = AdminClient({"bootstrap.servers": bootstrap}).list_topics("__consumer_offsets", timeout=20)
+        parts = meta.topics["__consumer_offsets"].partitions
+        coordinator = parts[partition_for(group, len(parts))].leader
+        pid = broker.worker_pid(coordinator)
+        lost_before = len([e for e in own.log if e[2] == "lost"])
+        members.append(Member("m3", bootstrap, group, topic, own))
+        for m in members:  # the newcomer joins; the others are asked to revoke
+            m.poll_once(seen)
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: broker.worker_pid(coordinator) != pid, 30, "the worker to be restarted")
+        drive(members, seen, lambda: balanced(members, partitions), "four members share 12", own)
+        produced = producer.stop()
+        drive(members, seen, lambda: len(seen) >= len(produced), "every record read", own)
+        assert_exactly_once(seen, produced)
+        assert len([e for e in own.log if e[2] == "lost"]) == lost_before, "a member lost its partitions"
+    finally:
+        producer.stop()
+        for m in members:
+            m.close()
