@@ -466,6 +466,20 @@ def test_transaction_series(table: CounterTable) -> None:
     assert s[key(f"{h}_sum", worker="1")] == pytest.approx(60.5)
 
 
+def test_group_rebalance_series(table: CounterTable) -> None:
+    w1 = table.worker(1)
+    w1.rebalance("consumer")
+    w1.rebalance("consumer")
+    w1.rebalance("classic")
+    _, s = scrape(MetricsCollector(table))
+    name = "shardbroker_group_rebalances_total"
+    assert s[key(name, protocol="consumer", worker="1")] == 2
+    assert s[key(name, protocol="classic", worker="1")] == 1
+    # Both protocols always have a series (the dashboard's rate() needs one before any rebalance).
+    assert s[key(name, protocol="consumer", worker="0")] == 0
+    assert s[key(name, protocol="classic", worker="0")] == 0
+
+
 def test_log_cleaner_series(table: CounterTable) -> None:
     w0, w1 = table.worker(0), table.worker(1)
     for w, topic, partition in ((w0, "orders", 0), (w0, "_schemas", 0), (w1, "_schemas", 1), (w1, "kv", 0)):

@@ -7,7 +7,8 @@ The request's shape is checked first, with Kafka's messages (INVALID_REQUEST): a
 member id unless joining; on joining, a rebalance timeout, an empty owned-partitions list and a
 subscription (topic names or, v1, a regex; not both); no empty instance or rack id; an epoch of
 -2 only with an instance id; a ``server_assignor`` among ``group.consumer.assignors``
-(UNSUPPORTED_ASSIGNOR). Authorization as Kafka: READ on the group (GROUP_AUTHORIZATION_FAILED),
+(UNSUPPORTED_ASSIGNOR). A regex subscription is refused INVALID_REGULAR_EXPRESSION until the
+broker evaluates them (README). Authorization as Kafka: READ on the group (GROUP_AUTHORIZATION_FAILED),
 DESCRIBE on every subscribed topic name (TOPIC_AUTHORIZATION_FAILED). Served only when
 ``group.coordinator.rebalance.protocols`` lists ``consumer`` (dispatch.py leaves the API out of
 ApiVersions otherwise).
@@ -67,6 +68,11 @@ def invalid(
         return bad, "InstanceId can't be null."
     if request.rebalance_timeout_ms < -1 or request.rebalance_timeout_ms == 0:
         return bad, f"RebalanceTimeoutMs is invalid: {request.rebalance_timeout_ms}."
+    if regex is not None:
+        # Not built yet (README): refused, never stored and silently left without partitions.
+        return int(ErrorCode.INVALID_REGULAR_EXPRESSION), (
+            "SubscribedTopicRegex is not supported by this broker yet: subscribe to topic names."
+        )
     if request.server_assignor is not None and request.server_assignor not in assignors:
         return int(ErrorCode.UNSUPPORTED_ASSIGNOR), (
             f"ServerAssignor {request.server_assignor} is not supported. "
@@ -90,7 +96,6 @@ def _request(ctx: RequestContext, request: m.ConsumerGroupHeartbeatRequest) -> H
         rack_id=request.rack_id,
         rebalance_timeout_ms=request.rebalance_timeout_ms,
         subscribed_topic_names=None if names is None else tuple(names),
-        subscribed_topic_regex=request.subscribed_topic_regex if ctx.api_version >= 1 else None,
         server_assignor=request.server_assignor,
         owned=owned,
         client_id=ctx.client_id or "",
