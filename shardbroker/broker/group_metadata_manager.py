@@ -390,6 +390,8 @@ class GroupMetadataManager:
         """A new consumer-protocol group; its offsets go to the (Empty) classic entry."""
         if group_id not in self.groups:
             self.add_group(group_id)
+        # A group made anew counts its epochs from 1 again (an earlier one may have gone classic).
+        self._epochs.pop(("consumer", group_id), None)
         cg = self.consumer_groups[group_id] = ConsumerGroup(group_id, self.consumer_config)
         return cg
 

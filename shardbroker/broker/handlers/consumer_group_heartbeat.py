@@ -37,6 +37,10 @@ __all__ = ["HANDLER"]
 R = m.ConsumerGroupHeartbeatResponse
 
 
+def _blank(value: str) -> bool:
+    return not value.strip()
+
+
 def invalid(
     request: m.ConsumerGroupHeartbeatRequest, version: int, assignors: tuple[str, ...]
 ) -> tuple[int, str] | None:
@@ -44,16 +48,17 @@ def invalid(
     bad = int(ErrorCode.INVALID_REQUEST)
     # An empty regex is "no regex" (librdkafka sends "" beside topic names), as Kafka reads it.
     regex = (request.subscribed_topic_regex or None) if version >= 1 else None
-    if not request.group_id:
+    # Kafka's throwIfEmptyString: blank (all whitespace) counts as empty.
+    if _blank(request.group_id):
         return bad, "GroupId can't be empty."
-    if request.instance_id is not None and not request.instance_id:
+    if request.instance_id is not None and _blank(request.instance_id):
         return bad, "InstanceId can't be empty."
-    if request.rack_id is not None and not request.rack_id:
+    if request.rack_id is not None and _blank(request.rack_id):
         return bad, "RackId can't be empty."
     epoch = request.member_epoch
     if epoch < -2:
-        return bad, f"MemberEpoch is invalid: {epoch}."
-    if epoch != 0 and not request.member_id:
+        return bad, "MemberEpoch is invalid."
+    if epoch != 0 and _blank(request.member_id):
         return bad, "MemberId can't be empty."
     if epoch == 0:
         if request.rebalance_timeout_ms == -1:
