@@ -39,9 +39,14 @@ from typing import Final
 
 from shardbroker.broker import consumer_group_records as cgr
 from shardbroker.broker.consumer_assignors import ASSIGNORS, AssignmentMember, AssignmentTopic
-from shardbroker.broker.group_state import OffsetAndMetadata
+from shardbroker.broker.group_state import JoinRequest, JoinResult, OffsetAndMetadata, SyncResult
 from shardbroker.metadata.image import TopicImage
-from shardbroker.protocol.errors import ErrorCode
+from shardbroker.protocol.consumer_protocol import (
+    ConsumerSubscription,
+    decode_consumer_subscription,
+    encode_consumer_assignment,
+)
+from shardbroker.protocol.errors import ErrorCode, ProtocolError
 
 __all__ = [
     "Assignment",
@@ -65,6 +70,10 @@ Record = tuple[cgr.Key, cgr.Value | None]
 #: What ``_member_for`` says of the member it found.
 _JOINED: Final = object()
 _TAKEN_OVER: Final = object()
+
+#: The protocol type of every classic-protocol member a consumer group accepts.
+CONSUMER_PROTOCOL_TYPE: Final = "consumer"
+_NONE: Final = int(ErrorCode.NONE)
 
 JOIN_EPOCH: Final = 0
 LEAVE_EPOCH: Final = -1
@@ -149,9 +158,16 @@ class ConsumerGroupMember:
     state: MemberState = MemberState.STABLE
     assigned: Assignment = field(default_factory=dict)
     pending_revocation: Assignment = field(default_factory=dict)
-    #: Timers (not persisted): when the session ends, and when a pending revocation must be done.
+    #: A member speaking the classic protocol (JoinGroup/SyncGroup/Heartbeat) in this group:
+    #: its session timeout and JoinGroup protocols (KIP-848's migration); None for the others.
+    classic: cgr.ClassicMemberMetadata | None = None
+    #: Timers (not persisted): when the session ends, and when a pending revocation (or, for a
+    #: classic member told to rejoin, its JoinGroup) must be done.
     session_deadline: float = 0.0
     rebalance_deadline: float | None = None
+
+    def session_timeout_ms(self, config: ConsumerGroupConfig) -> int:
+        return config.session_timeout_ms if self.classic is None else self.classic.session_timeout_ms
 
     def subscription_record(self, group_id: str) -> Record:
         return (
@@ -165,6 +181,9 @@ class ConsumerGroupMember:
                 subscribed_topic_regex=self.subscribed_topic_regex,
                 rebalance_timeout_ms=self.rebalance_timeout_ms,
                 server_assignor=self.server_assignor,
+                classic_member_metadata=(
+                    None if self.classic is None else cgr.encode_classic_member_metadata(self.classic)
+                ),
             ),
         )
 
@@ -190,6 +209,7 @@ class ConsumerGroupMember:
             and self.rebalance_timeout_ms == other.rebalance_timeout_ms
             and self.client_id == other.client_id
             and self.client_host == other.client_host
+            and self.classic == other.classic
         )
 
 
@@ -246,6 +266,9 @@ class ConsumerGroup:
         self.dead = False
         #: What to persist, in order; the coordinator takes and writes them.
         self.records: list[Record] = []
+        #: Set when a member of the consumer protocol left or was fenced (the coordinator then
+        #: checks whether the group should go back to the classic protocol, and clears it).
+        self.consumer_member_left = False
 
     def __repr__(self) -> str:
         return f"ConsumerGroup({self.group_id!r}, {self.state.value}, epoch {self.group_epoch})"
@@ -443,6 +466,8 @@ class ConsumerGroup:
         self.target.pop(member_id, None)
         self._refresh_subscription_metadata(topics)
         self._bump_group_epoch()
+        if member.classic is None:
+            self.consumer_member_left = True
 
     # ------------------------------------------------------------------ internals
 
@@ -465,6 +490,10 @@ class ConsumerGroup:
                     self.owners[(topic_id, p)] = member.member_id
         if member.instance_id is not None:
             self.static_members[member.instance_id] = member.member_id
+
+    def adopt(self, member: ConsumerGroupMember) -> None:
+        """Take ``member`` in as it is (a group made from a classic one: group_migration.py)."""
+        self._put_member(member)
 
     def _release(self, member: ConsumerGroupMember) -> None:
         for assignment in (member.assigned, member.pending_revocation):
@@ -640,6 +669,204 @@ class ConsumerGroup:
             pending_revocation=dict(revoking),
         )
 
+    # ------------------------------------------------------------------ classic-protocol members
+
+    def supports_classic_protocols(self, protocol_type: str, names: Iterable[str]) -> bool:
+        """Kafka's supportsClassicProtocols: a JoinGroup may enter if its protocol type is
+        "consumer" and one of its protocols is one every classic member of the group has."""
+        wanted = set(names)
+        if protocol_type != CONSUMER_PROTOCOL_TYPE or not wanted:
+            return False
+        for m in self.members.values():
+            if m.classic is not None:
+                wanted &= {p.name for p in m.classic.supported_protocols}
+        return bool(wanted)
+
+    def classic_join(
+        self, request: JoinRequest, *, topics: Mapping[str, TopicImage], now: float, new_member_id: str
+    ) -> JoinResult:
+        """A JoinGroup from a classic-protocol member (Kafka's classicGroupJoinToConsumerGroup):
+        the member takes part in the group like any other, its subscription and owned
+        partitions read from its first protocol's ConsumerProtocolSubscription. The answer
+        comes at once: generation = its member epoch, no leader (the broker assigns), and its
+        SyncGroup gets its partitions. A member that must revoke or wait for partitions is
+        told REBALANCE_IN_PROGRESS by its heartbeats until it rejoins."""
+        member_id, instance_id, protocols = request.member_id, request.group_instance_id, request.protocols
+        try:
+            subscription = decode_consumer_subscription(protocols[0][1])
+        except (ProtocolError, IndexError):
+            return JoinResult(int(ErrorCode.INCONSISTENT_GROUP_PROTOCOL), member_id=member_id)
+        if instance_id is not None:
+            previous_id = self.static_members.get(instance_id)
+            if previous_id is not None and member_id and member_id != previous_id:
+                return JoinResult(int(ErrorCode.FENCED_INSTANCE_ID), member_id=member_id)
+            member = self._classic_static_member(previous_id, member_id or new_member_id)
+        else:
+            member = self.members.get(member_id) or ConsumerGroupMember(member_id or new_member_id)
+        if member.member_id not in self.members and len(self.members) >= self.config.max_size:
+            return JoinResult(int(ErrorCode.GROUP_MAX_SIZE_REACHED), member_id=member_id)
+        is_new = member.member_id not in self.members
+        updated = replace(
+            member,
+            instance_id=instance_id,
+            rack_id=subscription.rack_id or member.rack_id,
+            rebalance_timeout_ms=request.rebalance_ms,
+            subscribed_topic_names=tuple(sorted(set(subscription.topics))),
+            subscribed_topic_regex=None,
+            server_assignor=None,
+            client_id=request.client_id,
+            client_host=request.client_host,
+            classic=cgr.ClassicMemberMetadata(
+                request.session_timeout_ms,
+                tuple(cgr.ClassicProtocol(n, bytes(meta)) for n, meta in protocols),
+            ),
+        )
+        if is_new or not member.same_subscription(updated):
+            self.records.append(updated.subscription_record(self.group_id))
+        bump = is_new or member.subscribed_topic_names != updated.subscribed_topic_names
+        self._put_member(updated)
+        if self._refresh_subscription_metadata(topics) or bump:
+            self._bump_group_epoch()
+        if self.group_epoch > self.assignment_epoch:
+            self._update_target_assignment()
+        reconciled = self._reconcile(updated, self._owned(subscription, topics), now, force_record=is_new)
+        reconciled.session_deadline = now + request.session_timeout_ms
+        return JoinResult(
+            _NONE,
+            reconciled.member_epoch,
+            CONSUMER_PROTOCOL_TYPE,
+            protocols[0][0],
+            "",
+            reconciled.member_id,
+        )
+
+    def _classic_static_member(self, previous_id: str | None, member_id: str) -> ConsumerGroupMember:
+        """The member a static classic JoinGroup speaks for: a new instance is a new member; an
+        instance joining under a new member id takes over its previous member's place."""
+        if previous_id is None or previous_id == member_id:
+            return self.members.get(member_id) or ConsumerGroupMember(member_id)
+        previous = self.members[previous_id]
+        self._remove_member(previous)
+        self.records.extend(self._member_tombstones(previous_id))
+        if previous.classic is None:
+            self.consumer_member_left = True
+        epoch = previous.previous_member_epoch if previous.member_epoch == STATIC_LEAVE_EPOCH else None
+        taken = replace(previous, member_id=member_id)
+        if epoch is not None:
+            taken.member_epoch, taken.previous_member_epoch = epoch, -1
+        target = self.target.pop(previous_id, None)
+        if target is not None:
+            self.target[member_id] = target
+            self.records.append(self._target_member_record(member_id, target))
+        self._put_member(taken)
+        self.records.append(taken.subscription_record(self.group_id))
+        self.records.append(taken.assignment_record(self.group_id))
+        return taken
+
+    @staticmethod
+    def _owned(subscription: ConsumerSubscription, topics: Mapping[str, TopicImage]) -> Assignment:
+        """The partitions a JoinGroup says its member still owns (none before subscription v1:
+        an eager member has given everything up before it rejoins)."""
+        owned: dict[uuid.UUID, frozenset[int]] = {}
+        for name, parts in subscription.owned_partitions.items():
+            topic = topics.get(name)
+            if topic is not None and parts:
+                owned[topic.topic_id] = owned.get(topic.topic_id, frozenset()) | frozenset(parts)
+        return owned
+
+    def _classic_member(self, member_id: str, instance_id: str | None) -> ConsumerGroupMember | int:
+        """Kafka's validateConsumerGroupMember + throwIfMemberDoesNotUseClassicProtocol: the
+        member, or the error code."""
+        if instance_id is not None:
+            owner = self.static_members.get(instance_id)
+            if owner is None:
+                return int(ErrorCode.UNKNOWN_MEMBER_ID)
+            if member_id and owner != member_id:
+                return int(ErrorCode.FENCED_INSTANCE_ID)
+            member_id = owner
+        member = self.members.get(member_id)
+        if member is None or member.classic is None:
+            return int(ErrorCode.UNKNOWN_MEMBER_ID)
+        return member
+
+    def _must_rejoin(self, member: ConsumerGroupMember) -> bool:
+        """Kafka's rule for a classic member's heartbeat: rejoin when the group epoch moved on,
+        partitions must be revoked, or the partitions it waits for are free now."""
+        if member.member_epoch < self.group_epoch or member.state == MemberState.UNREVOKED_PARTITIONS:
+            return True
+        if member.state != MemberState.UNRELEASED_PARTITIONS:
+            return False
+        for topic_id, parts in self.target.get(member.member_id, {}).items():
+            for p in parts - member.assigned.get(topic_id, frozenset()):
+                if self.owners.get((topic_id, p)) not in (None, member.member_id):
+                    return False
+        return True
+
+    def _told_to_rejoin(self, member: ConsumerGroupMember, now: float) -> int:
+        if member.rebalance_deadline is None:
+            member.rebalance_deadline = now + max(member.rebalance_timeout_ms, 0)
+        return int(ErrorCode.REBALANCE_IN_PROGRESS)
+
+    def classic_sync(
+        self,
+        *,
+        member_id: str,
+        instance_id: str | None,
+        generation_id: int,
+        protocol_type: str | None,
+        protocol_name: str | None,
+        now: float,
+    ) -> SyncResult:
+        """A classic member's SyncGroup: its current partitions, as a ConsumerProtocolAssignment
+        of its subscription's version (Kafka's classicGroupSyncToConsumerGroup)."""
+        found = self._classic_member(member_id, instance_id)
+        if isinstance(found, int):
+            return SyncResult(found)
+        member = found
+        assert member.classic is not None
+        name = member.classic.supported_protocols[0].name
+        if generation_id != member.member_epoch:
+            return SyncResult(int(ErrorCode.ILLEGAL_GENERATION))
+        if (protocol_type is not None and protocol_type != CONSUMER_PROTOCOL_TYPE) or (
+            protocol_name is not None and protocol_name != name
+        ):
+            return SyncResult(int(ErrorCode.INCONSISTENT_GROUP_PROTOCOL))
+        if self.group_epoch > member.member_epoch and member.state != MemberState.UNREVOKED_PARTITIONS:
+            return SyncResult(self._told_to_rejoin(member, now))
+        member.session_deadline = now + member.classic.session_timeout_ms
+        names = {tid: topic for topic, (tid, _) in self.subscription_metadata.items()}
+        partitions = {
+            names[tid]: sorted(parts) for tid, parts in sorted(member.assigned.items()) if tid in names
+        }
+        try:
+            version = decode_consumer_subscription(member.classic.supported_protocols[0].metadata).version
+        except ProtocolError:
+            version = 0
+        return SyncResult(
+            _NONE, CONSUMER_PROTOCOL_TYPE, name, encode_consumer_assignment(partitions, min(version, 3))
+        )
+
+    def classic_heartbeat(
+        self, *, member_id: str, instance_id: str | None, generation_id: int, now: float
+    ) -> int:
+        """A classic member's Heartbeat (Kafka's classicGroupHeartbeatToConsumerGroup)."""
+        found = self._classic_member(member_id, instance_id)
+        if isinstance(found, int):
+            return found
+        if generation_id != found.member_epoch:
+            return int(ErrorCode.ILLEGAL_GENERATION)
+        assert found.classic is not None
+        found.session_deadline = now + found.classic.session_timeout_ms
+        return self._told_to_rejoin(found, now) if self._must_rejoin(found) else _NONE
+
+    def classic_leave(self, member_id: str, instance_id: str | None, topics: Mapping[str, TopicImage]) -> int:
+        """One member of a LeaveGroup (a static one may be named by its instance id alone)."""
+        found = self._classic_member(member_id, instance_id)
+        if isinstance(found, int):
+            return found
+        self.fence(found.member_id, topics)
+        return _NONE
+
     # ------------------------------------------------------------------ timers
 
     def tick(self, now: float, topics: Mapping[str, TopicImage]) -> list[str]:
@@ -681,6 +908,9 @@ class ConsumerGroup:
         member = self.members.get(member_id)
         if member is None:
             return int(ErrorCode.UNKNOWN_MEMBER_ID)
+        if member.classic is not None:
+            # A classic-protocol member commits with its generation (its member epoch).
+            return _NONE if member_epoch == member.member_epoch else int(ErrorCode.ILLEGAL_GENERATION)
         if api_version is not None and api_version < 9:
             return int(ErrorCode.UNSUPPORTED_VERSION)
         if member_epoch != member.member_epoch:
@@ -732,6 +962,8 @@ class ConsumerGroup:
                 subscriber.subscribed_topic_regex = value.subscribed_topic_regex
                 subscriber.rebalance_timeout_ms = value.rebalance_timeout_ms
                 subscriber.server_assignor = value.server_assignor
+                raw = value.classic_member_metadata
+                subscriber.classic = None if raw is None else cgr.decode_classic_member_metadata(raw)
             else:
                 self.members.pop(key.member_id, None)
         elif isinstance(key, cgr.ConsumerGroupCurrentMemberAssignmentKey):
@@ -757,7 +989,7 @@ class ConsumerGroup:
         members = list(self.members.values())
         self.members, self.owners, self.static_members = {}, {}, {}
         for member in members:
-            member.session_deadline = now + self.config.session_timeout_ms
+            member.session_deadline = now + member.session_timeout_ms(self.config)
             member.rebalance_deadline = (
                 now + max(member.rebalance_timeout_ms, 0)
                 if member.state == MemberState.UNREVOKED_PARTITIONS

@@ -35,8 +35,13 @@ nullable, ``[...]`` an array; the key number is the specs' "apiKey")::
         PartitionRacks (Kafka's PartitionMetadata)               partition int32, racks [string]
         TopicPartitions                                          topic_id uuid, partitions [int32]
 
+        ClassicMemberMetadata (tagged 0 above)                   session_timeout_ms int32,
+                                                                 supported_protocols [ClassicProtocol]
+        ClassicProtocol                                          name string, metadata bytes
+
 We write what Kafka 4.0 writes: value version 0 (the only one Kafka defines), no tagged field but
-``classic_member_metadata`` when a member has it (we keep its bytes verbatim), so Kafka's tools and
+``classic_member_metadata`` when a member has it (kept as bytes in the value; read and written by
+``decode_classic_member_metadata`` / ``encode_classic_member_metadata``), so Kafka's tools and
 brokers read our records and we read theirs. Later Kafka only adds tagged fields (4.1's group
 metadata hash, for one), which the readers skip.
 """
@@ -53,6 +58,8 @@ from shardbroker.broker.group_records import RecordFormatError, RecordReader, en
 from shardbroker.protocol.primitives import encode_uvarint
 
 __all__ = [
+    "ClassicMemberMetadata",
+    "ClassicProtocol",
     "ConsumerGroupCurrentMemberAssignmentKey",
     "ConsumerGroupCurrentMemberAssignmentValue",
     "ConsumerGroupMemberMetadataKey",
@@ -72,8 +79,10 @@ __all__ = [
     "TopicMetadata",
     "TopicPartitions",
     "Value",
+    "decode_classic_member_metadata",
     "decode_key",
     "decode_value",
+    "encode_classic_member_metadata",
     "encode_key",
     "encode_value",
 ]
@@ -196,6 +205,23 @@ class ConsumerGroupMemberMetadataValue:
 
 
 @dataclass(frozen=True, slots=True)
+class ClassicProtocol:
+    """One protocol a classic-protocol member joined with (its name and metadata bytes)."""
+
+    name: str
+    metadata: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ClassicMemberMetadata:
+    """What a member that speaks the classic protocol inside a consumer group keeps of its
+    JoinGroup (KIP-848's migration): its session timeout and protocols, in its order."""
+
+    session_timeout_ms: int
+    supported_protocols: tuple[ClassicProtocol, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class TopicPartitions:
     topic_id: uuid.UUID
     partitions: tuple[int, ...]
@@ -306,6 +332,21 @@ def _member_metadata(value: ConsumerGroupMemberMetadataValue) -> bytes:
             _tags({} if classic is None else {_CLASSIC_MEMBER_METADATA_TAG: bytes(classic)}),
         )
     )
+
+
+def encode_classic_member_metadata(value: ClassicMemberMetadata) -> bytes:
+    """The tagged field's bytes (a flexible struct; no version of its own)."""
+    return b"".join(
+        (
+            _I32.pack(value.session_timeout_ms),
+            _compact_array(value.supported_protocols, _classic_protocol),
+            _NO_TAGS,
+        )
+    )
+
+
+def _classic_protocol(p: ClassicProtocol) -> bytes:
+    return _compact_string(p.name) + encode_uvarint(len(p.metadata) + 1) + p.metadata + _NO_TAGS
 
 
 def _current_assignment(value: ConsumerGroupCurrentMemberAssignmentValue) -> bytes:
@@ -443,6 +484,16 @@ def _read_topic_metadata(r: _Reader) -> TopicMetadata:
 
 def _read_topic_partitions(r: _Reader) -> TopicPartitions:
     return r.ended(TopicPartitions(r.read_uuid(), r.array(r.i32)))
+
+
+def decode_classic_member_metadata(raw: bytes | memoryview) -> ClassicMemberMetadata:
+    """The tagged field's value; RecordFormatError if it is not one."""
+    r = _Reader(raw)
+    out = r.ended(
+        ClassicMemberMetadata(r.i32(), r.array(lambda: r.ended(ClassicProtocol(r.req_string(), r.blob()))))
+    )
+    _check_end(r, "ClassicMemberMetadata")
+    return out
 
 
 def _read_member_metadata(r: _Reader) -> ConsumerGroupMemberMetadataValue:

@@ -54,13 +54,29 @@ from shardbroker.broker.group_metadata_manager import (
     offset_commit_record,
     partition_for,
 )
-from shardbroker.broker.group_state import Group, GroupState, JoinResult, OffsetAndMetadata, SyncResult
+from shardbroker.broker.group_migration import (
+    MigrationError,
+    MigrationPolicy,
+    consumer_group_from_classic,
+    downgrade_refusal,
+    upgrade_refusal,
+)
+from shardbroker.broker.group_state import (
+    Group,
+    GroupState,
+    JoinRequest,
+    JoinResult,
+    OffsetAndMetadata,
+    SyncResult,
+    new_classic_member_id,
+)
 from shardbroker.broker.txn_offset_commits import UNSTABLE, validate_txn_commit
 from shardbroker.config.broker_config import BrokerConfig
 from shardbroker.config.broker_properties import (
     GROUP_CONSUMER_ASSIGNORS,
     GROUP_CONSUMER_HEARTBEAT_INTERVAL_MS,
     GROUP_CONSUMER_MAX_SIZE,
+    GROUP_CONSUMER_MIGRATION_POLICY,
     GROUP_CONSUMER_SESSION_TIMEOUT_MS,
     GROUP_COORDINATOR_REBALANCE_PROTOCOLS,
     GROUP_INITIAL_REBALANCE_DELAY_MS,
@@ -219,6 +235,7 @@ class GroupCoordinator:
             max_size=config.get(GROUP_CONSUMER_MAX_SIZE),
             assignors=config.get(GROUP_CONSUMER_ASSIGNORS),
         )
+        self.migration_policy = MigrationPolicy(config.get(GROUP_CONSUMER_MIGRATION_POLICY))
         self.group_manager = GroupMetadataManager(
             node_id,
             channel,
@@ -326,29 +343,17 @@ class GroupCoordinator:
 
     # ------------------------------------------------------------------ membership APIs
 
-    async def join(
-        self,
-        group_id: str,
-        *,
-        member_id: str,
-        group_instance_id: str | None,
-        protocol_type: str,
-        protocols: list[tuple[str, bytes]],
-        session_timeout_ms: int,
-        rebalance_timeout_ms: int,
-        client_id: str,
-        client_host: str,
-        require_known_member_id: bool,
-    ) -> JoinResult:
+    async def join(self, group_id: str, request: JoinRequest) -> JoinResult:
+        member_id = request.member_id
         code = self.check(group_id)
         if code != _NONE:
             return JoinResult(code, member_id=member_id)
-        if not self.min_session_timeout_ms <= session_timeout_ms <= self.max_session_timeout_ms:
+        if not self.min_session_timeout_ms <= request.session_timeout_ms <= self.max_session_timeout_ms:
             return JoinResult(int(ErrorCode.INVALID_SESSION_TIMEOUT), member_id=member_id)
         cg = self.group_manager.get_consumer_group(group_id)
         if cg is not None:
             if cg.members:
-                return JoinResult(int(ErrorCode.INCONSISTENT_GROUP_PROTOCOL), member_id=member_id)
+                return await self._classic_join_consumer_group(cg, request)
             self._drop_empty_consumer_group(cg)
         group = self.group_manager.get_group(group_id)
         if group is None:
@@ -357,21 +362,32 @@ class GroupCoordinator:
             group = self.group_manager.add_group(group_id)
         fut: asyncio.Future[JoinResult]
         fut, done = _future_and_callback()
-        group.join(
-            member_id=member_id,
-            group_instance_id=group_instance_id,
-            protocol_type=protocol_type,
-            protocols=protocols,
-            session_timeout_ms=session_timeout_ms,
-            rebalance_timeout_ms=rebalance_timeout_ms,
-            client_id=client_id,
-            client_host=client_host,
-            require_known_member_id=require_known_member_id,
-            now=self.group_manager.now(),
-            callback=done,
-        )
+        group.join(request, now=self.group_manager.now(), callback=done)
         self.group_manager.after_change(group)
         return await fut
+
+    async def _classic_join_consumer_group(self, cg: ConsumerGroup, request: JoinRequest) -> JoinResult:
+        """A JoinGroup to a consumer group with members: its member speaks the classic protocol
+        there (group_migration.py; Kafka's classicGroupJoinToConsumerGroup)."""
+        member_id = request.member_id
+        if not cg.supports_classic_protocols(request.protocol_type, (n for n, _ in request.protocols)):
+            return JoinResult(int(ErrorCode.INCONSISTENT_GROUP_PROTOCOL), member_id=member_id)
+        new_member_id = member_id or new_classic_member_id(request.client_id, request.group_instance_id)
+        if not member_id and request.group_instance_id is None and request.require_known_member_id:
+            return JoinResult(int(ErrorCode.MEMBER_ID_REQUIRED), member_id=new_member_id)
+        manager = self.group_manager
+        try:
+            result = cg.classic_join(
+                request, topics=self.channel.image.topics, now=manager.now(), new_member_id=new_member_id
+            )
+        except ConsumerGroupError as exc:
+            result = JoinResult(exc.code, member_id=member_id)
+        code, flush_offset = self._persist_or_downgrade(cg)
+        if code == _NONE:
+            code = await manager.wait_durable(cg.group_id, flush_offset)
+        if code != _NONE:
+            return JoinResult(code, member_id=member_id)
+        return result
 
     async def sync(
         self,
@@ -387,6 +403,16 @@ class GroupCoordinator:
         code = self.check(group_id)
         if code != _NONE:
             return SyncResult(code)
+        cg = self.group_manager.get_consumer_group(group_id)
+        if cg is not None:
+            return cg.classic_sync(
+                member_id=member_id,
+                instance_id=group_instance_id,
+                generation_id=generation_id,
+                protocol_type=protocol_type,
+                protocol_name=protocol_name,
+                now=self.group_manager.now(),
+            )
         group = self.group_manager.get_group(group_id)
         if group is None:
             return SyncResult(int(ErrorCode.UNKNOWN_MEMBER_ID))
@@ -411,6 +437,14 @@ class GroupCoordinator:
         code = self.check(group_id)
         if code != _NONE:
             return code
+        cg = self.group_manager.get_consumer_group(group_id)
+        if cg is not None:
+            return cg.classic_heartbeat(
+                member_id=member_id,
+                instance_id=group_instance_id,
+                generation_id=generation_id,
+                now=self.group_manager.now(),
+            )
         group = self.group_manager.get_group(group_id)
         if group is None:
             return int(ErrorCode.UNKNOWN_MEMBER_ID)
@@ -428,6 +462,12 @@ class GroupCoordinator:
         code = self.check(group_id)
         if code != _NONE:
             return code, []
+        cg = self.group_manager.get_consumer_group(group_id)
+        if cg is not None:
+            topics = self.channel.image.topics
+            codes = [cg.classic_leave(mid, iid, topics) for mid, iid in members]
+            self.group_manager.persist_consumer_group(cg)
+            return _NONE, codes
         group = self.group_manager.get_group(group_id)
         if group is None:
             return _NONE, [int(ErrorCode.UNKNOWN_MEMBER_ID)] * len(members)
@@ -450,7 +490,7 @@ class GroupCoordinator:
         if cg is None:
             classic = manager.get_group(group_id)
             if classic is not None and classic.state != GroupState.EMPTY:
-                return int(ErrorCode.GROUP_ID_NOT_FOUND), f"Group {group_id} is not a consumer group.", None
+                return await self._upgrade(classic, request)
             if request.member_epoch != 0:
                 return (
                     int(ErrorCode.UNKNOWN_MEMBER_ID),
@@ -466,17 +506,79 @@ class GroupCoordinator:
             ):
                 classic.persisted = None
             cg = manager.add_consumer_group(group_id)
+        return await self._heartbeat(cg, request)
+
+    async def _heartbeat(
+        self, cg: ConsumerGroup, request: HeartbeatRequest
+    ) -> tuple[int, str | None, HeartbeatResult | None]:
+        manager = self.group_manager
         try:
             result = cg.heartbeat(request, self.channel.image.topics, manager.now(), uuid.uuid4().hex)
         except ConsumerGroupError as exc:
-            manager.persist_consumer_group(cg)  # a refusal may have fenced a member
+            self._persist_or_downgrade(cg)  # a refusal may have fenced a member
             return exc.code, exc.message, None
-        code, flush_offset = manager.persist_consumer_group(cg)
+        code, flush_offset = self._persist_or_downgrade(cg)
+        if code == _NONE:
+            code = await manager.wait_durable(cg.group_id, flush_offset)
+        if code != _NONE:
+            return code, None, None
+        return _NONE, None, result
+
+    async def _upgrade(
+        self, classic: Group, request: HeartbeatRequest
+    ) -> tuple[int, str | None, HeartbeatResult | None]:
+        """A ConsumerGroupHeartbeat joining a classic group with members: the group becomes a
+        consumer group in place if ``group.consumer.migration.policy`` allows (Kafka's
+        validateOnlineUpgrade), else GROUP_ID_NOT_FOUND."""
+        group_id = classic.group_id
+        not_consumer = int(ErrorCode.GROUP_ID_NOT_FOUND), f"Group {group_id} is not a consumer group.", None
+        if request.member_epoch != 0:
+            return not_consumer
+        refusal = upgrade_refusal(self.migration_policy, classic, self.consumer_config.max_size)
+        if refusal is not None:
+            log.info(
+                "worker %d: cannot upgrade classic group %s to consumer group because %s.",
+                self.node_id,
+                group_id,
+                refusal,
+            )
+            return not_consumer
+        manager = self.group_manager
+        try:
+            cg = consumer_group_from_classic(
+                classic, self.consumer_config, self.channel.image.topics, manager.now()
+            )
+        except MigrationError as exc:
+            log.warning("worker %d: %s", self.node_id, exc)
+            return int(ErrorCode.GROUP_ID_NOT_FOUND), str(exc), None
+        code, flush_offset = manager.upgrade(classic, cg)
         if code == _NONE:
             code = await manager.wait_durable(group_id, flush_offset)
         if code != _NONE:
             return code, None, None
-        return _NONE, None, result
+        log.info(
+            "worker %d: classic group %s (generation %d, %d members) upgraded to a consumer group",
+            self.node_id,
+            group_id,
+            cg.group_epoch,
+            len(cg.members),
+        )
+        return await self._heartbeat(cg, request)
+
+    def _persist_or_downgrade(self, cg: ConsumerGroup) -> tuple[int, int]:
+        """Persist ``cg``'s changes; if its last consumer-protocol member just went and the
+        others are all classic, it becomes a classic group again (when the policy allows)."""
+        left, cg.consumer_member_left = cg.consumer_member_left, False
+        if left and downgrade_refusal(self.migration_policy, cg) is None:
+            log.info(
+                "worker %d: consumer group %s (epoch %d, %d members) downgraded to a classic group",
+                self.node_id,
+                cg.group_id,
+                cg.group_epoch,
+                len(cg.members),
+            )
+            return self.group_manager.downgrade(cg, self.channel.image.topics)
+        return self.group_manager.persist_consumer_group(cg)
 
     def consumer_group(self, group_id: str) -> tuple[int, ConsumerGroup | None]:
         """ConsumerGroupDescribe: ``(error, the group)``; GROUP_ID_NOT_FOUND if it is not one."""
@@ -768,7 +870,7 @@ class GroupCoordinator:
                     fenced = cg.tick(now, self.channel.image.topics)
                     if fenced:
                         log.info("worker %d: group %s: members %s timed out", self.node_id, group_id, fenced)
-                    self.group_manager.persist_consumer_group(cg)
+                    self._persist_or_downgrade(cg)
                 continue
             group = self.group_manager.get_group(group_id)
             if group is None:

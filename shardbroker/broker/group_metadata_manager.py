@@ -29,13 +29,14 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from shardbroker.broker import consumer_group_records as cgr
 from shardbroker.broker import group_records as gr
 from shardbroker.broker.consumer_group import ConsumerGroup, ConsumerGroupConfig
 from shardbroker.broker.consumer_group import Record as ConsumerRecord
+from shardbroker.broker.group_migration import classic_group_from_consumer
 from shardbroker.broker.group_state import Group, GroupState, Member, OffsetAndMetadata
 from shardbroker.broker.txn_offset_commits import PendingTxnOffsets
 from shardbroker.metadata.image import MetadataImage, TopicImage
@@ -401,16 +402,23 @@ class GroupMetadataManager:
         if epoch > seen:
             self.on_rebalance(protocol)
 
-    def persist_consumer_group(self, cg: ConsumerGroup) -> tuple[int, int]:
-        """Append what ``cg`` marked for persisting, as one batch (all or nothing); ``(error
-        code, flush offset)``. A group whose records could not be written no longer matches the
-        log: it is dropped from memory and its partition loaded again by the next request."""
+    def persist_consumer_group(
+        self,
+        cg: ConsumerGroup,
+        *,
+        first: Sequence[tuple[bytes, bytes | None]] = (),
+        last: Sequence[tuple[bytes, bytes | None]] = (),
+    ) -> tuple[int, int]:
+        """Append what ``cg`` marked for persisting, as one batch (all or nothing), between the
+        classic records ``first`` and ``last`` (a protocol migration's); ``(error code, flush
+        offset)``. A group whose records could not be written no longer matches the log: it is
+        dropped from memory and its partition loaded again by the next request."""
         self._count_rebalance("consumer", cg.group_id, cg.assignment_epoch)
-        records = cg.take_records()
+        records = [*first, *encode_consumer_records(cg.take_records()), *last]
         self._track_consumer_group(cg)
         if not records:
             return _NONE, -1
-        code, flush_offset = self.append_at(cg.group_id, encode_consumer_records(records))
+        code, flush_offset = self.append_at(cg.group_id, records)
         if code != _NONE:
             partition = self.partition_of(cg.group_id)
             log.warning(
@@ -423,6 +431,38 @@ class GroupMetadataManager:
             )
             if partition in self.owned:
                 self._unload(partition)
+        return code, flush_offset
+
+    def upgrade(self, group: Group, cg: ConsumerGroup) -> tuple[int, int]:
+        """``cg``, made of the classic ``group``'s members (group_migration.py), replaces it:
+        one batch deletes the classic metadata record and writes the consumer group's records;
+        ``group`` stays, Empty, with the offsets. ``(error code, flush offset)``."""
+        group.hand_over(self.now())
+        self.consumer_groups[cg.group_id] = cg
+        self._epochs[("consumer", cg.group_id)] = cg.group_epoch  # counted as classic ones
+        first = [(gr.encode_group_metadata_key(cg.group_id), None)] if group.persisted is not None else []
+        code, flush_offset = self.persist_consumer_group(cg, first=first)
+        if code == _NONE:
+            group.persisted = None
+        return code, flush_offset
+
+    def downgrade(self, cg: ConsumerGroup, topics: Mapping[str, TopicImage]) -> tuple[int, int]:
+        """``cg``'s members (all of the classic protocol now) go back to its classic entry, which
+        starts a rebalance: one batch deletes the consumer group's records and writes the classic
+        group's. ``(error code, flush offset)``."""
+        group = self.groups.get(cg.group_id) or self.add_group(cg.group_id)
+        classic_group_from_consumer(cg, group, topics, self.now())
+        self.consumer_groups.pop(cg.group_id, None)
+        cg.records.extend(cg.tombstones())
+        cg.kill()
+        record = self._metadata_record(group)
+        group.dirty = False
+        code, flush_offset = self.persist_consumer_group(cg, last=[record])
+        self._epochs.pop(("consumer", cg.group_id), None)
+        self._epochs[("classic", cg.group_id)] = group.generation_id
+        if code == _NONE:
+            group.persisted = record[1]
+        self.after_change(group)
         return code, flush_offset
 
     def _track_consumer_group(self, cg: ConsumerGroup) -> None:

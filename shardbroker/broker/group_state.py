@@ -51,13 +51,22 @@ from shardbroker.protocol.errors import ErrorCode, ProtocolError
 __all__ = [
     "Group",
     "GroupState",
+    "JoinRequest",
     "JoinResult",
     "Member",
     "OffsetAndMetadata",
     "SyncResult",
+    "new_classic_member_id",
 ]
 
 _NONE: Final = int(ErrorCode.NONE)
+
+
+def new_classic_member_id(client_id: str, instance_id: str | None) -> str:
+    """A member id as Kafka makes them for JoinGroup: the instance or client id, then a uuid."""
+    return f"{instance_id or client_id or 'member'}-{uuid.uuid4()}"
+
+
 #: Kafka's GroupCoordinator.NewMemberJoinTimeoutMs: a new member waiting in JoinGroup this long
 #: (without a heartbeat) is dropped.
 NEW_MEMBER_JOIN_TIMEOUT_MS: Final = 5 * 60 * 1000
@@ -69,6 +78,28 @@ class GroupState(enum.Enum):
     COMPLETING_REBALANCE = "CompletingRebalance"
     STABLE = "Stable"
     DEAD = "Dead"
+
+
+@dataclass(frozen=True, slots=True)
+class JoinRequest:
+    """A JoinGroup's fields, as the coordinator passes them to a group of either protocol."""
+
+    member_id: str
+    group_instance_id: str | None
+    protocol_type: str
+    #: (name, metadata), in the member's order of preference.
+    protocols: list[tuple[str, bytes]]
+    session_timeout_ms: int
+    #: -1 for JoinGroup v0, which has none: the session timeout serves.
+    rebalance_timeout_ms: int
+    client_id: str
+    client_host: str
+    #: JoinGroup v4+ (KIP-394): a dynamic member without an id is given one to rejoin with.
+    require_known_member_id: bool
+
+    @property
+    def rebalance_ms(self) -> int:
+        return self.session_timeout_ms if self.rebalance_timeout_ms < 0 else self.rebalance_timeout_ms
 
 
 @dataclass(slots=True)
@@ -218,29 +249,15 @@ class Group:
         owner = self.static_members.get(instance_id)
         return owner is not None and owner != member_id
 
-    def _new_member_id(self, client_id: str, instance_id: str | None) -> str:
-        return f"{instance_id or client_id or 'member'}-{uuid.uuid4()}"
-
     # ------------------------------------------------------------------ JoinGroup
 
-    def join(
-        self,
-        *,
-        member_id: str,
-        group_instance_id: str | None,
-        protocol_type: str,
-        protocols: list[tuple[str, bytes]],
-        session_timeout_ms: int,
-        rebalance_timeout_ms: int,
-        client_id: str,
-        client_host: str,
-        require_known_member_id: bool,
-        now: float,
-        callback: JoinCallback,
-    ) -> None:
+    def join(self, request: JoinRequest, *, now: float, callback: JoinCallback) -> None:
         """Handle a JoinGroup; ``callback`` is called (maybe at once, maybe at a later tick)."""
-        if rebalance_timeout_ms < 0:  # JoinGroup v0 has none: the session timeout serves
-            rebalance_timeout_ms = session_timeout_ms
+        member_id, group_instance_id = request.member_id, request.group_instance_id
+        protocol_type, protocols = request.protocol_type, request.protocols
+        session_timeout_ms, rebalance_timeout_ms = request.session_timeout_ms, request.rebalance_ms
+        client_id, client_host = request.client_id, request.client_host
+        require_known_member_id = request.require_known_member_id
         if self.state == GroupState.DEAD:
             callback(JoinResult(int(ErrorCode.COORDINATOR_NOT_AVAILABLE), member_id=member_id))
             return
@@ -260,7 +277,7 @@ class Group:
                     callback,
                 )
                 return
-            joining = self._new_member_id(client_id, group_instance_id)
+            joining = new_classic_member_id(client_id, group_instance_id)
             if require_known_member_id and group_instance_id is None:
                 self.pending_members[joining] = now + session_timeout_ms
                 callback(JoinResult(int(ErrorCode.MEMBER_ID_REQUIRED), member_id=joining))
@@ -378,7 +395,7 @@ class Group:
         old_id = self.static_members[instance_id]
         current_leader = self.leader_id
         old = self.members.pop(old_id, None)
-        new_id = self._new_member_id(client_id, instance_id)
+        new_id = new_classic_member_id(client_id, instance_id)
         if old is None:
             del self.static_members[instance_id]
             self._add_member_and_rebalance(
@@ -642,7 +659,11 @@ class Group:
 
     def kill(self) -> None:
         """Dead (deleted or unloaded): every waiting request is answered NOT_COORDINATOR."""
-        code = int(ErrorCode.NOT_COORDINATOR)
+        self._answer_waiting(int(ErrorCode.NOT_COORDINATOR))
+        self.state = GroupState.DEAD
+
+    def _answer_waiting(self, code: int) -> None:
+        """Answer every waiting JoinGroup and SyncGroup with ``code``."""
         for m in self.members.values():
             if m.join_callback is not None:
                 cb, m.join_callback = m.join_callback, None
@@ -650,7 +671,37 @@ class Group:
             if m.sync_callback is not None:
                 scb, m.sync_callback = m.sync_callback, None
                 scb(SyncResult(code))
-        self.state = GroupState.DEAD
+
+    # ------------------------------------------------------------------ protocol migration
+
+    def hand_over(self, now: float) -> None:
+        """The members moved to a consumer-protocol group (group_migration.py): waiting
+        JoinGroup/SyncGroup requests are answered REBALANCE_IN_PROGRESS (the members rejoin
+        there) and this entry stays behind, Empty, holding the offsets."""
+        self._answer_waiting(int(ErrorCode.REBALANCE_IN_PROGRESS))
+        self.members.clear()
+        self.pending_members.clear()
+        self.static_members.clear()
+        self.leader_id = self.protocol_name = None
+        self._initial_delay = False
+        self._transition(GroupState.EMPTY, now)
+
+    def adopt(self, generation_id: int, members: Iterable[Member], now: float) -> None:
+        """Members of a consumer-protocol group come back to the classic protocol (downgrade):
+        Stable at ``generation_id`` with their assignments, then a rebalance at once (Kafka
+        prepares one, so every member rejoins under the classic rules)."""
+        for m in members:
+            m.last_heartbeat = now
+            self.members[m.member_id] = m
+            if m.group_instance_id is not None:
+                self.static_members[m.group_instance_id] = m.member_id
+        self.generation_id = generation_id
+        self.protocol_type = "consumer"
+        self.protocol_name = self.select_protocol()
+        self.leader_id = next(iter(self.members), None)
+        self._transition(GroupState.STABLE, now)
+        self.dirty = True
+        self.prepare_rebalance(now)
 
     # ------------------------------------------------------------------ offsets
 

@@ -463,6 +463,18 @@ GROUP_CONSUMER_MAX_SIZE: Final = _D(
     "members a consumer-protocol group may have (GROUP_MAX_SIZE_REACHED beyond)",
     _GROUPS,
 )
+#: Kafka's ConsumerGroupMigrationPolicy values (read in any case).
+MIGRATION_POLICIES: Final = ("disabled", "upgrade", "downgrade", "bidirectional")
+GROUP_CONSUMER_MIGRATION_POLICY: Final = _D(
+    "group.consumer.migration.policy",
+    _S,
+    "bidirectional",
+    one_of(*MIGRATION_POLICIES, ignore_case=True),
+    "whether a classic group is upgraded in place when a consumer-protocol member joins it "
+    "(upgrade), a consumer group downgraded when its last consumer-protocol member leaves "
+    "(downgrade), both, or neither",
+    _GROUPS,
+)
 TRANSACTION_STATE_LOG_NUM_PARTITIONS: Final = _D(
     "transaction.state.log.num.partitions",
     _I,

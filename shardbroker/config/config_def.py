@@ -128,12 +128,15 @@ def _boolean(name: str, raw: str) -> bool:
 BOOLEAN: Final = Validator(_boolean, "true, false")
 
 
-def one_of(*choices: str) -> Validator[str]:
-    """One of ``choices``, exactly (Kafka's ValidString.in)."""
+def one_of(*choices: str, ignore_case: bool = False) -> Validator[str]:
+    """One of ``choices``, exactly (Kafka's ValidString.in), or in any case, read as the choice
+    (``ignore_case``: Kafka's CaseInsensitiveValidString.in)."""
     valid = ", ".join(choices)
 
     def convert(name: str, raw: str) -> str:
         value = raw.strip()
+        if ignore_case:
+            value = next((c for c in choices if c.lower() == value.lower()), value)
         if value not in choices:
             raise _refuse(name, raw, f"must be one of {valid}")
         return value

@@ -36,6 +36,10 @@ PHASE_TIMEOUT = 60.0
 #: What a member may be answered when it commits just as its epoch moves on (it retries once its
 #: heartbeat has brought the new epoch, as the Java client does): STALE_MEMBER_EPOCH.
 _RETRIED_COMMIT_ERRORS = (113,)
+#: What a classic-protocol member may be answered when it commits as its generation ends
+#: (ILLEGAL_GENERATION, REBALANCE_IN_PROGRESS): as with Kafka, the record is not committed and
+#: whoever owns the partition next reads it again.
+_CLASSIC_COMMIT_ERRORS = (22, 27)
 
 Seen = collections.Counter[tuple[int, int]]
 
@@ -103,6 +107,9 @@ class Member:
             }
         )
         self.closed = False
+        self.classic = (extra or {}).get("group.protocol") == "classic"
+        #: Records "processed" whose commit was refused (_CLASSIC_COMMIT_ERRORS).
+        self.uncommitted: set[tuple[int, int]] = set()
         self.c.subscribe(
             [topic],
             on_assign=lambda _c, ps: ownership.assign(name, ps),
@@ -123,6 +130,9 @@ class Member:
                 self.c.commit(message=msg, asynchronous=False)
                 return
             except confluent_kafka.KafkaException as exc:
+                if self.classic and exc.args[0].code() in _CLASSIC_COMMIT_ERRORS:
+                    self.uncommitted.add((msg.partition(), msg.offset()))
+                    return
                 if exc.args[0].code() not in _RETRIED_COMMIT_ERRORS or time.monotonic() > deadline:
                     raise
                 # librdkafka learns the new epoch in its own thread; a poll() here could run a
@@ -183,6 +193,12 @@ def drive(members: Sequence[Member], seen: Seen, done: Callable[[], bool], what:
             )
 
 
+def dwell(members: Sequence[Member], seen: Seen, own: Ownership, seconds: float = 1.0) -> None:
+    """Consume a while as the group is now (records keep flowing through mixed groups)."""
+    end = time.monotonic() + seconds
+    drive(members, seen, lambda: time.monotonic() > end, "dwell", own)
+
+
 def balanced(members: Sequence[Member], partitions: int) -> bool:
     """Every partition owned by exactly one live member, and the counts differ by at most one."""
     owned = [m.owned() for m in members if not m.closed]
@@ -191,9 +207,12 @@ def balanced(members: Sequence[Member], partitions: int) -> bool:
     return union == set(range(partitions)) and sum(counts) == partitions and max(counts) - min(counts) <= 1
 
 
-def assert_exactly_once(seen: Seen, produced: Sequence[Rec]) -> None:
+def assert_exactly_once(
+    seen: Seen, produced: Sequence[Rec], uncommitted: frozenset[tuple[int, int]] = frozenset()
+) -> None:
+    """Every record read, and read once unless its commit was refused (``uncommitted``)."""
     want = {(r.partition, r.offset) for r in produced}
-    dups = {k: n for k, n in seen.items() if n > 1}
+    dups = {k: n for k, n in seen.items() if n > 1 and k not in uncommitted}
     assert not dups, f"read more than once: {sorted(dups)[:10]}"
     assert set(seen) == want, (
         f"lost {sorted(want - set(seen))[:10]}, unexpected {sorted(set(seen) - want)[:10]}"
@@ -313,6 +332,73 @@ def test_coordinator_killed_mid_reconciliation(broker_factory: BrokerFactory) ->
         drive(members, seen, lambda: len(seen) >= len(produced), "every record read", own)
         assert_exactly_once(seen, produced)
         assert len([e for e in own.log if e[2] == "lost"]) == lost_before, "a member lost its partitions"
+    finally:
+        producer.stop()
+        for m in members:
+            m.close()
+
+
+def _classic(strategy: str) -> dict[str, Any]:
+    return {
+        "group.protocol": "classic",
+        "partition.assignment.strategy": strategy,
+        "session.timeout.ms": 6000,
+        "heartbeat.interval.ms": 300,
+    }
+
+
+def _group_type(bootstrap: str, group: str) -> str:
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})  # kept alive until the answer is in
+    listed = admin.list_consumer_groups().result(timeout=30)
+    found = {g.group_id: g for g in listed.valid}
+    assert group in found, (listed.valid, listed.errors)
+    return str(found[group].type.name)
+
+
+@pytest.mark.parametrize("strategy", ["cooperative-sticky", "range"])
+def test_classic_group_upgraded_and_downgraded_by_rolling_restarts(
+    cbroker: BrokerProcess, strategy: str
+) -> None:
+    """Three classic members (cooperative or eager) restarted one by one with
+    ``group.protocol=consumer`` while a producer writes: the group becomes a consumer group when
+    the first new member arrives (group.consumer.migration.policy=bidirectional, the default),
+    the classic members keep consuming inside it, and after the last restart it is a consumer
+    group of three; then restarted back one by one, it becomes classic again when the last
+    consumer-protocol member leaves. Every record is read once and no partition has two owners."""
+    bootstrap = cbroker.bootstrap
+    topic = group = f"kip848-migrate-{strategy}"
+    partitions = 12
+    create_topic(bootstrap, topic, partitions)
+    own = Ownership()
+    seen: Seen = collections.Counter()
+    classic = _classic(strategy)
+    members = [Member(f"c{i}", bootstrap, group, topic, own, classic) for i in range(3)]
+    producer = BackgroundProducer(bootstrap, topic)
+    try:
+        drive(members, seen, lambda: balanced(members, partitions), "three classic members share 12", own)
+        assert _group_type(bootstrap, group) == "CLASSIC"
+        for i in range(3):  # rolling upgrade
+            members[i].close()
+            members.append(Member(f"n{i}", bootstrap, group, topic, own))
+            drive(members, seen, lambda: balanced(members, partitions), f"upgrade step {i}", own)
+            assert _group_type(bootstrap, group) == "CONSUMER"
+            assert not any(m.uncommitted for m in members)
+            dwell(members, seen, own)
+        for i in range(3):  # rolling downgrade
+            members[3 + i].close()
+            members.append(Member(f"d{i}", bootstrap, group, topic, own, classic))
+            drive(members, seen, lambda: balanced(members, partitions), f"downgrade step {i}", own)
+            dwell(members, seen, own)
+        assert _group_type(bootstrap, group) == "CLASSIC"
+        produced = producer.stop()
+        drive(members, seen, lambda: len(seen) >= len(produced), "every record read", own)
+        uncommitted = frozenset().union(*(m.uncommitted for m in members))
+        assert_exactly_once(seen, produced, uncommitted)
+        # Refused only as the group went back to classic (its generation is the group epoch,
+        # ahead of the members' epochs, as Kafka's): at most once per partition.
+        assert len(uncommitted) <= partitions, f"{len(uncommitted)} commits refused"
     finally:
         producer.stop()
         for m in members:

@@ -408,23 +408,24 @@ def test_classic_group_with_members_refuses_consumer_heartbeat(tmp_path: Path) -
     run(scenario())
 
 
-def test_consumer_group_with_members_refuses_join_group(tmp_path: Path) -> None:
+def test_consumer_group_with_members_refuses_join_group_of_another_protocol_type(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with started(tmp_path) as (h, _):
             await joined(h)
             proto = [m.JoinGroupRequest.JoinGroupRequestProtocol(name="range", metadata=b"x")]
-            r = await call(
-                h,
-                m.JoinGroupRequest(
-                    group_id="g",
-                    session_timeout_ms=10_000,
-                    rebalance_timeout_ms=10_000,
-                    protocol_type="consumer",
-                    protocols=proto,
-                ),
-                5,
-            )
-            assert r.error_code == ErrorCode.INCONSISTENT_GROUP_PROTOCOL
+            for protocol_type in ("connect", ""):
+                r = await call(
+                    h,
+                    m.JoinGroupRequest(
+                        group_id="g",
+                        session_timeout_ms=10_000,
+                        rebalance_timeout_ms=10_000,
+                        protocol_type=protocol_type,
+                        protocols=proto,
+                    ),
+                    5,
+                )
+                assert r.error_code == ErrorCode.INCONSISTENT_GROUP_PROTOCOL
 
     run(scenario())
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from shardbroker.broker import group_records as gr
 from shardbroker.broker.group_coordinator import CommitItem, GroupCoordinator
 from shardbroker.broker.group_metadata_manager import OFFSETS_TOPIC, partition_for
-from shardbroker.broker.group_state import GroupState
+from shardbroker.broker.group_state import GroupState, JoinRequest
 from shardbroker.metadata.image import MetadataImage
 from shardbroker.protocol.errors import ErrorCode
 from shardbroker.protocol.record_batch import iter_batches
@@ -66,20 +66,24 @@ def group_on(partition_wanted: int, prefix: str = "g") -> str:
     return f"{prefix}{i}"
 
 
-async def join_one(gc: GroupCoordinator, group_id: str, *, session: int = 5000) -> tuple[str, int]:
-    """One member joins and syncs a new group: (member id, generation)."""
-    r = await gc.join(
-        group_id,
+def join_request(*, session: int = 5000, require_known: bool = True) -> JoinRequest:
+    """A new dynamic member's JoinGroup."""
+    return JoinRequest(
         member_id="",
         group_instance_id=None,
         protocol_type="consumer",
         protocols=[("range", b"sub")],
         session_timeout_ms=session,
-        rebalance_timeout_ms=session,
+        rebalance_timeout_ms=5000,
         client_id="c",
         client_host="/127.0.0.1",
-        require_known_member_id=False,
+        require_known_member_id=require_known,
     )
+
+
+async def join_one(gc: GroupCoordinator, group_id: str, *, session: int = 5000) -> tuple[str, int]:
+    """One member joins and syncs a new group: (member id, generation)."""
+    r = await gc.join(group_id, join_request(session=session, require_known=False))
     assert r.error_code == NONE, r
     s = await gc.sync(
         group_id,
@@ -210,18 +214,7 @@ def test_not_coordinator_and_load_in_progress(tmp_path: Path) -> None:
         async with started(tmp_path, leaders=[0, 1, 0, 1]) as (h, gc):
             assert gc.check(elsewhere) == ErrorCode.NOT_COORDINATOR
             assert gc.coordinator_of(elsewhere) == (NONE, 1)
-            r = await gc.join(
-                elsewhere,
-                member_id="",
-                group_instance_id=None,
-                protocol_type="consumer",
-                protocols=[("range", b"")],
-                session_timeout_ms=5000,
-                rebalance_timeout_ms=5000,
-                client_id="c",
-                client_host="h",
-                require_known_member_id=True,
-            )
+            r = await gc.join(elsewhere, join_request(session=5000))
             assert r.error_code == ErrorCode.NOT_COORDINATOR
             assert gc.check(here) == NONE
             # A coordinator whose partitions are not open yet answers LOAD_IN_PROGRESS.
@@ -248,18 +241,7 @@ def test_not_coordinator_and_load_in_progress(tmp_path: Path) -> None:
 def test_session_timeout_bounds(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with started(tmp_path) as (_, gc):
-            r = await gc.join(
-                "g",
-                member_id="",
-                group_instance_id=None,
-                protocol_type="consumer",
-                protocols=[("range", b"")],
-                session_timeout_ms=999,
-                rebalance_timeout_ms=5000,
-                client_id="c",
-                client_host="h",
-                require_known_member_id=True,
-            )
+            r = await gc.join("g", join_request(session=999))
             assert r.error_code == ErrorCode.INVALID_SESSION_TIMEOUT
 
     run(scenario())

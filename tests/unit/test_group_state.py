@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from shardbroker.broker.group_state import Group, GroupState, JoinResult, SyncResult
+from shardbroker.broker.group_state import Group, GroupState, JoinRequest, JoinResult, SyncResult
 from shardbroker.protocol.consumer_protocol import encode_consumer_subscription
 from shardbroker.protocol.errors import ErrorCode
 
@@ -45,15 +45,17 @@ def join(
 ) -> Box:
     box = Box()
     g.join(
-        member_id=member_id,
-        group_instance_id=instance,
-        protocol_type=protocol_type,
-        protocols=protocols if protocols is not None else [("range", b"meta-" + member_id.encode())],
-        session_timeout_ms=session,
-        rebalance_timeout_ms=rebalance,
-        client_id="client",
-        client_host="/127.0.0.1",
-        require_known_member_id=require_known,
+        JoinRequest(
+            member_id=member_id,
+            group_instance_id=instance,
+            protocol_type=protocol_type,
+            protocols=protocols if protocols is not None else [("range", b"meta-" + member_id.encode())],
+            session_timeout_ms=session,
+            rebalance_timeout_ms=rebalance,
+            client_id="client",
+            client_host="/127.0.0.1",
+            require_known_member_id=require_known,
+        ),
         now=now,
         callback=box,
     )

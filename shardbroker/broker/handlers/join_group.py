@@ -10,7 +10,7 @@ Without READ on the group: GROUP_AUTHORIZATION_FAILED with no member id, as Kafk
 from __future__ import annotations
 
 from shardbroker.broker.dispatch import ApiHandler, RequestContext
-from shardbroker.broker.group_state import JoinResult
+from shardbroker.broker.group_state import JoinRequest, JoinResult
 from shardbroker.broker.handlers._groups import (
     GROUP_DENIED,
     NOT_AVAILABLE,
@@ -48,15 +48,17 @@ async def handle_join_group(ctx: RequestContext, request: m.JoinGroupRequest) ->
         return _response(JoinResult(NOT_AVAILABLE, member_id=request.member_id), version)
     result = await groups.join(
         request.group_id,
-        member_id=request.member_id,
-        group_instance_id=request.group_instance_id if version >= 5 else None,
-        protocol_type=request.protocol_type,
-        protocols=[(p.name, bytes(p.metadata)) for p in request.protocols],
-        session_timeout_ms=request.session_timeout_ms,
-        rebalance_timeout_ms=request.rebalance_timeout_ms if version >= 1 else -1,
-        client_id=ctx.client_id or "",
-        client_host=client_host(ctx),
-        require_known_member_id=version >= 4,
+        JoinRequest(
+            member_id=request.member_id,
+            group_instance_id=request.group_instance_id if version >= 5 else None,
+            protocol_type=request.protocol_type,
+            protocols=[(p.name, bytes(p.metadata)) for p in request.protocols],
+            session_timeout_ms=request.session_timeout_ms,
+            rebalance_timeout_ms=request.rebalance_timeout_ms if version >= 1 else -1,
+            client_id=ctx.client_id or "",
+            client_host=client_host(ctx),
+            require_known_member_id=version >= 4,
+        ),
     )
     return _response(result, version)
 
