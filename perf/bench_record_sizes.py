@@ -125,7 +125,9 @@ def test_record_sizes_quick() -> None:
     judged here)."""
     rows = run_round(1, SIZES, pick(100 * MB, 2 * MB))
     assert sorted(r["record_size"] for r in rows) == sorted(SIZES)
-    assert all(r["mb_per_s"] > 0 and r["worker_cpu_ms_per_mb"] > 0 for r in rows)
+    # CPU time is counted in 10 ms ticks: 2 MB of 1 MB records may cost no whole tick here.
+    assert all(r["mb_per_s"] > 0 and r["worker_cpu_ms_per_mb"] >= 0 for r in rows)
+    assert sum(r["worker_cpu_ms_per_mb"] for r in rows) > 0
     assert set(summarise(rows)["sizes"]) == {str(s) for s in SIZES}
 
 

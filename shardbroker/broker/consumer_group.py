@@ -22,6 +22,11 @@ The three epochs (KIP-848):
   member owns it (UNRELEASED_PARTITIONS until then). ``owners`` maps every owned partition to
   its member, so no partition is ever assigned to two members at once.
 
+Subscriptions are topic names, a regex (``resolved_regexes``: matched by topic_regex.py against
+every non-internal topic when a member brings it and on every topic change), or both. Members
+that speak the classic protocol (``classic``; group_migration.py) join, sync and heartbeat with
+their JoinGroup fields and are told REBALANCE_IN_PROGRESS when they must rejoin to move on.
+
 Timers: a member not heard from within ``group.consumer.session.timeout.ms`` is removed (fenced);
 a member that does not revoke within its rebalance timeout is fenced too. A static member
 (``instance_id``) leaving with epoch -2 keeps its assignment until its session times out; a new
@@ -40,6 +45,7 @@ from typing import Final
 from shardbroker.broker import consumer_group_records as cgr
 from shardbroker.broker.consumer_assignors import ASSIGNORS, AssignmentMember, AssignmentTopic
 from shardbroker.broker.group_state import JoinRequest, JoinResult, OffsetAndMetadata, SyncResult
+from shardbroker.broker.topic_regex import TopicRegex, compile_topic_regex
 from shardbroker.metadata.image import TopicImage
 from shardbroker.protocol.consumer_protocol import (
     ConsumerSubscription,
@@ -260,15 +266,21 @@ class ConsumerGroup:
         self.target: dict[str, Assignment] = {}
         #: Subscribed topics as last computed: name -> (topic id, partition count).
         self.subscription_metadata: dict[str, tuple[uuid.UUID, int]] = {}
+        #: Each regex a member subscribes with -> the topics it matches (Kafka's resolved
+        #: regular expressions, persisted); ``_patterns`` holds them compiled (not persisted).
+        self.resolved_regexes: dict[str, frozenset[str]] = {}
+        self._patterns: dict[str, TopicRegex] = {}
         #: (topic id, partition) -> the member that owns it (assigned or pending revocation).
         self.owners: dict[tuple[uuid.UUID, int], str] = {}
         self.offsets: dict[tuple[str, int], OffsetAndMetadata] = {}
         self.dead = False
         #: What to persist, in order; the coordinator takes and writes them.
         self.records: list[Record] = []
-        #: Set when a member of the consumer protocol left or was fenced (the coordinator then
-        #: checks whether the group should go back to the classic protocol, and clears it).
-        self.consumer_member_left = False
+        #: The group epoch before a member of the consumer protocol left or was fenced (the
+        #: coordinator then checks whether the group goes back to the classic protocol, at that
+        #: epoch as its generation as Kafka, which leaves the member out without a bump; and
+        #: clears it); None when none did.
+        self.consumer_member_left_at: int | None = None
 
     def __repr__(self) -> str:
         return f"ConsumerGroup({self.group_id!r}, {self.state.value}, epoch {self.group_epoch})"
@@ -296,11 +308,51 @@ class ConsumerGroup:
         best = max(asked.values())
         return next(a for a in (*self.config.assignors, *sorted(asked)) if asked.get(a) == best)
 
+    def member_topic_names(self, member: ConsumerGroupMember) -> set[str]:
+        """The topics ``member`` subscribes to: by name, and those its regex matches."""
+        names = set(member.subscribed_topic_names)
+        if member.subscribed_topic_regex is not None:
+            names |= self.resolved_regexes.get(member.subscribed_topic_regex, frozenset())
+        return names
+
     def subscribed_topic_names(self) -> set[str]:
         names: set[str] = set()
         for m in self.members.values():
-            names.update(m.subscribed_topic_names)
+            names |= self.member_topic_names(m)
         return names
+
+    def _drop_unused_regexes(self) -> bool:
+        """Forget (and tombstone) the regexes no member subscribes with any more."""
+        unused = set(self.resolved_regexes) - {m.subscribed_topic_regex for m in self.members.values()}
+        for regex in sorted(unused):
+            del self.resolved_regexes[regex]
+            self._patterns.pop(regex, None)
+            self.records.append((cgr.ConsumerGroupRegularExpressionKey(self.group_id, regex), None))
+        return bool(unused)
+
+    def _resolve_regexes(self, topics: Mapping[str, TopicImage], now: float) -> bool:
+        """Match every regex in use against the topics (internal ones excepted, as Kafka); a
+        record for each resolution that changed, a tombstone for each regex no longer used;
+        True if any changed. The work is bounded: topic_regex.py matches in linear time."""
+        changed = self._drop_unused_regexes()
+        in_use = {m.subscribed_topic_regex for m in self.members.values()}
+        for regex in sorted(r for r in in_use if r is not None):
+            pattern = self._patterns.get(regex)
+            if pattern is None:
+                pattern = self._patterns[regex] = compile_topic_regex(regex)
+            matched = frozenset(n for n, t in topics.items() if not t.is_internal and pattern.matches(n))
+            if self.resolved_regexes.get(regex) != matched:
+                self.resolved_regexes[regex] = matched
+                self.records.append(
+                    (
+                        cgr.ConsumerGroupRegularExpressionKey(self.group_id, regex),
+                        # Kafka's version (its metadata image's offset) and timestamp schedule
+                        # its next refresh; this broker resolves on every topic change instead.
+                        cgr.ConsumerGroupRegularExpressionValue(tuple(sorted(matched)), 0, int(now)),
+                    )
+                )
+                changed = True
+        return changed
 
     # ------------------------------------------------------------------ heartbeat
 
@@ -338,6 +390,8 @@ class ConsumerGroup:
         if fresh is not None or not member.same_subscription(updated):
             self.records.append(updated.subscription_record(self.group_id))
         self._put_member(updated)
+        if member.subscribed_topic_regex != updated.subscribed_topic_regex:
+            self._resolve_regexes(topics, now)
         bump = self._refresh_subscription_metadata(topics) or bump
         if bump:
             self._bump_group_epoch()
@@ -461,13 +515,14 @@ class ConsumerGroup:
         member = self.members.get(member_id)
         if member is None:
             return
+        if member.classic is None and self.consumer_member_left_at is None:
+            self.consumer_member_left_at = self.group_epoch
         self._remove_member(member)
         self.records.extend(self._member_tombstones(member_id))
         self.target.pop(member_id, None)
+        self._drop_unused_regexes()
         self._refresh_subscription_metadata(topics)
         self._bump_group_epoch()
-        if member.classic is None:
-            self.consumer_member_left = True
 
     # ------------------------------------------------------------------ internals
 
@@ -535,10 +590,14 @@ class ConsumerGroup:
         )
         return True
 
-    def refresh_metadata(self, topics: Mapping[str, TopicImage]) -> bool:
-        """Topics were created, deleted or grew: bump the group epoch if the group's subscribed
-        topics changed (the next heartbeat recomputes the target)."""
-        if self.dead or not self.members or not self._refresh_subscription_metadata(topics):
+    def refresh_metadata(self, topics: Mapping[str, TopicImage], now: float) -> bool:
+        """Topics were created, deleted or grew: regexes are matched again, and the group epoch
+        bumped if what its members subscribe to changed (the next heartbeat recomputes the
+        target)."""
+        if self.dead or not self.members:
+            return False
+        resolved = self._resolve_regexes(topics, now)
+        if not self._refresh_subscription_metadata(topics) and not resolved:
             return False
         self._bump_group_epoch()
         return True
@@ -558,7 +617,7 @@ class ConsumerGroup:
                 instance_id=m.instance_id,
                 rack_id=m.rack_id,
                 subscribed_topic_ids=frozenset(
-                    by_name[n][0] for n in m.subscribed_topic_names if n in by_name
+                    by_name[n][0] for n in self.member_topic_names(m) if n in by_name
                 ),
                 current=self.target.get(m.member_id, {}),
             )
@@ -748,8 +807,8 @@ class ConsumerGroup:
         previous = self.members[previous_id]
         self._remove_member(previous)
         self.records.extend(self._member_tombstones(previous_id))
-        if previous.classic is None:
-            self.consumer_member_left = True
+        if previous.classic is None and self.consumer_member_left_at is None:
+            self.consumer_member_left_at = self.group_epoch
         epoch = previous.previous_member_epoch if previous.member_epoch == STATIC_LEAVE_EPOCH else None
         taken = replace(previous, member_id=member_id)
         if epoch is not None:
@@ -936,6 +995,11 @@ class ConsumerGroup:
         rebuilds what is derived (owners, static members) and starts the timers."""
         if isinstance(key, cgr.ConsumerGroupMetadataKey):
             self.group_epoch = value.epoch if isinstance(value, cgr.ConsumerGroupMetadataValue) else 0
+        elif isinstance(key, cgr.ConsumerGroupRegularExpressionKey):
+            if isinstance(value, cgr.ConsumerGroupRegularExpressionValue):
+                self.resolved_regexes[key.regex] = frozenset(value.topics)
+            else:
+                self.resolved_regexes.pop(key.regex, None)
         elif isinstance(key, cgr.ConsumerGroupPartitionMetadataKey):
             topics = value.topics if isinstance(value, cgr.ConsumerGroupPartitionMetadataValue) else ()
             self.subscription_metadata = {t.topic_name: (t.topic_id, t.num_partitions) for t in topics}
@@ -1010,6 +1074,10 @@ class ConsumerGroup:
         out: list[Record] = []
         for member_id in sorted(set(self.members) | set(self.target)):
             out.extend(self._member_tombstones(member_id))
+        out += [
+            (cgr.ConsumerGroupRegularExpressionKey(self.group_id, r), None)
+            for r in sorted(self.resolved_regexes)
+        ]
         out += [
             (cgr.ConsumerGroupTargetAssignmentMetadataKey(self.group_id), None),
             (cgr.ConsumerGroupPartitionMetadataKey(self.group_id), None),

@@ -296,7 +296,7 @@ class GroupCoordinator:
         if old.topics != new.topics:
             # Topics created, deleted or grown: groups subscribed to them get a new target.
             for cg in list(self.group_manager.consumer_groups.values()):
-                if cg.refresh_metadata(new.topics):
+                if cg.refresh_metadata(new.topics, self.group_manager.now()):
                     self.group_manager.persist_consumer_group(cg)
 
     # ------------------------------------------------------------------ routing
@@ -509,15 +509,28 @@ class GroupCoordinator:
         return await self._heartbeat(cg, request)
 
     async def _heartbeat(
-        self, cg: ConsumerGroup, request: HeartbeatRequest
+        self, cg: ConsumerGroup, request: HeartbeatRequest, *, upgrade_from: Group | None = None
     ) -> tuple[int, str | None, HeartbeatResult | None]:
+        """``request`` on ``cg``, persisted; ``upgrade_from``: ``cg`` was just made from that
+        classic group's members and replaces it in the same write (or not at all)."""
         manager = self.group_manager
         try:
             result = cg.heartbeat(request, self.channel.image.topics, manager.now(), uuid.uuid4().hex)
         except ConsumerGroupError as exc:
-            self._persist_or_downgrade(cg)  # a refusal may have fenced a member
+            if upgrade_from is None:
+                self._persist_or_downgrade(cg)  # a refusal may have fenced a member
             return exc.code, exc.message, None
-        code, flush_offset = self._persist_or_downgrade(cg)
+        if upgrade_from is not None:
+            code, flush_offset = manager.upgrade(upgrade_from, cg)
+            log.info(
+                "worker %d: classic group %s (generation %d, %d members) upgraded to a consumer group",
+                self.node_id,
+                cg.group_id,
+                upgrade_from.generation_id,
+                len(cg.members) - 1,
+            )
+        else:
+            code, flush_offset = self._persist_or_downgrade(cg)
         if code == _NONE:
             code = await manager.wait_durable(cg.group_id, flush_offset)
         if code != _NONE:
@@ -551,33 +564,23 @@ class GroupCoordinator:
         except MigrationError as exc:
             log.warning("worker %d: %s", self.node_id, exc)
             return int(ErrorCode.GROUP_ID_NOT_FOUND), str(exc), None
-        code, flush_offset = manager.upgrade(classic, cg)
-        if code == _NONE:
-            code = await manager.wait_durable(group_id, flush_offset)
-        if code != _NONE:
-            return code, None, None
-        log.info(
-            "worker %d: classic group %s (generation %d, %d members) upgraded to a consumer group",
-            self.node_id,
-            group_id,
-            cg.group_epoch,
-            len(cg.members),
-        )
-        return await self._heartbeat(cg, request)
+        # The joining member's heartbeat runs on the converted group first: if it is refused, the
+        # group stays classic (nothing written), as Kafka's one write of both fails together.
+        return await self._heartbeat(cg, request, upgrade_from=classic)
 
     def _persist_or_downgrade(self, cg: ConsumerGroup) -> tuple[int, int]:
         """Persist ``cg``'s changes; if its last consumer-protocol member just went and the
         others are all classic, it becomes a classic group again (when the policy allows)."""
-        left, cg.consumer_member_left = cg.consumer_member_left, False
-        if left and downgrade_refusal(self.migration_policy, cg) is None:
+        epoch, cg.consumer_member_left_at = cg.consumer_member_left_at, None
+        if epoch is not None and downgrade_refusal(self.migration_policy, cg) is None:
             log.info(
                 "worker %d: consumer group %s (epoch %d, %d members) downgraded to a classic group",
                 self.node_id,
                 cg.group_id,
-                cg.group_epoch,
+                epoch,
                 len(cg.members),
             )
-            return self.group_manager.downgrade(cg, self.channel.image.topics)
+            return self.group_manager.downgrade(cg, self.channel.image.topics, epoch)
         return self.group_manager.persist_consumer_group(cg)
 
     def consumer_group(self, group_id: str) -> tuple[int, ConsumerGroup | None]:

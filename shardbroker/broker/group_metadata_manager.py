@@ -446,12 +446,14 @@ class GroupMetadataManager:
             group.persisted = None
         return code, flush_offset
 
-    def downgrade(self, cg: ConsumerGroup, topics: Mapping[str, TopicImage]) -> tuple[int, int]:
-        """``cg``'s members (all of the classic protocol now) go back to its classic entry, which
-        starts a rebalance: one batch deletes the consumer group's records and writes the classic
-        group's. ``(error code, flush offset)``."""
+    def downgrade(
+        self, cg: ConsumerGroup, topics: Mapping[str, TopicImage], generation_id: int
+    ) -> tuple[int, int]:
+        """``cg``'s members (all of the classic protocol now) go back to its classic entry at
+        ``generation_id``, which starts a rebalance: one batch deletes the consumer group's
+        records and writes the classic group's. ``(error code, flush offset)``."""
         group = self.groups.get(cg.group_id) or self.add_group(cg.group_id)
-        classic_group_from_consumer(cg, group, topics, self.now())
+        classic_group_from_consumer(cg, group, topics, self.now(), generation_id)
         self.consumer_groups.pop(cg.group_id, None)
         cg.records.extend(cg.tombstones())
         cg.kill()

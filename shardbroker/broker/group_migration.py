@@ -11,8 +11,11 @@ REBALANCE_IN_PROGRESS and their rejoin is served by the consumer group (consumer
 either protocol can stay side by side as long as a rolling upgrade takes.
 
 Downgrade: when the last member of the consumer protocol leaves (or is fenced) and the others all
-speak the classic protocol, the group becomes classic again at its group epoch as generation,
-each member with its current partitions as its assignment, and a rebalance starts at once.
+speak the classic protocol, the group becomes classic again with the group epoch it had before
+that member left as its generation (Kafka leaves the member out without a bump), so members that
+were up to date are told REBALANCE_IN_PROGRESS rather than ILLEGAL_GENERATION; each member keeps
+its current partitions as its assignment (Kafka's target: the same once the group is settled,
+and never a partition another member still owns), and a rebalance starts at once.
 
 A static classic member that takes the place of the last consumer-protocol member downgrades the
 group too; Kafka then keeps the joining member's assignment without a rebalance, here the
@@ -161,10 +164,11 @@ def consumer_group_from_classic(
 
 
 def classic_group_from_consumer(
-    cg: ConsumerGroup, group: Group, topics: Mapping[str, TopicImage], now: float
+    cg: ConsumerGroup, group: Group, topics: Mapping[str, TopicImage], now: float, generation_id: int
 ) -> None:
     """Move ``cg``'s members (all of the classic protocol) into ``group``, the Empty classic
-    entry that holds the offsets (Kafka's ClassicGroup.fromConsumerGroup, then a rebalance).
+    entry that holds the offsets, at ``generation_id`` (the group epoch before the last
+    consumer-protocol member left: Kafka's ClassicGroup.fromConsumerGroup, then a rebalance).
     ``cg`` itself is not touched; the caller deletes it."""
     assert group.state == GroupState.EMPTY and not group.members
     names = {topic.topic_id: name for name, topic in topics.items()}
@@ -191,4 +195,4 @@ def classic_group_from_consumer(
                 assignment=encode_consumer_assignment(partitions, min(version, 3)),
             )
         )
-    group.adopt(cg.group_epoch, members, now)
+    group.adopt(generation_id, members, now)

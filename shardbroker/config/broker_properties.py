@@ -387,7 +387,7 @@ REBALANCE_PROTOCOLS: Final = ("classic", "consumer")
 GROUP_COORDINATOR_REBALANCE_PROTOCOLS: Final = _D(
     "group.coordinator.rebalance.protocols",
     _LIST,
-    "classic",
+    "classic,consumer",
     ordered_list_of({p: p for p in REBALANCE_PROTOCOLS}),
     "rebalance protocols served: classic (JoinGroup/SyncGroup) and/or consumer (KIP-848)",
     _GROUPS,

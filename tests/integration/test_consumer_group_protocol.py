@@ -53,7 +53,8 @@ class Ownership:
     """Who owns each partition, from the members' assignment callbacks; what went wrong."""
 
     def __init__(self) -> None:
-        self.owner: dict[int, str] = {}
+        #: (topic, partition) -> member.
+        self.owner: dict[tuple[str, int], str] = {}
         self.violations: list[str] = []
         self.assigned: collections.Counter[str] = collections.Counter()
         #: (time, member, "assign" | "revoke" | "lost", partitions), in callback order.
@@ -62,17 +63,19 @@ class Ownership:
     def assign(self, name: str, partitions: Sequence[Any]) -> None:
         self.log.append((time.monotonic(), name, "assign", sorted(tp.partition for tp in partitions)))
         for tp in partitions:
-            holder = self.owner.get(tp.partition)
+            holder = self.owner.get((tp.topic, tp.partition))
             if holder is not None and holder != name:
-                self.violations.append(f"partition {tp.partition} assigned to {name} while {holder} owns it")
-            self.owner[tp.partition] = name
+                self.violations.append(
+                    f"partition {tp.topic}-{tp.partition} assigned to {name} while {holder} owns it"
+                )
+            self.owner[(tp.topic, tp.partition)] = name
             self.assigned[name] += 1
 
     def revoke(self, name: str, partitions: Sequence[Any]) -> None:
         self.log.append((time.monotonic(), name, "revoke", sorted(tp.partition for tp in partitions)))
         for tp in partitions:
-            if self.owner.get(tp.partition) == name:
-                del self.owner[tp.partition]
+            if self.owner.get((tp.topic, tp.partition)) == name:
+                del self.owner[(tp.topic, tp.partition)]
 
     def lose(self, name: str, partitions: Sequence[Any]) -> None:
         """Partitions taken away without a revocation (the member was fenced)."""
@@ -401,5 +404,33 @@ def test_classic_group_upgraded_and_downgraded_by_rolling_restarts(
         assert len(uncommitted) <= partitions, f"{len(uncommitted)} commits refused"
     finally:
         producer.stop()
+        for m in members:
+            m.close()
+
+
+def test_regex_subscription_picks_up_a_new_topic(cbroker: BrokerProcess) -> None:
+    """librdkafka's ``^``-pattern subscription is sent as SubscribedTopicRegex and evaluated by the
+    broker: the matching topic's partitions are assigned, a non-matching one's are not, and a
+    matching topic created later is assigned without the members doing anything."""
+    bootstrap = cbroker.bootstrap
+    group = "kip848-regex"
+    create_topic(bootstrap, "kip848-regex-a", 3)
+    create_topic(bootstrap, "kip848-regexp-not", 2)
+    own = Ownership()
+    seen: Seen = collections.Counter()
+    members = [Member(f"r{i}", bootstrap, group, "^kip848-regex-.*", own) for i in range(2)]
+
+    def owned_topics() -> set[tuple[str, int]]:
+        return {(tp.topic, tp.partition) for m in members for tp in m.c.assignment()}
+
+    try:
+        drive(members, seen, lambda: owned_topics() == {("kip848-regex-a", p) for p in range(3)}, "a", own)
+        create_topic(bootstrap, "kip848-regex-b", 2)
+        want = {("kip848-regex-a", p) for p in range(3)} | {("kip848-regex-b", p) for p in range(2)}
+        drive(members, seen, lambda: owned_topics() == want, "the new topic assigned", own)
+        produced = produce_confluent(bootstrap, "kip848-regex-b", make_messages(20, 2, "rb"))
+        drive(members, seen, lambda: len(seen) >= len(produced), "the new topic's records read", own)
+        assert len(seen) == len(produced)
+    finally:
         for m in members:
             m.close()

@@ -229,11 +229,11 @@ def test_new_partitions_reach_the_members() -> None:
     cg = ConsumerGroup("g", CONFIG)
     join(cg, "a")
     grown = {"t1": topic("t1", 8)}
-    assert cg.refresh_metadata(grown)
+    assert cg.refresh_metadata(grown, 0.0)
     assert cg.group_epoch == 2
     r = cg.heartbeat(HeartbeatRequest("a", 1, owned=owned(set(range(6)))), grown, 0.0, "x")
     assert (r.member_epoch, parts(r)) == (2, set(range(8)))
-    assert not cg.refresh_metadata(grown)
+    assert not cg.refresh_metadata(grown, 0.0)
 
 
 def test_commit_and_fetch_checks() -> None:
@@ -377,8 +377,118 @@ def test_a_subscribed_topic_that_does_not_exist_is_ignored_until_it_does() -> No
     )
     assert parts(r) == set(range(6))
     t2 = topic("missing", 2)
-    assert cg.refresh_metadata({"t1": T1, "missing": t2})
+    assert cg.refresh_metadata({"t1": T1, "missing": t2}, 0.0)
     r = cg.heartbeat(
         HeartbeatRequest("a", 1, owned=owned(set(range(6)))), {"t1": T1, "missing": t2}, 0.0, "x"
     )
     assert r.assignment is not None and r.assignment[t2.topic_id] == frozenset({0, 1})
+
+
+def _regex_topics() -> dict[str, TopicImage]:
+    offsets = TopicImage("__consumer_offsets", uuid.uuid4(), (PartitionImage(0, 0),), is_internal=True)
+    return {
+        "orders-eu": topic("orders-eu", 2),
+        "orders-us": topic("orders-us", 2),
+        "x-orders-eu": topic("x-orders-eu", 2),
+        "__consumer_offsets": offsets,
+    }
+
+
+def _regex_join(
+    cg: ConsumerGroup, member_id: str, regex: str, topics: Mapping[str, TopicImage]
+) -> HeartbeatResult:
+    request = HeartbeatRequest(
+        member_id,
+        0,
+        rebalance_timeout_ms=30_000,
+        subscribed_topic_names=(),
+        subscribed_topic_regex=regex,
+        owned={},
+    )
+    return cg.heartbeat(request, topics, 0.0, "generated")
+
+
+def _topic_names(result: HeartbeatResult, topics: Mapping[str, TopicImage]) -> set[tuple[str, int]]:
+    by_id = {t.topic_id: name for name, t in topics.items()}
+    assert result.assignment is not None
+    return {(by_id[tid], p) for tid, ps in result.assignment.items() for p in ps}
+
+
+def test_regex_subscription_matches_whole_names_and_skips_internal_topics() -> None:
+    topics = _regex_topics()
+    cg = ConsumerGroup("g", CONFIG)
+    r = _regex_join(cg, "a", "orders-.*|__.*", topics)
+    # "x-orders-eu" only contains a match; "__consumer_offsets" is internal.
+    assert _topic_names(r, topics) == {("orders-eu", 0), ("orders-eu", 1), ("orders-us", 0), ("orders-us", 1)}
+    records = cg.take_records()
+    regex_records = [(k, v) for k, v in records if isinstance(k, cgr.ConsumerGroupRegularExpressionKey)]
+    assert len(regex_records) == 1
+    key, value = regex_records[0]
+    assert key == cgr.ConsumerGroupRegularExpressionKey("g", "orders-.*|__.*")
+    assert isinstance(value, cgr.ConsumerGroupRegularExpressionValue)
+    assert value.topics == ("orders-eu", "orders-us")
+
+
+def test_regex_and_names_together_subscribe_to_both() -> None:
+    topics = _regex_topics()
+    cg = ConsumerGroup("g", CONFIG)
+    request = HeartbeatRequest(
+        "a",
+        0,
+        rebalance_timeout_ms=30_000,
+        subscribed_topic_names=("x-orders-eu",),
+        subscribed_topic_regex="orders-us",
+        owned={},
+    )
+    r = cg.heartbeat(request, topics, 0.0, "generated")
+    assert _topic_names(r, topics) == {
+        ("x-orders-eu", 0),
+        ("x-orders-eu", 1),
+        ("orders-us", 0),
+        ("orders-us", 1),
+    }
+
+
+def test_a_topic_created_later_is_matched_and_bumps_the_epoch() -> None:
+    topics = _regex_topics()
+    cg = ConsumerGroup("g", CONFIG)
+    r = _regex_join(cg, "a", "orders-.*", topics)
+    cg.take_records()
+    unrelated = {**topics, "payments": topic("payments", 3)}
+    assert not cg.refresh_metadata(unrelated, 1.0)
+    grown = {**unrelated, "orders-apac": topic("orders-apac", 1)}
+    assert cg.refresh_metadata(grown, 2.0)
+    assert cg.group_epoch == 2
+    assert cg.resolved_regexes == {"orders-.*": frozenset({"orders-eu", "orders-us", "orders-apac"})}
+    r = cg.heartbeat(HeartbeatRequest("a", r.member_epoch, owned=r.assignment), grown, 3.0, "x")
+    assert ("orders-apac", 0) in _topic_names(r, grown)
+    deleted = {n: t for n, t in grown.items() if n != "orders-eu"}
+    assert cg.refresh_metadata(deleted, 4.0)
+    assert cg.resolved_regexes["orders-.*"] == frozenset({"orders-us", "orders-apac"})
+
+
+def test_a_regex_nobody_uses_any_more_is_tombstoned_and_replay_restores_the_rest() -> None:
+    topics = _regex_topics()
+    cg = ConsumerGroup("g", CONFIG)
+    log: list[Record] = []
+    _regex_join(cg, "a", "orders-.*", topics)
+    _regex_join(cg, "b", "orders-eu", topics)
+    log += cg.take_records()
+    replayed = _replayed(cg, log)
+    assert (
+        replayed.resolved_regexes
+        == cg.resolved_regexes
+        == {
+            "orders-.*": frozenset({"orders-eu", "orders-us"}),
+            "orders-eu": frozenset({"orders-eu"}),
+        }
+    )
+    assert replayed.subscribed_topic_names() == {"orders-eu", "orders-us"}
+    cg.heartbeat(HeartbeatRequest("b", cg.members["b"].member_epoch), topics, 1.0, "x")
+    cg.fence("b", topics)
+    records = cg.take_records()
+    assert (cgr.ConsumerGroupRegularExpressionKey("g", "orders-eu"), None) in records
+    log += records
+    assert _replayed(cg, log).resolved_regexes == {"orders-.*": frozenset({"orders-eu", "orders-us"})}
+    log += cg.tombstones()
+    assert (cgr.ConsumerGroupRegularExpressionKey("g", "orders-.*"), None) in cg.tombstones()

@@ -26,7 +26,7 @@ from shardbroker.config.config_def import ConfigError
 from shardbroker.metadata.image import MetadataImage
 from shardbroker.protocol import codec
 from shardbroker.protocol import messages as m
-from shardbroker.protocol.errors import ErrorCode
+from shardbroker.protocol.errors import ErrorCode, ProtocolError
 from shardbroker.security.acl import (
     AccessControlEntry,
     AclBinding,
@@ -256,14 +256,14 @@ INVALID_CASES: list[tuple[str, int, HB, int, str]] = [
         1,
         join(subscribed_topic_names=None),
         INVALID,
-        "SubscribedTopicNames or SubscribedTopicRegex must be set in first request.",
+        "Either SubscribedTopicNames or SubscribedTopicRegex must be non-null when (re-)joining.",
     ),
     (
-        "names and a regex",
+        "a regex that does not compile",
         1,
-        join(subscribed_topic_regex="t.*"),
-        INVALID,
-        "SubscribedTopicNames and SubscribedTopicRegex cannot be used together.",
+        join(subscribed_topic_regex="t(.*"),
+        int(ErrorCode.INVALID_REGULAR_EXPRESSION),
+        "SubscribedTopicRegex `t(.*` is not a valid regular expression: missing closing ).",
     ),
     ("static leave without instance id", 0, beat("m", -2), INVALID, "InstanceId can't be null."),
     (
@@ -548,10 +548,11 @@ def test_offset_commit_and_fetch_check_the_member_epoch(tmp_path: Path) -> None:
 
 
 def snapshot(cg: ConsumerGroup) -> dict[str, Any]:
+    """What a reload must give back of a consumer group."""
     return {
-        "group_epoch": cg.group_epoch,
-        "assignment_epoch": cg.assignment_epoch,
+        "epochs": (cg.group_epoch, cg.assignment_epoch),
         "target": {k: dict(v) for k, v in cg.target.items()},
+        "static": dict(cg.static_members),
         "members": {
             mid: (
                 mem.member_epoch,
@@ -561,6 +562,9 @@ def snapshot(cg: ConsumerGroup) -> dict[str, Any]:
                 dict(mem.pending_revocation),
                 mem.subscribed_topic_names,
                 mem.rebalance_timeout_ms,
+                mem.instance_id,
+                mem.client_id,
+                mem.classic,
             )
             for mid, mem in cg.members.items()
         },
@@ -684,13 +688,11 @@ def test_heartbeat_interval_must_be_below_session_timeout(tmp_path: Path) -> Non
 
 
 def test_disabled_apis_and_api_versions(tmp_path: Path) -> None:
-    assert disabled_apis(BrokerConfig(data_dir=tmp_path)) == {68, 69}
-    both = BrokerConfig(
-        data_dir=tmp_path, properties={"group.coordinator.rebalance.protocols": "classic,consumer"}
-    )
-    assert disabled_apis(both) == frozenset()
+    assert disabled_apis(BrokerConfig(data_dir=tmp_path)) == frozenset()  # Kafka 4's default
+    classic = BrokerConfig(data_dir=tmp_path, properties={"group.coordinator.rebalance.protocols": "classic"})
+    assert disabled_apis(classic) == {68, 69}
     assert {68: (0, 1), 69: (0, 0)}.items() <= REGISTRY.versions.items()
-    registry = discover(exclude=disabled_apis(BrokerConfig(data_dir=tmp_path)))
+    registry = discover(exclude=disabled_apis(classic))
 
     async def scenario() -> None:
         h = Harness(tmp_path, make_image())
@@ -748,5 +750,90 @@ def test_rebalance_of_a_recreated_consumer_group_is_counted(tmp_path: Path) -> N
             r = await joined(h)  # a consumer group again, epoch 1
             assert r.member_epoch == 1
             assert seen == ["consumer"]
+
+    run(scenario())
+
+
+def test_a_huge_regex_is_refused_at_once_and_nothing_is_stored(tmp_path: Path) -> None:
+    """The longest regex a request can carry (a string is at most 32,767 bytes, as Kafka's; a
+    1 MiB one does not decode); topic_regex.py refuses it by its length, before parsing."""
+    with pytest.raises(ProtocolError, match="at most 32767"):
+        codec.decode(HB, codec.encode(join(names=[], subscribed_topic_regex="a" * (1 << 20)), 1), 1)
+
+    async def scenario() -> None:
+        async with started(tmp_path) as (h, gc):
+            r = await call(h, join(names=[], subscribed_topic_regex="(a" * 16383 + "b"), 1)
+            assert r.error_code == ErrorCode.INVALID_REGULAR_EXPRESSION
+            assert r.error_message.startswith("SubscribedTopicRegex `(a(a")
+            assert r.error_message.endswith("longer than the 8192 this broker accepts.")
+            assert len(r.error_message) < 1000
+            assert "g" not in gc.group_manager.consumer_groups and "g" not in gc.group_manager.groups
+
+    run(scenario())
+
+
+def test_a_subscription_to_100000_topics(tmp_path: Path) -> None:
+    """40,000 names (one of them real) are taken: the member gets the real topic's partitions and
+    the group remembers only topics that exist. 100,000 make a member record larger than
+    ``__consumer_offsets`` takes (1 MiB): UNKNOWN_SERVER_ERROR, as Kafka answers a too large
+    write, nothing written, and the group as it was before."""
+
+    def names(n: int) -> list[str]:
+        return [f"missing-{i:06d}" for i in range(n)] + ["t"]
+
+    async def scenario() -> None:
+        async with started(tmp_path) as (h, gc):
+            r = await call(h, join(names=names(40_000)), 0)
+            assert r.error_code == NONE and assigned(r) == {T_ID: [0, 1, 2]}
+            cg = gc.group_manager.consumer_groups["g"]
+            assert set(cg.subscription_metadata) == {"t"}
+            assert len(cg.members[r.member_id].subscribed_topic_names) == 40_001
+            log = h.replicas.get(OFFSETS_TOPIC, 0)
+            assert log is not None
+            end = log.log.log_end_offset
+            big = await call(h, join(names=names(100_000)), 0)
+            assert big.error_code == ErrorCode.UNKNOWN_SERVER_ERROR
+            assert log.log.log_end_offset == end
+            again = await call(h, beat(r.member_id, r.member_epoch), 0)
+            assert again.error_code == NONE and again.member_epoch == r.member_epoch
+            reloaded = gc.group_manager.consumer_groups["g"]
+            assert list(reloaded.members) == [r.member_id]
+
+    run(scenario())
+
+
+def test_heartbeat_flood_writes_nothing_and_changes_nothing(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with started(tmp_path) as (h, gc):
+            a = await joined(h)
+            cg = gc.group_manager.consumer_groups["g"]
+            log = h.replicas.get(OFFSETS_TOPIC, 0)
+            assert log is not None
+            end = log.log.log_end_offset
+            for _ in range(2_000):
+                r = await call(h, beat(a.member_id, a.member_epoch, {T_ID: [0, 1, 2]}), 0)
+                assert r.error_code == NONE and r.member_epoch == a.member_epoch
+            assert log.log.log_end_offset == end  # a heartbeat that changes nothing persists nothing
+            assert cg.group_epoch == a.member_epoch and not cg.records
+
+    run(scenario())
+
+
+def test_a_member_claiming_partitions_it_does_not_own_gets_nothing_more(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with started(tmp_path) as (h, gc):
+            a = await joined(h)
+            b = await call(h, join(), 0)
+            # a gives up what the target takes from it; b then claims all three as its own.
+            r = await call(h, beat(a.member_id, a.member_epoch, {T_ID: [0, 1, 2]}), 0)
+            keep = assigned(r) or {T_ID: [0, 1, 2]}
+            await call(h, beat(a.member_id, r.member_epoch, keep), 0)
+            claim = await call(h, beat(b.member_id, b.member_epoch, {T_ID: [0, 1, 2]}), 0)
+            assert claim.error_code == NONE
+            cg = gc.group_manager.consumer_groups["g"]
+            mine = set(cg.members[b.member_id].assigned.get(T_ID, frozenset()))
+            theirs = set(cg.members[a.member_id].assigned.get(T_ID, frozenset()))
+            assert not mine & theirs and mine | theirs <= {0, 1, 2}
+            assert all(cg.owners[(T_ID, p)] == a.member_id for p in theirs)
 
     run(scenario())

@@ -7,10 +7,12 @@ The request's shape is checked first, with Kafka's messages (INVALID_REQUEST): a
 member id unless joining; on joining, a rebalance timeout, an empty owned-partitions list and a
 subscription (topic names or, v1, a regex; not both); no empty instance or rack id; an epoch of
 -2 only with an instance id; a ``server_assignor`` among ``group.consumer.assignors``
-(UNSUPPORTED_ASSIGNOR). A regex subscription is refused INVALID_REGULAR_EXPRESSION until the
-broker evaluates them (README). Authorization as Kafka: READ on the group (GROUP_AUTHORIZATION_FAILED),
-DESCRIBE on every subscribed topic name (TOPIC_AUTHORIZATION_FAILED). Served only when
-``group.coordinator.rebalance.protocols`` lists ``consumer`` (dispatch.py leaves the API out of
+(UNSUPPORTED_ASSIGNOR). A regex (RE2/J syntax, matched against whole topic names by
+topic_regex.py) that does not compile is refused INVALID_REGULAR_EXPRESSION, with Kafka's
+message. Authorization as Kafka: READ on the
+group (GROUP_AUTHORIZATION_FAILED), DESCRIBE on every subscribed topic name
+(TOPIC_AUTHORIZATION_FAILED). Served only when ``group.coordinator.rebalance.protocols`` lists
+``consumer`` (dispatch.py leaves the API out of
 ApiVersions otherwise).
 """
 
@@ -28,6 +30,7 @@ from shardbroker.broker.handlers._groups import (
     coordinator,
     may_read_group,
 )
+from shardbroker.broker.topic_regex import TopicRegexError, compile_topic_regex
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode
 from shardbroker.security.acl import AclOperation, ResourceType
@@ -65,19 +68,22 @@ def invalid(
             return bad, "RebalanceTimeoutMs must be provided in first request."
         if request.topic_partitions is None or request.topic_partitions:
             return bad, "TopicPartitions must be empty when (re-)joining."
-        if request.subscribed_topic_names is None and regex is None:
-            return bad, "SubscribedTopicNames or SubscribedTopicRegex must be set in first request."
-    if request.subscribed_topic_names is not None and regex is not None:
-        return bad, "SubscribedTopicNames and SubscribedTopicRegex cannot be used together."
+        # Kafka 4.0 takes both (the member subscribes to the names and what the regex matches;
+        # librdkafka sends an empty name list beside its regex), and either may be empty.
+        if request.subscribed_topic_names is None and request.subscribed_topic_regex is None:
+            return (
+                bad,
+                "Either SubscribedTopicNames or SubscribedTopicRegex must be non-null when (re-)joining.",
+            )
     if epoch == -2 and request.instance_id is None:
         return bad, "InstanceId can't be null."
     if request.rebalance_timeout_ms < -1 or request.rebalance_timeout_ms == 0:
         return bad, f"RebalanceTimeoutMs is invalid: {request.rebalance_timeout_ms}."
     if regex is not None:
-        # Not built yet (README): refused, never stored and silently left without partitions.
-        return int(ErrorCode.INVALID_REGULAR_EXPRESSION), (
-            "SubscribedTopicRegex is not supported by this broker yet: subscribe to topic names."
-        )
+        try:
+            compile_topic_regex(regex)
+        except TopicRegexError as exc:  # Kafka's message, the pattern quoted (cut if long)
+            return int(ErrorCode.INVALID_REGULAR_EXPRESSION), str(exc)
     if request.server_assignor is not None and request.server_assignor not in assignors:
         return int(ErrorCode.UNSUPPORTED_ASSIGNOR), (
             f"ServerAssignor {request.server_assignor} is not supported. "
@@ -101,6 +107,8 @@ def _request(ctx: RequestContext, request: m.ConsumerGroupHeartbeatRequest) -> H
         rack_id=request.rack_id,
         rebalance_timeout_ms=request.rebalance_timeout_ms,
         subscribed_topic_names=None if names is None else tuple(names),
+        # v1; "" (librdkafka sends it beside topic names) is no regex, as Kafka reads it.
+        subscribed_topic_regex=request.subscribed_topic_regex if ctx.api_version >= 1 else None,
         server_assignor=request.server_assignor,
         owned=owned,
         client_id=ctx.client_id or "",
