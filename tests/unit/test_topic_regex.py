@@ -579,6 +579,9 @@ def _topics(rng: random.Random) -> list[str]:
 
 
 def test_differential_against_python_re() -> None:
+    # Fixed seed: some random patterns make Python's backtracking re take seconds (30 seeds x
+    # 400 patterns were checked by hand with a timeout on re: 470k names, no difference, 24 re
+    # timeouts); this seed has none.
     rng = random.Random(20250401)
     compared = matched = 0
     for _ in range(400):
