@@ -342,8 +342,9 @@ class Member:
                 bucket = int(time.monotonic() * BUCKETS_PER_S)
                 batch: Counter[tuple[int, int]] = Counter()
                 for msg in msgs:
-                    if msg.error() is None:
-                        batch[(bucket, msg.partition())] += 1
+                    partition = msg.partition()
+                    if msg.error() is None and partition is not None:
+                        batch[(bucket, partition)] += 1
                     else:
                         self.tracker.error(self.name, msg.error())
                 with self.lock:
@@ -701,7 +702,8 @@ def summarise(res: ProtocolResult) -> dict[str, Any]:
 
 def _median(results: dict[str, Any], protocol: str, scenario: str, what: str) -> float | None:
     entry = results.get(protocol, {}).get(scenario, {}).get(what, {})
-    return entry.get("median")
+    median = entry.get("median")
+    return None if median is None else float(median)
 
 
 def ratios_of(results: dict[str, Any]) -> dict[str, Any]:
