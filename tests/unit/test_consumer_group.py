@@ -81,7 +81,7 @@ def test_first_member_gets_everything_and_the_records_kafka_writes() -> None:
     cg = ConsumerGroup("g", CONFIG)
     r = join(cg, "a")
     assert (r.member_id, r.member_epoch, parts(r)) == ("a", 1, set(range(6)))
-    assert r.heartbeat_interval_ms == 5_000
+    assert 5_000 / 4 <= r.heartbeat_interval_ms < 5_000 * 5 / 4
     assert cg.state == ConsumerGroupState.STABLE
     kinds = [type(k).__name__ for k, _ in cg.take_records()]
     assert kinds == [
@@ -105,10 +105,12 @@ def test_second_member_waits_for_revocation_before_getting_partitions() -> None:
     rb = join(cg, "b")
     assert rb.member_epoch == 2 and parts(rb) == set()  # its partitions are still a's
     assert cg.members["b"].state == MemberState.UNRELEASED_PARTITIONS
+    assert rb.heartbeat_interval_ms == 500  # a tenth: to hear soon of what a releases
     ra = beat(cg, "a", 1, owned(set(range(6))))
     kept = parts(ra)
     assert ra.member_epoch == 1 and len(kept) == 3  # revoke first, at the same epoch
     assert cg.members["a"].state == MemberState.UNREVOKED_PARTITIONS
+    assert ra.heartbeat_interval_ms != 500  # it acknowledges the revocation by itself
     check_owners(cg)
     # b asks again: a has not revoked yet, still nothing.
     assert parts(beat(cg, "b", 2, {})) == set()
@@ -116,8 +118,38 @@ def test_second_member_waits_for_revocation_before_getting_partitions() -> None:
     assert ra.member_epoch == 2 and cg.members["a"].state == MemberState.STABLE
     rb = beat(cg, "b", 2, {})
     assert parts(rb) == set(range(6)) - kept
+    assert rb.heartbeat_interval_ms != 500
     assert cg.state == ConsumerGroupState.STABLE
     check_owners(cg)
+
+
+def test_waiting_member_interval_has_a_floor_and_never_exceeds_the_configured_one() -> None:
+    for configured, told in ((300, 50), (40, 40), (1_000, 100)):
+        cg = ConsumerGroup("g", ConsumerGroupConfig(heartbeat_interval_ms=configured))
+        join(cg, "a")
+        assert join(cg, "b").heartbeat_interval_ms == told
+
+
+def test_members_heartbeat_in_step_on_the_group_grid() -> None:
+    """Heartbeats at any time are told intervals that bring the next heartbeat to the same
+    points of the group's grid, between a quarter and five quarters of the interval away; one
+    arriving a little after a grid point stays on the grid."""
+    interval = 1_000
+    cg = ConsumerGroup("g", ConsumerGroupConfig(heartbeat_interval_ms=interval))
+    r = join(cg, "a", now=10_000.0)
+    epoch = r.member_epoch
+    rng = random.Random(7)
+    landings = set()
+    for now in sorted(rng.uniform(10_000, 20_000) for _ in range(50)):
+        told = beat(cg, "a", epoch, None, now=now).heartbeat_interval_ms
+        assert interval / 4 <= told < interval * 5 / 4
+        landings.add(round(now + told) % interval)
+    assert max(landings) - min(landings) <= 1 or landings <= {0, 1, interval - 1}  # rounding only
+    grid_point = 30_000 + landings.pop()
+    assert beat(cg, "a", epoch, None, now=grid_point + 3).heartbeat_interval_ms in (
+        interval - 3,
+        interval - 2,
+    )
 
 
 def test_no_assignment_in_answer_when_nothing_changed() -> None:
