@@ -6,14 +6,25 @@ group and every worker pid ever seen, then a check that the broker's instance le
 ``/dev/shm`` (after a graceful exit; after a forced kill the leftovers are removed, since
 reclaiming them is the next start's job), then the temp dirs go. A broker that does not start
 fails the test loudly: nothing here skips.
+
+``SHARDBROKER_CHECK_API_MARKERS=1`` checks the ``kafka_api`` markers (tools/gen_compatibility.py)
+against the brokers: after each test, every running broker's ``shardbroker_requests_total`` is
+read, and a test fails if a marker names an API that no broker answered during its setup and call
+(``SHARDBROKER_API_LOG=FILE`` also appends one JSON line per test: its id and the APIs answered).
+It cannot check the client (the metric has no client label): that is the marker author's claim.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import os
+import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+import time
+import urllib.request
+from collections.abc import Callable, Generator, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -28,6 +39,15 @@ DEFAULT_CONFIG: Mapping[str, str | int | bool] = {
 }
 
 BrokerFactory = Callable[..., BrokerProcess]
+
+#: Brokers started and not yet shut down, for the marker check.
+_RUNNING: list[BrokerProcess] = []
+_CHECK_MARKERS = os.environ.get("SHARDBROKER_CHECK_API_MARKERS") == "1"
+_API_LOG = os.environ.get("SHARDBROKER_API_LOG")
+_REQUESTS_RE = re.compile(r'^shardbroker_requests_total\{api="([^"]+)",worker="(\d+)"\} ([0-9.e+]+)$', re.M)
+#: Longer than the workers' 1 s publication of their request counts (ipc/counters.py).
+PUBLISH_WAIT = 1.2
+_BASELINE = pytest.StashKey[dict[tuple[int, str, str], float]]()
 
 
 @contextlib.contextmanager
@@ -59,6 +79,7 @@ def _brokers(label: str) -> Iterator[BrokerFactory]:
             listeners=listeners,
         )
         started.append(broker)
+        _RUNNING.append(broker)
         if start:
             broker.start()
         return broker
@@ -68,6 +89,7 @@ def _brokers(label: str) -> Iterator[BrokerFactory]:
         yield start_broker
     finally:
         for broker in started:
+            _RUNNING.remove(broker)
             problems += _shut_down(broker)
         shutil.rmtree(root, ignore_errors=True)
     if problems:
@@ -118,3 +140,55 @@ def module_broker(module_broker_factory: BrokerFactory) -> BrokerProcess:
     """One broker (two workers, default test config) shared by a module's tests; each test uses
     topics of its own."""
     return module_broker_factory()
+
+
+# -- the kafka_api marker check ------------------------------------------------------------------
+
+
+def _requests_answered() -> dict[tuple[int, str, str], float]:
+    """(broker, api, worker) -> requests answered, for every running broker that answers a scrape.
+
+    Workers publish their request counts once a second: the scrape waits for one publication."""
+    if _RUNNING:
+        time.sleep(PUBLISH_WAIT)
+    counts: dict[tuple[int, str, str], float] = {}
+    for broker in _RUNNING:
+        if broker.proc is None or broker.proc.poll() is not None:
+            continue
+        url = f"http://{broker.host}:{broker.metrics_port}/metrics"
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                text = response.read().decode()
+        except OSError:  # a test's TLS or authenticated metrics listener: not checked
+            continue
+        for api, worker, value in _REQUESTS_RE.findall(text):
+            counts[id(broker), api, worker] = float(value)
+    return counts
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None]:
+    if _CHECK_MARKERS or _API_LOG:
+        item.stash[_BASELINE] = _requests_answered()
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None]:
+    result = yield
+    if _BASELINE not in item.stash:
+        return result
+    before = item.stash[_BASELINE]
+    # A counter below its baseline belongs to a restarted worker: everything it counted is new.
+    answered = {key[1] for key, value in _requests_answered().items() if value != before.get(key, 0)}
+    if _API_LOG:
+        with open(_API_LOG, "a", encoding="utf-8") as log:
+            log.write(json.dumps({"test": item.nodeid, "apis": sorted(answered)}) + "\n")
+    claimed = {str(api) for mark in item.iter_markers("kafka_api") for api in mark.args}
+    if _CHECK_MARKERS and claimed - answered:
+        pytest.fail(
+            f"kafka_api marker names {sorted(claimed - answered)}, which no broker answered during "
+            f"this test (answered: {sorted(answered)})",
+            pytrace=False,
+        )
+    return result
