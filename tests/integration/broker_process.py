@@ -33,6 +33,7 @@ import socket
 import subprocess
 import sys
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -159,6 +160,9 @@ def _instance_of(shm_name: str) -> str:
 class BrokerProcess:
     """One ``shardbroker serve`` (its own session and process group), its ports and its output."""
 
+    #: Every instance started and still referenced (conftest's kafka_api marker check reads them).
+    started: weakref.WeakSet[BrokerProcess] = weakref.WeakSet()
+
     def __init__(
         self,
         data_dir: Path,
@@ -250,6 +254,7 @@ class BrokerProcess:
             raise RuntimeError("broker already running")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.starts += 1
+        BrokerProcess.started.add(self)
         self.graceful_exit = False
         env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1")
         with self._out_path.open("ab") as out, self._err_path.open("ab") as err:

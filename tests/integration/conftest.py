@@ -6,14 +6,26 @@ group and every worker pid ever seen, then a check that the broker's instance le
 ``/dev/shm`` (after a graceful exit; after a forced kill the leftovers are removed, since
 reclaiming them is the next start's job), then the temp dirs go. A broker that does not start
 fails the test loudly: nothing here skips.
+
+``SHARDBROKER_CHECK_API_MARKERS=1`` checks the ``kafka_api`` markers (tools/gen_compatibility.py)
+against the brokers: after each test, every running broker's ``shardbroker_requests_total`` is
+read, and a test fails if a marker names an API that no broker answered during its setup and call
+(``SHARDBROKER_API_LOG=FILE`` also appends one JSON line per test: its id and the APIs answered).
+It cannot check the client (the metric has no client label): that is the marker author's claim;
+nor a test in which a worker restarted (its counts start again at 0), nor in-process listeners.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import os
+import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+import time
+import urllib.request
+from collections.abc import Callable, Generator, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -28,6 +40,16 @@ DEFAULT_CONFIG: Mapping[str, str | int | bool] = {
 }
 
 BrokerFactory = Callable[..., BrokerProcess]
+
+_CHECK_MARKERS = os.environ.get("SHARDBROKER_CHECK_API_MARKERS") == "1"
+_API_LOG = os.environ.get("SHARDBROKER_API_LOG")
+_REQUESTS_RE = re.compile(r'^shardbroker_requests_total\{api="([^"]+)",worker="(\d+)"\} ([0-9.e+]+)$', re.M)
+_RESTARTS_RE = re.compile(r'^shardbroker_worker_restarts_total\{worker="(\d+)"\} ([0-9.e+]+)$', re.M)
+#: The api name under which a worker's restart count is kept beside its request counts.
+_RESTARTS = "(restarts)"
+#: Longer than the workers' 1 s publication of their request counts (ipc/counters.py).
+PUBLISH_WAIT = 1.2
+_BASELINE = pytest.StashKey[dict[tuple[int, str, str], float]]()
 
 
 @contextlib.contextmanager
@@ -118,3 +140,61 @@ def module_broker(module_broker_factory: BrokerFactory) -> BrokerProcess:
     """One broker (two workers, default test config) shared by a module's tests; each test uses
     topics of its own."""
     return module_broker_factory()
+
+
+# -- the kafka_api marker check ------------------------------------------------------------------
+
+
+def _requests_answered() -> dict[tuple[int, str, str], float]:
+    """(broker, api, worker) -> requests answered, for every running broker that answers a scrape.
+
+    Workers publish their request counts once a second: the scrape waits for one publication."""
+    running = [b for b in list(BrokerProcess.started) if b.proc is not None and b.proc.poll() is None]
+    if running:
+        time.sleep(PUBLISH_WAIT)
+    counts: dict[tuple[int, str, str], float] = {}
+    for broker in running:
+        url = f"http://{broker.host}:{broker.metrics_port}/metrics"
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                text = response.read().decode()
+        except OSError:  # a test's TLS or authenticated metrics listener: not checked
+            continue
+        for api, worker, value in _REQUESTS_RE.findall(text):
+            counts[id(broker), api, worker] = float(value)
+        for worker, value in _RESTARTS_RE.findall(text):
+            counts[id(broker), _RESTARTS, worker] = float(value)
+    return counts
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None]:
+    if _CHECK_MARKERS or _API_LOG:
+        item.stash[_BASELINE] = _requests_answered()
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None]:
+    result = yield
+    if _BASELINE not in item.stash:
+        return result
+    before = item.stash[_BASELINE]
+    after = _requests_answered()
+    answered = {key[1] for key, value in after.items() if value != before.get(key, 0)}
+    # Unverifiable: no broker process scraped (an in-process listener), or a restarted worker,
+    # whose counts start again at 0 (what it answered before is lost).
+    verifiable = bool(after) and _RESTARTS not in answered
+    answered.discard(_RESTARTS)
+    if _API_LOG:
+        with open(_API_LOG, "a", encoding="utf-8") as log:
+            entry = {"test": item.nodeid, "apis": sorted(answered), "verifiable": verifiable}
+            log.write(json.dumps(entry) + "\n")
+    claimed = {str(api) for mark in item.iter_markers("kafka_api") for api in mark.args}
+    if _CHECK_MARKERS and verifiable and claimed - answered:
+        pytest.fail(
+            f"kafka_api marker names {sorted(claimed - answered)}, which no broker answered during "
+            f"this test (answered: {sorted(answered)})",
+            pytrace=False,
+        )
+    return result

@@ -79,6 +79,7 @@ def _described(broker: AclBroker, user: str | None = "admin") -> set[str]:
     return {str(b) for b in admin.describe_acls(EVERY, request_timeout=TIMEOUT).result()}
 
 
+@pytest.mark.kafka_api("CreateAcls", "DescribeAcls", "DeleteAcls", client="confluent-kafka")
 def test_create_describe_delete(broker: AclBroker) -> None:
     read = allow("alice", AclOperation.READ, name="orders")
     prefix_deny = deny("bob", AclOperation.ALL, ResourceType.GROUP, "team-", ResourcePatternType.PREFIXED)

@@ -259,6 +259,8 @@ def test_offsets_commit_and_fetch_as_kafka(broker: AclBroker) -> None:
         python_admin.close()
 
 
+@pytest.mark.kafka_api("ListGroups", "DescribeGroups", client="confluent-kafka")
+@pytest.mark.kafka_api("DescribeCluster", client="kafka-python")
 def test_list_and_describe_groups_show_only_described_groups(broker: AclBroker) -> None:
     topic = filled_topic(broker, 2)
     seen, unseen = unique("seen"), unique("unseen")
@@ -396,6 +398,7 @@ def test_partition_reassignments_need_alter_and_describe_on_the_cluster(broker: 
         super_admin.close()
 
 
+@pytest.mark.kafka_api("DescribeUserScramCredentials", client="kafka-python")
 def test_scram_credentials_admin_needs_the_cluster(broker: AclBroker) -> None:
     user = unique("scram")
     upsert = UserScramCredentialUpsertion(

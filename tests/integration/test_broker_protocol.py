@@ -406,6 +406,7 @@ def test_fetch_in_the_middle_of_a_batch_returns_the_whole_batch(raw: BrokerProce
     assert first.is_crc_valid()
 
 
+@pytest.mark.kafka_api("Produce", "ListOffsets", "Metadata", "OffsetForLeaderEpoch", client="shardbroker")
 def test_offset_for_leader_epoch_and_list_offsets_by_timestamp(raw: BrokerProcess) -> None:
     partition = partition_led_by(raw, 0)
     t0 = int(time.time() * 1000) + 3_600_000  # later than anything else in the partition

@@ -51,6 +51,8 @@ pytestmark = pytest.mark.integration
 
 RETENTION = "3600000"
 OFFSET_SPEC: Any = OffsetSpec  # untyped classmethods
+#: What kafka-python's and aiokafka's admin tests send (tools/gen_compatibility.py).
+PYTHON_ADMIN_APIS = ("ApiVersions", "CreateTopics", "Metadata", "DescribeConfigs", "DeleteTopics")
 
 
 def confluent_topic_names(bootstrap: str) -> set[str]:
@@ -66,6 +68,12 @@ def config_value(configs: dict[str, Any], name: str) -> str:
     return str(configs[name].value)
 
 
+@pytest.mark.kafka_api(
+    "CreateTopics", "Metadata", "DescribeConfigs", "DeleteTopics", client="confluent-kafka"
+)
+@pytest.mark.kafka_api(
+    "IncrementalAlterConfigs", "AlterConfigs", "CreatePartitions", client="confluent-kafka"
+)
 def test_confluent_admin(broker: BrokerProcess) -> None:
     bootstrap = broker.bootstrap
     admin = AdminClient({"bootstrap.servers": bootstrap})
@@ -147,6 +155,7 @@ def test_confluent_admin(broker: BrokerProcess) -> None:
     assert tuple(watermarks) == (0, 0)
 
 
+@pytest.mark.kafka_api("Produce", "ListOffsets", "DeleteRecords", "Fetch", client="confluent-kafka")
 def test_confluent_list_offsets_and_delete_records(broker: BrokerProcess) -> None:
     bootstrap = broker.bootstrap
     topic = "offsets"
@@ -201,6 +210,7 @@ def test_metadata_auto_creates_topics_when_enabled(broker_factory: Callable[...,
     assert "not-made" not in confluent_topic_names(off.bootstrap)
 
 
+@pytest.mark.kafka_api(*PYTHON_ADMIN_APIS, client="kafka-python")
 def test_kafka_python_admin(broker: BrokerProcess) -> None:
     topic = "admin-kafka-python"
     admin = kafka.KafkaAdminClient(bootstrap_servers=broker.bootstrap)
@@ -225,6 +235,7 @@ def test_kafka_python_admin(broker: BrokerProcess) -> None:
         admin.close()
 
 
+@pytest.mark.kafka_api(*PYTHON_ADMIN_APIS, client="aiokafka")
 def test_aiokafka_admin(broker: BrokerProcess) -> None:
     topic = "admin-aiokafka"
 
@@ -251,6 +262,7 @@ def test_aiokafka_admin(broker: BrokerProcess) -> None:
     wait_topic_gone(broker.bootstrap, topic)
 
 
+@pytest.mark.kafka_api("ApiVersions", "Metadata", "ListOffsets", "Fetch", client="kcat")
 def test_kcat_metadata_produce_consume(broker: BrokerProcess) -> None:
     topic = "kcat-md"
     create_topic(broker.bootstrap, topic, 4)

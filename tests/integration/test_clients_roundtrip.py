@@ -25,6 +25,8 @@ from tests.integration.kafka_clients import (
 pytestmark = pytest.mark.integration
 
 PARTITIONS = 4
+#: What every client's idempotent producer and reader send here (tools/gen_compatibility.py).
+ROUNDTRIP_APIS = ("ApiVersions", "Metadata", "InitProducerId", "Produce", "ListOffsets", "Fetch")
 
 
 def roundtrip(broker: BrokerProcess, producer: str, topic: str, count: int) -> None:
@@ -54,6 +56,7 @@ def roundtrip(broker: BrokerProcess, producer: str, topic: str, count: int) -> N
 
 
 @pytest.mark.parametrize("producer", CLIENTS)
+@pytest.mark.kafka_api(*ROUNDTRIP_APIS, client=("confluent-kafka", "kafka-python", "aiokafka", "kcat"))
 def test_idempotent_keyed_produce_reads_back_with_every_client(
     module_broker: BrokerProcess, producer: str
 ) -> None:

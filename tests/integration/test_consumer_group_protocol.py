@@ -222,6 +222,7 @@ def assert_exactly_once(
     )
 
 
+@pytest.mark.kafka_api("ConsumerGroupHeartbeat", "OffsetCommit", "OffsetFetch", client="confluent-kafka")
 def test_one_to_ten_to_three_members_while_a_producer_writes(cbroker: BrokerProcess) -> None:
     bootstrap = cbroker.bootstrap
     topic, group, partitions = "kip848-scale", "kip848-scale", 60
@@ -278,6 +279,7 @@ def test_static_member_restart_keeps_its_partitions_without_a_rebalance(cbroker:
             m.close()
 
 
+@pytest.mark.kafka_api("ConsumerGroupDescribe", "ListGroups", client="confluent-kafka")
 def test_describe_and_list_groups_show_the_consumer_protocol(cbroker: BrokerProcess) -> None:
     from confluent_kafka.admin import AdminClient
 

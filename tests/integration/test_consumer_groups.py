@@ -43,6 +43,16 @@ PARTITIONS = 6
 PHASE_TIMEOUT = 30.0
 #: REBALANCE_IN_PROGRESS, ILLEGAL_GENERATION (see commit_confluent).
 _RETRIED_COMMIT_ERRORS = (27, 22)
+#: What a classic group member sends (tools/gen_compatibility.py).
+MEMBER_APIS = (
+    "FindCoordinator",
+    "JoinGroup",
+    "SyncGroup",
+    "Heartbeat",
+    "OffsetCommit",
+    "OffsetFetch",
+    "LeaveGroup",
+)
 
 Seen = collections.Counter[tuple[int, int]]
 
@@ -181,6 +191,7 @@ def ends(produced: Iterable[Rec]) -> dict[int, int]:
 
 
 @pytest.mark.parametrize("assignor", ["range", "roundrobin", "cooperative-sticky"])
+@pytest.mark.kafka_api(*MEMBER_APIS, "Fetch", client="confluent-kafka")
 def test_confluent_members_come_and_go(gbroker: BrokerProcess, assignor: str) -> None:
     bootstrap = gbroker.bootstrap
     topic, group = f"cg-{assignor}", f"group-{assignor}"
@@ -216,6 +227,7 @@ def test_confluent_members_come_and_go(gbroker: BrokerProcess, assignor: str) ->
 # -- kafka-python and aiokafka --------------------------------------------------------------------
 
 
+@pytest.mark.kafka_api(*MEMBER_APIS, "Fetch", client="kafka-python")
 def test_kafka_python_group(gbroker: BrokerProcess) -> None:
     bootstrap = gbroker.bootstrap
     topic, group = "cg-kafka-python", "group-kafka-python"
@@ -271,6 +283,7 @@ def test_kafka_python_group(gbroker: BrokerProcess) -> None:
     assert committed(bootstrap, group, topic, 4) == ends(produced)
 
 
+@pytest.mark.kafka_api(*MEMBER_APIS, "Fetch", client="aiokafka")
 def test_aiokafka_group(gbroker: BrokerProcess) -> None:
     bootstrap = gbroker.bootstrap
     topic, group = "cg-aiokafka", "group-aiokafka"
@@ -451,6 +464,7 @@ def test_committed_offsets_and_membership_survive_a_coordinator_kill(broker_fact
 # -- admin: ListGroups, DescribeGroups, DeleteGroups ----------------------------------------------
 
 
+@pytest.mark.kafka_api("ListGroups", "DescribeGroups", "DeleteGroups", client="confluent-kafka")
 def test_admin_lists_describes_and_deletes_groups(gbroker: BrokerProcess) -> None:
     bootstrap = gbroker.bootstrap
     topic, group = "cg-admin", "group-admin"
@@ -476,6 +490,26 @@ def test_admin_lists_describes_and_deletes_groups(gbroker: BrokerProcess) -> Non
     assert admin.delete_consumer_groups([group])[group].result(20) is None
     assert group not in {g.group_id for g in admin.list_consumer_groups().result(20).valid}
     assert committed(bootstrap, group, topic, 2) == {0: -1001, 1: -1001}  # OFFSET_INVALID: none left
+
+
+@pytest.mark.kafka_api(
+    "OffsetCommit", "OffsetDelete", "OffsetFetch", "FindCoordinator", client="kafka-python"
+)
+def test_kafka_python_admin_commits_and_deletes_an_empty_groups_offsets(gbroker: BrokerProcess) -> None:
+    topic, group = "cg-offset-delete", "group-offset-delete"
+    create_topic(gbroker.bootstrap, topic, 2)
+    produce_batch(gbroker.bootstrap, topic, 10, "od")
+    tps = [kafka.TopicPartition(topic, p) for p in (0, 1)]
+    admin = kafka.KafkaAdminClient(bootstrap_servers=gbroker.bootstrap)
+    try:
+        admin.alter_group_offsets(group, {tp: kafka.structs.OffsetAndMetadata(3, "", -1) for tp in tps})
+        assert committed(gbroker.bootstrap, group, topic, 2) == {0: 3, 1: 3}
+        admin.delete_group_offsets(group, tps[:1])  # raises on a partition's error
+        fetched = admin.list_group_offsets({group: None})[group]
+    finally:
+        admin.close()
+    assert {tp.partition: o.offset for tp, o in fetched.items()} == {1: 3}
+    assert committed(gbroker.bootstrap, group, topic, 2) == {0: -1001, 1: 3}
 
 
 # -- drain with a JoinGroup parked ------------------------------------------------------------------

@@ -365,6 +365,19 @@ def run_exactly_once(broker: BrokerProcess, records: int, kills: int, seed: int)
         consumer.close()
 
 
+@pytest.mark.kafka_api(
+    "InitProducerId",
+    "AddPartitionsToTxn",
+    "AddOffsetsToTxn",
+    "TxnOffsetCommit",
+    "EndTxn",
+    "JoinGroup",
+    "SyncGroup",
+    "OffsetFetch",
+    "Fetch",
+    "Produce",
+    client="confluent-kafka",
+)
 def test_consume_transform_produce_with_aborts_and_kills(broker: BrokerProcess) -> None:
     run_exactly_once(broker, records=20_000, kills=3, seed=16)
 

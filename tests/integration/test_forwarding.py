@@ -106,6 +106,7 @@ def test_a_killed_owner_gives_a_retriable_error_then_its_successor_is_used(broke
         conn.close()
 
 
+@pytest.mark.kafka_api("AlterPartitionReassignments", "ListPartitionReassignments", client="kafka-python")
 def test_kafka_python_admin_moves_and_lists_through_kafkas_reassignment_api(broker: BrokerProcess) -> None:
     with warnings.catch_warnings():  # kafka-python 3.0 uses importlib.resources APIs 3.11 deprecates
         warnings.simplefilter("ignore", DeprecationWarning)

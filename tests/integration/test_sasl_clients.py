@@ -148,6 +148,7 @@ def confluent_config(server: Server, mechanism: str, user: str, password: str) -
         ("SCRAM-SHA-512", "carol", "carol-secret"),
     ],
 )
+@pytest.mark.kafka_api("SaslHandshake", "SaslAuthenticate", client="confluent-kafka")
 def test_confluent_kafka_authenticates(server: Server, mechanism: str, user: str, password: str) -> None:
     admin = AdminClient(confluent_config(server, mechanism, user, password))
     assert admin.list_topics(timeout=TIMEOUT).cluster_id == "sasl-test"
@@ -226,6 +227,7 @@ def test_confluent_kafka_revoked_user_fails_reauthentication(tmp_path: Path) -> 
     ("mechanism", "user", "password"),
     [("PLAIN", "alice", "alice-secret"), ("SCRAM-SHA-512", "carol", "carol-secret")],
 )
+@pytest.mark.kafka_api("SaslHandshake", "SaslAuthenticate", client="kafka-python")
 def test_kafka_python_authenticates(
     server: Server, api_version: tuple[int, ...], mechanism: str, user: str, password: str
 ) -> None:
@@ -245,6 +247,7 @@ def test_kafka_python_authenticates(
     assert KafkaPrincipal.user(user) in server.principals
 
 
+@pytest.mark.kafka_api("SaslHandshake", "SaslAuthenticate", client="aiokafka")
 def test_aiokafka_authenticates(server: Server) -> None:
     async def scenario() -> None:
         client = aiokafka.AIOKafkaClient(
@@ -265,6 +268,7 @@ def test_aiokafka_authenticates(server: Server) -> None:
 @pytest.mark.parametrize(
     ("mechanism", "password", "ok"), [("PLAIN", "alice-secret", True), ("PLAIN", "bad", False)]
 )
+@pytest.mark.kafka_api("SaslHandshake", "SaslAuthenticate", "Metadata", client="kcat")
 def test_kcat_lists_metadata_only_when_authenticated(
     server: Server, mechanism: str, password: str, ok: bool
 ) -> None:

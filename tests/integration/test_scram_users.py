@@ -81,6 +81,7 @@ def kafka_error(future: Any) -> Any:
     return exc.value.args[0]
 
 
+@pytest.mark.kafka_api("AlterUserScramCredentials", "DescribeUserScramCredentials", client="confluent-kafka")
 def test_confluent_admin_alter_and_describe(broker: BrokerProcess) -> None:
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
     assert described(admin) == {}

@@ -171,6 +171,7 @@ def test_add_partitions_for_unknown_topics(
         assert transaction_state(broker, p.transactional_id) == ("Empty", [])
 
 
+@pytest.mark.kafka_api("InitProducerId", "AddOffsetsToTxn", "TxnOffsetCommit", "EndTxn", client="shardbroker")
 def test_txn_offset_commit_with_a_newer_generation_or_an_unknown_member(
     broker: BrokerProcess, producer: Callable[..., RawTxnProducer]
 ) -> None:
@@ -318,6 +319,7 @@ def write_marker(conn: BrokerConnection, partition: int, producer_id: int, coord
     return int(answer.markers[0].topics[0].partitions[0].error_code)
 
 
+@pytest.mark.kafka_api("WriteTxnMarkers", client="shardbroker")
 def test_write_txn_markers_for_a_producer_the_partition_never_saw(broker: BrokerProcess) -> None:
     partition, never_seen = 2, 987_654_321
     with AdminClient(broker.bootstrap) as admin:

@@ -260,6 +260,15 @@ def check_order(who: str, records: Sequence[tuple[int, bytes]]) -> None:
         assert indexes == sorted(indexes), f"{who}: {run!r} out of order"
 
 
+@pytest.mark.kafka_api(
+    "FindCoordinator",
+    "InitProducerId",
+    "AddPartitionsToTxn",
+    "Produce",
+    "EndTxn",
+    "Fetch",
+    client=("confluent-kafka", "kafka-python", "aiokafka"),
+)
 def test_each_clients_consumers_over_each_clients_transactions(
     broker: BrokerProcess,
 ) -> None:

@@ -102,6 +102,7 @@ def last_stable_offset(admin: AdminClient, partition: int) -> int:
     return int(p.offset)
 
 
+@pytest.mark.kafka_api("DescribeProducers", "ListTransactions", "DescribeTransactions", client="kafka-python")
 def test_an_open_transaction_seen_by_the_tools(broker_factory: BrokerFactory) -> None:
     broker = broker_factory(config={"transaction.partition.verification.enable": False})
     create_topic(broker.bootstrap, TOPIC, 2)
