@@ -9,7 +9,8 @@ ListOffsets, Alter/ListPartitionReassignments), :class:`GroupAdmin` (admin_group
 ListGroups, DescribeGroups, OffsetFetch, OffsetCommit, DeleteGroups), :class:`UserAdmin`
 (admin_users.py: Describe/AlterUserScramCredentials), :class:`AclAdmin` (admin_acls.py:
 Create/Describe/DeleteAcls), :class:`TransactionAdmin` (admin_transactions.py: List/Describe
-Transactions, DescribeProducers, abort).
+Transactions, DescribeProducers, abort), :class:`OperationsAdmin` (admin_operations.py:
+Describe/AlterReplicaLogDirs, DescribeTopicPartitions, ElectLeaders, features).
 Mixins, not composed objects: callers keep one flat object with Kafka's method set, and the
 families share the connections without forwarding methods.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 from shardbroker.client.admin_acls import AclAdmin
 from shardbroker.client.admin_groups import GroupAdmin
+from shardbroker.client.admin_operations import OperationsAdmin
 from shardbroker.client.admin_partitions import PartitionAdmin
 from shardbroker.client.admin_topics import TopicAdmin
 from shardbroker.client.admin_transactions import TransactionAdmin
@@ -26,7 +28,9 @@ from shardbroker.client.admin_users import UserAdmin
 __all__ = ["AdminClient"]
 
 
-class AdminClient(TopicAdmin, PartitionAdmin, GroupAdmin, UserAdmin, AclAdmin, TransactionAdmin):
+class AdminClient(
+    TopicAdmin, PartitionAdmin, GroupAdmin, UserAdmin, AclAdmin, TransactionAdmin, OperationsAdmin
+):
     """Synchronous admin client. ``timeout`` (seconds) bounds each connect and each response, and
     the total time spent retrying retriable controller and coordinator errors; ``security``
     (client/client_security.py) makes every connection use TLS and/or SASL."""

@@ -87,18 +87,23 @@ CLIENT_VERSIONS: dict[int, tuple[int, int]] = {
     30: (1, 3),  # CreateAcls
     31: (1, 3),  # DeleteAcls
     32: (1, 4),  # DescribeConfigs (v1+: config source per entry)
+    34: (0, 2),  # AlterReplicaLogDirs
+    35: (0, 4),  # DescribeLogDirs (v4: total and usable bytes)
     36: (0, 2),  # SaslAuthenticate
     37: (0, 3),  # CreatePartitions
     42: (0, 2),  # DeleteGroups
+    43: (1, 2),  # ElectLeaders (v1+: election type)
     44: (0, 1),  # IncrementalAlterConfigs
     45: (0, 0),  # AlterPartitionReassignments (partition moves)
     46: (0, 0),  # ListPartitionReassignments
     50: (0, 0),  # DescribeUserScramCredentials
     51: (0, 0),  # AlterUserScramCredentials
+    57: (1, 2),  # UpdateFeatures (v1+: upgrade type, validate only)
     61: (0, 0),  # DescribeProducers
     65: (0, 0),  # DescribeTransactions
     66: (0, 1),  # ListTransactions (v1: duration filter)
     69: (0, 0),  # ConsumerGroupDescribe (consumer-protocol groups, KIP-848)
+    75: (0, 0),  # DescribeTopicPartitions (KIP-966)
 }
 
 M = TypeVar("M", bound=Message)

@@ -266,6 +266,14 @@ AUTO_CREATE_TOPICS_ENABLE: Final = _D(
 SOCKET_REQUEST_MAX_BYTES: Final = _D(
     "socket.request.max.bytes", _I, "104857600", between(1, INT_MAX), "largest request frame", _LISTENER
 )
+MAX_REQUEST_PARTITION_SIZE_LIMIT: Final = _D(
+    "max.request.partition.size.limit",
+    _I,
+    "2000",
+    between(1, INT_MAX),
+    "most partitions one DescribeTopicPartitions response describes (KIP-966; the rest by its cursor)",
+    "DescribeTopicPartitions (broker/handlers/describe_topic_partitions.py)",
+)
 CONNECTIONS_MAX_IDLE_MS: Final = _D(
     "connections.max.idle.ms",
     _L,

@@ -33,7 +33,7 @@ from shardbroker.protocol.errors import ErrorCode
 from shardbroker.protocol.headers import decode_response, encode_request
 from shardbroker.protocol.record_batch_builder import RecordBatchBuilder
 from shardbroker.security.principal import ANONYMOUS
-from tests.unit.replica_fakes import FakeTransport
+from tests.unit.replica_fakes import FakeChannel, FakeTransport, image
 
 State = dict[str, Any]
 
@@ -169,6 +169,8 @@ async def serving(
         config or BrokerConfig(data_dir=tmp_path),
         listeners=(Endpoint(protocol.value, protocol.value, "127.0.0.1", 9092),),  # bound on port 0
     )
+    # ApiVersions reads the image's version (its finalized features epoch)
+    channel = FakeChannel(image()) if channel is None else channel
     state = WorkerState(node_id=0, config=config, channel=cast(Any, channel), replicas=cast(Any, None))
     listener = KafkaListener(
         state,

@@ -8,7 +8,9 @@ which is how Kafka lets newer clients downgrade.
 
 v3+ requests name the client software; Kafka refuses names or versions that do not match
 ``[a-zA-Z0-9](?:[a-zA-Z0-9\\-.]*[a-zA-Z0-9])?`` with INVALID_REQUEST (KIP-511), and so do we.
-No features are advertised (supported/finalized features stay empty, epoch -1).
+v3+ answers carry the feature flags this broker really has (broker/features.py: group.version
+when the KIP-848 consumer protocol is served), with the metadata image's version as the
+finalized epoch.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import re
 
 from shardbroker.broker.dispatch import ApiHandler, RequestContext
+from shardbroker.broker.features import with_features
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode
 
@@ -31,7 +34,8 @@ async def handle(ctx: RequestContext, request: m.ApiVersionsRequest) -> m.ApiVer
         and _SOFTWARE_RE.fullmatch(request.client_software_version)
     ):
         return m.ApiVersionsResponse(error_code=ErrorCode.INVALID_REQUEST)
-    return ctx.registry.api_versions_response()
+    response = ctx.registry.api_versions_response()
+    return with_features(response, ctx.api_version, ctx.registry.versions, ctx.worker.image.version)
 
 
 HANDLER = ApiHandler(api_key=18, min_version=0, max_version=4, handle=handle)
