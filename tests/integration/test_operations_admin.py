@@ -72,6 +72,7 @@ def every_partition() -> set[tuple[str, int]]:
 # -- DescribeLogDirs / AlterReplicaLogDirs ---------------------------------------------------------
 
 
+@pytest.mark.kafka_api("DescribeLogDirs", client="kafka-python")
 def test_describe_log_dirs_kafka_python(ops_broker: BrokerProcess, kp_admin: Any) -> None:
     answers = kp_admin.describe_log_dirs()
     assert sorted(a["broker"] for a in answers) == [0, 1]
@@ -91,6 +92,7 @@ def test_describe_log_dirs_kafka_python(ops_broker: BrokerProcess, kp_admin: Any
     assert sum(seen["ops-a", i] for i in range(3)) > 300 * 100
 
 
+@pytest.mark.kafka_api("DescribeLogDirs", client="shardbroker")
 def test_describe_log_dirs_shardbroker_client(ops_broker: BrokerProcess, sb_admin: AdminClient) -> None:
     dirs = sb_admin.describe_log_dirs({"ops-b": [0, 1, 9]})
     assert sorted(d.broker for d in dirs) == [0, 1]
@@ -99,6 +101,7 @@ def test_describe_log_dirs_shardbroker_client(ops_broker: BrokerProcess, sb_admi
     assert all(d.path == os.path.abspath(ops_broker.data_dir) and d.total_bytes > 0 for d in dirs)
 
 
+@pytest.mark.kafka_api("AlterReplicaLogDirs", client="kafka-python")
 def test_alter_replica_log_dirs_kafka_python(ops_broker: BrokerProcess, kp_admin: Any) -> None:
     md = ConfluentAdmin({"bootstrap.servers": ops_broker.bootstrap}).list_topics(timeout=20)
     leaders = {(t, p): md.topics[t].partitions[p].leader for t, p in every_partition()}
@@ -112,6 +115,7 @@ def test_alter_replica_log_dirs_kafka_python(ops_broker: BrokerProcess, kp_admin
     assert not list(ops_broker.data_dir.glob("*-future"))
 
 
+@pytest.mark.kafka_api("AlterReplicaLogDirs", client="shardbroker")
 def test_alter_replica_log_dirs_shardbroker_client(ops_broker: BrokerProcess, sb_admin: AdminClient) -> None:
     ours = os.path.abspath(ops_broker.data_dir)
     answers = {
@@ -130,6 +134,7 @@ def test_alter_replica_log_dirs_shardbroker_client(ops_broker: BrokerProcess, sb
 # -- DescribeTopicPartitions -----------------------------------------------------------------------
 
 
+@pytest.mark.kafka_api("DescribeTopicPartitions", client="kafka-python")
 def test_describe_topic_partitions_kafka_python_pages(ops_broker: BrokerProcess, kp_admin: Any) -> None:
     names = sorted(TOPICS)
     seen: list[tuple[str, int]] = []
@@ -149,6 +154,7 @@ def test_describe_topic_partitions_kafka_python_pages(ops_broker: BrokerProcess,
     assert [(t["name"], t["error_code"]) for t in unknown["topics"]] == [("ops-a", 0), ("ops-zz", 3)]
 
 
+@pytest.mark.kafka_api("DescribeTopicPartitions", client="shardbroker")
 def test_describe_topic_partitions_shardbroker_client_cursor_to_a_deleted_topic(
     module_broker_factory: BrokerFactory, ops_broker: BrokerProcess, sb_admin: AdminClient
 ) -> None:
@@ -182,6 +188,7 @@ def test_describe_quorum_is_not_offered(kp_admin: Any) -> None:
 # -- ElectLeaders ----------------------------------------------------------------------------------
 
 
+@pytest.mark.kafka_api("ElectLeaders", client="confluent-kafka")
 def test_elect_leaders_confluent(ops_broker: BrokerProcess) -> None:
     admin = ConfluentAdmin({"bootstrap.servers": ops_broker.bootstrap})
     asked = [CTopicPartition("ops-a", i) for i in range(3)] + [CTopicPartition("ops-zz", 0)]
@@ -191,6 +198,7 @@ def test_elect_leaders_confluent(ops_broker: BrokerProcess) -> None:
         assert codes == {("ops-a", 0): 84, ("ops-a", 1): 84, ("ops-a", 2): 84, ("ops-zz", 0): 3}
 
 
+@pytest.mark.kafka_api("ElectLeaders", client="kafka-python")
 def test_elect_leaders_kafka_python(kp_admin: Any) -> None:
     response = kp_admin.elect_leaders(0, {"ops-b": [0, 1]})  # ELECTION_NOT_NEEDED is not raised
     codes = {
@@ -203,6 +211,7 @@ def test_elect_leaders_kafka_python(kp_admin: Any) -> None:
     assert {p.error_code for r in every.replica_election_results for p in r.partition_result} == {84}
 
 
+@pytest.mark.kafka_api("ElectLeaders", client="shardbroker")
 def test_elect_leaders_shardbroker_client(sb_admin: AdminClient) -> None:
     assert sb_admin.elect_leaders([("ops-c", 0), ("ops-c", 4)]) == {
         ("ops-c", 0): ErrorCode.ELECTION_NOT_NEEDED,
@@ -214,6 +223,7 @@ def test_elect_leaders_shardbroker_client(sb_admin: AdminClient) -> None:
 # -- features --------------------------------------------------------------------------------------
 
 
+@pytest.mark.kafka_api("ApiVersions", "UpdateFeatures", client="kafka-python")
 def test_features_kafka_python(kp_admin: Any) -> None:
     described = kp_admin.describe_features()
     assert described.keys() == {"group.version"}
@@ -227,6 +237,7 @@ def test_features_kafka_python(kp_admin: Any) -> None:
     assert kp_admin.describe_features()["group.version"]["finalized"] == (1, 1)
 
 
+@pytest.mark.kafka_api("ApiVersions", "UpdateFeatures", client="shardbroker")
 def test_features_shardbroker_client(sb_admin: AdminClient) -> None:
     features = sb_admin.describe_features()
     assert (features.supported, features.finalized) == ({"group.version": (0, 1)}, {"group.version": 1})
