@@ -31,6 +31,9 @@ async def handle(ctx: RequestContext, request: m.ApiVersionsRequest) -> m.ApiVer
         and _SOFTWARE_RE.fullmatch(request.client_software_version)
     ):
         return m.ApiVersionsResponse(error_code=ErrorCode.INVALID_REQUEST)
+    if ctx.api_version >= 3:  # KIP-714's client_software_name/version selectors match these
+        ctx.session.client_software_name = request.client_software_name
+        ctx.session.client_software_version = request.client_software_version
     return ctx.registry.api_versions_response()
 
 
