@@ -17,6 +17,10 @@ come first served (a client id of more than ``MAX_CLIENT_ID_LENGTH`` characters 
 exported); a push beyond them is accepted and counted as not exported
 (``shardbroker_client_telemetry_unexported_pushes_total``). A client id's series go when its
 last instance expires (broker/client_metrics.py: 3 push intervals, at least 60 s, unseen).
+
+Cost: 140 us of worker CPU per push (median of 5 x 1,000 pushes, 140-150, a zstd'd librdkafka-like
+payload, the whole request path): 1,000 clients pushing once a minute take 0.23 % of a core
+(``python -m perf.bench_telemetry``).
 """
 
 from __future__ import annotations
