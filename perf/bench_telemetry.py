@@ -27,15 +27,7 @@ import json
 import statistics
 import uuid
 
-from opentelemetry.proto.metrics.v1.metrics_pb2 import (
-    Gauge,
-    Metric,
-    MetricsData,
-    NumberDataPoint,
-    ResourceMetrics,
-    ScopeMetrics,
-    Sum,
-)
+from opentelemetry.proto.metrics.v1 import metrics_pb2 as otlp
 
 from perf.broker_load import running_broker
 from shardbroker.client.connection import BrokerConnection
@@ -58,17 +50,21 @@ _NAMES = (
 
 def librdkafka_like_payload() -> bytes:
     metrics = [
-        Metric(name="org.apache.kafka.producer." + n, description="d" * 50,
-               gauge=Gauge(data_points=[NumberDataPoint(as_double=1.5, time_unix_nano=1)]))
+        otlp.Metric(name="org.apache.kafka.producer." + n, description="d" * 50,
+               gauge=otlp.Gauge(data_points=[otlp.NumberDataPoint(as_double=1.5, time_unix_nano=1)]))
         for n in _NAMES
     ]  # fmt: skip
     metrics.append(
-        Metric(
+        otlp.Metric(
             name="org.apache.kafka.producer.connection.creation.total",
-            sum=Sum(data_points=[NumberDataPoint(as_int=1)], aggregation_temporality=1, is_monotonic=True),
+            sum=otlp.Sum(
+                data_points=[otlp.NumberDataPoint(as_int=1)], aggregation_temporality=1, is_monotonic=True
+            ),
         )
     )
-    data = MetricsData(resource_metrics=[ResourceMetrics(scope_metrics=[ScopeMetrics(metrics=metrics)])])
+    data = otlp.MetricsData(
+        resource_metrics=[otlp.ResourceMetrics(scope_metrics=[otlp.ScopeMetrics(metrics=metrics)])]
+    )
     return data.SerializeToString()
 
 
