@@ -54,11 +54,13 @@ from shardbroker.control.auto_rebalance import AutoRebalancer, PartitionLoad
 from shardbroker.control.controller import Controller
 from shardbroker.control.metadata_log import DataDirLock, MetadataLogError
 from shardbroker.ipc import ring_reader, shm
+from shardbroker.ipc.client_telemetry import ClientTelemetryTable
 from shardbroker.ipc.counters import CounterTable
 from shardbroker.ipc.group_offsets import GroupOffsetTable
 from shardbroker.ipc.local_access import LocalAccessError, allowed_group, check_broker_in_group
 from shardbroker.ipc.ring_names import Direction, control_ring
 from shardbroker.metadata.image import TopicImage
+from shardbroker.observability.client_telemetry import ClientTelemetrySource
 from shardbroker.observability.group_lag import GroupLagSource
 from shardbroker.observability.metrics import MetricsCollector
 from shardbroker.observability.metrics_http import MetricsServer
@@ -236,6 +238,7 @@ def serve(
     controller: Controller | None = None
     counters: CounterTable | None = None
     group_offsets: GroupOffsetTable | None = None
+    client_telemetry: ClientTelemetryTable | None = None
     try:
         warn_loose_modes(data_dir)
         for endpoint in config.listeners:
@@ -260,7 +263,8 @@ def serve(
             raise ServeError(str(exc)) from None
         counters = CounterTable.create(instance, config.workers, listeners=len(config.listeners))
         group_offsets = GroupOffsetTable.create(instance, config.workers)
-        setup = _worker_setup(controller, config, install, counters, group_offsets)
+        client_telemetry = ClientTelemetryTable.create(instance, config.workers)
+        setup = _worker_setup(controller, config, install, counters, group_offsets, client_telemetry)
 
         def announce() -> None:
             for i in range(config.workers):
@@ -293,6 +297,7 @@ def serve(
             [e.listener for e in config.listeners],
         )
         collector.add_source(GroupLagSource(counters, group_offsets))
+        collector.add_source(ClientTelemetrySource(client_telemetry))
         collector.add_source(WorkerProcessSource(heartbeats))
         collector.add_source(DataDirSource(data_dir))
         supervisor.metrics = MetricsServer(
@@ -310,6 +315,8 @@ def serve(
             print(f"shardbroker serve: {supervisor.halt_reason}", file=sys.stderr, flush=True)
         return code
     finally:
+        if client_telemetry is not None:
+            client_telemetry.close()
         if group_offsets is not None:
             group_offsets.close()
         if counters is not None:
@@ -365,6 +372,7 @@ def _worker_setup(
     install: ExtraSetup | None,
     counters: CounterTable,
     group_offsets: GroupOffsetTable,
+    client_telemetry: ClientTelemetryTable,
 ) -> Callable[[Worker], None]:
     def setup(worker: Worker) -> None:
         # In the forked child: keep this slot's rings, close the rest of the controller's.
@@ -380,7 +388,12 @@ def _worker_setup(
             from shardbroker.broker.server import install as install_broker
 
             install_broker(
-                worker, config, channel, counters.worker(worker.slot), group_offsets.worker(worker.slot)
+                worker,
+                config,
+                channel,
+                counters.worker(worker.slot),
+                group_offsets.worker(worker.slot),
+                client_telemetry.worker(worker.slot),
             )
 
     return setup

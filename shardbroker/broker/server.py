@@ -40,6 +40,7 @@ from shardbroker.broker.txn_verification import TransactionVerifier
 from shardbroker.broker.worker_state import WorkerState
 from shardbroker.config.broker_config import BrokerConfig
 from shardbroker.config.broker_properties import TRANSACTION_PARTITION_VERIFICATION_ENABLE
+from shardbroker.ipc.client_telemetry import WorkerClientTelemetry
 from shardbroker.ipc.counters import WorkerCounters
 from shardbroker.ipc.group_offsets import WorkerGroupOffsets
 from shardbroker.ipc.shm import instance_name
@@ -57,12 +58,14 @@ def install(
     channel: ControllerChannel,
     counters: WorkerCounters | None = None,
     group_offsets: WorkerGroupOffsets | None = None,
+    client_telemetry: WorkerClientTelemetry | None = None,
 ) -> WorkerState:
     """Register this worker's ReplicaManager, GroupCoordinator, TransactionCoordinator and
     KafkaListener (after the already-registered channel); return the ``WorkerState`` the
     handlers will see. ``counters``: this worker's cells of the supervisor's counter table
     (ipc/counters.py), private if None;
-    ``group_offsets``: its rows of the committed-offsets table (ipc/group_offsets.py), likewise."""
+    ``group_offsets``: its rows of the committed-offsets table (ipc/group_offsets.py), likewise;
+    ``client_telemetry``: its block of the client metrics table (ipc/client_telemetry.py), likewise."""
     counters = counters if counters is not None else WorkerCounters.private()
     replicas = ReplicaManager(worker.node_id, config, channel, counters=counters)
     groups = GroupCoordinator(
@@ -81,6 +84,9 @@ def install(
         groups=groups,
         counters=counters,
     )
+    if client_telemetry is not None:
+        state.telemetry.exporter.table = client_telemetry
+    replicas.add_publisher(state.telemetry.publish)
     state.forwarder = ProduceForwarder(worker.node_id, instance_name(config.data_dir.absolute()))
     worker.add_service(replicas)
     worker.add_service(groups)

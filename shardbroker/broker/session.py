@@ -53,6 +53,9 @@ class ConnectionSession:
     session_expiry: float | None = None
     #: The SASL exchange's state on a SASL listener (which requests pass, re-authentication).
     sasl: SaslAuthenticator | None = None
+    #: What ApiVersions v3+ named the client software (KIP-511), for client metrics matching.
+    client_software_name: str | None = None
+    client_software_version: str | None = None
 
     @classmethod
     def accepted(cls, listener: str, protocol: SecurityProtocol, client_host: str) -> ConnectionSession:

@@ -12,12 +12,14 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from shardbroker.broker.client_telemetry import ClientTelemetry
 from shardbroker.broker.security_audit import SecurityAudit
 from shardbroker.config.broker_config import BrokerConfig
 from shardbroker.config.broker_properties import (
     ALLOW_EVERYONE_IF_NO_ACL_FOUND,
     AUTHORIZER_CLASS_NAME,
     SUPER_USERS,
+    TELEMETRY_MAX_BYTES,
 )
 from shardbroker.ipc.counters import WorkerCounters
 from shardbroker.metadata.image import MetadataImage
@@ -61,12 +63,15 @@ class WorkerState:
     #: Authentication outcomes and authorization denials: counted in ``counters``, logged
     #: rate-limited (broker/security_audit.py).
     audit: SecurityAudit = field(init=False, repr=False)
+    #: KIP-714 client instances and the client metrics exported (broker/client_telemetry.py).
+    telemetry: ClientTelemetry = field(init=False, repr=False)
     _authorizing: bool = field(default=False, init=False, repr=False)
     _authorizer: StandardAuthorizer | None = field(default=None, init=False, repr=False)
     _authorizer_acls: tuple[AclBinding, ...] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.audit = SecurityAudit(self.counters, [e.listener for e in self.config.listeners])
+        self.telemetry = ClientTelemetry(self.config.get(TELEMETRY_MAX_BYTES))
         self._authorizing = bool(self.config.get(AUTHORIZER_CLASS_NAME))
 
     @property

@@ -909,6 +909,14 @@ METRICS_BASIC_AUTH_USERS: Final = _D(
     " metrics.ssl.* unless metrics.listen is a loopback address [no authentication]",
     _METRICS_DOOR,
 )
+TELEMETRY_MAX_BYTES: Final = _D(
+    "telemetry.max.bytes",
+    _I,
+    "1048576",
+    between(1, INT_MAX),
+    "largest client telemetry push (KIP-714 PushTelemetry), compressed and decompressed",
+    "client telemetry (broker/client_telemetry.py)",
+)
 #: Rows whose value is a TOML table (kept as JSON text).
 TABLE_ROWS: Final = frozenset({SASL_PLAIN_USERS.name, METRICS_BASIC_AUTH_USERS.name})
 

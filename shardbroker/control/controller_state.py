@@ -21,6 +21,8 @@ Records (every one carries ``"offset"``, its position in the metadata log; the s
     {"type": "broker_configs", "configs": {..}}         the per-broker dynamic configs, whole
     {"type": "acl", "id", ..} / {"type": "remove_acl", "id"}
         one ACL binding added or removed (acl_control.py)
+    {"type": "client_metrics", "name", "configs": {..}}
+        a client metrics resource's whole config set, empty: removed (client_metrics_control.py)
 
 Ops (`handle`) are what workers ask for over their control ring (ipc/control.py): they
 validate each item with Kafka's rules and error codes, emit records for the valid ones and answer
@@ -54,8 +56,13 @@ from typing import Any, Final
 from shardbroker.config.config_def import ConfigError
 from shardbroker.config.config_ops import apply_config_ops, check_dynamic_broker_configs, is_dynamic_list
 from shardbroker.config.log_config import LogConfig
-from shardbroker.control import acl_control
+from shardbroker.control import acl_control, client_metrics_control
 from shardbroker.control.acl_control import Acls, apply_acl_record, create_acls, delete_acls
+from shardbroker.control.client_metrics_control import (
+    Resources,
+    alter_client_metrics,
+    apply_client_metrics_record,
+)
 from shardbroker.control.scram_control import (
     REMOVE_RECORD,
     UPSERT_RECORD,
@@ -103,6 +110,8 @@ class ControllerState:
     broker_configs: Mapping[str, str] = field(default_factory=dict)
     #: ACL id -> binding, in creation order.
     acls: Acls = field(default_factory=dict)
+    #: Client metrics resource name -> its configs (KIP-714 subscriptions).
+    client_metrics: Resources = field(default_factory=dict)
 
     def image(self, cluster_id: str, brokers: tuple[BrokerEndpoint, ...]) -> MetadataImage:
         return MetadataImage(
@@ -114,6 +123,7 @@ class ControllerState:
             scram_credentials={user: dict(creds) for user, creds in self.scram_credentials.items()},
             broker_configs=dict(self.broker_configs),
             acls=tuple(self.acls.values()),
+            client_metrics={name: dict(configs) for name, configs in self.client_metrics.items()},
         )
 
     def topic_by_id(self, topic_id: uuid.UUID) -> TopicImage | None:
@@ -138,6 +148,7 @@ class ControllerState:
                 {"type": acl_control.ADD_RECORD, "id": acl_id, **binding.to_record()}
                 for acl_id, binding in self.acls.items()
             ],
+            "client_metrics": {name: dict(configs) for name, configs in self.client_metrics.items()},
         }
 
     @staticmethod
@@ -159,6 +170,10 @@ class ControllerState:
             scram,
             {str(k): str(v) for k, v in data.get("broker_configs", {}).items()},
             acls,
+            client_metrics={  # absent from snapshots older than client metrics
+                str(name): {str(k): str(v) for k, v in configs.items()}
+                for name, configs in data.get("client_metrics", {}).items()
+            },
         )
 
 
@@ -196,6 +211,9 @@ def apply_record(state: ControllerState, record: Mapping[str, Any]) -> Controlle
         return dataclasses.replace(state, version=offset, scram_credentials=scram)
     if kind in (acl_control.ADD_RECORD, acl_control.REMOVE_RECORD):
         return dataclasses.replace(state, version=offset, acls=apply_acl_record(state.acls, record))
+    if kind == client_metrics_control.RECORD:
+        resources = apply_client_metrics_record(state.client_metrics, record)
+        return dataclasses.replace(state, version=offset, client_metrics=resources)
     topics = dict(state.topics)
     next_pid = state.next_producer_id
     broker_configs = state.broker_configs
@@ -225,7 +243,9 @@ def apply_record(state: ControllerState, record: Mapping[str, Any]) -> Controlle
         broker_configs = {str(k): str(v) for k, v in record["configs"].items()}
     else:
         raise ValueError(f"unknown metadata record type {kind!r}")
-    return ControllerState(offset, topics, next_pid, state.scram_credentials, broker_configs, state.acls)
+    return dataclasses.replace(
+        state, version=offset, topics=topics, next_producer_id=next_pid, broker_configs=broker_configs
+    )
 
 
 def replay(records: Iterable[Mapping[str, Any]], start: ControllerState | None = None) -> ControllerState:
@@ -718,6 +738,16 @@ def _delete_acls(b: _Builder, args: Mapping[str, Any], ctx: OpContext) -> dict[s
     return {"results": results}
 
 
+def _alter_client_metrics(b: _Builder, args: Mapping[str, Any], ctx: OpContext) -> dict[str, Any]:
+    """Incremental/whole alteration of client metrics resources (client_metrics_control.py)."""
+    records, results = alter_client_metrics(
+        b.state.client_metrics, list(args["resources"]), bool(args.get("validate_only", False))
+    )
+    for record in records:
+        b.add(record)
+    return {"resources": results}
+
+
 _OPS: Final[Mapping[str, Callable[[_Builder, Mapping[str, Any], OpContext], dict[str, Any]]]] = {
     "create_topics": _create_topics,
     "delete_topics": _delete_topics,
@@ -730,6 +760,7 @@ _OPS: Final[Mapping[str, Callable[[_Builder, Mapping[str, Any], OpContext], dict
     "alter_scram_credentials": _alter_scram_credentials,
     "create_acls": _create_acls,
     "delete_acls": _delete_acls,
+    "alter_client_metrics": _alter_client_metrics,
 }
 OPS: Final = frozenset(_OPS)
 

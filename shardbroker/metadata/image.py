@@ -74,6 +74,8 @@ class MetadataImage:
     broker_configs: dict[str, str] = field(default_factory=dict)
     #: The ACL bindings in force, in creation order (CreateAcls; enforced when an authorizer is set).
     acls: tuple[AclBinding, ...] = ()
+    #: Client metrics resources (KIP-714 subscriptions): name -> configs (metadata/client_metrics.py).
+    client_metrics: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def scram_credential(self, user: str, mechanism: ScramMechanism) -> ScramCredential | None:
         return self.scram_credentials.get(user, {}).get(mechanism)
@@ -136,6 +138,7 @@ def _image_to_dict(image: MetadataImage) -> dict[str, Any]:
         },
         "broker_configs": image.broker_configs,
         "acls": [b.to_record() for b in image.acls],
+        "client_metrics": image.client_metrics,
     }
 
 
@@ -171,4 +174,8 @@ def _image_from_dict(data: dict[str, Any]) -> MetadataImage:
         },
         broker_configs={str(k): str(v) for k, v in data.get("broker_configs", {}).items()},
         acls=tuple(AclBinding.from_record(r) for r in data.get("acls", ())),
+        client_metrics={
+            str(name): {str(k): str(v) for k, v in configs.items()}
+            for name, configs in data.get("client_metrics", {}).items()
+        },
     )

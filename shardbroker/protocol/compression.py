@@ -37,6 +37,7 @@ __all__ = [
     "DEFAULT_MAX_DECOMPRESSED_SIZE",
     "CompressionError",
     "CompressionType",
+    "DecompressedTooLarge",
     "compress",
     "decompress",
 ]
@@ -56,6 +57,11 @@ class CompressionType(IntEnum):
 
 class CompressionError(ValueError):
     """Compressed data that cannot be decompressed (or would exceed the size cap)."""
+
+
+class DecompressedTooLarge(CompressionError):
+    """Data that would decompress to more than the size cap (told apart by KIP-714 telemetry:
+    TELEMETRY_TOO_LARGE rather than INVALID_RECORD)."""
 
 
 #: Default cap on one batch's decompressed records: 64 MiB, well above Kafka's default
@@ -88,7 +94,7 @@ def _gzip_decompress(data: BytesLike, max_size: int) -> bytes:
         except zlib.error as exc:
             raise CompressionError(f"gzip: {exc}") from None
         if len(out) > max_size:
-            raise CompressionError(f"gzip: decompressed size exceeds {max_size} bytes")
+            raise DecompressedTooLarge(f"gzip: decompressed size exceeds {max_size} bytes")
         if not d.eof:
             raise CompressionError("gzip: truncated stream")
         # Trailing members are legal gzip; trailing zero padding is tolerated like gzip(1) does.
@@ -100,7 +106,7 @@ def _snappy_block(block: BytesLike, max_size: int) -> bytes:
     try:
         size = cramjam.snappy.decompress_raw_len(block)
         if size > max_size:
-            raise CompressionError(f"snappy: decompressed size exceeds {max_size} bytes")
+            raise DecompressedTooLarge(f"snappy: decompressed size exceeds {max_size} bytes")
         return bytes(cramjam.snappy.decompress_raw(block))
     except cramjam.DecompressionError as exc:
         raise CompressionError(f"snappy: {exc}") from None
@@ -139,7 +145,7 @@ def _snappy_compress(data: BytesLike) -> bytes:
 
 def _checked(name: str, out: bytes, max_size: int) -> bytes:
     if len(out) > max_size:
-        raise CompressionError(f"{name}: decompressed size exceeds {max_size} bytes")
+        raise DecompressedTooLarge(f"{name}: decompressed size exceeds {max_size} bytes")
     return out
 
 
@@ -205,10 +211,10 @@ def _bounded(
             if _OUTPUT_FULL not in str(exc):
                 raise CompressionError(f"{name}: {exc}") from None
             if size > max_size:
-                raise CompressionError(f"{name}: decompressed size exceeds {max_size} bytes") from None
+                raise DecompressedTooLarge(f"{name}: decompressed size exceeds {max_size} bytes") from None
             size = min(max_size + 1, 2 * size)
             continue
         if n > max_size:
-            raise CompressionError(f"{name}: decompressed size exceeds {max_size} bytes")
+            raise DecompressedTooLarge(f"{name}: decompressed size exceeds {max_size} bytes")
         del out[n:]
         return bytes(out)

@@ -43,6 +43,8 @@ import confluent_kafka
 import pytest
 from confluent_kafka.admin import AdminClient
 
+from shardbroker.client.connection import BrokerConnection
+from shardbroker.protocol import messages as m
 from tests.integration.broker_process import BrokerProcess, wait_for
 from tests.integration.conftest import BrokerFactory
 from tests.integration.kafka_clients import create_topic, make_messages, produce_confluent
@@ -186,11 +188,30 @@ def variable_queries() -> set[tuple[str, str]]:
     return out
 
 
+def subscribe_every_client(bootstrap: str) -> None:
+    """A client metrics resource asking every client for every metric each second."""
+    host, port = bootstrap.split(",")[0].rsplit(":", 1)
+    Req = m.IncrementalAlterConfigsRequest
+    ops = [
+        Req.AlterableConfig(name="metrics", value="*"),
+        Req.AlterableConfig(name="interval.ms", value="1000"),
+    ]
+    request = Req(resources=[Req.AlterConfigsResource(resource_type=16, resource_name="every", configs=ops)])
+    with BrokerConnection(host, int(port), timeout=30.0).connect() as conn:
+        assert conn.send(request).responses[0].error_code == 0
+
+
 def run_workload(bootstrap: str) -> tuple[collections.Counter[int], dict[int, int]]:
     """Produce ``COUNT`` messages, consume and commit ``CONSUMED`` in a group: the acked count
     and the committed offset per partition (partitions the group read nothing from: none)."""
     create_topic(bootstrap, TOPIC, PARTITIONS, {"flush.messages": "1"})
-    acked = produce_confluent(bootstrap, TOPIC, make_messages(COUNT, 97, "live", value_size=64))
+    subscribe_every_client(bootstrap)  # the Clients dashboard: KIP-714 pushes from both clients
+    acked = produce_confluent(
+        bootstrap,
+        TOPIC,
+        make_messages(COUNT, 97, "live", value_size=64),
+        extra={"enable.metrics.push": True, "client.id": "live-producer"},
+    )
     # ~16 KiB of 20 keys rewritten over and over on each partition: a few dirty segments each.
     create_topic(bootstrap, COMPACTED, 2, COMPACTED_CONFIG)
     produce_confluent(
@@ -209,6 +230,8 @@ def run_workload(bootstrap: str) -> tuple[collections.Counter[int], dict[int, in
             "enable.auto.commit": False,
             "session.timeout.ms": 6000,
             "heartbeat.interval.ms": 200,
+            "enable.metrics.push": True,
+            "client.id": "live-consumer",
         }
     )
     try:

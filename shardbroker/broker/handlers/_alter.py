@@ -17,6 +17,12 @@ nothing changes; then the controller's ``alter_broker_configs`` op records the w
 the metadata log (kept over restarts), and every worker's listener reloads its TLS context for
 new connections when the image arrives. ``validate_only`` stops after the checks.
 
+Client metrics resources (KIP-714, ``kafka-configs --entity-type client-metrics``) go to the
+controller's ``alter_client_metrics`` op (control/client_metrics_control.py: Kafka's checks and
+errors); this worker first compiles every ``match`` regex it sends (INVALID_CONFIG "Illegal
+client matching pattern" for one that does not compile). Deleting every config removes the
+resource.
+
 Authorization, as Kafka, after the request's own checks (duplicates, null values) and before
 anything else: ALTER_CONFIGS on the CLUSTER for a broker resource (CLUSTER_AUTHORIZATION_FAILED),
 on the topic for a topic (TOPIC_AUTHORIZATION_FAILED, before its existence is checked).
@@ -28,10 +34,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from shardbroker.broker.client_metrics import check_match_value
 from shardbroker.broker.controller_channel import ControllerRequestError, ControllerUnavailable
 from shardbroker.broker.dispatch import RequestContext
 from shardbroker.broker.handlers._common import (
     RESOURCE_BROKER,
+    RESOURCE_CLIENT_METRICS,
     RESOURCE_TOPIC,
     config_refusal,
     controller_items,
@@ -44,6 +52,7 @@ from shardbroker.config.config_ops import (
     dynamic_broker_key,
     is_dynamic_list,
 )
+from shardbroker.metadata.client_metrics import MATCH, ClientMetricsConfigError
 from shardbroker.protocol.errors import ErrorCode
 from shardbroker.security.acl import AclOperation
 
@@ -79,6 +88,7 @@ async def alter(
     keys = [(c.resource_type, c.resource_name) for c in changes]
     outcomes: list[Outcome | None] = []
     asked: list[dict[str, Any]] = []
+    metrics_asked: list[dict[str, Any]] = []
     for change in changes:
         key = (change.resource_type, change.resource_name)
         refusal = change.refusal
@@ -89,6 +99,12 @@ async def alter(
         if refusal is None and change.resource_type == RESOURCE_BROKER:
             outcomes.append(await _alter_broker(ctx, change, replace=replace, validate_only=validate_only))
             continue
+        if refusal is None and change.resource_type == RESOURCE_CLIENT_METRICS:
+            refusal = _client_metrics_refusal(change)
+            if refusal is None:
+                outcomes.append(None)
+                metrics_asked.append({"name": change.resource_name, "replace": replace, "ops": change.ops})
+                continue
         if refusal is None and change.resource_type != RESOURCE_TOPIC:
             refusal = (
                 ErrorCode.INVALID_REQUEST,
@@ -101,10 +117,14 @@ async def alter(
         asked.append({"name": change.resource_name, "replace": replace, "ops": change.ops})
     args = {"resources": asked, "validate_only": validate_only}
     answers = iter(await controller_items(ctx, "alter_configs", args, "resources", len(asked), 30.0))
+    args = {"resources": metrics_asked, "validate_only": validate_only}
+    metrics_answers = iter(
+        await controller_items(ctx, "alter_client_metrics", args, "resources", len(metrics_asked), 30.0)
+    )
     out = []
     for change, outcome in zip(changes, outcomes, strict=True):
         if outcome is None:
-            answer = next(answers)
+            answer = next(metrics_answers if change.resource_type == RESOURCE_CLIENT_METRICS else answers)
             outcome = Outcome(
                 change.resource_type,
                 change.resource_name,
@@ -113,6 +133,17 @@ async def alter(
             )
         out.append(outcome)
     return out
+
+
+def _client_metrics_refusal(change: Change) -> tuple[ErrorCode, str] | None:
+    """The regexes of every ``match`` value sent compile (the controller checks the rest)."""
+    try:
+        for op in change.ops:
+            if op["name"] == MATCH and op["value"] is not None:
+                check_match_value(str(op["value"]))
+    except ClientMetricsConfigError as exc:
+        return ErrorCode(exc.error_code), str(exc)
+    return None
 
 
 async def _alter_broker(

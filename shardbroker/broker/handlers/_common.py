@@ -31,6 +31,7 @@ DEFAULT_CONTROLLER_TIMEOUT = 30.0
 # Kafka's ConfigResource.Type (resource_type in DescribeConfigs/AlterConfigs).
 RESOURCE_TOPIC: Final = 2
 RESOURCE_BROKER: Final = 4
+RESOURCE_CLIENT_METRICS: Final = 16
 #: The ACL resource that guards each config resource type (KafkaApis / ControllerApis): brokers,
 #: broker loggers (8) and client metrics (16) the CLUSTER, topics and groups (32) themselves.
 _CONFIG_ACL_RESOURCE: Final = {
@@ -46,6 +47,7 @@ SOURCE_TOPIC_CONFIG: Final = 1
 SOURCE_DYNAMIC_BROKER_CONFIG: Final = 2
 SOURCE_STATIC_BROKER_CONFIG: Final = 4
 SOURCE_DEFAULT_CONFIG: Final = 5
+SOURCE_CLIENT_METRICS_CONFIG: Final = 7
 
 
 def config_refusal(

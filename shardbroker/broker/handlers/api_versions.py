@@ -34,6 +34,9 @@ async def handle(ctx: RequestContext, request: m.ApiVersionsRequest) -> m.ApiVer
         and _SOFTWARE_RE.fullmatch(request.client_software_version)
     ):
         return m.ApiVersionsResponse(error_code=ErrorCode.INVALID_REQUEST)
+    if ctx.api_version >= 3:  # KIP-714's client_software_name/version selectors match these
+        ctx.session.client_software_name = request.client_software_name
+        ctx.session.client_software_version = request.client_software_version
     response = ctx.registry.api_versions_response()
     return with_features(response, ctx.api_version, ctx.registry.versions, ctx.worker.image.version)
 

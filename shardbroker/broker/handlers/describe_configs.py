@@ -14,8 +14,11 @@ STATIC_BROKER_CONFIG if the operator set it, else DEFAULT_CONFIG with its defaul
 for a row that has one); read-only unless the row is per-broker (the TLS stores); a PASSWORD
 row (keys, passwords) is null with ``is_sensitive``, as Kafka. The resource name is a node id of this
 broker (every worker shares one config) or empty (Kafka's "cluster default"); anything else is
-INVALID_REQUEST, as Kafka answers for a broker id that is not its own. Other resource types
-(broker loggers, groups, client metrics) are INVALID_REQUEST with a message saying so.
+INVALID_REQUEST, as Kafka answers for a broker id that is not its own. Client metrics resources
+(KIP-714): ``metrics``, ``interval.ms`` and ``match``, CLIENT_METRICS_CONFIG (7) when the resource
+sets them, else DEFAULT_CONFIG with the default (also for a name that is no resource: no
+error), an empty name INVALID_REQUEST, as Kafka 4's ConfigHelper. Other resource
+types (broker loggers, groups) are INVALID_REQUEST with a message saying so.
 
 Authorization first, as KafkaApis: DESCRIBE_CONFIGS on the CLUSTER for broker (and broker logger,
 client metrics) resources, else CLUSTER_AUTHORIZATION_FAILED; on the topic for a topic, else
@@ -28,12 +31,22 @@ from __future__ import annotations
 from shardbroker.broker.dispatch import ApiHandler, RequestContext
 from shardbroker.broker.handlers._common import (
     RESOURCE_BROKER,
+    RESOURCE_CLIENT_METRICS,
     RESOURCE_TOPIC,
+    SOURCE_CLIENT_METRICS_CONFIG,
     SOURCE_DEFAULT_CONFIG,
     ConfigEntry,
     broker_config_entries,
     config_refusal,
     topic_config_entries,
+)
+from shardbroker.config.config_def import ConfigType
+from shardbroker.metadata.client_metrics import (
+    CONFIG_NAMES,
+    INTERVAL_MS,
+    INTERVAL_MS_DEFAULT,
+    MATCH,
+    METRICS,
 )
 from shardbroker.metadata.topic_names import validate_topic_name
 from shardbroker.protocol import messages as m
@@ -93,11 +106,18 @@ def _describe(
         entries = broker_config_entries(
             state.config, int(name) if name else state.node_id, state.image.broker_configs
         )
+    elif resource.resource_type == RESOURCE_CLIENT_METRICS:
+        if not name:
+            result.error_code = ErrorCode.INVALID_REQUEST
+            result.error_message = "Client metrics subscription name must not be empty"
+            return result
+        entries = _client_metrics_entries(state.image.client_metrics.get(name, {}))
     else:
         result.error_code = ErrorCode.INVALID_REQUEST
         result.error_message = (
             f"Resource type {resource.resource_type} is not supported: shardbroker describes "
-            f"topic ({RESOURCE_TOPIC}) and broker ({RESOURCE_BROKER}) configs"
+            f"topic ({RESOURCE_TOPIC}), broker ({RESOURCE_BROKER}) and client metrics "
+            f"({RESOURCE_CLIENT_METRICS}) configs"
         )
         return result
     keys = resource.configuration_keys
@@ -106,6 +126,26 @@ def _describe(
         entries = [e for e in entries if e.name in wanted]
     result.configs = [_entry(e, version, synonyms) for e in entries]
     return result
+
+
+def _client_metrics_entries(configs: dict[str, str]) -> list[ConfigEntry]:
+    """The three configs of a client metrics resource, set or default (Kafka 4's ConfigHelper)."""
+    defaults = {METRICS: "", INTERVAL_MS: str(INTERVAL_MS_DEFAULT), MATCH: ""}
+    out = []
+    for name in CONFIG_NAMES:
+        source = SOURCE_CLIENT_METRICS_CONFIG if name in configs else SOURCE_DEFAULT_CONFIG
+        value = configs.get(name, defaults[name])
+        out.append(
+            ConfigEntry(
+                name=name,
+                value=value,
+                source=source,
+                read_only=False,
+                config_type=ConfigType.INT if name == INTERVAL_MS else ConfigType.LIST,
+                synonyms=((name, value, source),),
+            )
+        )
+    return out
 
 
 async def handle(ctx: RequestContext, request: m.DescribeConfigsRequest) -> m.DescribeConfigsResponse:
