@@ -61,7 +61,7 @@ def listed(conn: BrokerConnection) -> list[str]:
     return [r.name for r in response.client_metrics_resources]
 
 
-@pytest.mark.kafka_api("AlterConfigs", "DescribeConfigs", client="kafka-python")
+@pytest.mark.kafka_api("IncrementalAlterConfigs", "DescribeConfigs", client="kafka-python")
 @pytest.mark.kafka_api(
     "IncrementalAlterConfigs", "DescribeConfigs", "ListClientMetricsResources", client="shardbroker"
 )
