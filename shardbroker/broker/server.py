@@ -90,6 +90,7 @@ def install(
     worker.add_service(state.transactions)
     if config.get(TRANSACTION_PARTITION_VERIFICATION_ENABLE):
         state.verifier = TransactionVerifier(worker.node_id, replicas, state.transactions, state.forwarder)
+    worker.add_service(state.quotas)
     worker.add_service(KafkaListener(state, discover(exclude=disabled_apis(config))))
     worker.add_service(LocalClientService(state))
     worker.on_drain(groups.stop_serving)

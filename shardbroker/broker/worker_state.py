@@ -12,11 +12,14 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from shardbroker.broker.client_quota_manager import ClientQuotaManager
 from shardbroker.broker.security_audit import SecurityAudit
 from shardbroker.config.broker_config import BrokerConfig
 from shardbroker.config.broker_properties import (
     ALLOW_EVERYONE_IF_NO_ACL_FOUND,
     AUTHORIZER_CLASS_NAME,
+    QUOTA_WINDOW_NUM,
+    QUOTA_WINDOW_SIZE_SECONDS,
     SUPER_USERS,
 )
 from shardbroker.ipc.counters import WorkerCounters
@@ -61,6 +64,8 @@ class WorkerState:
     #: Authentication outcomes and authorization denials: counted in ``counters``, logged
     #: rate-limited (broker/security_audit.py).
     audit: SecurityAudit = field(init=False, repr=False)
+    #: Client quotas (broker/client_quota_manager.py): a service, following the channel's images.
+    quotas: ClientQuotaManager = field(init=False, repr=False)
     _authorizing: bool = field(default=False, init=False, repr=False)
     _authorizer: StandardAuthorizer | None = field(default=None, init=False, repr=False)
     _authorizer_acls: tuple[AclBinding, ...] | None = field(default=None, init=False, repr=False)
@@ -68,6 +73,12 @@ class WorkerState:
     def __post_init__(self) -> None:
         self.audit = SecurityAudit(self.counters, [e.listener for e in self.config.listeners])
         self._authorizing = bool(self.config.get(AUTHORIZER_CLASS_NAME))
+        self.quotas = ClientQuotaManager(
+            self.config.workers,
+            self.config.get(QUOTA_WINDOW_NUM),
+            float(self.config.get(QUOTA_WINDOW_SIZE_SECONDS)),
+            channel=self.channel,
+        )
 
     @property
     def image(self) -> MetadataImage:

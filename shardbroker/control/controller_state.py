@@ -21,6 +21,8 @@ Records (every one carries ``"offset"``, its position in the metadata log; the s
     {"type": "broker_configs", "configs": {..}}         the per-broker dynamic configs, whole
     {"type": "acl", "id", ..} / {"type": "remove_acl", "id"}
         one ACL binding added or removed (acl_control.py)
+    {"type": "client_quota", "entity", "key", "value"} / {"type": "remove_client_quota", ..}
+        one client quota key set or removed (quota_control.py)
 
 Ops (`handle`) are what workers ask for over their control ring (ipc/control.py): they
 validate each item with Kafka's rules and error codes, emit records for the valid ones and answer
@@ -54,8 +56,9 @@ from typing import Any, Final
 from shardbroker.config.config_def import ConfigError
 from shardbroker.config.config_ops import apply_config_ops, check_dynamic_broker_configs, is_dynamic_list
 from shardbroker.config.log_config import LogConfig
-from shardbroker.control import acl_control
+from shardbroker.control import acl_control, quota_control
 from shardbroker.control.acl_control import Acls, apply_acl_record, create_acls, delete_acls
+from shardbroker.control.quota_control import alter_client_quotas, apply_quota_record
 from shardbroker.control.scram_control import (
     REMOVE_RECORD,
     UPSERT_RECORD,
@@ -64,6 +67,7 @@ from shardbroker.control.scram_control import (
     apply_scram_record,
     credential_record,
 )
+from shardbroker.metadata.client_quotas import ClientQuotas
 from shardbroker.metadata.image import BrokerEndpoint, MetadataImage, PartitionImage, TopicImage
 from shardbroker.metadata.topic_names import INTERNAL_TOPICS, validate_topic_name
 from shardbroker.protocol.errors import ErrorCode
@@ -103,6 +107,8 @@ class ControllerState:
     broker_configs: Mapping[str, str] = field(default_factory=dict)
     #: ACL id -> binding, in creation order.
     acls: Acls = field(default_factory=dict)
+    #: Client quotas: entity -> key -> value.
+    client_quotas: ClientQuotas = field(default_factory=dict)
 
     def image(self, cluster_id: str, brokers: tuple[BrokerEndpoint, ...]) -> MetadataImage:
         return MetadataImage(
@@ -114,6 +120,7 @@ class ControllerState:
             scram_credentials={user: dict(creds) for user, creds in self.scram_credentials.items()},
             broker_configs=dict(self.broker_configs),
             acls=tuple(self.acls.values()),
+            client_quotas={entity: dict(values) for entity, values in self.client_quotas.items()},
         )
 
     def topic_by_id(self, topic_id: uuid.UUID) -> TopicImage | None:
@@ -138,6 +145,7 @@ class ControllerState:
                 {"type": acl_control.ADD_RECORD, "id": acl_id, **binding.to_record()}
                 for acl_id, binding in self.acls.items()
             ],
+            "client_quotas": quota_control.quota_records(self.client_quotas),
         }
 
     @staticmethod
@@ -152,6 +160,9 @@ class ControllerState:
         acls: Acls = {}
         for rec in data.get("acls", ()):  # absent from snapshots older than ACLs
             acls = apply_acl_record(acls, rec)
+        quotas: ClientQuotas = {}
+        for rec in data.get("client_quotas", ()):  # absent from snapshots older than quotas
+            quotas = apply_quota_record(quotas, rec)
         return ControllerState(
             int(data["version"]),
             topics,
@@ -159,6 +170,7 @@ class ControllerState:
             scram,
             {str(k): str(v) for k, v in data.get("broker_configs", {}).items()},
             acls,
+            quotas,
         )
 
 
@@ -196,6 +208,9 @@ def apply_record(state: ControllerState, record: Mapping[str, Any]) -> Controlle
         return dataclasses.replace(state, version=offset, scram_credentials=scram)
     if kind in (acl_control.ADD_RECORD, acl_control.REMOVE_RECORD):
         return dataclasses.replace(state, version=offset, acls=apply_acl_record(state.acls, record))
+    if kind in (quota_control.SET_RECORD, quota_control.REMOVE_RECORD):
+        quotas = apply_quota_record(state.client_quotas, record)
+        return dataclasses.replace(state, version=offset, client_quotas=quotas)
     topics = dict(state.topics)
     next_pid = state.next_producer_id
     broker_configs = state.broker_configs
@@ -225,7 +240,9 @@ def apply_record(state: ControllerState, record: Mapping[str, Any]) -> Controlle
         broker_configs = {str(k): str(v) for k, v in record["configs"].items()}
     else:
         raise ValueError(f"unknown metadata record type {kind!r}")
-    return ControllerState(offset, topics, next_pid, state.scram_credentials, broker_configs, state.acls)
+    return dataclasses.replace(
+        state, version=offset, topics=topics, next_producer_id=next_pid, broker_configs=broker_configs
+    )
 
 
 def replay(records: Iterable[Mapping[str, Any]], start: ControllerState | None = None) -> ControllerState:
@@ -718,6 +735,16 @@ def _delete_acls(b: _Builder, args: Mapping[str, Any], ctx: OpContext) -> dict[s
     return {"results": results}
 
 
+def _alter_client_quotas(b: _Builder, args: Mapping[str, Any], ctx: OpContext) -> dict[str, Any]:
+    """AlterClientQuotas (quota_control.py): one record per key changed, one result per entry."""
+    records, results = alter_client_quotas(
+        b.state.client_quotas, list(args["entries"]), bool(args.get("validate_only", False))
+    )
+    for record in records:
+        b.add(record)
+    return {"results": results}
+
+
 _OPS: Final[Mapping[str, Callable[[_Builder, Mapping[str, Any], OpContext], dict[str, Any]]]] = {
     "create_topics": _create_topics,
     "delete_topics": _delete_topics,
@@ -730,6 +757,7 @@ _OPS: Final[Mapping[str, Callable[[_Builder, Mapping[str, Any], OpContext], dict
     "alter_scram_credentials": _alter_scram_credentials,
     "create_acls": _create_acls,
     "delete_acls": _delete_acls,
+    "alter_client_quotas": _alter_client_quotas,
 }
 OPS: Final = frozenset(_OPS)
 

@@ -74,6 +74,8 @@ class MetadataImage:
     broker_configs: dict[str, str] = field(default_factory=dict)
     #: The ACL bindings in force, in creation order (CreateAcls; enforced when an authorizer is set).
     acls: tuple[AclBinding, ...] = ()
+    #: Client quotas (AlterClientQuotas): ((type, name or None), ..) sorted by type -> key -> value.
+    client_quotas: dict[tuple[tuple[str, str | None], ...], dict[str, float]] = field(default_factory=dict)
 
     def scram_credential(self, user: str, mechanism: ScramMechanism) -> ScramCredential | None:
         return self.scram_credentials.get(user, {}).get(mechanism)
@@ -136,6 +138,9 @@ def _image_to_dict(image: MetadataImage) -> dict[str, Any]:
         },
         "broker_configs": image.broker_configs,
         "acls": [b.to_record() for b in image.acls],
+        "client_quotas": [
+            [[list(e) for e in entity], values] for entity, values in image.client_quotas.items()
+        ],
     }
 
 
@@ -171,4 +176,10 @@ def _image_from_dict(data: dict[str, Any]) -> MetadataImage:
         },
         broker_configs={str(k): str(v) for k, v in data.get("broker_configs", {}).items()},
         acls=tuple(AclBinding.from_record(r) for r in data.get("acls", ())),
+        client_quotas={
+            tuple((str(t), None if n is None else str(n)) for t, n in entity): {
+                str(k): float(v) for k, v in values.items()
+            }
+            for entity, values in data.get("client_quotas", ())
+        },
     )
