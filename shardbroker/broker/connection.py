@@ -79,12 +79,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from shardbroker.broker import sasl_exchange
+from shardbroker.broker.client_quota_manager import ConnectionQuotas
 from shardbroker.broker.dispatch import HandlerRegistry, RequestContext
 from shardbroker.broker.file_region import FileRegion
 from shardbroker.broker.handlers import produce
 from shardbroker.broker.session import ConnectionSession, SecurityProtocol
 from shardbroker.config.broker_properties import SASL_SERVER_MAX_RECEIVE_SIZE
-from shardbroker.metadata.client_quotas import PRODUCER_BYTE_RATE, REQUEST_PERCENTAGE
 from shardbroker.protocol.codec import Message
 from shardbroker.protocol.connection import (
     BadRequest,
@@ -189,6 +189,8 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self._eof = False
         #: Muted for a quota's throttle time (KIP-219): no reading, no new request started.
         self._muted: asyncio.TimerHandle | None = None
+        #: The quota sensors this connection's requests are charged to (once quotas are set).
+        self._quotas: ConnectionQuotas | None = None
         self._closing = False
         self.last_active = time.monotonic()
         self._idle = asyncio.Event()  # set while nothing is in flight
@@ -355,9 +357,10 @@ class KafkaConnection(asyncio.BufferedProtocol):
             r, failure = None, exc
         throttle = None
         if self.state.quotas.enabled and r is not None:
-            # Counted once appended, as Kafka's; a throttle needs the response objects.
-            user = self.session.principal.name
-            throttle = self.state.quotas.record(PRODUCER_BYTE_RATE, user, single.client_id, event.size)
+            # Bytes and handler time charged once appended, as Kafka's; a throttle needs the
+            # response objects.
+            quotas = self._quotas or self._connection_quotas()
+            throttle = quotas.produce_request(single.client_id, event.size, time.perf_counter() - started)
         if r is None or throttle or produce.needs_response_objects(single, r):
             generic = self._as_generic(event)
             ctx = self._context(generic)
@@ -369,13 +372,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
             self._start(self._serve(generic, ctx, rest, throttle))
             return
         self.conn.release(event)
-        elapsed = time.perf_counter() - started
-        self.state.counters.request(0, elapsed, 0)
-        if throttle is not None:  # quotas are on: the handler time too (answered 0, yet muted)
-            user = self.session.principal.name
-            busy = self.state.quotas.record(REQUEST_PERCENTAGE, user, single.client_id, elapsed * 100)
-            if busy:
-                self.mute(busy)
+        self.state.counters.request(0, time.perf_counter() - started, 0)
         if self._closing:
             return
         if single.acks == 0:
@@ -528,8 +525,8 @@ class KafkaConnection(asyncio.BufferedProtocol):
         produce_throttle: int | None = None,
     ) -> None:
         """Run the request's handler (or ``handling``, the rest of one begun elsewhere: the
-        single-partition Produce path, with its ``produce_throttle`` when it recorded the Produce
-        quota already), answer, count."""
+        single-partition Produce path, with its ``produce_throttle`` when it charged the Produce
+        and request quotas already), answer, count."""
         started = time.perf_counter()
         try:
             response = await (self.registry.dispatch(ctx, event.request) if handling is None else handling)
@@ -560,20 +557,27 @@ class KafkaConnection(asyncio.BufferedProtocol):
         """Record the request against its quotas (Produce bytes: the request's size; handler time;
         the Fetch handler recorded its bytes), answer the longest throttle in
         ``throttle_time_ms`` and mute the connection for that long (KIP-219)."""
-        quotas = self.state.quotas
-        user = self.session.principal.name
+        if event.api_key in _REQUEST_QUOTA_EXEMPT:  # (all a client may send before it authenticates)
+            return
+        quotas = self._connection_quotas()
         client_id = event.header.client_id
         throttle = getattr(response, "throttle_time_ms", 0) or 0
-        if event.api_key == 0:
-            if produce_throttle is None:
-                produce_throttle = quotas.record(PRODUCER_BYTE_RATE, user, client_id, event.size)
+        if produce_throttle is not None:
             throttle = max(throttle, produce_throttle)
-        if event.api_key not in _REQUEST_QUOTA_EXEMPT:
-            throttle = max(throttle, quotas.record(REQUEST_PERCENTAGE, user, client_id, elapsed * 100))
+        else:
+            if event.api_key == 0:
+                throttle = max(throttle, quotas.produce(client_id, event.size))
+            throttle = max(throttle, quotas.busy(client_id, elapsed))
         if throttle:
             if response is not None and hasattr(response, "throttle_time_ms"):
                 response.throttle_time_ms = throttle
             self.mute(throttle)
+
+    def _connection_quotas(self) -> ConnectionQuotas:
+        quotas = self._quotas
+        if quotas is None:  # first asked after authentication: the principal names the user
+            quotas = self._quotas = ConnectionQuotas(self.state.quotas, self.session.principal.name)
+        return quotas
 
     def mute(self, throttle_ms: int) -> None:
         """Stop reading and starting requests for ``throttle_ms`` (a longer mute wins)."""

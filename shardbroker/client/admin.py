@@ -19,6 +19,7 @@ from __future__ import annotations
 from shardbroker.client.admin_acls import AclAdmin
 from shardbroker.client.admin_groups import GroupAdmin
 from shardbroker.client.admin_partitions import PartitionAdmin
+from shardbroker.client.admin_quotas import QuotaAdmin
 from shardbroker.client.admin_topics import TopicAdmin
 from shardbroker.client.admin_transactions import TransactionAdmin
 from shardbroker.client.admin_users import UserAdmin
@@ -26,7 +27,7 @@ from shardbroker.client.admin_users import UserAdmin
 __all__ = ["AdminClient"]
 
 
-class AdminClient(TopicAdmin, PartitionAdmin, GroupAdmin, UserAdmin, AclAdmin, TransactionAdmin):
+class AdminClient(TopicAdmin, PartitionAdmin, GroupAdmin, UserAdmin, AclAdmin, TransactionAdmin, QuotaAdmin):
     """Synchronous admin client. ``timeout`` (seconds) bounds each connect and each response, and
     the total time spent retrying retriable controller and coordinator errors; ``security``
     (client/client_security.py) makes every connection use TLS and/or SASL."""

@@ -5,42 +5,49 @@ from __future__ import annotations
 
 import pytest
 
-from shardbroker.broker.client_quota_manager import ClientQuotaManager, Rate, resolve
+from shardbroker.broker.client_quota_manager import (
+    LEASE,
+    MAX_SENSORS,
+    ClientQuotaManager,
+    ConnectionQuotas,
+    Sensor,
+    resolve,
+)
 
 
-def test_rate_counts_at_least_num_minus_one_windows() -> None:
-    rate = Rate(samples=11, window=1.0, now=0.0)
-    rate.record(1000.0, 0.5)
-    # A fresh sensor: 0.5 s elapsed, counted as 10 whole windows -> 1000 / 10.5 s.
-    assert rate.window_size(0.5) == pytest.approx(10.5)
-    assert rate.measure(0.5) == pytest.approx(1000 / 10.5)
+def test_rate_is_over_num_minus_one_windows_from_the_start() -> None:
+    sensor = Sensor(samples=11, window=1.0, now=0.0)
+    sensor.record(1000.0, 0.5)
+    # A fresh sensor is judged over the whole 10 s, as Kafka pads a young one.
+    assert sensor.measure(0.5) == pytest.approx(100.0)
 
 
-def test_rate_over_a_full_history_and_expiry() -> None:
-    rate = Rate(samples=3, window=1.0, now=0.0)
-    for t in range(10):
-        rate.record(100.0, float(t))
-    # Live samples started at 7, 8, 9: 300 bytes over 9.5 - 7 = 2.5 s.
-    assert rate.total(9.5) == 300.0
-    assert rate.measure(9.5) == pytest.approx(300 / 2.5)
-    # Samples older than samples x window no longer count.
-    assert rate.total(50.0) == 0.0
+def test_rate_slides_in_tenths_of_a_window() -> None:
+    sensor = Sensor(samples=3, window=1.0, now=0.0)
+    for tenth in range(50):
+        sensor.record(10.0, (tenth + 0.5) / 10)  # mid-slice: no float rounding at the edges
+    # Horizon 2 s: the last 20 tenths, the current one included (3.0 .. 4.9).
+    assert sensor.measure(4.95) == pytest.approx(200 / 2.0)
+    assert sensor.measure(5.25) == pytest.approx(170 / 2.0)
+    # Everything has left the horizon; a gap longer than it clears at once.
+    assert sensor.measure(7.5) == 0.0
+    sensor.record(50.0, 100.0)
+    assert sensor.measure(100.0) == pytest.approx(25.0)
+    # A clock that goes back charges the current slice.
+    sensor.record(50.0, 99.0)
+    assert sensor.measure(100.0) == pytest.approx(50.0)
 
 
 def test_throttle_time_is_kafkas_formula() -> None:
-    rate = Rate(samples=11, window=1.0, now=0.0)
-    rate.record(2000.0, 0.0)
+    sensor = Sensor(samples=11, window=1.0, now=0.0, bound=100.0)
     # rate = 2000 / 10 s = 200/s over a bound of 100/s: (200 - 100) / 100 * 10 s = 10 s.
-    assert rate.throttle_ms(100.0, 0.0) == 10_000
-    assert rate.throttle_ms(200.0, 0.0) == 0
-    # A steady 100/s, then a burst: the throttle is how long silence brings the rate back.
-    steady = Rate(samples=11, window=1.0, now=0.0)
-    for t in range(30):
-        steady.record(100.0, float(t))
-    steady.record(1000.0, 30.0)
-    window, rate_now = steady.window_size(30.0), steady.measure(30.0)
-    assert window == pytest.approx(10.0)
-    assert steady.throttle_ms(100.0, 30.0) == round((rate_now - 100) / 100 * window * 1000) == 10_000
+    assert sensor.charge(2000.0, 0.0) == 10_000
+    assert sensor.throttled_ms == 10_000
+    sensor.bound = 200.0
+    assert sensor.charge(0.0, 0.0) == 0
+    # Silent for the throttle time, the burst has left the window.
+    sensor.bound = 100.0
+    assert sensor.charge(0.0, 10.0) == 0
 
 
 LEVELS = [
@@ -81,6 +88,14 @@ class Clock:
         return self.now
 
 
+def _charge(manager: ClientQuotaManager, key: str, user: str, client_id: str, value: float) -> int:
+    if key == "request_percentage":
+        return ConnectionQuotas(manager, user).busy(client_id, value / 100)
+    sensors = manager.client(user, client_id)
+    sensor = sensors.produce if key == "producer_byte_rate" else sensors.fetch
+    return 0 if sensor is None else sensor.charge(value, manager.clock())
+
+
 def test_a_user_quota_is_one_budget_for_all_its_client_ids_divided_by_workers() -> None:
     clock = Clock()
     manager = ClientQuotaManager(workers=2, samples=11, window=1.0, clock=clock)
@@ -88,35 +103,67 @@ def test_a_user_quota_is_one_budget_for_all_its_client_ids_divided_by_workers() 
     manager.update({(("user", "u"),): {"producer_byte_rate": 2000.0}})
     assert manager.enabled
     # This worker's share: 1000/s, over 10 windows at first = 10,000 bytes before a throttle.
-    assert manager.record("producer_byte_rate", "u", "a", 6000) == 0
-    assert manager.record("producer_byte_rate", "u", "b", 4000) == 0
-    assert manager.record("producer_byte_rate", "u", "a", 1000) == 1000  # (1100 - 1000) / 1000 * 10 s
+    assert _charge(manager, "producer_byte_rate", "u", "a", 6000) == 0
+    assert _charge(manager, "producer_byte_rate", "u", "b", 4000) == 0
+    assert _charge(manager, "producer_byte_rate", "u", "a", 1000) == 1000  # (1100 - 1000) / 1000 * 10 s
     # Another user has no quota; nor has the same client id under another user.
-    assert manager.record("producer_byte_rate", "v", "a", 10**9) == 0
+    assert _charge(manager, "producer_byte_rate", "v", "a", 10**9) == 0
+    assert manager.client("v", "a").produce is None
 
 
 def test_default_quotas_give_each_client_id_its_own_budget() -> None:
     manager = ClientQuotaManager(workers=1, clock=Clock())
     manager.update({(("client-id", None),): {"producer_byte_rate": 100.0}})
-    assert manager.record("producer_byte_rate", "ANONYMOUS", "a", 1000) == 0
-    assert manager.record("producer_byte_rate", "ANONYMOUS", "b", 1000) == 0
-    assert manager.record("producer_byte_rate", "ANONYMOUS", "a", 1) > 0
+    assert _charge(manager, "producer_byte_rate", "ANONYMOUS", "a", 1000) == 0
+    assert _charge(manager, "producer_byte_rate", "ANONYMOUS", "b", 1000) == 0
+    assert _charge(manager, "producer_byte_rate", "ANONYMOUS", "a", 1) > 0
 
 
-def test_unrecord_and_a_changed_quota() -> None:
+def test_a_changed_quota_keeps_the_usage_and_stale_sensors_are_told() -> None:
     manager = ClientQuotaManager(workers=1, clock=Clock())
     manager.update({(("client-id", "c"),): {"consumer_byte_rate": 100.0}})
-    assert manager.record("consumer_byte_rate", "u", "c", 2000) > 0
-    manager.unrecord("consumer_byte_rate", "u", "c", 2000)
-    assert manager.record("consumer_byte_rate", "u", "c", 500) == 0
+    before = manager.client("u", "c")
+    assert _charge(manager, "consumer_byte_rate", "u", "c", 2000) > 0
     # Raising the quota applies to the usage so far (sensors are kept, as Kafka's).
     manager.update({(("client-id", "c"),): {"consumer_byte_rate": 10_000.0}})
-    assert manager.record("consumer_byte_rate", "u", "c", 5000) == 0
+    assert manager.generation != before.generation
+    assert _charge(manager, "consumer_byte_rate", "u", "c", 5000) == 0
     manager.update({})
     assert not manager.enabled
+    assert manager.client("u", "c").fetch is None
 
 
 def test_request_percentage_throttle_is_capped_at_one_window() -> None:
     manager = ClientQuotaManager(workers=1, clock=Clock())
     manager.update({(("user", None),): {"request_percentage": 1.0}})
-    assert manager.record("request_percentage", "u", "c", 10_000.0) == 1000
+    assert _charge(manager, "request_percentage", "u", "c", 10_000.0) == 1000
+
+
+def test_sensors_stay_bounded_whatever_client_ids_are_sent() -> None:
+    manager = ClientQuotaManager(workers=1, clock=Clock())
+    manager.update({(("client-id", None),): {"producer_byte_rate": 100.0}})
+    for i in range(MAX_SENSORS + 10):
+        manager.client("u", str(i))
+    assert len(manager.sensors) <= MAX_SENSORS
+
+
+def test_a_connection_spends_a_leased_credit_without_asking_and_is_throttled_all_the_same() -> None:
+    clock = Clock()
+    manager = ClientQuotaManager(workers=1, samples=11, window=1.0, clock=clock)
+    manager.update({(("client-id", "c"),): {"producer_byte_rate": 1000.0}})
+    conn = ConnectionQuotas(manager, "u")
+    assert conn.produce("c", 100) == 0
+    sensor = conn.sensors.produce
+    assert sensor is not None
+    # The first request took its bytes and a lease of 1 % of the 10,000-byte budget.
+    assert sensor.measure(0.0) == pytest.approx((100 + 10_000 * LEASE) / 10)
+    assert conn.produce("c", 50) == 0 and conn.produce("c", 50) == 0
+    assert sensor.measure(0.0) == pytest.approx((100 + 10_000 * LEASE) / 10)  # untouched
+    # Spending on: the sensor sees it within one lease, and throttles past the budget.
+    throttles = [conn.produce("c", 100) for _ in range(150)]
+    first = throttles.index(next(t for t in throttles if t))
+    assert 97 <= first <= 100
+    # A new quota (a new generation) drops the credit: the next request asks the sensor again.
+    manager.update({(("client-id", "c"),): {"producer_byte_rate": 10**9}})
+    assert conn.produce("c", 100) == 0
+    assert conn.sensors.produce is sensor and sensor.bound == 10**9

@@ -63,7 +63,6 @@ from shardbroker.broker.file_region import FileRegion
 from shardbroker.broker.partition import Partition
 from shardbroker.broker.replica_manager import ReplicaManager
 from shardbroker.config.broker_properties import FETCH_MAX_BYTES
-from shardbroker.metadata.client_quotas import CONSUMER_BYTE_RATE
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode
 from shardbroker.security.acl import AclOperation, ResourceType
@@ -239,12 +238,14 @@ async def handle_fetch(ctx: RequestContext, request: m.FetchRequest) -> m.FetchR
     if quotas.enabled:
         # Kafka's order: record the bytes; when throttled, take them back and answer nothing
         # but the throttle time (the connection mutes itself for it).
-        size = sum(len(slot.response.records) for slot in slots)
-        user = ctx.session.principal.name
-        throttle = quotas.record(CONSUMER_BYTE_RATE, user, ctx.client_id, size)
-        if throttle:
-            quotas.unrecord(CONSUMER_BYTE_RATE, user, ctx.client_id, size)
-            return m.FetchResponse(throttle_time_ms=throttle, session_id=0, responses=[])
+        sensor = quotas.client(ctx.session.principal.name, ctx.client_id).fetch
+        if sensor is not None:
+            size = sum(len(slot.response.records) for slot in slots)
+            now = quotas.clock()
+            throttle = sensor.charge(size, now)
+            if throttle:
+                sensor.record(-size, now)
+                return m.FetchResponse(throttle_time_ms=throttle, session_id=0, responses=[])
     for slot in slots:
         p = slot.partition
         p.fetch_requests += 1
