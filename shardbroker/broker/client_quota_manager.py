@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Final
 from shardbroker.metadata.client_quotas import (
     CLIENT_ID,
     CONSUMER_BYTE_RATE,
+    CONTROLLER_MUTATION_RATE,
     PRODUCER_BYTE_RATE,
     REQUEST_PERCENTAGE,
     USER,
@@ -186,6 +187,67 @@ def resolve(
     return None
 
 
+class TokenBucket:
+    """``controller_mutation_rate`` (KIP-599): partitions created or deleted per second, as Kafka's
+    TokenBucket: a burst of ``bound x controller.quota.window.num x controller.quota.window.size
+    .seconds`` partitions, refilled at ``bound`` a second; the throttle is the time the missing
+    tokens take to come back."""
+
+    __slots__ = ("_burst_seconds", "_last", "bound", "tokens")
+
+    def __init__(self, bound: float, burst_seconds: float, now: float) -> None:
+        self.bound = bound
+        self._burst_seconds = burst_seconds
+        self.tokens = bound * burst_seconds
+        self._last = now
+
+    def _refill(self, now: float) -> None:
+        self.tokens = min(
+            self.bound * self._burst_seconds, self.tokens + max(now - self._last, 0.0) * self.bound
+        )
+        self._last = now
+
+    def exceeded(self, now: float) -> bool:
+        self._refill(now)
+        return self.tokens < 0
+
+    def record(self, partitions: float, now: float) -> None:
+        self._refill(now)
+        self.tokens -= partitions
+
+    def throttle_ms(self, now: float) -> int:
+        self._refill(now)
+        return 0 if self.tokens >= 0 else min(round(-self.tokens / self.bound * 1000), _MAX_THROTTLE_MS)
+
+
+class ControllerMutations:
+    """One CreateTopics/CreatePartitions/DeleteTopics request's side of KIP-599: ``admit`` each
+    topic's partitions; ``strict`` (CreateTopics v6+, CreatePartitions v3+, DeleteTopics v5+)
+    refuses a topic while the quota is already exceeded (THROTTLING_QUOTA_EXCEEDED; the one that
+    crosses it passes, as Kafka's StrictControllerMutationQuota), older versions are only
+    throttled; ``throttle_ms`` is the request's throttle time."""
+
+    __slots__ = ("_bucket", "_clock", "_strict")
+
+    def __init__(self, bucket: TokenBucket | None, strict: bool, clock: Callable[[], float]) -> None:
+        self._bucket = bucket
+        self._strict = strict
+        self._clock = clock
+
+    def admit(self, partitions: int) -> bool:
+        bucket = self._bucket
+        if bucket is None or partitions <= 0:
+            return True
+        now = self._clock()
+        if self._strict and bucket.exceeded(now):
+            return False
+        bucket.record(partitions, now)
+        return True
+
+    def throttle_ms(self) -> int:
+        return 0 if self._bucket is None else self._bucket.throttle_ms(self._clock())
+
+
 class ClientSensors:
     """The sensors one (user, client id) is charged to, None where no quota applies; valid while
     the manager's ``generation`` is ``generation`` (a connection keeps its own and asks again
@@ -301,8 +363,11 @@ class ClientQuotaManager:
         window: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         channel: ControllerChannel | None = None,
+        mutation_burst_seconds: float = 11.0,
     ) -> None:
         self._channel = channel
+        #: ``controller.quota.window.num x controller.quota.window.size.seconds``.
+        self.mutation_burst_seconds = mutation_burst_seconds
         self.workers = max(1, workers)
         self.samples = samples
         self.window = window
@@ -316,6 +381,8 @@ class ClientQuotaManager:
         self._clients: dict[tuple[str, str | None], ClientSensors] = {}
         #: (key, user tag, client-id tag) -> its sensor (usage survives quota changes).
         self.sensors: dict[tuple[str, str, str], Sensor] = {}
+        #: (user tag, client-id tag) -> its controller mutation bucket.
+        self.buckets: dict[tuple[str, str], TokenBucket] = {}
 
     # -- Service -------------------------------------------------------------------------------
 
@@ -354,6 +421,22 @@ class ClientQuotaManager:
             sensor = self.sensors[sensor_key] = Sensor(self.samples, self.window, self.clock())
         sensor.bound = bound / self.workers
         return sensor
+
+    def mutations(self, user: str, client_id: str | None, strict: bool) -> ControllerMutations:
+        """The controller mutation quota of one admin request (KIP-599)."""
+        found = resolve(self._quotas, CONTROLLER_MUTATION_RATE, user, client_id or "")
+        bucket = None
+        if found is not None:
+            bound = found[0] / self.workers
+            bucket = self.buckets.get(found[1])
+            if bucket is None:
+                if len(self.buckets) >= MAX_SENSORS:
+                    self.buckets.clear()
+                bucket = self.buckets[found[1]] = TokenBucket(
+                    bound, self.mutation_burst_seconds, self.clock()
+                )
+            bucket.bound = bound
+        return ControllerMutations(bucket, strict, self.clock)
 
     def client(self, user: str, client_id: str | None) -> ClientSensors:
         """The sensors of (user, client id) under the current quotas."""

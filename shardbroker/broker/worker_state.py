@@ -18,6 +18,8 @@ from shardbroker.config.broker_config import BrokerConfig
 from shardbroker.config.broker_properties import (
     ALLOW_EVERYONE_IF_NO_ACL_FOUND,
     AUTHORIZER_CLASS_NAME,
+    CONTROLLER_QUOTA_WINDOW_NUM,
+    CONTROLLER_QUOTA_WINDOW_SIZE_SECONDS,
     QUOTA_WINDOW_NUM,
     QUOTA_WINDOW_SIZE_SECONDS,
     SUPER_USERS,
@@ -78,6 +80,10 @@ class WorkerState:
             self.config.get(QUOTA_WINDOW_NUM),
             float(self.config.get(QUOTA_WINDOW_SIZE_SECONDS)),
             channel=self.channel,
+            mutation_burst_seconds=float(
+                self.config.get(CONTROLLER_QUOTA_WINDOW_NUM)
+                * self.config.get(CONTROLLER_QUOTA_WINDOW_SIZE_SECONDS)
+            ),
         )
 
     @property
