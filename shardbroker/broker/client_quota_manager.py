@@ -39,6 +39,7 @@ request path without quota accounting): see ``COST_MEASUREMENT``.
 
 from __future__ import annotations
 
+import heapq
 import math
 import time
 from collections.abc import Callable
@@ -72,6 +73,13 @@ __all__ = [
 SHARE_MEASUREMENT: Final = "pending"
 COST_MEASUREMENT: Final = "pending"
 
+#: Quota key -> its index in the metrics' quota types (ipc/counters.py QUOTA_TYPES).
+_TYPE_INDEX: Final = {
+    PRODUCER_BYTE_RATE: 0,
+    CONSUMER_BYTE_RATE: 1,
+    REQUEST_PERCENTAGE: 2,
+    CONTROLLER_MUTATION_RATE: 3,
+}
 #: Sensors (and memoised resolutions) kept per worker at most.
 MAX_SENSORS: Final = 100_000
 #: Slices per ``quota.window.size.seconds``: the granularity of the sliding window.
@@ -193,13 +201,15 @@ class TokenBucket:
     .seconds`` partitions, refilled at ``bound`` a second; the throttle is the time the missing
     tokens take to come back."""
 
-    __slots__ = ("_burst_seconds", "_last", "bound", "tokens")
+    __slots__ = ("_burst_seconds", "_last", "bound", "throttled_ms", "tokens")
 
     def __init__(self, bound: float, burst_seconds: float, now: float) -> None:
         self.bound = bound
         self._burst_seconds = burst_seconds
         self.tokens = bound * burst_seconds
         self._last = now
+        #: Throttle time handed out, ms (the metrics' per-client series).
+        self.throttled_ms = 0
 
     def _refill(self, now: float) -> None:
         self.tokens = min(
@@ -245,7 +255,13 @@ class ControllerMutations:
         return True
 
     def throttle_ms(self) -> int:
-        return 0 if self._bucket is None else self._bucket.throttle_ms(self._clock())
+        """The request's throttle time (counted in the bucket's ``throttled_ms``)."""
+        bucket = self._bucket
+        if bucket is None:
+            return 0
+        throttle = bucket.throttle_ms(self._clock())
+        bucket.throttled_ms += throttle
+        return throttle
 
 
 class ClientSensors:
@@ -383,6 +399,8 @@ class ClientQuotaManager:
         self.sensors: dict[tuple[str, str, str], Sensor] = {}
         #: (user tag, client-id tag) -> its controller mutation bucket.
         self.buckets: dict[tuple[str, str], TokenBucket] = {}
+        #: Throttle ms of sensors and buckets dropped (the totals stay counters), by quota type.
+        self._retired = [0] * len(_TYPE_INDEX)
 
     # -- Service -------------------------------------------------------------------------------
 
@@ -416,11 +434,30 @@ class ClientQuotaManager:
         sensor_key = (key, user_tag, client_tag)
         sensor = self.sensors.get(sensor_key)
         if sensor is None:
-            if len(self.sensors) >= MAX_SENSORS:
-                self.sensors.clear()  # bounded whatever client ids are sent; usage restarts
+            if len(self.sensors) >= MAX_SENSORS:  # bounded whatever client ids are sent
+                for (kind, _, _), old in self.sensors.items():
+                    self._retired[_TYPE_INDEX[kind]] += old.throttled_ms
+                self.sensors.clear()
             sensor = self.sensors[sensor_key] = Sensor(self.samples, self.window, self.clock())
         sensor.bound = bound / self.workers
         return sensor
+
+    def report(self, top: int) -> tuple[list[int], list[tuple[int, str, str, int]]]:
+        """The throttle time handed out (ms): totals by quota type (ipc/counters.py's
+        QUOTA_TYPES order), and the ``top`` budgets throttled longest as (type, user tag,
+        client-id tag, ms): the metrics' bounded per-client series, published on the tick."""
+        totals = list(self._retired)
+        ranked: list[tuple[int, int, str, str]] = []
+        for (kind, user, client), sensor in self.sensors.items():
+            if sensor.throttled_ms:
+                totals[_TYPE_INDEX[kind]] += sensor.throttled_ms
+                ranked.append((sensor.throttled_ms, _TYPE_INDEX[kind], user, client))
+        mutation = _TYPE_INDEX[CONTROLLER_MUTATION_RATE]
+        for (user, client), bucket in self.buckets.items():
+            if bucket.throttled_ms:
+                totals[mutation] += bucket.throttled_ms
+                ranked.append((bucket.throttled_ms, mutation, user, client))
+        return totals, [(kind, user, client, ms) for ms, kind, user, client in heapq.nlargest(top, ranked)]
 
     def mutations(self, user: str, client_id: str | None, strict: bool) -> ControllerMutations:
         """The controller mutation quota of one admin request (KIP-599)."""
@@ -431,6 +468,9 @@ class ClientQuotaManager:
             bucket = self.buckets.get(found[1])
             if bucket is None:
                 if len(self.buckets) >= MAX_SENSORS:
+                    self._retired[_TYPE_INDEX[CONTROLLER_MUTATION_RATE]] += sum(
+                        b.throttled_ms for b in self.buckets.values()
+                    )
                     self.buckets.clear()
                 bucket = self.buckets[found[1]] = TokenBucket(
                     bound, self.mutation_burst_seconds, self.clock()

@@ -40,7 +40,7 @@ from shardbroker.broker.txn_verification import TransactionVerifier
 from shardbroker.broker.worker_state import WorkerState
 from shardbroker.config.broker_config import BrokerConfig
 from shardbroker.config.broker_properties import TRANSACTION_PARTITION_VERIFICATION_ENABLE
-from shardbroker.ipc.counters import WorkerCounters
+from shardbroker.ipc.counters import QUOTA_TOP, WorkerCounters
 from shardbroker.ipc.group_offsets import WorkerGroupOffsets
 from shardbroker.ipc.shm import instance_name
 
@@ -91,6 +91,7 @@ def install(
     if config.get(TRANSACTION_PARTITION_VERIFICATION_ENABLE):
         state.verifier = TransactionVerifier(worker.node_id, replicas, state.transactions, state.forwarder)
     worker.add_service(state.quotas)
+    replicas.add_publisher(lambda: counters.publish_quotas(*state.quotas.report(QUOTA_TOP)))
     worker.add_service(KafkaListener(state, discover(exclude=disabled_apis(config))))
     worker.add_service(LocalClientService(state))
     worker.on_drain(groups.stop_serving)
