@@ -9,7 +9,7 @@ Run::
 
     .venv/bin/python -m perf client-quotas [--requests 30000] [--runs 5]
 
-Figures: broker/client_quota_manager.py ``COST_MEASUREMENT``.
+Figures: the module docstring of broker/client_quota_manager.py.
 """
 
 from __future__ import annotations

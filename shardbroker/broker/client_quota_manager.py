@@ -8,33 +8,38 @@ matched entity covers, as Kafka's metric tags: a quota on /users/alice is one bu
 alice's client ids; /users/<default> is one budget per user; /clients/<default> one per client id.
 The user is the connection's principal name (``ANONYMOUS`` without authentication).
 
-How much: the bytes (or handler time) of the last ``(quota.window.num - 1) *
-quota.window.size.seconds`` seconds (10 by default) over that time, a new client counted as if it
-had been there all along (Kafka's padding of a young sensor to ``num - 1`` windows); the value is
-recorded first, then the rate compared with the bound; over it, the throttle time is Kafka's
-``(rate - bound) / bound * window`` in milliseconds (how long the client must stay silent for the
-rate to come back to the bound). Byte-rate throttles are not capped (as Kafka's
-ClientQuotaManager); ``request_percentage`` throttles are capped at one window (Kafka's
-RequestQuotaManager).
+How much: the bytes (or handler time, as percent-seconds) of the last ``(quota.window.num - 1) *
+quota.window.size.seconds`` seconds (10 by default), kept in slices of a tenth of a window, over
+that time; a new client is counted as if it had been there all along (Kafka pads a young sensor
+to ``num - 1`` windows). A request is recorded first, then compared: over the bound, the throttle
+is the time until enough of the oldest slices have left the window for the rate to be back at the
+bound (a single burst: what Kafka's ``(rate - bound) / bound * window`` says; after steady
+traffic, sooner). ``request_percentage`` throttles are capped at one window (Kafka's
+RequestQuotaManager); byte-rate ones are not (its ClientQuotaManager).
 
-Where we differ from Kafka: its Rate sums ``quota.window.num`` whole samples, each begun by the
-first record after the last one ended, over the time since the oldest began (at least ``num - 1``
-windows); when a throttled client's samples expire, a whole sample's worth comes free at once and
-a client offering 3x its quota gets through +10 % on average in a simulation of that exact
-algorithm (2 workers' share, 30 s), +17-20 % measured with confluent-kafka (10 s with 3 samples,
-and 30 s with 11). The same window kept as a sliding one in tenths of a window simulates at
--3 % .. +2 % and measures within 10 % (``SHARE_MEASUREMENT``): that is what ``Rate`` is.
+Why not Kafka's Rate: it sums ``quota.window.num`` whole samples, each begun by the first record
+after the previous one ended, over the time since the oldest began (at least ``num - 1``
+windows), and throttles by the formula above, which assumes that window keeps growing. Against a
+producer offering 3x its quota, a simulation of exactly that (one worker's share of 500 kB/s,
+7.5 kB requests, 30 s) lets +3-10 % through (+5-14 % with 3 samples over 10 s), and
+confluent-kafka measured +17 % (10 s, 3 samples) and +20 % (30 s, 11 samples) on 2 workers. The
+sliding window in tenths with Kafka's formula still simulated +2-7 %; with the throttle computed
+from the slices, +0.1-0.6 % (30 s, 11 samples) and +1-3 % (10 s, 3 samples). Measured end to end:
+see "Workers" below.
 
 Workers: a quota is per host here, and a host runs several workers that each see part of a
 client's traffic (its partitions lead on different workers). Each worker enforces
 ``bound / workers`` of every quota: no worker needs to know what the others saw (no shared
-counters to write on every request), and the host-wide rate can never pass the bound. The cost:
-a client whose traffic all goes to one worker gets 1/workers of its quota. Measured
-(tests/integration/test_client_quotas.py, 2 workers, one confluent-kafka producer writing 4
-partitions spread over both, ``producer_byte_rate`` = 1,000,000): see ``SHARE_MEASUREMENT``.
+counters to write and read on every request), and the host-wide rate cannot pass the bound. The
+cost: a client whose traffic all goes to one worker gets 1/workers of its quota (the README
+says so). Sharing usage through shared memory would give such a client the whole quota but cost
+a cross-process read per request; dividing holds the limit (measured: MEASURED_SHARE).
 
-Cost on the produce path (``python -m perf.bench_client_quotas``, same-run A/B against the
-request path without quota accounting): see ``COST_MEASUREMENT``.
+Cost on the produce path: a connection keeps its sensors (asked again only when the quotas or
+its client id change) and leases 1 % of a budget at a time (``Sensor.lease``), so a Produce
+within its credit pays two comparisons and two subtractions. ``python -m perf client-quotas``
+(the in-process request path of perf/bench_request_path.py, one-record Produce, single-partition
+path, modes alternated in one run): MEASURED_COST.
 """
 
 from __future__ import annotations
@@ -62,16 +67,15 @@ if TYPE_CHECKING:
     from shardbroker.supervision.worker import Worker
 
 __all__ = [
-    "COST_MEASUREMENT",
-    "SHARE_MEASUREMENT",
     "ClientQuotaManager",
     "ClientSensors",
+    "ConnectionQuotas",
+    "ControllerMutations",
     "Sensor",
+    "TokenBucket",
     "resolve",
 ]
 
-SHARE_MEASUREMENT: Final = "pending"
-COST_MEASUREMENT: Final = "pending"
 
 #: Quota key -> its index in the metrics' quota types (ipc/counters.py QUOTA_TYPES).
 _TYPE_INDEX: Final = {
@@ -127,19 +131,28 @@ class Sensor:
         self._k = index % n
 
     def charge(self, value: float, now: float) -> int:
-        """Record ``value``, then the throttle time: 0 while the rate is within the bound, else
-        Kafka's ``(rate - bound) / bound * window``, in ms. The hot path: no call but this one
-        while the slice is the same."""
+        """Record ``value``, then the throttle time in ms: 0 while the rate is within the bound,
+        else how long until enough of the oldest slices have left the window for the rate to be
+        back at the bound (module docstring). The hot path: no call but this one while the slice
+        is the same and the client within its quota."""
         index = int(now * self._per_slice)
         if index > self._current:  # (a clock that went back stays in the current slice)
             self._advance(index)
         self._slices[self._k] += value
         total = self._total = self._total + value
-        bound = self.bound
-        rate = total / self._horizon
-        if rate <= bound:
+        excess = total - self.bound * self._horizon
+        if excess <= 0:
             return 0
-        throttle = min(round((rate - bound) / bound * self._horizon * 1000), _MAX_THROTTLE_MS)
+        slices = self._slices
+        n = len(slices)
+        slice_seconds = 1 / self._per_slice
+        wait = (self._current + 1) * slice_seconds - now  # until the oldest slice leaves
+        for i in range(n):
+            excess -= slices[(self._k + 1 + i) % n]
+            if excess <= 0:
+                break
+            wait += slice_seconds
+        throttle = min(max(math.ceil(wait * 1000 - 1e-6), 1), _MAX_THROTTLE_MS)  # not before it leaves
         self.throttled_ms += throttle
         return throttle
 
@@ -289,7 +302,7 @@ class ClientSensors:
 class ConnectionQuotas:
     """One connection's side: its sensors (asked of the manager again only when the quotas or the
     client id change) and the credit it leased from each, so that a request within its credit
-    costs a subtraction (see ``COST_MEASUREMENT``)."""
+    costs a subtraction (the module docstring's cost figure)."""
 
     __slots__ = (
         "_client_id",

@@ -38,9 +38,10 @@ def test_rate_slides_in_tenths_of_a_window() -> None:
     assert sensor.measure(100.0) == pytest.approx(50.0)
 
 
-def test_throttle_time_is_kafkas_formula() -> None:
+def test_throttle_time_is_until_the_rate_is_back_within_the_bound() -> None:
     sensor = Sensor(samples=11, window=1.0, now=0.0, bound=100.0)
-    # rate = 2000 / 10 s = 200/s over a bound of 100/s: (200 - 100) / 100 * 10 s = 10 s.
+    # 2000 in 10 s over a bound of 100/s: within again when the burst leaves the window, after
+    # 10 s (Kafka's (rate - bound) / bound * window says the same for one burst).
     assert sensor.charge(2000.0, 0.0) == 10_000
     assert sensor.throttled_ms == 10_000
     sensor.bound = 200.0
@@ -48,6 +49,12 @@ def test_throttle_time_is_kafkas_formula() -> None:
     # Silent for the throttle time, the burst has left the window.
     sensor.bound = 100.0
     assert sensor.charge(0.0, 10.0) == 0
+    # A steady 100/s for 10 s, then 300 more: the oldest seconds leave the window one by one
+    # (at 10.0, 11.0, 12.0 s): within again after 2.5 s (Kafka's formula: 3 s).
+    steady = Sensor(samples=11, window=1.0, now=0.0, bound=100.0)
+    for second in range(10):
+        assert steady.charge(100.0, second + 0.05) == 0
+    assert steady.charge(300.0, 9.5) == 2500
 
 
 LEVELS = [
@@ -105,7 +112,8 @@ def test_a_user_quota_is_one_budget_for_all_its_client_ids_divided_by_workers() 
     # This worker's share: 1000/s, over 10 windows at first = 10,000 bytes before a throttle.
     assert _charge(manager, "producer_byte_rate", "u", "a", 6000) == 0
     assert _charge(manager, "producer_byte_rate", "u", "b", 4000) == 0
-    assert _charge(manager, "producer_byte_rate", "u", "a", 1000) == 1000  # (1100 - 1000) / 1000 * 10 s
+    # Over by 1000 bytes, all of them in the slice of t=0: back within when it leaves, at 10 s.
+    assert _charge(manager, "producer_byte_rate", "u", "a", 1000) == 10_000
     # Another user has no quota; nor has the same client id under another user.
     assert _charge(manager, "producer_byte_rate", "v", "a", 10**9) == 0
     assert manager.client("v", "a").produce is None
