@@ -360,7 +360,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
             # Bytes and handler time charged once appended, as Kafka's; a throttle needs the
             # response objects.
             quotas = self._quotas or self._connection_quotas()
-            throttle = quotas.produce_request(single.client_id, event.size, time.perf_counter() - started)
+            throttle = quotas.produce_request(single.client_id, event.size, started)
         if r is None or throttle or produce.needs_response_objects(single, r):
             generic = self._as_generic(event)
             ctx = self._context(generic)

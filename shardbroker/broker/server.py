@@ -12,7 +12,10 @@
 4. ``TransactionCoordinator``: loads the transactional ids of the ``__transaction_state``
    partitions this worker leads and finishes their prepared transactions (markers go through the
    forwarder); drained after the listener, before the forwarder and the logs;
-5. ``KafkaListener``: accepts clients once the logs are open; on drain it stops accepting and
+5. ``ClientQuotaManager`` (broker/client_quota_manager.py): reads the image's client quotas and
+   follows them, before the first client is accepted; its throttle times are published on the
+   ReplicaManager's metrics tick;
+   ``KafkaListener``: accepts clients once the logs are open; on drain it stops accepting and
    finishes in-flight requests first, while the logs are still open;
 6. ``LocalClientService`` (broker/local_clients.py): local producers' rings and consumers'
    wake-ups, after the listener (drained before it: committed frames are appended while the
