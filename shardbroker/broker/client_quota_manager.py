@@ -36,7 +36,7 @@ says so). Sharing usage through shared memory would give such a client the whole
 a cross-process read per request; dividing holds the limit (measured: MEASURED_SHARE).
 
 Cost on the produce path: a connection keeps its sensors (asked again only when the quotas or
-its client id change) and leases 1 % of a budget at a time (``Sensor.lease``), so a Produce
+its client id change) and leases 0.2 % of a budget at a time (``Sensor.lease``), so a Produce
 within its credit pays two comparisons and two subtractions. ``python -m perf client-quotas``
 (the in-process request path of perf/bench_request_path.py, one-record Produce, single-partition
 path, modes alternated in one run): MEASURED_COST.
@@ -90,7 +90,7 @@ MAX_SENSORS: Final = 100_000
 SLICES_PER_WINDOW: Final = 10
 #: Share of a sensor's budget (bound x horizon) a connection takes ahead at once (``lease``): the
 #: usage a sensor sees runs up to this much ahead of the traffic, per connection.
-LEASE: Final = 0.01
+LEASE: Final = 0.002
 #: Throttle times are int32 milliseconds on the wire.
 _MAX_THROTTLE_MS: Final = (1 << 31) - 1
 
@@ -340,7 +340,8 @@ class ConnectionQuotas:
         if credit >= 0:
             self._produce_credit = credit
             return 0
-        throttle, self._produce_credit = sensor.lease(size, self._manager.clock())
+        # What the credit left does not cover; a fresh lease replaces it.
+        throttle, self._produce_credit = sensor.lease(-credit, self._manager.clock())
         return throttle
 
     def produce_request(self, client_id: str | None, size: float, started: float) -> int:
@@ -377,7 +378,7 @@ class ConnectionQuotas:
         if credit >= 0:
             self._request_credit = credit
             return 0
-        throttle, self._request_credit = sensor.lease(percent, self._manager.clock())
+        throttle, self._request_credit = sensor.lease(-credit, self._manager.clock())
         return min(throttle, self._manager.max_request_throttle_ms)
 
 
