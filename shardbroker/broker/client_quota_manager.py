@@ -33,13 +33,22 @@ client's traffic (its partitions lead on different workers). Each worker enforce
 counters to write and read on every request), and the host-wide rate cannot pass the bound. The
 cost: a client whose traffic all goes to one worker gets 1/workers of its quota (the README
 says so). Sharing usage through shared memory would give such a client the whole quota but cost
-a cross-process read per request; dividing holds the limit (measured: MEASURED_SHARE).
+a cross-process read per request, and dividing already holds the limit: measured with
+tests/integration/test_client_quotas.py (2 workers, a confluent-kafka producer offering 3 MB/s of
+1 kB records to 4 partitions, two on each worker, ``producer_byte_rate`` 1,000,000 on its client
+id, acknowledged payload bytes over the run, 2026-12-05): 30 s 1.060 and 1.066 MB/s, 10 s 0.987
+and 1.014 MB/s, while an unlimited producer on the same workers kept its 4.0 MB/s. With
+``quota.window.num`` 3 (a 1 MB budget per worker, as large as librdkafka's batches after a
+throttle) it held 0.68 MB/s: a window's budget should be many requests.
 
 Cost on the produce path: a connection keeps its sensors (asked again only when the quotas or
 its client id change) and leases 0.2 % of a budget at a time (``Sensor.lease``), so a Produce
 within its credit pays two comparisons and two subtractions. ``python -m perf client-quotas``
 (the in-process request path of perf/bench_request_path.py, one-record Produce, single-partition
-path, modes alternated in one run): MEASURED_COST.
+path, modes alternated in one run, 15 runs x 20,000 requests, under the bench lock): no quota
+set 17.10 us of CPU a request; quotas set for another client 17.27 us (x1.010, per-run ratios
+0.95-1.05); ``producer_byte_rate`` and ``request_percentage`` both charged on every request
+17.44 us (x1.020, per-run 0.98-1.07).
 """
 
 from __future__ import annotations
