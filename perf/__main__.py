@@ -41,6 +41,10 @@ COMMANDS = {
         "perf.bench_latency:main",
         "produce->ack and produce->consume p50/p99/p99.9 at 10/50/80 % of capacity and 8,000 records/s",
     ),
+    "client-quotas": (
+        "perf.bench_client_quotas:main",
+        "in-process CPU per one-record Produce with client quotas off, set for others, applying",
+    ),
     "request-path": (
         "perf.bench_request_path:main",
         "in-process CPU per one-record Produce: the single-partition path vs the generic one",

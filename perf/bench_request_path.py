@@ -31,6 +31,7 @@ from perf.sizes import pick
 from shardbroker.broker.connection import ConnectionLimits, KafkaConnection
 from shardbroker.broker.dispatch import discover
 from shardbroker.config.broker_properties import EVENT_LOOPS
+from shardbroker.metadata.client_quotas import ClientQuotas
 from shardbroker.protocol.record_batch_builder import RecordBatchBuilder
 from shardbroker.supervision.event_loop import loop_factory
 from tests.unit.replica_fakes import FakeTransport, Harness, image, topic
@@ -49,9 +50,10 @@ def _frame(correlation_id: int) -> bytes:
     return produce_frame("t", 0, builder.build(), correlation_id)
 
 
-async def _run(path: str, requests: int, profile: cProfile.Profile | None) -> float:
+async def _run(path: str, requests: int, profile: cProfile.Profile | None, quotas: ClientQuotas) -> float:
     with tempfile.TemporaryDirectory(prefix="shardbroker-request-path-") as tmp:
         async with Harness(Path(tmp), image(topic("t"))) as h:
+            h.state.quotas.update(quotas)
             conn = KafkaConnection(h.state, discover(), ConnectionLimits())
             transport = FakeTransport()
             writes = [0]
@@ -82,11 +84,18 @@ async def _run(path: str, requests: int, profile: cProfile.Profile | None) -> fl
             return used / requests * 1e6
 
 
-def cpu_per_request(path: str, requests: int, event_loop: str = "uvloop", profile: bool = False) -> float:
-    """us of CPU one request costs on ``path`` ("single" or "generic")."""
+def cpu_per_request(
+    path: str,
+    requests: int,
+    event_loop: str = "uvloop",
+    profile: bool = False,
+    quotas: ClientQuotas | None = None,
+) -> float:
+    """us of CPU one request costs on ``path`` ("single" or "generic"), with these client
+    quotas in force (perf/bench_client_quotas.py) or none."""
     prof = cProfile.Profile() if profile else None
     with asyncio.Runner(loop_factory=loop_factory(event_loop)) as runner:
-        us = runner.run(_run(path, requests, prof))
+        us = runner.run(_run(path, requests, prof, quotas or {}))
     if prof is not None:
         pstats.Stats(prof, stream=sys.stdout).sort_stats("tottime").print_stats(40)
     return us

@@ -79,6 +79,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from shardbroker.broker import sasl_exchange
+from shardbroker.broker.client_quota_manager import ConnectionQuotas
 from shardbroker.broker.dispatch import HandlerRegistry, RequestContext
 from shardbroker.broker.file_region import FileRegion
 from shardbroker.broker.handlers import produce
@@ -114,6 +115,9 @@ _UNKNOWN_SERVER_ERROR = int(ErrorCode.UNKNOWN_SERVER_ERROR)
 #: requests/s +13-17 %; 1 connection unchanged (29-30 us). Large regions keep sendfile.
 SMALL_REGION = 16 * 1024
 _GATED = (RequestReceived, BadRequest)
+#: APIs not held to ``request_percentage``, as Kafka's exempt ones: what a client needs to
+#: authenticate and find its way (ApiVersions, SaslHandshake, SaslAuthenticate).
+_REQUEST_QUOTA_EXEMPT = frozenset({18, 17, 36})
 _ILLEGAL_SASL_STATE = int(ErrorCode.ILLEGAL_SASL_STATE)
 
 
@@ -183,6 +187,10 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self._paused_for_writing = False
         self._draining = False
         self._eof = False
+        #: Muted for a quota's throttle time (KIP-219): no reading, no new request started.
+        self._muted: asyncio.TimerHandle | None = None
+        #: The quota sensors this connection's requests are charged to (once quotas are set).
+        self._quotas: ConnectionQuotas | None = None
         self._closing = False
         self.last_active = time.monotonic()
         self._idle = asyncio.Event()  # set while nothing is in flight
@@ -236,7 +244,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
         """Start held requests while fewer than ``max_in_flight`` handlers run (one recv may carry
         many frames: the limit is on handlers, not only on reads)."""
         backlog = self._backlog
-        while backlog and not self._closing:
+        while backlog and not self._closing and self._muted is None:
             event = backlog[0]
             if (
                 isinstance(event, RequestReceived | SingleProduceReceived)
@@ -263,6 +271,8 @@ class KafkaConnection(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
+        if self._muted is not None:
+            self._muted.cancel()
         if self._sasl_deadline is not None:
             self._sasl_deadline.cancel()
         if self.admitted:
@@ -345,7 +355,13 @@ class KafkaConnection(asyncio.BufferedProtocol):
             r = produce.append_single(self.state, single)
         except Exception as exc:
             r, failure = None, exc
-        if r is None or produce.needs_response_objects(single, r):
+        throttle = None
+        if self.state.quotas.enabled and r is not None:
+            # Bytes and handler time charged once appended, as Kafka's; a throttle needs the
+            # response objects.
+            quotas = self._quotas or self._connection_quotas()
+            throttle = quotas.produce_request(single.client_id, event.size, started)
+        if r is None or throttle or produce.needs_response_objects(single, r):
             generic = self._as_generic(event)
             ctx = self._context(generic)
             rest: Coroutine[Any, Any, Message | None] | None
@@ -353,7 +369,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
                 rest = _failed(self.registry, ctx, generic.request, failure)
             else:  # None: the whole handler, from the start (nothing was appended)
                 rest = None if r is None else produce.finish_single(ctx, single, r)
-            self._start(self._serve(generic, ctx, rest))
+            self._start(self._serve(generic, ctx, rest, throttle))
             return
         self.conn.release(event)
         self.state.counters.request(0, time.perf_counter() - started, 0)
@@ -506,9 +522,11 @@ class KafkaConnection(asyncio.BufferedProtocol):
         event: RequestReceived,
         ctx: RequestContext,
         handling: Coroutine[Any, Any, Message | None] | None = None,
+        produce_throttle: int | None = None,
     ) -> None:
         """Run the request's handler (or ``handling``, the rest of one begun elsewhere: the
-        single-partition Produce path), answer, count."""
+        single-partition Produce path, with its ``produce_throttle`` when it charged the Produce
+        and request quotas already), answer, count."""
         started = time.perf_counter()
         try:
             response = await (self.registry.dispatch(ctx, event.request) if handling is None else handling)
@@ -527,10 +545,56 @@ class KafkaConnection(asyncio.BufferedProtocol):
                 self._sasl_settled()
         # Counted before the response is encoded and written: duration = handler time. Top-level
         # errors here; per-partition ones are counted by the Produce and Fetch handlers.
-        self.state.counters.request(
-            event.api_key, time.perf_counter() - started, getattr(response, "error_code", 0)
-        )
+        elapsed = time.perf_counter() - started
+        self.state.counters.request(event.api_key, elapsed, getattr(response, "error_code", 0))
+        if self.state.quotas.enabled:
+            self._throttle(event, response, elapsed, produce_throttle)
         self._respond_or_close(event, response, close=close)
+
+    def _throttle(
+        self, event: RequestReceived, response: Message | None, elapsed: float, produce_throttle: int | None
+    ) -> None:
+        """Record the request against its quotas (Produce bytes: the request's size; handler time;
+        the Fetch handler recorded its bytes), answer the longest throttle in
+        ``throttle_time_ms`` and mute the connection for that long (KIP-219)."""
+        if event.api_key in _REQUEST_QUOTA_EXEMPT:  # (all a client may send before it authenticates)
+            return
+        quotas = self._connection_quotas()
+        client_id = event.header.client_id
+        throttle = getattr(response, "throttle_time_ms", 0) or 0
+        if produce_throttle is not None:
+            throttle = max(throttle, produce_throttle)
+        else:
+            if event.api_key == 0:
+                throttle = max(throttle, quotas.produce(client_id, event.size))
+            throttle = max(throttle, quotas.busy(client_id, elapsed))
+        if throttle:
+            if response is not None and hasattr(response, "throttle_time_ms"):
+                response.throttle_time_ms = throttle
+            self.mute(throttle)
+
+    def _connection_quotas(self) -> ConnectionQuotas:
+        quotas = self._quotas
+        if quotas is None:  # first asked after authentication: the principal names the user
+            quotas = self._quotas = ConnectionQuotas(self.state.quotas, self.session.principal.name)
+        return quotas
+
+    def mute(self, throttle_ms: int) -> None:
+        """Stop reading and starting requests for ``throttle_ms`` (a longer mute wins)."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + throttle_ms / 1000
+        if self._muted is not None:
+            if self._muted.when() >= until:
+                return
+            self._muted.cancel()
+        self._muted = loop.call_at(until, self._unmute)
+        self._update_reading()
+
+    def _unmute(self) -> None:
+        self._muted = None
+        if self._backlog:
+            self._pump()
+        self._update_reading()
 
     def _respond_or_close(
         self, event: RequestReceived, response: Message | None, close: bool = False
@@ -652,6 +716,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
             or self._paused_for_writing
             or self._draining
             or self._eof
+            or self._muted is not None
         )
         if paused and transport.is_reading():
             transport.pause_reading()

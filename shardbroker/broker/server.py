@@ -12,7 +12,10 @@
 4. ``TransactionCoordinator``: loads the transactional ids of the ``__transaction_state``
    partitions this worker leads and finishes their prepared transactions (markers go through the
    forwarder); drained after the listener, before the forwarder and the logs;
-5. ``KafkaListener``: accepts clients once the logs are open; on drain it stops accepting and
+5. ``ClientQuotaManager`` (broker/client_quota_manager.py): reads the image's client quotas and
+   follows them, before the first client is accepted; its throttle times are published on the
+   ReplicaManager's metrics tick;
+   ``KafkaListener``: accepts clients once the logs are open; on drain it stops accepting and
    finishes in-flight requests first, while the logs are still open;
 6. ``LocalClientService`` (broker/local_clients.py): local producers' rings and consumers'
    wake-ups, after the listener (drained before it: committed frames are appended while the
@@ -41,7 +44,7 @@ from shardbroker.broker.worker_state import WorkerState
 from shardbroker.config.broker_config import BrokerConfig
 from shardbroker.config.broker_properties import TRANSACTION_PARTITION_VERIFICATION_ENABLE
 from shardbroker.ipc.client_telemetry import WorkerClientTelemetry
-from shardbroker.ipc.counters import WorkerCounters
+from shardbroker.ipc.counters import QUOTA_TOP, WorkerCounters
 from shardbroker.ipc.group_offsets import WorkerGroupOffsets
 from shardbroker.ipc.shm import instance_name
 
@@ -96,6 +99,8 @@ def install(
     worker.add_service(state.transactions)
     if config.get(TRANSACTION_PARTITION_VERIFICATION_ENABLE):
         state.verifier = TransactionVerifier(worker.node_id, replicas, state.transactions, state.forwarder)
+    worker.add_service(state.quotas)
+    replicas.add_publisher(lambda: counters.publish_quotas(*state.quotas.report(QUOTA_TOP)))
     worker.add_service(KafkaListener(state, discover(exclude=disabled_apis(config))))
     worker.add_service(LocalClientService(state))
     worker.on_drain(groups.stop_serving)

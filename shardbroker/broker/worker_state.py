@@ -12,12 +12,17 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from shardbroker.broker.client_quota_manager import ClientQuotaManager
 from shardbroker.broker.client_telemetry import ClientTelemetry
 from shardbroker.broker.security_audit import SecurityAudit
 from shardbroker.config.broker_config import BrokerConfig
 from shardbroker.config.broker_properties import (
     ALLOW_EVERYONE_IF_NO_ACL_FOUND,
     AUTHORIZER_CLASS_NAME,
+    CONTROLLER_QUOTA_WINDOW_NUM,
+    CONTROLLER_QUOTA_WINDOW_SIZE_SECONDS,
+    QUOTA_WINDOW_NUM,
+    QUOTA_WINDOW_SIZE_SECONDS,
     SUPER_USERS,
     TELEMETRY_MAX_BYTES,
 )
@@ -65,6 +70,8 @@ class WorkerState:
     audit: SecurityAudit = field(init=False, repr=False)
     #: KIP-714 client instances and the client metrics exported (broker/client_telemetry.py).
     telemetry: ClientTelemetry = field(init=False, repr=False)
+    #: Client quotas (broker/client_quota_manager.py): a service, following the channel's images.
+    quotas: ClientQuotaManager = field(init=False, repr=False)
     _authorizing: bool = field(default=False, init=False, repr=False)
     _authorizer: StandardAuthorizer | None = field(default=None, init=False, repr=False)
     _authorizer_acls: tuple[AclBinding, ...] | None = field(default=None, init=False, repr=False)
@@ -73,6 +80,16 @@ class WorkerState:
         self.audit = SecurityAudit(self.counters, [e.listener for e in self.config.listeners])
         self.telemetry = ClientTelemetry(self.config.get(TELEMETRY_MAX_BYTES))
         self._authorizing = bool(self.config.get(AUTHORIZER_CLASS_NAME))
+        self.quotas = ClientQuotaManager(
+            self.config.workers,
+            self.config.get(QUOTA_WINDOW_NUM),
+            float(self.config.get(QUOTA_WINDOW_SIZE_SECONDS)),
+            channel=self.channel,
+            mutation_burst_seconds=float(
+                self.config.get(CONTROLLER_QUOTA_WINDOW_NUM)
+                * self.config.get(CONTROLLER_QUOTA_WINDOW_SIZE_SECONDS)
+            ),
+        )
 
     @property
     def image(self) -> MetadataImage:

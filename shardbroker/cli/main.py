@@ -25,6 +25,7 @@ from shardbroker.cli import metrics_password as metrics_password_cli
 from shardbroker.cli import partitions as partitions_cli
 from shardbroker.cli import perf as perf_cli
 from shardbroker.cli import produce as produce_cli
+from shardbroker.cli import quotas as quotas_cli
 from shardbroker.cli import topics as topics_cli
 from shardbroker.cli import transactions as transactions_cli
 from shardbroker.cli import users as users_cli
@@ -145,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     partitions_cli.register(commands)
     users_cli.register(commands)
     acls_cli.register(commands)
+    quotas_cli.register(commands)
     transactions_cli.register(commands)
     metrics_password_cli.register(commands)
     dump_log_cli.register(commands)

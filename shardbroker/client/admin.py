@@ -21,6 +21,7 @@ from shardbroker.client.admin_acls import AclAdmin
 from shardbroker.client.admin_groups import GroupAdmin
 from shardbroker.client.admin_operations import OperationsAdmin
 from shardbroker.client.admin_partitions import PartitionAdmin
+from shardbroker.client.admin_quotas import QuotaAdmin
 from shardbroker.client.admin_topics import TopicAdmin
 from shardbroker.client.admin_transactions import TransactionAdmin
 from shardbroker.client.admin_users import UserAdmin
@@ -29,7 +30,7 @@ __all__ = ["AdminClient"]
 
 
 class AdminClient(
-    TopicAdmin, PartitionAdmin, GroupAdmin, UserAdmin, AclAdmin, TransactionAdmin, OperationsAdmin
+    TopicAdmin, PartitionAdmin, GroupAdmin, UserAdmin, AclAdmin, TransactionAdmin, OperationsAdmin, QuotaAdmin
 ):
     """Synchronous admin client. ``timeout`` (seconds) bounds each connect and each response, and
     the total time spent retrying retriable controller and coordinator errors; ``security``

@@ -439,6 +439,34 @@ GROUP_CONSUMER_MAX_SESSION_TIMEOUT_MS: Final = _D(
     "largest group.consumer.session.timeout.ms allowed",
     _GROUPS,
 )
+_QUOTAS: Final = "client quotas (broker/client_quota_manager.py)"
+QUOTA_WINDOW_NUM: Final = _D(
+    "quota.window.num", _I, "11", between(1, INT_MAX), "samples kept per client quota", _QUOTAS
+)
+QUOTA_WINDOW_SIZE_SECONDS: Final = _D(
+    "quota.window.size.seconds",
+    _I,
+    "1",
+    between(1, INT_MAX),
+    "time span of each client quota sample",
+    _QUOTAS,
+)
+CONTROLLER_QUOTA_WINDOW_NUM: Final = _D(
+    "controller.quota.window.num",
+    _I,
+    "11",
+    between(1, INT_MAX),
+    "samples of controller_mutation_rate",
+    _QUOTAS,
+)
+CONTROLLER_QUOTA_WINDOW_SIZE_SECONDS: Final = _D(
+    "controller.quota.window.size.seconds",
+    _I,
+    "1",
+    between(1, INT_MAX),
+    "time span of each controller_mutation_rate sample",
+    _QUOTAS,
+)
 GROUP_CONSUMER_HEARTBEAT_INTERVAL_MS: Final = _D(
     "group.consumer.heartbeat.interval.ms",
     _I,

@@ -23,6 +23,8 @@ Records (every one carries ``"offset"``, its position in the metadata log; the s
         one ACL binding added or removed (acl_control.py)
     {"type": "client_metrics", "name", "configs": {..}}
         a client metrics resource's whole config set, empty: removed (client_metrics_control.py)
+    {"type": "client_quota", "entity", "key", "value"} / {"type": "remove_client_quota", ..}
+        one client quota key set or removed (quota_control.py)
 
 Ops (`handle`) are what workers ask for over their control ring (ipc/control.py): they
 validate each item with Kafka's rules and error codes, emit records for the valid ones and answer
@@ -56,13 +58,14 @@ from typing import Any, Final
 from shardbroker.config.config_def import ConfigError
 from shardbroker.config.config_ops import apply_config_ops, check_dynamic_broker_configs, is_dynamic_list
 from shardbroker.config.log_config import LogConfig
-from shardbroker.control import acl_control, client_metrics_control
+from shardbroker.control import acl_control, client_metrics_control, quota_control
 from shardbroker.control.acl_control import Acls, apply_acl_record, create_acls, delete_acls
 from shardbroker.control.client_metrics_control import (
     Resources,
     alter_client_metrics,
     apply_client_metrics_record,
 )
+from shardbroker.control.quota_control import alter_client_quotas, apply_quota_record
 from shardbroker.control.scram_control import (
     REMOVE_RECORD,
     UPSERT_RECORD,
@@ -71,6 +74,7 @@ from shardbroker.control.scram_control import (
     apply_scram_record,
     credential_record,
 )
+from shardbroker.metadata.client_quotas import ClientQuotas
 from shardbroker.metadata.image import BrokerEndpoint, MetadataImage, PartitionImage, TopicImage
 from shardbroker.metadata.topic_names import INTERNAL_TOPICS, validate_topic_name
 from shardbroker.protocol.errors import ErrorCode
@@ -112,6 +116,8 @@ class ControllerState:
     acls: Acls = field(default_factory=dict)
     #: Client metrics resource name -> its configs (KIP-714 subscriptions).
     client_metrics: Resources = field(default_factory=dict)
+    #: Client quotas: entity -> key -> value.
+    client_quotas: ClientQuotas = field(default_factory=dict)
 
     def image(self, cluster_id: str, brokers: tuple[BrokerEndpoint, ...]) -> MetadataImage:
         return MetadataImage(
@@ -124,6 +130,7 @@ class ControllerState:
             broker_configs=dict(self.broker_configs),
             acls=tuple(self.acls.values()),
             client_metrics={name: dict(configs) for name, configs in self.client_metrics.items()},
+            client_quotas={entity: dict(values) for entity, values in self.client_quotas.items()},
         )
 
     def topic_by_id(self, topic_id: uuid.UUID) -> TopicImage | None:
@@ -149,6 +156,7 @@ class ControllerState:
                 for acl_id, binding in self.acls.items()
             ],
             "client_metrics": {name: dict(configs) for name, configs in self.client_metrics.items()},
+            "client_quotas": quota_control.quota_records(self.client_quotas),
         }
 
     @staticmethod
@@ -163,6 +171,9 @@ class ControllerState:
         acls: Acls = {}
         for rec in data.get("acls", ()):  # absent from snapshots older than ACLs
             acls = apply_acl_record(acls, rec)
+        quotas: ClientQuotas = {}
+        for rec in data.get("client_quotas", ()):  # absent from snapshots older than quotas
+            quotas = apply_quota_record(quotas, rec)
         return ControllerState(
             int(data["version"]),
             topics,
@@ -174,6 +185,7 @@ class ControllerState:
                 str(name): {str(k): str(v) for k, v in configs.items()}
                 for name, configs in data.get("client_metrics", {}).items()
             },
+            client_quotas=quotas,
         )
 
 
@@ -214,6 +226,9 @@ def apply_record(state: ControllerState, record: Mapping[str, Any]) -> Controlle
     if kind == client_metrics_control.RECORD:
         resources = apply_client_metrics_record(state.client_metrics, record)
         return dataclasses.replace(state, version=offset, client_metrics=resources)
+    if kind in (quota_control.SET_RECORD, quota_control.REMOVE_RECORD):
+        quotas = apply_quota_record(state.client_quotas, record)
+        return dataclasses.replace(state, version=offset, client_quotas=quotas)
     topics = dict(state.topics)
     next_pid = state.next_producer_id
     broker_configs = state.broker_configs
@@ -748,6 +763,16 @@ def _alter_client_metrics(b: _Builder, args: Mapping[str, Any], ctx: OpContext) 
     return {"resources": results}
 
 
+def _alter_client_quotas(b: _Builder, args: Mapping[str, Any], ctx: OpContext) -> dict[str, Any]:
+    """AlterClientQuotas (quota_control.py): one record per key changed, one result per entry."""
+    records, results = alter_client_quotas(
+        b.state.client_quotas, list(args["entries"]), bool(args.get("validate_only", False))
+    )
+    for record in records:
+        b.add(record)
+    return {"results": results}
+
+
 _OPS: Final[Mapping[str, Callable[[_Builder, Mapping[str, Any], OpContext], dict[str, Any]]]] = {
     "create_topics": _create_topics,
     "delete_topics": _delete_topics,
@@ -761,6 +786,7 @@ _OPS: Final[Mapping[str, Callable[[_Builder, Mapping[str, Any], OpContext], dict
     "create_acls": _create_acls,
     "delete_acls": _delete_acls,
     "alter_client_metrics": _alter_client_metrics,
+    "alter_client_quotas": _alter_client_quotas,
 }
 OPS: Final = frozenset(_OPS)
 

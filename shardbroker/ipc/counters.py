@@ -36,6 +36,12 @@ every section starts on a 64-byte boundary)::
       cleaner    int64[8]       CLEANER_FIELDS: bytes read, bytes written, cleans that succeeded,
                                 failed, were aborted, max compaction delay (ms), uncleanable
                                 partitions, last progress (Unix ms)
+    quota blocks, one per worker w (QUOTA_BLOCK bytes each):
+      seq        int64          a seqlock over the block: odd while the worker writes it
+      totals     int64[7]       throttle time handed out (ms), by QUOTA_TYPES, all clients
+      top        QUOTA_TOP rows of 320 bytes: int64 QUOTA_TYPES index, throttle ms, user length,
+                 client-id length, 32 spare, user (<= 128 B UTF-8), client id (<= 128 B): the
+                 clients throttled longest (broker/client_quota_manager.py ``report``)
 
 Invariants: one writer per cell. The supervisor creates the segment before the first fork and
 never writes it again; worker w writes only its block, its rows ``[w * R, (w + 1) * R)`` (``R =
@@ -68,7 +74,7 @@ import math
 import mmap
 import struct
 import threading
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -92,6 +98,8 @@ __all__ = [
     "N_API",
     "N_ERR",
     "PARTITION_FIELDS",
+    "QUOTA_TOP",
+    "QUOTA_TYPES",
     "REBALANCE_PROTOCOLS",
     "TXN_BUCKETS",
     "TXN_RESULTS",
@@ -103,7 +111,7 @@ __all__ = [
 ]
 
 COUNTERS_KIND: Final = int.from_bytes(b"CNTR", "little")
-COUNTERS_VERSION: Final = 5
+COUNTERS_VERSION: Final = 6
 OBJECT_NAME: Final = "counters"
 
 #: Total partition rows (all workers), split evenly between workers.
@@ -171,6 +179,15 @@ CLEANER_MAX_COMPACTION_DELAY_MS: Final = 5
 CLEANER_UNCLEANABLE: Final = 6
 CLEANER_LAST_PROGRESS_MS: Final = 7
 CLEANER_BLOCK: Final = aligned(8 * 8)
+#: Quota types of the throttle-time cells (Kafka's quota keys without their unit).
+QUOTA_TYPES: Final = ("produce", "fetch", "request", "controller_mutation")
+#: Clients per worker with a throttle-time series of their own: the ones throttled longest (a
+#: bounded cardinality whatever the clients; the totals count every client).
+QUOTA_TOP: Final = 10
+QUOTA_ROW: Final = 320
+QUOTA_LABEL: Final = 128
+_QUOTA_ROWS_AT: Final = 64
+QUOTA_BLOCK: Final = _QUOTA_ROWS_AT + QUOTA_ROW * QUOTA_TOP
 #: Room for listeners in `WorkerCounters.private` (nobody reads private counters).
 PRIVATE_LISTENERS: Final = 16
 
@@ -279,8 +296,12 @@ class _Layout(TableLayout):
         return self.transactions_at + TXN_BLOCK * self.workers
 
     @property
-    def size(self) -> int:
+    def quotas_at(self) -> int:
         return self.cleaner_at + CLEANER_BLOCK * self.workers
+
+    @property
+    def size(self) -> int:
+        return self.quotas_at + QUOTA_BLOCK * self.workers
 
 
 class CounterTable:
@@ -348,6 +369,10 @@ class CounterTable:
         )
         #: [worker, CLEANER_FIELDS index]
         self.cleaner: npt.NDArray[np.int64] = _view(mm, np.int64, (workers, 8), lay.cleaner_at, CLEANER_BLOCK)
+        #: [worker, byte of the quota block] (read through `quota_throttles`).
+        self.quota_blocks: npt.NDArray[np.uint8] = _view(
+            mm, np.uint8, (workers, QUOTA_BLOCK), lay.quotas_at, QUOTA_BLOCK
+        )
 
     @classmethod
     def create(
@@ -398,6 +423,28 @@ class CounterTable:
             for i, (partition, n) in enumerate(zip(heads[:, 0].tolist(), lengths, strict=True))
         ]
 
+    def quota_throttles(self, slot: int) -> tuple[list[int], list[tuple[str, str, str, int]]] | None:
+        """Worker ``slot``'s throttle times (ms): the totals by QUOTA_TYPES and its top clients as
+        (quota type, user, client id, ms); None while the worker is writing them (the next
+        scrape reads them)."""
+        view = self.quota_blocks[slot]
+        before = int(view[:8].view(np.int64)[0])
+        raw = view.tobytes()
+        if before & 1 or before != int(view[:8].view(np.int64)[0]):
+            return None
+        head = struct.unpack_from("<8q", raw, 0)
+        top = []
+        for i in range(QUOTA_TOP):
+            at = _QUOTA_ROWS_AT + i * QUOTA_ROW
+            kind, ms, user_len, client_len = struct.unpack_from("<4q", raw, at)
+            if ms <= 0 or not 0 <= kind < len(QUOTA_TYPES):
+                continue
+            user = raw[at + 64 : at + 64 + min(user_len, QUOTA_LABEL)].decode("utf-8", "replace")
+            client_at = at + 64 + QUOTA_LABEL
+            client = raw[client_at : client_at + min(client_len, QUOTA_LABEL)].decode("utf-8", "replace")
+            top.append((QUOTA_TYPES[kind], user, client, ms))
+        return list(head[1 : 1 + len(QUOTA_TYPES)]), top
+
     def close(self) -> None:
         """Unmap (and unlink, in the creating process). Views handed out keep the mapping alive."""
         close_table(
@@ -419,6 +466,7 @@ class CounterTable:
                 "txn_hist",
                 "txn_sum",
                 "cleaner",
+                "quota_blocks",
             ),
         )
 
@@ -520,6 +568,9 @@ class WorkerCounters:
         at = layout.cleaner_at + CLEANER_BLOCK * slot
         mv[at : at + CLEANER_BLOCK] = bytes(CLEANER_BLOCK)
         self._cleaner = mv[at : at + CLEANER_BLOCK].cast("q")
+        at = layout.quotas_at + QUOTA_BLOCK * slot
+        mv[at : at + QUOTA_BLOCK] = bytes(QUOTA_BLOCK)
+        self._quota_at = at
         #: Every row's words as float64 (the dirty ratios are stored there).
         self._floats = mv[layout.counters_at : layout.labels_at].cast("d")
         #: (topic, partition) <-> row of the open partitions: the cleaner names partitions by key.
@@ -606,6 +657,29 @@ class WorkerCounters:
         for row, ratio in ratios.items():
             floats[row * ROW_WORDS + DIRTY_RATIO] = ratio
         self._dirty_rows = set(ratios)
+
+    # -- client quotas (copied on the tick, under the block's seqlock) ----------------------------
+
+    def publish_quotas(self, totals: Sequence[int], top: Sequence[tuple[int, str, str, int]]) -> None:
+        """The throttle times (ms) handed out: ``totals`` by QUOTA_TYPES index, and ``top``: up to
+        QUOTA_TOP clients as (QUOTA_TYPES index, user, client id, ms)."""
+        at = self._quota_at
+        mv = self._mv
+        seq = mv[at : at + 8].cast("q")
+        seq[0] += 1  # odd: being written
+        struct.pack_into(f"<{len(QUOTA_TYPES)}q", mv, at + 8, *totals)
+        for i in range(QUOTA_TOP):
+            row = at + _QUOTA_ROWS_AT + i * QUOTA_ROW
+            if i >= len(top):
+                struct.pack_into("<4q", mv, row, -1, 0, 0, 0)
+                continue
+            kind, user, client, ms = top[i]
+            user_b = user.encode()[:QUOTA_LABEL]
+            client_b = client.encode()[:QUOTA_LABEL]
+            struct.pack_into("<4q", mv, row, kind, ms, len(user_b), len(client_b))
+            mv[row + 64 : row + 64 + len(user_b)] = user_b
+            mv[row + 64 + QUOTA_LABEL : row + 64 + QUOTA_LABEL + len(client_b)] = client_b
+        seq[0] += 1  # even: done
 
     # -- log flushes (from the flush threads: written at once, under a lock) -------------------
 

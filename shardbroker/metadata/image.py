@@ -76,6 +76,8 @@ class MetadataImage:
     acls: tuple[AclBinding, ...] = ()
     #: Client metrics resources (KIP-714 subscriptions): name -> configs (metadata/client_metrics.py).
     client_metrics: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: Client quotas (AlterClientQuotas): ((type, name or None), ..) sorted by type -> key -> value.
+    client_quotas: dict[tuple[tuple[str, str | None], ...], dict[str, float]] = field(default_factory=dict)
 
     def scram_credential(self, user: str, mechanism: ScramMechanism) -> ScramCredential | None:
         return self.scram_credentials.get(user, {}).get(mechanism)
@@ -139,6 +141,9 @@ def _image_to_dict(image: MetadataImage) -> dict[str, Any]:
         "broker_configs": image.broker_configs,
         "acls": [b.to_record() for b in image.acls],
         "client_metrics": image.client_metrics,
+        "client_quotas": [
+            [[list(e) for e in entity], values] for entity, values in image.client_quotas.items()
+        ],
     }
 
 
@@ -177,5 +182,11 @@ def _image_from_dict(data: dict[str, Any]) -> MetadataImage:
         client_metrics={
             str(name): {str(k): str(v) for k, v in configs.items()}
             for name, configs in data.get("client_metrics", {}).items()
+        },
+        client_quotas={
+            tuple((str(t), None if n is None else str(n)) for t, n in entity): {
+                str(k): float(v) for k, v in values.items()
+            }
+            for entity, values in data.get("client_quotas", ())
         },
     )

@@ -39,6 +39,12 @@ Families built here (``worker`` is the Kafka node id):
   per-worker counter: a restarted worker starts its series at 0, which ``rate`` reads as a reset;
   summed over workers, one worker's reset would look like a drop of the total and ``rate`` would
   count the survivors' whole totals again (a false failure burst on the alert).
+- ``shardbroker_quota_throttle_time_seconds_total{quota,worker}``: the throttle time client quotas
+  handed out (quota: produce, fetch, request, controller_mutation; every client), and
+  ``shardbroker_quota_client_throttle_time_seconds_total{quota,user,client_id,worker}`` for the
+  ``QUOTA_TOP`` (10) budgets each worker throttled longest: a top-N, so the label set stays
+  bounded whatever clients connect (user and client_id are the budget's, as Kafka's quota
+  metric tags: empty where the quota is not per user or per client id).
 
 Invariants: labels come from bounded sets only (api names from the protocol registry, Kafka's
 error names, partition rows bounded by the table); only non-zero request/error series are
@@ -262,6 +268,7 @@ class MetricsCollector(Collector):
         yield from self._security()
         yield from self._transactions()
         yield from self._cleaner()
+        yield from self._quotas()
         yield from ring_families(self._rings())
         build = GaugeMetricFamily(
             "shardbroker_build_info", "Build of the broker", labels=["version", "python"]
@@ -466,6 +473,30 @@ class MetricsCollector(Collector):
         yield total
         yield ongoing
         yield duration
+
+    def _quotas(self) -> Iterator[Metric]:
+        t = self.table
+        totals = CounterMetricFamily(
+            "shardbroker_quota_throttle_time_seconds",
+            "Throttle time client quotas handed out, all clients (KIP-13/599)",
+            labels=["quota", "worker"],
+        )
+        clients = CounterMetricFamily(
+            "shardbroker_quota_client_throttle_time_seconds",
+            f"Throttle time of the {ctr.QUOTA_TOP} quota budgets each worker throttled longest",
+            labels=["quota", "user", "client_id", "worker"],
+        )
+        for w in range(t.workers):
+            read = t.quota_throttles(w)
+            if read is None:
+                continue
+            by_type, top = read
+            for kind, ms in zip(ctr.QUOTA_TYPES, by_type, strict=True):
+                totals.add_metric([kind, str(w)], ms / 1000)
+            for kind, user, client, ms in top:
+                clients.add_metric([kind, user, client, str(w)], ms / 1000)
+        yield totals
+        yield clients
 
     def _cleaner(self) -> Iterator[Metric]:
         t = self.table

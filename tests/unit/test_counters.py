@@ -338,7 +338,8 @@ def test_cleaner_cells(table: CounterTable) -> None:
     lay = table.layout
     assert lay.cleaner_at % 64 == 0 and ctr.CLEANER_BLOCK == 64  # one cache line per worker
     assert lay.cleaner_at >= lay.transactions_at + 2 * ctr.TXN_BLOCK
-    assert lay.size == lay.cleaner_at + 2 * ctr.CLEANER_BLOCK <= len(table.segment.mmap)
+    assert lay.quotas_at == lay.cleaner_at + 2 * ctr.CLEANER_BLOCK
+    assert lay.size == lay.quotas_at + 2 * ctr.QUOTA_BLOCK <= len(table.segment.mmap)
     w0, w1 = table.worker(0), table.worker(1)
     w1.open_partition("plain", 0)
     compacted = [w1.open_partition("compacted", i) for i in range(2)]
@@ -386,3 +387,24 @@ def test_cleaner_cells(table: CounterTable) -> None:
     assert table.transactions.sum() == 0 and table.txn_sum.sum() == 0  # nothing spilled
     table.worker(1)  # a restarted worker starts from zero
     assert table.cleaner[1].sum() == 0 and dirty_ratios(table) == {}
+
+
+def test_quota_cells(table: CounterTable) -> None:
+    assert table.layout.quotas_at % 64 == 0 and ctr.QUOTA_BLOCK % 64 == 0
+    w0, w1 = table.worker(0), table.worker(1)
+    assert table.quota_throttles(1) == ([0, 0, 0, 0], [])
+    long_name = "é" * 100  # 200 bytes of UTF-8: cut to 128 bytes
+    w1.publish_quotas([1500, 0, 20, 0], [(0, "alice", "etl", 1000), (2, "", long_name, 20)])
+    totals, top = table.quota_throttles(1) or ([], [])
+    assert totals == [1500, 0, 20, 0]
+    assert top == [("produce", "alice", "etl", 1000), ("request", "", "é" * 64, 20)]
+    assert table.quota_throttles(0) == ([0, 0, 0, 0], [])  # nothing spilled into worker 0
+    w1.publish_quotas([1500, 0, 20, 0], [])  # a client that left the top-N loses its series
+    assert table.quota_throttles(1) == ([1500, 0, 20, 0], [])
+    # A scrape in the middle of a write reads nothing of it (the seqlock is odd).
+    seq = table.quota_blocks[1][:8].view(np.int64)
+    seq[0] += 1
+    assert table.quota_throttles(1) is None
+    seq[0] += 1
+    w0.publish_quotas([0, 7, 0, 0], [(1, "bob", "", 7)])
+    assert table.quota_throttles(0) == ([0, 7, 0, 0], [("fetch", "bob", "", 7)])

@@ -527,3 +527,28 @@ def test_log_cleaner_series(table: CounterTable) -> None:
     _, s = scrape(MetricsCollector(table))
     assert key("shardbroker_partition_dirty_ratio", topic="kv", partition="0", worker="1") not in s
     assert s[key("shardbroker_partition_dirty_ratio", topic="_schemas", partition="1", worker="1")] == 0.25
+
+
+def test_quota_throttle_series(table: CounterTable) -> None:
+    w0, w1 = table.worker(0), table.worker(1)
+    w0.publish_quotas([2500, 0, 0, 0], [(0, "alice", "etl", 2000), (0, "", "noisy", 500)])
+    w1.publish_quotas([0, 0, 0, 3000], [(3, "bob", "", 3000)])
+    _, s = scrape(MetricsCollector(table))
+    assert s[key("shardbroker_quota_throttle_time_seconds_total", quota="produce", worker="0")] == 2.5
+    assert s[key("shardbroker_quota_throttle_time_seconds_total", quota="fetch", worker="0")] == 0.0
+    assert (
+        s[key("shardbroker_quota_throttle_time_seconds_total", quota="controller_mutation", worker="1")]
+        == 3.0
+    )
+    clients = {
+        labels: v
+        for (name, labels), v in s.items()
+        if name == "shardbroker_quota_client_throttle_time_seconds_total"
+    }
+    assert clients == {
+        frozenset({("quota", "produce"), ("user", "alice"), ("client_id", "etl"), ("worker", "0")}): 2.0,
+        frozenset({("quota", "produce"), ("user", ""), ("client_id", "noisy"), ("worker", "0")}): 0.5,
+        frozenset(
+            {("quota", "controller_mutation"), ("user", "bob"), ("client_id", ""), ("worker", "1")}
+        ): 3.0,
+    }

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from shardbroker.broker.auth_helper import DENIED, authorize, filter_authorized
+from shardbroker.broker.client_quota_manager import ControllerMutations
 from shardbroker.broker.controller_channel import ControllerRequestError, ControllerUnavailable
 from shardbroker.broker.dispatch import RequestContext
 from shardbroker.config.broker_config import BrokerConfig
@@ -70,6 +71,21 @@ def topics_allowed(ctx: RequestContext, operation: AclOperation, names: list[str
     duplicates, INVALID_REQUEST, whatever the ACLs, as Kafka's ControllerApis)."""
     twice = {n for n, count in Counter(names).items() if count > 1}
     return twice | filter_authorized(ctx, operation, ResourceType.TOPIC, set(names) - twice)
+
+
+#: KIP-599's answer for a topic refused while the client's controller_mutation_rate is exceeded.
+THROTTLED: Final = (ErrorCode.THROTTLING_QUOTA_EXCEEDED, "The throttling quota has been exceeded.")
+
+
+def controller_mutations(
+    ctx: RequestContext, strict: bool, validate_only: bool
+) -> ControllerMutations | None:
+    """The request's controller mutation quota (KIP-599), None when no quota is set or for a
+    ``validate_only`` request (nothing is mutated)."""
+    quotas = ctx.worker.quotas
+    if not quotas.enabled or validate_only:
+        return None
+    return quotas.mutations(ctx.session.principal.name, ctx.client_id, strict)
 
 
 def controller_timeout(timeout_ms: int) -> float:

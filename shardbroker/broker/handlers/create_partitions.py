@@ -7,6 +7,9 @@ Explicit assignments are refused with INVALID_REPLICA_ASSIGNMENT (39): placement
 
 Authorization, as KRaft's ControllerApis.createPartitions, before any other check: ALTER on each
 TOPIC, else TOPIC_AUTHORIZATION_FAILED (29); a topic listed twice stays INVALID_REQUEST.
+KIP-599: the partitions asked for count against the client's ``controller_mutation_rate``
+(handlers/_common.py ``controller_mutations``); from v3 a topic asked while the quota is exceeded
+is THROTTLING_QUOTA_EXCEEDED, before that it passes; ``throttle_time_ms`` answers the throttle.
 """
 
 from __future__ import annotations
@@ -14,7 +17,13 @@ from __future__ import annotations
 from typing import Any
 
 from shardbroker.broker.dispatch import ApiHandler, RequestContext
-from shardbroker.broker.handlers._common import controller_items, controller_timeout, topics_allowed
+from shardbroker.broker.handlers._common import (
+    THROTTLED,
+    controller_items,
+    controller_mutations,
+    controller_timeout,
+    topics_allowed,
+)
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode
 from shardbroker.security.acl import AclOperation
@@ -28,6 +37,8 @@ async def handle(ctx: RequestContext, request: m.CreatePartitionsRequest) -> m.C
     asked: list[dict[str, Any]] = []
     results: list[_Result | None] = []
     alterable = topics_allowed(ctx, AclOperation.ALTER, [t.name for t in request.topics])
+    mutations = controller_mutations(ctx, ctx.api_version >= 3, bool(request.validate_only))
+    topics = ctx.worker.image.topics
     for topic in request.topics:
         if topic.name not in alterable:
             results.append(
@@ -43,6 +54,11 @@ async def handle(ctx: RequestContext, request: m.CreatePartitionsRequest) -> m.C
                     "shardbroker places each partition on a worker itself",
                 )
             )
+            continue
+        current = topics.get(topic.name)
+        new = topic.count - len(current.partitions) if current is not None else 0
+        if mutations is not None and not mutations.admit(new):
+            results.append(_Result(name=topic.name, error_code=THROTTLED[0], error_message=THROTTLED[1]))
             continue
         results.append(None)
         asked.append({"name": topic.name, "count": topic.count})
@@ -61,7 +77,9 @@ async def handle(ctx: RequestContext, request: m.CreatePartitionsRequest) -> m.C
                 error_message=answer.get("error_message"),
             )
         out.append(result)
-    return m.CreatePartitionsResponse(results=out)
+    return m.CreatePartitionsResponse(
+        results=out, throttle_time_ms=mutations.throttle_ms() if mutations else 0
+    )
 
 
 def error_response(

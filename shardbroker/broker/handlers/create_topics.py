@@ -14,6 +14,9 @@ CLUSTER allows every topic, else CREATE on each TOPIC (TOPIC_AUTHORIZATION_FAILE
 failed."); a topic listed twice stays INVALID_REQUEST. A created topic's partition count,
 replication factor and configs are answered only with DESCRIBE_CONFIGS on it, else its
 ``topic_config_error_code`` is 29.
+KIP-599: the partitions asked for count against the client's ``controller_mutation_rate``
+(handlers/_common.py ``controller_mutations``); from v6 a topic asked while the quota is exceeded
+is THROTTLING_QUOTA_EXCEEDED, before that it passes; ``throttle_time_ms`` answers the throttle.
 """
 
 from __future__ import annotations
@@ -24,11 +27,14 @@ from typing import Any
 from shardbroker.broker.auth_helper import authorize, filter_authorized
 from shardbroker.broker.dispatch import ApiHandler, RequestContext
 from shardbroker.broker.handlers._common import (
+    THROTTLED,
     controller_items,
+    controller_mutations,
     controller_timeout,
     topic_config_entries,
     topics_allowed,
 )
+from shardbroker.config.broker_properties import NUM_PARTITIONS
 from shardbroker.metadata.image import TopicImage
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode
@@ -75,8 +81,14 @@ async def handle(ctx: RequestContext, request: m.CreateTopicsRequest) -> m.Creat
     results: list[_Result | None] = []
     asked: list[dict[str, Any]] = []
     creatable, describable = _authorized(ctx, request)
+    validate_only = bool(request.validate_only) if version >= 1 else False
+    mutations = controller_mutations(ctx, version >= 6, validate_only)
+    default_partitions = ctx.worker.config.get(NUM_PARTITIONS)
     for topic in request.topics:
         refusal = _refusal(topic) if topic.name in creatable else _DENIED
+        partitions = topic.num_partitions if topic.num_partitions > 0 else default_partitions
+        if refusal is None and mutations is not None and not mutations.admit(partitions):
+            refusal = THROTTLED
         if refusal is not None:
             results.append(_Result(name=topic.name, error_code=refusal[0], error_message=refusal[1]))
             continue
@@ -89,7 +101,7 @@ async def handle(ctx: RequestContext, request: m.CreateTopicsRequest) -> m.Creat
                 "configs": {c.name: c.value for c in topic.configs},
             }
         )
-    args = {"topics": asked, "validate_only": bool(request.validate_only) if version >= 1 else False}
+    args = {"topics": asked, "validate_only": validate_only}
     answers = iter(
         await controller_items(
             ctx, "create_topics", args, "topics", len(asked), controller_timeout(request.timeout_ms)
@@ -102,7 +114,7 @@ async def handle(ctx: RequestContext, request: m.CreateTopicsRequest) -> m.Creat
         if version < 1:
             result.error_message = None
         out.append(result)
-    return m.CreateTopicsResponse(topics=out)
+    return m.CreateTopicsResponse(topics=out, throttle_time_ms=mutations.throttle_ms() if mutations else 0)
 
 
 def _from_answer(

@@ -8,6 +8,9 @@ Authorization, as KRaft's ControllerApis.deleteTopics: DELETE on the CLUSTER all
 else DELETE on each TOPIC (TOPIC_AUTHORIZATION_FAILED, 29, checked before the topic's existence).
 An id is resolved first (unknown: UNKNOWN_TOPIC_ID, ids are not secret); a refused id's result
 names its topic only with DESCRIBE on it. Results stay in request order (Kafka shuffles them).
+KIP-599: the partitions asked for count against the client's ``controller_mutation_rate``
+(handlers/_common.py ``controller_mutations``); from v5 a topic asked while the quota is exceeded
+is THROTTLING_QUOTA_EXCEEDED, before that it passes; ``throttle_time_ms`` answers the throttle.
 """
 
 from __future__ import annotations
@@ -17,7 +20,12 @@ from typing import Any
 
 from shardbroker.broker.auth_helper import authorize, filter_authorized
 from shardbroker.broker.dispatch import ApiHandler, RequestContext
-from shardbroker.broker.handlers._common import controller_items, controller_timeout
+from shardbroker.broker.handlers._common import (
+    THROTTLED,
+    controller_items,
+    controller_mutations,
+    controller_timeout,
+)
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode
 from shardbroker.protocol.schema import ZERO_UUID
@@ -40,6 +48,8 @@ async def handle(ctx: RequestContext, request: m.DeleteTopicsRequest) -> m.Delet
     asked: list[dict[str, Any]] = []
     results: list[_Result | None] = []
     refused = _refused(ctx, wanted)
+    mutations = controller_mutations(ctx, version >= 5, False)
+    image = ctx.worker.image
     for name, topic_id in wanted:
         if name is None and topic_id == ZERO_UUID:
             results.append(
@@ -54,6 +64,13 @@ async def handle(ctx: RequestContext, request: m.DeleteTopicsRequest) -> m.Delet
         if denial is not None:
             results.append(denial)
             continue
+        if mutations is not None:
+            gone = image.topics_by_id.get(topic_id) if name is None else image.topics.get(name)
+            if not mutations.admit(len(gone.partitions) if gone is not None else 0):
+                results.append(
+                    _Result(name=name, topic_id=topic_id, error_code=THROTTLED[0], error_message=THROTTLED[1])
+                )
+                continue
         results.append(None)
         asked.append({"name": name, "topic_id": str(topic_id) if topic_id != ZERO_UUID else None})
     answers = iter(
@@ -72,7 +89,7 @@ async def handle(ctx: RequestContext, request: m.DeleteTopicsRequest) -> m.Delet
                 error_message=answer.get("error_message"),
             )
         out.append(_for_version(result, version, name))
-    return m.DeleteTopicsResponse(responses=out)
+    return m.DeleteTopicsResponse(responses=out, throttle_time_ms=mutations.throttle_ms() if mutations else 0)
 
 
 def _refused(

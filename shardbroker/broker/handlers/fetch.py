@@ -234,6 +234,18 @@ async def handle_fetch(ctx: RequestContext, request: m.FetchRequest) -> m.FetchR
             total, read_error = _read_all(replicas, slots, max_bytes, committed)
             if total >= request.min_bytes or read_error:
                 break
+    quotas = ctx.worker.quotas
+    if quotas.enabled:
+        # Kafka's order: record the bytes; when throttled, take them back and answer nothing
+        # but the throttle time (the connection mutes itself for it).
+        sensor = quotas.client(ctx.session.principal.name, ctx.client_id).fetch
+        if sensor is not None:
+            size = sum(len(slot.response.records) for slot in slots)
+            now = quotas.clock()
+            throttle = sensor.charge(size, now)
+            if throttle:
+                sensor.record(-size, now)
+                return m.FetchResponse(throttle_time_ms=throttle, session_id=0, responses=[])
     for slot in slots:
         p = slot.partition
         p.fetch_requests += 1
