@@ -85,6 +85,7 @@ from shardbroker.broker.file_region import FileRegion
 from shardbroker.broker.handlers import produce
 from shardbroker.broker.session import ConnectionSession, SecurityProtocol
 from shardbroker.config.broker_properties import SASL_SERVER_MAX_RECEIVE_SIZE
+from shardbroker.protocol import messages as m
 from shardbroker.protocol.codec import Message
 from shardbroker.protocol.connection import (
     BadRequest,
@@ -117,8 +118,9 @@ SMALL_REGION = 16 * 1024
 _GATED = (RequestReceived, BadRequest)
 #: APIs not held to ``request_percentage``, as Kafka's exempt ones: what a client needs to
 #: authenticate and find its way (ApiVersions, SaslHandshake, SaslAuthenticate).
-_REQUEST_QUOTA_EXEMPT = frozenset({18, 17, 36})
+_REQUEST_QUOTA_EXEMPT = frozenset({m.ApiVersionsRequest.API_KEY, SASL_HANDSHAKE, SASL_AUTHENTICATE})
 _ILLEGAL_SASL_STATE = int(ErrorCode.ILLEGAL_SASL_STATE)
+_PRODUCE = m.ProduceRequest.API_KEY
 
 
 @dataclass(frozen=True, slots=True)
@@ -565,7 +567,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
         if produce_throttle is not None:
             throttle = max(throttle, produce_throttle)
         else:
-            if event.api_key == 0:
+            if event.api_key == _PRODUCE:
                 throttle = max(throttle, quotas.produce(client_id, event.size))
             throttle = max(throttle, quotas.busy(client_id, elapsed))
         if throttle:

@@ -305,6 +305,10 @@ class _Builder:
         self.state = apply_record(self.state, record)
         self.records.append(record)
 
+    def add_all(self, records: Iterable[Record]) -> None:
+        for record in records:
+            self.add(record)
+
     def outcome(self, result: dict[str, Any]) -> Outcome:
         result["version"] = self.state.version
         return Outcome(self.state, self.records, result)
@@ -730,8 +734,7 @@ def _alter_scram_credentials(b: _Builder, args: Mapping[str, Any], ctx: OpContex
     records, results = alter_credentials(
         b.state.scram_credentials, list(args["deletions"]), list(args["upsertions"])
     )
-    for record in records:
-        b.add(record)
+    b.add_all(records)
     return {"results": results}
 
 
@@ -739,8 +742,7 @@ def _create_acls(b: _Builder, args: Mapping[str, Any], ctx: OpContext) -> dict[s
     """CreateAcls (acl_control.py): one record per new binding, one result per creation."""
     creations = [AclBinding.from_record(dict(c)) for c in args["creations"]]
     records, results = create_acls(b.state.acls, creations, ctx.new_acl_id)
-    for record in records:
-        b.add(record)
+    b.add_all(records)
     return {"results": results}
 
 
@@ -748,8 +750,7 @@ def _delete_acls(b: _Builder, args: Mapping[str, Any], ctx: OpContext) -> dict[s
     """DeleteAcls (acl_control.py): one record per binding removed, one result per filter."""
     filters = [AclBindingFilter.from_record(dict(f)) for f in args["filters"]]
     records, results = delete_acls(b.state.acls, filters)
-    for record in records:
-        b.add(record)
+    b.add_all(records)
     return {"results": results}
 
 
@@ -758,8 +759,7 @@ def _alter_client_metrics(b: _Builder, args: Mapping[str, Any], ctx: OpContext) 
     records, results = alter_client_metrics(
         b.state.client_metrics, list(args["resources"]), bool(args.get("validate_only", False))
     )
-    for record in records:
-        b.add(record)
+    b.add_all(records)
     return {"resources": results}
 
 
@@ -768,8 +768,7 @@ def _alter_client_quotas(b: _Builder, args: Mapping[str, Any], ctx: OpContext) -
     records, results = alter_client_quotas(
         b.state.client_quotas, list(args["entries"]), bool(args.get("validate_only", False))
     )
-    for record in records:
-        b.add(record)
+    b.add_all(records)
     return {"results": results}
 
 
