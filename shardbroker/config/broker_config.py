@@ -63,7 +63,7 @@ from shardbroker.config.listeners import (
 from shardbroker.config.log_config import LogConfig
 from shardbroker.config.ssl_context import LISTENER_SSL, METRICS_SSL, check_stores
 
-__all__ = ["BrokerConfig", "ListenerConfig"]
+__all__ = ["BrokerConfig", "ListenerConfig", "read_toml_properties"]
 
 T = TypeVar("T")
 
@@ -101,6 +101,19 @@ def _flatten_toml(table: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
                 f"Invalid value {value!r} for configuration {name}: expected a string, number or boolean"
             )
     return out
+
+
+def read_toml_properties(path: Path) -> dict[str, str]:
+    """The properties of a TOML config file by their Kafka (dotted) names, as property text;
+    ConfigError for an unreadable file or bad TOML. Names are not checked here."""
+    try:
+        with open(path, "rb") as f:
+            table = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+    return _flatten_toml(table)
 
 
 def _known_key(name: str) -> ConfigKey[Any] | None:
@@ -313,14 +326,7 @@ class BrokerConfig:
         """
         props: dict[str, str] = {}
         if path is not None:
-            try:
-                with open(path, "rb") as f:
-                    table = tomllib.load(f)
-            except OSError as e:
-                raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from None
-            except tomllib.TOMLDecodeError as e:
-                raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
-            file_props = _flatten_toml(table)
+            file_props = read_toml_properties(path)
             _check_known(file_props, str(path))
             props.update(file_props)
         _check_known(overrides, "the command line")

@@ -29,6 +29,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("supervision",),  # supervisor loop, policy, worker process main, heartbeats
     ("observability",),  # Prometheus collector and /metrics
     ("broker", "control", "client", "loadgen"),  # a worker; the controller; client libraries
+    ("mirror",),  # shardbroker mirror: replication between clusters, over the client library
     ("serve",),  # the composition root
     ("cli",),
     ("__main__",),
