@@ -363,7 +363,7 @@ class MirrorConfig:
                 raise ConfigError(f"Unknown configuration {name!r}{hint}")
         values: dict[str, Any] = {}
         for name, key in MIRROR_CONFIGS.items():
-            text = props[name] if name in props else key.default
+            text: str | None = props.get(name, key.default)
             if text is None:
                 raise ConfigError(f"Missing required configuration {name!r}: {key.doc}")
             values[name] = key.parse(text)
