@@ -43,6 +43,7 @@ from uuid import UUID
 from shardbroker.client.admin import AdminClient
 from shardbroker.client.admin_cluster import TopicInfo
 from shardbroker.client.admin_partitions import EARLIEST, LATEST
+from shardbroker.client.client_security import ClientSecurity
 from shardbroker.client.connection import DEFAULT_TIMEOUT, BrokerConnection, BrokerUnreachable, KafkaApiError
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.consumer_protocol import (
@@ -131,7 +132,8 @@ def range_assign(
 class TcpConsumer:
     """Blocking consumer. ``timeout`` (seconds) bounds each connect and each answer (a JoinGroup
     may take up to the rebalance timeout more); ``auto_offset_reset`` is "earliest" or "latest"
-    (where to start without a committed offset, or after OFFSET_OUT_OF_RANGE)."""
+    (where to start without a committed offset, or after OFFSET_OUT_OF_RANGE);
+    ``security`` (client/client_security.py) makes every connection use TLS and/or SASL."""
 
     def __init__(
         self,
@@ -142,6 +144,7 @@ class TcpConsumer:
         enable_auto_commit: bool = True,
         timeout: float = DEFAULT_TIMEOUT,
         client_id: str = "shardbroker-consumer",
+        security: ClientSecurity | None = None,
         session_timeout_ms: int = DEFAULT_SESSION_TIMEOUT_MS,
         heartbeat_interval_ms: int = DEFAULT_HEARTBEAT_INTERVAL_MS,
         rebalance_timeout_ms: int = DEFAULT_REBALANCE_TIMEOUT_MS,
@@ -152,7 +155,7 @@ class TcpConsumer:
     ) -> None:
         if auto_offset_reset not in ("earliest", "latest"):
             raise ValueError(f"auto_offset_reset must be 'earliest' or 'latest', not {auto_offset_reset!r}")
-        self.cluster = AdminClient(bootstrap, timeout=timeout, client_id=client_id)
+        self.cluster = AdminClient(bootstrap, timeout=timeout, client_id=client_id, security=security)
         self.group_id = group_id
         self.auto_offset_reset = auto_offset_reset
         self.enable_auto_commit = enable_auto_commit

@@ -42,6 +42,7 @@ from typing import NamedTuple
 
 from shardbroker.client.admin import AdminClient
 from shardbroker.client.admin_cluster import TopicInfo
+from shardbroker.client.client_security import ClientSecurity
 from shardbroker.client.connection import DEFAULT_TIMEOUT, BrokerUnreachable, KafkaApiError
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.compression import CompressionType
@@ -169,7 +170,8 @@ class _Batch:
 class TcpProducer:
     """Blocking producer: :meth:`send` records, :meth:`flush` to deliver them (callbacks run
     inside ``send`` or ``flush``). ``timeout`` (seconds) bounds each connect and answer, and the
-    time spent retrying a batch or waiting for a topic's metadata."""
+    time spent retrying a batch or waiting for a topic's metadata;
+    ``security`` (client/client_security.py) makes every connection use TLS and/or SASL."""
 
     def __init__(
         self,
@@ -181,10 +183,11 @@ class TcpProducer:
         max_request_size: int = DEFAULT_MAX_REQUEST_SIZE,
         timeout: float = DEFAULT_TIMEOUT,
         client_id: str = "shardbroker-producer",
+        security: ClientSecurity | None = None,
     ) -> None:
         if acks not in (-1, 0, 1):
             raise ValueError(f"acks must be -1 (all), 0 or 1, not {acks}")
-        self.cluster = AdminClient(bootstrap, timeout=timeout, client_id=client_id)
+        self.cluster = AdminClient(bootstrap, timeout=timeout, client_id=client_id, security=security)
         self.acks = acks
         self.compression = compression
         self.batch_size = batch_size
