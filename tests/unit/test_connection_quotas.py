@@ -152,3 +152,33 @@ def test_a_fetch_is_capped_to_what_the_quota_lets_through_in_its_window(tmp_path
             conn.connection_lost(None)
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("version", [5, 6])
+def test_a_client_from_before_kip_219_gets_its_answer_after_the_throttle(
+    tmp_path: Path, version: int
+) -> None:
+    frame = produce([("t", 0, batch(1))], version=version)
+    bound = (len(frame) - 4) / 1.5  # over the 1 s budget: throttled 0.9-1 s
+
+    async def main() -> None:
+        async with Harness(tmp_path, image(topic("t")), props=PROPS) as h:
+            h.state.quotas.update({(("client-id", "c"),): {"producer_byte_rate": bound}})
+            conn, transport = _connect(h)
+            loop = asyncio.get_running_loop()
+            sent = loop.time()
+            _send(conn, frame)
+            await asyncio.sleep(0.05)
+            assert not transport.reading  # muted either way
+            if version >= 6:  # KIP-219: answered at once, the client waits by itself
+                (got,) = responses(bytes(transport.written), version)
+            else:  # Produce v5 and older: Kafka holds the answer for the throttle time
+                assert transport.written == b""
+                while not transport.written:
+                    await asyncio.sleep(0.01)
+                (got,) = responses(bytes(transport.written), version)
+                assert loop.time() - sent >= got.throttle_time_ms / 1000 - 0.01
+            assert 900 <= got.throttle_time_ms <= 1000
+            conn.connection_lost(None)
+
+    asyncio.run(main())
