@@ -356,7 +356,11 @@ def test_consumers_held_to_their_quota_and_fetches_capped_by_it(broker_factory: 
     finally:
         admin.close()
     # Fetches of 64 kB a partition: a fine grain against a 10 MB budget over the 10 s window.
-    small_fetches = {"max.partition.fetch.bytes": 65536, "fetch.max.bytes": 131072}
+    small_fetches = {
+        "max.partition.fetch.bytes": 65536,
+        "fetch.max.bytes": 131072,
+        "message.max.bytes": 100_000,
+    }
     rate = _consumed(broker.bootstrap, topic, "reader", 10.0, **small_fetches)
     print(f"reader {rate / 1e6:.3f} MB/s")
     assert 0.9 * LIMIT <= rate <= 1.1 * LIMIT, f"consumer at {rate / 1e6:.3f} MB/s"
