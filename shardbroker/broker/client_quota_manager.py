@@ -31,8 +31,10 @@ Workers: a quota is per host here, and a host runs several workers that each see
 client's traffic (its partitions lead on different workers, or all on one). The workers share
 usage: a sensor's slices live in its worker's column of a shared-memory table
 (ipc/client_quotas.py; one writer per column, no lock), its bound is the host's, and it adds the
-other workers' usage of the same budget, read with numpy once per slice (a tenth of a window:
-the others are seen up to 0.1 s late, about 1 % of the 10 s horizon at a steady rate). Dividing
+other workers' usage of the same budget, read with numpy once per slice (a tenth of a window)
+while the host has used less than 1 / workers of the budget, and at every charge past that (a
+consumer reading 50+ MB/s spent a whole 10 MB budget on each worker within one slice when the
+others were read only once a slice: 1.78 MB/s against 1 MB/s over 10 s). Dividing
 (each worker enforcing ``bound / workers``, the previous design) needed nothing shared but gave
 a client whose traffic all lands on one worker 1/workers of its quota; it remains the fallback
 for a budget that finds no cell in the table (4,096 a worker, taken back from budgets idle for a
@@ -144,6 +146,7 @@ class Sensor:
         "_slices",
         "_total",
         "bound",
+        "share",
         "throttled_ms",
     )
 
@@ -165,6 +168,9 @@ class Sensor:
         self._others_total = 0.0
         self._seen = -1
         self.bound = bound
+        #: With a cell: past this share of the budget the others are read at every charge, not
+        #: once a slice (1 / workers: no two workers can each spend a whole budget unseen).
+        self.share = 1.0
         #: Throttle time handed out, ms (the metrics' per-client series).
         self.throttled_ms = 0
 
@@ -210,7 +216,10 @@ class Sensor:
         index = int(now * self._per_slice)
         if index > self._current:  # (a clock that went back stays in the current slice)
             self._advance(index)
-        if self._cell is not None and self._seen != self._current:
+        if self._cell is not None and (
+            self._seen != self._current
+            or self._total + self._others_total + value > self.bound * self._horizon * self.share
+        ):
             self._look()
         self._slices[self._k] += value
         total = self._total = self._total + value
@@ -551,6 +560,7 @@ class ClientQuotaManager:
                 self.samples, self.window, now, cell=self._claim(sensor_key, now)
             )
         sensor.bound = bound if sensor.cell is not None else bound / self.workers
+        sensor.share = 1 / self.workers
         return sensor
 
     def _claim(self, sensor_key: tuple[str, str, str], now: float) -> UsageCell | None:

@@ -144,3 +144,12 @@ def test_the_segment_is_shared_between_processes_and_removed_on_close() -> None:
     assert not path.exists()
     with pytest.raises(ValueError):
         ClientQuotaTable.create(instance, workers=0, slices=1)
+
+
+def test_past_a_workers_share_the_others_are_read_at_every_charge() -> None:
+    clock = Clock()
+    a, b = _workers(2, clock)
+    assert _charge(b, 0) == 0  # b has read a's usage (none) for this slice
+    assert _charge(a, 6000) == 0
+    # Same slice: b's own view would be 6,000 of 10,000, but past half the budget it reads a's.
+    assert _charge(b, 6000) > 0
