@@ -28,9 +28,11 @@ from typing import Final
 
 from perf.broker_load import produce_frame
 from perf.sizes import pick
+from shardbroker.broker.client_quota_manager import slices_of
 from shardbroker.broker.connection import ConnectionLimits, KafkaConnection
 from shardbroker.broker.dispatch import discover
 from shardbroker.config.broker_properties import EVENT_LOOPS
+from shardbroker.ipc.client_quotas import WorkerQuotaUsage
 from shardbroker.metadata.client_quotas import ClientQuotas
 from shardbroker.protocol.record_batch_builder import RecordBatchBuilder
 from shardbroker.supervision.event_loop import loop_factory
@@ -50,9 +52,13 @@ def _frame(correlation_id: int) -> bytes:
     return produce_frame("t", 0, builder.build(), correlation_id)
 
 
-async def _run(path: str, requests: int, profile: cProfile.Profile | None, quotas: ClientQuotas) -> float:
+async def _run(
+    path: str, requests: int, profile: cProfile.Profile | None, quotas: ClientQuotas, shared: bool
+) -> float:
     with tempfile.TemporaryDirectory(prefix="shardbroker-request-path-") as tmp:
         async with Harness(Path(tmp), image(topic("t"))) as h:
+            if shared:  # worker 0 of two sharing quota usage (ipc/client_quotas.py)
+                h.state.quotas.share(WorkerQuotaUsage.private(2, slices_of(h.state.quotas.samples))[0])
             h.state.quotas.update(quotas)
             conn = KafkaConnection(h.state, discover(), ConnectionLimits())
             transport = FakeTransport()
@@ -90,12 +96,14 @@ def cpu_per_request(
     event_loop: str = "uvloop",
     profile: bool = False,
     quotas: ClientQuotas | None = None,
+    shared: bool = False,
 ) -> float:
     """us of CPU one request costs on ``path`` ("single" or "generic"), with these client
-    quotas in force (perf/bench_client_quotas.py) or none."""
+    quotas in force (perf/bench_client_quotas.py) or none, their usage ``shared`` with another
+    worker's (through a private table) or not."""
     prof = cProfile.Profile() if profile else None
     with asyncio.Runner(loop_factory=loop_factory(event_loop)) as runner:
-        us = runner.run(_run(path, requests, prof, quotas or {}))
+        us = runner.run(_run(path, requests, prof, quotas or {}, shared))
     if prof is not None:
         pstats.Stats(prof, stream=sys.stdout).sort_stats("tottime").print_stats(40)
     return us

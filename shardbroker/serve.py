@@ -40,12 +40,14 @@ import sys
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
+from shardbroker.broker.client_quota_manager import slices_of
 from shardbroker.broker.tls import TlsConfigError, TlsSettings
 from shardbroker.config.broker_config import BrokerConfig
 from shardbroker.config.broker_properties import (
     AUTO_LEADER_REBALANCE_ENABLE,
     EVENT_LOOP,
     LOCAL_CLIENTS_ALLOWED_GROUP,
+    QUOTA_WINDOW_NUM,
     RING_READER_SPIN_US,
 )
 from shardbroker.config.config_def import ConfigError
@@ -54,6 +56,7 @@ from shardbroker.control.auto_rebalance import AutoRebalancer, PartitionLoad
 from shardbroker.control.controller import Controller
 from shardbroker.control.metadata_log import DataDirLock, MetadataLogError
 from shardbroker.ipc import ring_reader, shm
+from shardbroker.ipc.client_quotas import ClientQuotaTable
 from shardbroker.ipc.client_telemetry import ClientTelemetryTable
 from shardbroker.ipc.counters import CounterTable
 from shardbroker.ipc.group_offsets import GroupOffsetTable
@@ -239,6 +242,7 @@ def serve(
     counters: CounterTable | None = None
     group_offsets: GroupOffsetTable | None = None
     client_telemetry: ClientTelemetryTable | None = None
+    client_quotas: ClientQuotaTable | None = None
     try:
         warn_loose_modes(data_dir)
         for endpoint in config.listeners:
@@ -264,7 +268,12 @@ def serve(
         counters = CounterTable.create(instance, config.workers, listeners=len(config.listeners))
         group_offsets = GroupOffsetTable.create(instance, config.workers)
         client_telemetry = ClientTelemetryTable.create(instance, config.workers)
-        setup = _worker_setup(controller, config, install, counters, group_offsets, client_telemetry)
+        client_quotas = ClientQuotaTable.create(
+            instance, config.workers, slices_of(config.get(QUOTA_WINDOW_NUM))
+        )
+        setup = _worker_setup(
+            controller, config, install, counters, group_offsets, client_telemetry, client_quotas
+        )
 
         def announce() -> None:
             for i in range(config.workers):
@@ -315,6 +324,8 @@ def serve(
             print(f"shardbroker serve: {supervisor.halt_reason}", file=sys.stderr, flush=True)
         return code
     finally:
+        if client_quotas is not None:
+            client_quotas.close()
         if client_telemetry is not None:
             client_telemetry.close()
         if group_offsets is not None:
@@ -373,6 +384,7 @@ def _worker_setup(
     counters: CounterTable,
     group_offsets: GroupOffsetTable,
     client_telemetry: ClientTelemetryTable,
+    client_quotas: ClientQuotaTable,
 ) -> Callable[[Worker], None]:
     def setup(worker: Worker) -> None:
         # In the forked child: keep this slot's rings, close the rest of the controller's.
@@ -394,6 +406,7 @@ def _worker_setup(
                 counters.worker(worker.slot),
                 group_offsets.worker(worker.slot),
                 client_telemetry.worker(worker.slot),
+                client_quotas.worker(worker.slot),
             )
 
     return setup

@@ -28,27 +28,39 @@ from the slices, +0.1-0.6 % (30 s, 11 samples) and +1-3 % (10 s, 3 samples). Mea
 see "Workers" below.
 
 Workers: a quota is per host here, and a host runs several workers that each see part of a
-client's traffic (its partitions lead on different workers). Each worker enforces
-``bound / workers`` of every quota: no worker needs to know what the others saw (no shared
-counters to write and read on every request), and the host-wide rate cannot pass the bound. The
-cost: a client whose traffic all goes to one worker gets 1/workers of its quota (the README
-says so). Sharing usage through shared memory would give such a client the whole quota but cost
-a cross-process read per request, and dividing already holds the limit: measured with
-tests/integration/test_client_quotas.py (2 workers, a confluent-kafka producer offering 3 MB/s of
-1 kB records to 4 partitions, two on each worker, ``producer_byte_rate`` 1,000,000 on its client
-id, acknowledged payload bytes over the run, 2026-12-05): 30 s 1.060 and 1.066 MB/s, 10 s 0.987
-and 1.014 MB/s, while an unlimited producer on the same workers kept its 4.0 MB/s. With
-``quota.window.num`` 3 (a 1 MB budget per worker, as large as librdkafka's batches after a
-throttle) it held 0.68 MB/s: a window's budget should be many requests.
+client's traffic (its partitions lead on different workers, or all on one). The workers share
+usage: a sensor's slices live in its worker's column of a shared-memory table
+(ipc/client_quotas.py; one writer per column, no lock), its bound is the host's, and it adds the
+other workers' usage of the same budget, read with numpy once per slice (a tenth of a window)
+while the host has used less than 1 / workers of the budget, and at every charge past that (a
+consumer reading 50+ MB/s spent a whole 10 MB budget on each worker within one slice when the
+others were read only once a slice: 1.78 MB/s against 1 MB/s over 10 s). Dividing
+(each worker enforcing ``bound / workers``, the previous design) needed nothing shared but gave
+a client whose traffic all lands on one worker 1/workers of its quota; it remains the fallback
+for a budget that finds no cell in the table (4,096 a worker, taken back from budgets idle for a
+horizon) and for ``controller_mutation_rate`` (admin requests, rare). Measured with
+tests/integration/test_client_quotas.py (2 workers, a confluent-kafka producer offering 3 MB/s
+of 1 kB records, ``producer_byte_rate`` 1,000,000 on its client id, acknowledged payload bytes
+over the run, an unlimited producer beside it on the same partitions, under the bench lock,
+2026-12-05): shared, partitions on both workers, 10 s: 0.990-1.007 MB/s (4 runs: median 0.997);
+all partitions on worker 0, 10 s: 0.979 and 0.989 MB/s (dividing would give 0.5, by
+construction: not measured); the unlimited producer kept its 4.0 MB/s each time. The earlier
+divided figures (partitions on both workers): 30 s 1.060 and 1.066 MB/s, 10 s 0.987 and 1.014
+MB/s. With ``quota.window.num`` 3 (a 1 MB budget, as large as librdkafka's batches after a
+throttle) dividing held 0.68 MB/s: a window's budget should be many requests.
 
 Cost on the produce path: a connection keeps its sensors (asked again only when the quotas or
 its client id change) and leases 0.2 % of a budget at a time (``Sensor.lease``), so a Produce
-within its credit pays two comparisons and two subtractions. ``python -m perf client-quotas``
-(the in-process request path of perf/bench_request_path.py, one-record Produce, single-partition
-path, modes alternated in one run, 15 runs x 20,000 requests, under the bench lock): no quota
-set 17.10 us of CPU a request; quotas set for another client 17.27 us (x1.010, per-run ratios
-0.95-1.05); ``producer_byte_rate`` and ``request_percentage`` both charged on every request
-17.44 us (x1.020, per-run 0.98-1.07).
+within its credit pays two comparisons and two subtractions; shared memory is written only when
+a lease is taken (every ~100 requests at 1 MB/s) and read once per slice. ``python -m perf
+client-quotas`` (the in-process request path of perf/bench_request_path.py, one-record Produce,
+single-partition path, modes alternated in one run, under the bench lock): 15 runs x 20,000
+requests before sharing: no quota 17.10 us of CPU a request, quotas for another client x1.010
+(per-run 0.95-1.05), ``producer_byte_rate`` and ``request_percentage`` charged x1.020 (0.98-1.07).
+With sharing, 7 runs x 20,000 (2026-12-05): no quota 17.02 us, another client's x1.002
+(0.996-1.015), both charged without a shared table x1.024 (1.007-1.039), both charged at 1 MB/s
+and 1,000 % through a shared table x1.030 (1.026-1.049): sharing adds about 0.6 %, within the
+runs' spread of the unshared figure.
 """
 
 from __future__ import annotations
@@ -59,6 +71,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
+from shardbroker.ipc.client_quotas import UsageCell, WorkerQuotaUsage, budget_key
 from shardbroker.metadata.client_quotas import (
     CLIENT_ID,
     CONSUMER_BYTE_RATE,
@@ -83,6 +96,7 @@ __all__ = [
     "Sensor",
     "TokenBucket",
     "resolve",
+    "slices_of",
 ]
 
 
@@ -104,40 +118,95 @@ LEASE: Final = 0.002
 _MAX_THROTTLE_MS: Final = (1 << 31) - 1
 
 
+def slices_of(samples: int) -> int:
+    """Slices of a sensor over ``quota.window.num`` samples (the shared table's cell size)."""
+    return max(samples - 1, 1) * SLICES_PER_WINDOW
+
+
 class Sensor:
     """One budget's usage: bytes (or percent-seconds) per second over the last ``(samples - 1) *
-    window`` seconds, in slices of a tenth of a window (see the module docstring), and its bound
-    (per worker). Times are seconds of a monotonic clock. A running total keeps ``charge`` O(1)
-    but for the slices a gap clears."""
+    window`` seconds, in slices of a tenth of a window (see the module docstring), and its bound.
+    Times are seconds of a monotonic clock. A running total keeps ``charge`` O(1) but for the
+    slices a gap clears.
 
-    __slots__ = ("_current", "_horizon", "_k", "_per_slice", "_slices", "_total", "bound", "throttled_ms")
+    With a ``cell`` (ipc/client_quotas.py) the slices live in this worker's column of the shared
+    table and the bound is the host's: the other workers' usage of the same budget is read once
+    per slice (``_look``, numpy) and counted with this worker's. Without one the bound is this
+    worker's share (the manager divides it)."""
 
-    def __init__(self, samples: int, window: float, now: float, bound: float = math.inf) -> None:
+    __slots__ = (
+        "_cell",
+        "_current",
+        "_horizon",
+        "_k",
+        "_others",
+        "_others_total",
+        "_per_slice",
+        "_seen",
+        "_slices",
+        "_total",
+        "bound",
+        "share",
+        "throttled_ms",
+    )
+
+    def __init__(
+        self, samples: int, window: float, now: float, bound: float = math.inf, cell: UsageCell | None = None
+    ) -> None:
         self._per_slice = SLICES_PER_WINDOW / window
         self._horizon = max(samples - 1, 1) * window
-        self._slices = [0.0] * (max(samples - 1, 1) * SLICES_PER_WINDOW)
+        n = slices_of(samples)
+        self._cell = cell
+        self._slices: list[float] | memoryview[float] = [0.0] * n if cell is None else cell.values
         self._current = int(now * self._per_slice)
-        self._k = self._current % len(self._slices)
+        self._k = self._current % n
+        if cell is not None:
+            cell.set_current(self._current)
         self._total = 0.0
+        #: The other workers' usage per ring position, as of slice ``_seen``, and its sum.
+        self._others = [0.0] * n
+        self._others_total = 0.0
+        self._seen = -1
         self.bound = bound
+        #: With a cell: past this share of the budget the others are read at every charge, not
+        #: once a slice (1 / workers: no two workers can each spend a whole budget unseen).
+        self.share = 1.0
         #: Throttle time handed out, ms (the metrics' per-client series).
         self.throttled_ms = 0
+
+    @property
+    def cell(self) -> UsageCell | None:
+        return self._cell
+
+    def detach(self) -> None:
+        """Give the shared cell back (its usage has left the horizon): private slices from now."""
+        self._cell = None
+        self._slices = [0.0] * len(self._slices)
+        self._total = self._others_total = 0.0
+        self._others = [0.0] * len(self._slices)
 
     def _advance(self, index: int) -> None:
         """Clear the slices that left the horizon, up to slice ``index``."""
         slices = self._slices
         n = len(slices)
         current = self._current
+        for j in range(max(current + 1, index - n + 1), index + 1):
+            k = j % n
+            self._total -= slices[k]
+            slices[k] = 0.0
         if index - current >= n:
-            slices[:] = [0.0] * n
             self._total = 0.0
-        else:
-            for j in range(current + 1, index + 1):
-                k = j % n
-                self._total -= slices[k]
-                slices[k] = 0.0
         self._current = index
         self._k = index % n
+        if self._cell is not None:
+            self._cell.set_current(index)
+
+    def _look(self) -> None:
+        """Read the other workers' usage (once per slice: they are seen up to a slice late)."""
+        assert self._cell is not None
+        self._others = others = self._cell.others(self._current)
+        self._others_total = sum(others)
+        self._seen = self._current
 
     def charge(self, value: float, now: float) -> int:
         """Record ``value``, then the throttle time in ms: 0 while the rate is within the bound,
@@ -147,17 +216,24 @@ class Sensor:
         index = int(now * self._per_slice)
         if index > self._current:  # (a clock that went back stays in the current slice)
             self._advance(index)
+        if self._cell is not None and (
+            self._seen != self._current
+            or self._total + self._others_total + value > self.bound * self._horizon * self.share
+        ):
+            self._look()
         self._slices[self._k] += value
         total = self._total = self._total + value
-        excess = total - self.bound * self._horizon
+        excess = total + self._others_total - self.bound * self._horizon
         if excess <= 0:
             return 0
         slices = self._slices
+        others = self._others
         n = len(slices)
         slice_seconds = 1 / self._per_slice
         wait = (self._current + 1) * slice_seconds - now  # until the oldest slice leaves
         for i in range(n):
-            excess -= slices[(self._k + 1 + i) % n]
+            k = (self._k + 1 + i) % n
+            excess -= slices[k] + others[k]
             if excess <= 0:
                 break
             wait += slice_seconds
@@ -173,7 +249,7 @@ class Sensor:
         if throttle:
             return throttle, 0.0
         budget = self.bound * self._horizon
-        grant = min(budget * LEASE, budget - self._total)
+        grant = min(budget * LEASE, budget - self._total - self._others_total)
         if grant <= 0:
             return 0, 0.0
         self._slices[self._k] += grant
@@ -189,10 +265,17 @@ class Sensor:
         self._total += value
 
     def measure(self, now: float) -> float:
+        """The rate over the horizon (the host's, with a cell)."""
         index = int(now * self._per_slice)
         if index > self._current:
             self._advance(index)
-        return max(self._total, 0.0) / self._horizon
+        if self._cell is not None and self._seen != self._current:
+            self._look()
+        return max(self._total + self._others_total, 0.0) / self._horizon
+
+    def max_in_window(self) -> float:
+        """The most the budget lets through over the horizon (Kafka's getMaxValueInQuotaWindow)."""
+        return self.bound * self._horizon
 
 
 def resolve(
@@ -425,6 +508,10 @@ class ClientQuotaManager:
         self.buckets: dict[tuple[str, str], TokenBucket] = {}
         #: Throttle ms of sensors and buckets dropped (the totals stay counters), by quota type.
         self._retired = [0] * len(_TYPE_INDEX)
+        #: This worker's column of the shared usage table (ipc/client_quotas.py; None: each
+        #: worker enforces its share of every quota: `share`), and which sensor holds each cell.
+        self.usage: WorkerQuotaUsage | None = None
+        self._holders: dict[int, tuple[str, str, str]] = {}
 
     # -- Service -------------------------------------------------------------------------------
 
@@ -439,6 +526,14 @@ class ClientQuotaManager:
     async def _on_image(self, old: MetadataImage, new: MetadataImage) -> None:
         if new.client_quotas != old.client_quotas:
             self.update(new.client_quotas)
+
+    def share(self, usage: WorkerQuotaUsage) -> None:
+        """Count usage host-wide through this worker's column of the shared table (before the
+        first request)."""
+        expected = slices_of(self.samples)
+        if usage.slices != expected:
+            raise ValueError(f"the shared quota table has {usage.slices} slices a cell, not {expected}")
+        self.usage = usage
 
     # -- quotas --------------------------------------------------------------------------------
 
@@ -459,12 +554,48 @@ class ClientQuotaManager:
         sensor = self.sensors.get(sensor_key)
         if sensor is None:
             if len(self.sensors) >= MAX_SENSORS:  # bounded whatever client ids are sent
-                for (kind, _, _), old in self.sensors.items():
-                    self._retired[_TYPE_INDEX[kind]] += old.throttled_ms
-                self.sensors.clear()
-            sensor = self.sensors[sensor_key] = Sensor(self.samples, self.window, self.clock())
-        sensor.bound = bound / self.workers
+                self._drop(list(self.sensors))
+            now = self.clock()
+            sensor = self.sensors[sensor_key] = Sensor(
+                self.samples, self.window, now, cell=self._claim(sensor_key, now)
+            )
+        sensor.bound = bound if sensor.cell is not None else bound / self.workers
+        sensor.share = 1 / self.workers
         return sensor
+
+    def _claim(self, sensor_key: tuple[str, str, str], now: float) -> UsageCell | None:
+        """A cell of the shared table for a new sensor (module docstring, "Workers"); when its
+        probes are all taken, one whose sensor's usage has left the horizon is taken back; None
+        (the budget divided between workers) when there is none either, or no table."""
+        usage = self.usage
+        if usage is None:
+            return None
+        key = budget_key(*sensor_key)
+        now_slice = int(now * SLICES_PER_WINDOW / self.window)
+        cell = usage.claim(key, now_slice)
+        if cell is None:
+            idle = [pos for pos in usage.idle_cells(key, now_slice) if pos in self._holders]
+            if not idle:
+                return None
+            self._drop([self._holders[idle[0]]])
+            cell = usage.claim(key, now_slice, idle=True)
+        if cell is not None:
+            self._holders[cell.pos] = sensor_key
+        return cell
+
+    def _drop(self, keys: list[tuple[str, str, str]]) -> None:
+        """Forget these sensors: their throttle time kept in the totals, their cells given back,
+        and every connection's sensors resolved again (none keeps charging a dropped one)."""
+        for sensor_key in keys:
+            sensor = self.sensors.pop(sensor_key)
+            self._retired[_TYPE_INDEX[sensor_key[0]]] += sensor.throttled_ms
+            cell = sensor.cell
+            if cell is not None and self.usage is not None:
+                del self._holders[cell.pos]
+                self.usage.release(cell.pos)
+                sensor.detach()
+        self._clients.clear()
+        self.generation += 1
 
     def report(self, top: int) -> tuple[list[int], list[tuple[int, str, str, int]]]:
         """The throttle time handed out (ms): totals by quota type (ipc/counters.py's

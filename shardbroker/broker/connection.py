@@ -121,6 +121,50 @@ _GATED = (RequestReceived, BadRequest)
 _REQUEST_QUOTA_EXEMPT = frozenset({m.ApiVersionsRequest.API_KEY, SASL_HANDSHAKE, SASL_AUTHENTICATE})
 _ILLEGAL_SASL_STATE = int(ErrorCode.ILLEGAL_SASL_STATE)
 _PRODUCE = m.ProduceRequest.API_KEY
+#: The first version of each API whose client throttles itself (KIP-219, Kafka 2.0: the
+#: responses' ``shouldClientThrottle``); APIs added since throttle from v0. A throttled response
+#: to an older version is held for the throttle time instead (what brokers did before KIP-219).
+_CLIENT_THROTTLES_FROM: dict[int, int] = {
+    request.API_KEY: version
+    for request, version in (
+        (m.ProduceRequest, 6),
+        (m.FetchRequest, 8),
+        (m.ListOffsetsRequest, 3),
+        (m.MetadataRequest, 6),
+        (m.OffsetCommitRequest, 4),
+        (m.OffsetFetchRequest, 4),
+        (m.FindCoordinatorRequest, 2),
+        (m.JoinGroupRequest, 3),
+        (m.HeartbeatRequest, 2),
+        (m.LeaveGroupRequest, 2),
+        (m.SyncGroupRequest, 2),
+        (m.DescribeGroupsRequest, 2),
+        (m.ListGroupsRequest, 2),
+        (m.ApiVersionsRequest, 2),
+        (m.CreateTopicsRequest, 3),
+        (m.DeleteTopicsRequest, 2),
+        (m.DeleteRecordsRequest, 1),
+        (m.InitProducerIdRequest, 1),
+        (m.AddPartitionsToTxnRequest, 1),
+        (m.AddOffsetsToTxnRequest, 1),
+        (m.EndTxnRequest, 1),
+        (m.TxnOffsetCommitRequest, 1),
+        (m.DescribeAclsRequest, 1),
+        (m.CreateAclsRequest, 1),
+        (m.DeleteAclsRequest, 1),
+        (m.DescribeConfigsRequest, 1),
+        (m.AlterConfigsRequest, 1),
+        (m.AlterReplicaLogDirsRequest, 1),
+        (m.DescribeLogDirsRequest, 1),
+        (m.CreatePartitionsRequest, 1),
+        (m.CreateDelegationTokenRequest, 1),
+        (m.RenewDelegationTokenRequest, 1),
+        (m.ExpireDelegationTokenRequest, 1),
+        (m.DescribeDelegationTokenRequest, 1),
+        (m.DeleteGroupsRequest, 1),
+        (m.SaslAuthenticateRequest, 1),
+    )
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -550,17 +594,24 @@ class KafkaConnection(asyncio.BufferedProtocol):
         elapsed = time.perf_counter() - started
         self.state.counters.request(event.api_key, elapsed, getattr(response, "error_code", 0))
         if self.state.quotas.enabled:
-            self._throttle(event, response, elapsed, produce_throttle)
+            held = self._throttle(event, response, elapsed, produce_throttle)
+            if held:  # a client from before KIP-219: the answer waits out the throttle
+                asyncio.get_running_loop().call_later(
+                    held / 1000, self._respond_or_close, event, response, close
+                )
+                return
         self._respond_or_close(event, response, close=close)
 
     def _throttle(
         self, event: RequestReceived, response: Message | None, elapsed: float, produce_throttle: int | None
-    ) -> None:
+    ) -> int:
         """Record the request against its quotas (Produce bytes: the request's size; handler time;
         the Fetch handler recorded its bytes), answer the longest throttle in
-        ``throttle_time_ms`` and mute the connection for that long (KIP-219)."""
+        ``throttle_time_ms`` and mute the connection for that long (KIP-219). Returns how long
+        the response is to be held (ms): the throttle, for a version from before KIP-219
+        (whose client does not wait by itself, so Kafka delays its answer), else 0."""
         if event.api_key in _REQUEST_QUOTA_EXEMPT:  # (all a client may send before it authenticates)
-            return
+            return 0
         quotas = self._connection_quotas()
         client_id = event.header.client_id
         throttle = getattr(response, "throttle_time_ms", 0) or 0
@@ -570,10 +621,12 @@ class KafkaConnection(asyncio.BufferedProtocol):
             if event.api_key == _PRODUCE:
                 throttle = max(throttle, quotas.produce(client_id, event.size))
             throttle = max(throttle, quotas.busy(client_id, elapsed))
-        if throttle:
-            if response is not None and hasattr(response, "throttle_time_ms"):
-                response.throttle_time_ms = throttle
-            self.mute(throttle)
+        if not throttle:
+            return 0
+        if response is not None and hasattr(response, "throttle_time_ms"):
+            response.throttle_time_ms = throttle
+        self.mute(throttle)
+        return throttle if event.api_version < _CLIENT_THROTTLES_FROM.get(event.api_key, 0) else 0
 
     def _connection_quotas(self) -> ConnectionQuotas:
         quotas = self._quotas

@@ -43,6 +43,7 @@ from shardbroker.broker.txn_verification import TransactionVerifier
 from shardbroker.broker.worker_state import WorkerState
 from shardbroker.config.broker_config import BrokerConfig
 from shardbroker.config.broker_properties import TRANSACTION_PARTITION_VERIFICATION_ENABLE
+from shardbroker.ipc.client_quotas import WorkerQuotaUsage
 from shardbroker.ipc.client_telemetry import WorkerClientTelemetry
 from shardbroker.ipc.counters import QUOTA_TOP, WorkerCounters
 from shardbroker.ipc.group_offsets import WorkerGroupOffsets
@@ -62,13 +63,16 @@ def install(
     counters: WorkerCounters | None = None,
     group_offsets: WorkerGroupOffsets | None = None,
     client_telemetry: WorkerClientTelemetry | None = None,
+    quota_usage: WorkerQuotaUsage | None = None,
 ) -> WorkerState:
     """Register this worker's ReplicaManager, GroupCoordinator, TransactionCoordinator and
     KafkaListener (after the already-registered channel); return the ``WorkerState`` the
     handlers will see. ``counters``: this worker's cells of the supervisor's counter table
     (ipc/counters.py), private if None;
     ``group_offsets``: its rows of the committed-offsets table (ipc/group_offsets.py), likewise;
-    ``client_telemetry``: its block of the client metrics table (ipc/client_telemetry.py), likewise."""
+    ``client_telemetry``: its block of the client metrics table (ipc/client_telemetry.py), likewise;
+    ``quota_usage``: its column of the client quota usage table (ipc/client_quotas.py; None: each
+    worker enforces its share of every quota)."""
     counters = counters if counters is not None else WorkerCounters.private()
     replicas = ReplicaManager(worker.node_id, config, channel, counters=counters)
     groups = GroupCoordinator(
@@ -99,6 +103,8 @@ def install(
     worker.add_service(state.transactions)
     if config.get(TRANSACTION_PARTITION_VERIFICATION_ENABLE):
         state.verifier = TransactionVerifier(worker.node_id, replicas, state.transactions, state.forwarder)
+    if quota_usage is not None:
+        state.quotas.share(quota_usage)
     worker.add_service(state.quotas)
     replicas.add_publisher(lambda: counters.publish_quotas(*state.quotas.report(QUOTA_TOP)))
     worker.add_service(KafkaListener(state, discover(exclude=disabled_apis(config))))

@@ -20,6 +20,7 @@ from typing import Any
 
 import confluent_kafka
 import pytest
+from confluent_kafka.admin import AdminClient
 
 from tests.integration.broker_process import REPO, BrokerProcess
 from tests.integration.conftest import BrokerFactory
@@ -192,11 +193,21 @@ def test_cli_alters_and_describes(module_broker: BrokerProcess) -> None:
 
 class PacedProducer(threading.Thread):
     """A confluent-kafka producer trying to send ``target`` bytes/s of 1 KB records for
-    ``seconds``; counts the bytes acknowledged and the throttle events librdkafka reports."""
+    ``seconds`` (to ``partitions`` in turn, or where librdkafka's partitioner puts them); counts
+    the bytes acknowledged and the throttle events librdkafka reports."""
 
-    def __init__(self, bootstrap: str, topic: str, client_id: str, target: float, seconds: float) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        client_id: str,
+        target: float,
+        seconds: float,
+        partitions: Sequence[int] = (),
+    ) -> None:
         super().__init__(daemon=True)
         self.topic, self.target, self.seconds = topic, target, seconds
+        self.partitions = list(partitions)
         self.acked = 0
         self.throttles = 0
         self.producer = confluent_kafka.Producer(
@@ -222,11 +233,14 @@ class PacedProducer(threading.Thread):
         value = b"x" * 1000
         start = time.monotonic()
         sent = 0
+        turn = 0
         while (now := time.monotonic()) - start < self.seconds:
             if sent < self.target * (now - start):
+                where = {"partition": self.partitions[turn % len(self.partitions)]} if self.partitions else {}
                 try:
-                    self.producer.produce(self.topic, value, on_delivery=self._delivered)
+                    self.producer.produce(self.topic, value, on_delivery=self._delivered, **where)
                     sent += len(value)
+                    turn += 1
                 except BufferError:
                     self.producer.poll(0.01)
             else:
@@ -239,16 +253,27 @@ class PacedProducer(threading.Thread):
         self.producer.flush(30)
 
 
-def _held_to_quota(broker: BrokerProcess, seconds: float) -> None:
+def _led_by(bootstrap: str, topic: str, worker: int) -> list[int]:
+    """The partitions of ``topic`` whose leader is ``worker`` (its node id)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    partitions = admin.list_topics(topic=topic, timeout=10).topics[topic].partitions
+    return sorted(p for p, part in partitions.items() if part.leader == worker)
+
+
+def _held_to_quota(broker: BrokerProcess, seconds: float, one_worker: bool = False) -> None:
+    """A producer offering 3x its quota is held to it within 10 %, its partitions on both
+    workers or (``one_worker``) all led by worker 0, with an unlimited producer beside it."""
     topic = f"quota-{int(seconds)}"
     create_topic(broker.bootstrap, topic, 4)  # two partitions on each worker
+    partitions = _led_by(broker.bootstrap, topic, 0) if one_worker else []
+    assert partitions or not one_worker
     admin = _admin(broker.bootstrap)
     try:
         assert alter(admin, [("client-id", "limited")], [("producer_byte_rate", float(LIMIT))]) == (0, None)
     finally:
         admin.close()
-    limited = PacedProducer(broker.bootstrap, topic, "limited", 3 * LIMIT, seconds)
-    free = PacedProducer(broker.bootstrap, topic, "free", 4 * LIMIT, seconds)
+    limited = PacedProducer(broker.bootstrap, topic, "limited", 3 * LIMIT, seconds, partitions)
+    free = PacedProducer(broker.bootstrap, topic, "free", 4 * LIMIT, seconds, partitions)
     for p in (limited, free):
         p.start()
     for p in (limited, free):
@@ -273,3 +298,80 @@ def test_producer_held_to_its_quota_quick(broker_factory: BrokerFactory) -> None
 @pytest.mark.slow
 def test_producer_held_to_its_quota_30s(broker_factory: BrokerFactory) -> None:
     _held_to_quota(broker_factory(), 30.0)
+
+
+def test_producer_on_one_worker_gets_the_whole_quota_quick(broker_factory: BrokerFactory) -> None:
+    # The quota is the host's: a client whose partitions all lead on one worker is held to all
+    # of it, not to that worker's share (the workers share usage: client_quota_manager.py).
+    _held_to_quota(broker_factory(), 10.0, one_worker=True)
+
+
+@pytest.mark.slow
+def test_producer_on_one_worker_gets_the_whole_quota_30s(broker_factory: BrokerFactory) -> None:
+    _held_to_quota(broker_factory(), 30.0, one_worker=True)
+
+
+def _consumed(bootstrap: str, topic: str, client_id: str, seconds: float, **config: Any) -> float:
+    """Bytes/s of record values a confluent-kafka consumer (``client_id``) reads in ``seconds``."""
+    consumer = confluent_kafka.Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"g-{client_id}",
+            "client.id": client_id,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            **config,
+        }
+    )
+    try:
+        consumer.subscribe([topic])
+        got = 0
+        start = time.monotonic()
+        while time.monotonic() - start < seconds:
+            for msg in consumer.consume(1000, 0.1):
+                if msg.error() is None:
+                    got += len(msg.value() or b"")
+        return got / (time.monotonic() - start)
+    finally:
+        consumer.close()
+
+
+def test_consumers_held_to_their_quota_and_fetches_capped_by_it(broker_factory: BrokerFactory) -> None:
+    broker = broker_factory()
+    topic = "quota-fetch"
+    create_topic(broker.bootstrap, topic, 4)
+    # 16 kB batches (Java's batch.size): a fetch may stop at any of them. A batch larger than a
+    # window's budget could never be read under the quota, in Kafka as here (a fetch returns at
+    # least its first batch, and a throttled fetch returns nothing).
+    producer = confluent_kafka.Producer(
+        {"bootstrap.servers": broker.bootstrap, "linger.ms": 20, "batch.size": 16384}
+    )
+    for i in range(20_000):  # 20 MB: more than either consumer may read in the run
+        while True:
+            try:
+                producer.produce(topic, b"y" * 1000, partition=i % 4)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    assert producer.flush(60) == 0
+    admin = _admin(broker.bootstrap)
+    try:
+        assert alter(admin, [("client-id", "reader")], [("consumer_byte_rate", float(LIMIT))]) == (0, None)
+        assert alter(admin, [("client-id", "small")], [("consumer_byte_rate", 50_000.0)]) == (0, None)
+    finally:
+        admin.close()
+    # Fetches of 64 kB a partition: a fine grain against a 10 MB budget over the 10 s window.
+    small_fetches = {
+        "max.partition.fetch.bytes": 65536,
+        "fetch.max.bytes": 131072,
+        "message.max.bytes": 100_000,
+    }
+    rate = _consumed(broker.bootstrap, topic, "reader", 10.0, **small_fetches)
+    print(f"reader {rate / 1e6:.3f} MB/s")
+    assert 0.9 * LIMIT <= rate <= 1.1 * LIMIT, f"consumer at {rate / 1e6:.3f} MB/s"
+    # A 500 kB budget (50 kB/s x 10 s) under 1 MB partition fetches: uncapped, every fetch would
+    # be over the budget whatever came before and the consumer would read nothing (Kafka caps a
+    # fetch at the window's budget for that reason).
+    small = _consumed(broker.bootstrap, topic, "small", 10.0)
+    print(f"small {small / 1e3:.1f} kB/s")
+    assert 25_000 <= small <= 2 * 50_000 * 1.1, f"small-quota consumer at {small / 1e3:.1f} kB/s"

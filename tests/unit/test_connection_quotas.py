@@ -102,6 +102,17 @@ def _fetch(correlation_id: int) -> bytes:
     return encode_request(header, request)
 
 
+async def _fetched(conn: KafkaConnection, transport: FakeTransport, written: int) -> m.FetchResponse:
+    """Send a Fetch of t-0 (client id "c") and decode its answer (what follows ``written``)."""
+    _send(conn, _fetch(5))
+    await asyncio.sleep(0.05)
+    data = bytes(transport.written[written:])
+    size = int.from_bytes(data[:4], "big")
+    _, response = decode_response(data[4 : 4 + size], 1, 11)
+    assert isinstance(response, m.FetchResponse)
+    return response
+
+
 def test_a_fetch_over_quota_is_answered_empty_and_not_counted(tmp_path: Path) -> None:
     async def main() -> None:
         async with Harness(tmp_path, image(topic("t")), props=PROPS) as h:
@@ -110,18 +121,64 @@ def test_a_fetch_over_quota_is_answered_empty_and_not_counted(tmp_path: Path) ->
             await asyncio.sleep(0.02)
             written = len(transport.written)
             h.state.quotas.update({(("client-id", "c"),): {"consumer_byte_rate": 10.0}})
-            _send(conn, _fetch(5))
-            await asyncio.sleep(0.05)
-            data = bytes(transport.written[written:])
-            size = int.from_bytes(data[:4], "big")
-            _, response = decode_response(data[4 : 4 + size], 1, 11)
-            assert isinstance(response, m.FetchResponse)
+            response = await _fetched(conn, transport, written)
             assert response.throttle_time_ms > 0 and response.responses == []
             sensor = h.state.quotas.client("ANONYMOUS", "c").fetch
             assert (
                 sensor is not None
                 and sensor.measure(asyncio.get_running_loop().time() * 0 + h.state.quotas.clock()) == 0
             )
+            conn.connection_lost(None)
+
+    asyncio.run(main())
+
+
+def test_a_fetch_is_capped_to_what_the_quota_lets_through_in_its_window(tmp_path: Path) -> None:
+    one = len(batch(1))
+
+    async def main() -> None:
+        async with Harness(tmp_path, image(topic("t")), props=PROPS) as h:
+            conn, transport = _connect(h)
+            _send(conn, b"".join(produce([("t", 0, batch(1))], correlation_id=i) for i in range(5)))
+            await asyncio.sleep(0.02)
+            written = len(transport.written)
+            # 2.5 batches a second over a 1 s horizon: the fetch asks for 1 MiB, gets 2.5 batches
+            # (Kafka's getMaxValueInQuotaWindow cap), and so is not throttled.
+            h.state.quotas.update({(("client-id", "c"),): {"consumer_byte_rate": 2.5 * one}})
+            response = await _fetched(conn, transport, written)
+            assert response.throttle_time_ms == 0
+            (partition,) = response.responses[0].partitions
+            assert 2 * one <= len(partition.records) <= 2.5 * one
+            conn.connection_lost(None)
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("version", [5, 6])
+def test_a_client_from_before_kip_219_gets_its_answer_after_the_throttle(
+    tmp_path: Path, version: int
+) -> None:
+    frame = produce([("t", 0, batch(1))], version=version)
+    bound = (len(frame) - 4) / 1.5  # over the 1 s budget: throttled 0.9-1 s
+
+    async def main() -> None:
+        async with Harness(tmp_path, image(topic("t")), props=PROPS) as h:
+            h.state.quotas.update({(("client-id", "c"),): {"producer_byte_rate": bound}})
+            conn, transport = _connect(h)
+            loop = asyncio.get_running_loop()
+            sent = loop.time()
+            _send(conn, frame)
+            await asyncio.sleep(0.05)
+            assert not transport.reading  # muted either way
+            if version >= 6:  # KIP-219: answered at once, the client waits by itself
+                (got,) = responses(bytes(transport.written), version)
+            else:  # Produce v5 and older: Kafka holds the answer for the throttle time
+                assert transport.written == b""
+                while not transport.written:
+                    await asyncio.sleep(0.01)
+                (got,) = responses(bytes(transport.written), version)
+                assert loop.time() - sent >= got.throttle_time_ms / 1000 - 0.01
+            assert 900 <= got.throttle_time_ms <= 1000
             conn.connection_lost(None)
 
     asyncio.run(main())

@@ -616,7 +616,7 @@ def test_broker_property_sets_the_spin_of_the_workers_readers(ring: Ring, spin: 
         def for_child(self, slot: int) -> tuple[Ring, Ring]:
             return ring, ring
 
-    setup = _worker_setup(OneSlot(), config, lambda *_: None, None, None, None)  # type: ignore[arg-type]
+    setup = _worker_setup(OneSlot(), config, lambda *_: None, None, None, None, None)  # type: ignore[arg-type]
     setup(Worker(WorkerConfig(slot=0, parent_pid=os.getpid())))  # what each forked worker runs
     rd, w = ring.reader(), ring.writer()
     w.try_write(b"a")

@@ -13,7 +13,10 @@ fragment when their first batch does not fit in what is left (Kafka sends the fr
 clients can only drop). A read starts at the batch
 holding the fetch offset -- a fetch in the middle of a batch returns that whole batch, and
 clients skip the records before their offset -- and stored batches are never re-cut at the
-front; like Kafka, the end of a range may stop inside a batch, which clients drop.
+front; like Kafka, the end of a range may stop inside a batch, which clients drop. A client
+with a ``consumer_byte_rate`` gets at most what its quota lets through in a window (Kafka's
+getMaxValueInQuotaWindow: the bound x ``(quota.window.num - 1) x quota.window.size.seconds``),
+``min_bytes`` capped likewise.
 
 Records go into the response as ``FileRegion``\\ s of the segment files, which the connection
 sends with ``sendfile`` (no copy through Python); the log keeps those files open for
@@ -215,16 +218,24 @@ async def handle_fetch(ctx: RequestContext, request: m.FetchRequest) -> m.FetchR
             responses.append(m.FetchResponse.FetchableTopicResponse(topic=name, partitions=out))
 
     max_bytes = min(request.max_bytes, replicas.config.get(FETCH_MAX_BYTES))
+    min_bytes = request.min_bytes
+    quotas = ctx.worker.quotas
+    sensor = quotas.client(ctx.session.principal.name, ctx.client_id).fetch if quotas.enabled else None
+    if sensor is not None:
+        # Kafka's KafkaApis: never more than the quota lets through in its window (more would be
+        # throttled whatever came before, and a consumer could make no progress).
+        max_bytes = min(max_bytes, int(sensor.max_in_window()))
+        min_bytes = min(min_bytes, max_bytes)
     committed = request.isolation_level == 1
     total, read_error = _read_all(replicas, slots, max_bytes, committed)
     wait_ms = request.max_wait_ms
-    if slots and wait_ms > 0 and total < request.min_bytes and not (error or read_error):
+    if slots and wait_ms > 0 and total < min_bytes and not (error or read_error):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_ms / 1000
         parked = [s.partition for s in slots]
         while True:
             remaining = deadline - loop.time()
-            needed = 1 if committed else request.min_bytes - total
+            needed = 1 if committed else min_bytes - total
             if remaining <= 0 or not await replicas.wait_for_data(parked, remaining, needed):
                 break
             if any(replicas.get(p.topic, p.index) is not p for p in parked):
@@ -232,20 +243,17 @@ async def handle_fetch(ctx: RequestContext, request: m.FetchRequest) -> m.FetchR
                 request.max_wait_ms = 0
                 return await handle_fetch(ctx, request)
             total, read_error = _read_all(replicas, slots, max_bytes, committed)
-            if total >= request.min_bytes or read_error:
+            if total >= min_bytes or read_error:
                 break
-    quotas = ctx.worker.quotas
-    if quotas.enabled:
+    if sensor is not None:
         # Kafka's order: record the bytes; when throttled, take them back and answer nothing
         # but the throttle time (the connection mutes itself for it).
-        sensor = quotas.client(ctx.session.principal.name, ctx.client_id).fetch
-        if sensor is not None:
-            size = sum(len(slot.response.records) for slot in slots)
-            now = quotas.clock()
-            throttle = sensor.charge(size, now)
-            if throttle:
-                sensor.record(-size, now)
-                return m.FetchResponse(throttle_time_ms=throttle, session_id=0, responses=[])
+        size = sum(len(slot.response.records) for slot in slots)
+        now = quotas.clock()
+        throttle = sensor.charge(size, now)
+        if throttle:
+            sensor.record(-size, now)
+            return m.FetchResponse(throttle_time_ms=throttle, session_id=0, responses=[])
     for slot in slots:
         p = slot.partition
         p.fetch_requests += 1
