@@ -167,12 +167,7 @@ class CheckpointTask:
 
     @staticmethod
     def _admin(cluster: ClusterSettings) -> AdminClient:
-        return AdminClient(
-            ",".join(cluster.bootstrap_servers),
-            timeout=CLIENT_TIMEOUT_S,
-            client_id="shardbroker-mirror-checkpoints",
-            security=cluster.security,
-        )
+        return cluster.admin("shardbroker-mirror-checkpoints", CLIENT_TIMEOUT_S)
 
     def _source_admin(self) -> AdminClient:
         if self._source is None:

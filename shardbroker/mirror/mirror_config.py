@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from shardbroker.client.admin import AdminClient
 from shardbroker.client.client_security import KNOWN_SETTINGS, ClientSecurity
 from shardbroker.config.broker_config import read_toml_properties
 from shardbroker.config.config_def import (
@@ -292,6 +293,15 @@ class ClusterSettings:
     alias: str
     bootstrap_servers: tuple[str, ...]
     security: ClientSecurity
+
+    @property
+    def bootstrap(self) -> str:
+        """``bootstrap.servers`` as the client takes it."""
+        return ",".join(self.bootstrap_servers)
+
+    def admin(self, client_id: str, timeout: float) -> AdminClient:
+        """An admin client of this side (not yet connected), with its security settings."""
+        return AdminClient(self.bootstrap, timeout=timeout, client_id=client_id, security=self.security)
 
 
 @dataclass(frozen=True, slots=True)

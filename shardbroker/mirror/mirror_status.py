@@ -32,12 +32,7 @@ EXIT_UNREACHABLE: Final = 1
 
 
 def _admin(cluster: ClusterSettings) -> AdminClient:
-    return AdminClient(
-        ",".join(cluster.bootstrap_servers),
-        timeout=CLIENT_TIMEOUT_S,
-        client_id="shardbroker-mirror-status",
-        security=cluster.security,
-    )
+    return cluster.admin("shardbroker-mirror-status", CLIENT_TIMEOUT_S)
 
 
 def _table(out: TextIO, header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:

@@ -220,10 +220,10 @@ class InternalTopic:
 
     @property
     def bootstrap(self) -> str:
-        return ",".join(self.cluster.bootstrap_servers)
+        return self.cluster.bootstrap
 
     def admin(self) -> AdminClient:
-        return AdminClient(self.bootstrap, timeout=CLIENT_TIMEOUT_S, security=self.cluster.security)
+        return self.cluster.admin("shardbroker-mirror", CLIENT_TIMEOUT_S)
 
     def create(self) -> None:
         """Create it (1 partition, cleanup.policy=compact) unless it exists."""
