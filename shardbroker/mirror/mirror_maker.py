@@ -358,7 +358,14 @@ class MirrorMaker:
                 if not positions:
                     stop.wait(0.1)
                     continue
-                answers = fetcher.fetch(positions)
+                try:
+                    answers = fetcher.fetch(positions)
+                except AdminClientError as exc:  # e.g. ListOffsets after OFFSET_OUT_OF_RANGE
+                    self.metrics.error("fetch")
+                    delay = backoff.next()
+                    log.warning("fetching from the source failed (retrying in %.1f s): %s", delay, exc)
+                    stop.wait(delay)
+                    continue
                 round_: list[FetchedPartition] = []
                 failed = 0
                 for a in answers:
@@ -439,6 +446,8 @@ class MirrorMaker:
                     or (self._fetch_done.is_set() and self._queue.empty() and not any(pending.values()))
                 ):
                     break
+                if not ready:
+                    time.sleep(0.005)  # every partition with data is backing off
                 heads = [e.batch for e in ready if e.batch is not None]
                 results = producer.produce(heads) if heads else []
                 for r in results:
