@@ -72,9 +72,8 @@ def _pid(broker: BrokerProcess) -> int:
 
 
 def _preload(bootstrap: str, partitions: int, records: int) -> int:
-    KafkaAdmin({"bootstrap.servers": bootstrap}).create_topics([NewTopic(TOPIC, partitions, 1)])[
-        TOPIC
-    ].result(30)
+    admin = KafkaAdmin({"bootstrap.servers": bootstrap})  # kept alive until the answer
+    admin.create_topics([NewTopic(TOPIC, partitions, 1)])[TOPIC].result(30)
     p = Producer(
         {
             "bootstrap.servers": bootstrap,

@@ -319,13 +319,13 @@ class BrokerConnection:
             return
         raise UnsupportedApi(f"broker {self.address} serves no ApiVersions version this client speaks")
 
-    def _decode_api_versions(self, frame: bytes, version: int) -> ApiVersionsResponse:
+    def _decode_api_versions(self, frame: memoryview, version: int) -> ApiVersionsResponse:
         try:
             _, msg = decode_response(frame, ApiVersionsRequest.API_KEY, version)
         except ProtocolError:
             # An UNSUPPORTED_VERSION answer is encoded as v0 whatever version was asked for.
             try:
-                msg = decode(ApiVersionsResponse, memoryview(frame)[4:], 0)
+                msg = decode(ApiVersionsResponse, frame[4:], 0)
             except ProtocolError as exc:
                 raise BrokerUnreachable(self.address, f"undecodable ApiVersions response: {exc}") from None
         assert isinstance(msg, ApiVersionsResponse)
@@ -402,7 +402,7 @@ class BrokerConnection:
             raise
         return sock, correlation_id, what
 
-    def _roundtrip(self, request: Message, version: int, timeout: float | None = None) -> bytes:
+    def _roundtrip(self, request: Message, version: int, timeout: float | None = None) -> memoryview:
         sock, correlation_id, what = self._write(request, version)
         wait = self.timeout if timeout is None else timeout
         try:
@@ -437,7 +437,7 @@ class BrokerConnection:
             )
         return frame
 
-    def _recv_exactly(self, sock: socket.socket, n: int, what: str) -> bytes:
+    def _recv_exactly(self, sock: socket.socket, n: int, what: str) -> memoryview:
         buf = bytearray(n)
         view = memoryview(buf)
         got = 0
@@ -446,7 +446,7 @@ class BrokerConnection:
             if k == 0:
                 raise BrokerUnreachable(self.address, f"connection closed by the broker during {what}")
             got += k
-        return bytes(buf)
+        return view  # no copy: a Fetch answer is megabytes, and decoding only reads it
 
     def __repr__(self) -> str:
         return f"BrokerConnection({self.address})"

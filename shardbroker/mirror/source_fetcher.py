@@ -38,7 +38,7 @@ from shardbroker.protocol.errors import ErrorCode, ProtocolError
 __all__ = ["FETCH_MAX_BYTES", "PARTITION_FETCH_MAX_BYTES", "FetchedPartition", "SourceFetcher"]
 
 FETCH_MAX_BYTES: Final = 64 * 1024 * 1024
-PARTITION_FETCH_MAX_BYTES: Final = 16 * 1024 * 1024
+PARTITION_FETCH_MAX_BYTES: Final = 1024 * 1024
 #: Kafka's fetch.max.wait.ms.
 FETCH_MAX_WAIT_MS: Final = 500
 READ_COMMITTED: Final = 1
