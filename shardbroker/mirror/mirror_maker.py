@@ -55,7 +55,7 @@ from shardbroker.mirror.mirror_positions import (
     resume,
 )
 from shardbroker.mirror.source_fetcher import FetchedPartition, SourceFetcher
-from shardbroker.mirror.target_producer import OutBatch, Outcome, Result, TargetProducer
+from shardbroker.mirror.target_producer import InFlight, OutBatch, Outcome, Result, TargetProducer
 from shardbroker.mirror.topic_sync import TopicSync
 
 __all__ = [
@@ -76,6 +76,9 @@ TXN_INTERVAL_S: Final = 0.1
 TXN_MAX_BYTES: Final = 16 * 1024 * 1024
 PROGRESS_INTERVAL_S: Final = 10.0
 DRAIN_TIMEOUT_S: Final = 20.0
+#: Produce requests written and not yet answered (idempotent mode): the target appends one while
+#: the next is sent. Kafka's idempotent producer allows 5 per connection.
+MAX_IN_FLIGHT: Final = 5
 _BACKOFF_MIN_S: Final = 0.05
 _BACKOFF_MAX_S: Final = 5.0
 _CLIENT_TIMEOUT_S: Final = 30.0
@@ -139,6 +142,9 @@ class _Entry:
     tp: TopicPartition
     batch: OutBatch | None
     next_offset: int
+    #: written in a Produce not answered yet, in the partition's ``epoch`` at that time
+    sent: bool = False
+    epoch: int = 0
 
 
 class _Backoff:
@@ -425,12 +431,17 @@ class MirrorMaker:
             if self.config.exactly_once
             else None
         )
+        # a transaction's commit needs every Produce answered: one at a time there
+        limit = MAX_IN_FLIGHT if tid is None else 1
         producer = TargetProducer(admin, transactional_id=tid)
         store = PositionStore(admin, self.group)
         syncs = self._offset_syncs_factory(self.config)
         pending: dict[TopicPartition, deque[_Entry]] = {}
         retry_at: dict[TopicPartition, float] = {}
         backoffs: dict[TopicPartition, _Backoff] = {}
+        epochs: dict[TopicPartition, int] = {}  # bumped by a failure: later answers are stale
+        inflight: deque[tuple[InFlight, dict[int, _Entry]]] = deque()
+        resets: list[Result] = []  # handled once nothing is in flight
         dirty: dict[TopicPartition, Position] = {}  # acknowledged, not yet saved
         in_txn: dict[TopicPartition, list[_Entry]] = {}
         txn_bytes = 0
@@ -441,50 +452,60 @@ class MirrorMaker:
             while True:
                 if stop.is_set() and drain_deadline is None:
                     drain_deadline = time.monotonic() + DRAIN_TIMEOUT_S
-                ready = self._take(pending, retry_at, block=not any(pending.values()))
+                idle = not inflight and not any(pending.values())
+                ready = [] if resets else self._take(pending, retry_at, limit, block=idle)
                 if drain_deadline is not None and (
                     time.monotonic() > drain_deadline
                     or (self._fetch_done.is_set() and self._queue.empty() and not any(pending.values()))
                 ):
                     break
-                if not ready:
-                    time.sleep(0.005)  # every partition with data is backing off
-                heads = [e.batch for e in ready if e.batch is not None]
-                results = producer.produce(heads) if heads else []
-                for r in results:
-                    tp = r.batch.source_tp
-                    if r.outcome is Outcome.WRITTEN:
-                        entry = pending[tp].popleft()
-                        backoffs.pop(tp, None)
-                        position = self._written(tp, r, syncs)
-                        txn_bytes += r.batch.source.data.nbytes
-                        if tid is not None:
-                            in_txn.setdefault(tp, []).append(entry)
-                        dirty[tp] = position
-                    elif r.outcome is Outcome.RETRY:
-                        self.metrics.error("produce_retriable")
-                        delay = backoffs.setdefault(tp, _Backoff()).next()
-                        retry_at[tp] = time.monotonic() + delay
-                        if delay >= 1:
-                            log.warning("%s-%d: retrying in %.1f s: %s", *r.batch.tp, delay, r.error)
-                    elif r.outcome is Outcome.RESET:
-                        self.metrics.error("producer_reset")
-                        if self._was_written(producer, r, tp):
-                            entry = pending[tp].popleft()
+                heads = [e for e in ready if e.batch is not None]
+                if heads and len(inflight) < limit:
+                    epoch = epochs.get
+                    for e in heads:
+                        e.sent, e.epoch = True, epoch(e.tp, 0)
+                    batches = [e.batch for e in heads if e.batch is not None]
+                    inflight.append((producer.send(batches), {id(e.batch): e for e in heads}))
+                elif inflight:
+                    window, entries = inflight.popleft()
+                    for r in producer.receive(window):
+                        tp = r.batch.source_tp
+                        e = entries[id(r.batch)]
+                        q = pending.get(tp)
+                        if not (q and q[0] is e and e.sent and e.epoch == epochs.get(tp, 0)):
+                            continue  # answered after an earlier batch of its partition failed
+                        if r.outcome is Outcome.WRITTEN:
+                            q.popleft()
+                            backoffs.pop(tp, None)
                             dirty[tp] = self._written(tp, r, syncs)
+                            txn_bytes += r.batch.source.data.nbytes
                             if tid is not None:
-                                in_txn.setdefault(tp, []).append(entry)
+                                in_txn.setdefault(tp, []).append(e)
+                            continue
+                        epochs[tp] = epochs.get(tp, 0) + 1
+                        for x in q:
+                            x.sent = False
+                        if r.outcome is Outcome.RETRY:
+                            self.metrics.error("produce_retriable")
+                            delay = backoffs.setdefault(tp, _Backoff()).next()
+                            retry_at[tp] = time.monotonic() + delay
+                            if delay >= 1:
+                                log.warning("%s-%d: retrying in %.1f s: %s", *r.batch.tp, delay, r.error)
+                        elif r.outcome is Outcome.RESET:
+                            self.metrics.error("producer_reset")
+                            resets.append(r)
                         else:
-                            log.warning("%s-%d: %s; starting a new producer id", *r.batch.tp, r.error)
-                            if tid is not None:
-                                self._abort(producer, pending, in_txn)
-                                dirty.clear()
-                            self._reset_producer(producer, stop)
-                    else:
-                        self.metrics.error("refused")
-                        offset = r.batch.source.base_offset
-                        self.pause(tp, f"the target refused the batch at source offset {offset}: {r.error}")
-                        pending.pop(tp, None)
+                            self.metrics.error("refused")
+                            offset = r.batch.source.base_offset
+                            self.pause(
+                                tp, f"the target refused the batch at source offset {offset}: {r.error}"
+                            )
+                            pending.pop(tp, None)
+                elif resets:
+                    self._after_resets(producer, stop, resets, pending, dirty, in_txn, syncs)
+                    resets.clear()
+                elif not ready:
+                    time.sleep(0.005)  # every partition with data is backing off
                 for e in ready:
                     if e.batch is None and pending.get(e.tp) and pending[e.tp][0] is e:
                         pending[e.tp].popleft()
@@ -494,7 +515,11 @@ class MirrorMaker:
                                 self._acked[e.tp] = dirty[e.tp] = Position(e.next_offset, acked.target_offset)
                 now = time.monotonic()
                 if tid is not None:
-                    if dirty and (now - last_commit >= TXN_INTERVAL_S or txn_bytes >= TXN_MAX_BYTES):
+                    if (
+                        dirty
+                        and not inflight
+                        and (now - last_commit >= TXN_INTERVAL_S or txn_bytes >= TXN_MAX_BYTES)
+                    ):
                         self._commit_txn(producer, dirty, syncs)
                         in_txn.clear()
                         dirty.clear()
@@ -504,21 +529,56 @@ class MirrorMaker:
                     last_commit = now
         finally:
             try:
-                if tid is not None and dirty:
+                if tid is not None and dirty and not inflight:
                     self._commit_txn(producer, dirty, syncs)
-                elif dirty:
+                elif tid is None and dirty:
                     self._save(store, dirty, syncs)
             finally:
                 admin.close()
+
+    def _after_resets(
+        self,
+        producer: TargetProducer,
+        stop: threading.Event,
+        resets: list[Result],
+        pending: dict[TopicPartition, deque[_Entry]],
+        dirty: dict[TopicPartition, Position],
+        in_txn: dict[TopicPartition, list[_Entry]],
+        syncs: OffsetSyncSink | None,
+    ) -> None:
+        """OUT_OF_ORDER_SEQUENCE_NUMBER & co., nothing in flight: a batch whose answer was lost
+        but which landed is acknowledged; otherwise a new producer id (every sequence from 0)."""
+        renew = False
+        for r in resets:
+            tp = r.batch.source_tp
+            q = pending.get(tp)
+            if not q or q[0].batch is not r.batch:
+                continue
+            if self._was_written(producer, r, tp):
+                entry = q.popleft()
+                dirty[tp] = self._written(tp, r, syncs)
+                if producer.transactional:
+                    in_txn.setdefault(tp, []).append(entry)
+            else:
+                log.warning("%s-%d: %s; starting a new producer id", *r.batch.tp, r.error)
+                renew = True
+        if renew:
+            if producer.transactional:
+                self._abort(producer, pending, in_txn)
+                dirty.clear()
+            self._reset_producer(producer, stop)
 
     def _take(
         self,
         pending: dict[TopicPartition, deque[_Entry]],
         retry_at: dict[TopicPartition, float],
+        limit: int,
         *,
         block: bool,
     ) -> list[_Entry]:
-        """Move fetched rounds into ``pending``; the head entry of every partition ready to send."""
+        """Move fetched rounds into ``pending``; of every partition ready to send, the first entry
+        not sent yet, if fewer than ``limit`` are in flight before it (a position advance only
+        with nothing before it)."""
         rounds: list[list[FetchedPartition]] = []
         try:
             rounds.append(self._queue.get(timeout=0.05) if block else self._queue.get_nowait())
@@ -545,7 +605,11 @@ class MirrorMaker:
             if tp in skip:
                 del pending[tp]
             elif q and retry_at.get(tp, 0.0) <= now:
-                ready.append(q[0])
+                sent = 0
+                while sent < len(q) and q[sent].sent:
+                    sent += 1
+                if sent < min(limit, len(q)) and (sent == 0 or q[sent].batch is not None):
+                    ready.append(q[sent])
         return ready
 
     def _written(self, tp: TopicPartition, r: Result, syncs: OffsetSyncSink | None) -> Position:
