@@ -452,8 +452,11 @@ class MirrorMaker:
         )
         # a transaction's commit needs every Produce answered: one at a time there
         limit = MAX_IN_FLIGHT if tid is None else 1
-        producer = TargetProducer(admin, transactional_id=tid)
-        store = PositionStore(admin, self.group)
+        # leaders and positions on connections of their own: Produce requests are pipelined on
+        # admin's, and another request there would read their answers
+        side = admin_for(self.config.target, "positions")
+        producer = TargetProducer(admin, transactional_id=tid, metadata=side)
+        store = PositionStore(side, self.group)
         syncs = self._offset_syncs_factory(self.config)
         pending: dict[TopicPartition, deque[_Entry]] = {}
         retry_at: dict[TopicPartition, float] = {}
@@ -554,6 +557,7 @@ class MirrorMaker:
                     self._save(store, dirty, syncs)
             finally:
                 admin.close()
+                side.close()
 
     def _after_resets(
         self,

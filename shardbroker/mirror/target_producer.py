@@ -105,9 +105,17 @@ class TargetProducer:
     """The mirror's producer on ``cluster`` (an AdminClient of the target, owned by this object)."""
 
     def __init__(
-        self, cluster: AdminClient, *, transactional_id: str | None = None, request_timeout_ms: int = 30_000
+        self,
+        cluster: AdminClient,
+        *,
+        transactional_id: str | None = None,
+        request_timeout_ms: int = 30_000,
+        metadata: AdminClient | None = None,
     ) -> None:
         self.cluster = cluster
+        #: where leaders are looked up: its own connections, since ``cluster``'s may have Produce
+        #: requests in flight whose answers a Metadata round trip would read
+        self.metadata = metadata or cluster
         self.transactional_id = transactional_id
         self.request_timeout_ms = request_timeout_ms
         self.producer_id = -1
@@ -172,7 +180,7 @@ class TargetProducer:
     def _leader(self, tp: TopicPartition) -> int:
         info = self._topics.get(tp[0])
         if info is None:
-            info = self._topics[tp[0]] = self.cluster.topic(tp[0])
+            info = self._topics[tp[0]] = self.metadata.topic(tp[0])
         return info.partitions.get(tp[1], -1)
 
     def _prepare(self, batch: OutBatch) -> bytearray:

@@ -236,7 +236,9 @@ def _mirror_while_producing(
         # idempotent mode writes no transaction markers: the offsets match one for one
         assert _ends(target.bootstrap, remote, 4) == _ends(source.bootstrap, topic, 4)
         assert m.stop() == 0, m.output()
-    assert "records were mirrored after the last saved position" in m.output()  # a tail was counted
+    if pause:  # over many kills, some land after batches acknowledged but not yet saved
+        assert "records were mirrored after the last saved position" in m.output()
+    assert "saving the mirror's positions failed" not in m.output()
 
 
 def test_mirror_while_producing_with_restarts(
