@@ -42,15 +42,14 @@ in sendall, encoding (joins) and the batch copy + CRC. Measured steps: 1 MiB ins
 partition fetches and no copy of a received frame 1.45 -> 1.65-1.9 M; 5 Produce requests in
 flight instead of 1: -> 2.0-2.1 M.
 
-Offset syncs and checkpoints (offset_syncs.py, checkpoints.py) are plugged in by factories,
-so this loop runs without them: :class:`OffsetSyncSink` is called for every acknowledged batch
-and flushed with every position commit; a :class:`BackgroundTask` runs in its own thread when
-``emit.checkpoints.enabled`` or ``sync.group.offsets.enabled``.
+Offset translation: the produce thread tells the :class:`OffsetSyncWriter` (offset_syncs.py)
+of every acknowledged batch and flushes it with every position save or transaction commit; a
+:class:`CheckpointTask` (checkpoints.py) runs in a fourth thread when ``emit.checkpoints.enabled``
+or ``sync.group.offsets.enabled``.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import queue
 import threading
@@ -58,13 +57,13 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Final
 
-from shardbroker.client.admin import AdminClient
 from shardbroker.client.admin_cluster import TopicPartition
 from shardbroker.client.admin_partitions import LATEST
 from shardbroker.client.connection import AdminClientError, KafkaApiError
-from shardbroker.mirror.mirror_config import ClusterSettings, MirrorConfig
+from shardbroker.mirror.checkpoints import CheckpointTask
+from shardbroker.mirror.mirror_config import MirrorConfig
 from shardbroker.mirror.mirror_metrics import MirrorMetrics
 from shardbroker.mirror.mirror_positions import (
     Position,
@@ -73,18 +72,13 @@ from shardbroker.mirror.mirror_positions import (
     positions_group,
     resume,
 )
+from shardbroker.mirror.offset_syncs import OffsetSyncWriter
 from shardbroker.mirror.source_fetcher import FetchedPartition, SourceFetcher
 from shardbroker.mirror.target_producer import InFlight, OutBatch, Outcome, Result, TargetProducer
 from shardbroker.mirror.topic_sync import TopicSync
 
 __all__ = [
-    "BackgroundTask",
-    "CheckpointFactory",
     "MirrorMaker",
-    "OffsetSyncFactory",
-    "OffsetSyncSink",
-    "default_checkpoints",
-    "default_offset_syncs",
 ]
 
 log = logging.getLogger("shardbroker.mirror")
@@ -101,56 +95,6 @@ MAX_IN_FLIGHT: Final = 5
 _BACKOFF_MIN_S: Final = 0.05
 _BACKOFF_MAX_S: Final = 5.0
 _CLIENT_TIMEOUT_S: Final = 30.0
-
-
-class OffsetSyncSink(Protocol):
-    """offset_syncs.OffsetSyncWriter's side the loop uses."""
-
-    def record(
-        self, source_topic: str, partition: int, upstream_offset: int, downstream_offset: int
-    ) -> None: ...
-
-    def flush(self) -> None: ...
-
-
-class BackgroundTask(Protocol):
-    """checkpoints.CheckpointTask's side the loop uses: runs until ``stop`` is set."""
-
-    def run(self, stop: threading.Event) -> None: ...
-
-
-OffsetSyncFactory = Callable[[MirrorConfig], OffsetSyncSink | None]
-CheckpointFactory = Callable[[MirrorConfig, MirrorMetrics], BackgroundTask | None]
-
-
-def _optional(module: str, name: str) -> Any:
-    try:
-        return getattr(importlib.import_module(f"shardbroker.mirror.{module}"), name)
-    except ImportError:
-        return None
-
-
-def default_offset_syncs(config: MirrorConfig) -> OffsetSyncSink | None:
-    """``offset_syncs.OffsetSyncWriter(config)`` when that module is installed."""
-    writer = _optional("offset_syncs", "OffsetSyncWriter")
-    return None if writer is None else writer(config)
-
-
-def default_checkpoints(config: MirrorConfig, metrics: MirrorMetrics) -> BackgroundTask | None:
-    """``checkpoints.CheckpointTask(config, metrics)`` when that module is installed and enabled."""
-    if not (config.emit_checkpoints_enabled or config.sync_group_offsets_enabled):
-        return None
-    task = _optional("checkpoints", "CheckpointTask")
-    return None if task is None else task(config, metrics)
-
-
-def admin_for(side: ClusterSettings, role: str) -> AdminClient:
-    return AdminClient(
-        ",".join(side.bootstrap_servers),
-        timeout=_CLIENT_TIMEOUT_S,
-        client_id=f"shardbroker-mirror-{role}",
-        security=side.security,
-    )
 
 
 @dataclass
@@ -185,14 +129,9 @@ class MirrorMaker:
         self,
         config: MirrorConfig,
         metrics: MirrorMetrics,
-        *,
-        offset_syncs: OffsetSyncFactory = default_offset_syncs,
-        checkpoints: CheckpointFactory = default_checkpoints,
     ) -> None:
         self.config = config
         self.metrics = metrics
-        self._offset_syncs_factory = offset_syncs
-        self._checkpoints_factory = checkpoints
         self.group = positions_group(config.source.alias)
         self._lock = threading.Lock()
         self._queue: queue.Queue[list[FetchedPartition]] = queue.Queue(QUEUE_ROUNDS)
@@ -228,7 +167,10 @@ class MirrorMaker:
         """Mirror until ``stop`` is set; 0 after the drain. Raises what stops the mirror early
         (a fenced transactional id)."""
         self.metrics.set_up(True)
-        source, target = admin_for(self.config.source, "main"), admin_for(self.config.target, "main")
+        source, target = (
+            self.config.source.admin("shardbroker-mirror-main", _CLIENT_TIMEOUT_S),
+            self.config.target.admin("shardbroker-mirror-main", _CLIENT_TIMEOUT_S),
+        )
         sync = TopicSync(self.config, source, target)
         # no long poll: resuming reads an end offset and the records before it
         resumers = (SourceFetcher(source, max_wait_ms=0), SourceFetcher(target, max_wait_ms=0))
@@ -241,8 +183,8 @@ class MirrorMaker:
                 target=self._guard(self._produce_loop), args=(stop,), name="mirror-produce", daemon=True
             ),
         ]
-        task = self._checkpoints_factory(self.config, self.metrics)
-        if task is not None:
+        if self.config.emit_checkpoints_enabled or self.config.sync_group_offsets_enabled:
+            task = CheckpointTask(self.config, self.metrics)
             threads.append(
                 threading.Thread(target=task.run, args=(stop,), name="mirror-checkpoints", daemon=True)
             )
@@ -370,7 +312,7 @@ class MirrorMaker:
     # -- fetch thread ---------------------------------------------------------------------------
 
     def _fetch_loop(self, stop: threading.Event) -> None:
-        admin = admin_for(self.config.source, "fetch")
+        admin = self.config.source.admin("shardbroker-mirror-fetch", _CLIENT_TIMEOUT_S)
         fetcher = SourceFetcher(admin)
         positions: dict[TopicPartition, int] = {}
         backoff = _Backoff()
@@ -444,7 +386,7 @@ class MirrorMaker:
     # -- produce thread -------------------------------------------------------------------------
 
     def _produce_loop(self, stop: threading.Event) -> None:
-        admin = admin_for(self.config.target, "produce")
+        admin = self.config.target.admin("shardbroker-mirror-produce", _CLIENT_TIMEOUT_S)
         tid = (
             f"shardbroker-mirror-{self.config.source.alias}-{self.config.target.alias}"
             if self.config.exactly_once
@@ -454,10 +396,10 @@ class MirrorMaker:
         limit = MAX_IN_FLIGHT if tid is None else 1
         # leaders and positions on connections of their own: Produce requests are pipelined on
         # admin's, and another request there would read their answers
-        side = admin_for(self.config.target, "positions")
+        side = self.config.target.admin("shardbroker-mirror-positions", _CLIENT_TIMEOUT_S)
         producer = TargetProducer(admin, transactional_id=tid, metadata=side)
         store = PositionStore(side, self.group)
-        syncs = self._offset_syncs_factory(self.config)
+        syncs = OffsetSyncWriter(self.config, self.metrics)
         pending: dict[TopicPartition, deque[_Entry]] = {}
         retry_at: dict[TopicPartition, float] = {}
         backoffs: dict[TopicPartition, _Backoff] = {}
@@ -567,7 +509,7 @@ class MirrorMaker:
         pending: dict[TopicPartition, deque[_Entry]],
         dirty: dict[TopicPartition, Position],
         in_txn: dict[TopicPartition, list[_Entry]],
-        syncs: OffsetSyncSink | None,
+        syncs: OffsetSyncWriter,
     ) -> None:
         """OUT_OF_ORDER_SEQUENCE_NUMBER & co., nothing in flight: a batch whose answer was lost
         but which landed is acknowledged; otherwise a new producer id (every sequence from 0)."""
@@ -635,7 +577,7 @@ class MirrorMaker:
                     ready.append(q[sent])
         return ready
 
-    def _written(self, tp: TopicPartition, r: Result, syncs: OffsetSyncSink | None) -> Position:
+    def _written(self, tp: TopicPartition, r: Result, syncs: OffsetSyncWriter) -> Position:
         src = r.batch.source
         with self._lock:
             before = self._acked.get(tp)
@@ -647,8 +589,7 @@ class MirrorMaker:
             self._bytes += src.data.nbytes
         latency = time.time() - (src.max_timestamp / 1000 if src.log_append_time else r.batch.fetched_at)
         self.metrics.batch_mirrored(tp[0], src.records, src.data.nbytes, latency)
-        if syncs is not None:
-            syncs.record(tp[0], tp[1], src.base_offset, base)
+        syncs.record(tp[0], tp[1], src.base_offset, base)
         return position
 
     def _was_written(self, producer: TargetProducer, r: Result, tp: TopicPartition) -> bool:
@@ -676,11 +617,10 @@ class MirrorMaker:
                     raise
 
     def _save(
-        self, store: PositionStore, dirty: dict[TopicPartition, Position], syncs: OffsetSyncSink | None
+        self, store: PositionStore, dirty: dict[TopicPartition, Position], syncs: OffsetSyncWriter
     ) -> None:
         try:
-            if syncs is not None:
-                syncs.flush()
+            syncs.flush()
             store.commit({self._target_tp(tp): p for tp, p in dirty.items()})
             dirty.clear()
         except AdminClientError as exc:
@@ -688,7 +628,7 @@ class MirrorMaker:
             log.warning("saving the mirror's positions failed (retried): %s", exc)
 
     def _commit_txn(
-        self, producer: TargetProducer, dirty: dict[TopicPartition, Position], syncs: OffsetSyncSink | None
+        self, producer: TargetProducer, dirty: dict[TopicPartition, Position], syncs: OffsetSyncWriter
     ) -> None:
         producer.commit(
             self.group,
@@ -697,8 +637,7 @@ class MirrorMaker:
                 for tp, p in dirty.items()
             },
         )
-        if syncs is not None:
-            syncs.flush()
+        syncs.flush()
 
     def _abort(
         self,
