@@ -436,10 +436,9 @@ class ConnectionQuotas:
         throttle, self._produce_credit = sensor.lease(-credit, self._manager.clock())
         return throttle
 
-    def produce_request(self, client_id: str | None, size: float, started: float) -> int:
-        """A Produce's bytes and handler time (since ``started``, a ``time.perf_counter()``) at
-        once (the single-partition path): the longer throttle. Within both credits: one call,
-        two comparisons, two subtractions (and no clock read without a request quota)."""
+    def produce_request(self, client_id: str | None, size: float, seconds: float) -> int:
+        """A Produce's bytes and handler time (``seconds``) at once (the single-partition path):
+        the longer throttle. Within both credits: one call, two comparisons, two subtractions."""
         if self._generation != self._manager.generation or client_id != self._client_id:
             self.of(client_id)
         sensors = self.sensors
@@ -451,7 +450,6 @@ class ConnectionQuotas:
             else:
                 throttle = self.produce(client_id, size)
         if sensors.request is not None:
-            seconds = time.perf_counter() - started
             credit = self._request_credit - seconds * 100
             if credit >= 0:
                 self._request_credit = credit

@@ -401,12 +401,13 @@ class KafkaConnection(asyncio.BufferedProtocol):
             r = produce.append_single(self.state, single)
         except Exception as exc:
             r, failure = None, exc
+        elapsed = time.perf_counter() - started
         throttle = None
         if self.state.quotas.enabled and r is not None:
             # Bytes and handler time charged once appended, as Kafka's; a throttle needs the
             # response objects.
             quotas = self._quotas or self._connection_quotas()
-            throttle = quotas.produce_request(single.client_id, event.size, started)
+            throttle = quotas.produce_request(single.client_id, event.size, elapsed)
         if r is None or throttle or produce.needs_response_objects(single, r):
             generic = self._as_generic(event)
             ctx = self._context(generic)
@@ -418,7 +419,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
             self._start(self._serve(generic, ctx, rest, throttle))
             return
         self.conn.release(event)
-        self.state.counters.request(0, time.perf_counter() - started, 0)
+        self.state.counters.request(0, elapsed, 0)
         if self._closing:
             return
         if single.acks == 0:
