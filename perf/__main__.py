@@ -22,6 +22,10 @@ COMMANDS = {
         "perf.bench_readcommitted:main",
         "read_committed vs read_uncommitted consume over 10 % aborted data; Fetch handler cost",
     ),
+    "mirror": (
+        "perf.bench_mirror:main",
+        "shardbroker mirror records/s vs the same fetch code alone; CPU per MB",
+    ),
     "transactions": ("perf.bench_transactions:main", "transactional vs idempotent produce; commit latency"),
     "offsetmap": (
         "perf.bench_offset_map:main",

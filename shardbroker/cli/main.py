@@ -22,6 +22,7 @@ from shardbroker.cli import consume as consume_cli
 from shardbroker.cli import dump_log as dump_log_cli
 from shardbroker.cli import groups as groups_cli
 from shardbroker.cli import metrics_password as metrics_password_cli
+from shardbroker.cli import mirror as mirror_cli
 from shardbroker.cli import partitions as partitions_cli
 from shardbroker.cli import perf as perf_cli
 from shardbroker.cli import produce as produce_cli
@@ -152,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     dump_log_cli.register(commands)
     check_cli.register(commands)
     perf_cli.register(commands)
+    mirror_cli.register(commands)
     return parser
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -248,15 +248,23 @@ class GroupAdmin(ClusterAdmin):
     ) -> dict[TopicPartition, int]:
         """The group's committed offsets (all of them when ``partitions`` is None); partitions
         with nothing committed are left out."""
+        return {
+            tp: offset for tp, (offset, _) in self.committed_offsets_metadata(group_id, partitions).items()
+        }
+
+    def committed_offsets_metadata(
+        self, group_id: str, partitions: Iterable[TopicPartition] | None = None
+    ) -> dict[TopicPartition, tuple[int, str | None]]:
+        """:meth:`committed_offsets` with each commit's metadata string."""
         wanted: dict[str, list[int]] | None = None
         if partitions is not None:
             wanted = defaultdict(list)
             for t, p in partitions:
                 wanted[t].append(p)
 
-        def call(conn: BrokerConnection) -> dict[TopicPartition, int]:
+        def call(conn: BrokerConnection) -> dict[TopicPartition, tuple[int, str | None]]:
             version = conn.version_for(m.OffsetFetchRequest.API_KEY, "OffsetFetch")
-            out: dict[TopicPartition, int] = {}
+            out: dict[TopicPartition, tuple[int, str | None]] = {}
             if version >= 8:
                 topics8 = (
                     None
@@ -294,7 +302,7 @@ class GroupAdmin(ClusterAdmin):
                             p.error_code, f"offset of group '{group_id}' for {t.name}-{p.partition_index}"
                         )
                     if p.error_code == ErrorCode.NONE and p.committed_offset >= 0:
-                        out[(t.name, p.partition_index)] = p.committed_offset
+                        out[(t.name, p.partition_index)] = (p.committed_offset, p.metadata)
             return out
 
         return self._coordinator_call(group_id, call)
@@ -307,10 +315,13 @@ class GroupAdmin(ClusterAdmin):
         generation_id: int = -1,
         member_id: str = "",
         group_instance_id: str | None = None,
+        metadata: Mapping[TopicPartition, str] | None = None,
     ) -> None:
         """Commit ``offsets`` for the group: by default as an admin (generation -1, empty member
         id, as Kafka's tool), which the coordinator accepts only while the group has no members;
-        a consumer passes its generation and member id."""
+        a consumer passes its generation and member id. ``metadata``: a commit's string, by
+        partition."""
+        notes = metadata or {}
         grouped: dict[str, list[tuple[int, int]]] = defaultdict(list)
         for (t, p), offset in sorted(offsets.items()):
             grouped[t].append((p, offset))
@@ -324,7 +335,7 @@ class GroupAdmin(ClusterAdmin):
                     name=t,
                     partitions=[
                         m.OffsetCommitRequest.OffsetCommitRequestPartition(
-                            partition_index=p, committed_offset=o
+                            partition_index=p, committed_offset=o, committed_metadata=notes.get((t, p), "")
                         )
                         for p, o in parts
                     ],

@@ -82,7 +82,11 @@ CLIENT_VERSIONS: dict[int, tuple[int, int]] = {
     19: (1, 7),  # CreateTopics (v1+: validate_only, error messages)
     20: (1, 6),  # DeleteTopics (v6: topics as name/id structs)
     22: (0, 4),  # InitProducerId (idempotent producers)
+    24: (0, 3),  # AddPartitionsToTxn (v4+: brokers' batched form)
+    25: (0, 4),  # AddOffsetsToTxn
+    26: (0, 4),  # EndTxn (v5: KIP-890's epoch bump on every end, not used)
     27: (0, 1),  # WriteTxnMarkers (transactions abort)
+    28: (0, 4),  # TxnOffsetCommit
     29: (1, 3),  # DescribeAcls (v1+: resource pattern types)
     30: (1, 3),  # CreateAcls
     31: (1, 3),  # DeleteAcls

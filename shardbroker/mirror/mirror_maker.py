@@ -1,0 +1,625 @@
+"""The mirror's loop: source batches fetched, rewritten, produced to the target, positions kept.
+
+Three threads (sockets release the GIL, and a fetch overlaps a produce):
+
+- the *fetch* thread owns a :class:`SourceFetcher` and the fetch positions; it puts each Fetch
+  round's partitions (batches and the position after them) on a bounded queue
+  (:data:`QUEUE_ROUNDS` rounds: backpressure when the target is slower);
+- the *produce* thread owns the :class:`TargetProducer`; it keeps per partition the batches not
+  yet acknowledged, in order, and sends the head of every ready partition in one Produce per
+  leader (a partition's next batch only after its previous one is acknowledged: never reordered,
+  never skipped). It records each acknowledged batch with the offset-sync writer and saves the
+  positions (mirror_positions.py) every :data:`COMMIT_INTERVAL_S`, or, exactly-once, commits the
+  transaction with them every :data:`TXN_INTERVAL_S` or :data:`TXN_MAX_BYTES`;
+- the *main* thread syncs topics (topic_sync.py) every ``refresh.topics.interval.seconds``,
+  resumes new partitions (mirror_positions.resume), updates the lag gauges and logs a one-line
+  summary every :data:`PROGRESS_INTERVAL_S`.
+
+Faults: an unreachable cluster, a retriable error: retried with backoff (50 ms doubling to
+5 s) from where the partition stands. A batch the target refuses (MESSAGE_TOO_LARGE,
+CORRUPT_MESSAGE, an authorization error...): one ERROR line naming the partition, the offset
+and the error, the partition paused (``shardbroker_mirror_partitions_paused``) until the mirror
+restarts, the others go on. A source topic deleted: no longer mirrored, its target topic kept.
+A target topic deleted while mirrored: its partitions paused (topic_sync.py says why).
+A fenced transactional id (another mirror took over) stops the mirror (exit 1).
+
+Offset syncs and checkpoints (offset_syncs.py, checkpoints.py) are plugged in by factories,
+so this loop runs without them: :class:`OffsetSyncSink` is called for every acknowledged batch
+and flushed with every position commit; a :class:`BackgroundTask` runs in its own thread when
+``emit.checkpoints.enabled`` or ``sync.group.offsets.enabled``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+from shardbroker.client.admin import AdminClient
+from shardbroker.client.admin_cluster import TopicPartition
+from shardbroker.client.admin_partitions import LATEST
+from shardbroker.client.connection import AdminClientError, KafkaApiError
+from shardbroker.mirror.mirror_config import ClusterSettings, MirrorConfig
+from shardbroker.mirror.mirror_metrics import MirrorMetrics
+from shardbroker.mirror.mirror_positions import (
+    Position,
+    PositionStore,
+    encode_metadata,
+    positions_group,
+    resume,
+)
+from shardbroker.mirror.source_fetcher import FetchedPartition, SourceFetcher
+from shardbroker.mirror.target_producer import OutBatch, Outcome, Result, TargetProducer
+from shardbroker.mirror.topic_sync import TopicSync
+
+__all__ = [
+    "BackgroundTask",
+    "CheckpointFactory",
+    "MirrorMaker",
+    "OffsetSyncFactory",
+    "OffsetSyncSink",
+    "default_checkpoints",
+    "default_offset_syncs",
+]
+
+log = logging.getLogger("shardbroker.mirror")
+
+QUEUE_ROUNDS: Final = 4
+COMMIT_INTERVAL_S: Final = 1.0
+TXN_INTERVAL_S: Final = 0.1
+TXN_MAX_BYTES: Final = 16 * 1024 * 1024
+PROGRESS_INTERVAL_S: Final = 10.0
+DRAIN_TIMEOUT_S: Final = 20.0
+_BACKOFF_MIN_S: Final = 0.05
+_BACKOFF_MAX_S: Final = 5.0
+_CLIENT_TIMEOUT_S: Final = 30.0
+
+
+class OffsetSyncSink(Protocol):
+    """offset_syncs.OffsetSyncWriter's side the loop uses."""
+
+    def record(
+        self, source_topic: str, partition: int, upstream_offset: int, downstream_offset: int
+    ) -> None: ...
+
+    def flush(self) -> None: ...
+
+
+class BackgroundTask(Protocol):
+    """checkpoints.CheckpointTask's side the loop uses: runs until ``stop`` is set."""
+
+    def run(self, stop: threading.Event) -> None: ...
+
+
+OffsetSyncFactory = Callable[[MirrorConfig], OffsetSyncSink | None]
+CheckpointFactory = Callable[[MirrorConfig, MirrorMetrics], BackgroundTask | None]
+
+
+def _optional(module: str, name: str) -> Any:
+    try:
+        return getattr(importlib.import_module(f"shardbroker.mirror.{module}"), name)
+    except ImportError:
+        return None
+
+
+def default_offset_syncs(config: MirrorConfig) -> OffsetSyncSink | None:
+    """``offset_syncs.OffsetSyncWriter(config)`` when that module is installed."""
+    writer = _optional("offset_syncs", "OffsetSyncWriter")
+    return None if writer is None else writer(config)
+
+
+def default_checkpoints(config: MirrorConfig, metrics: MirrorMetrics) -> BackgroundTask | None:
+    """``checkpoints.CheckpointTask(config, metrics)`` when that module is installed and enabled."""
+    if not (config.emit_checkpoints_enabled or config.sync_group_offsets_enabled):
+        return None
+    task = _optional("checkpoints", "CheckpointTask")
+    return None if task is None else task(config, metrics)
+
+
+def admin_for(side: ClusterSettings, role: str) -> AdminClient:
+    return AdminClient(
+        ",".join(side.bootstrap_servers),
+        timeout=_CLIENT_TIMEOUT_S,
+        client_id=f"shardbroker-mirror-{role}",
+        security=side.security,
+    )
+
+
+@dataclass
+class _Entry:
+    """A partition's next step in the produce thread: a batch, or (``batch`` None) a position
+    advance over markers/aborted batches once everything before is acknowledged."""
+
+    tp: TopicPartition
+    batch: OutBatch | None
+    next_offset: int
+
+
+class _Backoff:
+    def __init__(self) -> None:
+        self.delay = _BACKOFF_MIN_S
+
+    def next(self) -> float:
+        delay, self.delay = self.delay, min(self.delay * 2, _BACKOFF_MAX_S)
+        return delay
+
+    def reset(self) -> None:
+        self.delay = _BACKOFF_MIN_S
+
+
+class MirrorMaker:
+    """One mirror, source -> target. :meth:`run` until ``stop`` is set, then drain."""
+
+    def __init__(
+        self,
+        config: MirrorConfig,
+        metrics: MirrorMetrics,
+        *,
+        offset_syncs: OffsetSyncFactory = default_offset_syncs,
+        checkpoints: CheckpointFactory = default_checkpoints,
+    ) -> None:
+        self.config = config
+        self.metrics = metrics
+        self._offset_syncs_factory = offset_syncs
+        self._checkpoints_factory = checkpoints
+        self.group = positions_group(config.source.alias)
+        self._lock = threading.Lock()
+        self._queue: queue.Queue[list[FetchedPartition]] = queue.Queue(QUEUE_ROUNDS)
+        #: source partitions handed to the fetch thread (next offset), not yet taken
+        self._to_fetch: dict[TopicPartition, int] = {}
+        #: source partitions mirrored, with their acknowledged position
+        self._acked: dict[TopicPartition, Position] = {}
+        self._ends: dict[TopicPartition, int] = {}
+        self._paused: set[TopicPartition] = set()
+        self._dropped: set[TopicPartition] = set()
+        self._records = 0
+        self._bytes = 0
+        self._fetch_done = threading.Event()
+        self._failure: BaseException | None = None
+
+    # -- shared state ---------------------------------------------------------------------------
+
+    def pause(self, tp: TopicPartition, why: str) -> None:
+        with self._lock:
+            if tp in self._paused:
+                return
+            self._paused.add(tp)
+            count = len(self._paused)
+        log.error("%s-%d paused: %s (the other partitions go on; restart the mirror to retry it)", *tp, why)
+        self.metrics.set_paused(count)
+
+    def _target_tp(self, tp: TopicPartition) -> TopicPartition:
+        return (self.config.remote_topic(tp[0]), tp[1])
+
+    # -- main thread ----------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> int:
+        """Mirror until ``stop`` is set; 0 after the drain. Raises what stops the mirror early
+        (a fenced transactional id)."""
+        self.metrics.set_up(True)
+        source, target = admin_for(self.config.source, "main"), admin_for(self.config.target, "main")
+        sync = TopicSync(self.config, source, target)
+        resumers = (SourceFetcher(source), SourceFetcher(target))
+        store = PositionStore(target, self.group)
+        threads = [
+            threading.Thread(
+                target=self._guard(self._fetch_loop), args=(stop,), name="mirror-fetch", daemon=True
+            ),
+            threading.Thread(
+                target=self._guard(self._produce_loop), args=(stop,), name="mirror-produce", daemon=True
+            ),
+        ]
+        task = self._checkpoints_factory(self.config, self.metrics)
+        if task is not None:
+            threads.append(
+                threading.Thread(target=task.run, args=(stop,), name="mirror-checkpoints", daemon=True)
+            )
+        started = False
+        next_sync = next_configs = 0.0
+        next_progress = time.monotonic() + PROGRESS_INTERVAL_S
+        backoff = _Backoff()
+        last = (time.monotonic(), 0)
+        try:
+            while not stop.is_set() and self._failure is None:
+                now = time.monotonic()
+                if now >= next_sync:
+                    try:
+                        self._sync_topics(sync, store, resumers)
+                        if self.config.sync_topic_configs_enabled and now >= next_configs:
+                            if next_configs:
+                                sync.sync_configs(sorted({t for t, _ in self._acked}))
+                            next_configs = now + self.config.sync_topic_configs_interval_s
+                        next_sync = now + (
+                            self.config.refresh_topics_interval_s
+                            if self.config.refresh_topics_enabled
+                            else 1e12
+                        )
+                        backoff.reset()
+                    except AdminClientError as exc:
+                        self.metrics.error("topic_sync")
+                        delay = backoff.next()
+                        log.warning("topic sync failed (retrying in %.1f s): %s", delay, exc)
+                        source.close()
+                        target.close()
+                        next_sync = now + delay
+                    if not started and self._acked:
+                        for t in threads:
+                            t.start()
+                        started = True
+                if now >= next_progress:
+                    last = self._progress(last)
+                    next_progress = now + PROGRESS_INTERVAL_S
+                stop.wait(min(0.5, max(0.0, min(next_sync, next_progress) - time.monotonic())))
+        finally:
+            stop.set()
+            for t in threads:
+                if t.is_alive():
+                    t.join(DRAIN_TIMEOUT_S + 10)
+            source.close()
+            target.close()
+            self._progress(last)
+            self.metrics.set_up(False)
+        if self._failure is not None:
+            raise self._failure
+        return 0
+
+    def _guard(self, loop: Callable[[threading.Event], None]) -> Callable[[threading.Event], None]:
+        def run(stop: threading.Event) -> None:
+            try:
+                loop(stop)
+            except BaseException as exc:
+                self._failure = exc
+                stop.set()
+
+        return run
+
+    def _sync_topics(
+        self, sync: TopicSync, store: PositionStore, resumers: tuple[SourceFetcher, SourceFetcher]
+    ) -> None:
+        with self._lock:
+            active = {t for t, _ in self._acked if (t, _) not in self._dropped}
+        decided = sync.sync({self.config.remote_topic(t) for t in active})
+        for remote, (topic, _) in decided.create.items():
+            if topic in active:
+                for p in range(decided.mirrored[topic]):
+                    self.pause(
+                        (topic, p),
+                        f"target topic {remote} was deleted; it is created again on the next start",
+                    )
+        gone = active - set(decided.mirrored)
+        for topic in sorted(gone):
+            log.warning(
+                "source topic %s is gone: no longer mirrored (target topic %s kept)",
+                topic,
+                self.config.remote_topic(topic),
+            )
+            with self._lock:
+                tps = [tp for tp in self._acked if tp[0] == topic]
+                self._dropped.update(tps)
+                for tp in tps:
+                    del self._acked[tp]
+                    self._ends.pop(tp, None)
+            self.metrics.forget_topic(topic, len(tps))
+        new = [
+            (t, p) for t, count in decided.mirrored.items() for p in range(count) if (t, p) not in self._acked
+        ]
+        if not new:
+            return
+        committed = store.load([self._target_tp(tp) for tp in new])
+        for tp in new:
+            position = resume(tp, self._target_tp(tp), committed.get(self._target_tp(tp)), *resumers)
+            with self._lock:
+                self._dropped.discard(tp)
+                self._acked[tp] = position
+                self._to_fetch[tp] = position.source_offset
+        log.info("mirroring %d new partitions of %s", len(new), ", ".join(sorted({t for t, _ in new})))
+
+    def _progress(self, last: tuple[float, int]) -> tuple[float, int]:
+        now = time.monotonic()
+        with self._lock:
+            lags = {
+                tp: max(0, self._ends.get(tp, pos.source_offset) - pos.source_offset)
+                for tp, pos in self._acked.items()
+            }
+            records, paused = self._records, len(self._paused)
+        for tp, lag in lags.items():
+            self.metrics.set_lag(tp[0], tp[1], lag)
+        rate = (records - last[1]) / max(now - last[0], 1e-9)
+        log.info(
+            "mirrored %d records (%.0f records/s), lag %d records over %d partitions, %d paused",
+            records,
+            rate,
+            sum(lags.values()),
+            len(lags),
+            paused,
+        )
+        return now, records
+
+    # -- fetch thread ---------------------------------------------------------------------------
+
+    def _fetch_loop(self, stop: threading.Event) -> None:
+        admin = admin_for(self.config.source, "fetch")
+        fetcher = SourceFetcher(admin)
+        positions: dict[TopicPartition, int] = {}
+        backoff = _Backoff()
+        try:
+            while not stop.is_set():
+                with self._lock:
+                    positions.update(self._to_fetch)
+                    self._to_fetch.clear()
+                    for tp in self._paused | self._dropped:
+                        positions.pop(tp, None)
+                if not positions:
+                    stop.wait(0.1)
+                    continue
+                try:
+                    answers = fetcher.fetch(positions)
+                except AdminClientError as exc:  # e.g. ListOffsets after OFFSET_OUT_OF_RANGE
+                    self.metrics.error("fetch")
+                    delay = backoff.next()
+                    log.warning("fetching from the source failed (retrying in %.1f s): %s", delay, exc)
+                    stop.wait(delay)
+                    continue
+                round_: list[FetchedPartition] = []
+                failed = 0
+                for a in answers:
+                    if a.error is not None:
+                        failed += 1
+                        self.metrics.error("fetch")
+                        if not (
+                            a.error.retriable or a.error.name in ("UNKNOWN_TOPIC_ID", "NETWORK_EXCEPTION")
+                        ):
+                            self.pause(
+                                a.tp, f"the source refused Fetch at offset {positions[a.tp]}: {a.error}"
+                            )
+                        continue
+                    assert a.selection is not None
+                    if a.reset_to is not None:
+                        log.warning(
+                            "%s-%d: records %d..%d were deleted at the source before they were mirrored",
+                            a.topic,
+                            a.partition,
+                            positions[a.tp],
+                            a.reset_to - 1,
+                        )
+                    with self._lock:
+                        self._ends[a.tp] = a.end_offset
+                    if a.selection.next_position > positions[a.tp]:
+                        positions[a.tp] = a.selection.next_position
+                        round_.append(a)
+                if round_:
+                    while not stop.is_set():
+                        try:
+                            self._queue.put(round_, timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+                if failed and failed == len(answers):
+                    delay = backoff.next()
+                    if delay >= 1:
+                        log.warning(
+                            "fetching from the source failed (retrying in %.1f s): %s",
+                            delay,
+                            answers[0].error,
+                        )
+                    stop.wait(delay)
+                else:
+                    backoff.reset()
+        finally:
+            admin.close()
+            self._fetch_done.set()
+
+    # -- produce thread -------------------------------------------------------------------------
+
+    def _produce_loop(self, stop: threading.Event) -> None:
+        admin = admin_for(self.config.target, "produce")
+        tid = (
+            f"shardbroker-mirror-{self.config.source.alias}-{self.config.target.alias}"
+            if self.config.exactly_once
+            else None
+        )
+        producer = TargetProducer(admin, transactional_id=tid)
+        store = PositionStore(admin, self.group)
+        syncs = self._offset_syncs_factory(self.config)
+        pending: dict[TopicPartition, deque[_Entry]] = {}
+        retry_at: dict[TopicPartition, float] = {}
+        backoffs: dict[TopicPartition, _Backoff] = {}
+        dirty: dict[TopicPartition, Position] = {}  # acknowledged, not yet saved
+        in_txn: dict[TopicPartition, list[_Entry]] = {}
+        txn_bytes = 0
+        last_commit = time.monotonic()
+        self._reset_producer(producer, stop)
+        drain_deadline: float | None = None
+        try:
+            while True:
+                if stop.is_set() and drain_deadline is None:
+                    drain_deadline = time.monotonic() + DRAIN_TIMEOUT_S
+                ready = self._take(pending, retry_at, block=not any(pending.values()))
+                if drain_deadline is not None and (
+                    time.monotonic() > drain_deadline
+                    or (self._fetch_done.is_set() and self._queue.empty() and not any(pending.values()))
+                ):
+                    break
+                if not ready:
+                    time.sleep(0.005)  # every partition with data is backing off
+                heads = [e.batch for e in ready if e.batch is not None]
+                results = producer.produce(heads) if heads else []
+                for r in results:
+                    tp = r.batch.source_tp
+                    if r.outcome is Outcome.WRITTEN:
+                        entry = pending[tp].popleft()
+                        backoffs.pop(tp, None)
+                        position = self._written(tp, r, syncs)
+                        txn_bytes += r.batch.source.data.nbytes
+                        if tid is not None:
+                            in_txn.setdefault(tp, []).append(entry)
+                        dirty[tp] = position
+                    elif r.outcome is Outcome.RETRY:
+                        self.metrics.error("produce_retriable")
+                        delay = backoffs.setdefault(tp, _Backoff()).next()
+                        retry_at[tp] = time.monotonic() + delay
+                        if delay >= 1:
+                            log.warning("%s-%d: retrying in %.1f s: %s", *r.batch.tp, delay, r.error)
+                    elif r.outcome is Outcome.RESET:
+                        self.metrics.error("producer_reset")
+                        if self._was_written(producer, r, tp):
+                            entry = pending[tp].popleft()
+                            dirty[tp] = self._written(tp, r, syncs)
+                            if tid is not None:
+                                in_txn.setdefault(tp, []).append(entry)
+                        else:
+                            log.warning("%s-%d: %s; starting a new producer id", *r.batch.tp, r.error)
+                            if tid is not None:
+                                self._abort(producer, pending, in_txn)
+                                dirty.clear()
+                            self._reset_producer(producer, stop)
+                    else:
+                        self.metrics.error("refused")
+                        offset = r.batch.source.base_offset
+                        self.pause(tp, f"the target refused the batch at source offset {offset}: {r.error}")
+                        pending.pop(tp, None)
+                for e in ready:
+                    if e.batch is None and pending.get(e.tp) and pending[e.tp][0] is e:
+                        pending[e.tp].popleft()
+                        with self._lock:
+                            acked = self._acked.get(e.tp)
+                            if acked is not None:
+                                self._acked[e.tp] = dirty[e.tp] = Position(e.next_offset, acked.target_offset)
+                now = time.monotonic()
+                if tid is not None:
+                    if dirty and (now - last_commit >= TXN_INTERVAL_S or txn_bytes >= TXN_MAX_BYTES):
+                        self._commit_txn(producer, dirty, syncs)
+                        in_txn.clear()
+                        dirty.clear()
+                        txn_bytes, last_commit = 0, now
+                elif dirty and now - last_commit >= COMMIT_INTERVAL_S:
+                    self._save(store, dirty, syncs)
+                    last_commit = now
+        finally:
+            try:
+                if tid is not None and dirty:
+                    self._commit_txn(producer, dirty, syncs)
+                elif dirty:
+                    self._save(store, dirty, syncs)
+            finally:
+                admin.close()
+
+    def _take(
+        self,
+        pending: dict[TopicPartition, deque[_Entry]],
+        retry_at: dict[TopicPartition, float],
+        *,
+        block: bool,
+    ) -> list[_Entry]:
+        """Move fetched rounds into ``pending``; the head entry of every partition ready to send."""
+        rounds: list[list[FetchedPartition]] = []
+        try:
+            rounds.append(self._queue.get(timeout=0.05) if block else self._queue.get_nowait())
+            while True:
+                rounds.append(self._queue.get_nowait())
+        except queue.Empty:
+            pass
+        with self._lock:
+            skip = self._paused | self._dropped
+        for round_ in rounds:
+            for a in round_:
+                if a.tp in skip or a.selection is None:
+                    continue
+                q = pending.setdefault(a.tp, deque())
+                target_tp = self._target_tp(a.tp)
+                for b in a.selection.batches:
+                    q.append(_Entry(a.tp, OutBatch(target_tp, b, a.tp, a.fetched_at), b.next_offset))
+                last = a.selection.batches[-1].next_offset if a.selection.batches else a.selection.start
+                if a.selection.next_position > last:
+                    q.append(_Entry(a.tp, None, a.selection.next_position))
+        now = time.monotonic()
+        ready = []
+        for tp, q in list(pending.items()):
+            if tp in skip:
+                del pending[tp]
+            elif q and retry_at.get(tp, 0.0) <= now:
+                ready.append(q[0])
+        return ready
+
+    def _written(self, tp: TopicPartition, r: Result, syncs: OffsetSyncSink | None) -> Position:
+        src = r.batch.source
+        with self._lock:
+            before = self._acked.get(tp)
+            base = r.base_offset if r.base_offset >= 0 else (before.target_offset if before else 0)
+            position = Position(src.next_offset, base + src.records)
+            if before is not None:
+                self._acked[tp] = position
+            self._records += src.records
+            self._bytes += src.data.nbytes
+        latency = time.time() - (src.max_timestamp / 1000 if src.log_append_time else r.batch.fetched_at)
+        self.metrics.batch_mirrored(tp[0], src.records, src.data.nbytes, latency)
+        if syncs is not None:
+            syncs.record(tp[0], tp[1], src.base_offset, base)
+        return position
+
+    def _was_written(self, producer: TargetProducer, r: Result, tp: TopicPartition) -> bool:
+        """After OUT_OF_ORDER_SEQUENCE_NUMBER & co.: did the batch land (its answer lost)? Only
+        this mirror writes the partition, so the end offset tells."""
+        with self._lock:
+            before = self._acked.get(tp)
+        if before is None:
+            return False
+        end = producer.cluster.list_offsets({r.batch.tp: LATEST})[r.batch.tp]
+        return end >= before.target_offset + r.batch.source.records
+
+    def _reset_producer(self, producer: TargetProducer, stop: threading.Event) -> None:
+        backoff = _Backoff()
+        while True:
+            try:
+                producer.reset()
+                return
+            except AdminClientError as exc:
+                if isinstance(exc, KafkaApiError) and not exc.retriable:
+                    raise
+                delay = backoff.next()
+                log.warning("InitProducerId on the target failed (retrying in %.1f s): %s", delay, exc)
+                if stop.wait(delay):
+                    raise
+
+    def _save(
+        self, store: PositionStore, dirty: dict[TopicPartition, Position], syncs: OffsetSyncSink | None
+    ) -> None:
+        try:
+            if syncs is not None:
+                syncs.flush()
+            store.commit({self._target_tp(tp): p for tp, p in dirty.items()})
+            dirty.clear()
+        except AdminClientError as exc:
+            self.metrics.error("commit")
+            log.warning("saving the mirror's positions failed (retried): %s", exc)
+
+    def _commit_txn(
+        self, producer: TargetProducer, dirty: dict[TopicPartition, Position], syncs: OffsetSyncSink | None
+    ) -> None:
+        producer.commit(
+            self.group,
+            {
+                self._target_tp(tp): (p.source_offset, encode_metadata(p.target_offset))
+                for tp, p in dirty.items()
+            },
+        )
+        if syncs is not None:
+            syncs.flush()
+
+    def _abort(
+        self,
+        producer: TargetProducer,
+        pending: dict[TopicPartition, deque[_Entry]],
+        in_txn: dict[TopicPartition, list[_Entry]],
+    ) -> None:
+        """Abort the open transaction and put its batches back in front of their partitions."""
+        producer.abort()
+        for tp, entries in in_txn.items():
+            pending.setdefault(tp, deque()).extendleft(reversed(entries))
+        in_txn.clear()
