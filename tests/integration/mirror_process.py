@@ -289,7 +289,8 @@ def read_topic(bootstrap: str, topic: str, ends: Mapping[int, int]) -> dict[int,
         deadline = time.monotonic() + IO_TIMEOUT
         while any(nxt[p] < end for p, end in ends.items()):
             assert time.monotonic() < deadline, f"{topic}: read up to {nxt} of {dict(ends)}"
-            for msg in consumer.consume(10_000, timeout=0.5):
+            batch: list[Any] = consumer.consume(10_000, timeout=0.5)
+            for msg in batch:
                 assert msg.error() is None, msg.error()
                 p = msg.partition()
                 if msg.offset() < ends[p]:

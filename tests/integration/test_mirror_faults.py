@@ -198,6 +198,11 @@ def produce_to(bootstrap: str, topic: str, partition: int, values: list[bytes]) 
         {"bootstrap.servers": bootstrap, "enable.idempotence": True, "batch.size": 4096, "linger.ms": 2}
     )
     errors: list[Any] = []
+
+    def delivered(err: Any, _msg: Any) -> None:
+        if err is not None:
+            errors.append(err)
+
     for i, value in enumerate(values):
         producer.produce(
             topic,
@@ -205,7 +210,7 @@ def produce_to(bootstrap: str, topic: str, partition: int, values: list[bytes]) 
             f"k{i}".encode(),
             partition=partition,
             headers=[("n", str(i).encode())],
-            on_delivery=lambda err, _msg: err is not None and errors.append(err),
+            on_delivery=delivered,
         )
         producer.poll(0)
     assert producer.flush(IO_TIMEOUT) == 0 and not errors, errors
