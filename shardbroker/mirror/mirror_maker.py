@@ -205,7 +205,8 @@ class MirrorMaker:
         self.metrics.set_up(True)
         source, target = admin_for(self.config.source, "main"), admin_for(self.config.target, "main")
         sync = TopicSync(self.config, source, target)
-        resumers = (SourceFetcher(source), SourceFetcher(target))
+        # no long poll: resuming reads an end offset and the records before it
+        resumers = (SourceFetcher(source, max_wait_ms=0), SourceFetcher(target, max_wait_ms=0))
         store = PositionStore(target, self.group)
         threads = [
             threading.Thread(

@@ -11,6 +11,7 @@ the target refuses pauses its partition while the rest goes on.
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import subprocess
 import sys
@@ -28,6 +29,8 @@ from tests.integration.conftest import BrokerFactory
 
 RECORDS = 200_000
 CODECS = ("none", "gzip", "lz4", "zstd", "snappy")
+#: how long the records of the while-producing test take to produce
+PRODUCE_S = 10.0
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +82,7 @@ def mirror(tmp_path: Path, source: BrokerProcess, target: BrokerProcess, **props
         **props,
     }
     config = tmp_path / f"mirror-{len(list(tmp_path.glob('mirror-*.toml')))}.toml"
-    config.write_text("".join(f'"{k}" = "{v}"\n' for k, v in lines.items()))
+    config.write_text("".join(f"{json.dumps(k)} = {json.dumps(v)}\n" for k, v in lines.items()))
     m = Mirror(config, config.with_suffix(".log")).start()
     try:
         yield m
@@ -94,17 +97,23 @@ def _create(bootstrap: str, topic: str, partitions: int, **configs: str) -> None
     admin.create_topics([NewTopic(topic, partitions, 1, config=configs)])[topic].result(30)
 
 
-def _produce(bootstrap: str, topic: str, codec: str, start: int, count: int, errors: list[str]) -> None:
+def _produce(
+    bootstrap: str, topic: str, codec: str, start: int, count: int, errors: list[str], seconds: float = 0
+) -> None:
+    """``count`` keyed records with headers, spread evenly over ``seconds`` (so that a mirror
+    started beside it mirrors while they are produced)."""
     p = Producer({"bootstrap.servers": bootstrap, "compression.type": codec, "linger.ms": 5})
-    for i in range(start, start + count):
+    began = time.monotonic()
+    for n, i in enumerate(range(start, start + count)):
         p.produce(
             topic,
             value=b"v%08d" % i + b"." * (i % 50),
             key=b"key-%d" % (i % 997),
             headers=[("n", b"%d" % i), ("c", codec.encode())],
         )
-        if i % 2000 == 0:
+        if n % 1000 == 0:
             p.poll(0)
+            time.sleep(max(0.0, began + seconds * n / count - time.monotonic()))
     if p.flush(60):
         errors.append(f"{codec}: records left unsent")
 
@@ -119,7 +128,9 @@ def _ends(bootstrap: str, topic: str, partitions: int) -> list[int]:
         c.close()
 
 
-def _read(bootstrap: str, topic: str, partition: int) -> list[tuple[object, ...]]:
+def _read(bootstrap: str, topic: str, partition: int, want: int | None = None) -> list[tuple[object, ...]]:
+    """The partition's records (READ_COMMITTED): up to its end, or, with ``want``, until that
+    many arrived (waiting for a mirror to catch up) and nothing more within half a second."""
     c = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -129,20 +140,22 @@ def _read(bootstrap: str, topic: str, partition: int) -> list[tuple[object, ...]
         }
     )
     try:
-        end = c.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)[1]
         c.assign([TopicPartition(topic, partition, 0)])
         out: list[tuple[object, ...]] = []
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
-            msg = c.poll(1)
+            msg = c.poll(0.5)
             if msg is None:
+                if want is not None:
+                    if len(out) >= want:
+                        break
+                    continue
+                end = c.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)[1]
                 if c.position([TopicPartition(topic, partition)])[0].offset >= end:
                     break
                 continue
             assert msg.error() is None, msg.error()
             out.append((msg.key(), msg.value(), msg.headers(), msg.timestamp()))
-            if msg.offset() + 1 >= end:
-                break
         return out
     finally:
         c.close()
@@ -151,48 +164,67 @@ def _read(bootstrap: str, topic: str, partition: int) -> list[tuple[object, ...]
 def _same_records(
     source: BrokerProcess, target: BrokerProcess, topic: str, remote: str, partitions: int, total: int
 ) -> None:
-    wait_for(
-        lambda: (
-            _ends(target.bootstrap, remote, partitions) == _ends(source.bootstrap, topic, partitions) or None
-        ),
-        120,
-        f"{remote} to catch up with {topic}",
-        interval=0.5,
-    )
+    """The target topic holds the source topic's records, the same and in the same order per
+    partition: no gap, no duplicate (read after every record was produced)."""
     seen = 0
     for p in range(partitions):
         want = _read(source.bootstrap, topic, p)
-        got = _read(target.bootstrap, remote, p)
+        got = _read(target.bootstrap, remote, p, len(want))
         assert len(got) == len(want), f"partition {p}: {len(got)} records mirrored, {len(want)} at the source"
-        assert got == want, f"partition {p}: records differ"
+        first = next((i for i, (g, w) in enumerate(zip(got, want, strict=True)) if g != w), None)
+        assert first is None, f"partition {p}: record {first} differs: {got[first]} != {want[first]}"
         seen += len(want)
     assert seen == total
+
+
+def _mirrored(target: BrokerProcess, remote: str, partitions: int) -> int:
+    """The target topic's end offsets, summed (records and transaction markers)."""
+    try:
+        return sum(_ends(target.bootstrap, remote, partitions))
+    except Exception:  # not created yet
+        return 0
+
+
+def _wait_progress(target: BrokerProcess, remote: str, partitions: int, beyond: int) -> int:
+    return wait_for(
+        lambda: n if (n := _mirrored(target, remote, partitions)) > beyond else None,
+        30,
+        f"{remote} to grow past {beyond}",
+        interval=0.2,
+    )
 
 
 def test_mirror_while_producing_with_restarts(
     clusters: tuple[BrokerProcess, BrokerProcess], tmp_path: Path
 ) -> None:
+    """200,000 records over ~10 s in five codecs; the mirror is stopped (SIGTERM) and killed
+    (SIGKILL) while they are produced, each time after it mirrored some of them."""
     source, target = clusters
     _create(source.bootstrap, "orders", 4)
     errors: list[str] = []
     per = RECORDS // len(CODECS)
+    producers = [
+        threading.Thread(
+            target=_produce, args=(source.bootstrap, "orders", codec, i * per, per, errors, PRODUCE_S)
+        )
+        for i, codec in enumerate(CODECS)
+    ]
     with mirror(tmp_path, source, target, **{"exactly.once.source.support": "disabled"}) as m:
-        producers = [
-            threading.Thread(target=_produce, args=(source.bootstrap, "orders", codec, i * per, per, errors))
-            for i, codec in enumerate(CODECS)
-        ]
         for t in producers:
             t.start()
-        time.sleep(3)
+        done = _wait_progress(target, "east.orders", 4, 0)
         assert m.stop(signal.SIGTERM) == 0, m.output()
         m.start()
-        time.sleep(3)
+        _wait_progress(target, "east.orders", 4, done)
+        assert all(t.is_alive() for t in producers), "produced before the kill: not a mid-run kill"
         m.stop(signal.SIGKILL)
         m.start()
         for t in producers:
             t.join(120)
         assert not errors
         _same_records(source, target, "orders", "east.orders", 4, RECORDS)
+        # idempotent mode writes no transaction markers: the offsets match one for one
+        assert _ends(target.bootstrap, "east.orders", 4) == _ends(source.bootstrap, "orders", 4)
         assert m.stop() == 0, m.output()
     assert "mirrored" in m.output()  # the periodic summary line
 
@@ -207,11 +239,19 @@ def test_exactly_once_and_no_cycle_back(
     with mirror(
         tmp_path, source, target, topics="payments", **{"exactly.once.source.support": "enabled"}
     ) as m:
-        _produce(source.bootstrap, "payments", "zstd", 0, 20_000, errors)
-        time.sleep(1)
+        producer = threading.Thread(
+            target=_produce, args=(source.bootstrap, "payments", "zstd", 0, 20_000, errors, 4)
+        )
+        producer.start()
+        _wait_progress(target, "east.payments", 2, 0)
+        assert producer.is_alive(), "produced before the kill: not a mid-run kill"
         m.stop(signal.SIGKILL)
         m.start()
+        producer.join(60)
         _same_records(source, target, "payments", "east.payments", 2, 20_000)
+        # written in transactions: each committed one left a marker
+        assert sum(_ends(target.bootstrap, "east.payments", 2)) > 20_000
+        assert "exactly-once (target transactions)" in m.output()
     # the other way: west -> east; east.payments (from east) must not come back
     with mirror(
         tmp_path,
