@@ -35,6 +35,7 @@ from tests.integration.kafka_clients import IO_TIMEOUT
 from tests.ports import free_port_block
 
 __all__ = [
+    "ROUND",
     "SOURCE_ALIAS",
     "FeedThread",
     "MirrorProcess",
@@ -49,8 +50,9 @@ SOURCE_ALIAS = "src"
 CODECS = ("none", "lz4", "gzip", "zstd", "snappy")
 #: (key, value, headers) of one record, as the tests compare them per partition.
 Record = tuple[bytes | None, bytes, tuple[tuple[str, bytes], ...]]
-#: Seconds between two rounds of the feed.
+#: Seconds between two rounds of the feed, and records in a round (no batch holds more).
 PAUSE = 0.05
+ROUND = 400
 
 
 def mirror_config(source: BrokerProcess, target: BrokerProcess, **extra: str | int | bool) -> dict[str, Any]:
@@ -186,7 +188,7 @@ class FeedThread(threading.Thread):
     index."""
 
     def __init__(
-        self, bootstrap: str, topics: tuple[str, ...], round_size: int = 400, limit: int = 0
+        self, bootstrap: str, topics: tuple[str, ...], round_size: int = ROUND, limit: int = 0
     ) -> None:
         super().__init__(daemon=True, name="mirror-feed")
         self.bootstrap = bootstrap
