@@ -9,6 +9,9 @@ Per run, in the same process and on the same data:
 
 - (a) *fetch only*: :class:`~shardbroker.mirror.source_fetcher.SourceFetcher` reads every
   partition from offset 0 to its end (the same fetch code the mirror runs, nothing produced);
+- (c) *produce only*: the mirror's :class:`~shardbroker.mirror.target_producer.TargetProducer`
+  with ``MAX_IN_FLIGHT`` requests in flight, writing the first fetched batch of each partition
+  again and again to a fresh target topic (the target's ceiling for these batches, no fetch);
 - (b) *mirror*: ``shardbroker mirror`` (the CLI, a subprocess) with a fresh source alias, so a
   fresh target topic, timed from its start until the target holds every record.
 
@@ -16,9 +19,20 @@ Reported: median and spread (min-max) over ``--runs`` of records/s for both, the
 (target >= 0.6, and >= 1 M records/s), and CPU seconds per mirrored MB of the mirror process
 and of each broker (``/proc/<pid>/stat`` utime + stime of the process tree).
 
-Run under the bench lock: ``flock /tmp/shardbroker-bench.lock .venv/bin/python -m perf mirror``.
-Profile: ``py-spy record -o /tmp/mirror.svg --subprocesses -- .venv/bin/python -m
-shardbroker.cli.main mirror --config mirror.toml`` during (b).
+Run under the bench lock: ``flock /tmp/shardbroker-bench.lock .venv/bin/python -m perf mirror
+--records 8000000 --runs 3``. Profile during (b): ``py-spy record -r 200 --threads -f raw -o
+/tmp/mirror.txt --pid $(pgrep -f "shardbroker.cli.main mirror --config")``.
+
+Figures (that command, 2026-12-05, this 2-core VM; median and min-max of 3 runs): fetch only
+26.9 M records/s (26.3-28.0), produce only 4.22 M (3.91-4.26), mirror 2.00 M (1.96-2.02):
+ratio 0.075 to fetch only (target 0.6: not met), 0.47 to produce only; >= 1 M records/s: met.
+CPU per mirrored MB: mirror 3.4 ms, source worker 0.41 ms, target worker 2.9 ms. The target's
+appends (first touch of page cache here) bound the mirror: see mirror_maker.py's docstring.
+One worker per broker (the default), measured against 2 (``--workers 2``, same command): one
+run gave 2.49 M records/s, the next three 1.51 M (1.34-1.85) with fetch only down to 5.1 M
+(4.5-6.2; each worker is a node of its own, so a fetch round is two Fetches in turn) and the
+spread 3x wider; on 2 cores the two brokers' workers and the mirror's threads (~1.3 cores at
+2 M records/s with 1 worker each, CPU figures above) then contend for the CPU.
 """
 
 from __future__ import annotations
@@ -33,6 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -43,7 +58,10 @@ from confluent_kafka.admin import NewTopic
 
 from shardbroker.client.admin import AdminClient
 from shardbroker.client.admin_partitions import LATEST
+from shardbroker.client.admin_topics import NewTopic as NewTopicSpec
+from shardbroker.mirror.mirror_maker import MAX_IN_FLIGHT
 from shardbroker.mirror.source_fetcher import SourceFetcher
+from shardbroker.mirror.target_producer import InFlight, OutBatch, Outcome, TargetProducer
 from tests.integration.broker_process import REPO, BrokerProcess
 
 TOPIC = "bench"
@@ -72,9 +90,8 @@ def _pid(broker: BrokerProcess) -> int:
 
 
 def _preload(bootstrap: str, partitions: int, records: int) -> int:
-    KafkaAdmin({"bootstrap.servers": bootstrap}).create_topics([NewTopic(TOPIC, partitions, 1)])[
-        TOPIC
-    ].result(30)
+    admin = KafkaAdmin({"bootstrap.servers": bootstrap})  # kept alive until the answer
+    admin.create_topics([NewTopic(TOPIC, partitions, 1)])[TOPIC].result(30)
     p = Producer(
         {
             "bootstrap.servers": bootstrap,
@@ -110,6 +127,34 @@ def _fetch_only(bootstrap: str, partitions: int, total: int) -> float:
                     seen += answer.selection.records
                     positions[answer.tp] = answer.selection.next_position
         return total / (time.perf_counter() - start)
+
+
+def _produce_only(
+    source: BrokerProcess, target: BrokerProcess, partitions: int, total: int, run: int
+) -> float:
+    """Records/s of the mirror's own produce code (TargetProducer, MAX_IN_FLIGHT requests in
+    flight) writing the source's first batch of each partition again and again to a fresh target
+    topic: the target's ceiling for the mirror's batches, without fetching."""
+    with AdminClient(source.bootstrap) as admin:
+        answers = SourceFetcher(admin).fetch({(TOPIC, q): 0 for q in range(partitions)})
+        first = {a.partition: a.selection.batches[0] for a in answers if a.selection and a.selection.batches}
+    topic = f"produce-only-{run}"
+    with AdminClient(target.bootstrap) as admin:
+        admin.create_topics([NewTopicSpec(topic, partitions, 1)])
+        producer = TargetProducer(admin)
+        producer.reset()
+        inflight: deque[InFlight] = deque()
+        written, start = 0, time.perf_counter()
+        while written < total or inflight:
+            if written < total and len(inflight) < MAX_IN_FLIGHT:
+                batches = [OutBatch((topic, q), b, (TOPIC, q), 0.0) for q, b in first.items()]
+                inflight.append(producer.send(batches))
+                written += sum(b.source.records for b in batches)
+                continue
+            results = producer.receive(inflight.popleft())
+            if any(r.outcome is not Outcome.WRITTEN for r in results):
+                raise RuntimeError(f"produce-only: {[r.error for r in results]}")
+        return written / (time.perf_counter() - start)
 
 
 def _mirror(
@@ -175,14 +220,16 @@ def run(records: int, partitions: int, workers: int, runs: int) -> dict[str, Any
         source, target = brokers
         total = _preload(source.bootstrap, partitions, records)
         print(f"preloaded {total} records of 100 B", file=sys.stderr)
-        fetch, mirrored, cpu = [], [], []
+        fetch, produce, mirrored, cpu = [], [], [], []
         for i in range(runs):
             fetch.append(_fetch_only(source.bootstrap, partitions, total))
+            produce.append(_produce_only(source, target, partitions, total, i))
             result = _mirror(work, source, target, f"run{i}", partitions, total)
             mirrored.append(result["records_per_s"])
             cpu.append(result)
             print(
-                f"run {i}: fetch {fetch[-1]:,.0f} records/s, mirror {mirrored[-1]:,.0f} records/s",
+                f"run {i}: fetch {fetch[-1]:,.0f}, produce {produce[-1]:,.0f}, "
+                f"mirror {mirrored[-1]:,.0f} records/s",
                 file=sys.stderr,
             )
         ratios = [m / f for m, f in zip(mirrored, fetch, strict=True)]
@@ -191,8 +238,10 @@ def run(records: int, partitions: int, workers: int, runs: int) -> dict[str, Any
             "partitions": partitions,
             "workers_per_broker": workers,
             "fetch_only_records_per_s": _summary(fetch),
+            "produce_only_records_per_s": _summary(produce),
             "mirror_records_per_s": _summary(mirrored),
             "ratio": _summary(ratios),
+            "ratio_to_produce_only": _summary([m / p for m, p in zip(mirrored, produce, strict=True)]),
             "cpu_s_per_mirrored_mb": {
                 k: _summary([c[k] for c in cpu]) for k in cpu[0] if k != "records_per_s"
             },

@@ -1,7 +1,8 @@
 """One blocking TCP connection to one Kafka broker, speaking our sans-IO codec. Opens sockets.
 
 Deliberately simple (a CLI and test client, not a hot path): a plain blocking socket with a
-timeout on every connect, send and receive, one request in flight at a time, no threads. With
+timeout on every connect, send and receive, one request in flight at a time (or several,
+written with ``send_pipelined`` and read in order with ``receive``: the mirror's Produce), no threads. With
 :class:`~shardbroker.client.client_security.ClientSecurity` it speaks TLS (``ssl`` on the blocking
 socket) and authenticates with SASL as Kafka's clients do: ApiVersions, SaslHandshake v1, then
 SaslAuthenticate round trips (client/sasl_client.py) before any other request. It does not
@@ -24,6 +25,7 @@ import itertools
 import socket
 import ssl
 import struct
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from shardbroker import __version__
@@ -50,6 +52,7 @@ __all__ = [
     "BrokerConnection",
     "BrokerUnreachable",
     "KafkaApiError",
+    "Pipelined",
     "UnsupportedApi",
     "format_address",
     "parse_address",
@@ -187,6 +190,17 @@ def format_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+@dataclass(frozen=True, slots=True)
+class Pipelined:
+    """A request written by :meth:`BrokerConnection.send_pipelined`, its answer not yet read."""
+
+    sock: socket.socket
+    correlation_id: int
+    what: str
+    api_key: int
+    version: int
+
+
 class BrokerConnection:
     """A blocking connection to one broker. ``connect()`` opens it and negotiates versions."""
 
@@ -319,13 +333,13 @@ class BrokerConnection:
             return
         raise UnsupportedApi(f"broker {self.address} serves no ApiVersions version this client speaks")
 
-    def _decode_api_versions(self, frame: bytes, version: int) -> ApiVersionsResponse:
+    def _decode_api_versions(self, frame: memoryview, version: int) -> ApiVersionsResponse:
         try:
             _, msg = decode_response(frame, ApiVersionsRequest.API_KEY, version)
         except ProtocolError:
             # An UNSUPPORTED_VERSION answer is encoded as v0 whatever version was asked for.
             try:
-                msg = decode(ApiVersionsResponse, memoryview(frame)[4:], 0)
+                msg = decode(ApiVersionsResponse, frame[4:], 0)
             except ProtocolError as exc:
                 raise BrokerUnreachable(self.address, f"undecodable ApiVersions response: {exc}") from None
         assert isinstance(msg, ApiVersionsResponse)
@@ -402,8 +416,32 @@ class BrokerConnection:
             raise
         return sock, correlation_id, what
 
-    def _roundtrip(self, request: Message, version: int, timeout: float | None = None) -> bytes:
+    def send_pipelined(self, request: Message, version: int | None = None) -> Pipelined:
+        """Write ``request`` without waiting for its answer (Kafka answers a connection's
+        requests in order): :meth:`receive` it later, in the order sent."""
+        self.connect()
+        if version is None:
+            version = self.version_for(request.API_KEY, type(request).API_NAME)
         sock, correlation_id, what = self._write(request, version)
+        return Pipelined(sock, correlation_id, what, request.API_KEY, version)
+
+    def receive(self, pending: Pipelined, timeout: float | None = None) -> Any:
+        """The decoded answer to a :meth:`send_pipelined` request."""
+        if pending.sock is not self.sock:
+            raise BrokerUnreachable(self.address, f"connection lost before the answer to {pending.what}")
+        frame = self._read_frame(pending.sock, pending.correlation_id, pending.what, timeout)
+        try:
+            return decode_response(frame, pending.api_key, pending.version)[1]
+        except ProtocolError as exc:
+            self.close()
+            raise BrokerUnreachable(self.address, f"undecodable {pending.what} response: {exc}") from None
+
+    def _roundtrip(self, request: Message, version: int, timeout: float | None = None) -> memoryview:
+        return self._read_frame(*self._write(request, version), timeout)
+
+    def _read_frame(
+        self, sock: socket.socket, correlation_id: int, what: str, timeout: float | None
+    ) -> memoryview:
         wait = self.timeout if timeout is None else timeout
         try:
             sock.settimeout(wait)
@@ -437,7 +475,7 @@ class BrokerConnection:
             )
         return frame
 
-    def _recv_exactly(self, sock: socket.socket, n: int, what: str) -> bytes:
+    def _recv_exactly(self, sock: socket.socket, n: int, what: str) -> memoryview:
         buf = bytearray(n)
         view = memoryview(buf)
         got = 0
@@ -446,7 +484,7 @@ class BrokerConnection:
             if k == 0:
                 raise BrokerUnreachable(self.address, f"connection closed by the broker during {what}")
             got += k
-        return bytes(buf)
+        return view  # no copy: a Fetch answer is megabytes, and decoding only reads it
 
     def __repr__(self) -> str:
         return f"BrokerConnection({self.address})"

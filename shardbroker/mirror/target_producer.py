@@ -34,12 +34,12 @@ from typing import Final, TypeVar
 
 from shardbroker.client.admin import AdminClient
 from shardbroker.client.admin_cluster import TopicInfo, TopicPartition
-from shardbroker.client.connection import AdminClientError, BrokerConnection, KafkaApiError
+from shardbroker.client.connection import AdminClientError, BrokerConnection, KafkaApiError, Pipelined
 from shardbroker.mirror.batch_rewrite import SourceBatch, next_sequence, rewrite_batch
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode
 
-__all__ = ["OutBatch", "Outcome", "Result", "TargetProducer", "TransactionFenced"]
+__all__ = ["InFlight", "OutBatch", "Outcome", "Result", "TargetProducer", "TransactionFenced"]
 
 #: Kafka's transaction.timeout.ms default; a mirror commits every ~100 ms.
 TRANSACTION_TIMEOUT_MS: Final = 60_000
@@ -79,6 +79,20 @@ class OutBatch:
 
 
 @dataclass(frozen=True, slots=True)
+class InFlight:
+    """What :meth:`TargetProducer.send` wrote: the Produce requests awaiting their answers, and
+    the results already known (no leader)."""
+
+    done: list[Result]
+    requests: list[tuple[BrokerConnection, Pipelined, list[OutBatch]]]
+
+
+def _all_retry(batches: list[OutBatch], exc: AdminClientError) -> list[Result]:
+    error = KafkaApiError(ErrorCode.NETWORK_EXCEPTION, str(exc))
+    return [Result(b, Outcome.RETRY, error=error) for b in batches]
+
+
+@dataclass(frozen=True, slots=True)
 class Result:
     batch: OutBatch
     outcome: Outcome
@@ -91,9 +105,17 @@ class TargetProducer:
     """The mirror's producer on ``cluster`` (an AdminClient of the target, owned by this object)."""
 
     def __init__(
-        self, cluster: AdminClient, *, transactional_id: str | None = None, request_timeout_ms: int = 30_000
+        self,
+        cluster: AdminClient,
+        *,
+        transactional_id: str | None = None,
+        request_timeout_ms: int = 30_000,
+        metadata: AdminClient | None = None,
     ) -> None:
         self.cluster = cluster
+        #: where leaders are looked up: its own connections, since ``cluster``'s may have Produce
+        #: requests in flight whose answers a Metadata round trip would read
+        self.metadata = metadata or cluster
         self.transactional_id = transactional_id
         self.request_timeout_ms = request_timeout_ms
         self.producer_id = -1
@@ -158,7 +180,7 @@ class TargetProducer:
     def _leader(self, tp: TopicPartition) -> int:
         info = self._topics.get(tp[0])
         if info is None:
-            info = self._topics[tp[0]] = self.cluster.topic(tp[0])
+            info = self._topics[tp[0]] = self.metadata.topic(tp[0])
         return info.partitions.get(tp[1], -1)
 
     def _prepare(self, batch: OutBatch) -> bytearray:
@@ -178,29 +200,56 @@ class TargetProducer:
     def produce(self, batches: Sequence[OutBatch]) -> list[Result]:
         """Write ``batches`` (at most one per partition), one Produce per leader; every batch
         gets its :class:`Result`."""
+        return self.receive(self.send(batches))
+
+    def send(self, batches: Sequence[OutBatch]) -> InFlight:
+        """Write ``batches`` (at most one per partition), one Produce per leader, without waiting
+        for the answers: :meth:`receive` them, in the order sent. A partition's next batch may be
+        sent before this one is answered (its sequence follows; the target refuses it out of
+        order if this one fails: OUT_OF_ORDER_SEQUENCE_NUMBER, which the loop then ignores)."""
         by_leader: dict[int, list[OutBatch]] = defaultdict(list)
-        results: list[Result] = []
+        done: list[Result] = []
         for b in batches:
             try:
                 leader = self._leader(b.tp)
             except KafkaApiError as exc:
-                results.append(self._failed(b, exc))
+                done.append(self._failed(b, exc))
                 continue
             except AdminClientError as exc:
-                results.append(
+                done.append(
                     Result(b, Outcome.RETRY, error=KafkaApiError(ErrorCode.NETWORK_EXCEPTION, str(exc)))
                 )
                 continue
             if leader < 0:
                 self._topics.pop(b.tp[0], None)
                 error = KafkaApiError(ErrorCode.LEADER_NOT_AVAILABLE, f"{b.tp[0]}-{b.tp[1]}")
-                results.append(Result(b, Outcome.RETRY, error=error))
+                done.append(Result(b, Outcome.RETRY, error=error))
             else:
                 by_leader[leader].append(b)
         if self.transactional:
             self.add_partitions([b.tp for group in by_leader.values() for b in group])
+        requests = []
         for leader, group in sorted(by_leader.items()):
-            results += self._produce_to(leader, group)
+            try:
+                conn = self.cluster.node(leader)
+                requests.append((conn, conn.send_pipelined(self._request(group)), group))
+            except AdminClientError as exc:
+                self._topics.clear()
+                done += _all_retry(group, exc)
+        return InFlight(done, requests)
+
+    def receive(self, sent: InFlight) -> list[Result]:
+        """The :class:`Result` of every batch of a :meth:`send`."""
+        results = list(sent.done)
+        wait = self.cluster.timeout + self.request_timeout_ms / 1000
+        for conn, pending, group in sent.requests:
+            try:
+                response = conn.receive(pending, timeout=wait)
+            except AdminClientError as exc:
+                self._topics.clear()
+                results += _all_retry(group, exc)
+            else:
+                results += self._answers(response, group)
         return results
 
     def _failed(self, batch: OutBatch, error: KafkaApiError) -> Result:
@@ -213,13 +262,13 @@ class TargetProducer:
             raise TransactionFenced(f"transactional id '{self.transactional_id}': {error}")
         return Result(batch, Outcome.REFUSED, error=error)
 
-    def _produce_to(self, leader: int, batches: list[OutBatch]) -> list[Result]:
+    def _request(self, batches: list[OutBatch]) -> m.ProduceRequest:
         topics: dict[str, list[m.ProduceRequest.PartitionProduceData]] = defaultdict(list)
         for b in batches:
             topics[b.tp[0]].append(
                 m.ProduceRequest.PartitionProduceData(index=b.tp[1], records=self._prepare(b))
             )
-        request = m.ProduceRequest(
+        return m.ProduceRequest(
             transactional_id=self.transactional_id,
             acks=-1,
             timeout_ms=self.request_timeout_ms,
@@ -227,14 +276,8 @@ class TargetProducer:
                 m.ProduceRequest.TopicProduceData(name=t, partition_data=ps) for t, ps in topics.items()
             ],
         )
-        try:
-            response: m.ProduceResponse = self.cluster.node(leader).send(
-                request, timeout=self.cluster.timeout + self.request_timeout_ms / 1000
-            )
-        except AdminClientError as exc:
-            self._topics.clear()
-            error = KafkaApiError(ErrorCode.NETWORK_EXCEPTION, str(exc))
-            return [Result(b, Outcome.RETRY, error=error) for b in batches]
+
+    def _answers(self, response: m.ProduceResponse, batches: list[OutBatch]) -> list[Result]:
         answers = {(t.name, p.index): p for t in response.responses for p in t.partition_responses}
         out = []
         for b in batches:
