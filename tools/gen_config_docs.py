@@ -7,8 +7,8 @@ Usage::
 
 ``--out`` defaults to ``docs/configuration.md``; tests/unit/test_gen_config_docs.py fails when
 the committed file differs from what the tables generate. One Markdown table per scope: the
-broker properties (``BROKER_CONFIGS``) and the topic configs (``TOPIC_CONFIGS``), a row each,
-in table order.
+broker properties (``BROKER_CONFIGS``), the topic configs (``TOPIC_CONFIGS``) and the properties
+of ``shardbroker mirror`` (``MIRROR_CONFIGS``), a row each, in table order.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any
 from shardbroker.config.broker_properties import BROKER_CONFIGS
 from shardbroker.config.config_def import ConfigDef, ConfigKey
 from shardbroker.config.log_config import BROKER_SYNONYMS, TOPIC_CONFIGS
+from shardbroker.mirror.mirror_config import MIRROR_CONFIGS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO_ROOT / "docs" / "configuration.md"
@@ -39,6 +40,16 @@ the property's name and what is valid (exit code 2). DescribeConfigs answers eve
 Topic configs are set per topic with CreateTopics, AlterConfigs or IncrementalAlterConfigs (for
 example `shardbroker topics alter --config retention.ms=86400000`); a topic without an override
 takes the broker synonym's value, else the default.
+"""
+
+MIRROR_INTRO = """\
+MirrorMaker 2's connector property names, read from the TOML file of
+`shardbroker mirror --config mirror.toml` (README, Mirroring to and from Kafka); the flags
+`--source`, `--target` and `--topics` override `source.cluster.bootstrap.servers`,
+`target.cluster.bootstrap.servers` and `topics`. Each side's client security
+settings are Kafka's client property names behind `source.cluster.` / `target.cluster.`
+(`source.cluster.security.protocol`, `source.cluster.sasl.mechanism`,
+`source.cluster.sasl.jaas.config`, `source.cluster.ssl.truststore.location`, ...).
 """
 
 COLUMNS = ("Name", "Type", "Default", "Valid values", "Update mode", "Read by", "Description")
@@ -76,6 +87,13 @@ def render() -> str:
     }
     lines = [HEADER, "## Broker properties", "", *_table(BROKER_CONFIGS, {}), ""]
     lines += ["## Topic configs", "", *_table(TOPIC_CONFIGS, topic_doc), ""]
+    lines += [
+        "## Mirror properties (`shardbroker mirror`)",
+        "",
+        MIRROR_INTRO,
+        *_table(MIRROR_CONFIGS, {}),
+        "",
+    ]
     return "\n".join(lines)
 
 

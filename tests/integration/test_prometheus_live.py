@@ -22,6 +22,9 @@ Then:
   fires on a healthy broker;
 - ``promtool check metrics`` accepts the exposition;
 - deleting the topic removes its series from /metrics (cardinality stays bounded).
+
+The Mirror dashboard reads ``shardbroker mirror --metrics``, not a broker: its own test runs a
+mirror between two brokers under Prometheus and asks the same of its queries and alerts.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from shardbroker.protocol import messages as m
 from tests.integration.broker_process import BrokerProcess, wait_for
 from tests.integration.conftest import BrokerFactory
 from tests.integration.kafka_clients import create_topic, make_messages, produce_confluent
+from tests.integration.mirror_process import FeedThread, assert_mirrored, mirror_config, running_mirror
 from tests.ports import free_port_block
 
 pytestmark = pytest.mark.integration
@@ -160,31 +164,36 @@ def prometheus(broker: BrokerProcess) -> Iterator[Prometheus]:
         prom.close()
 
 
-def dashboard_queries() -> list[tuple[str, str, str]]:
+#: What the broker's /metrics feeds; the Mirror dashboard reads `shardbroker mirror --metrics`.
+BROKER_DASHBOARDS = sorted(p for p in (GRAFANA / "dashboards").glob("*.json") if p.stem != "mirror")
+
+
+def dashboard_queries(
+    boards: list[Path] = BROKER_DASHBOARDS, variables: dict[str, str] = VARIABLES
+) -> list[tuple[str, str, str]]:
     """(dashboard, panel title, expr with the variables substituted) of every panel target."""
     out = []
-    for path in sorted((GRAFANA / "dashboards").glob("*.json")):
+    for path in boards:
         board = json.loads(path.read_text())
         for panel in board["panels"]:
             for target in panel.get("targets", []):
                 expr = target["expr"]
-                for name, value in VARIABLES.items():
+                for name, value in variables.items():
                     expr = expr.replace(name, value)
                 assert "$" not in expr, f"{path.name}: {panel['title']}: unsubstituted variable in {expr}"
                 out.append((path.stem, panel["title"], expr))
     return out
 
 
-def variable_queries() -> set[tuple[str, str]]:
+def variable_queries(boards: list[Path] = BROKER_DASHBOARDS) -> set[tuple[str, str]]:
     """(metric, label) of every ``label_values(metric, label)`` template variable."""
     out = set()
-    for path in sorted((GRAFANA / "dashboards").glob("*.json")):
+    for path in boards:
         for var in json.loads(path.read_text())["templating"]["list"]:
             if var["type"] == "query":
                 match = re.fullmatch(r"label_values\((\w+), (\w+)\)", var["query"]["query"])
                 assert match, f"{path.name}: {var['name']}: {var['query']}"
                 out.add((match[1], match[2]))
-    assert {label for _, label in out} == {"topic", "group", "worker"}
     return out
 
 
@@ -283,7 +292,9 @@ def test_dashboards_and_alerts_on_live_data(broker: BrokerProcess, prometheus: P
     ]
     assert not missing, "dashboard queries without data:\n" + "\n".join(missing)
     # The template variables' label_values(metric, label) queries, as Grafana runs them.
-    for metric, label in variable_queries():
+    variables = variable_queries()
+    assert {label for _, label in variables} == {"topic", "group", "worker"}
+    for metric, label in variables:
         found = prometheus.api(f"label/{label}/values", **{"match[]": metric})
         want = {"topic": TOPIC, "group": GROUP, "worker": "1"}[label]
         assert want in found, f"label_values({metric}, {label}) = {found}"
@@ -350,3 +361,67 @@ def scrape_text(broker: BrokerProcess) -> str:
     with urllib.request.urlopen(f"http://{broker.host}:{broker.metrics_port}/metrics", timeout=10) as resp:
         text: str = resp.read().decode()
     return text
+
+
+def test_mirror_dashboard_and_alerts_on_live_data(broker_factory: BrokerFactory, tmp_path: Path) -> None:
+    """A mirror between two brokers, scraped by Prometheus in the job the alerts expect: every
+    query of the Mirror dashboard returns data, the numbers behind it are the mirror's, the
+    mirror's alerts evaluate without error and stay silent, and promtool accepts /metrics."""
+    source, target = broker_factory(workers=2), broker_factory(workers=1)
+    create_topic(source.bootstrap, "mf-live", 2)
+    feed = FeedThread(source.bootstrap, ("mf-live",), limit=4000)
+    feed.start()
+    with running_mirror(mirror_config(source, target), tmp_path) as mirror:
+        job = {
+            "job_name": "shardbroker-mirror",
+            "static_configs": [{"targets": [f"127.0.0.1:{mirror.metrics_port}"]}],
+        }
+        prom = Prometheus(f"{source.host}:{source.metrics_port}", jobs=(job,))
+        try:
+            prom.wait_ready()
+            assert feed.finish() == 4000
+            assert assert_mirrored(source, target, "mf-live", mirror) == 4000
+
+            def scraped() -> bool | None:
+                total = prom.query('sum(shardbroker_mirror_records_total{topic="mf-live"})')
+                lag = prom.query('sum(shardbroker_mirror_lag{topic="mf-live"})')
+                done = bool(total and lag) and float(total[0]["value"][1]) == 4000
+                return (done and float(lag[0]["value"][1]) == 0) or None
+
+            wait_for(scraped, 30.0, "Prometheus sees 4000 records mirrored and no lag", interval=0.5)
+            time.sleep(3)  # rate windows ($__rate_interval 15 s) hold a few scrapes of the run
+            board = [GRAFANA / "dashboards" / "mirror.json"]
+            missing = [
+                f"{title}: {expr}"
+                for _, title, expr in dashboard_queries(board, {**VARIABLES, "$topic": "mf-live"})
+                if not prom.query(expr)
+            ]
+            assert not missing, "Mirror dashboard queries without data:\n" + "\n".join(missing)
+            assert variable_queries(board) == {("shardbroker_mirror_lag", "topic")}
+            assert "mf-live" in prom.api("label/topic/values", **{"match[]": "shardbroker_mirror_lag"})
+            lags = prom.query('shardbroker_mirror_lag{topic="mf-live"}')
+            assert sorted(r["metric"]["partition"] for r in lags) == ["0", "1"]
+            assert float(prom.query("sum(shardbroker_mirror_up)")[0]["value"][1]) == 1
+            assert float(prom.query("sum(shardbroker_mirror_partitions_paused)")[0]["value"][1]) == 0
+            buckets = "sum by (le) (shardbroker_mirror_replication_latency_seconds_bucket)"
+            p99 = f"histogram_quantile(0.99, {buckets})"
+            assert 0 < float(prom.query(p99)[0]["value"][1]) < 60
+            rules = [
+                r
+                for g in prom.api("rules")["groups"]
+                if g["name"] == "shardbroker-mirror"
+                for r in g["rules"]
+            ]
+            assert {r["name"] for r in rules} == {"ShardbrokerMirrorLagGrowing", "ShardbrokerMirrorDown"}
+            assert all(r["health"] == "ok" for r in rules), [(r["name"], r.get("lastError")) for r in rules]
+            assert prom.query('ALERTS{alertname=~"ShardbrokerMirror.*"}') == []
+        finally:
+            prom.close()
+        with urllib.request.urlopen(f"http://127.0.0.1:{mirror.metrics_port}/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+    promtool = shutil.which("promtool")
+    assert promtool is not None, "promtool not found: apt-get install prometheus"
+    lint = subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60
+    )
+    assert lint.returncode == 0, lint.stdout + lint.stderr

@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from shardbroker.mirror.mirror_metrics import MirrorMetrics
+
 GRAFANA = Path(__file__).resolve().parents[2] / "grafana"
 PROMETHEUS = GRAFANA / "prometheus"
 DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))
@@ -92,9 +94,41 @@ def test_dashboard_is_well_formed(path: Path) -> None:
 
 def test_the_dashboards_and_their_variables() -> None:
     boards = {p.stem: json.loads(p.read_text()) for p in DASHBOARDS}
-    assert set(boards) == {"overview", "partitions", "consumer-groups", "internals", "clients"}
+    assert set(boards) == {"overview", "partitions", "consumer-groups", "internals", "clients", "mirror"}
     uids = [b["uid"] for b in boards.values()]
     assert len(set(uids)) == len(uids)
     names = {stem: {v["name"] for v in b["templating"]["list"]} for stem, b in boards.items()}
     assert "topic" in names["overview"] and "topic" in names["partitions"]
     assert {"group", "topic"} <= names["consumer-groups"]
+    assert "topic" in names["mirror"]
+
+
+def mirror_series() -> tuple[set[str], set[str]]:
+    """The metric families ``shardbroker mirror --metrics`` serves and their sample names (each
+    labelled series made once)."""
+    metrics = MirrorMetrics()
+    metrics.set_up(True)
+    metrics.batch_mirrored("orders", 10, 1000, 0.01)
+    metrics.set_lag("orders", 0, 5)
+    metrics.error("target")
+    metrics.set_paused(1)
+    metrics.checkpoint_emitted("g")
+    families = list(metrics.registry.collect())
+    return {f.name for f in families}, {s.name for f in families for s in f.samples}
+
+
+def test_the_mirror_dashboard_and_alerts_read_the_mirror_series() -> None:
+    """The Mirror dashboard scrapes the mirror, not the broker: every series it and the mirror
+    alerts name is one MirrorMetrics serves (a renamed series breaks this, not a dashboard in
+    production; tests/integration/test_mirror_faults.py queries them on live data)."""
+    families, served = mirror_series()
+    board = json.loads((GRAFANA / "dashboards" / "mirror.json").read_text())
+    exprs = [t["expr"] for p in panels(board) for t in p["targets"]]
+    exprs += [v["query"]["query"] for v in board["templating"]["list"] if v["type"] == "query"]
+    rules = (PROMETHEUS / "alerts.yml").read_text().split("- name: shardbroker-mirror", 1)[1]
+    for text in [*exprs, rules]:
+        used = set(re.findall(r"\bshardbroker_\w+", text))
+        assert used and used <= served, (text, used - served)
+    # ... and the dashboard shows every one of them.
+    shown = {re.sub(r"_(bucket|total)$", "", n) for e in exprs for n in re.findall(r"shardbroker_\w+", e)}
+    assert families == shown
