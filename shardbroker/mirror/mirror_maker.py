@@ -59,6 +59,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
+from shardbroker.client.admin import AdminClient
 from shardbroker.client.admin_cluster import TopicPartition
 from shardbroker.client.admin_partitions import LATEST
 from shardbroker.client.connection import AdminClientError, KafkaApiError
@@ -88,6 +89,9 @@ COMMIT_INTERVAL_S: Final = 1.0
 TXN_INTERVAL_S: Final = 0.1
 TXN_MAX_BYTES: Final = 16 * 1024 * 1024
 PROGRESS_INTERVAL_S: Final = 10.0
+#: How often the lag gauges are set (a scrape every 5 s sees a fresh value); a paused partition's
+#: source end is asked for then (ListOffsets), as it is no longer fetched.
+LAG_INTERVAL_S: Final = 1.0
 DRAIN_TIMEOUT_S: Final = 20.0
 #: Produce requests written and not yet answered (idempotent mode): the target appends one while
 #: the next is sent. Kafka's idempotent producer allows 5 per connection.
@@ -191,6 +195,7 @@ class MirrorMaker:
         started = False
         next_sync = next_configs = 0.0
         next_progress = time.monotonic() + PROGRESS_INTERVAL_S
+        next_lag, lag = 0.0, (0, 0)
         backoff = _Backoff()
         last = (time.monotonic(), 0)
         try:
@@ -220,10 +225,13 @@ class MirrorMaker:
                         for t in threads:
                             t.start()
                         started = True
+                if now >= next_lag:
+                    lag = self._update_lag(source)
+                    next_lag = now + LAG_INTERVAL_S
                 if now >= next_progress:
-                    last = self._progress(last)
+                    last = self._progress(last, lag)
                     next_progress = now + PROGRESS_INTERVAL_S
-                stop.wait(min(0.5, max(0.0, min(next_sync, next_progress) - time.monotonic())))
+                stop.wait(min(0.5, max(0.0, min(next_sync, next_progress, next_lag) - time.monotonic())))
         finally:
             stop.set()
             for t in threads:
@@ -231,7 +239,7 @@ class MirrorMaker:
                     t.join(DRAIN_TIMEOUT_S + 10)
             source.close()
             target.close()
-            self._progress(last)
+            self._progress(last, lag)
             self.metrics.set_up(False)
         if self._failure is not None:
             raise self._failure
@@ -288,23 +296,39 @@ class MirrorMaker:
                 self._to_fetch[tp] = position.source_offset
         log.info("mirroring %d new partitions of %s", len(new), ", ".join(sorted({t for t, _ in new})))
 
-    def _progress(self, last: tuple[float, int]) -> tuple[float, int]:
-        now = time.monotonic()
+    def _update_lag(self, source: AdminClient) -> tuple[int, int]:
+        """Set every partition's lag gauge: the source's end (from the fetches; asked for a
+        paused partition) minus the next offset to mirror. Returns (total lag, partitions)."""
+        with self._lock:
+            paused = sorted(self._paused & self._acked.keys())
+        if paused:
+            try:
+                ends = source.list_offsets({tp: LATEST for tp in paused})
+            except AdminClientError as exc:  # the gauges keep their last value until it answers
+                log.debug("end offsets of paused partitions: %s", exc)
+            else:
+                with self._lock:
+                    self._ends.update(ends)
         with self._lock:
             lags = {
                 tp: max(0, self._ends.get(tp, pos.source_offset) - pos.source_offset)
                 for tp, pos in self._acked.items()
             }
-            records, paused = self._records, len(self._paused)
         for tp, lag in lags.items():
             self.metrics.set_lag(tp[0], tp[1], lag)
+        return sum(lags.values()), len(lags)
+
+    def _progress(self, last: tuple[float, int], lag: tuple[int, int]) -> tuple[float, int]:
+        now = time.monotonic()
+        with self._lock:
+            records, paused = self._records, len(self._paused)
         rate = (records - last[1]) / max(now - last[0], 1e-9)
         log.info(
             "mirrored %d records (%.0f records/s), lag %d records over %d partitions, %d paused",
             records,
             rate,
-            sum(lags.values()),
-            len(lags),
+            lag[0],
+            lag[1],
             paused,
         )
         return now, records
@@ -589,7 +613,11 @@ class MirrorMaker:
             self._bytes += src.data.nbytes
         latency = time.time() - (src.max_timestamp / 1000 if src.log_append_time else r.batch.fetched_at)
         self.metrics.batch_mirrored(tp[0], src.records, src.data.nbytes, latency)
-        syncs.record(tp[0], tp[1], src.base_offset, base)
+        # The batch's last offset on each side: a group that read the whole batch translates to
+        # just past its copy (the first record would have it read the batch again at a cut-over).
+        # Past a compacted-away last record, the target's last record is an earlier source
+        # record's copy: a re-read, never a skip.
+        syncs.record(tp[0], tp[1], src.next_offset - 1, position.target_offset - 1)
         return position
 
     def _was_written(self, producer: TargetProducer, r: Result, tp: TopicPartition) -> bool:

@@ -23,8 +23,24 @@ from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-__all__ = ["LATENCY_BUCKETS", "MirrorMetrics"]
+__all__ = ["ERROR_KINDS", "LATENCY_BUCKETS", "MirrorMetrics"]
 
+#: The ``kind`` label values: fetch and produce failures the loop retries, a producer reset
+#: (sequence or epoch lost), a batch the target refused, a position save, a topic sync, the
+#: offset-syncs and checkpoints topics (writes, and malformed records read).
+ERROR_KINDS: Final = (
+    "fetch",
+    "produce_retriable",
+    "producer_reset",
+    "refused",
+    "commit",
+    "topic_sync",
+    "offset_syncs",
+    "checkpoints",
+    "group_offsets_sync",
+    "malformed_offset_sync",
+    "malformed_checkpoint",
+)
 #: Seconds: a batch takes a few ms between two local brokers; minutes when the mirror lags.
 LATENCY_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
@@ -60,6 +76,8 @@ class MirrorMetrics:
             registry=r,
         )
         self._errors = Counter("shardbroker_mirror_errors", "Errors by kind", ["kind"], registry=r)
+        for kind in ERROR_KINDS:  # at 0 from the start: rate() sees a kind's first error too
+            self._errors.labels(kind)
         self._paused = Gauge(
             "shardbroker_mirror_partitions_paused",
             "Partitions paused because the target refused them",

@@ -334,7 +334,7 @@ class OffsetSyncWriter:
         self._producer: TcpProducer | None = None
 
     def record(self, source_topic: str, partition: int, upstream_offset: int, downstream_offset: int) -> None:
-        """A batch whose first record is ``upstream_offset`` on the source is now at
+        """A batch whose last offset is ``upstream_offset`` on the source ends at
         ``downstream_offset`` on the target."""
         tp = (source_topic, partition)
         sync = OffsetSync(source_topic, partition, upstream_offset, downstream_offset)

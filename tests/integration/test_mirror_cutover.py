@@ -7,8 +7,8 @@ to the target), and the test follows the guide: wait for LAG 0 in ``mirror statu
 producers, LAG 0 again, let the consumers finish and stop them, wait for the group's translated
 offsets on the target, stop the mirror (SIGTERM, exit 0), then move consumers and producers to
 the target. The moved consumer must see every record produced after the move (no loss) and
-re-read at most the records since the last offset sync per partition (``offset.lag.max`` and the
-rest of a batch)."""
+re-read at most the records since the last offset sync per partition (``offset.lag.max``, and a
+batch at most)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.integration
 
 TOPIC, GROUP, PARTITIONS = "orders", "orders-app", 4
 #: The most a moved group may read again per partition: the records since the last offset sync,
-#: offset.lag.max's default (100) and the rest of the batch the sync names.
+#: offset.lag.max's default (100), and a batch at most (a sync is written after a batch).
 REREAD_MAX = 100 + ROUND
 
 
