@@ -291,23 +291,3 @@ def test_exactly_once_and_no_cycle_back(
         names = AdminClient({"bootstrap.servers": source.bootstrap}).list_topics(timeout=10).topics
         assert "west.east.payments" not in names
     assert not errors
-
-
-def test_refused_batch_pauses_only_its_partition(
-    clusters: tuple[BrokerProcess, BrokerProcess], tmp_path: Path
-) -> None:
-    source, target = clusters
-    _create(source.bootstrap, "big", 1)
-    _create(source.bootstrap, "small", 1)
-    _create(target.bootstrap, "east.big", 1, **{"max.message.bytes": "2000"})
-    p = Producer({"bootstrap.servers": source.bootstrap})
-    p.produce("big", value=b"x" * 10_000)
-    p.flush(30)
-    errors: list[str] = []
-    with mirror(tmp_path, source, target, topics="big|small") as m:
-        _produce(source.bootstrap, "small", "none", 0, 500, errors)
-        _same_records(source, target, "small", "east.small", 1, 500)
-        wait_for(lambda: "paused" in m.output() or None, 30, "the pause to be logged")
-        assert "MESSAGE_TOO_LARGE" in m.output()
-        assert _ends(target.bootstrap, "east.big", 1) == [0]
-        assert m.stop() == 0
