@@ -4,8 +4,8 @@ the CLI as a subprocess, records produced and read with confluent-kafka.
 The tool does not know what either side is; these tests check what a user relies on: the target
 holds the same records (key, value, headers, timestamp) in the same order per partition, across
 a SIGTERM and a kill -9 of the mirror in the middle of the run (no gap, no duplicate), without
-copying mirrored topics back (DefaultReplicationPolicy's cycle check), exactly-once, and a batch
-the target refuses pauses its partition while the rest goes on.
+copying mirrored topics back (DefaultReplicationPolicy's cycle check), and exactly-once. Faults
+(a batch the target refuses, unreachable clusters, killed workers) are test_mirror_faults.py's.
 """
 
 from __future__ import annotations
