@@ -16,8 +16,9 @@ Per run, in the same process and on the same data:
   fresh target topic, timed from its start until the target holds every record.
 
 Reported: median and spread (min-max) over ``--runs`` of records/s for both, their ratio
-(target >= 0.6, and >= 1 M records/s), and CPU seconds per mirrored MB of the mirror process
-and of each broker (``/proc/<pid>/stat`` utime + stime of the process tree).
+(target >= 0.6, and >= 1 M records/s), CPU seconds per mirrored MB of the mirror process
+and of each broker (``/proc/<pid>/stat`` utime + stime of the process tree), and the mirror's
+peak resident memory (VmHWM).
 
 Run under the bench lock: ``flock /tmp/shardbroker-bench.lock .venv/bin/python -m perf mirror
 --records 8000000 --runs 3``. Profile during (b): ``py-spy record -r 200 --threads -f raw -o
@@ -82,6 +83,14 @@ def _tree_cpu(pid: int) -> float:
             continue
         pids += [int(c) for c in children]
     return total
+
+
+def _peak_rss_kb(pid: int) -> int:
+    """The process's peak resident memory (VmHWM), KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
 
 
 def _pid(broker: BrokerProcess) -> int:
@@ -191,6 +200,7 @@ def _mirror(
                 time.sleep(0.02)
         elapsed = time.perf_counter() - start
         mirror_cpu = _tree_cpu(proc.pid)
+        peak_rss_kb = _peak_rss_kb(proc.pid)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
@@ -201,6 +211,7 @@ def _mirror(
         "mirror_cpu_s_per_mb": mirror_cpu / mb,
         "source_cpu_s_per_mb": (_tree_cpu(_pid(source)) - cpu0["source"]) / mb,
         "target_cpu_s_per_mb": (_tree_cpu(_pid(target)) - cpu0["target"]) / mb,
+        "mirror_peak_rss_mb": peak_rss_kb / 1024,
     }
 
 
@@ -243,8 +254,9 @@ def run(records: int, partitions: int, workers: int, runs: int) -> dict[str, Any
             "ratio": _summary(ratios),
             "ratio_to_produce_only": _summary([m / p for m, p in zip(mirrored, produce, strict=True)]),
             "cpu_s_per_mirrored_mb": {
-                k: _summary([c[k] for c in cpu]) for k in cpu[0] if k != "records_per_s"
+                k: _summary([c[k] for c in cpu]) for k in cpu[0] if k.endswith("_cpu_s_per_mb")
             },
+            "mirror_peak_rss_mb": _summary([c["mirror_peak_rss_mb"] for c in cpu]),
         }
     finally:
         for b in brokers:

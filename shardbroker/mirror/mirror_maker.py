@@ -92,6 +92,11 @@ DRAIN_TIMEOUT_S: Final = 20.0
 #: Produce requests written and not yet answered (idempotent mode): the target appends one while
 #: the next is sent. Kafka's idempotent producer allows 5 per connection.
 MAX_IN_FLIGHT: Final = 5
+#: Fetched batches taken from the queue and not yet acknowledged, at most (then the queue fills
+#: and the fetch thread waits): room for MAX_IN_FLIGHT 1 MiB batches of several partitions.
+#: Without it the produce thread took every queued round and the fetch thread ran ahead
+#: unbounded (the whole backlog in memory, none of its buffers reused).
+PENDING_MAX_BYTES: Final = 32 * 1024 * 1024
 _BACKOFF_MIN_S: Final = 0.05
 _BACKOFF_MAX_S: Final = 5.0
 _CLIENT_TIMEOUT_S: Final = 30.0
@@ -541,14 +546,16 @@ class MirrorMaker:
         *,
         block: bool,
     ) -> list[_Entry]:
-        """Move fetched rounds into ``pending``; of every partition ready to send, the first entry
-        not sent yet, if fewer than ``limit`` are in flight before it (a position advance only
-        with nothing before it)."""
+        """Move fetched rounds into ``pending`` (up to :data:`PENDING_MAX_BYTES`); of every
+        partition ready to send, the first entry not sent yet, if fewer than ``limit`` are in
+        flight before it (a position advance only with nothing before it)."""
         rounds: list[list[FetchedPartition]] = []
+        held = sum(e.batch.source.data.nbytes for q in pending.values() for e in q if e.batch is not None)
         try:
-            rounds.append(self._queue.get(timeout=0.05) if block else self._queue.get_nowait())
-            while True:
-                rounds.append(self._queue.get_nowait())
+            while held < PENDING_MAX_BYTES:
+                round_ = self._queue.get(timeout=0.05) if block and not rounds else self._queue.get_nowait()
+                rounds.append(round_)
+                held += sum(a.selection.nbytes for a in round_ if a.selection is not None)
         except queue.Empty:
             pass
         with self._lock:
