@@ -16,24 +16,29 @@ Per run, in the same process and on the same data:
   fresh target topic, timed from its start until the target holds every record.
 
 Reported: median and spread (min-max) over ``--runs`` of records/s for both, their ratio
-(target >= 0.6, and >= 1 M records/s), CPU seconds per mirrored MB of the mirror process
-and of each broker (``/proc/<pid>/stat`` utime + stime of the process tree), and the mirror's
-peak resident memory (VmHWM).
+(target >= 0.6, and >= 1 M records/s), CPU seconds per mirrored MB of the mirror process and
+of each broker (``/proc/<pid>/stat`` utime + stime of the process tree; for the mirror also
+*running*: from its first records on the target to the end, without its start-up, mostly
+imports, ~0.5-0.8 s of CPU), and the mirror's peak resident memory (VmHWM).
 
 Run under the bench lock: ``flock /tmp/shardbroker-bench.lock .venv/bin/python -m perf mirror
 --records 8000000 --runs 3``. Profile during (b): ``py-spy record -r 200 --threads -f raw -o
 /tmp/mirror.txt --pid $(pgrep -f "shardbroker.cli.main mirror --config")``.
 
-Figures (that command, 2026-12-05, this 2-core VM; median and min-max of 3 runs): fetch only
-26.9 M records/s (26.3-28.0), produce only 4.22 M (3.91-4.26), mirror 2.00 M (1.96-2.02):
-ratio 0.075 to fetch only (target 0.6: not met), 0.47 to produce only; >= 1 M records/s: met.
-CPU per mirrored MB: mirror 3.4 ms, source worker 0.41 ms, target worker 2.9 ms. The target's
-appends (first touch of page cache here) bound the mirror: see mirror_maker.py's docstring.
+Figures (that command, 2026-12-05, this 2-core VM shared with other work; median and min-max
+of 3 runs): fetch only 20.7 M records/s (14.5-20.7), produce only 3.43 M (3.23-8.96: the first
+run, on fresh brokers, is the fast one), mirror 1.97 M (1.81-1.98): ratio 0.095 to fetch only
+(target 0.6: not met), 0.56 to produce only; >= 1 M records/s: met. CPU per mirrored MB: mirror
+2.3 ms (1.95-2.45; running 1.37 ms, 1.09-1.39), source worker 0.60 ms, target worker 3.35 ms;
+mirror peak RSS 138 MB. Before the reused receive buffers, in-place rewrite and gathered
+Produce (same command and day): mirror 2.05 M, mirror CPU 3.3 ms/MB (running 2.41), peak RSS
+443 MB. The target's appends (first touch of page cache here) bound the mirror: see
+mirror_maker.py's docstring.
 One worker per broker (the default), measured against 2 (``--workers 2``, same command): one
 run gave 2.49 M records/s, the next three 1.51 M (1.34-1.85) with fetch only down to 5.1 M
 (4.5-6.2; each worker is a node of its own, so a fetch round is two Fetches in turn) and the
 spread 3x wider; on 2 cores the two brokers' workers and the mirror's threads (~1.3 cores at
-2 M records/s with 1 worker each, CPU figures above) then contend for the CPU.
+2 M records/s with 1 worker each, at the time) then contend for the CPU.
 """
 
 from __future__ import annotations
@@ -185,14 +190,18 @@ def _mirror(
         stderr=log,
     )
     remote = [(f"{alias}.{TOPIC}", q) for q in range(partitions)]
+    first: tuple[float, int] | None = None  # mirror CPU and records mirrored when records first land
     try:
         with AdminClient(target.bootstrap) as admin:
             while True:
                 try:
-                    if sum(admin.list_offsets(dict.fromkeys(remote, LATEST)).values()) >= total:
-                        break
+                    mirrored = sum(admin.list_offsets(dict.fromkeys(remote, LATEST)).values())
                 except Exception:  # the topic is not created yet
-                    pass
+                    mirrored = 0
+                if mirrored >= total:
+                    break
+                if mirrored and first is None:
+                    first = (_tree_cpu(proc.pid), mirrored)
                 if proc.poll() is not None:
                     raise RuntimeError(
                         f"the mirror exited {proc.returncode}: {(work / f'{alias}.log').read_text()}"
@@ -209,10 +218,16 @@ def _mirror(
     return {
         "records_per_s": total / elapsed,
         "mirror_cpu_s_per_mb": mirror_cpu / mb,
+        "mirror_running_cpu_s_per_mb": _running(mirror_cpu, first, total),
         "source_cpu_s_per_mb": (_tree_cpu(_pid(source)) - cpu0["source"]) / mb,
         "target_cpu_s_per_mb": (_tree_cpu(_pid(target)) - cpu0["target"]) / mb,
         "mirror_peak_rss_mb": peak_rss_kb / 1024,
     }
+
+
+def _running(cpu: float, first: tuple[float, int] | None, total: int) -> float:
+    """CPU seconds per MB from the first mirrored records (``first``: CPU, records) on."""
+    return float("nan") if first is None else (cpu - first[0]) / ((total - first[1]) * 100 / 1e6)
 
 
 def _summary(values: Sequence[float]) -> dict[str, float]:

@@ -47,8 +47,9 @@ PARTITION_FETCH_MAX_BYTES: Final = 1024 * 1024
 #: Kafka's fetch.max.wait.ms.
 FETCH_MAX_WAIT_MS: Final = 500
 READ_COMMITTED: Final = 1
-#: Fetch answers' buffers kept for reuse: the mirror's queued rounds, its pending batches
-#: (mirror_maker.PENDING_MAX_BYTES) and the answer being read.
+#: Fetch answers' buffers kept for reuse: the mirror's queued rounds (4), its pending batches
+#: (mirror_maker.PENDING_MAX_BYTES) and the answer being read; perf/bench_mirror.py uses 10
+#: (4 partitions, counted by hand), the rest is margin.
 RECEIVE_BUFFERS: Final = 16
 
 
