@@ -26,10 +26,10 @@ Run under the bench lock: ``flock /tmp/shardbroker-bench.lock .venv/bin/python -
 /tmp/mirror.txt --pid $(pgrep -f "shardbroker.cli.main mirror --config")``.
 
 Figures (that command, 2026-12-05, this 2-core VM shared with other work; median and min-max
-of 3 runs): fetch only 20.7 M records/s (14.5-20.7), produce only 3.43 M (3.23-8.96: the first
-run, on fresh brokers, is the fast one), mirror 1.97 M (1.81-1.98): ratio 0.095 to fetch only
-(target 0.6: not met), 0.56 to produce only; >= 1 M records/s: met. CPU per mirrored MB: mirror
-2.3 ms (1.95-2.45; running 1.37 ms, 1.09-1.39), source worker 0.60 ms, target worker 3.35 ms;
+of 3 runs): fetch only 23.3 M records/s (21.6-27.8), produce only 3.25 M (3.14-14.2: the first
+run, on fresh brokers, is the fast one), mirror 2.12 M (2.06-2.29): ratio 0.091 to fetch only
+(target 0.6: not met), 0.65 to produce only; >= 1 M records/s: met. CPU per mirrored MB: mirror
+1.88 ms (1.70-1.91; running 1.02 ms, 1.00-1.07), source worker 0.54 ms, target worker 3.0 ms;
 mirror peak RSS 138 MB. Before the reused receive buffers, in-place rewrite and gathered
 Produce (same command and day): mirror 2.05 M, mirror CPU 3.3 ms/MB (running 2.41), peak RSS
 443 MB. The target's appends (first touch of page cache here) bound the mirror: see

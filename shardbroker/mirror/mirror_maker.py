@@ -29,21 +29,22 @@ A fenced transactional id (another mirror took over) stops the mirror (exit 1).
 
 Throughput (perf/bench_mirror.py, ``flock /tmp/shardbroker-bench.lock .venv/bin/python -m perf
 mirror --records 8000000 --runs 3``: 100 B records, 4 partitions, two local brokers of 1 worker,
-this 2-core VM shared with other work, 2026-12-05): the mirror 1.97 M records/s median
-(1.81-1.98; timed from the process start, so ~0.5 s of start-up included), against the same
-fetch code alone 20.7 M (14.5-20.7: ratio 0.095) and the same produce code alone, with no
-fetch, 3.43 M (3.23-8.96, the first run on fresh brokers the fast one: ratio 0.56). The issue's
+this 2-core VM shared with other work, 2026-12-05): the mirror 2.12 M records/s median
+(2.06-2.29; timed from the process start, so ~0.5 s of start-up included), against the same
+fetch code alone 23.3 M (21.6-27.8: ratio 0.091) and the same produce code alone, with no
+fetch, 3.25 M (3.14-14.2, the first run on fresh brokers the fast one: ratio 0.65). The issue's
 ratio >= 0.6 to fetch-only is out of reach here for a reason outside the mirror: the target's
-appends cost 3.3 ms of worker CPU per MB (first touch of page cache on this VM,
+appends cost 3.0 ms of worker CPU per MB (first touch of page cache on this VM,
 perf/bench_record_sizes.py's docstring), so the target takes ~3.5-4 M records/s of these
 batches while a Fetch of 1 MiB per partition is served by sendfile at ~20-27 M.
 
-CPU per mirrored MB (same runs): mirror 2.3 ms (1.95-2.45) for the whole process, 1.37 ms
-(1.09-1.39) once mirroring (start-up, mostly imports, is ~0.7 s of CPU), source worker 0.60 ms,
-target worker 3.35 ms; peak RSS of the mirror 138 MB. Before (same command, same day, the
+CPU per mirrored MB (same runs): mirror 1.88 ms (1.70-1.91) for the whole process, 1.02 ms
+(1.00-1.07) once mirroring (start-up, mostly imports, is ~0.7 s of CPU), source worker 0.54 ms,
+target worker 3.0 ms; peak RSS of the mirror 138 MB (another 3 runs the same day, busier VM:
+1.97 M records/s, 2.3 ms, running 1.37 ms). Before (same command, same day, the
 previous commit): 3.3 ms (3.26-3.48), running 2.41 ms (2.40-2.74), peak RSS 443 MB (427-467:
 the produce thread took every queued round, so the fetch thread ran ahead unbounded), at the
-same throughput (2.05 M, 1.80-2.16: the target bounds it). What the 43 % came from (py-spy
+about the same throughput (2.05 M, 1.80-2.16: the target bounds it). The saving (py-spy
 record -r 200 --threads, samples of the mirror's threads): the fetch thread spent 207 of 302
 samples allocating receive buffers (page faults on fresh memory), now reused
 (client/receive_buffers.py, :data:`PENDING_MAX_BYTES`); the produce thread 68 of 277 in
