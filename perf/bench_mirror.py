@@ -16,23 +16,29 @@ Per run, in the same process and on the same data:
   fresh target topic, timed from its start until the target holds every record.
 
 Reported: median and spread (min-max) over ``--runs`` of records/s for both, their ratio
-(target >= 0.6, and >= 1 M records/s), and CPU seconds per mirrored MB of the mirror process
-and of each broker (``/proc/<pid>/stat`` utime + stime of the process tree).
+(target >= 0.6, and >= 1 M records/s), CPU seconds per mirrored MB of the mirror process and
+of each broker (``/proc/<pid>/stat`` utime + stime of the process tree; for the mirror also
+*running*: from its first records on the target to the end, without its start-up, mostly
+imports, ~0.5-0.8 s of CPU), and the mirror's peak resident memory (VmHWM).
 
 Run under the bench lock: ``flock /tmp/shardbroker-bench.lock .venv/bin/python -m perf mirror
 --records 8000000 --runs 3``. Profile during (b): ``py-spy record -r 200 --threads -f raw -o
 /tmp/mirror.txt --pid $(pgrep -f "shardbroker.cli.main mirror --config")``.
 
-Figures (that command, 2026-12-05, this 2-core VM; median and min-max of 3 runs): fetch only
-26.9 M records/s (26.3-28.0), produce only 4.22 M (3.91-4.26), mirror 2.00 M (1.96-2.02):
-ratio 0.075 to fetch only (target 0.6: not met), 0.47 to produce only; >= 1 M records/s: met.
-CPU per mirrored MB: mirror 3.4 ms, source worker 0.41 ms, target worker 2.9 ms. The target's
-appends (first touch of page cache here) bound the mirror: see mirror_maker.py's docstring.
+Figures (that command, 2026-12-05, this 2-core VM shared with other work; median and min-max
+of 3 runs): fetch only 23.3 M records/s (21.6-27.8), produce only 3.25 M (3.14-14.2: the first
+run, on fresh brokers, is the fast one), mirror 2.12 M (2.06-2.29): ratio 0.091 to fetch only
+(target 0.6: not met), 0.65 to produce only; >= 1 M records/s: met. CPU per mirrored MB: mirror
+1.88 ms (1.70-1.91; running 1.02 ms, 1.00-1.07), source worker 0.54 ms, target worker 3.0 ms;
+mirror peak RSS 138 MB. Before the reused receive buffers, in-place rewrite and gathered
+Produce (same command and day): mirror 2.05 M, mirror CPU 3.3 ms/MB (running 2.41), peak RSS
+443 MB. The target's appends (first touch of page cache here) bound the mirror: see
+mirror_maker.py's docstring.
 One worker per broker (the default), measured against 2 (``--workers 2``, same command): one
 run gave 2.49 M records/s, the next three 1.51 M (1.34-1.85) with fetch only down to 5.1 M
 (4.5-6.2; each worker is a node of its own, so a fetch round is two Fetches in turn) and the
 spread 3x wider; on 2 cores the two brokers' workers and the mirror's threads (~1.3 cores at
-2 M records/s with 1 worker each, CPU figures above) then contend for the CPU.
+2 M records/s with 1 worker each, at the time) then contend for the CPU.
 """
 
 from __future__ import annotations
@@ -82,6 +88,14 @@ def _tree_cpu(pid: int) -> float:
             continue
         pids += [int(c) for c in children]
     return total
+
+
+def _peak_rss_kb(pid: int) -> int:
+    """The process's peak resident memory (VmHWM), KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
 
 
 def _pid(broker: BrokerProcess) -> int:
@@ -176,14 +190,18 @@ def _mirror(
         stderr=log,
     )
     remote = [(f"{alias}.{TOPIC}", q) for q in range(partitions)]
+    first: tuple[float, int] | None = None  # mirror CPU and records mirrored when records first land
     try:
         with AdminClient(target.bootstrap) as admin:
             while True:
                 try:
-                    if sum(admin.list_offsets(dict.fromkeys(remote, LATEST)).values()) >= total:
-                        break
+                    mirrored = sum(admin.list_offsets(dict.fromkeys(remote, LATEST)).values())
                 except Exception:  # the topic is not created yet
-                    pass
+                    mirrored = 0
+                if mirrored >= total:
+                    break
+                if mirrored and first is None:
+                    first = (_tree_cpu(proc.pid), mirrored)
                 if proc.poll() is not None:
                     raise RuntimeError(
                         f"the mirror exited {proc.returncode}: {(work / f'{alias}.log').read_text()}"
@@ -191,6 +209,7 @@ def _mirror(
                 time.sleep(0.02)
         elapsed = time.perf_counter() - start
         mirror_cpu = _tree_cpu(proc.pid)
+        peak_rss_kb = _peak_rss_kb(proc.pid)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
@@ -199,9 +218,16 @@ def _mirror(
     return {
         "records_per_s": total / elapsed,
         "mirror_cpu_s_per_mb": mirror_cpu / mb,
+        "mirror_running_cpu_s_per_mb": _running(mirror_cpu, first, total),
         "source_cpu_s_per_mb": (_tree_cpu(_pid(source)) - cpu0["source"]) / mb,
         "target_cpu_s_per_mb": (_tree_cpu(_pid(target)) - cpu0["target"]) / mb,
+        "mirror_peak_rss_mb": peak_rss_kb / 1024,
     }
+
+
+def _running(cpu: float, first: tuple[float, int] | None, total: int) -> float:
+    """CPU seconds per MB from the first mirrored records (``first``: CPU, records) on."""
+    return float("nan") if first is None else (cpu - first[0]) / ((total - first[1]) * 100 / 1e6)
 
 
 def _summary(values: Sequence[float]) -> dict[str, float]:
@@ -243,8 +269,9 @@ def run(records: int, partitions: int, workers: int, runs: int) -> dict[str, Any
             "ratio": _summary(ratios),
             "ratio_to_produce_only": _summary([m / p for m, p in zip(mirrored, produce, strict=True)]),
             "cpu_s_per_mirrored_mb": {
-                k: _summary([c[k] for c in cpu]) for k in cpu[0] if k != "records_per_s"
+                k: _summary([c[k] for c in cpu]) for k in cpu[0] if k.endswith("_cpu_s_per_mb")
             },
+            "mirror_peak_rss_mb": _summary([c["mirror_peak_rss_mb"] for c in cpu]),
         }
     finally:
         for b in brokers:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from shardbroker import __version__
 from shardbroker.protocol.codec import Message, decode
 from shardbroker.protocol.errors import ErrorCode, ProtocolError
-from shardbroker.protocol.headers import decode_response, encode_request
+from shardbroker.protocol.headers import decode_response, encode_request_parts
 from shardbroker.protocol.messages import (
     ApiVersionsRequest,
     ApiVersionsResponse,
@@ -44,6 +44,7 @@ from shardbroker.protocol.messages import (
 
 if TYPE_CHECKING:
     from shardbroker.client.client_security import ClientSecurity
+    from shardbroker.client.receive_buffers import ReceiveBuffers
 
 __all__ = [
     "CLIENT_VERSIONS",
@@ -371,19 +372,21 @@ class BrokerConnection:
         *,
         timeout: float | None = None,
         expect_response: bool = True,
+        buffers: ReceiveBuffers | None = None,
     ) -> Any:
         """Send ``request`` (at ``version``, else the negotiated one) and return the decoded response.
 
         ``timeout`` (seconds) replaces the connection's for this answer only (a Fetch that may wait
         ``max_wait_ms``, a JoinGroup held for a rebalance). With ``expect_response=False`` (an acks=0
-        Produce) nothing is read and None is returned."""
+        Produce) nothing is read and None is returned. ``buffers``: the answer is read into one of
+        them (the mirror's Fetch) instead of a new buffer."""
         self.connect()
         if version is None:
             version = self.version_for(request.API_KEY, type(request).API_NAME)
         if not expect_response:
             self._write(request, version)
             return None
-        frame = self._roundtrip(request, version, timeout)
+        frame = self._roundtrip(request, version, timeout, buffers)
         try:
             _, response = decode_response(frame, request.API_KEY, version)
         except ProtocolError as exc:
@@ -407,7 +410,7 @@ class BrokerConnection:
         )
         what = f"{type(request).API_NAME} v{version}"
         try:
-            sock.sendall(encode_request(header, request))
+            _send_parts(sock, encode_request_parts(header, request))
         except OSError as exc:
             self.close()
             raise BrokerUnreachable(self.address, f"{what}: {exc.strerror or exc}") from None
@@ -436,21 +439,33 @@ class BrokerConnection:
             self.close()
             raise BrokerUnreachable(self.address, f"undecodable {pending.what} response: {exc}") from None
 
-    def _roundtrip(self, request: Message, version: int, timeout: float | None = None) -> memoryview:
-        return self._read_frame(*self._write(request, version), timeout)
+    def _roundtrip(
+        self,
+        request: Message,
+        version: int,
+        timeout: float | None = None,
+        buffers: ReceiveBuffers | None = None,
+    ) -> memoryview:
+        return self._read_frame(*self._write(request, version), timeout, buffers)
 
     def _read_frame(
-        self, sock: socket.socket, correlation_id: int, what: str, timeout: float | None
+        self,
+        sock: socket.socket,
+        correlation_id: int,
+        what: str,
+        timeout: float | None,
+        buffers: ReceiveBuffers | None = None,
     ) -> memoryview:
         wait = self.timeout if timeout is None else timeout
         try:
             sock.settimeout(wait)
-            size = _SIZE.unpack(self._recv_exactly(sock, 4, what))[0]
+            size = _SIZE.unpack(self._recv_into(sock, memoryview(bytearray(4)), what))[0]
             if not 4 <= size <= MAX_RESPONSE_SIZE:
                 raise BrokerUnreachable(
                     self.address, f"bad response size {size} to {what} (not a Kafka broker?)"
                 )
-            frame = self._recv_exactly(sock, size, what)
+            view = memoryview(bytearray(size)) if buffers is None else buffers.take(size)
+            frame = self._recv_into(sock, view, what)
             sock.settimeout(self.timeout)
         except TimeoutError:
             self.close()
@@ -475,9 +490,9 @@ class BrokerConnection:
             )
         return frame
 
-    def _recv_exactly(self, sock: socket.socket, n: int, what: str) -> memoryview:
-        buf = bytearray(n)
-        view = memoryview(buf)
+    def _recv_into(self, sock: socket.socket, view: memoryview, what: str) -> memoryview:
+        """Fill ``view`` from ``sock``; returns it."""
+        n = view.nbytes
         got = 0
         while got < n:
             k = sock.recv_into(view[got:])
@@ -488,3 +503,27 @@ class BrokerConnection:
 
     def __repr__(self) -> str:
         return f"BrokerConnection({self.address})"
+
+
+#: at most this many buffers per sendmsg (Linux's IOV_MAX is 1024)
+_IOV_MAX = 1024
+
+
+def _send_parts(sock: socket.socket, parts: list[Any]) -> None:
+    """Write ``parts`` in order without joining them: a Produce's batches go from their fetched
+    buffers to the socket (sendmsg, gathered by the kernel). TLS sockets have no sendmsg: there,
+    one sendall per part."""
+    if len(parts) == 1 or isinstance(sock, ssl.SSLSocket):
+        for part in parts:
+            sock.sendall(part)
+        return
+    views = [memoryview(p) for p in parts]
+    while views:
+        sent = sock.sendmsg(views[:_IOV_MAX])
+        done = 0
+        while done < len(views) and sent >= views[done].nbytes:
+            sent -= views[done].nbytes
+            done += 1
+        del views[:done]
+        if sent:
+            views[0] = views[0][sent:]

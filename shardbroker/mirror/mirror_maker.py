@@ -4,7 +4,8 @@ Three threads (sockets release the GIL, and a fetch overlaps a produce):
 
 - the *fetch* thread owns a :class:`SourceFetcher` and the fetch positions; it puts each Fetch
   round's partitions (batches and the position after them) on a bounded queue
-  (:data:`QUEUE_ROUNDS` rounds: backpressure when the target is slower);
+  (:data:`QUEUE_ROUNDS` rounds, taken while fewer than :data:`PENDING_MAX_BYTES` are
+  unacknowledged: backpressure when the target is slower);
 - the *produce* thread owns the :class:`TargetProducer`; it keeps per partition the batches not
   yet acknowledged, in order, and sends the next unsent batch of every ready partition in one
   Produce per leader, with up to :data:`MAX_IN_FLIGHT` Produce requests unanswered (idempotent
@@ -28,19 +29,31 @@ A fenced transactional id (another mirror took over) stops the mirror (exit 1).
 
 Throughput (perf/bench_mirror.py, ``flock /tmp/shardbroker-bench.lock .venv/bin/python -m perf
 mirror --records 8000000 --runs 3``: 100 B records, 4 partitions, two local brokers of 1 worker,
-this 2-core VM, 2026-12-05): the mirror 2.00 M records/s median (1.96-2.02; timed from the
-process start, so ~0.5 s of start-up included), against the same fetch code alone 26.9 M
-(26.3-28.0: ratio 0.075) and the same produce code alone, with no fetch, 4.22 M (3.91-4.26:
-ratio 0.47). The issue's ratio >= 0.6 to fetch-only is out of reach here for a reason outside
-the mirror: the target's appends cost 2.9 ms of worker CPU per MB (first touch of page cache on
-this VM, perf/bench_record_sizes.py's docstring), so the target takes at most ~4 M records/s
-of these batches while a Fetch of 1 MiB per partition is served by sendfile at ~27 M. CPU per
-mirrored MB: mirror 3.4 ms (3.39-3.48), source worker 0.41 ms, target worker 2.9 ms. Profile
-(py-spy record -r 200 --threads -f raw --pid <mirror pid> during the bench): the fetch thread
-spends ~60 % of its samples allocating and filling receive buffers, the produce thread its time
-in sendall, encoding (joins) and the batch copy + CRC. Measured steps: 1 MiB instead of 16 MiB
-partition fetches and no copy of a received frame 1.45 -> 1.65-1.9 M; 5 Produce requests in
-flight instead of 1: -> 2.0-2.1 M.
+this 2-core VM shared with other work, 2026-12-05): the mirror 2.12 M records/s median
+(2.06-2.29; timed from the process start, so ~0.5 s of start-up included), against the same
+fetch code alone 23.3 M (21.6-27.8: ratio 0.091) and the same produce code alone, with no
+fetch, 3.25 M (3.14-14.2, the first run on fresh brokers the fast one: ratio 0.65). The issue's
+ratio >= 0.6 to fetch-only is out of reach here for a reason outside the mirror: the target's
+appends cost 3.0 ms of worker CPU per MB (first touch of page cache on this VM,
+perf/bench_record_sizes.py's docstring), so the target takes ~3.5-4 M records/s of these
+batches while a Fetch of 1 MiB per partition is served by sendfile at ~20-27 M.
+
+CPU per mirrored MB (same runs): mirror 1.88 ms (1.70-1.91) for the whole process, 1.02 ms
+(1.00-1.07) once mirroring (start-up, mostly imports, is ~0.7 s of CPU), source worker 0.54 ms,
+target worker 3.0 ms; peak RSS of the mirror 138 MB (another 3 runs the same day, busier VM:
+1.97 M records/s, 2.3 ms, running 1.37 ms). Before (same command, same day, the
+previous commit): 3.3 ms (3.26-3.48), running 2.41 ms (2.40-2.74), peak RSS 443 MB (427-467:
+the produce thread took every queued round, so the fetch thread ran ahead unbounded), at the
+about the same throughput (2.05 M, 1.80-2.16: the target bounds it). The saving (py-spy
+record -r 200 --threads, samples of the mirror's threads): the fetch thread spent 207 of 302
+samples allocating receive buffers (page faults on fresh memory), now reused
+(client/receive_buffers.py, :data:`PENDING_MAX_BYTES`); the produce thread 68 of 277 in
+joining the Produce request and 12 copying batches, now sent gathered (sendmsg of the header
+and the batches' views) and rewritten in place. Left (436 samples of both threads): the
+kernel's socket copies (recv_into, sendmsg: 252), the first ~10 buffers' fresh pages (78, once
+per process) and the CRC (20).
+Earlier steps: 1 MiB instead of 16 MiB partition fetches and no copy of a received frame
+1.45 -> 1.65-1.9 M; 5 Produce requests in flight instead of 1: -> 2.0-2.1 M.
 
 Offset translation: the produce thread tells the :class:`OffsetSyncWriter` (offset_syncs.py)
 of every acknowledged batch and flushes it with every position save or transaction commit; a
@@ -96,6 +109,11 @@ DRAIN_TIMEOUT_S: Final = 20.0
 #: Produce requests written and not yet answered (idempotent mode): the target appends one while
 #: the next is sent. Kafka's idempotent producer allows 5 per connection.
 MAX_IN_FLIGHT: Final = 5
+#: Fetched batches taken from the queue and not yet acknowledged, at most (then the queue fills
+#: and the fetch thread waits): room for MAX_IN_FLIGHT 1 MiB batches of several partitions.
+#: Without it the produce thread took every queued round and the fetch thread ran ahead
+#: unbounded (the whole backlog in memory, none of its buffers reused).
+PENDING_MAX_BYTES: Final = 32 * 1024 * 1024
 _BACKOFF_MIN_S: Final = 0.05
 _BACKOFF_MAX_S: Final = 5.0
 _CLIENT_TIMEOUT_S: Final = 30.0
@@ -565,14 +583,16 @@ class MirrorMaker:
         *,
         block: bool,
     ) -> list[_Entry]:
-        """Move fetched rounds into ``pending``; of every partition ready to send, the first entry
-        not sent yet, if fewer than ``limit`` are in flight before it (a position advance only
-        with nothing before it)."""
+        """Move fetched rounds into ``pending`` (up to :data:`PENDING_MAX_BYTES`); of every
+        partition ready to send, the first entry not sent yet, if fewer than ``limit`` are in
+        flight before it (a position advance only with nothing before it)."""
         rounds: list[list[FetchedPartition]] = []
+        held = sum(e.batch.source.data.nbytes for q in pending.values() for e in q if e.batch is not None)
         try:
-            rounds.append(self._queue.get(timeout=0.05) if block else self._queue.get_nowait())
-            while True:
-                rounds.append(self._queue.get_nowait())
+            while held < PENDING_MAX_BYTES:
+                round_ = self._queue.get(timeout=0.05) if block and not rounds else self._queue.get_nowait()
+                rounds.append(round_)
+                held += sum(a.selection.nbytes for a in round_ if a.selection is not None)
         except queue.Empty:
             pass
         with self._lock:

@@ -9,8 +9,11 @@ hundred partitions at most, and a full Fetch request for them is a few KB.
 Sizes: ``fetch.max.bytes`` 64 MiB and ``max.partition.fetch.bytes`` 1 MiB (Kafka's consumer:
 50 MiB and 1 MiB). Measured (this fetch code alone, 3,000,000 x 100 B in 4 partitions of a
 1-worker broker, 3 runs, 2026-12-05): 1 MiB per partition 21.6 M records/s (19.8-24.1), 4 MiB
-9.6 M, 16 MiB 6.7 M: the answer's buffer is allocated and filled per Fetch, and a few MiB come
+9.6 M, 16 MiB 6.7 M: the answer's buffer was allocated and filled per Fetch, and a few MiB come
 back from malloc warm, while tens of MiB are fresh pages, each a page fault (costly on this VM).
+Answers are now read into :data:`RECEIVE_BUFFERS` reused buffers (client/receive_buffers.py): a
+buffer comes back once every batch cut from it is acknowledged and dropped, so the mirror holds
+at most that many answers' worth of memory beyond what is queued and pending.
 
 Errors come back per partition in :class:`FetchedPartition` (the loop decides: retry, pause,
 reset); a leader that cannot be reached is an error of each of its partitions, and the next
@@ -32,6 +35,7 @@ from shardbroker.client.admin import AdminClient
 from shardbroker.client.admin_cluster import TopicInfo, TopicPartition
 from shardbroker.client.admin_partitions import EARLIEST
 from shardbroker.client.connection import AdminClientError, KafkaApiError
+from shardbroker.client.receive_buffers import ReceiveBuffers
 from shardbroker.mirror.batch_rewrite import Selection, select_batches
 from shardbroker.protocol import messages as m
 from shardbroker.protocol.errors import ErrorCode, ProtocolError
@@ -43,6 +47,10 @@ PARTITION_FETCH_MAX_BYTES: Final = 1024 * 1024
 #: Kafka's fetch.max.wait.ms.
 FETCH_MAX_WAIT_MS: Final = 500
 READ_COMMITTED: Final = 1
+#: Fetch answers' buffers kept for reuse: the mirror's queued rounds (4), its pending batches
+#: (mirror_maker.PENDING_MAX_BYTES) and the answer being read; perf/bench_mirror.py uses 10
+#: (4 partitions, counted by hand), the rest is margin.
+RECEIVE_BUFFERS: Final = 16
 
 
 @dataclass(slots=True)
@@ -81,6 +89,7 @@ class SourceFetcher:
         self.partition_max_bytes = partition_max_bytes
         self.max_wait_ms = max_wait_ms
         self._topics: dict[str, TopicInfo] = {}
+        self._buffers = ReceiveBuffers(RECEIVE_BUFFERS)
 
     def forget_metadata(self) -> None:
         self._topics.clear()
@@ -168,7 +177,9 @@ class SourceFetcher:
             forgotten_topics_data=[],
             rack_id="",
         )
-        response: m.FetchResponse = conn.send(request, version, timeout=self.cluster.timeout + wait_ms / 1000)
+        response: m.FetchResponse = conn.send(
+            request, version, timeout=self.cluster.timeout + wait_ms / 1000, buffers=self._buffers
+        )
         when = time.time()
         if response.error_code != ErrorCode.NONE:
             raise KafkaApiError(response.error_code, f"Fetch from node {leader}")

@@ -66,15 +66,16 @@ class Outcome(Enum):
 
 @dataclass(slots=True)
 class OutBatch:
-    """A source batch on its way to a target partition ``tp``; ``data`` is the rewritten copy
-    for the producer generation ``generation`` (None: not written yet, or by an older one)."""
+    """A source batch on its way to a target partition ``tp``; ``data`` is the batch rewritten
+    (in place, see batch_rewrite.py) for the producer generation ``generation`` (None: not
+    written yet; rewritten again for a newer generation)."""
 
     tp: TopicPartition
     source: SourceBatch
     source_tp: TopicPartition
     #: when it was fetched (time.time()), for the replication latency of CreateTime batches
     fetched_at: float
-    data: bytearray | None = None
+    data: memoryview | None = None
     generation: int = -1
 
 
@@ -183,7 +184,7 @@ class TargetProducer:
             info = self._topics[tp[0]] = self.metadata.topic(tp[0])
         return info.partitions.get(tp[1], -1)
 
-    def _prepare(self, batch: OutBatch) -> bytearray:
+    def _prepare(self, batch: OutBatch) -> memoryview:
         if batch.data is None or batch.generation != self.generation:
             sequence = self._sequences[batch.tp]
             batch.data = rewrite_batch(

@@ -25,6 +25,7 @@ __all__ = [
     "decode_request_header",
     "decode_response",
     "encode_request",
+    "encode_request_parts",
     "encode_response",
     "encode_response_parts",
     "request_header_version",
@@ -114,6 +115,16 @@ def encode_request(header: RequestHeader, msg: Message) -> bytes:
     return _SIZE.pack(len(head) + len(body)) + head + body
 
 
+def encode_request_parts(header: RequestHeader, msg: Message) -> list[Any]:
+    """Like :func:`encode_request`, as a list of parts (see ``codec.encode_parts``): a Produce's
+    large batches are their own parts, uncopied."""
+    if header.request_api_key != msg.API_KEY:
+        raise ProtocolError(f"header api key {header.request_api_key} does not match {type(msg).__name__}")
+    parts = encode_parts(msg, header.request_api_version)
+    head = encode(header, request_header_version(msg.API_KEY, header.request_api_version))
+    return _prefixed(_SIZE.pack(len(head) + sum(len(p) for p in parts)) + head, parts)
+
+
 def response_head(correlation_id: int, api_key: int, api_version: int, body_size: int) -> bytes:
     """The size prefix and the response header, packed directly (the header we send never has
     tagged fields: v1 is the correlation id and an empty tagged-field count)."""
@@ -139,8 +150,11 @@ def encode_response_parts(correlation_id: int, api_key: int, api_version: int, m
     if api_key != msg.API_KEY:
         raise ProtocolError(f"api key {api_key} does not match {type(msg).__name__}")
     parts = encode_parts(msg, api_version)
-    size = sum(len(p) for p in parts)
-    head = response_head(correlation_id, api_key, api_version, size)
+    return _prefixed(response_head(correlation_id, api_key, api_version, sum(len(p) for p in parts)), parts)
+
+
+def _prefixed(head: bytes, parts: list[Any]) -> list[Any]:
+    """``parts`` with ``head`` in front (joined to the first part when that one is small bytes)."""
     if isinstance(parts[0], bytes):
         parts[0] = head + parts[0]
     else:

@@ -75,6 +75,18 @@ def test_rewrite_keeps_records_and_compression_and_sets_producer_fields(compress
     assert RecordBatch(rewrite_batch(original, 1, 0, 0, transactional=True)).is_transactional
 
 
+def test_rewrite_is_in_place_in_a_writable_buffer_and_copies_a_read_only_one() -> None:
+    original = _batch(500, 7, producer_id=42)
+    fetched = bytearray(b"....." + original + b"...")
+    view = memoryview(fetched)[5 : 5 + len(original)]
+    out = rewrite_batch(view, 9001, 3, 1234, transactional=False)
+    assert out.obj is fetched and fetched[:5] == b"....." and fetched[-3:] == b"..."
+    RecordBatch(bytes(fetched[5:-3])).validate()
+    assert RecordBatch(bytes(fetched[5:-3])).producer_id == 9001
+    copied = rewrite_batch(original, 9001, 3, 1234, transactional=False)
+    assert bytes(copied) == bytes(out) and RecordBatch(original).producer_id == 42
+
+
 def test_rewrite_keeps_log_append_time_and_rejects_partial_batches() -> None:
     original = _batch(0, 3, timestamp_type=TimestampType.LOG_APPEND_TIME)
     out = RecordBatch(rewrite_batch(original, 1, 0, 0, transactional=False))
