@@ -244,6 +244,15 @@ OFFSET_SYNCS_LOCATION: Final = _D(
     "the cluster holding the offset-syncs topic",
     _READER,
 )
+SYNC_TOPIC_DELETIONS: Final = _D(
+    "sync.topic.deletions.enabled",
+    _B,
+    "false",
+    BOOLEAN,
+    "shardbroker's own (MirrorMaker 2 never deletes): delete a mirrored topic's target copy when "
+    "the source topic is deleted while the mirror runs",
+    _READER,
+)
 OFFSET_LAG_MAX: Final = _D(
     "offset.lag.max",
     _L,
@@ -316,6 +325,7 @@ class MirrorConfig:
     replication_factor: int
     sync_topic_configs_enabled: bool
     sync_topic_configs_interval_s: int
+    sync_topic_deletions_enabled: bool
     sync_group_offsets_enabled: bool
     sync_group_offsets_interval_s: int
     emit_checkpoints_enabled: bool
@@ -407,6 +417,7 @@ class MirrorConfig:
             replication_factor=get(REPLICATION_FACTOR),
             sync_topic_configs_enabled=get(SYNC_TOPIC_CONFIGS),
             sync_topic_configs_interval_s=get(SYNC_TOPIC_CONFIGS_INTERVAL),
+            sync_topic_deletions_enabled=get(SYNC_TOPIC_DELETIONS),
             sync_group_offsets_enabled=get(SYNC_GROUP_OFFSETS),
             sync_group_offsets_interval_s=get(SYNC_GROUP_OFFSETS_INTERVAL),
             emit_checkpoints_enabled=get(EMIT_CHECKPOINTS),

@@ -286,13 +286,17 @@ class MirrorMaker:
                         (topic, p),
                         f"target topic {remote} was deleted; it is created again on the next start",
                     )
-        gone = active - set(decided.mirrored)
+        gone = sync.deleted_on_source(active - set(decided.mirrored))
         for topic in sorted(gone):
+            deleting = self.config.sync_topic_deletions_enabled
             log.warning(
-                "source topic %s is gone: no longer mirrored (target topic %s kept)",
+                "source topic %s is gone: no longer mirrored (target topic %s %s)",
                 topic,
                 self.config.remote_topic(topic),
+                "deleted" if deleting else "kept",
             )
+            if deleting:
+                sync.delete_remote(topic)
             with self._lock:
                 tps = [tp for tp in self._acked if tp[0] == topic]
                 self._dropped.update(tps)

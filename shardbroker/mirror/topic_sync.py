@@ -6,7 +6,10 @@ Decisions (:func:`plan`, pure) from the two clusters' topic lists:
   target is created with the source's partition count, ``replication.factor`` and the configs
   below; one with fewer target partitions is grown (CreatePartitions); more is left alone;
 - a source topic that is gone stops being mirrored; its target topic is kept (deletions are not
-  propagated: MirrorMaker 2's behaviour);
+  propagated: MirrorMaker 2's behaviour), unless ``sync.topic.deletions.enabled`` (ours) asks
+  for it: then the target copy of a topic deleted while the mirror runs is deleted too (one
+  deleted while the mirror is stopped is not noticed: the mirror keeps no list of what it
+  mirrored);
 - a target topic deleted while mirrored is not recreated while the mirror runs (its partitions
   are paused: recreating it would leave a target without the records mirrored before); on the
   next start it is created again and mirrored from the source's start (mirror_positions.py).
@@ -29,10 +32,13 @@ from typing import Final
 from shardbroker.client.admin import AdminClient
 from shardbroker.client.admin_topics import ConfigEntry, NewTopic
 from shardbroker.mirror.mirror_config import MirrorConfig
+from shardbroker.protocol.errors import ErrorCode
 
 __all__ = ["SYNCED_CONFIGS", "TopicPlan", "TopicSync", "configs_to_copy", "plan"]
 
 log = logging.getLogger("shardbroker.mirror")
+
+_UNKNOWN_TOPIC: Final = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
 
 SYNCED_CONFIGS: Final = frozenset(
     {
@@ -130,6 +136,23 @@ class TopicSync:
                     raise error
                 log.info("grew target topic %s to %d partitions", name, decided.grow[name])
         return decided
+
+    def deleted_on_source(self, topics: Collection[str]) -> set[str]:
+        """Those of ``topics`` the source says do not exist (UNKNOWN_TOPIC_OR_PARTITION): a topic
+        missing from a listing for another reason (no leader during a broker restart) is not
+        taken for deleted."""
+        if not topics:
+            return set()
+        answer = self.source.metadata(sorted(topics)).topics
+        return {t for t in topics if t not in answer or answer[t].error_code == _UNKNOWN_TOPIC}
+
+    def delete_remote(self, topic: str) -> None:
+        """Delete the target copy of the source ``topic`` (``sync.topic.deletions.enabled``)."""
+        remote = self.config.remote_topic(topic)
+        error = self.target.delete_topics([remote])[remote]
+        if error is not None and error.name != "UNKNOWN_TOPIC_OR_PARTITION":
+            raise error
+        log.info("deleted target topic %s: its source topic %s was deleted", remote, topic)
 
     def sync_configs(self, topics: list[str]) -> None:
         """Copy the configs of the mirrored source ``topics`` to their target topics."""

@@ -202,6 +202,30 @@ def test_source_topic_deleted_mid_flight(broker_factory: BrokerFactory, tmp_path
         )
 
 
+def test_deletion_propagated_when_asked(broker_factory: BrokerFactory, tmp_path: Path) -> None:
+    """With sync.topic.deletions.enabled (ours) a source topic deleted while mirrored is deleted
+    on the target too; the other mirrored topic stays."""
+    source, target = brokers(broker_factory)
+    for name in ("mf-del", "mf-stay"):
+        create_topic(source.bootstrap, name, 1)
+        produce_to(source.bootstrap, name, 0, SMALL[:50])
+    config = mirror_config(source, target, sync_topic_deletions_enabled=True)
+    with running_mirror(config, tmp_path) as mirror:
+        for name in ("mf-del", "mf-stay"):
+            wait_for(lambda n=name: caught_up(source, target, n), 60.0, f"{name} mirrored")
+        admin = AdminClient({"bootstrap.servers": source.bootstrap})
+        admin.delete_topics(["mf-del"], operation_timeout=30)["mf-del"].result(60)
+        remote = AdminClient({"bootstrap.servers": target.bootstrap})
+
+        def deleted() -> bool | None:
+            mirror.assert_running()
+            return f"{SOURCE_ALIAS}.mf-del" not in remote.list_topics(timeout=10).topics or None
+
+        wait_for(deleted, 30.0, "the target copy of the deleted topic to go", interval=0.5)
+        assert f"{SOURCE_ALIAS}.mf-stay" in remote.list_topics(timeout=10).topics
+        assert "deleted target topic" in mirror.output()
+
+
 def produce_to(bootstrap: str, topic: str, partition: int, values: list[bytes]) -> None:
     """``values`` to one partition, in batches of at most ~4 KiB (batch.size), uncompressed."""
     producer = confluent_kafka.Producer(
